@@ -1,0 +1,1 @@
+"""onionlab node software: `python -m nodes ROLE --config FILE`."""
