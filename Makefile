@@ -16,10 +16,10 @@ venv: $(STAMP)
 
 ## everything CI runs
 test: $(STAMP) lint
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit tests/net
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit tests/net
 
 ## the long fuzz run: 100,000 random and mutated inputs per parser
 fuzz: $(STAMP)
