@@ -19,7 +19,7 @@ test: $(STAMP) lint
 	$(PY) -m pytest tests/unit tests/net
 
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/unit tests/net
+	$(PY) -m pytest tests/unit
 
 ## the long fuzz run: 100,000 random and mutated inputs per parser
 fuzz: $(STAMP)
