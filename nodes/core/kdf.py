@@ -1,0 +1,43 @@
+"""Key derivation and the onion-service MAC.
+
+`hkdf_sha256` is KDF-RFC5869 (tor-spec 5.2.2), used by ntor; `shake256` is the KDF of rend-spec-v3 0.3
+(hs-ntor, descriptor encryption); `hs_mac` is rend-spec-v3's MAC, which is NOT HMAC: it is a plain SHA3-256
+over a length-prefixed key, safe because SHA3 has no length-extension weakness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from .errors import LocalProtocolError
+from .wire import u64
+
+_SHA256_LEN = 32
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 extract-then-expand, HMAC-SHA256. An empty salt equals HashLen zero bytes as an HMAC key."""
+    if not 0 <= length <= 255 * _SHA256_LEN:
+        raise LocalProtocolError(f"hkdf_sha256: cannot produce {length} bytes")
+    prk = hmac.digest(salt, ikm, "sha256")
+    out = bytearray()
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes((counter,)), "sha256")
+        out += block
+        counter += 1
+    return bytes(out[:length])
+
+
+def shake256(data: bytes, length: int) -> bytes:
+    """SHAKE-256 of `data`, `length` bytes long (rend-spec-v3's KDF)."""
+    if length < 0:
+        raise LocalProtocolError(f"shake256: negative length {length}")
+    return hashlib.shake_256(data).digest(length)
+
+
+def hs_mac(key: bytes, message: bytes) -> bytes:
+    """rend-spec-v3 0.3 MAC: SHA3-256(INT_8(len(key)) | key | message)."""
+    return hashlib.sha3_256(u64(len(key)) + key + message).digest()

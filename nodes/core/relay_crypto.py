@@ -1,0 +1,201 @@
+"""Relay cell crypto (tor-spec 5.5, 6.1) and the onion-service virtual hop (rend-spec-v3 4.2.1).
+
+Each hop of a circuit has, per direction, ONE AES-CTR keystream (IV 0) that runs for the whole life of
+the circuit, and one running digest seeded with Df (forward) or Db (backward). Whoever originates a cell for a
+hop feeds the whole body (digest field zeroed) into that hop's running digest and writes its first 4 bytes
+into the digest field. A receiver calls a cell its own when `recognized` is 0 AND the digest matches; as
+'recognized == 0' also happens by chance (1 in 65536), the digest is checked on a COPY of the running digest,
+which replaces the running one only on a match.
+
+Hot paths use bytes slices and long-lived cipher and hash objects: no per-cell key setup, no int conversions.
+Relay body layout: command(1) recognized(2) stream(2) digest(4) length(2) data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .errors import CryptoError, DecodeError, LocalProtocolError
+
+BODY_LEN = 509
+SENDME_DIGEST_LEN = 20  # authenticated SENDME v1 carries 20 bytes; SHA3-256 digests are truncated to this
+_ZERO_IV = bytes(16)
+_ZERO2 = bytes(2)
+_ZERO4 = bytes(4)
+
+# tor1 (ntor) key material: Df(20) Db(20) Kf(16) Kb(16), then KH(20) which cell crypto does not use.
+TOR1_KEY_LEN = 72
+# Virtual hop, from hs-ntor: Df(32) Db(32) Kf(32) Kb(32): SHA3-256 digests and AES-256 keys.
+HS_KEY_LEN = 128
+
+
+def _keystream(key: bytes):
+    # CTR encryption and decryption are the same XOR, so one encryptor serves either role.
+    return Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+
+
+def _matching_digest(running, body: bytes):
+    """A copy of `running` advanced over `body` if body's digest field matches it, else None."""
+    d = running.copy()
+    d.update(body[:5])
+    d.update(_ZERO4)
+    d.update(body[9:])
+    return d if d.digest()[:4] == body[5:9] else None
+
+
+def _check_outgoing(body: bytes) -> None:
+    if len(body) != BODY_LEN:
+        raise LocalProtocolError(f"relay body must be {BODY_LEN} bytes, got {len(body)}")
+    if body[1:3] != _ZERO2 or body[5:9] != _ZERO4:
+        raise LocalProtocolError("relay body to encrypt must have recognized and digest set to 0")
+
+
+def _check_incoming(body: bytes) -> None:
+    if len(body) != BODY_LEN:
+        raise DecodeError(f"relay body must be {BODY_LEN} bytes, got {len(body)}")
+
+
+class HopCrypto:
+    """Both directions' keystreams and running digests for one hop.
+
+    "forward" is always the direction away from whoever built the circuit; an origin encrypts and digests
+    forward cells with it, the relay at that hop decrypts and checks them with the same state.
+    """
+
+    __slots__ = ("fwd_update", "bwd_update", "fwd_digest", "bwd_digest")
+
+    def __init__(self, df: bytes, db: bytes, kf: bytes, kb: bytes, digest_name: str) -> None:
+        self.fwd_update = _keystream(kf).update
+        self.bwd_update = _keystream(kb).update
+        self.fwd_digest = hashlib.new(digest_name, df)
+        self.bwd_digest = hashlib.new(digest_name, db)
+
+    @classmethod
+    def tor1(cls, key_material: bytes) -> HopCrypto:
+        """A normal hop from ntor key material (AES-128-CTR, SHA-1); bytes past the first 72 are ignored."""
+        if len(key_material) < TOR1_KEY_LEN:
+            raise LocalProtocolError(f"tor1 key material needs {TOR1_KEY_LEN} bytes, got {len(key_material)}")
+        km = bytes(key_material)
+        return cls(km[0:20], km[20:40], km[40:56], km[56:72], "sha1")
+
+    @classmethod
+    def hs_virtual(cls, key_material: bytes, *, service_side: bool) -> HopCrypto:
+        """The onion-service virtual hop (AES-256-CTR, SHA3-256) that each end appends as its LAST hop.
+
+        rend-spec-v3: the service uses the keys "with Kf and Kb interchanged" (digests too), so what the
+        client sends forward the service reads as backward traffic on its own circuit, and vice versa.
+        """
+        if len(key_material) < HS_KEY_LEN:
+            raise LocalProtocolError(f"hs key material needs {HS_KEY_LEN} bytes, got {len(key_material)}")
+        km = bytes(key_material)
+        df, db, kf, kb = km[0:32], km[32:64], km[64:96], km[96:128]
+        if service_side:
+            df, db, kf, kb = db, df, kb, kf
+        return cls(df, db, kf, kb, "sha3_256")
+
+
+class OriginCrypto:
+    """The circuit builder's layers (client, or service on its rendezvous circuit); hop 0 is the first hop."""
+
+    __slots__ = ("_hops",)
+
+    def __init__(self) -> None:
+        self._hops: list[HopCrypto] = []
+
+    def add_hop(self, hop: HopCrypto) -> None:
+        self._hops.append(hop)
+
+    @property
+    def hop_count(self) -> int:
+        return len(self._hops)
+
+    def _hop(self, hop: int) -> HopCrypto:
+        if not 0 <= hop < len(self._hops):
+            raise LocalProtocolError(f"no hop {hop} on a circuit of {len(self._hops)} hops")
+        return self._hops[hop]
+
+    def encrypt(self, body: bytes, hop: int) -> bytes:
+        """Originate `body` (recognized 0, digest 0) for `hop`: set its digest, add layers hop..0."""
+        target = self._hop(hop)
+        _check_outgoing(body)
+        d = target.fwd_digest
+        d.update(body)
+        body = body[:5] + d.digest()[:4] + body[9:]
+        hops = self._hops
+        for i in range(hop, -1, -1):
+            body = hops[i].fwd_update(body)
+        return body
+
+    def decrypt(self, body: bytes) -> tuple[int, bytes]:
+        """Peel layers from hop 0 outward until one hop recognizes the cell: (hop index, plaintext body)."""
+        _check_incoming(body)
+        for i, h in enumerate(self._hops):
+            body = h.bwd_update(body)
+            if body[1:3] == _ZERO2:
+                d = _matching_digest(h.bwd_digest, body)
+                if d is not None:
+                    h.bwd_digest = d
+                    return i, body
+        raise CryptoError("relay cell not recognized by any hop of the circuit")
+
+    def last_sent_digest(self, hop: int) -> bytes:
+        """Running forward digest of `hop` right after the last cell sent to it (authenticated SENDME v1)."""
+        return self._hop(hop).fwd_digest.digest()[:SENDME_DIGEST_LEN]
+
+    def last_received_digest(self, hop: int) -> bytes:
+        """Running backward digest of `hop` right after the last cell received from it."""
+        return self._hop(hop).bwd_digest.digest()[:SENDME_DIGEST_LEN]
+
+
+class RelayLayer:
+    """One relay's layer of a circuit: it receives forward cells and sends backward ones."""
+
+    __slots__ = ("_hop",)
+
+    def __init__(self, hop: HopCrypto) -> None:
+        self._hop = hop
+
+    @classmethod
+    def tor1(cls, key_material: bytes) -> RelayLayer:
+        return cls(HopCrypto.tor1(key_material))
+
+    @classmethod
+    def hs_virtual(cls, key_material: bytes) -> RelayLayer:
+        """The service end of the virtual hop seen as a relay at the end of the client's circuit.
+
+        Equivalent to appending HopCrypto.hs_virtual(key_material, service_side=True) to an OriginCrypto.
+        """
+        return cls(HopCrypto.hs_virtual(key_material, service_side=False))
+
+    def decrypt_forward(self, body: bytes) -> tuple[bool, bytes]:
+        """Remove this layer: (recognized here?, body). Unrecognized bodies are to be passed on unchanged."""
+        _check_incoming(body)
+        h = self._hop
+        body = h.fwd_update(body)
+        if body[1:3] == _ZERO2:
+            d = _matching_digest(h.fwd_digest, body)
+            if d is not None:
+                h.fwd_digest = d
+                return True, body
+        return False, body
+
+    def encrypt_backward_originated(self, body: bytes) -> bytes:
+        """Originate `body` (recognized 0, digest 0) towards the origin: set the digest, add this layer."""
+        _check_outgoing(body)
+        h = self._hop
+        d = h.bwd_digest
+        d.update(body)
+        return h.bwd_update(body[:5] + d.digest()[:4] + body[9:])
+
+    def encrypt_backward_relayed(self, body: bytes) -> bytes:
+        """Add this layer to a backward cell from further along the circuit."""
+        _check_incoming(body)
+        return self._hop.bwd_update(body)
+
+    def last_received_digest(self) -> bytes:
+        return self._hop.fwd_digest.digest()[:SENDME_DIGEST_LEN]
+
+    def last_sent_digest(self) -> bytes:
+        return self._hop.bwd_digest.digest()[:SENDME_DIGEST_LEN]
