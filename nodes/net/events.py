@@ -1,0 +1,33 @@
+"""Structured events: one JSON object a line (ts, node, role, event, fields...) on a text stream.
+
+The orchestrator rebuilds timelines and checks the six steps of the rendezvous flow from these lines, so an
+event name, once used, is an interface: change it only together with the orchestrator's checks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TextIO
+
+
+class EventLog:
+    def __init__(self, node: str, role: str, out: TextIO | None = None) -> None:
+        self.node = node
+        self.role = role
+        self._out = out if out is not None else sys.stdout
+
+    def emit(self, event: str, **fields: object) -> dict:
+        record = {"ts": round(time.time(), 6), "node": self.node, "role": self.role, "event": event, **fields}
+        self._out.write(json.dumps(record, default=_jsonable, separators=(",", ":")) + "\n")
+        self._out.flush()
+        return record
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
