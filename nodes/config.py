@@ -1,0 +1,100 @@
+"""A node's configuration: a JSON file the orchestrator writes, read by `python -m nodes ROLE --config F`.
+
+The file holds no secret: authority identity keys live in the authority's data directory
+(`<data_dir>/keys/identity.key`), relays and onion services make their own keys there on first start.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+ROLES = ("authority", "relay", "onion_service", "client")
+
+
+class ConfigError(ValueError):
+    """A config file that is missing, unreadable or has a bad field; the message names the file and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityRef:
+    name: str
+    address: str
+    dir_port: int
+    identity: str  # hex of the authority's Ed25519 identity key
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    port: int  # the virtual port clients connect to on the onion
+    target: str  # "http", "echo" or "host:port"
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    voting_interval: int = 4  # seconds between consensus rounds
+    hs_period_minutes: int = 24  # HS time period length; TestingTorNetwork-like, short for a testbed
+    hs_rotation_offset_minutes: int = 12
+    descriptor_refresh: int = 30  # seconds between relay descriptor uploads
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    role: str
+    address: str  # the IP this node binds to and advertises
+    data_dir: str
+    control_port: int
+    authorities: tuple[AuthorityRef, ...]
+    or_port: int = 0  # authorities and relays
+    dir_port: int = 0  # authorities
+    timing: Timing = field(default_factory=Timing)
+    guards: int = 3
+    intro_points: int = 3  # onion services
+    services: tuple[ServicePort, ...] = ()  # onion services
+    socks_port: int = 0  # clients
+    socks_address: str = ""  # clients: where SOCKS listens (default: address)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def _build(cls, data: object, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object")
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def parse_config(text: str, source: str = "<config>") -> NodeConfig:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{source}:{e.lineno}:{e.colno}: not JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object")
+    data = dict(data)
+    data["authorities"] = tuple(_build(AuthorityRef, a, f"{source}: authorities[{i}]")
+                                for i, a in enumerate(data.get("authorities", [])))
+    data["services"] = tuple(_build(ServicePort, s, f"{source}: services[{i}]")
+                             for i, s in enumerate(data.get("services", [])))
+    data["timing"] = _build(Timing, data.get("timing", {}), f"{source}: timing")
+    config = _build(NodeConfig, data, source)
+    if config.role not in ROLES:
+        raise ConfigError(f"{source}: role: expected one of {ROLES}, got {config.role!r}")
+    return config
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_config(text, str(path))
