@@ -1,0 +1,169 @@
+"""Minimal HTTP/1.1 over any trio Stream (TCP now, a BEGIN_DIR circuit stream later); h11 does the parsing.
+
+One request per connection: the client asks with `Connection: close` and the server closes after answering,
+which is all the directory protocol needs. Both sides bound every wait in time and every body in size, so a
+slow or hostile peer costs one connection, never the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import h11
+import trio
+
+from nodes.core.errors import RemoteProtocolError
+
+READ_SIZE = 16384
+MAX_HEADER_BYTES = 16384
+MAX_REQUEST_BODY = 512 * 1024  # a relay descriptor, vote or signature is at most 256 KiB (dirdocs)
+MAX_RESPONSE_BODY = 4 * 1024 * 1024
+REQUEST_TIMEOUT = 10.0
+
+Handler = Callable[[str, str, bytes], Awaitable[tuple[int, str, bytes]]]
+
+
+class HttpError(RemoteProtocolError):
+    """The peer broke HTTP: malformed message, body over the limit, or closed in the middle of a message.
+    `status` is what a server answers (400 or 413)."""
+
+    kind = "http"
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as e:
+            raise HttpError(f"bad HTTP from peer: {e}", e.error_status_hint) from None
+        if event is not h11.NEED_DATA:
+            return event
+        conn.receive_data(await stream.receive_some(READ_SIZE))  # b"" at EOF tells h11 the peer closed
+
+
+async def _read_body(conn: h11.Connection, stream: trio.abc.Stream, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        event = await _next_event(conn, stream)
+        if isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks)
+        if not isinstance(event, h11.Data):
+            raise HttpError(f"connection ended inside a message ({type(event).__name__})")
+        size += len(event.data)
+        if size > limit:
+            raise HttpError(f"body over the {limit}-byte limit", 413)
+        chunks.append(event.data)
+
+
+# -- client ------------------------------------------------------------------------------------------------
+
+
+async def request(stream: trio.abc.Stream, method: str, target: str, body: bytes = b"", *, timeout: float,
+                  host: str = "onionlab",
+                  max_body: int = MAX_RESPONSE_BODY) -> tuple[int, dict[str, str], bytes]:
+    """Send one request and read the whole response: (status, headers with lower-case names, body).
+
+    Raises HttpError (bad HTTP, body over `max_body`), trio.TooSlowError, or the stream's own errors
+    (trio.BrokenResourceError, ...). Does not close the stream.
+    """
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
+    headers = [("host", host), ("connection", "close"), ("content-length", str(len(body)))]
+    with trio.fail_after(timeout):
+        await stream.send_all(conn.send(h11.Request(method=method, target=target, headers=headers))
+                              + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+        while True:
+            event = await _next_event(conn, stream)
+            if isinstance(event, h11.Response):
+                break
+            if not isinstance(event, h11.InformationalResponse):
+                raise HttpError(f"connection ended before the response ({type(event).__name__})")
+        payload = await _read_body(conn, stream, max_body)
+    names = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+    return event.status_code, names, payload
+
+
+async def request_tcp(host: str, port: int, method: str, target: str, body: bytes = b"", *, timeout: float,
+                      max_body: int = MAX_RESPONSE_BODY) -> tuple[int, dict[str, str], bytes]:
+    """`request` on a fresh TCP connection, connect included in `timeout`. OSError if the connect fails."""
+    with trio.fail_after(timeout):
+        stream = await trio.open_tcp_stream(host, port)
+        try:
+            return await request(stream, method, target, body, timeout=timeout, host=host, max_body=max_body)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+
+# -- server ------------------------------------------------------------------------------------------------
+
+
+async def serve_http(stream: trio.abc.Stream, handler: Handler, *, timeout: float = REQUEST_TIMEOUT,
+                     max_body: int = MAX_REQUEST_BODY) -> None:
+    """Answer one request on `stream` with `await handler(method, target, body) -> (status, type, body)`.
+
+    A malformed or oversized request is answered 400/413 (best effort) and then raised as HttpError so the
+    caller can count it; reading and writing are each bounded by `timeout` (trio.TooSlowError). A peer that
+    closes without sending anything is not an error. Does not close the stream.
+    """
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+    try:
+        with trio.fail_after(timeout):
+            event = await _next_event(conn, stream)
+            if isinstance(event, h11.ConnectionClosed):
+                return
+            assert isinstance(event, h11.Request)  # h11 yields nothing else first on a server connection
+            if conn.they_are_waiting_for_100_continue:
+                await stream.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            body = await _read_body(conn, stream, max_body)
+    except HttpError as e:
+        await _answer_error(conn, stream, e)
+        raise
+    method, target = event.method.decode("ascii"), event.target.decode("ascii")
+    status, content_type, payload = await handler(method, target, body)
+    headers = [("content-type", content_type), ("content-length", str(len(payload))), ("connection", "close")]
+    data = conn.send(h11.Response(status_code=status, headers=headers))
+    if method != "HEAD":
+        data += conn.send(h11.Data(data=payload))
+    with trio.fail_after(timeout):
+        await stream.send_all(data + conn.send(h11.EndOfMessage()))
+
+
+async def _answer_error(conn: h11.Connection, stream: trio.abc.Stream, error: HttpError) -> None:
+    text = f"{error}\n".encode("ascii", "replace")
+    headers = [("content-type", "text/plain"), ("content-length", str(len(text))), ("connection", "close")]
+    try:
+        data = (conn.send(h11.Response(status_code=error.status, headers=headers))
+                + conn.send(h11.Data(data=text)) + conn.send(h11.EndOfMessage()))
+    except h11.LocalProtocolError:
+        return  # h11 says a response is no longer possible here (e.g. one was already sent)
+    with trio.move_on_after(1):
+        try:
+            await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer that broke HTTP has gone as well; the HttpError is still raised
+
+
+async def serve_http_tcp(host: str, port: int, handler: Handler, *, on_error: Callable[[str], None],
+                         task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve `handler` on TCP until cancelled, one task per connection. `task_status.started()` reports the
+    bound port. Failed connections are reported as `on_error(kind)`: an HttpError's kind, "timeout" or
+    "broken"; any other exception is a bug and propagates."""
+
+    async def connection(stream: trio.SocketStream) -> None:
+        try:
+            await serve_http(stream, handler)
+        except HttpError as e:
+            on_error(e.kind)
+        except trio.TooSlowError:
+            on_error("timeout")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            on_error("broken")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(connection, listeners)
