@@ -1,0 +1,251 @@
+"""SOCKS5 server state machine (RFC 1928): byte-exact handshakes, round trips, typed errors on junk."""
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodes.core.errors import DecodeError, LocalProtocolError, RemoteProtocolError
+from nodes.core.socks5 import (
+    MAX_BUFFERED,
+    NEED_DATA,
+    Atyp,
+    Command,
+    ConnectRequest,
+    Greeting,
+    Reply,
+    ReplyCode,
+    Socks5Server,
+    State,
+    UnsupportedRequest,
+    decode_method_choice,
+    decode_reply,
+    encode_greeting,
+    encode_request,
+)
+
+ONION = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion"
+
+
+def _greeted() -> Socks5Server:
+    server = Socks5Server()
+    server.receive_data(b"\x05\x01\x00")
+    assert server.next_event() == Greeting((0,))
+    assert server.accept_method() == b"\x05\x00"
+    return server
+
+
+def test_curl_style_handshake_byte_exact():
+    server = Socks5Server()
+    assert server.next_event() is NEED_DATA
+    server.receive_data(b"\x05\x02\x00\x02")  # NO AUTH and USERNAME/PASSWORD offered
+    greeting = server.next_event()
+    assert greeting == Greeting((0, 2)) and greeting.no_auth_offered
+    assert server.accept_method() == b"\x05\x00"
+    request = b"\x05\x01\x00\x03" + bytes([len(ONION)]) + ONION.encode() + b"\x00\x50"
+    server.receive_data(request)
+    assert server.next_event() == ConnectRequest(ONION, 80, Atyp.DOMAINNAME)
+    assert server.state is State.REPLYING
+    assert server.reply(ReplyCode.SUCCEEDED) == b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+    assert server.state is State.ESTABLISHED
+    assert server.trailing_data == b""
+
+
+def test_ipv4_and_ipv6_requests():
+    server = _greeted()
+    server.receive_data(b"\x05\x01\x00\x01\x7f\x00\x00\x01\x1f\x90")
+    assert server.next_event() == ConnectRequest("127.0.0.1", 8080, Atyp.IPV4)
+    server = _greeted()
+    server.receive_data(b"\x05\x01\x00\x04" + bytes(15) + b"\x01" + b"\x01\xbb")
+    assert server.next_event() == ConnectRequest("::1", 443, Atyp.IPV6)
+    assert server.reply(ReplyCode.SUCCEEDED, "2001:db8::1", 9050) == (
+        b"\x05\x00\x00\x04" + bytes.fromhex("20010db8000000000000000000000001") + b"\x23\x5a")
+
+
+def test_byte_at_a_time_and_pipelined_with_optimistic_data():
+    wire = encode_greeting((0,)) + encode_request(ONION, 80) + b"GET / HTTP/1.0\r\n\r\n"
+    server = Socks5Server()
+    events = []
+    for i in range(len(wire)):
+        server.receive_data(wire[i:i + 1])
+        if server.state in (State.GREETING, State.REQUEST):
+            event = server.next_event()
+            if event is not NEED_DATA:
+                events.append(event)
+                if isinstance(event, Greeting):
+                    server.accept_method()
+    assert events == [Greeting((0,)), ConnectRequest(ONION, 80, Atyp.DOMAINNAME)]
+    assert server.trailing_data == b"GET / HTTP/1.0\r\n\r\n"
+    server.reply(ReplyCode.SUCCEEDED)
+    assert server.trailing_data == b"GET / HTTP/1.0\r\n\r\n"
+
+
+def test_no_acceptable_method():
+    server = Socks5Server()
+    server.receive_data(b"\x05\x01\x02")  # USERNAME/PASSWORD only
+    assert not server.next_event().no_auth_offered
+    with pytest.raises(LocalProtocolError):
+        server.accept_method()
+    assert server.reject_methods() == b"\x05\xff"
+    assert server.state is State.CLOSED
+
+
+@pytest.mark.parametrize("command", [Command.BIND, Command.UDP_ASSOCIATE, 9])
+def test_only_connect(command):
+    server = _greeted()
+    server.receive_data(encode_request("127.0.0.1", 80, command=command))
+    with pytest.raises(UnsupportedRequest) as info:
+        server.next_event()
+    assert info.value.reply is ReplyCode.COMMAND_NOT_SUPPORTED and info.value.kind == "unsupported"
+    assert server.failure_reply(info.value) == b"\x05\x07\x00\x01" + bytes(6)
+    assert server.state is State.CLOSED
+    assert server.failure_reply(info.value) == b""  # one reply only
+
+
+def test_unknown_address_type():
+    server = _greeted()
+    server.receive_data(b"\x05\x01\x00\x02abcdef")
+    with pytest.raises(UnsupportedRequest) as info:
+        server.next_event()
+    assert server.failure_reply(info.value)[:2] == b"\x05\x08"
+
+
+@pytest.mark.parametrize("junk, where", [
+    (b"GET / HTTP/1.1\r\n", "greeting"),  # an HTTP client at the SOCKS port
+    (b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00", "greeting"),  # SOCKS4
+    (b"\x05\x00", "greeting"),  # no methods
+    (b"\x05\x01\x00\x03\x00\x00\x50", "request"),  # empty domain name
+    (b"\x05\x01\x00\x03\x03a b\x00\x50", "request"),  # space in the name
+    (b"\x05\x01\x00\x03\x02\xc3\xa9\x00\x50", "request"),  # non-ASCII name
+    (b"\x05\x01\x01\x01\x7f\x00\x00\x01\x00\x50", "request"),  # reserved byte set
+    (b"\x04\x01\x00\x01\x7f\x00\x00\x01\x00\x50", "request"),  # wrong version in the request
+])
+def test_junk_is_a_decode_error(junk, where):
+    server = Socks5Server() if where == "greeting" else _greeted()
+    server.receive_data(junk)
+    with pytest.raises(DecodeError):
+        server.next_event()
+    assert server.state is State.FAILED
+    # a bad greeting gets no answer; a bad request gets GENERAL_FAILURE
+    expected = b"" if where == "greeting" else b"\x05\x01\x00\x01" + bytes(6)
+    assert server.failure_reply(DecodeError("x")) == expected
+    with pytest.raises(LocalProtocolError):
+        server.next_event()
+
+
+def test_close_mid_handshake():
+    server = Socks5Server()
+    server.receive_data(b"\x05\x02\x00")
+    assert server.next_event() is NEED_DATA
+    server.receive_data(b"")
+    with pytest.raises(DecodeError, match="closed"):
+        server.next_event()
+    server = Socks5Server()
+    server.receive_data(b"")
+    with pytest.raises(DecodeError):
+        server.next_event()
+
+
+def test_buffer_is_bounded():
+    server = _greeted()
+    server.receive_data(b"\x05\x01\x00\x03\xff")  # a 255-byte name is coming
+    assert server.next_event() is NEED_DATA
+    with pytest.raises(DecodeError, match="without waiting"):
+        server.receive_data(b"a" * MAX_BUFFERED)
+    assert server.state is State.FAILED
+
+
+def test_misuse_is_local_error():
+    server = Socks5Server()
+    with pytest.raises(LocalProtocolError):
+        server.accept_method()
+    with pytest.raises(LocalProtocolError):
+        server.reply(ReplyCode.SUCCEEDED)
+    server = _greeted()
+    with pytest.raises(LocalProtocolError):
+        server.accept_method()
+    server.receive_data(encode_request("10.0.0.1", 1))
+    server.next_event()
+    with pytest.raises(LocalProtocolError):
+        server.next_event()  # we owe a reply first
+    with pytest.raises(LocalProtocolError):
+        server.reply(0x42)
+    server.reply(ReplyCode.HS_BAD_ADDRESS)
+    with pytest.raises(LocalProtocolError):
+        server.receive_data(b"x")
+    with pytest.raises(LocalProtocolError):
+        encode_request("a" * 256, 80)
+    with pytest.raises(LocalProtocolError):
+        encode_request("example.org", 65536)
+
+
+def test_client_side_decoders():
+    assert decode_method_choice(b"\x05\x00") == 0
+    assert decode_method_choice(b"\x05\xff") == 0xFF
+    with pytest.raises(DecodeError):
+        decode_method_choice(b"\x04\x00")
+    assert decode_reply(b"\x05\xf6\x00\x01\x00\x00") is NEED_DATA
+    wire = b"\x05\xf6\x00\x01" + bytes(6)
+    assert decode_reply(wire + b"more") == (Reply(0xF6, "0.0.0.0", 0, Atyp.IPV4), 10)
+    with pytest.raises(DecodeError):
+        decode_reply(b"\x05\x00\x00\x09" + bytes(6))
+
+
+_hosts = st.one_of(
+    st.tuples(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=255),
+              st.just(Atyp.DOMAINNAME)),
+    st.tuples(st.ip_addresses(v=4).map(str), st.just(Atyp.IPV4)),
+    st.tuples(st.ip_addresses(v=6).map(str), st.just(Atyp.IPV6)),
+)
+
+
+@given(_hosts, st.integers(0, 65535), st.lists(st.integers(0, 255), min_size=0, max_size=254),
+       st.binary(max_size=512), st.data())
+def test_round_trip_in_any_chunking(host_atyp, port, extra_methods, early, data):
+    host, atyp = host_atyp
+    wire = encode_greeting((*extra_methods, 0)) + encode_request(host, port, atyp=atyp) + early
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    server = Socks5Server()
+    events = []
+    for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+        if a == b:
+            continue  # b"" would mean the client closed
+        server.receive_data(wire[a:b])
+        while server.state in (State.GREETING, State.REQUEST):
+            event = server.next_event()
+            if event is NEED_DATA:
+                break
+            events.append(event)
+            if isinstance(event, Greeting):
+                server.accept_method()
+    assert events == [Greeting((*extra_methods, 0)), ConnectRequest(host, port, atyp)]
+    assert server.trailing_data == early
+
+
+@given(st.sampled_from(ReplyCode), _hosts, st.integers(0, 65535))
+def test_reply_round_trip(code, host_atyp, port):
+    host, atyp = host_atyp
+    server = _greeted()
+    server.receive_data(encode_request("x.onion", 80))
+    server.next_event()
+    wire = server.reply(code, host, port)
+    reply, used = decode_reply(wire)
+    assert used == len(wire)
+    assert (reply.code, reply.port) == (code, port)
+    try:  # reply() sends anything that parses as an IP address as one, in canonical form ("0:0::1" -> "::1")
+        expected = str(ipaddress.ip_address(host))
+    except ValueError:
+        expected = host
+    assert reply.host == expected
+    assert decode_reply(wire[:-1]) is NEED_DATA
+
+
+@given(st.binary(max_size=600))
+def test_random_bytes_only_typed_errors(junk):
+    for server in (Socks5Server(), _greeted()):
+        try:
+            server.receive_data(junk)
+            server.next_event()
+        except RemoteProtocolError:
+            pass
