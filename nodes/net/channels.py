@@ -1,0 +1,425 @@
+"""Channels: one TLS link per peer, shared by every circuit to that peer (tor-spec 2, 5.1.1).
+
+The ChannelManager listens on the OR port, opens links on demand (one per (address, port); callers asking at
+the same time share one attempt) and runs, per link, a reader that hands each cell to the circuit registered
+for its circ_id and a writer that sends what circuits queue.
+
+Ordering: relay crypto is a stream cipher, so cells must leave in the order they were encrypted. Producers
+queue cells synchronously (`send_nowait`) right after the core returns them, and only then wait for room
+(`wait_writable`). Backpressure: each circuit's inbox is bounded, so a slow circuit stalls the link reader
+(and through TCP, the peer); producers wait while a link's outbox is above its high-water mark.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from nodes.core.cells import Cell, Command, Destroy, DestroyReason
+from nodes.core.errors import RemoteProtocolError, UnexpectedMessage
+
+from . import tls
+from .events import EventLog
+from .link import Link, LinkClosed
+from .metrics import Metrics
+
+CONNECT_TIMEOUT = 10.0
+CIRCUIT_INBOX = 256  # cells buffered per circuit before the link reader waits for it
+OUTBOX_HIGH_WATER = 512  # cells queued on a link before producers wait
+WRITE_TIMEOUT = 60.0  # a peer that takes longer than this to take one batch of cells loses the link
+RECENTLY_CLOSED = 256  # circuit ids remembered after removal: their late cells are dropped without a count
+_HIGH_BIT = 0x80000000
+_IGNORED_ON_CIRCUIT_0 = frozenset((Command.PADDING, Command.VPADDING))
+
+Inbox = trio.MemoryReceiveChannel  # of Cell; ends (EndOfChannel) when the link dies or the circuit is removed
+CircuitTask = Callable[[Inbox], Awaitable[None]]
+# Relays answer CREATE2 on a new circ_id: given the channel and the cell, return the task that will run the
+# circuit (it receives the CREATE2 as its first cell), or None to refuse it.
+CreateHandler = Callable[["Channel", Cell], CircuitTask | None]
+
+
+class ChannelError(Exception):
+    """No channel to a peer: connecting, TLS or the link handshake failed or timed out."""
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def destroy_cell(circ_id: int, reason: int) -> Cell:
+    return Cell(circ_id, Command.DESTROY, Destroy(reason).encode())
+
+
+class Channel:
+    """One open link and the circuits on it. Created by the ChannelManager."""
+
+    def __init__(self, manager: ChannelManager, link: Link, *, address: str, port: int | None,
+                 initiator: bool) -> None:
+        self._manager = manager
+        self.link = link
+        self.address = address  # the peer's address
+        self.port = port  # the peer's OR port when we connected to it; None for links the peer opened
+        self.initiator = initiator  # we opened the link: our circuit ids have the high bit set
+        self.closed = False
+        self.close_reason = ""
+        self._inboxes: dict[int, trio.MemorySendChannel] = {}
+        self._recently_closed: deque[int] = deque(maxlen=RECENTLY_CLOSED)
+        self._outbox_send, self._outbox_recv = trio.open_memory_channel(math.inf)
+        self._queued = 0
+        self._room = trio.lowlevel.ParkingLot()
+        self._circuit_nursery: trio.Nursery | None = None
+        self._io_scope = trio.CancelScope()
+
+    def __repr__(self) -> str:
+        peer = f"{self.address}:{self.port}" if self.port is not None else self.address
+        return f"<Channel {'to' if self.initiator else 'from'} {peer}{' closed' if self.closed else ''}>"
+
+    @property
+    def circuit_ids(self) -> list[int]:
+        return list(self._inboxes)
+
+    # -- sending -------------------------------------------------------------------------------------------
+    def send_nowait(self, cells: Sequence[Cell]) -> None:
+        """Queue cells in order. On a closed channel they are dropped: the circuit learns of the loss from
+        its inbox ending."""
+        if self.closed or not cells:
+            return
+        self._queued += len(cells)
+        self._outbox_send.send_nowait(list(cells))
+
+    async def wait_writable(self) -> None:
+        """Wait while the outbox is above its high-water mark (returns at once on a closed channel)."""
+        while self._queued > OUTBOX_HIGH_WATER and not self.closed:
+            await self._room.park()
+        await trio.lowlevel.checkpoint()
+
+    async def send(self, cells: Sequence[Cell]) -> None:
+        self.send_nowait(cells)
+        await self.wait_writable()
+
+    # -- circuits ------------------------------------------------------------------------------------------
+    def add_circuit(self, task: CircuitTask, circ_id: int | None = None) -> int:
+        """Register a circuit and start `task(inbox)` in this channel's nursery; returns its circ_id.
+
+        Without `circ_id`, `allocate_circ_id()` chooses one."""
+        if self.closed or self._circuit_nursery is None:
+            raise ChannelError(f"{self!r} is closed", kind="closed")
+        if circ_id is None:
+            circ_id = self.allocate_circ_id()
+        elif circ_id in self._inboxes:
+            raise ValueError(f"circuit id {circ_id} is in use on {self!r}")
+        send, recv = trio.open_memory_channel(CIRCUIT_INBOX)
+        self._inboxes[circ_id] = send
+        self._circuit_nursery.start_soon(self._run_circuit, circ_id, send, recv, task)
+        return circ_id
+
+    def remove_circuit(self, circ_id: int) -> None:
+        """Forget a circuit: its inbox ends after the cells already queued; later cells are dropped."""
+        send = self._inboxes.pop(circ_id, None)
+        if send is not None:
+            send.close()
+            self._recently_closed.append(circ_id)
+
+    def allocate_circ_id(self) -> int:
+        """A fresh circuit id: random, not live, high bit set iff we opened the link (tor-spec 5.1.1)."""
+        high = _HIGH_BIT if self.initiator else 0
+        while True:
+            circ_id = high | (int.from_bytes(os.urandom(4), "big") & ~_HIGH_BIT)
+            if circ_id & ~_HIGH_BIT and circ_id not in self._inboxes and circ_id not in self._recently_closed:
+                return circ_id
+
+    async def _run_circuit(self, circ_id: int, send: trio.MemorySendChannel, recv: Inbox,
+                           task: CircuitTask) -> None:
+        try:
+            async with recv:
+                await task(recv)
+        finally:
+            if self._inboxes.get(circ_id) is send:
+                self.remove_circuit(circ_id)
+
+    # -- the link ------------------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close the link; every circuit on it sees its inbox end. Idempotent."""
+        self._io_scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+    async def _run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run the link until it dies, then wait for its circuits to wrap up."""
+        async with trio.open_nursery() as circuits:
+            self._circuit_nursery = circuits
+            self._manager._link_up(self)
+            task_status.started(self)
+            try:
+                with self._io_scope:
+                    async with trio.open_nursery() as io:
+                        io.start_soon(self._write_loop, io.cancel_scope)
+                        await self._read_loop(io.cancel_scope)
+            finally:
+                self._shutdown(self.close_reason or "closed locally")
+                await self.link.aclose()
+
+    async def _read_loop(self, io_scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                cells = await self.link.receive_cells()
+                self._manager.metrics.inc("cells_in_total", len(cells))
+                for cell in cells:
+                    await self._dispatch(cell)
+        except LinkClosed as e:
+            self.close_reason = f"link closed: {e}"
+        except RemoteProtocolError as e:
+            # Junk from the peer: this link goes, the node keeps serving the others.
+            self._manager._count_error(e.kind, link=True)
+            self.close_reason = f"protocol error ({e.kind}): {e}"
+        io_scope.cancel()
+
+    async def _write_loop(self, io_scope: trio.CancelScope) -> None:
+        try:
+            async for batch in self._outbox_recv:
+                # Join whatever else is waiting: fewer, larger TLS writes.
+                while True:
+                    try:
+                        batch += self._outbox_recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                with trio.move_on_after(WRITE_TIMEOUT) as write:
+                    await self.link.send_cells(batch)
+                if write.cancelled_caught:
+                    self._manager.metrics.inc("link_errors_total", kind="write_timeout")
+                    self.close_reason = f"peer took no cells for {WRITE_TIMEOUT} s"
+                    io_scope.cancel()
+                    return
+                self._manager.metrics.inc("cells_out_total", len(batch))
+                self._queued -= len(batch)
+                if self._queued <= OUTBOX_HIGH_WATER:
+                    self._room.unpark_all()
+        except LinkClosed as e:
+            self._manager.metrics.inc("link_errors_total", kind="write")
+            self.close_reason = f"link closed while sending: {e}"
+            io_scope.cancel()
+
+    async def _dispatch(self, cell: Cell) -> None:
+        inbox = self._inboxes.get(cell.circ_id)
+        if inbox is not None:
+            try:
+                await inbox.send(cell)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the circuit ended while we waited: the cell is for a circuit we no longer know
+        if cell.circ_id == 0:
+            if cell.command in _IGNORED_ON_CIRCUIT_0:
+                return
+            raise UnexpectedMessage(f"cell command {cell.command} on circuit 0 after the handshake")
+        if cell.command == Command.DESTROY or cell.circ_id in self._recently_closed:
+            return  # both ends may destroy a circuit at once; cells already in flight then arrive late
+        if cell.command in (Command.CREATE2, Command.CREATE, Command.CREATE_FAST):
+            self._incoming(cell)
+            return
+        self._manager._count_error("unknown_circuit")
+
+    def _incoming(self, cell: Cell) -> None:
+        """A circuit the peer opens here: relays answer CREATE2, anything else is refused with a DESTROY."""
+        # The peer sets the high bit iff it opened the link; an id from our half of the space is an error.
+        peer_high = 0 if self.initiator else _HIGH_BIT
+        on_create = self._manager.on_create
+        if (cell.circ_id & _HIGH_BIT) != peer_high:
+            self._manager._count_error("circ_id")
+        elif cell.command != Command.CREATE2 or on_create is None:
+            self._manager._count_error("unexpected")
+        else:
+            task = on_create(self, cell)
+            if task is not None:
+                self.add_circuit(task, cell.circ_id)
+                self._inboxes[cell.circ_id].send_nowait(cell)
+                return
+        self.send_nowait([destroy_cell(cell.circ_id, DestroyReason.PROTOCOL)])
+
+    def _shutdown(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._outbox_send.close()
+        self._room.unpark_all()
+        inboxes, self._inboxes = self._inboxes, {}
+        for send in inboxes.values():
+            send.close()
+        self._manager._link_down(self, reason, len(inboxes))
+
+
+class _Attempt:
+    """One connection attempt that every concurrent caller waits for."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.channel: Channel | None = None
+        self.error: ChannelError | None = None
+
+
+class ChannelManager:
+    """Every link of one node. Run it with `await nursery.start(cm.serve, host, port)` (relays: listens on
+    the OR port; started() reports the bound port) or `await nursery.start(cm.run)` (clients)."""
+
+    def __init__(self, identity: bytes, metrics: Metrics, events: EventLog, *, address: str,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self.identity = identity
+        self.metrics = metrics
+        self.events = events
+        self.address = address
+        self.or_port = 0
+        self.connect_timeout = connect_timeout
+        self.on_create: CreateHandler | None = None
+        self._outbound: dict[tuple[str, int], Channel] = {}
+        self._attempts: dict[tuple[str, int], _Attempt] = {}
+        self._channels: set[Channel] = set()
+        self._nursery: trio.Nursery | None = None
+        self._client_ctx = tls.client_context()
+        metrics.describe("links_open", "gauge", "Open links (TLS connections to other nodes)")
+        metrics.describe("cells_in_total", "counter", "Cells received on all links")
+        metrics.describe("cells_out_total", "counter", "Cells sent on all links")
+        metrics.describe("link_errors_total", "counter", "Links that failed or were closed for an error")
+        metrics.describe("errors_total", "counter", "Protocol errors by the peer, by kind")
+
+    @property
+    def channels(self) -> list[Channel]:
+        """Every open channel, in both directions."""
+        return [c for c in self._channels if not c.closed]
+
+    def channel_to(self, address: str, port: int) -> Channel | None:
+        channel = self._outbound.get((address, port))
+        return channel if channel is not None and not channel.closed else None
+
+    # -- running -------------------------------------------------------------------------------------------
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run without listening (clients and onion services): only outgoing links."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Listen for links on (host, port) as well; started() reports the bound port (useful with 0)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            listeners = await trio.open_ssl_over_tcp_listeners(port, tls.server_context(), host=host)
+            self.or_port = listeners[0].transport_listener.socket.getsockname()[1]
+            task_status.started(self.or_port)
+            await trio.serve_listeners(self._accept, listeners, handler_nursery=nursery)
+
+    async def aclose(self) -> None:
+        """Close every link (their circuits see their inboxes end)."""
+        for channel in list(self._channels):
+            await channel.aclose()
+
+    # -- links ---------------------------------------------------------------------------------------------
+    async def get_channel(self, address: str, port: int) -> Channel:
+        """The open channel to (address, port), connecting if there is none. ChannelError on failure."""
+        key = (address, port)
+        channel = self.channel_to(address, port)
+        if channel is not None:
+            return channel
+        if self._nursery is None:
+            raise RuntimeError("the ChannelManager is not running: start serve() or run() first")
+        attempt = self._attempts.get(key)
+        if attempt is None:
+            attempt = self._attempts[key] = _Attempt()
+            # In the manager's nursery, so one caller giving up does not cancel the others' attempt.
+            self._nursery.start_soon(self._connect, key, attempt)
+        await attempt.done.wait()
+        if attempt.error is not None:
+            raise attempt.error
+        return attempt.channel
+
+    async def _connect(self, key: tuple[str, int], attempt: _Attempt) -> None:
+        address, port = key
+        try:
+            link = await self._open_link(address, port)
+            channel = Channel(self, link, address=address, port=port, initiator=True)
+            self._outbound[key] = channel
+            await self._nursery.start(channel._run)
+            attempt.channel = channel
+        except ChannelError as e:
+            self.metrics.inc("link_errors_total", kind=e.kind)
+            self.events.emit("link_failed", peer=address, port=port, kind=e.kind, error=str(e))
+            attempt.error = e
+        finally:
+            del self._attempts[key]
+            if attempt.channel is None and attempt.error is None:
+                attempt.error = ChannelError(f"connecting to {address}:{port} was cancelled",
+                                             kind="cancelled")
+            attempt.done.set()
+
+    async def _open_link(self, address: str, port: int) -> Link:
+        link = None
+        try:
+            with trio.fail_after(self.connect_timeout):
+                stream = await trio.open_ssl_over_tcp_stream(address, port, ssl_context=self._client_ctx)
+                link = Link(stream, initiator=True)
+                await link.handshake(now=int(time.time()), peer_address=_ip_or_empty(address),
+                                     my_addresses=self._my_addresses())
+            return link
+        except trio.TooSlowError:
+            error = ChannelError(f"no link to {address}:{port} within {self.connect_timeout} s",
+                                 kind="timeout")
+        except (OSError, trio.BrokenResourceError, LinkClosed) as e:
+            error = ChannelError(f"cannot connect to {address}:{port}: {e}", kind="connect")
+        except RemoteProtocolError as e:
+            error = ChannelError(f"link handshake with {address}:{port} failed: {e}", kind=e.kind)
+        if link is not None:
+            await link.aclose()
+        raise error
+
+    async def _accept(self, stream: trio.SSLStream) -> None:
+        link = Link(stream, initiator=False)
+        try:
+            address = stream.transport_stream.socket.getpeername()[0]
+        except OSError:  # gone already
+            await link.aclose()
+            return
+        try:
+            with trio.fail_after(self.connect_timeout):
+                await link.handshake(now=int(time.time()), peer_address=address,
+                                     my_addresses=self._my_addresses())
+        except (trio.TooSlowError, trio.BrokenResourceError, LinkClosed, RemoteProtocolError) as e:
+            kind = e.kind if isinstance(e, RemoteProtocolError) else "handshake"
+            self.metrics.inc("link_errors_total", kind=kind)
+            self.events.emit("link_failed", peer=address, direction="in", kind=kind, error=str(e))
+            await link.aclose()
+            return
+        await Channel(self, link, address=address, port=None, initiator=False)._run()
+
+    def _my_addresses(self) -> list[str]:
+        return [self.address] if _ip_or_empty(self.address) else []
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------
+    def _link_up(self, channel: Channel) -> None:
+        self._channels.add(channel)
+        self.metrics.set("links_open", len(self._channels))
+        self.events.emit("link_up", peer=channel.address, port=channel.port,
+                         direction="out" if channel.initiator else "in")
+
+    def _link_down(self, channel: Channel, reason: str, circuits: int) -> None:
+        self._channels.discard(channel)
+        if channel.port is not None and self._outbound.get((channel.address, channel.port)) is channel:
+            del self._outbound[(channel.address, channel.port)]
+        self.metrics.set("links_open", len(self._channels))
+        self.events.emit("link_down", peer=channel.address, port=channel.port, reason=reason,
+                         circuits=circuits)
+
+    def _count_error(self, kind: str, *, link: bool = False) -> None:
+        self.metrics.inc("errors_total", kind=kind)
+        if link:
+            self.metrics.inc("link_errors_total", kind=kind)
+
+
+def _ip_or_empty(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return ""

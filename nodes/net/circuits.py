@@ -1,0 +1,326 @@
+"""Circuits we build (clients, onion services): the Trio driver of nodes.core.circuit.OriginCircuit.
+
+`CircuitManager.build(path)` sends CREATE2 to the first hop and EXTEND2 hop by hop, each step under a
+timeout. The returned handle runs one task (in its channel's nursery) that feeds the circuit's cells to the
+core and routes the events: stream data to streams, onion-service messages to `receive`, incoming BEGINs to
+`accept_stream`. Failures surface as typed errors (CircuitBuildError, CircuitClosed, StreamRefused).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import trio
+
+from nodes.core import circuit as core
+from nodes.core.circuit import CircuitState, HopSpec, OriginCircuit
+from nodes.core.dirdocs import RouterStatus, relay_node_id
+from nodes.core.errors import RemoteProtocolError, UnexpectedMessage
+from nodes.core.relay import Begin, BeginDir, EndReason
+from nodes.core.relay_crypto import HopCrypto
+
+from .channels import Channel, ChannelError, ChannelManager, Inbox
+from .events import EventLog
+from .metrics import Metrics
+from .streams import CircuitStream
+
+STEP_TIMEOUT = 10.0  # per hop of a build: CREATE2 -> CREATED2, EXTEND2 -> EXTENDED2
+STREAM_TIMEOUT = 10.0  # BEGIN -> CONNECTED
+RECEIVE_TIMEOUT = 30.0  # default wait for an onion-service message
+PENDING_MESSAGES = 64  # onion-service messages waiting for receive() before the circuit waits
+PENDING_STREAMS = 16  # BEGINs waiting for accept_stream() before more are refused
+
+_HS_EVENTS = (core.IntroEstablished, core.IntroduceAck, core.RendezvousEstablished, core.Rendezvous2,
+              core.Introduce2)
+
+
+class CircuitError(Exception):
+    """Base of the circuit errors; `kind` is a short label (metrics key)."""
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class CircuitBuildError(CircuitError):
+    """A build failed at hop `hop` (0-based): no link, a timeout, a DESTROY, or a bad handshake reply."""
+
+    def __init__(self, message: str, *, kind: str, hop: int) -> None:
+        super().__init__(message, kind=kind)
+        self.hop = hop
+
+
+class CircuitClosed(CircuitError, trio.BrokenResourceError):
+    """The circuit is gone: destroyed by a relay, its link died, a protocol error, or closed by us."""
+
+
+def hop_spec(router: RouterStatus) -> HopSpec:
+    return HopSpec(router.address, router.or_port, relay_node_id(router.identity), router.identity,
+                   router.ntor_onion_key)
+
+
+class OriginCircuitHandle:
+    """A built circuit. Also the StreamHost of its streams."""
+
+    def __init__(self, manager: CircuitManager, channel: Channel, path: Sequence[RouterStatus]) -> None:
+        self._manager = manager
+        self.channel = channel
+        self.path = tuple(path)
+        self.error: CircuitClosed | None = None
+        self.closed = trio.Event()
+        self._changed = trio.lowlevel.ParkingLot()
+        self._streams: dict[int, CircuitStream] = {}
+        self._messages_send, self._messages = trio.open_memory_channel(PENDING_MESSAGES)
+        self._requests_send, self._requests = trio.open_memory_channel(PENDING_STREAMS)
+        self.circ_id = channel.add_circuit(self._run)
+        self.core = OriginCircuit(self.circ_id, manager.rng, path_len=len(path))
+
+    def __repr__(self) -> str:
+        names = ",".join(r.nickname for r in self.path)
+        return f"<OriginCircuit {self.circ_id:#x} [{names}] {self.core.state.value}>"
+
+    @property
+    def hop_count(self) -> int:
+        return self.core.hop_count
+
+    def hop_kh(self, hop: int = -1) -> bytes:
+        """KH of an ntor hop: what ESTABLISH_INTRO's HANDSHAKE_AUTH is keyed with."""
+        return self.core.hop_kh(hop)
+
+    # -- messages ------------------------------------------------------------------------------------------
+    async def send(self, message, hop: int = -1) -> None:
+        """A control or onion-service message (DROP, TRUNCATE, ESTABLISH_INTRO, INTRODUCE1, ...)."""
+        self._check_usable()
+        self.channel.send_nowait([self.core.send_relay(message, hop)])
+        await self.channel.wait_writable()
+
+    async def receive(self, allowed: tuple[type, ...] = (), *, timeout: float = RECEIVE_TIMEOUT):
+        """The next onion-service event (nodes.core.circuit.IntroEstablished, Rendezvous2, Introduce2, ...).
+
+        With `allowed`, any other event is the peer's protocol error: the circuit is destroyed."""
+        with trio.fail_after(timeout):
+            try:
+                event = await self._messages.receive()
+            except trio.EndOfChannel:
+                raise self.error from None
+        if allowed and not isinstance(event, allowed):
+            error = UnexpectedMessage(f"{type(event).__name__} where {[t.__name__ for t in allowed]} "
+                                      "was expected")
+            self._protocol_error(error)
+            raise self.error from error
+        return event
+
+    def add_virtual_hop(self, hop_crypto: HopCrypto) -> int:
+        """Append the onion-service hop (after RENDEZVOUS2 on the client, RENDEZVOUS1 on the service)."""
+        self._check_usable()
+        return self.core.add_virtual_hop(hop_crypto)
+
+    # -- streams -------------------------------------------------------------------------------------------
+    async def open_stream(self, target: str, port: int, *, timeout: float = STREAM_TIMEOUT) -> CircuitStream:
+        """BEGIN target:port ("" for an onion service) on the last hop; StreamRefused if it answers END."""
+        return await self._open(Begin(target, port), timeout)
+
+    async def open_dir_stream(self, *, timeout: float = STREAM_TIMEOUT) -> CircuitStream:
+        """BEGIN_DIR to the last hop's directory."""
+        return await self._open(BeginDir(), timeout)
+
+    async def _open(self, request: Begin | BeginDir, timeout: float) -> CircuitStream:
+        self._check_usable()
+        stream_id, cell = self.core.open_stream(request)
+        stream = self._streams[stream_id] = CircuitStream(self, stream_id)
+        self.channel.send_nowait([cell])
+        try:
+            with trio.fail_after(timeout):
+                await stream._wait_connected()
+        except BaseException:
+            if stream.end_reason is None:  # timed out or cancelled: tell the other end
+                self.end_stream(stream_id, EndReason.MISC)
+            self.forget_stream(stream_id)
+            raise
+        return stream
+
+    async def accept_stream(self) -> tuple[CircuitStream, int]:
+        """The next stream the other end opens on this circuit (an onion service's rendezvous circuit):
+        CONNECTED is sent; returns (stream, port). Close unwanted ones with `aclose()`."""
+        while True:
+            try:
+                stream_id, port = await self._requests.receive()
+            except trio.EndOfChannel:
+                raise self.error from None
+            stream = self._streams.get(stream_id)
+            if stream is None or stream.end_reason is not None:
+                continue  # the client gave up on it meanwhile
+            self.channel.send_nowait([self.core.accept_stream(stream_id)])
+            stream._set_connected()
+            return stream, port
+
+    # StreamHost: each call makes the cells and queues them at once (encryption order is sending order).
+    def send_capacity(self, stream_id: int) -> int:
+        self._check_usable()
+        return self.core.send_capacity(stream_id)
+
+    def send_data(self, stream_id: int, data: bytes) -> None:
+        self._check_usable()
+        self.channel.send_nowait(self.core.send_data(stream_id, data))
+
+    def end_stream(self, stream_id: int, reason: int) -> None:
+        if self.error is None:
+            self.channel.send_nowait([self.core.end_stream(stream_id, reason)])
+
+    def forget_stream(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+
+    async def wait_changed(self) -> None:
+        self._check_usable()
+        await self._changed.park()
+        self._check_usable()
+
+    async def wait_writable(self) -> None:
+        await self.channel.wait_writable()
+
+    # -- closing -------------------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """DESTROY the circuit (unless a relay already did); idempotent."""
+        if self.core.state is not CircuitState.DESTROYED:
+            self.channel.send_nowait([self.core.destroy()])
+        self._fail(CircuitClosed("circuit closed by us", kind="closed"))
+        await trio.lowlevel.checkpoint()
+
+    def _check_usable(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _fail(self, error: CircuitClosed) -> None:
+        """Mark the circuit gone (first reason wins) and wake everyone waiting on it."""
+        if self.error is not None:
+            return
+        self.error = error
+        self.channel.remove_circuit(self.circ_id)
+        for stream in self._streams.values():
+            stream._fail(error)
+        self._messages_send.close()
+        self._requests_send.close()
+        self._changed.unpark_all()
+        self.closed.set()
+        self._manager._forget(self)
+
+    def _protocol_error(self, error: RemoteProtocolError) -> None:
+        self._manager.metrics.inc("errors_total", kind=error.kind)
+        self._manager.events.emit("circuit_protocol_error", circ_id=self.circ_id, kind=error.kind,
+                                  error=str(error))
+        if self.core.state is not CircuitState.DESTROYED:
+            self.channel.send_nowait([self.core.destroy()])
+        self._fail(CircuitClosed(f"protocol error on the circuit: {error}", kind=error.kind))
+
+    # -- the circuit's task --------------------------------------------------------------------------------
+    async def _run(self, inbox: Inbox) -> None:
+        async for cell in inbox:
+            if self.error is not None:
+                return
+            try:
+                events = self.core.receive_cell(cell)
+            except RemoteProtocolError as e:
+                self._protocol_error(e)
+                return
+            await self._handle(events)
+            self._changed.unpark_all()
+        # The inbox ends when the link dies (or after _fail removed the circuit: then this does nothing).
+        self._fail(CircuitClosed(f"link to {self.channel.address} closed", kind="link_closed"))
+
+    async def _handle(self, events: list) -> None:
+        replies = [e.cell for e in events if isinstance(e, core.SendCell)]
+        if replies:
+            self.channel.send_nowait(replies)  # SENDMEs: queued before anything else is encrypted
+        for event in events:
+            if isinstance(event, core.StreamData):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    await stream._deliver(event.data)
+            elif isinstance(event, core.StreamConnected):
+                if (stream := self._streams.get(event.stream_id)) is not None:
+                    stream._set_connected()
+            elif isinstance(event, core.StreamEnd):
+                if (stream := self._streams.pop(event.stream_id, None)) is not None:
+                    stream._finish(event.reason)
+            elif isinstance(event, core.StreamRequested):
+                self._stream_requested(event)
+            elif isinstance(event, _HS_EVENTS):
+                try:
+                    await self._messages_send.send(event)
+                except trio.ClosedResourceError:
+                    return
+            elif isinstance(event, core.Destroyed):
+                self._fail(CircuitClosed(f"destroyed by a relay (reason {event.reason})", kind="destroyed"))
+            elif isinstance(event, core.Truncated):
+                self.channel.send_nowait([self.core.destroy()])
+                self._fail(CircuitClosed(f"truncated after hop {event.hop_index} (reason {event.reason})",
+                                         kind="truncated"))
+        if replies:
+            await self.channel.wait_writable()
+
+    def _stream_requested(self, event: core.StreamRequested) -> None:
+        port = event.request.port if isinstance(event.request, Begin) else 0
+        try:
+            self._requests_send.send_nowait((event.stream_id, port))
+        except trio.WouldBlock:
+            self.channel.send_nowait([self.core.end_stream(event.stream_id, EndReason.RESOURCELIMIT)])
+            return
+        self._streams[event.stream_id] = CircuitStream(self, event.stream_id)
+
+
+class CircuitManager:
+    """Builds circuits for a client or an onion service and keeps the open ones (`circuits`)."""
+
+    def __init__(self, channels: ChannelManager, metrics: Metrics, events: EventLog,
+                 rng: Callable[[int], bytes] = os.urandom, *, step_timeout: float = STEP_TIMEOUT) -> None:
+        self.channels = channels
+        self.metrics = metrics
+        self.events = events
+        self.rng = rng
+        self.step_timeout = step_timeout
+        self.circuits: set[OriginCircuitHandle] = set()
+        metrics.describe("circuits_built_total", "counter", "Circuits built")
+        metrics.describe("circuit_build_failures_total", "counter", "Circuit builds that failed, by kind")
+        metrics.describe("circuit_build_seconds", "summary", "Time to build a circuit")
+        metrics.describe("circuits_open", "gauge", "Circuits we built that are open")
+
+    async def build(self, path: Sequence[RouterStatus]) -> OriginCircuitHandle:
+        """A circuit through `path` (first hop first). CircuitBuildError on any failure."""
+        if not path:
+            raise ValueError("a circuit needs at least one hop")
+        started = trio.current_time()
+        hops = [hop_spec(r) for r in path]
+        handle: OriginCircuitHandle | None = None
+        step = 0
+        try:
+            with trio.fail_after(self.step_timeout):
+                channel = await self.channels.get_channel(hops[0].address, hops[0].port)
+            handle = OriginCircuitHandle(self, channel, path)
+            self.circuits.add(handle)
+            for step, hop in enumerate(hops):
+                cell = handle.core.create(hop) if step == 0 else handle.core.extend(hop)
+                handle.channel.send_nowait([cell])
+                with trio.fail_after(self.step_timeout):
+                    while handle.core.hop_count <= step:
+                        await handle.wait_changed()
+        except (ChannelError, CircuitClosed, trio.TooSlowError) as e:
+            kind = "timeout" if isinstance(e, trio.TooSlowError) else e.kind
+            if handle is not None:
+                await handle.aclose()
+            self.metrics.inc("circuit_build_failures_total", kind=kind)
+            self.events.emit("circuit_build_failed", hop=step, relay=path[step].nickname, kind=kind,
+                             error=str(e))
+            raise CircuitBuildError(f"building through {path[step].nickname} (hop {step}) failed: {e}",
+                                    kind=kind, hop=step) from e
+        seconds = trio.current_time() - started
+        self.metrics.inc("circuits_built_total")
+        self.metrics.observe("circuit_build_seconds", seconds)
+        self.metrics.set("circuits_open", len(self.circuits))
+        self.events.emit("circuit_built", circ_id=handle.circ_id, path=[r.nickname for r in path],
+                         seconds=round(seconds, 4))
+        return handle
+
+    def _forget(self, handle: OriginCircuitHandle) -> None:
+        self.circuits.discard(handle)
+        self.metrics.set("circuits_open", len(self.circuits))

@@ -1,0 +1,149 @@
+"""An in-process test network on 127.0.0.1: relays (ChannelManager + RelayEngine) and clients, real TLS.
+
+    async with trio.open_nursery() as nursery:
+        relays = [await start_relay(nursery, f"relay{i}", dir_handler=echo) for i in range(4)]
+        client = await start_client(nursery)
+        circuit = await client.circuits.build([r.status for r in relays[:3]])
+        ...
+        nursery.cancel_scope.cancel()
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+
+import trio
+
+from nodes.core import ed25519
+from nodes.core.cells import Cell, Command, Created2
+from nodes.core.dirdocs import RouterStatus
+from nodes.core.hs_ntor import public_key
+from nodes.net.channels import Channel, ChannelManager
+from nodes.net.circuits import CircuitManager
+from nodes.net.events import EventLog
+from nodes.net.metrics import Metrics
+from nodes.net.relay_engine import RelayEngine, RelayKeys, StreamHandler, onion_service_handlers
+
+HOST = "127.0.0.1"
+FLAGS = frozenset({"Running", "Valid", "Fast", "Stable", "Guard", "HSDir"})
+
+
+class Events(EventLog):
+    """An EventLog that keeps its records in memory for assertions."""
+
+    def __init__(self, node: str, role: str) -> None:
+        super().__init__(node, role, out=io.StringIO())
+
+    def records(self, event: str | None = None) -> list[dict]:
+        lines = self._out.getvalue().splitlines()
+        return [r for r in map(json.loads, lines) if event is None or r["event"] == event]
+
+
+@dataclass
+class TestRelay:
+    __test__ = False  # not a pytest class
+    name: str
+    signer: ed25519.Signer
+    keys: RelayKeys
+    metrics: Metrics
+    events: Events
+    channels: ChannelManager
+    engine: RelayEngine | None  # None for a hand-made (hostile) relay
+    status: RouterStatus
+
+    def errors(self, kind: str) -> float:
+        return self.metrics.value("errors_total", kind=kind)
+
+    def outbound(self) -> list[Channel]:
+        return [c for c in self.channels.channels if c.initiator]
+
+
+@dataclass
+class TestClient:
+    __test__ = False
+    name: str
+    metrics: Metrics
+    events: Events
+    channels: ChannelManager
+    circuits: CircuitManager
+
+    def errors(self, kind: str) -> float:
+        return self.metrics.value("errors_total", kind=kind)
+
+
+def make_keys() -> tuple[ed25519.Signer, RelayKeys]:
+    signer = ed25519.Signer.from_seed(os.urandom(32))
+    secret = os.urandom(32)
+    return signer, RelayKeys(signer.public_key, secret, public_key(secret))
+
+
+def router_status(name: str, keys: RelayKeys, port: int) -> RouterStatus:
+    return RouterStatus(name, keys.identity, keys.ntor_public, HOST, port, 0, 1000, 1, FLAGS)
+
+
+async def start_relay(nursery: trio.Nursery, name: str, *, dir_handler: StreamHandler | None = None,
+                      onion_services: bool = True) -> TestRelay:
+    signer, keys = make_keys()
+    metrics, events = Metrics(), Events(name, "relay")
+    channels = ChannelManager(keys.identity, metrics, events, address=HOST)
+    handlers = onion_service_handlers(metrics, events) if onion_services else {}
+    engine = RelayEngine(channels, keys, metrics, events, handlers=handlers, dir_handler=dir_handler)
+    port = await nursery.start(channels.serve, HOST, 0)
+    return TestRelay(name, signer, keys, metrics, events, channels, engine, router_status(name, keys, port))
+
+
+async def start_hostile_relay(nursery: trio.Nursery, name: str, *, forge: bool) -> TestRelay:
+    """A relay that answers every CREATE2 with a CREATED2 of random bytes (`forge`, a forged ntor reply) or
+    never answers at all."""
+    signer, keys = make_keys()
+    metrics, events = Metrics(), Events(name, "relay")
+    channels = ChannelManager(keys.identity, metrics, events, address=HOST)
+
+    def on_create(channel: Channel, cell: Cell):
+        async def run(inbox):
+            create = await inbox.receive()
+            if forge:
+                created = Created2(os.urandom(64))
+                await channel.send([Cell(create.circ_id, Command.CREATED2, created.encode())])
+            async for _ in inbox:
+                pass
+        return run
+
+    channels.on_create = on_create
+    port = await nursery.start(channels.serve, HOST, 0)
+    return TestRelay(name, signer, keys, metrics, events, channels, None, router_status(name, keys, port))
+
+
+async def start_client(nursery: trio.Nursery, name: str = "client", **circuit_options) -> TestClient:
+    metrics, events = Metrics(), Events(name, "client")
+    channels = ChannelManager(os.urandom(32), metrics, events, address=HOST)
+    await nursery.start(channels.run)
+    circuits = CircuitManager(channels, metrics, events, **circuit_options)
+    return TestClient(name, metrics, events, channels, circuits)
+
+
+async def echo(stream) -> None:
+    """A directory handler that sends back whatever it receives."""
+    while data := await stream.receive_some(65536):
+        await stream.send_all(data)
+
+
+async def exchange(stream, payload: bytes, chunk: int = 16384) -> bytes:
+    """Send `payload` while receiving as many bytes back (concurrently, as an echo needs)."""
+    received = bytearray()
+
+    async def sender():
+        for i in range(0, len(payload), chunk):
+            await stream.send_all(payload[i:i + chunk])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        while len(received) < len(payload):
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            received += data
+    return bytes(received)
