@@ -1,11 +1,37 @@
-"""The `onionlab` command line."""
+"""The `onionlab` command line.
+
+    onionlab up [--backend local] [--timeout S] [TOPOLOGY]   start a lab, wait until every node is ready
+    onionlab status [--json]                                 what runs, what is ready, onion and SOCKS addresses
+    onionlab down [--keep]                                   stop every node; remove the run dir unless --keep
+    onionlab logs NODE                                       a node's events and stderr
+
+Every command takes --run-dir (default $ONIONLAB_RUN_DIR, else .onionlab/run). Exit status: 0 done, 1 the
+run failed (a node crashed or was not ready in time; its log lines are shown), 2 a bad command line or
+topology (every problem as file:line:column: field: message).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
 
 from . import __version__
+from .backends import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    BackendError,
+    StartFailed,
+    default_run_dir,
+    open_backend,
+    read_state,
+)
+from .topology import TopologyError, load_topology
+
+DEFAULT_TOPOLOGY = Path("topologies", "default.yaml")
+BUNDLED_TOPOLOGY = Path(__file__).resolve().parents[1] / DEFAULT_TOPOLOGY  # when not run from the repository
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,14 +40,137 @@ def build_parser() -> argparse.ArgumentParser:
         description="A containerised testbed for Tor's onion-service rendezvous protocol.",
     )
     parser.add_argument("--version", action="version", version=f"onionlab {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--run-dir", type=Path, default=None,
+                        help="where the run's state, configs, keys and logs live "
+                             "(default: $ONIONLAB_RUN_DIR, else .onionlab/run in the current directory)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    up = commands.add_parser("up", parents=[common], help="start a lab and wait until it is ready",
+                             description="Start every node of a topology and wait until all are ready.")
+    up.add_argument("topology", nargs="?", type=Path, default=None,
+                    help=f"the topology file (default: {DEFAULT_TOPOLOGY})")
+    up.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                    help="local: every node a process on its own 127.0.0.x address. It is the default for "
+                         "now: docker, which will become the default, is not available yet")
+    up.add_argument("--timeout", type=float, default=60.0,
+                    help="seconds to wait for every node to be ready (default: %(default)g)")
+
+    status = commands.add_parser("status", parents=[common], help="show the nodes, onion and SOCKS addresses")
+    status.add_argument("--json", action="store_true", help="print JSON: {nodes, onion_services, clients}")
+
+    down = commands.add_parser("down", parents=[common], help="stop every node and remove the run dir")
+    down.add_argument("--keep", action="store_true", help="keep the run dir (configs, keys, logs)")
+
+    logs = commands.add_parser("logs", parents=[common], help="print a node's events and stderr")
+    logs.add_argument("node", help="the node's name, e.g. auth1")
     return parser
+
+
+def _default_topology() -> Path:
+    return DEFAULT_TOPOLOGY if DEFAULT_TOPOLOGY.exists() else BUNDLED_TOPOLOGY
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    topology = load_topology(args.topology or _default_topology())
+    backend = open_backend(args.backend, args.run_dir)
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        print(f"[{time.monotonic() - started:5.1f}s] {line}", flush=True)
+
+    print(f"starting lab {topology.name!r}: {len(topology.nodes)} nodes, {args.backend} backend", flush=True)
+    try:
+        backend.up(topology, timeout=args.timeout, progress=progress)
+    except StartFailed as e:
+        print(f"onionlab: {e}", file=sys.stderr)
+        print(f"onionlab: every node is stopped; their files are kept in {backend.run_dir} "
+              "(`onionlab logs NODE` shows a node's log, `onionlab down` removes them)", file=sys.stderr)
+        return 1
+    print()
+    print(format_status(backend.status()))
+    return 0
+
+
+def _running_backend(args: argparse.Namespace):
+    """The backend of the run in --run-dir, or None when nothing was started there."""
+    run_dir = args.run_dir or default_run_dir()
+    info = read_state(run_dir)
+    return None if info is None else open_backend(info.backend, run_dir)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    backend = _running_backend(args)
+    if backend is None:
+        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()}); "
+                           "start one with `onionlab up`")
+    status = backend.status()
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    backend = _running_backend(args)
+    if backend is None:
+        print(f"nothing to stop in {args.run_dir or default_run_dir()}")
+        return 0
+    stopped = backend.down(keep=args.keep)
+    print(f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else ""))
+    print(f"kept {backend.run_dir}" if args.keep else f"removed {backend.run_dir}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    backend = _running_backend(args)
+    if backend is None:
+        raise BackendError(f"no run in {args.run_dir or default_run_dir()}")
+    sys.stdout.write(backend.logs(args.node))
+    return 0
+
+
+def _ports_text(ports: object) -> str:
+    if isinstance(ports, list):
+        return ", ".join(str(p["port"]) if isinstance(p, dict) and "port" in p else str(p) for p in ports)
+    return str(ports)
+
+
+def format_status(status: dict) -> str:
+    """The status as text: a table of nodes, then the onion services and the clients' SOCKS addresses."""
+    rows = [("NAME", "ROLE", "ADDRESS", "READY")]
+    rows += [(n["name"], n["role"], n["address"], "yes" if n["ready"] else "no") for n in status["nodes"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths + [0], strict=True)).rstrip()
+             for row in rows]
+    if status["onion_services"]:
+        lines += ["", "onion services:"]
+        lines += [f"  {s['name']}  {s['onion'] or '(no address yet)'}  ports {_ports_text(s['ports'])}"
+                  for s in status["onion_services"]]
+    if status["clients"]:
+        lines += ["", "clients (SOCKS5):"]
+        lines += [f"  {c['name']}  {c['socks']}" for c in status["clients"]]
+    return "\n".join(lines)
+
+
+COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_logs}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except TopologyError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except BackendError as e:
+        print(f"onionlab: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("onionlab: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -221,13 +221,42 @@ _HS_EVENT = {
 }
 
 
-class OriginCircuit:
+class _StreamEnds:
+    """Stream calls shared by both circuit ends; each end has its own `_require_streams` and END reason."""
+
+    __slots__ = ()
+    _DEFAULT_END_REASON: int
+
+    def accept_stream(self, stream_id: int, connected: relay.Connected | None = None) -> Cell:
+        """CONNECTED for a StreamRequested."""
+        return self._require_streams().accept(stream_id, connected or relay.Connected())
+
+    def send_data(self, stream_id: int, data: bytes) -> list[Cell]:
+        """DATA cells for `data`; LocalProtocolError if it needs more than send_capacity() allows."""
+        return self._require_streams().send(stream_id, data)
+
+    def send_capacity(self, stream_id: int) -> int:
+        """Bytes send_data() takes now: both package windows (stream and circuit) bound it."""
+        return self._require_streams().capacity(stream_id)
+
+    def end_stream(self, stream_id: int, reason: int | None = None) -> Cell:
+        """END, with the end's default reason unless one is given."""
+        return self._require_streams().end(stream_id, self._DEFAULT_END_REASON if reason is None else reason)
+
+    def stream(self, stream_id: int) -> Stream:
+        """The stream's state and windows (read them; do not change them)."""
+        return self._require_streams().get(stream_id)
+
+
+class OriginCircuit(_StreamEnds):
     """A circuit we build: create(), then extend() until `path_len` hops answer (CircuitReady).
 
     Streams run with the last hop at the time the first stream opens (the exit, a directory, or the virtual
     hop of a rendezvous circuit). A circuit used for an onion-service message carries nothing else, except
     that a rendezvous circuit carries streams once its virtual hop is added.
     """
+
+    _DEFAULT_END_REASON = EndReason.MISC  # tor-spec 6.3: on streams it opened, an origin says only MISC
 
     def __init__(self, circ_id: int, rng: Rng, *, path_len: int = 3) -> None:
         _check_circ_id(circ_id)
@@ -348,26 +377,6 @@ class OriginCircuit:
         opened = streams.open(request)
         self._streams = streams
         return opened
-
-    def accept_stream(self, stream_id: int, connected: relay.Connected | None = None) -> Cell:
-        """CONNECTED for a StreamRequested (service side)."""
-        return self._require_streams().accept(stream_id, connected or relay.Connected())
-
-    def send_data(self, stream_id: int, data: bytes) -> list[Cell]:
-        """DATA cells for `data`; LocalProtocolError if it needs more than send_capacity() allows."""
-        return self._require_streams().send(stream_id, data)
-
-    def send_capacity(self, stream_id: int) -> int:
-        """Bytes send_data() takes now: both package windows (stream and circuit) bound it."""
-        return self._require_streams().capacity(stream_id)
-
-    def end_stream(self, stream_id: int, reason: int = EndReason.MISC) -> Cell:
-        """END. tor-spec 6.3: on streams it opened, an origin should say nothing but MISC."""
-        return self._require_streams().end(stream_id, reason)
-
-    def stream(self, stream_id: int) -> Stream:
-        """The stream's state and windows (read them; do not change them)."""
-        return self._require_streams().get(stream_id)
 
     def destroy(self, reason: int = DestroyReason.NONE) -> Cell:
         """The DESTROY cell to send (tor-spec 5.4: an origin always says NONE). Not after Destroyed."""
@@ -540,8 +549,10 @@ _DELIVERED = frozenset({_C.ESTABLISH_INTRO, _C.INTRODUCE1, _C.ESTABLISH_RENDEZVO
 _GONE = (_S.FAILED, _S.DESTROYED)
 
 
-class RelayCircuit:
+class RelayCircuit(_StreamEnds):
     """One relay's end of one circuit: `accept` a CREATE2, then feed cells from either side."""
+
+    _DEFAULT_END_REASON = EndReason.DONE
 
     def __init__(self, circ_id: int, layer: RelayLayer, kh: bytes, rng: Rng) -> None:
         _check_circ_id(circ_id)
@@ -743,23 +754,6 @@ class RelayCircuit:
         self.joined, service.joined = service, self
         self._state = service._state = _S.JOINED
         return cell
-
-    # --- streams (exit)
-
-    def accept_stream(self, stream_id: int, connected: relay.Connected | None = None) -> Cell:
-        return self._require_streams().accept(stream_id, connected or relay.Connected())
-
-    def send_data(self, stream_id: int, data: bytes) -> list[Cell]:
-        return self._require_streams().send(stream_id, data)
-
-    def send_capacity(self, stream_id: int) -> int:
-        return self._require_streams().capacity(stream_id)
-
-    def end_stream(self, stream_id: int, reason: int = EndReason.DONE) -> Cell:
-        return self._require_streams().end(stream_id, reason)
-
-    def stream(self, stream_id: int) -> Stream:
-        return self._require_streams().get(stream_id)
 
     # --- teardown
 
