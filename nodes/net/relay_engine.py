@@ -345,7 +345,8 @@ class RelayEngine:
         now on each circuit's cells leave on the other, each under its own layer (rend-spec-v3 4.2)."""
         client.prev.send_nowait([client.core.join(service.core, rendezvous2)])
         client.joined, service.joined = service, client
-        self.events.emit("rendezvous_joined", client=repr(client), service=repr(service))
+        self.events.emit("rendezvous_joined", rendezvous=self.events.node, client=repr(client),
+                         service=repr(service))
 
     # -- teardown ------------------------------------------------------------------------------------------
     def _teardown(self, ref: RelayCircuitRef, reason: int) -> None:
@@ -382,7 +383,7 @@ class RelayEngine:
 
     def _count_error(self, kind: str, what: str, **fields) -> None:
         self.metrics.inc("errors_total", kind=kind)
-        self.events.emit("relay_protocol_error", kind=kind, what=what, **fields)
+        self.events.emit("error", kind=kind, detail=what, **fields)
 
 
 # --- the standard onion-service handlers
@@ -408,7 +409,8 @@ class IntroPoint:
                 await old.destroy(DestroyReason.FINISHED)  # rend-spec-v3 3.1.3: the newest circuit wins
             await circuit.send(IntroEstablished())
             self.metrics.inc("intro_established_total")
-            self.events.emit("intro_established", auth_key=message.auth_key)
+            self.events.emit("intro_point_registered", intro=self.events.node, auth_key=message.auth_key,
+                             circuit=repr(circuit))
         elif isinstance(message, Introduce1):
             service = self._services.get(message.auth_key)
             if service is None:
@@ -419,7 +421,7 @@ class IntroPoint:
                                           message.extensions, message.encrypted))
             await circuit.send(IntroduceAck(IntroduceAckStatus.SUCCESS))
             self.metrics.inc("introduce1_total", result="relayed")
-            self.events.emit("introduce2_relayed", auth_key=message.auth_key)
+            self.events.emit("introduce_forwarded", intro=self.events.node, auth_key=message.auth_key)
         else:
             raise LocalProtocolError(f"IntroPoint does not handle {type(message).__name__}")
 
@@ -444,6 +446,8 @@ class RendezvousPoint:
             self._waiting[message.cookie] = circuit
             await circuit.send(RendezvousEstablished())
             circuit.engine.metrics.inc("rendezvous_established_total")
+            circuit.engine.events.emit("rendezvous_point_registered", rendezvous=circuit.engine.events.node,
+                                       circuit=repr(circuit))
         elif isinstance(message, Rendezvous1):
             client = self._waiting.pop(message.cookie, None)
             if client is None or client.error is not None:

@@ -210,7 +210,7 @@ async def test_bad_input_is_counted_and_the_relay_keeps_serving():
             await early.closed.wait()
             assert early.error.kind == "destroyed"
             assert r[1].errors("unexpected") == 1
-            assert "RELAY_EARLY" in r[1].events.records("relay_protocol_error")[0]["error"]
+            assert "RELAY_EARLY" in r[1].events.records("error")[0]["error"]
 
             # Through all this the first circuit kept working.
             assert await exchange(good_stream, b"still here" * 3000) == b"still here" * 3000

@@ -1,0 +1,165 @@
+"""The relay: carries circuits, and at their ends acts as introduction point, rendezvous point and HSDir;
+keeps its descriptor at the authorities and itself in the consensus.
+
+Ports (config.address): the OR port (TLS links; every circuit through or to this relay) and the control port
+(/status, /metrics). There is no dir port: directory requests reach the relay as BEGIN_DIR streams on a
+circuit, and answering them (nodes.net.hsdir) is what makes it an HSDir.
+
+Keys live in `<data_dir>/keys/` (nodes.net.node_keys): made on first start, reused afterwards, so a restart
+keeps the identity. The relay uploads a fresh descriptor to every authority at start and every
+`config.timing.descriptor_refresh` seconds (retrying with backoff while no authority accepts it), and keeps a
+verified consensus with the directory client. /status conditions, all true when the relay is usable:
+
+    descriptor_uploaded   at least one authority accepted our descriptor
+    consensus             we hold a consensus that is still valid
+    listed                that consensus lists us, with our current address, OR port and onion key
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from nodes.config import ConfigError, NodeConfig
+from nodes.core.dirdocs import RelayDescriptor, make_relay_descriptor
+from nodes.net.channels import ChannelManager
+from nodes.net.dirclient import DirectoryClient
+from nodes.net.events import EventLog
+from nodes.net.hsdir import HsDirStore
+from nodes.net.metrics import Metrics
+from nodes.net.node_keys import load_or_create_relay_keys
+from nodes.net.relay_engine import (
+    RelayEngine,
+    RelayKeys,
+    onion_service_handlers,
+)
+from nodes.net.status import serve_status
+
+DEFAULT_BANDWIDTH = 1_000_000  # bytes/s advertised: NodeConfig has no field for it; Fast needs 100 kB/s
+PLATFORM = "onionlab relay"
+UPLOAD_RETRY_MIN = 0.25  # seconds before retrying an upload no authority accepted; doubles up to the max
+UPLOAD_RETRY_MAX = 10.0
+
+
+def _is_canonical_ip(address: str) -> bool:
+    try:
+        return str(ipaddress.ip_address(address)) == address
+    except ValueError:
+        return False
+
+
+def nickname_for(name: str) -> str:
+    """A descriptor nickname (1-19 of [A-Za-z0-9]) from a node name such as "relay-1"."""
+    return re.sub(r"[^A-Za-z0-9]", "", name)[:19] or "onionlab"
+
+
+class Relay:
+    """The state of one relay; `serve` runs it. Exposed to tests through `task_status.started`."""
+
+    def __init__(self, config: NodeConfig, identity_key: Ed25519PrivateKey, keys: RelayKeys, *,
+                 metrics: Metrics, events: EventLog, bandwidth: int = DEFAULT_BANDWIDTH) -> None:
+        if not config.authorities:
+            raise ConfigError(f"{config.name}: a relay needs at least one authority in its config")
+        if not _is_canonical_ip(config.address):  # descriptors carry a canonical IP address (dirdocs)
+            raise ConfigError(f"{config.name}: address {config.address!r} is not an IP address in canonical "
+                              "form")
+        self.config = config
+        self.identity_key = identity_key
+        self.keys = keys
+        self.identity = keys.identity
+        self.nickname = nickname_for(config.name)
+        self.bandwidth = bandwidth
+        self.metrics = metrics
+        self.events = events
+        self.channels = ChannelManager(keys.identity, metrics, events, address=config.address)
+        self.hsdir = HsDirStore(metrics, events)
+        handlers = onion_service_handlers(metrics, events)
+        self.engine = RelayEngine(self.channels, keys, metrics, events, handlers=handlers,
+                                  dir_handler=self.hsdir.handle_stream)
+        self.directory = DirectoryClient(config.authorities, metrics, events)
+        self.or_port = config.or_port  # the bound ports, once serve() has them (config may say 0)
+        self.control_port = config.control_port
+        self.descriptor_uploaded = False
+        metrics.describe("descriptor_uploads_total", "counter", "descriptor upload rounds by result")
+        metrics.describe("descriptor_authorities_accepted", "gauge",
+                         "authorities that accepted our latest descriptor upload")
+
+    # -- status --------------------------------------------------------------------------------------------
+    def has_consensus(self) -> bool:
+        c = self.directory.current
+        return c is not None and time.time() < c.valid_until
+
+    def listed(self) -> bool:
+        """Does our consensus list this relay as it runs now (a restart may have changed the port)?"""
+        c = self.directory.current
+        return c is not None and any(
+            r.identity == self.identity and r.address == self.config.address and r.or_port == self.or_port
+            and r.ntor_onion_key == self.keys.ntor_public for r in c.routers)
+
+    def status(self) -> dict:
+        conditions = {"descriptor_uploaded": self.descriptor_uploaded, "consensus": self.has_consensus(),
+                      "listed": self.listed()}
+        c = self.directory.current
+        return {
+            "role": "relay",
+            "name": self.config.name,
+            "nickname": self.nickname,
+            "identity": self.identity.hex(),
+            "address": self.config.address,
+            "or_port": self.or_port,
+            "ready": all(conditions.values()),
+            "conditions": conditions,
+            "circuits": len(self.engine.circuits),
+            "links": len(self.channels.channels),
+            "hsdir_descriptors": len(self.hsdir),
+            "consensus": None if c is None else {"valid_after": c.valid_after, "relays": len(c.routers)},
+        }
+
+    # -- descriptor ----------------------------------------------------------------------------------------
+    def descriptor(self, now: int) -> RelayDescriptor:
+        return make_relay_descriptor(nickname=self.nickname, ntor_onion_key=self.keys.ntor_public,
+                                     address=self.config.address, or_port=self.or_port, dir_port=0,
+                                     bandwidth=self.bandwidth, published=now, platform=PLATFORM,
+                                     signer_private=self.identity_key)
+
+    async def upload_descriptor(self) -> int:
+        """Upload a freshly signed descriptor to every authority; how many accepted it."""
+        accepted = await self.directory.upload_descriptor(self.descriptor(int(time.time())).encode())
+        self.metrics.set("descriptor_authorities_accepted", accepted)
+        self.metrics.inc("descriptor_uploads_total", result="accepted" if accepted else "failed")
+        if accepted:
+            self.descriptor_uploaded = True
+            self.events.emit("descriptor_uploaded", accepted=accepted,
+                             authorities=len(self.config.authorities))
+        return accepted
+
+    async def keep_descriptor_published(self) -> None:
+        """Upload now and every descriptor_refresh seconds; while no authority accepts, retry with backoff."""
+        refresh = max(1, self.config.timing.descriptor_refresh)
+        while True:
+            retry = UPLOAD_RETRY_MIN
+            while not await self.upload_descriptor():
+                await trio.sleep(retry)
+                retry = min(2 * retry, UPLOAD_RETRY_MAX, refresh)
+            await trio.sleep(refresh)
+
+
+async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run a relay until cancelled. `task_status.started(relay)` once the OR and control ports listen."""
+    events = EventLog(config.name, "relay")
+    metrics = Metrics()
+    identity_key, keys = load_or_create_relay_keys(config.data_dir)
+    relay = Relay(config, identity_key, keys, metrics=metrics, events=events)
+    async with trio.open_nursery() as nursery:
+        relay.or_port = await nursery.start(relay.channels.serve, config.address, config.or_port)
+        relay.control_port = await nursery.start(serve_status, config.address, config.control_port,
+                                                 relay.status, metrics)
+        await nursery.start(relay.directory.run)
+        nursery.start_soon(relay.keep_descriptor_published)  # after the OR port listens: authorities test it
+        events.emit("relay_started", identity=relay.identity, nickname=relay.nickname,
+                    address=config.address, or_port=relay.or_port, control_port=relay.control_port)
+        task_status.started(relay)
