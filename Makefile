@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-unit fuzz bench lint clean
+.PHONY: venv test test-unit fuzz bench lint clean image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.cells
+
+## the one node image, built without a container registry (images/node/README.md); needs no venv
+image:
+	images/node/build-image.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check nodes orchestrator tests bench

@@ -1,9 +1,9 @@
 """The `onionlab` command line.
 
-    onionlab up [--backend local] [--timeout S] [TOPOLOGY]   start a lab, wait until every node is ready
-    onionlab status [--json]                                 what runs, what is ready, onion and SOCKS addresses
-    onionlab down [--keep]                                   stop every node; remove the run dir unless --keep
-    onionlab logs NODE                                       a node's events and stderr
+    onionlab up [--backend local] [--timeout S] [TOPOLOGY]  start a lab, wait until every node is ready
+    onionlab status [--json]                    what runs, what is ready, the onion and SOCKS addresses
+    onionlab down [--keep]                      stop every node; remove the run dir unless --keep
+    onionlab logs NODE                          a node's events and stderr
 
 Every command takes --run-dir (default $ONIONLAB_RUN_DIR, else .onionlab/run). Exit status: 0 done, 1 the
 run failed (a node crashed or was not ready in time; its log lines are shown), 2 a bad command line or

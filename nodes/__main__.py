@@ -1,0 +1,85 @@
+"""`python -m nodes ROLE --config FILE`: run one node until SIGTERM or SIGINT.
+
+Exit status: 0 after a signal (or if the role returns on its own), 1 when the node crashes (traceback on
+stderr, then one `fatal: ...` line naming the real cause, which the orchestrator shows first), 2 for a bad
+command line or config (also a `fatal: ...` line). Events go to stdout (one JSON line each), diagnostics to
+stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+
+import trio
+
+from nodes.config import ROLES, ConfigError, NodeConfig, load_config
+from nodes.roles import serve_for
+
+log = logging.getLogger("nodes")
+
+FATAL_PREFIX = "fatal: "  # the orchestrator looks for the last stderr line starting with this
+
+
+async def run_node(serve: Callable[..., Awaitable[None]], config: NodeConfig) -> None:
+    """Run `serve(config)` until it returns or a SIGTERM/SIGINT arrives; a signal cancels the root nursery."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info("%s: received %s, stopping", config.name, signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            await serve(config)
+            nursery.cancel_scope.cancel()  # serve returned by itself: stop the signal watcher too
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside (nested) exception groups: the causes, not the nurseries that carried them."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def fatal_line(exc: BaseException) -> str:
+    return FATAL_PREFIX + "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(exc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nodes", description="Run one onionlab node.")
+    parser.add_argument("role", choices=ROLES)
+    parser.add_argument("--config", required=True, help="the node's JSON config (the orchestrator writes it)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"{FATAL_PREFIX}{e}", file=sys.stderr)
+        return 2
+    if config.role != args.role:
+        print(f"{FATAL_PREFIX}{args.config}: role is {config.role!r}, but the command line says "
+              f"{args.role!r}", file=sys.stderr)
+        return 2
+    try:
+        trio.run(run_node, serve_for(config.role), config)
+    except KeyboardInterrupt:  # SIGINT before the signal receiver was installed
+        return 0
+    except BaseException as e:  # noqa: B036 -- any crash: show it all, then the cause on one line
+        traceback.print_exc()
+        print(fatal_line(e), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

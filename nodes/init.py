@@ -1,0 +1,177 @@
+"""`python -m nodes init`: turn a run's plan into the files every node reads, with the run's key material.
+
+A plan (orchestrator/plan.py makes it) is every node's NodeConfig with one blank: the authorities' identity
+keys, which exist only once this program has made them. `render_state` makes each authority's Ed25519
+identity seed in `<out>/<authority>/keys/identity.key` (directory 0700, file 0600, never overwritten, so a
+second run keeps the identities), fills the public keys into every config and writes
+`<out>/<node>/config.json`. Under Docker this runs as a one-shot service of the node image that writes into
+the run's state volume: key material never passes through the repository, an image layer or the compose file.
+
+The plan's `data_dir`s are the paths the nodes will see; `out` is where the files go now. They are the same
+directory when init runs in a container with the state volume mounted where the nodes mount it.
+
+Runs inside the node image: stdlib, cryptography and nodes.config only (never the orchestrator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from nodes.config import ConfigError, NodeConfig, parse_config
+
+PLAN_FORMAT = 1
+CONFIG_FILE = "config.json"
+IDENTITY_KEY = Path("keys", "identity.key")  # under the data dir: where nodes.roles.authority looks
+SEED_BYTES = 32
+FATAL_PREFIX = "fatal: "
+
+
+class PlanError(ValueError):
+    """A plan that is not valid JSON of the expected shape; the message names the place."""
+
+
+# ------------------------------------------------------------------------------------------- the plan
+
+
+def plan_data(lab: str, configs: list[NodeConfig]) -> dict:
+    """The plan as plain data: the configs with every AuthorityRef.identity blank ("")."""
+    blank = [replace(c, authorities=tuple(replace(a, identity="") for a in c.authorities)) for c in configs]
+    return {"format": PLAN_FORMAT, "lab": lab, "nodes": [asdict(c) for c in blank]}
+
+
+def parse_plan(text: str) -> tuple[str, list[NodeConfig]]:
+    """(lab, configs) from a plan's JSON; PlanError names what is wrong."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PlanError(f"plan: not JSON: line {e.lineno} column {e.colno}: {e.msg}") from None
+    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+        raise PlanError(f"plan: expected an object with \"format\": {PLAN_FORMAT}")
+    if not isinstance(data.get("lab"), str) or not isinstance(data.get("nodes"), list) or not data["nodes"]:
+        raise PlanError("plan: expected \"lab\" (a string) and \"nodes\" (a non-empty list)")
+    configs = []
+    for i, node in enumerate(data["nodes"]):
+        try:
+            configs.append(parse_config(json.dumps(node), f"plan: nodes[{i}]"))
+        except ConfigError as e:
+            raise PlanError(str(e)) from None
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise PlanError("plan: node names repeat")
+    authorities = {c.name for c in configs if c.role == "authority"}
+    for config in configs:
+        for ref in config.authorities:
+            if ref.name not in authorities:
+                raise PlanError(f"plan: node {config.name} names {ref.name!r}, no authority of the plan")
+            if ref.identity:
+                raise PlanError(f"plan: node {config.name}: the identity of {ref.name} must be blank")
+    return data["lab"], configs
+
+
+def fill_identities(configs: list[NodeConfig], identities: Mapping[str, str]) -> dict[str, NodeConfig]:
+    """Every config by name, each AuthorityRef carrying its authority's identity (hex) from `identities`."""
+    missing = sorted({a.name for c in configs for a in c.authorities} - set(identities))
+    if missing:
+        raise KeyError(f"no identity for authority {', '.join(missing)}")
+    return {c.name: replace(c, authorities=tuple(replace(a, identity=identities[a.name])
+                                                 for a in c.authorities))
+            for c in configs}
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def _load_or_create_seed(path: Path) -> bytes:
+    """The seed in `path`, made first if missing. Made atomically and never overwritten: written to a private
+    temporary file, then hard-linked into place, so a crash leaves no half key and a racing run's key wins."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(SEED_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    seed = path.read_bytes()
+    if len(seed) != SEED_BYTES:
+        raise ConfigError(f"{path}: expected a raw {SEED_BYTES}-byte key, found {len(seed)} bytes")
+    return seed
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers (nodes waiting for their config) see the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def render_state(plan_json: str, out_dir: str | os.PathLike[str]) -> dict[str, NodeConfig]:
+    """Make (or keep) the authorities' identity keys under `out_dir`, write every node's config.json there,
+    and return the configs by node name. Keys are written before any config, so a config that exists
+    names keys that exist."""
+    _, configs = parse_plan(plan_json)
+    out = Path(out_dir)
+    identities: dict[str, str] = {}
+    for config in configs:
+        node_dir = out / config.name
+        node_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if config.role == "authority":
+            seed = _load_or_create_seed(node_dir / IDENTITY_KEY)
+            public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+            identities[config.name] = public.hex()
+    filled = fill_identities(configs, identities)
+    for name, config in filled.items():
+        _write_atomically(out / name / CONFIG_FILE, config.to_json() + "\n")
+    return filled
+
+
+# ------------------------------------------------------------------------------------------ command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`init (--plan-env VAR | --plan FILE) --out DIR`. Exit status 0 done, 2 bad arguments or plan, 1 the
+    files could not be written; failures end with one `fatal: ...` line on stderr."""
+    parser = argparse.ArgumentParser(prog="python -m nodes init",
+                                     description="Write every node's config and the authorities' keys.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--plan-env", metavar="VAR", help="read the plan (JSON) from this variable")
+    source.add_argument("--plan", metavar="FILE", type=Path, help="read the plan (JSON) from this file")
+    parser.add_argument("--out", required=True, type=Path, help="the state directory (the nodes' data root)")
+    args = parser.parse_args(argv)
+    try:
+        if args.plan_env is not None:
+            if args.plan_env not in os.environ:
+                raise PlanError(f"environment variable {args.plan_env} is not set")
+            text = os.environ[args.plan_env]
+        else:
+            text = args.plan.read_text()
+        configs = render_state(text, args.out)
+    except (PlanError, ConfigError) as e:
+        print(f"{FATAL_PREFIX}{e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{FATAL_PREFIX}{e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"onionlab init: wrote {len(configs)} node configs under {args.out}; authority identities:")
+    for ref in sorted({a for c in configs.values() for a in c.authorities}, key=lambda a: a.name):
+        print(f"  {ref.name} {ref.identity}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

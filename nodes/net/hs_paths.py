@@ -1,0 +1,124 @@
+"""Relays for onion-service circuits, from the consensus: paths, intro points, HSDirs, rendezvous points.
+
+Every circuit of an onion service or a client has three hops: a guard, a middle relay, and the relay the
+circuit is for (an intro point, an HSDir, a rendezvous point). The first hop is always one of the node's
+primary guards (nodes.net.guards): the first that is not also the last hop, so that a circuit never uses one
+relay twice (seed, step five: a service that stuck to no guards could be made to build circuits until an
+attacker's relay is its first hop). Middles are drawn at random, weighted by advertised bandwidth.
+
+Time periods and the HSDir ring (rend-spec-v3 2.2) use the consensus both ends hold: the period of its
+valid-after time, its `hs-period-minutes` and `hs-rotation-offset-minutes`, and its shared random value,
+or the disaster SRV when it carries none (docs/differences.md). A service and a client that hold the same
+consensus therefore agree on the blinded key and on the HSDirs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from nodes.core import hs_common
+from nodes.core.dirdocs import Consensus, Flag, RouterStatus, relay_node_id
+from nodes.core.relay import LinkSpec, LinkSpecEd25519, LinkSpecRsaId
+
+from .dirclient import DirectoryClient
+from .guards import NoGuardAvailable
+
+_random = secrets.SystemRandom()
+
+
+class PathError(Exception):
+    """The consensus has too few usable relays for the circuit asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimePeriod:
+    num: int
+    length: int  # minutes
+    srv: bytes  # the shared random value the HSDir ring uses in this period
+
+    @classmethod
+    def of(cls, consensus: Consensus) -> TimePeriod:
+        length = consensus.hs_period_minutes
+        num = hs_common.time_period_num(consensus.valid_after, length, consensus.hs_rotation_offset_minutes)
+        return cls(num, length, consensus.shared_rand_current or hs_common.disaster_srv(length, num))
+
+    def end(self, consensus: Consensus) -> int:
+        """Unix time at which the next period starts."""
+        return hs_common.time_period_start(self.num + 1, self.length, consensus.hs_rotation_offset_minutes)
+
+
+def usable(consensus: Consensus) -> list[RouterStatus]:
+    """The relays circuits may use: Running and Valid."""
+    return [r for r in consensus.routers if Flag.Running in r.flags and Flag.Valid in r.flags]
+
+
+def responsible_hsdirs(consensus: Consensus, blinded_key: bytes, period: TimePeriod, *,
+                       spread: int) -> list[RouterStatus]:
+    """The HSDirs for `blinded_key`: spread HSDIR_SPREAD_STORE to upload, HSDIR_SPREAD_FETCH to fetch."""
+    ring = {r.identity: r for r in usable(consensus) if Flag.HSDir in r.flags}
+    chosen = hs_common.responsible_hsdirs(list(ring), blinded_key, period.srv, period.num, period.length,
+                                          spread=spread)
+    return [ring[identity] for identity in chosen]
+
+
+def find_relay(consensus: Consensus, link_specs: Iterable[LinkSpec]) -> RouterStatus | None:
+    """The usable relay that link specifiers name (by Ed25519 identity, else by legacy node ID)."""
+    specs = list(link_specs)
+    ed = next((s.identity for s in specs if isinstance(s, LinkSpecEd25519)), None)
+    rsa = next((s.identity for s in specs if isinstance(s, LinkSpecRsaId)), None)
+    for relay in usable(consensus):
+        if relay.identity == ed or (ed is None and relay_node_id(relay.identity) == rsa):
+            return relay
+    return None
+
+
+def _weighted(candidates: Sequence[RouterStatus]) -> RouterStatus:
+    return _random.choices(candidates, weights=[max(r.bandwidth, 1) for r in candidates])[0]
+
+
+def pick_relays(consensus: Consensus, n: int, *, exclude: Iterable[bytes] = ()) -> list[RouterStatus]:
+    """Up to n distinct usable relays (bandwidth-weighted), none of whose identities is in `exclude`."""
+    excluded = set(exclude)
+    candidates = [r for r in usable(consensus) if r.identity not in excluded]
+    picked: list[RouterStatus] = []
+    while candidates and len(picked) < n:
+        relay = _weighted(candidates)
+        candidates.remove(relay)
+        picked.append(relay)
+    return picked
+
+
+def three_hop_path(consensus: Consensus, guards: Sequence[RouterStatus],
+                   last: RouterStatus) -> list[RouterStatus]:
+    """[guard, middle, last]: the first of `guards` (primary guards, in order) that is not `last`, and a
+    random middle relay that is neither. NoGuardAvailable / PathError when there is no such relay."""
+    first = next((g for g in guards if g.identity != last.identity), None)
+    if first is None:
+        raise NoGuardAvailable(f"no primary guard other than {last.nickname}, the circuit's last hop")
+    middle = pick_relays(consensus, 1, exclude=(first.identity, last.identity))
+    if not middle:
+        raise PathError(f"no relay left for the middle of a circuit from {first.nickname} to {last.nickname}")
+    return [first, middle[0], last]
+
+
+class FollowingDirectoryClient(DirectoryClient):
+    """A DirectoryClient that also tells waiters about every newer consensus it installs (DirectoryClient
+    itself only signals the first one); onion services republish and guards resample on each."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._newer = trio.lowlevel.ParkingLot()
+
+    def _install(self, consensus: Consensus) -> None:
+        super()._install(consensus)
+        self._newer.unpark_all()
+
+    async def wait_newer(self, than: Consensus | None) -> Consensus:
+        """The current consensus, once it is not `than` (at once if it already is not, and is not None)."""
+        while self.current is None or self.current is than:
+            await self._newer.park()
+        return self.current

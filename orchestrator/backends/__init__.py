@@ -1,0 +1,100 @@
+"""Backends run a topology: `local` (processes on 127.0.0.x, backends/local.py); `docker` is to come.
+
+Every backend keeps what it started in `<run dir>/state.json` (RunInfo), so that `onionlab status`, `down` and
+`logs` work from a later process. The run dir is `$ONIONLAB_RUN_DIR`, else `.onionlab/run` in the current
+directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BACKENDS = ("local",)
+DEFAULT_BACKEND = "local"  # until the docker backend exists; it will become the default
+STATE_FILE = "state.json"
+
+
+class BackendError(Exception):
+    """A run could not be started, inspected or stopped; the message is written for the user."""
+
+
+class StartFailed(BackendError):
+    """`up` started nodes but the run did not become ready; every node is stopped, the logs are kept."""
+
+
+class NodeFailed(StartFailed):
+    """A node process died while the run was coming up; the message starts with the cause, then its log."""
+
+    def __init__(self, node: str, message: str) -> None:
+        self.node = node
+        super().__init__(message)
+
+
+def default_run_dir() -> Path:
+    return Path(os.environ.get("ONIONLAB_RUN_DIR") or Path.cwd() / ".onionlab" / "run")
+
+
+@dataclass(slots=True)
+class RunNode:
+    name: str
+    role: str
+    address: str  # where it listens and what the others dial
+    ports: dict[str, int]  # control_port, and or_port / dir_port / socks_port where the role has them
+    pid: int | None = None  # the process (group leader), once started
+    services: list[int] = field(default_factory=list)  # onion services: the virtual ports
+    onion: str | None = None  # onion services, once their /status reports it
+    socks: str | None = None  # clients: "HOST:PORT"
+
+
+@dataclass(slots=True)
+class RunInfo:
+    backend: str
+    run_dir: str
+    topology: str  # the topology file (or "<string>")
+    lab: str
+    nodes: list[RunNode]
+
+    def node(self, name: str) -> RunNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        known = ", ".join(n.name for n in self.nodes)
+        raise BackendError(f"no node named {name!r} in this run (nodes: {known})")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunInfo:
+        return cls(**{**data, "nodes": [RunNode(**n) for n in data["nodes"]]})
+
+
+def write_state(info: RunInfo) -> None:
+    """Replace the state file atomically: a reader never sees half of it."""
+    path = Path(info.run_dir, STATE_FILE)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(info.to_json() + "\n")
+    os.replace(tmp, path)
+
+
+def read_state(run_dir: str | os.PathLike[str]) -> RunInfo | None:
+    """The run recorded in `run_dir`, or None when there is none."""
+    path = Path(run_dir, STATE_FILE)
+    try:
+        return RunInfo.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError, KeyError) as e:
+        raise BackendError(f"{path}: not a state file onionlab can read ({e})") from None
+
+
+def open_backend(name: str, run_dir: str | os.PathLike[str] | None = None):
+    """The backend called `name`, working in `run_dir` (default: default_run_dir())."""
+    if name == "local":
+        from .local import LocalBackend
+
+        return LocalBackend(run_dir)
+    raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")

@@ -1,0 +1,313 @@
+"""The local backend: a topology as processes on this machine, each node on its own loopback address.
+
+Node i (in topology order) gets 127.0.0.(2+i): on Linux the whole of 127.0.0.0/8 answers without setup, so
+every node keeps the topology's port numbers. Networks are not modelled: every node can reach every other
+(isolation between networks is the docker backend's job). The run dir holds everything of a run, private
+keys included:
+
+    state.json                  RunInfo: what runs where (PIDs, addresses, ports, onion addresses)
+    nodes/<name>/config.json    the node's NodeConfig
+    nodes/<name>/data/          its data dir (authorities: keys/identity.key, written here, mode 0600)
+    nodes/<name>/events.jsonl   its stdout: one JSON event a line
+    nodes/<name>/stderr.log     its diagnostics and, if it crashed, the traceback and a `fatal: ...` line
+
+Each node runs as `python -m nodes ROLE --config FILE` in a session (process group) of its own, so a Ctrl-C
+in the terminal does not reach it and `down` can signal the whole group.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import nodes
+from nodes.__main__ import FATAL_PREFIX
+from nodes.config import AuthorityRef, NodeConfig, ServicePort, Timing
+from orchestrator import readiness
+from orchestrator.keys import write_authority_identity
+from orchestrator.topology import Topology
+
+from . import (
+    BackendError,
+    NodeFailed,
+    RunInfo,
+    RunNode,
+    StartFailed,
+    default_run_dir,
+    read_state,
+    write_state,
+)
+
+FIRST_ADDRESS = IPv4Address("127.0.0.2")  # 127.0.0.1 stays free for whatever else runs here
+LOOPBACK = IPv4Network("127.0.0.0/8")
+PORTS = ("control_port", "or_port", "dir_port", "socks_port")
+TERM_GRACE = 10.0  # seconds from SIGTERM to SIGKILL
+KILL_GRACE = 5.0
+STATUS_TIMEOUT = 1.0  # `status` asks every node once; a node slower than this is not ready
+TAIL_LINES = 20
+CONFIG, DATA, EVENTS, STDERR = "config.json", "data", "events.jsonl", "stderr.log"
+
+Progress = Callable[[str], None]
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, run_dir: str | os.PathLike[str] | None = None) -> None:
+        self.run_dir = Path(run_dir if run_dir is not None else default_run_dir()).absolute()
+        self._children: dict[int, subprocess.Popen] = {}  # processes this object started, by PID
+
+    # -- the three verbs -------------------------------------------------------------------------------------
+
+    def up(self, topology: Topology, *, timeout: float = 60.0, progress: Progress | None = None) -> RunInfo:
+        """Start every node and wait until all are ready (readiness.py). If a node exits meanwhile, raise
+        NodeFailed at once; on any failure stop every process, keeping the run dir for its logs."""
+        say = progress or (lambda _: None)
+        self._prepare_run_dir()
+        info = self._plan(topology)
+        write_state(info)
+        try:
+            self._write_configs(topology, info)
+            self._start(info)
+            say(f"started {len(info.nodes)} node processes on {info.nodes[0].address}.."
+                f"{info.nodes[-1].address} (run dir {self.run_dir})")
+            statuses = self._wait_ready(info, timeout, say)
+        except BaseException as failure:
+            try:
+                self._stop(info)
+            except BackendError as e:
+                failure.add_note(str(e))
+            raise
+        for node in info.nodes:
+            status = statuses[node.name]
+            if node.role == "onion_service":
+                node.onion = status.get("onion")
+            elif node.role == "client":
+                node.socks = status.get("socks") or node.socks
+        write_state(info)
+        return info
+
+    def status(self) -> dict:
+        """{"nodes": [{name, role, address, ready}], "onion_services": [{name, onion, ports}],
+        "clients": [{name, socks}]}, asking every node's /status once."""
+        info = self._state()
+        live = {n.name: readiness.fetch_status(n.address, n.ports["control_port"], timeout=STATUS_TIMEOUT)
+                if n.pid else None for n in info.nodes}
+        return {
+            "nodes": [{"name": n.name, "role": n.role, "address": n.address,
+                       "ready": readiness.is_ready(live[n.name])} for n in info.nodes],
+            "onion_services": [{"name": n.name, "onion": (live[n.name] or {}).get("onion") or n.onion,
+                                "ports": (live[n.name] or {}).get("ports") or n.services}
+                               for n in info.nodes if n.role == "onion_service"],
+            "clients": [{"name": n.name, "socks": (live[n.name] or {}).get("socks") or n.socks}
+                        for n in info.nodes if n.role == "client"],
+        }
+
+    def down(self, keep: bool = False) -> list[str]:
+        """Stop every node (SIGTERM to its process group, SIGKILL after TERM_GRACE), check that none is left,
+        and remove the run dir unless `keep`. Returns the names of the nodes that were still running."""
+        info = read_state(self.run_dir)
+        stopped = self._stop(info) if info is not None else []
+        if not keep and info is not None:
+            shutil.rmtree(self.run_dir)
+        return stopped
+
+    def logs(self, name: str) -> str:
+        """The node's events (stdout) and then its stderr, each under a `==> path <==` header."""
+        self._state().node(name)
+        parts = []
+        for path in (self._node_dir(name) / EVENTS, self._node_dir(name) / STDERR):
+            text = path.read_text(errors="replace") if path.exists() else ""
+            parts.append(f"==> {path} <==\n{text}")
+        return "\n".join(parts)
+
+    # -- up, step by step ------------------------------------------------------------------------------------
+
+    def _node_dir(self, name: str) -> Path:
+        return self.run_dir / "nodes" / name
+
+    def _state(self) -> RunInfo:
+        info = read_state(self.run_dir)
+        if info is None:
+            raise BackendError(f"no lab is running here (no state file in {self.run_dir}); start one with "
+                               "`onionlab up`")
+        return info
+
+    def _prepare_run_dir(self) -> None:
+        """An empty run dir: a previous run's leftovers go, unless one of its nodes still runs."""
+        old = read_state(self.run_dir)
+        if old is not None:
+            running = [n.name for n in old.nodes if n.pid and self._running(n)]
+            if running:
+                raise BackendError(f"a lab is already running from {self.run_dir} ({', '.join(running)}); "
+                                   "stop it with `onionlab down` first")
+            shutil.rmtree(self.run_dir)
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise BackendError(f"{self.run_dir} is not empty and holds no onionlab run; remove it or choose "
+                               "another run dir ($ONIONLAB_RUN_DIR)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # the run dir holds private keys: keep git from ever offering them for a commit
+        (self.run_dir / ".gitignore").write_text("# onionlab run files, private keys included\n*\n")
+
+    def _plan(self, topology: Topology) -> RunInfo:
+        last = FIRST_ADDRESS + len(topology.nodes) - 1
+        if last not in LOOPBACK or last == LOOPBACK.broadcast_address:
+            raise BackendError(f"{len(topology.nodes)} nodes do not fit on 127.0.0.0/8")
+        nodes_ = []
+        for i, node in enumerate(topology.nodes):
+            address = str(FIRST_ADDRESS + i)
+            nodes_.append(RunNode(
+                name=node.name, role=node.role, address=address,
+                ports={key: value for key in PORTS if (value := getattr(node, key)) is not None},
+                services=[s.port for s in node.services],
+                socks=f"{address}:{node.socks_port}" if node.role == "client" else None))
+        return RunInfo(backend=self.name, run_dir=str(self.run_dir), topology=topology.source,
+                       lab=topology.name, nodes=nodes_)
+
+    def _write_configs(self, topology: Topology, info: RunInfo) -> None:
+        authorities = tuple(
+            AuthorityRef(n.name, n.address, n.ports["dir_port"],
+                         write_authority_identity(self._node_dir(n.name) / DATA))
+            for n in info.nodes if n.role == "authority")
+        t = topology.timing  # vote_delay and dist_delay: the authorities derive theirs from the interval
+        timing = Timing(voting_interval=t.voting_interval, hs_period_minutes=t.hs_period_minutes,
+                        hs_rotation_offset_minutes=t.hs_rotation_offset_minutes)
+        for planned, node in zip(topology.nodes, info.nodes, strict=True):
+            data_dir = self._node_dir(node.name) / DATA
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            optional = {key: value for key in ("guards", "intro_points")
+                        if (value := getattr(planned, key)) is not None}
+            config = NodeConfig(
+                name=node.name, role=node.role, address=node.address, data_dir=str(data_dir),
+                control_port=node.ports["control_port"], authorities=authorities, timing=timing,
+                or_port=node.ports.get("or_port", 0), dir_port=node.ports.get("dir_port", 0),
+                socks_port=node.ports.get("socks_port", 0),
+                socks_address=node.address if node.role == "client" else "",
+                services=tuple(ServicePort(s.port, s.target) for s in planned.services), **optional)
+            (self._node_dir(node.name) / CONFIG).write_text(config.to_json() + "\n")
+
+    def _start(self, info: RunInfo) -> None:
+        # the nodes import the same `nodes` package as we do, whatever their working directory
+        source_root = str(Path(nodes.__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (source_root, os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+        for node in info.nodes:
+            where = self._node_dir(node.name)
+            with open(where / EVENTS, "ab") as out, open(where / STDERR, "ab") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "nodes", node.role, "--config", str(where / CONFIG)],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=where, env=env,
+                    start_new_session=True)
+            self._children[proc.pid] = proc
+            node.pid = proc.pid
+            write_state(info)  # after each start: a crash of ours right here still leaves every PID recorded
+
+    def _wait_ready(self, info: RunInfo, timeout: float, say: Progress) -> dict[str, dict]:
+        started = time.monotonic()
+
+        def on_change(name: str, condition: str | None, value: bool) -> None:
+            if condition is None:
+                say(f"{name}: {'answers' if value else 'stopped answering'} /status")
+            else:
+                say(f"{name}: {condition}" if value else f"{name}: lost {condition}")
+
+        endpoints = [readiness.Endpoint(n.name, n.address, n.ports["control_port"]) for n in info.nodes]
+        try:
+            statuses = readiness.wait_until_ready(endpoints, timeout=timeout, on_change=on_change,
+                                                  check=lambda: self._check_alive(info))
+        except readiness.ReadinessTimeout as e:
+            tails = "\n".join(self._tail_report(info.node(name), 5) for name in e.waiting)
+            raise StartFailed(f"{e}\n{tails}") from None
+        say(f"all {len(info.nodes)} nodes ready in {time.monotonic() - started:.1f} s")
+        return statuses
+
+    def _check_alive(self, info: RunInfo) -> None:
+        for node in info.nodes:
+            proc = self._children.get(node.pid) if node.pid else None
+            if proc is not None and (code := proc.poll()) is not None:
+                how = (f"exited with status {code}" if code >= 0
+                       else f"was killed by {signal.Signals(-code).name}")
+                lines = self._tail(node.name)
+                fatal = [line for line in lines if line.startswith(FATAL_PREFIX)]
+                cause = (fatal[-1].removeprefix(FATAL_PREFIX) if fatal
+                         else next((line for line in reversed(lines) if line.strip()), "(nothing on stderr)"))
+                ports = ", ".join(f"{key.removesuffix('_port')} {port}" for key, port in node.ports.items())
+                raise NodeFailed(node.name, f"{node.name} ({node.role} on {node.address}; ports {ports}) "
+                                            f"{how}: {cause}\n{self._tail_report(node, TAIL_LINES, lines)}")
+
+    def _tail(self, name: str, lines: int = TAIL_LINES) -> list[str]:
+        """The last lines of the node's stderr, or of its events when stderr is empty."""
+        for log in (STDERR, EVENTS):
+            try:
+                text = (self._node_dir(name) / log).read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            if text.strip():
+                return text.splitlines()[-lines:]
+        return []
+
+    def _tail_report(self, node: RunNode, lines: int, tail: list[str] | None = None) -> str:
+        tail = self._tail(node.name, lines) if tail is None else tail
+        body = "\n".join(f"  | {line}" for line in tail) if tail else "  (its logs are empty)"
+        return f"last lines of {node.name}'s log ({self._node_dir(node.name)}):\n{body}"
+
+    # -- stopping --------------------------------------------------------------------------------------------
+
+    def _running(self, node: RunNode) -> bool:
+        assert node.pid is not None
+        proc = self._children.get(node.pid)
+        if proc is not None:
+            return proc.poll() is None  # our own child: poll() also reaps it, so it leaves no zombie
+        return _is_node_process(node.pid, self._node_dir(node.name) / CONFIG)
+
+    def _stop(self, info: RunInfo) -> list[str]:
+        running = [n for n in info.nodes if n.pid and self._running(n)]
+        left = running
+        for sig, grace in ((signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, KILL_GRACE)):
+            for node in left:
+                try:
+                    os.killpg(node.pid, sig)  # its own session: the group ID is its PID
+                except ProcessLookupError:
+                    pass  # it has just exited
+            left = self._wait_gone(left, grace)
+            if not left:
+                return [n.name for n in running]
+        survivors = ", ".join(f"{n.name} (pid {n.pid})" for n in left)
+        raise BackendError(f"still running after SIGKILL: {survivors}")
+
+    def _wait_gone(self, nodes_: list[RunNode], grace: float) -> list[RunNode]:
+        deadline = time.monotonic() + grace
+        delay = 0.01
+        while True:
+            left = [n for n in nodes_ if self._running(n)]
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(delay)
+            delay = min(2 * delay, 0.2)
+
+
+def _is_node_process(pid: int, config: Path) -> bool:
+    """Is `pid` still the node started with `config`? On Linux /proc tells an exited process awaiting its
+    parent (a zombie: gone for us) and a recycled PID (another program: not ours to signal)."""
+    if not Path("/proc/self").exists():  # no /proc: all we can ask is whether the PID exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False  # another user's process: the PID was recycled
+        return True
+    proc = Path("/proc", str(pid))
+    try:
+        state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X") and os.fsencode(str(config)) in argv

@@ -1,0 +1,102 @@
+"""A run's plan: every node's NodeConfig, decided from the topology before anything runs.
+
+Everything is filled in except the authorities' identity keys, which exist only once `python -m nodes init`
+(nodes/init.py) has made them where the nodes keep their state; `Plan.configs(identities)` fills them in. The
+plan is plain JSON, holds no secret and travels as it is (the docker exports pass it to the init service in
+an environment variable).
+
+Addresses and data dirs are parameters: Docker uses the topology's addresses and `/var/lib/onionlab/<node>`
+(the image's state directory), the local backend 127.0.0.x and its run dir, Swarm the service names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nodes.config import AuthorityRef, NodeConfig, ServicePort, Timing
+from nodes.init import fill_identities, parse_plan, plan_data
+from orchestrator.topology import Node, Topology
+
+DATA_ROOT = "/var/lib/onionlab"  # the node image's state directory (images/node/Dockerfile)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    lab: str
+    nodes: tuple[NodeConfig, ...]  # topology order; every AuthorityRef.identity is "" (made by init)
+
+    @property
+    def authorities(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.nodes if n.role == "authority")
+
+    def node(self, name: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return plan_data(self.lab, list(self.nodes))
+
+    def to_json(self) -> str:
+        """Deterministic JSON, one node a line (readable and diffable where it is embedded)."""
+        data = self.to_dict()
+        lines = ",\n".join(json.dumps(n, sort_keys=True) for n in data["nodes"])
+        return f'{{"format": {data["format"]}, "lab": {json.dumps(data["lab"])}, "nodes": [\n{lines}\n]}}\n'
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        """The plan in `text`; nodes.init.PlanError says what is wrong with it."""
+        lab, configs = parse_plan(text)
+        return cls(lab, tuple(configs))
+
+    def configs(self, identities: Mapping[str, str]) -> dict[str, NodeConfig]:
+        """Every node's complete config by name, given each authority's identity (hex of the Ed25519 public
+        key); KeyError when one is missing."""
+        return fill_identities(list(self.nodes), identities)
+
+
+def make_plan(
+    topology: Topology,
+    *,
+    addresses: Mapping[str, str] | None = None,
+    data_root: str | os.PathLike[str] = DATA_ROOT,
+    socks_address: str | None = None,
+) -> Plan:
+    """The plan of `topology`. `addresses` maps every node name to the one address it binds, advertises and
+    is dialled at (default: the topology's addresses: a node's primary-network address, and each node
+    reaches an authority at its address on the first network they share). Data dirs are
+    `<data_root>/<node>`. Clients' SOCKS listens on `socks_address` (default: the client's address;
+    containers use 0.0.0.0 so that a published port reaches it)."""
+    if addresses is not None and (missing := [n.name for n in topology.nodes if n.name not in addresses]):
+        raise ValueError(f"no address for node(s) {', '.join(missing)}")
+    t = topology.timing  # vote and distribution delays: the authorities derive theirs from the interval
+    timing = Timing(voting_interval=t.voting_interval, hs_period_minutes=t.hs_period_minutes,
+                    hs_rotation_offset_minutes=t.hs_rotation_offset_minutes)
+    authorities = topology.nodes_by_role("authority")
+
+    def address(node: Node, seen_from: Node) -> str:
+        if addresses is not None:
+            return addresses[node.name]
+        shared = next(net for net in seen_from.networks if net in node.networks)
+        return str(node.address(shared))
+
+    configs = []
+    for node in topology.nodes:
+        own = address(node, node)
+        optional = {key: value for key in ("guards", "intro_points")
+                    if (value := getattr(node, key)) is not None}
+        refs = tuple(AuthorityRef(a.name, address(a, node), a.dir_port or 0, "") for a in authorities)
+        configs.append(NodeConfig(
+            name=node.name, role=node.role, address=own,
+            data_dir=os.path.join(os.fspath(data_root), node.name), control_port=node.control_port,
+            authorities=refs,
+            or_port=node.or_port or 0, dir_port=node.dir_port or 0, timing=timing,
+            services=tuple(ServicePort(s.port, s.target) for s in node.services),
+            socks_port=node.socks_port or 0,
+            socks_address=(socks_address or own) if node.role == "client" else "",
+            **optional))
+    return Plan(topology.name, tuple(configs))

@@ -1,0 +1,111 @@
+"""Readiness from each node's control endpoint (GET /status), for every backend.
+
+The rule, the same for every role: a node is ready when its /status answers with JSON whose "conditions" are
+all true. The roles choose their conditions; the ones known today:
+
+    authority      consensus   it has published a signed consensus (an empty one counts: a lab of
+                               authorities alone is ready after one voting round, 1 to 1.5 voting intervals)
+    relay, onion service, client: their own conditions (consensus, descriptor uploaded, intro points, ...)
+
+The orchestrator is not trio-bound, so this is blocking code with http.client: one short request per node per
+round, every request under a timeout, exponential backoff between rounds, never a fixed sleep standing in for
+a condition.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+STATUS_TIMEOUT = 2.0  # per request: a node that takes longer is not ready
+MAX_STATUS_BYTES = 1 << 20
+FIRST_DELAY = 0.05
+MAX_DELAY = 0.5
+
+#: on_change(node, condition, value): condition None means "answers /status" (value False: stopped answering)
+OnChange = Callable[[str, str | None, bool], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str
+    host: str
+    port: int  # the control port
+
+
+class ReadinessTimeout(Exception):
+    """Some nodes were not ready in time; `waiting` maps each to what it still lacks."""
+
+    def __init__(self, timeout: float, waiting: dict[str, str]) -> None:
+        self.timeout = timeout
+        self.waiting = waiting
+        lines = "\n".join(f"  {name}: {why}" for name, why in waiting.items())
+        super().__init__(f"not ready after {timeout:g} s:\n{lines}")
+
+
+def fetch_status(host: str, port: int, *, timeout: float = STATUS_TIMEOUT) -> dict | None:
+    """The node's /status as a dict, or None when it does not answer (yet) with a JSON object."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/status")
+        response = conn.getresponse()
+        if response.status != 200:
+            return None
+        status = json.loads(response.read(MAX_STATUS_BYTES))
+    except (OSError, http.client.HTTPException, ValueError):  # refused, reset, timed out, not JSON
+        return None
+    finally:
+        conn.close()
+    return status if isinstance(status, dict) else None
+
+
+def conditions(status: dict | None) -> dict[str, bool]:
+    found = status.get("conditions") if status else None
+    return {str(k): v is True for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def is_ready(status: dict | None) -> bool:
+    return status is not None and all(conditions(status).values())
+
+
+def lacking(endpoint: Endpoint, status: dict | None) -> str:
+    """What a node still lacks, in words."""
+    if status is None:
+        return f"no answer from http://{endpoint.host}:{endpoint.port}/status"
+    missing = [name for name, ok in conditions(status).items() if not ok]
+    return "waiting for " + ", ".join(missing) if missing else "ready"
+
+
+def wait_until_ready(endpoints: Iterable[Endpoint], *, timeout: float = 60.0,
+                     check: Callable[[], None] | None = None,
+                     on_change: OnChange | None = None) -> dict[str, dict]:
+    """Poll every node until all are ready in the same round; return their statuses by name.
+
+    `check()` runs before each round and raises to abort (a backend's "a node process exited");
+    `on_change` hears every change of a node's answering or of one of its conditions.
+    Raises ReadinessTimeout listing what each unready node lacks."""
+    endpoints = list(endpoints)
+    deadline = time.monotonic() + timeout
+    seen: dict[str, dict[str | None, bool]] = {e.name: {} for e in endpoints}
+    delay = FIRST_DELAY
+    while True:
+        if check is not None:
+            check()
+        statuses = {e.name: fetch_status(e.host, e.port) for e in endpoints}
+        for name, status in statuses.items():
+            now = {None: status is not None, **conditions(status)}
+            for condition, value in now.items():
+                if seen[name].get(condition, False) != value and on_change is not None:
+                    on_change(name, condition, value)
+            seen[name] = now
+        if all(map(is_ready, statuses.values())):
+            return statuses  # type: ignore[return-value]  # none is None once all are ready
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ReadinessTimeout(timeout, {e.name: lacking(e, statuses[e.name])
+                                             for e in endpoints if not is_ready(statuses[e.name])})
+        time.sleep(min(delay, left))
+        delay = min(2 * delay, MAX_DELAY)

@@ -1,0 +1,154 @@
+"""The local backend on loopback: three authorities as real processes on 127.0.0.2-4.
+
+Authorities alone are the smallest lab that can become ready: each is ready once the three have published
+a consensus (an empty one: no relays), one to one and a half voting intervals after start. The topology is
+built directly, because a topology file needs relays (topology.MIN_RELAYS) and these tests need none.
+"""
+
+import json
+import os
+import socket
+import stat
+import time
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from orchestrator.backends import BackendError, NodeFailed, read_state
+from orchestrator.backends.local import LocalBackend
+from orchestrator.topology import Interface, Network, Node, Timing, Topology
+
+ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+
+
+def _free_ports(n: int) -> list[int]:
+    """Ports free on 127.0.0.2 right now (other tests and labs may use the default ones)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((ADDRESSES[0], 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _authorities_topology() -> Topology:
+    control, or_port, dir_port = _free_ports(3)
+    net = Network("lab", IPv4Network("10.99.0.0/24"))
+    nodes = tuple(
+        Node(index=i, name=f"auth{i + 1}", role="authority", image="unused", control_port=control,
+             interfaces=(Interface("lab", IPv4Address(f"10.99.0.{i + 2}")),), or_port=or_port,
+             dir_port=dir_port)
+        for i in range(3))
+    return Topology("authorities", (net,), Timing(voting_interval=2), nodes)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_up_status_down(tmp_path):
+    run_dir = tmp_path / "run"
+    backend = LocalBackend(run_dir)
+    topology = _authorities_topology()
+    progress: list[str] = []
+    started = time.monotonic()
+    try:
+        info = backend.up(topology, timeout=30, progress=progress.append)
+        elapsed = time.monotonic() - started
+
+        pids = [n.pid for n in info.nodes]
+        assert [n.address for n in info.nodes] == ADDRESSES
+        assert len(set(pids)) == 3 and not any(map(_gone, pids))
+        assert [os.getpgid(pid) for pid in pids] == pids  # each leads its own process group
+        assert elapsed < 20
+        assert progress[0].startswith("started 3 node processes on 127.0.0.2..127.0.0.4")
+        assert {f"auth{i}: consensus" for i in (1, 2, 3)} <= set(progress)
+        assert progress[-1].startswith("all 3 nodes ready in")
+
+        state = json.loads((run_dir / "state.json").read_text())
+        assert state["backend"] == "local"
+        assert [(n["name"], n["role"], n["address"], n["pid"]) for n in state["nodes"]] == [
+            (n.name, "authority", a, p) for n, a, p in zip(info.nodes, ADDRESSES, pids, strict=True)]
+        assert state["nodes"][0]["ports"] == {"control_port": topology.nodes[0].control_port,
+                                              "or_port": topology.nodes[0].or_port,
+                                              "dir_port": topology.nodes[0].dir_port}
+
+        config = json.loads((run_dir / "nodes" / "auth2" / "config.json").read_text())
+        assert config["address"] == "127.0.0.3"
+        assert [(a["name"], a["address"]) for a in config["authorities"]] == list(
+            zip(["auth1", "auth2", "auth3"], ADDRESSES, strict=True))
+        key = run_dir / "nodes" / "auth2" / "data" / "keys" / "identity.key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+        assert (run_dir / ".gitignore").read_text().endswith("*\n")
+
+        assert backend.status() == {
+            "nodes": [{"name": f"auth{i + 1}", "role": "authority", "address": a, "ready": True}
+                      for i, a in enumerate(ADDRESSES)],
+            "onion_services": [],
+            "clients": [],
+        }
+        assert '"event":"authority_started"' in backend.logs("auth1")
+    finally:
+        stopped = backend.down()
+
+    assert stopped == ["auth1", "auth2", "auth3"]
+    assert all(map(_gone, pids))
+    assert not run_dir.exists()
+
+
+def test_sigterm_is_a_clean_exit_and_keep_keeps_the_logs(tmp_path):
+    backend = LocalBackend(tmp_path / "run")
+    try:
+        info = backend.up(_authorities_topology(), timeout=30)
+    finally:
+        backend.down(keep=True)
+    assert all(_gone(n.pid) for n in info.nodes)
+    stderr = (tmp_path / "run" / "nodes" / "auth1" / "stderr.log").read_text()
+    assert "received SIGTERM, stopping" in stderr and "fatal:" not in stderr
+    assert backend.status()["nodes"][0]["ready"] is False  # the state is kept, the nodes are gone
+    backend.down()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_node_that_crashes_at_start_fails_up_at_once(tmp_path):
+    topology = _authorities_topology()
+    run_dir = tmp_path / "run"
+    backend = LocalBackend(run_dir)
+    with socket.socket() as blocker:  # auth2's dir port is taken
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind((ADDRESSES[1], topology.nodes[1].dir_port))
+        blocker.listen()
+        started = time.monotonic()
+        with pytest.raises(NodeFailed) as failure:
+            backend.up(topology, timeout=30)
+        elapsed = time.monotonic() - started
+
+    assert failure.value.node == "auth2"
+    headline, *log = str(failure.value).splitlines()
+    assert headline.startswith("auth2 (authority on 127.0.0.3; ports ")
+    assert headline.endswith("exited with status 1: OSError: [Errno 98] Address already in use")
+    assert log[0].startswith("last lines of auth2's log")
+    assert any("Traceback" in line or "open_tcp_listeners" in line for line in log)
+    assert elapsed < 10  # no waiting for the readiness timeout
+
+    info = read_state(run_dir)  # the others were stopped; the files stay for `onionlab logs`
+    assert all(_gone(n.pid) for n in info.nodes)
+    assert "Address already in use" in backend.logs("auth2")
+    assert backend.down() == []
+    assert not run_dir.exists()
+
+
+def test_a_second_up_refuses_while_a_lab_runs(tmp_path):
+    first = LocalBackend(tmp_path / "run")
+    try:
+        first.up(_authorities_topology(), timeout=30)
+        with pytest.raises(BackendError, match="already running"):
+            LocalBackend(tmp_path / "run").up(_authorities_topology(), timeout=30)
+    finally:
+        first.down()

@@ -1,0 +1,204 @@
+"""`onionlab` and `python -m nodes` command lines: parsing, exit codes, messages, status output (no sockets:
+the nodes' /status answers are faked)."""
+
+import json
+
+import pytest
+
+import nodes.__main__ as node_main
+from orchestrator import cli, readiness
+from orchestrator.backends import RunInfo, RunNode, default_run_dir, write_state
+
+BAD_TOPOLOGY = """\
+name: lab
+nodes:
+  - {name: auth, role: authority, count: 3}
+  - {name: relay, role: relay, count: 3}
+  - {name: hs, role: onoin_service, services: [{port: 80, target: http}]}
+"""
+
+
+def parse(*argv):
+    return cli.build_parser().parse_args(list(argv))
+
+
+def test_up_defaults():
+    args = parse("up")
+    assert (args.command, args.backend, args.topology) == ("up", "local", None)
+    assert (args.timeout, args.run_dir) == (60.0, None)
+
+
+def test_up_arguments():
+    args = parse("up", "--backend", "local", "--timeout", "5", "--run-dir", "/tmp/r", "lab.yaml")
+    assert (str(args.topology), args.backend, args.timeout, str(args.run_dir)) == ("lab.yaml", "local", 5.0,
+                                                                                   "/tmp/r")
+
+
+@pytest.mark.parametrize("argv", [["up", "--backend", "docker"], ["up", "a.yaml", "b.yaml"], ["logs"],
+                                  ["status", "--yaml"], ["launch"]])
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse(*argv)
+    assert exit_.value.code == 2
+
+
+def test_other_commands():
+    assert parse("status", "--json").json is True
+    assert parse("status").json is False
+    assert parse("down", "--keep").keep is True
+    assert parse("down").keep is False
+    assert parse("logs", "auth1").node == "auth1"
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "up" in capsys.readouterr().err
+
+
+def test_help_says_local_is_the_default_until_docker_exists(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["up", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "default for now" in help_text and "docker" in help_text
+
+
+def test_bad_topology_exits_2_with_file_and_line(tmp_path, capsys):
+    path = tmp_path / "lab.yaml"
+    path.write_text(BAD_TOPOLOGY)
+    assert cli.main(["up", "--run-dir", str(tmp_path / "run"), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:5:" in err and "nodes.hs.role: unknown role 'onoin_service'" in err
+    assert "did you mean 'onion_service'?" in err
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_missing_topology_exits_2(tmp_path, capsys):
+    assert cli.main(["up", "--run-dir", str(tmp_path / "run"), str(tmp_path / "none.yaml")]) == 2
+    assert "none.yaml: cannot read" in capsys.readouterr().err
+
+
+def test_default_run_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("ONIONLAB_RUN_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_run_dir() == tmp_path / ".onionlab" / "run"
+    monkeypatch.setenv("ONIONLAB_RUN_DIR", "/somewhere/else")
+    assert str(default_run_dir()) == "/somewhere/else"
+
+
+# -- commands on a recorded run ------------------------------------------------------------------------------
+
+ONION = "a" * 56 + ".onion"
+LIVE = {  # what each node's /status answers (relay2 does not answer)
+    ("127.0.0.2", 9052): {"role": "authority", "name": "auth1", "conditions": {"consensus": True}},
+    ("127.0.0.3", 9052): {"role": "relay", "name": "relay1", "conditions": {"consensus": True,
+                                                                            "descriptor_uploaded": False}},
+    ("127.0.0.5", 9052): {"role": "onion_service", "name": "hs", "conditions": {"intro_points": True},
+                          "onion": ONION, "ports": [80, 7]},
+    ("127.0.0.6", 9052): {"role": "client", "name": "client", "conditions": {}, "socks": "127.0.0.6:9050"},
+}
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    """A run recorded in a state file (made-up PIDs, no processes), with faked /status answers."""
+    run_dir = tmp_path / "run"
+    (run_dir / "nodes" / "auth1").mkdir(parents=True)
+    (run_dir / "nodes" / "auth1" / "events.jsonl").write_text('{"event":"authority_started"}\n')
+    (run_dir / "nodes" / "auth1" / "stderr.log").write_text("fatal: boom\n")
+    node = RunNode
+    write_state(RunInfo("local", str(run_dir), "lab.yaml", "lab", [
+        node("auth1", "authority", "127.0.0.2", {"control_port": 9052, "dir_port": 9030}, pid=101),
+        node("relay1", "relay", "127.0.0.3", {"control_port": 9052, "or_port": 9001}, pid=102),
+        node("relay2", "relay", "127.0.0.4", {"control_port": 9052, "or_port": 9001}, pid=103),
+        node("hs", "onion_service", "127.0.0.5", {"control_port": 9052}, pid=104, services=[80, 7]),
+        node("client", "client", "127.0.0.6", {"control_port": 9052, "socks_port": 9050}, pid=105,
+             socks="127.0.0.6:9050"),
+    ]))
+    monkeypatch.setattr(readiness, "fetch_status", lambda host, port, timeout: LIVE.get((host, port)))
+    return run_dir
+
+
+def test_status_json_shape(run_dir, capsys):
+    assert cli.main(["status", "--json", "--run-dir", str(run_dir)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "nodes": [
+            {"name": "auth1", "role": "authority", "address": "127.0.0.2", "ready": True},
+            {"name": "relay1", "role": "relay", "address": "127.0.0.3", "ready": False},
+            {"name": "relay2", "role": "relay", "address": "127.0.0.4", "ready": False},
+            {"name": "hs", "role": "onion_service", "address": "127.0.0.5", "ready": True},
+            {"name": "client", "role": "client", "address": "127.0.0.6", "ready": True},
+        ],
+        "onion_services": [{"name": "hs", "onion": ONION, "ports": [80, 7]}],
+        "clients": [{"name": "client", "socks": "127.0.0.6:9050"}],
+    }
+
+
+def test_status_falls_back_to_the_state_file_when_a_node_is_silent(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr(readiness, "fetch_status", lambda host, port, timeout: None)
+    assert cli.main(["status", "--json", "--run-dir", str(run_dir)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert not any(n["ready"] for n in status["nodes"])
+    assert status["onion_services"] == [{"name": "hs", "onion": None, "ports": [80, 7]}]
+    assert status["clients"] == [{"name": "client", "socks": "127.0.0.6:9050"}]
+
+
+def test_status_table(run_dir, capsys):
+    assert cli.main(["status", "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["NAME", "ROLE", "ADDRESS", "READY"]
+    assert out[1].split() == ["auth1", "authority", "127.0.0.2", "yes"]
+    assert out[2].split() == ["relay1", "relay", "127.0.0.3", "no"]
+    assert f"  hs  {ONION}  ports 80, 7" in out
+    assert "  client  127.0.0.6:9050" in out
+
+
+def test_commands_without_a_run(tmp_path, capsys):
+    empty = str(tmp_path / "nothing")
+    assert cli.main(["status", "--run-dir", empty]) == 1
+    assert "no lab is running" in capsys.readouterr().err
+    assert cli.main(["logs", "auth1", "--run-dir", empty]) == 1
+    assert cli.main(["down", "--run-dir", empty]) == 0
+    assert "nothing to stop" in capsys.readouterr().out
+
+
+def test_logs(run_dir, capsys):
+    assert cli.main(["logs", "auth1", "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("events.jsonl <==") < out.index("authority_started") < out.index("stderr.log <==") \
+        < out.index("fatal: boom")
+    assert cli.main(["logs", "auth9", "--run-dir", str(run_dir)]) == 1
+    assert "no node named 'auth9'" in capsys.readouterr().err
+
+
+def test_down_keep_then_down(run_dir, capsys, monkeypatch):
+    # the recorded PIDs are not node processes (no /proc entry with this run's config): nothing to signal
+    monkeypatch.setattr("orchestrator.backends.local._is_node_process", lambda pid, config: False)
+    assert cli.main(["down", "--keep", "--run-dir", str(run_dir)]) == 0
+    assert run_dir.exists() and "kept" in capsys.readouterr().out
+    assert cli.main(["down", "--run-dir", str(run_dir)]) == 0
+    assert not run_dir.exists() and "removed" in capsys.readouterr().out
+
+
+# -- python -m nodes -----------------------------------------------------------------------------------------
+
+
+def test_node_config_errors_exit_2(tmp_path, capsys):
+    assert node_main.main(["authority", "--config", str(tmp_path / "none.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"fatal: {tmp_path / 'none.json'}: cannot read")
+    config = tmp_path / "relay.json"
+    config.write_text(json.dumps({"name": "r", "role": "relay", "address": "127.0.0.2", "data_dir": "d",
+                                  "control_port": 1, "authorities": []}))
+    assert node_main.main(["authority", "--config", str(config)]) == 2
+    assert "role is 'relay', but the command line says 'authority'" in capsys.readouterr().err
+
+
+def test_node_unknown_role_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        node_main.main(["exit", "--config", "x.json"])
+    assert exit_.value.code == 2
+
+
+def test_fatal_line_names_the_causes_inside_exception_groups():
+    group = ExceptionGroup("nursery", [ExceptionGroup("inner", [OSError(98, "Address already in use")]),
+                                       ValueError("bad")])
+    assert node_main.fatal_line(group) == "fatal: OSError: [Errno 98] Address already in use; ValueError: bad"
