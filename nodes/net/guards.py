@@ -107,9 +107,14 @@ class GuardManager:
     # -- choosing --------------------------------------------------------------------------------------------
     def primary(self) -> list[RouterStatus]:
         """The first n_guards usable guards: confirmed ones in confirmation order, then sample order."""
+        return self.ordered()[: self.n_guards]
+
+    def ordered(self) -> list[RouterStatus]:
+        """Every usable guard, primary ones first. A circuit whose last hop is a primary guard takes the
+        first of these that is not that relay as its first hop (guard-spec 4.3: never guard == exit)."""
         now = self._clock()
         order = self._confirmed + [i for i in self._sampled if i not in self._confirmed]
-        return [self._listed[i] for i in order if self._usable(i, now)][: self.n_guards]
+        return [self._listed[i] for i in order if self._usable(i, now)]
 
     def pick(self) -> RouterStatus:
         """The guard for a new circuit's first hop: the first primary guard."""

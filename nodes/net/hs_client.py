@@ -1,0 +1,296 @@
+"""The client's side of the rendezvous: steps three, four and six of the seed, behind `connect(onion, port)`.
+
+  3. the descriptor, from the HSDirs responsible for the onion in our consensus's time period (in random
+     order, the next one when one fails), checked and decrypted; cached until it expires. A rendezvous point
+     is set up with a fresh one-time cookie (ESTABLISH_RENDEZVOUS) on a 3-hop circuit.
+  4. INTRODUCE1, encrypted to the service's intro point keys, through one intro point after another (in
+     random order) until one answers INTRODUCE_ACK with success.
+  6. RENDEZVOUS2 arrives on the rendezvous circuit: finish hs-ntor, add the virtual hop, open the stream.
+
+A live rendezvous circuit is kept per onion and reused by later connections (new streams on it); concurrent
+connects to one onion share one setup. Failures are the typed ConnectFailed errors nodes.net.socks maps to
+SOCKS replies.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from nodes.core import circuit as core
+from nodes.core import hs_common
+from nodes.core.dirdocs import Consensus, RouterStatus
+from nodes.core.errors import AddressError, RemoteProtocolError
+from nodes.core.hs_descriptor import HsDescriptor, parse_descriptor
+from nodes.core.hs_intro import IntroducePlaintext, client_handle_rendezvous2, encrypt_introduce1
+from nodes.core.onion_address import decode_onion_address
+from nodes.core.relay import REND_COOKIE_LEN, EstablishRendezvous, IntroduceAckStatus
+from nodes.core.relay_crypto import HopCrypto
+
+from .circuits import CircuitError, CircuitManager, OriginCircuitHandle, hop_spec
+from .events import EventLog
+from .guards import GuardManager, NoGuardAvailable
+from .hs_paths import (
+    FollowingDirectoryClient,
+    PathError,
+    TimePeriod,
+    find_relay,
+    pick_relays,
+    responsible_hsdirs,
+    three_hop_path,
+)
+from .hsdir import FETCH_PREFIX
+from .httpio import request
+from .metrics import Metrics
+from .socks import (
+    DescriptorInvalid,
+    DescriptorNotFound,
+    IntroFailed,
+    IntroTimedOut,
+    OnionAddressInvalid,
+    RendezvousFailed,
+)
+from .streams import StreamRefused
+
+Rng = Callable[[int], bytes]
+
+FETCH_TIMEOUT = 15.0
+INTRO_ACK_TIMEOUT = 10.0
+RENDEZVOUS_TIMEOUT = 20.0  # INTRODUCE_ACK -> RENDEZVOUS2: the service builds a circuit meanwhile
+CONSENSUS_WAIT = 30.0
+
+_random = secrets.SystemRandom()
+_CIRCUIT_FAILURES = (CircuitError, NoGuardAvailable, PathError, trio.TooSlowError)
+_STREAM_FAILURES = (StreamRefused, RemoteProtocolError, trio.TooSlowError, trio.BrokenResourceError,
+                    trio.ClosedResourceError)
+
+
+@dataclass(slots=True)
+class _Cached:
+    descriptor: HsDescriptor
+    period: int
+    expires: float  # time.time()
+
+
+class OnionClient:
+    def __init__(self, *, circuits: CircuitManager, guards: GuardManager, directory: FollowingDirectoryClient,
+                 metrics: Metrics, events: EventLog, rng: Rng = os.urandom) -> None:
+        self.circuits = circuits
+        self.guards = guards
+        self.directory = directory
+        self.metrics = metrics
+        self.events = events
+        self.rng = rng
+        self.descriptors: dict[bytes, _Cached] = {}  # by service identity key
+        self.rendezvous: dict[bytes, OriginCircuitHandle] = {}  # live joined circuits, by identity key
+        self._locks: dict[bytes, trio.Lock] = {}
+        for name, kind, text in (
+                ("descriptor_fetches_total", "counter", "descriptor fetches from HSDirs by result"),
+                ("introductions_total", "counter", "INTRODUCE1 attempts by result"),
+                ("rendezvous_total", "counter", "rendezvous setups by result"),
+                ("rendezvous_seconds", "summary", "connect() to a joined rendezvous circuit"),
+                ("rendezvous_reused_total", "counter", "connections served by a live rendezvous circuit"),
+                ("errors_total", "counter", "remote protocol errors by kind")):
+            metrics.describe(name, kind, text)
+
+    def status(self) -> dict:
+        return {"descriptors_cached": len(self.descriptors), "rendezvous_circuits": len(self.rendezvous)}
+
+    # -- the SOCKS entry point -------------------------------------------------------------------------------
+    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+        try:
+            identity = decode_onion_address(host)
+        except AddressError as e:
+            self.metrics.inc("errors_total", kind="bad_onion_address")
+            raise OnionAddressInvalid(f"{host}: {e}") from None
+        lock = self._locks.setdefault(identity, trio.Lock())
+        async with lock:
+            circuit = self.rendezvous.get(identity)
+            if circuit is not None and circuit.error is None:
+                self.metrics.inc("rendezvous_reused_total")
+            else:
+                circuit = await self._rendezvous(identity, host)
+                self.rendezvous[identity] = circuit
+        try:
+            stream = await circuit.open_stream("", port)
+        except StreamRefused as e:
+            raise RendezvousFailed(f"the service refused port {port}: {e}") from None
+        self.events.emit("stream_opened", onion=host, port=port, circuit=circuit.circ_id)
+        return stream
+
+    async def _consensus(self) -> Consensus:
+        with trio.fail_after(CONSENSUS_WAIT):
+            return await self.directory.wait_newer(None)
+
+    async def _build(self, consensus: Consensus, last: RouterStatus) -> OriginCircuitHandle:
+        path = three_hop_path(consensus, self.guards.ordered(), last)
+        try:
+            circuit = await self.circuits.build(path)
+        except CircuitError as e:
+            if getattr(e, "hop", None) == 0:
+                self.guards.mark_failed(path[0].identity)
+            raise
+        self.guards.mark_succeeded(path[0].identity)
+        return circuit
+
+    async def _rendezvous(self, identity: bytes, onion: str) -> OriginCircuitHandle:
+        started = trio.current_time()
+        consensus = await self._consensus()
+        descriptor, subcredential = await self._descriptor(consensus, identity, onion)
+        cookie = self.rng(REND_COOKIE_LEN)
+        rend = await self._establish_rendezvous(consensus, cookie, onion)
+        try:
+            state = await self._introduce(consensus, descriptor, subcredential, cookie, rend, onion)
+            try:
+                with trio.fail_after(RENDEZVOUS_TIMEOUT):
+                    event = await rend.receive((core.Rendezvous2,), timeout=RENDEZVOUS_TIMEOUT)
+                keys = client_handle_rendezvous2(state, event.message)
+            except (trio.TooSlowError, trio.BrokenResourceError) as e:
+                self.metrics.inc("rendezvous_total", result="no_rendezvous2")
+                raise RendezvousFailed(f"no RENDEZVOUS2 at {rend.path[-1].nickname}: {e}") from None
+            except RemoteProtocolError as e:
+                self.metrics.inc("errors_total", kind=e.kind)
+                self.metrics.inc("rendezvous_total", result="bad_rendezvous2")
+                raise RendezvousFailed(f"RENDEZVOUS2 did not verify: {e}") from None
+            rend.add_virtual_hop(HopCrypto.hs_virtual(keys, service_side=False))
+        except BaseException:
+            await rend.aclose()
+            raise
+        seconds = trio.current_time() - started
+        self.metrics.inc("rendezvous_total", result="joined")
+        self.metrics.observe("rendezvous_seconds", seconds)
+        self.events.emit("rendezvous_completed", onion=onion, rendezvous=rend.path[-1].nickname,
+                         circuit=rend.circ_id, seconds=round(seconds, 4))
+        return rend
+
+    # -- step 3: descriptor and rendezvous point -----------------------------------------------------------
+    async def _descriptor(self, consensus: Consensus, identity: bytes,
+                          onion: str) -> tuple[HsDescriptor, bytes]:
+        period = TimePeriod.of(consensus)
+        blinded = hs_common.blinded_public_key(identity, period.num, period.length)
+        subcredential = hs_common.subcredential(identity, blinded)
+        cached = self.descriptors.get(identity)
+        if cached is not None and cached.period == period.num and time.time() < cached.expires:
+            return cached.descriptor, subcredential
+        hsdirs = responsible_hsdirs(consensus, blinded, period, spread=hs_common.HSDIR_SPREAD_FETCH)
+        _random.shuffle(hsdirs)
+        invalid: list[str] = []
+        target = FETCH_PREFIX + base64.b64encode(blinded).decode().rstrip("=")
+        for hsdir in hsdirs:
+            try:
+                circuit = await self._build(consensus, hsdir)
+            except _CIRCUIT_FAILURES as e:
+                self.metrics.inc("descriptor_fetches_total", result="circuit_failed")
+                self.events.emit("descriptor_fetch_failed", hsdir=hsdir.nickname, error=str(e))
+                continue
+            try:
+                stream = await circuit.open_dir_stream()
+                async with stream:
+                    status, _, body = await request(stream, "GET", target, timeout=FETCH_TIMEOUT)
+            except _STREAM_FAILURES as e:
+                self.metrics.inc("descriptor_fetches_total", result="failed")
+                self.events.emit("descriptor_fetch_failed", hsdir=hsdir.nickname, error=str(e))
+                continue
+            finally:
+                await circuit.aclose()
+            if status != 200:
+                self.metrics.inc("descriptor_fetches_total", result=f"http_{status}")
+                self.events.emit("descriptor_fetch_failed", hsdir=hsdir.nickname, status=status)
+                continue
+            now = int(time.time())
+            try:
+                checked = parse_descriptor(body).check(now, blinded)
+                descriptor = checked.decrypt(subcredential)
+            except RemoteProtocolError as e:
+                self.metrics.inc("descriptor_fetches_total", result="invalid")
+                self.metrics.inc("errors_total", kind=e.kind)
+                self.events.emit("descriptor_invalid", hsdir=hsdir.nickname, kind=e.kind, error=str(e))
+                invalid.append(f"{hsdir.nickname}: {e}")
+                continue
+            if not descriptor.intro_points:
+                invalid.append(f"{hsdir.nickname}: the descriptor lists no introduction point")
+                continue
+            self.metrics.inc("descriptor_fetches_total", result="ok")
+            self.events.emit("descriptor_fetched", onion=onion, hsdir=hsdir.nickname,
+                             revision=descriptor.revision_counter, intro_points=len(descriptor.intro_points))
+            self.descriptors[identity] = _Cached(descriptor, period.num,
+                                                 min(now + 60 * descriptor.lifetime, checked.expires))
+            return descriptor, subcredential
+        if invalid:
+            raise DescriptorInvalid("; ".join(invalid))
+        raise DescriptorNotFound(f"none of {len(hsdirs)} responsible HSDirs had a descriptor for {onion}")
+
+    async def _establish_rendezvous(self, consensus: Consensus, cookie: bytes,
+                                    onion: str) -> OriginCircuitHandle:
+        guards = {g.identity for g in self.guards.primary()}
+        candidates = pick_relays(consensus, 1, exclude=guards) or pick_relays(consensus, 1)
+        if not candidates:
+            raise RendezvousFailed("the consensus lists no relay to be a rendezvous point")
+        try:
+            rend = await self._build(consensus, candidates[0])
+            await rend.send(EstablishRendezvous(cookie))
+            await rend.receive((core.RendezvousEstablished,), timeout=INTRO_ACK_TIMEOUT)
+        except (*_CIRCUIT_FAILURES, trio.BrokenResourceError) as e:
+            self.metrics.inc("rendezvous_total", result="establish_failed")
+            raise RendezvousFailed(f"rendezvous point {candidates[0].nickname}: {e}") from None
+        self.events.emit("rendezvous_established", onion=onion, rendezvous=candidates[0].nickname,
+                         circuit=rend.circ_id)
+        return rend
+
+    # -- step 4: introduction ------------------------------------------------------------------------------
+    async def _introduce(self, consensus: Consensus, descriptor: HsDescriptor, subcredential: bytes,
+                         cookie: bytes, rend: OriginCircuitHandle, onion: str):
+        rp = rend.path[-1]
+        plaintext = IntroducePlaintext(cookie, (), 1, rp.ntor_onion_key, hop_spec(rp).link_specs())
+        points = list(descriptor.intro_points)
+        _random.shuffle(points)
+        timed_out = 0
+        problems: list[str] = []
+        for point in points:
+            relay = find_relay(consensus, point.link_specs)
+            if relay is None or relay.ntor_onion_key != point.onion_key:
+                problems.append("an intro point that is not in our consensus")
+                continue
+            message, state = encrypt_introduce1(auth_key=point.auth_key, service_enc_key=point.enc_key,
+                                                subcredential=subcredential, plaintext=plaintext,
+                                                rng=self.rng)
+            try:
+                circuit = await self._build(consensus, relay)
+            except _CIRCUIT_FAILURES as e:
+                self.metrics.inc("introductions_total", result="circuit_failed")
+                problems.append(f"{relay.nickname}: {e}")
+                continue
+            try:
+                self.events.emit("introduce_sent", onion=onion, intro=relay.nickname, rendezvous=rp.nickname)
+                await circuit.send(message)
+                ack = await circuit.receive((core.IntroduceAck,), timeout=INTRO_ACK_TIMEOUT)
+            except trio.TooSlowError:
+                timed_out += 1
+                self.metrics.inc("introductions_total", result="timeout")
+                problems.append(f"{relay.nickname}: no INTRODUCE_ACK in {INTRO_ACK_TIMEOUT:g} s")
+                continue
+            except trio.BrokenResourceError as e:
+                self.metrics.inc("introductions_total", result="circuit_failed")
+                problems.append(f"{relay.nickname}: {e}")
+                continue
+            finally:
+                await circuit.aclose()
+            status = ack.message.status
+            if status != IntroduceAckStatus.SUCCESS:
+                self.metrics.inc("introductions_total", result="nack")
+                self.events.emit("introduce_nack", intro=relay.nickname, status=status)
+                problems.append(f"{relay.nickname}: INTRODUCE_ACK status {status}")
+                continue
+            self.metrics.inc("introductions_total", result="acked")
+            self.events.emit("introduce_acked", onion=onion, intro=relay.nickname)
+            return state
+        self.descriptors.pop(decode_onion_address(onion), None)  # every intro point failed: fetch it anew
+        if timed_out and timed_out == len(problems):
+            raise IntroTimedOut("; ".join(problems))
+        raise IntroFailed("; ".join(problems) or "the descriptor lists no introduction point")

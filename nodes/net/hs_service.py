@@ -1,0 +1,460 @@
+"""The onion service's runtime: introduction points, descriptor publication, INTRODUCE2, RENDEZVOUS1, streams.
+
+Steps one, two and five of the seed, over circuits whose first hop is always one of the service's guards:
+
+  1. `keep_intro_point` (one task per slot): pick a relay, build a 3-hop circuit to it, send ESTABLISH_INTRO
+     signed by a fresh auth key, wait for INTRO_ESTABLISHED; then serve the INTRODUCE2 cells it carries. When
+     the circuit dies the slot picks another relay, and the descriptor is republished.
+  2. `keep_descriptors_published`: for the current and the next time period (as Tor does, so a client whose
+     consensus is a period ahead still finds us), build the descriptor listing the established intro points,
+     sign it with the period's blinded key, and POST it over BEGIN_DIR to every responsible HSDir. Published
+     again when the intro points change, at period rollover, when the HSDir ring changes, and before the
+     descriptor's lifetime ends. HSDirs that refused or were unreachable are retried with backoff.
+  5. `_answer`: decrypt INTRODUCE2 (replays refused: the same encrypted section or an answered cookie),
+     build a circuit to the rendezvous point it names, send RENDEZVOUS1 and add the hs-ntor virtual hop;
+     then serve every stream the client opens on that circuit with the target of its virtual port.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import trio
+
+from nodes.core import circuit as core
+from nodes.core import hs_common
+from nodes.core.dirdocs import Consensus, RouterStatus
+from nodes.core.ed25519 import Signer
+from nodes.core.errors import RemoteProtocolError
+from nodes.core.hs_descriptor import IntroPointDesc, build_descriptor
+from nodes.core.hs_intro import (
+    build_establish_intro,
+    decrypt_introduce2,
+    replay_key,
+    service_rendezvous1,
+)
+from nodes.core.hs_ntor import public_key
+from nodes.core.onion_address import encode_onion_address
+from nodes.core.relay_crypto import HopCrypto
+
+from .circuits import CircuitError, CircuitManager, OriginCircuitHandle, hop_spec
+from .events import EventLog
+from .guards import GuardManager, NoGuardAvailable
+from .hs_paths import (
+    FollowingDirectoryClient,
+    PathError,
+    TimePeriod,
+    find_relay,
+    pick_relays,
+    responsible_hsdirs,
+    three_hop_path,
+    usable,
+)
+from .hsdir import PUBLISH_PATH
+from .httpio import request
+from .metrics import Metrics
+from .streams import StreamRefused
+from .targets import ServiceInfo, Target
+
+Rng = Callable[[int], bytes]
+
+DESCRIPTOR_LIFETIME_MINUTES = 180
+REPLAY_CACHE_SIZE = 16384  # INTRODUCE2 digests (and cookies) kept; oldest forgotten first
+UPLOAD_TIMEOUT = 15.0
+RETRY_MIN, RETRY_MAX = 0.5, 15.0
+PERIOD_LOOKAHEAD = 2  # current and next period
+REFRESH_AFTER = 60 * DESCRIPTOR_LIFETIME_MINUTES / 2  # seconds before a new revision goes everywhere
+SETTLE_TIME = 1.0  # after an intro point change, how long to wait for the others still being set up
+
+_random = secrets.SystemRandom()
+_CIRCUIT_FAILURES = (CircuitError, NoGuardAvailable, PathError, trio.TooSlowError)
+_STREAM_FAILURES = (StreamRefused, RemoteProtocolError, trio.TooSlowError, trio.BrokenResourceError,
+                    trio.ClosedResourceError)
+
+
+@dataclass(slots=True)
+class IntroPoint:
+    relay: RouterStatus
+    circuit: OriginCircuitHandle
+    auth: Signer  # KP_hs_ipt_sid: what the intro point knows us by
+    enc_secret: bytes = field(repr=False)  # KS_hss_ntor, per intro point
+    enc_key: bytes  # KP_hss_ntor
+
+    def descriptor_entry(self) -> IntroPointDesc:
+        return IntroPointDesc(hop_spec(self.relay).link_specs(), self.relay.ntor_onion_key,
+                              self.auth.public_key, self.enc_key)
+
+
+class ReplayCache:
+    """A bounded set: `seen(key)` is True when the key was already added (and adds it otherwise)."""
+
+    def __init__(self, size: int = REPLAY_CACHE_SIZE) -> None:
+        self._keys: OrderedDict[bytes, None] = OrderedDict()
+        self._size = size
+
+    def seen(self, key: bytes) -> bool:
+        if key in self._keys:
+            return True
+        self._keys[key] = None
+        if len(self._keys) > self._size:
+            self._keys.popitem(last=False)
+        return False
+
+
+class OnionService:
+    def __init__(self, identity: Signer, *, n_intro_points: int, targets: Mapping[int, Target],
+                 circuits: CircuitManager, guards: GuardManager, directory: FollowingDirectoryClient,
+                 metrics: Metrics, events: EventLog, rng: Rng = os.urandom) -> None:
+        self.identity = identity
+        self.onion = encode_onion_address(identity.public_key)
+        self.n_intro_points = n_intro_points
+        self.targets = dict(targets)
+        self.circuits = circuits
+        self.guards = guards
+        self.directory = directory
+        self.metrics = metrics
+        self.events = events
+        self.rng = rng
+        self.intro_points: dict[int, IntroPoint] = {}  # by slot
+        self._claimed: dict[int, bytes] = {}  # slot -> the relay it uses or is setting up
+        self.published: dict[int, set[bytes]] = {}  # period num -> identities of HSDirs holding our latest
+        self._intro_changed = trio.Event()
+        self._revision = 0
+        self._replays = ReplayCache()
+        self._signing: dict[int, Signer] = {}  # descriptor signing key per period
+        for name, kind, text in (
+                ("intro_points_established", "gauge", "introduction points we hold now"),
+                ("intro_point_failures_total", "counter", "introduction point setups or circuits lost"),
+                ("descriptor_uploads_total", "counter", "descriptor uploads to HSDirs by result"),
+                ("introduce2_total", "counter", "INTRODUCE2 cells by result"),
+                ("rendezvous_total", "counter", "rendezvous circuits to a client's RP by result"),
+                ("streams_total", "counter", "client streams by virtual port and result"),
+                ("errors_total", "counter", "remote protocol errors by kind")):
+            metrics.describe(name, kind, text)
+
+    @property
+    def info(self) -> ServiceInfo:
+        return ServiceInfo(self.events.node, self.onion + ".onion")
+
+    def enough_intro_points(self) -> bool:
+        """All slots hold an intro point, or as many as the consensus has relays for."""
+        c = self.directory.current
+        return c is not None and len(self.intro_points) >= max(1, min(self.n_intro_points, len(usable(c))))
+
+    def descriptor_published(self) -> bool:
+        c = self.directory.current
+        return c is not None and bool(self.published.get(TimePeriod.of(c).num))
+
+    def status(self) -> dict:
+        return {"intro_points": [ip.relay.nickname for ip in self.intro_points.values()],
+                "published": {str(num): len(h) for num, h in sorted(self.published.items())}}
+
+    # -- paths -----------------------------------------------------------------------------------------------
+    async def _build(self, consensus: Consensus, last: RouterStatus) -> OriginCircuitHandle:
+        """A 3-hop circuit to `last` with one of our guards first; guard success or failure is recorded."""
+        path = three_hop_path(consensus, self.guards.ordered(), last)
+        try:
+            circuit = await self.circuits.build(path)
+        except CircuitError as e:
+            if getattr(e, "hop", None) == 0:
+                self.guards.mark_failed(path[0].identity)
+            raise
+        self.guards.mark_succeeded(path[0].identity)
+        return circuit
+
+    def _intro_candidates(self, consensus: Consensus) -> list[RouterStatus]:
+        """Relays for a new intro point: not one another slot uses or is setting up; our guards only when
+        nothing else is left."""
+        taken = set(self._claimed.values())
+        guards = {g.identity for g in self.guards.primary()}
+        others = pick_relays(consensus, 1, exclude=taken | guards)
+        return others or pick_relays(consensus, 1, exclude=taken)
+
+    # -- step 1: intro points ------------------------------------------------------------------------------
+    async def keep_intro_point(self, slot: int) -> None:
+        retry = RETRY_MIN
+        while True:
+            consensus = await self.directory.wait_newer(None)
+            candidates = self._intro_candidates(consensus)
+            if not candidates:  # every relay is an intro point of ours already
+                await self.directory.wait_newer(consensus)
+                continue
+            relay = candidates[0]
+            self._claimed[slot] = relay.identity
+            try:
+                point = await self._establish(consensus, relay)
+            except (*_CIRCUIT_FAILURES, RemoteProtocolError) as e:
+                del self._claimed[slot]
+                self.metrics.inc("intro_point_failures_total", stage="establish")
+                self.events.emit("intro_failed", intro=relay.nickname, error=str(e), kind=_kind(e))
+                await trio.sleep(retry)
+                retry = min(2 * retry, RETRY_MAX)
+                continue
+            retry = RETRY_MIN
+            self.intro_points[slot] = point
+            self._intro_points_changed()
+            try:
+                await self._serve_introductions(point)
+            finally:
+                del self.intro_points[slot], self._claimed[slot]
+                self._intro_points_changed()
+                await point.circuit.aclose()
+            self.metrics.inc("intro_point_failures_total", stage="lost")
+            self.events.emit("intro_lost", intro=point.relay.nickname, error=str(point.circuit.error))
+
+    async def _establish(self, consensus: Consensus, relay: RouterStatus) -> IntroPoint:
+        circuit = await self._build(consensus, relay)
+        try:
+            auth = Signer.from_seed(self.rng(32))
+            enc_secret = self.rng(32)
+            await circuit.send(build_establish_intro(auth, circuit.hop_kh()))
+            await circuit.receive((core.IntroEstablished,))
+        except BaseException:
+            await circuit.aclose()
+            raise
+        self.events.emit("intro_established", intro=relay.nickname, identity=relay.identity,
+                         circuit=circuit.circ_id, path=[r.nickname for r in circuit.path])
+        return IntroPoint(relay, circuit, auth, enc_secret, public_key(enc_secret))
+
+    def _intro_points_changed(self) -> None:
+        self.metrics.set("intro_points_established", len(self.intro_points))
+        self._intro_changed.set()
+
+    async def _serve_introductions(self, point: IntroPoint) -> None:
+        """Until the intro circuit dies: answer each INTRODUCE2 in a task of its own."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    event = await point.circuit.receive((core.Introduce2,), timeout=math.inf)
+                except trio.BrokenResourceError:  # CircuitClosed: the caller replaces the intro point
+                    return
+                nursery.start_soon(self._answer, point, event.message)
+
+    # -- step 5: rendezvous --------------------------------------------------------------------------------
+    def _refuse(self, kind: str, detail: str) -> None:
+        self.metrics.inc("introduce2_total", result=kind)
+        self.metrics.inc("errors_total", kind=kind)
+        self.events.emit("error", kind=kind, detail=detail)
+
+    async def _answer(self, point: IntroPoint, message) -> None:
+        if self._replays.seen(replay_key(message)):
+            self._refuse("introduce_replay", "INTRODUCE2 replayed (same encrypted section)")
+            return
+        consensus = self.directory.current
+        period = TimePeriod.of(consensus)
+        try:
+            plaintext, client_x = self._open(point, message, period)
+        except RemoteProtocolError as e:
+            self._refuse(e.kind, f"INTRODUCE2 refused: {e}")
+            return
+        if self._replays.seen(b"cookie:" + plaintext.rendezvous_cookie):
+            self._refuse("introduce_replay", "INTRODUCE2 names a rendezvous cookie we already answered")
+            return
+        self.metrics.inc("introduce2_total", result="accepted")
+        rend = find_relay(consensus, plaintext.link_specs)
+        self.events.emit("introduce_received", intro=point.relay.nickname,
+                         rendezvous=rend.nickname if rend else None)
+        if rend is None or rend.ntor_onion_key != plaintext.onion_key:
+            self.metrics.inc("rendezvous_total", result="unknown_relay")
+            self.events.emit("rendezvous_failed", reason="the rendezvous point is not in our consensus")
+            return
+        try:
+            circuit = await self._build(consensus, rend)
+        except _CIRCUIT_FAILURES as e:
+            self.metrics.inc("rendezvous_total", result="circuit_failed")
+            self.events.emit("rendezvous_failed", rendezvous=rend.nickname, error=str(e), kind=_kind(e))
+            return
+        try:
+            rendezvous1, keys = service_rendezvous1(
+                plaintext.rendezvous_cookie, X=client_x, service_enc_secret=point.enc_secret,
+                service_enc_key=point.enc_key, auth_key=point.auth.public_key, rng=self.rng)
+            await circuit.send(rendezvous1)
+            circuit.add_virtual_hop(HopCrypto.hs_virtual(keys, service_side=True))
+        except trio.BrokenResourceError as e:
+            self.metrics.inc("rendezvous_total", result="circuit_failed")
+            self.events.emit("rendezvous_failed", rendezvous=rend.nickname, error=str(e))
+            return
+        self.metrics.inc("rendezvous_total", result="sent")
+        self.events.emit("rendezvous_sent", rendezvous=rend.nickname, circuit=circuit.circ_id,
+                         path=[r.nickname for r in circuit.path])
+        await self._serve_streams(circuit)
+
+    def _open(self, point: IntroPoint, message, period: TimePeriod):
+        """Decrypt with this period's subcredential, else a neighbouring period's (a client whose consensus
+        is older or newer than ours used theirs). The first period's error is raised if none works."""
+        errors: list[RemoteProtocolError] = []
+        for num in (period.num, period.num + 1, period.num - 1):
+            blinded = hs_common.blinded_public_key(self.identity.public_key, num, period.length)
+            subcredential = hs_common.subcredential(self.identity.public_key, blinded)
+            try:
+                return decrypt_introduce2(message, service_enc_secret=point.enc_secret,
+                                          service_enc_key=point.enc_key, subcredential=subcredential)
+            except RemoteProtocolError as e:
+                errors.append(e)
+        raise errors[0]
+
+    async def _serve_streams(self, circuit: OriginCircuitHandle) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    stream, port = await circuit.accept_stream()
+                except trio.BrokenResourceError:
+                    return
+                target = self.targets.get(port)
+                if target is None:
+                    self.metrics.inc("streams_total", port=str(port), result="no_such_port")
+                    self.events.emit("stream_refused", port=port, reason="no service on this port")
+                    await stream.aclose()
+                    continue
+                self.metrics.inc("streams_total", port=str(port), result="opened")
+                self.events.emit("stream_opened", onion=self.onion, port=port, circuit=circuit.circ_id)
+                nursery.start_soon(self._serve_stream, target, stream, port)
+
+    async def _serve_stream(self, target: Target, stream, port: int) -> None:
+        try:
+            async with stream:
+                await target(stream)
+        except RemoteProtocolError as e:  # e.g. junk HTTP from the client
+            self.metrics.inc("errors_total", kind=e.kind)
+            self.events.emit("error", kind=e.kind, detail=f"stream on port {port}: {e}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as e:
+            self.events.emit("stream_closed", port=port, error=str(e) or type(e).__name__)
+
+    # -- step 2: descriptors -------------------------------------------------------------------------------
+    async def keep_descriptors_published(self) -> None:
+        """Publish whenever something changed; retry what failed with backoff."""
+        consensus = await self.directory.wait_newer(None)
+        retry = RETRY_MIN
+        refresh_at = -math.inf
+        while True:
+            if not self.intro_points:
+                await self._wait_for_change(consensus, math.inf)
+                consensus = self.directory.current
+                continue
+            if self._intro_changed.is_set():
+                self._intro_changed = trio.Event()
+                if len(self.intro_points) < self.n_intro_points:  # more may be on their way: let them come
+                    await self._wait_for_change(consensus, SETTLE_TIME)
+                    if self._intro_changed.is_set():
+                        continue
+                refresh_at = -math.inf
+            if time.monotonic() >= refresh_at:  # a new revision for every HSDir
+                self._revision = max(self._revision + 1, int(time.time()))
+                self.published = {}
+                refresh_at = time.monotonic() + REFRESH_AFTER
+            periods = self._periods(consensus)
+            wanted = {p.num: self._hsdirs(consensus, p) for p in periods}
+            # forget periods that are over and HSDirs the ring no longer makes responsible
+            self.published = {num: self.published.get(num, set()) & {h.identity for h in dirs}
+                              for num, dirs in wanted.items()}
+            missing = {num: [h for h in dirs if h.identity not in self.published[num]]
+                       for num, dirs in wanted.items()}
+            ok = not any(missing.values()) or await self._publish(consensus, periods, missing)
+            await self._wait_for_change(consensus, refresh_at - time.monotonic() if ok else retry)
+            retry = RETRY_MIN if ok else min(2 * retry, RETRY_MAX)
+            consensus = self.directory.current
+
+    async def _wait_for_change(self, consensus: Consensus, timeout: float) -> None:
+        """Until the intro points change, a newer consensus arrives, or `timeout` seconds pass."""
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+                async def intro() -> None:
+                    await self._intro_changed.wait()
+                    nursery.cancel_scope.cancel()
+
+                async def newer() -> None:
+                    await self.directory.wait_newer(consensus)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(intro)
+                nursery.start_soon(newer)
+
+    def _periods(self, consensus: Consensus) -> list[TimePeriod]:
+        first = TimePeriod.of(consensus)
+        srv = consensus.shared_rand_current
+        return [first] + [TimePeriod(first.num + i, first.length,
+                                     srv or hs_common.disaster_srv(first.length, first.num + i))
+                          for i in range(1, PERIOD_LOOKAHEAD)]
+
+    def _blinded(self, period: TimePeriod) -> Signer:
+        return hs_common.blinded_signer(self.identity, period.num, period.length)
+
+    def _blinded_key(self, num: int, length: int) -> bytes:
+        return hs_common.blinded_public_key(self.identity.public_key, num, length)
+
+    def _hsdirs(self, consensus: Consensus, period: TimePeriod) -> list[RouterStatus]:
+        return responsible_hsdirs(consensus, self._blinded_key(period.num, period.length), period,
+                                  spread=hs_common.HSDIR_SPREAD_STORE)
+
+    def _descriptor(self, period: TimePeriod) -> bytes:
+        blinded = self._blinded(period)
+        signing = self._signing.get(period.num)
+        if signing is None:
+            signing = self._signing[period.num] = Signer.from_seed(self.rng(32))
+            for old in [n for n in self._signing if n < period.num - 1]:
+                del self._signing[old]
+        subcredential = hs_common.subcredential(self.identity.public_key, blinded.public_key)
+        return build_descriptor(identity=self.identity, blinded=blinded, signing=signing,
+                                subcredential=subcredential, revision_counter=self._revision,
+                                intro_points=[ip.descriptor_entry() for ip in self.intro_points.values()],
+                                now=int(time.time()), lifetime_minutes=DESCRIPTOR_LIFETIME_MINUTES,
+                                rng=self.rng)
+
+    async def _publish(self, consensus: Consensus, periods: list[TimePeriod],
+                       missing: dict[int, list[RouterStatus]]) -> bool:
+        """Upload to every HSDir in `missing` (one circuit per HSDir carries every period's descriptor).
+        True when every upload was accepted."""
+        documents = {p.num: self._descriptor(p) for p in periods if missing.get(p.num)}
+        by_hsdir: dict[bytes, tuple[RouterStatus, list[int]]] = {}
+        for num, hsdirs in missing.items():
+            for hsdir in hsdirs:
+                by_hsdir.setdefault(hsdir.identity, (hsdir, []))[1].append(num)
+        failures = 0
+
+        async def upload(hsdir: RouterStatus, nums: list[int]) -> None:
+            nonlocal failures
+            try:
+                circuit = await self._build(consensus, hsdir)
+            except _CIRCUIT_FAILURES as e:
+                failures += len(nums)
+                self.metrics.inc("descriptor_uploads_total", result="circuit_failed")
+                self.events.emit("descriptor_upload_failed", hsdir=hsdir.nickname, error=str(e),
+                                 kind=_kind(e))
+                return
+            try:
+                for num in nums:
+                    try:
+                        stream = await circuit.open_dir_stream()
+                        async with stream:
+                            status, _, body = await request(stream, "POST", PUBLISH_PATH, documents[num],
+                                                            timeout=UPLOAD_TIMEOUT)
+                    except _STREAM_FAILURES as e:
+                        status, body = 0, str(e).encode()
+                    if status == 200:
+                        self.published.setdefault(num, set()).add(hsdir.identity)
+                        self.metrics.inc("descriptor_uploads_total", result="accepted")
+                        self.events.emit("descriptor_published", hsdir=hsdir.nickname, period=num,
+                                         revision=self._revision,
+                                         blinded_key=self._blinded_key(num, periods[0].length))
+                    else:
+                        failures += 1
+                        self.metrics.inc("descriptor_uploads_total", result="refused")
+                        self.events.emit("descriptor_upload_failed", hsdir=hsdir.nickname, period=num,
+                                         status=status, reason=body[:200].decode("ascii", "replace"))
+            finally:
+                await circuit.aclose()
+
+        async with trio.open_nursery() as nursery:
+            for hsdir, nums in by_hsdir.values():
+                nursery.start_soon(upload, hsdir, nums)
+        return failures == 0
+
+
+def _kind(e: BaseException) -> str:
+    return getattr(e, "kind", None) or type(e).__name__

@@ -1,0 +1,59 @@
+"""What every node that builds its own circuits (onion services, clients) runs: links, circuits, guards and
+a consensus that follows the authorities. The roles compose it with their own part of the flow."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import trio
+
+from nodes.config import NodeConfig
+from nodes.core.dirdocs import Consensus
+
+from .channels import ChannelManager
+from .circuits import CircuitManager
+from .events import EventLog
+from .guards import GuardManager
+from .hs_paths import FollowingDirectoryClient, usable
+from .metrics import Metrics
+
+GUARD_STATE = "guards.json"  # in the node's data directory: the same guards after a restart
+
+
+class OriginStack:
+    def __init__(self, config: NodeConfig, role: str) -> None:
+        self.config = config
+        self.events = EventLog(config.name, role)
+        self.metrics = Metrics()
+        # A link identity only: circuit-building nodes are not relays and publish no descriptor.
+        self.channels = ChannelManager(os.urandom(32), self.metrics, self.events, address=config.address)
+        self.circuits = CircuitManager(self.channels, self.metrics, self.events)
+        self.guards = GuardManager(Path(config.data_dir, GUARD_STATE), config.guards, metrics=self.metrics,
+                                   events=self.events)
+        self.directory = FollowingDirectoryClient(config.authorities, self.metrics, self.events)
+
+    def has_consensus(self) -> bool:
+        c = self.directory.current
+        return c is not None and time.time() < c.valid_until
+
+    def status(self) -> dict:
+        return {"name": self.config.name, "address": self.config.address,
+                "circuits": len(self.circuits.circuits), "links": len(self.channels.channels),
+                "guards": self.guards.status()}
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Links, the directory client and guard sampling, until cancelled."""
+        Path(self.config.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.channels.run)
+            await nursery.start(self.directory.run)
+            nursery.start_soon(self._follow_guards)
+            task_status.started()
+
+    async def _follow_guards(self) -> None:
+        consensus: Consensus | None = None
+        while True:
+            consensus = await self.directory.wait_newer(consensus)
+            self.guards.sample(usable(consensus))

@@ -1,0 +1,38 @@
+"""The client: a SOCKS5 port (nodes.net.socks) whose onion connections go through the rendezvous flow
+(nodes.net.hs_client). Guards persist in `<data_dir>/guards.json`. /status conditions:
+
+    consensus         we hold a consensus that is still valid
+    socks_listening   the SOCKS port accepts connections
+"""
+
+from __future__ import annotations
+
+import trio
+
+from nodes.config import NodeConfig
+from nodes.net.hs_client import OnionClient
+from nodes.net.origin import OriginStack
+from nodes.net.socks import serve_socks
+from nodes.net.status import serve_status
+
+
+async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run the client until cancelled. `task_status.started(client)` once SOCKS and status listen."""
+    stack = OriginStack(config, "client")
+    client = OnionClient(circuits=stack.circuits, guards=stack.guards, directory=stack.directory,
+                         metrics=stack.metrics, events=stack.events)
+    socks_host = config.socks_address or config.address
+    socks: dict[str, int] = {}
+
+    def status() -> dict:
+        conditions = {"consensus": stack.has_consensus(), "socks_listening": "port" in socks}
+        return {"role": "client", **stack.status(),
+                "socks": f"{socks_host}:{socks['port']}" if socks else None,
+                "ready": all(conditions.values()), "conditions": conditions, **client.status()}
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_status, config.address, config.control_port, status, stack.metrics)
+        await nursery.start(stack.run)
+        socks["port"] = await nursery.start(serve_socks, socks_host, config.socks_port, client.connect,
+                                            stack.metrics, stack.events)
+        task_status.started(client)

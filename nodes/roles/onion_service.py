@@ -1,0 +1,68 @@
+"""The onion service: establishes introduction points, publishes its descriptor to the HSDirs, answers
+introductions at the clients' rendezvous points and serves their streams (nodes.net.hs_service).
+
+Its identity key lives in `<data_dir>/keys/hs_identity.key` (made on first start), so the onion address stays
+the same across restarts; its guards in `<data_dir>/guards.json`. /status conditions:
+
+    consensus                   we hold a consensus that is still valid
+    intro_points_established    every intro point slot (config.intro_points) holds a live intro circuit
+    descriptor_published        an HSDir of the current time period accepted our latest descriptor
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from nodes.config import ConfigError, NodeConfig
+from nodes.core.ed25519 import Signer
+from nodes.net.hs_service import OnionService
+from nodes.net.node_keys import KEYS_DIR, load_or_create_seed
+from nodes.net.origin import OriginStack
+from nodes.net.status import serve_status
+from nodes.net.targets import TargetError, make_target, parse_target
+
+IDENTITY_KEY = "hs_identity.key"
+
+
+def _targets(config: NodeConfig, service: OnionService) -> dict:
+    if not config.services:
+        raise ConfigError(f"{config.name}: an onion service needs at least one entry in services")
+    targets = {}
+    for s in config.services:
+        try:
+            parse_target(s.target)
+        except TargetError as e:
+            raise ConfigError(f"{config.name}: services: port {s.port}: {e}") from None
+        targets[s.port] = make_target(s.target, service.info)
+    return targets
+
+
+async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run the onion service until cancelled. `task_status.started(service)` once its ports listen."""
+    stack = OriginStack(config, "onion_service")
+    identity = Signer.from_seed(load_or_create_seed(Path(config.data_dir, KEYS_DIR, IDENTITY_KEY)))
+    service = OnionService(identity, n_intro_points=config.intro_points, targets={}, circuits=stack.circuits,
+                           guards=stack.guards, directory=stack.directory, metrics=stack.metrics,
+                           events=stack.events)
+    service.targets = _targets(config, service)
+
+    def status() -> dict:
+        conditions = {"consensus": stack.has_consensus(),
+                      "intro_points_established": service.enough_intro_points(),
+                      "descriptor_published": service.descriptor_published()}
+        return {"role": "onion_service", **stack.status(), "onion": service.onion + ".onion",
+                "ports": sorted(service.targets), "ready": all(conditions.values()), "conditions": conditions,
+                **service.status()}
+
+    async with trio.open_nursery() as nursery:
+        control_port = await nursery.start(serve_status, config.address, config.control_port, status,
+                                           stack.metrics)
+        await nursery.start(stack.run)
+        for slot in range(config.intro_points):
+            nursery.start_soon(service.keep_intro_point, slot)
+        nursery.start_soon(service.keep_descriptors_published)
+        stack.events.emit("onion_service_started", onion=service.onion + ".onion",
+                          ports=sorted(service.targets), control_port=control_port)
+        task_status.started(service)
