@@ -87,6 +87,7 @@ class OnionClient:
         self.metrics = metrics
         self.events = events
         self.rng = rng
+        self.control_port = 0  # the role sets it once its status server listens
         self.descriptors: dict[bytes, _Cached] = {}  # by service identity key
         self.rendezvous: dict[bytes, OriginCircuitHandle] = {}  # live joined circuits, by identity key
         self._locks: dict[bytes, trio.Lock] = {}

@@ -121,6 +121,7 @@ class OnionService:
         self.metrics = metrics
         self.events = events
         self.rng = rng
+        self.control_port = 0  # the role sets it once its status server listens
         self.intro_points: dict[int, IntroPoint] = {}  # by slot
         self._claimed: dict[int, bytes] = {}  # slot -> the relay it uses or is setting up
         self.published: dict[int, set[bytes]] = {}  # period num -> identities of HSDirs holding our latest
