@@ -4,6 +4,8 @@
     onionlab status [--json]                    what runs, what is ready, the onion and SOCKS addresses
     onionlab down [--keep]                      stop every node; remove the run dir unless --keep
     onionlab logs NODE                          a node's events and stderr
+    onionlab export compose [TOPOLOGY] [-o FILE]  the topology as a docker-compose.yml
+    onionlab graph [TOPOLOGY] [--format mermaid|dot]  the topology as a Mermaid or DOT graph
 
 Every command takes --run-dir (default $ONIONLAB_RUN_DIR, else .onionlab/run). Exit status: 0 done, 1 the
 run failed (a node crashed or was not ready in time; its log lines are shown), 2 a bad command line or
@@ -28,6 +30,9 @@ from .backends import (
     open_backend,
     read_state,
 )
+from .compose import ComposeError, display_source, export_compose
+from .graph import FORMATS as GRAPH_FORMATS
+from .graph import render_graph
 from .topology import TopologyError, load_topology
 
 DEFAULT_TOPOLOGY = Path("topologies", "default.yaml")
@@ -64,7 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     logs = commands.add_parser("logs", parents=[common], help="print a node's events and stderr")
     logs.add_argument("node", help="the node's name, e.g. auth1")
+    _add_export_and_graph(commands)
     return parser
+
+
+def _add_export_and_graph(commands: argparse._SubParsersAction) -> None:
+    """`export compose` and `graph`: they read a topology and print a file, with no run behind them."""
+    export = commands.add_parser("export", help="write a topology in another tool's format",
+                                 description="Write a topology in another tool's format.")
+    formats = export.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
+    compose = formats.add_parser(
+        "compose", help="a docker-compose.yml (docker compose up -d runs the lab)",
+        description="Write a docker-compose.yml for a topology: networks with its subnets, a one-shot init "
+                    "service that makes the keys and configs in the nodes' volumes, one service per node.")
+    compose.add_argument("topology", nargs="?", type=Path, default=None,
+                         help=f"the topology file (default: {DEFAULT_TOPOLOGY})")
+    compose.add_argument("-o", "--output", type=Path, default=None,
+                         help="write the file here instead of to standard output")
+    graph = commands.add_parser("graph", help="print a topology as a Mermaid or DOT graph",
+                                description="Print a topology as a graph: networks as subgraphs, nodes "
+                                            "labelled with their role, an edge per network membership.")
+    graph.add_argument("topology", nargs="?", type=Path, default=None,
+                       help=f"the topology file (default: {DEFAULT_TOPOLOGY})")
+    graph.add_argument("--format", choices=GRAPH_FORMATS, default="mermaid",
+                       help="mermaid (default; Markdown viewers draw it) or dot (Graphviz)")
 
 
 def _default_topology() -> Path:
@@ -128,6 +156,28 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """`export compose`: the topology as a docker-compose.yml, on stdout or into --output."""
+    path = args.topology or _default_topology()
+    topology = load_topology(path)
+    output = display_source(args.output) if args.output is not None else None
+    try:
+        text = export_compose(topology, display_source(path), args.output, output_name=output)
+    except ComposeError as e:
+        print(f"onionlab: {e}", file=sys.stderr)
+        return 1
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        print(f"wrote {args.output} ({len(topology.nodes)} node services and the init service)")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    sys.stdout.write(render_graph(load_topology(args.topology or _default_topology()), args.format))
+    return 0
+
+
 def _ports_text(ports: object) -> str:
     if isinstance(ports, list):
         return ", ".join(str(p["port"]) if isinstance(p, dict) and "port" in p else str(p) for p in ports)
@@ -152,6 +202,7 @@ def format_status(status: dict) -> str:
 
 
 COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_logs}
+COMMANDS.update({"export": cmd_export, "graph": cmd_graph})
 
 
 def main(argv: list[str] | None = None) -> int:

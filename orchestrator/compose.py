@@ -1,0 +1,236 @@
+"""Topology -> docker-compose.yml: the same lab as `onionlab up`, for people who run `docker compose up -d`.
+
+The file is plain text built here line by line, so the same topology always gives the same bytes (the
+checked-in docker-compose.yml is the export of topologies/default.yaml, and tests/unit/test_compose.py fails
+when the two drift). What it holds:
+
+- one network per topology network, with the topology's subnet and gateway (Docker's first host address);
+- a volume per node, mounted at the node's data dir `/var/lib/onionlab/<node>` (plan.DATA_ROOT);
+- a one-shot `init` service of the node image. Fresh named volumes are root-owned (the image has no such
+  path to copy ownership from), so it starts as root with only CHOWN, SETUID and SETGID, gives every node's
+  volume to the node user 10001, then drops to 10001 (`setpriv`) and runs `python -m nodes.init`
+  (nodes/init.py) on the run plan, which travels in the environment variable ONIONLAB_PLAN. That makes the
+  authorities' identity keys in their volumes (kept on the next `up`, removed by `down -v`) and every node's
+  config.json. The plan holds no secret, so neither does this file. init mounts the volumes under /state,
+  not under the image's /var/lib/onionlab, which is 0700 and owned by 10001: a root without
+  DAC_OVERRIDE could not even look inside it;
+- one service per node, started once init has completed successfully: the image's user 10001, a read-only
+  root filesystem, every capability dropped, no-new-privileges, its static address on each of its
+  networks, `command: [ROLE, --config, /var/lib/onionlab/<node>/config.json]`. Clients' SOCKS ports are
+  published on 127.0.0.1 of the host only; the host port can be changed with ONIONLAB_<NODE>_SOCKS_PORT.
+
+Every object carries the docker backend's labels onionlab.lab (the topology's name) and onionlab.topology (the
+topology file), networks onionlab.network, volumes and services onionlab.node and onionlab.role; never
+onionlab.run: a compose lab belongs to its compose project, not to an `onionlab up` run, so `onionlab reap`
+has no business with it (`docker compose down -v` removes it).
+
+No Swarm stack export: nodes need IP addresses. A relay advertises its address in its descriptor, which
+carries an IP by the directory protocol (nodes/roles/relay.py refuses anything else), and the consensus tells
+everyone to dial that IP; a stack file cannot give a service a static address (Swarm assigns task addresses
+at deploy time, and dnsrr names would have to be resolved inside every node, which the node software does not
+do). make_plan(addresses=...) would accept names, the nodes would not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+from orchestrator.plan import DATA_ROOT, make_plan
+from orchestrator.topology import Node, Topology
+
+NODE_UID: Final = 10001  # the node image's user (images/node/Dockerfile)
+PLAN_VARIABLE: Final = "ONIONLAB_PLAN"
+INIT_MOUNT: Final = "/state"  # where the init service sees the nodes' volumes
+SOCKS_BIND: Final = "127.0.0.1"  # published ports reach the host's loopback only
+INIT_CAPS: Final = ("CHOWN", "SETUID", "SETGID")
+DEFAULT_OUTPUT: Final = "docker-compose.yml"
+
+
+class ComposeError(ValueError):
+    """A topology that cannot be written as a compose file; the message says why."""
+
+
+def _q(value: object, *, interpolate: bool = False) -> str:
+    """A YAML scalar that means exactly `value`: JSON strings and numbers are valid YAML flow scalars. `$`
+    is doubled (compose interpolates variables in every string) unless `interpolate` asks for a variable."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"cannot quote {value!r}")
+    if not isinstance(value, str):
+        return str(value)
+    text = json.dumps(value)
+    return text if interpolate else text.replace("$", "$$")
+
+
+def _flow(values: Iterable[object]) -> str:
+    return "[" + ", ".join(map(_q, values)) + "]"
+
+
+def _labels(out: list[str], indent: str, topology: Topology, source: str, **more: str) -> None:
+    out.append(f"{indent}labels:")
+    pairs = {"lab": topology.name, "topology": source, **more}
+    out.extend(f"{indent}  onionlab.{key}: {_q(value)}" for key, value in pairs.items())
+
+
+def init_service_name(topology: Topology) -> str:
+    """`init`, unless a node is called that (node names never contain `_`, so `init_` is always free)."""
+    return "init_" if any(n.name == "init" for n in topology.nodes) else "init"
+
+
+def volume_name(node: Node) -> str:
+    return f"state-{node.name}"
+
+
+def socks_variable(node: Node) -> str:
+    return f"ONIONLAB_{node.name.upper().replace('-', '_')}_SOCKS_PORT"
+
+
+def socks_host_ports(topology: Topology) -> dict[str, int]:
+    """Each client's default host port: its SOCKS port, or the next one that no earlier client took."""
+    taken: set[int] = set()
+    out: dict[str, int] = {}
+    for node in topology.nodes_by_role("client"):
+        port = node.socks_port or 0
+        while port in taken:
+            port += 1
+        if port > 65535:
+            raise ComposeError(f"no free host port for the SOCKS port of {node.name}")
+        taken.add(port)
+        out[node.name] = port
+    return out
+
+
+def display_source(path: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = None) -> str:
+    """How the header names the topology file: relative to `cwd` (default: the current directory) when it
+    lies below it, else absolute; always with forward slashes."""
+    resolved = Path(path).resolve()
+    try:
+        return PurePosixPath(resolved.relative_to(Path(cwd or os.getcwd()).resolve())).as_posix()
+    except ValueError:
+        return resolved.as_posix()
+
+
+def _role_counts(topology: Topology) -> str:
+    words = {"authority": ("authority", "authorities"), "relay": ("relay", "relays"),
+             "onion_service": ("onion service", "onion services"), "client": ("client", "clients")}
+    parts = []
+    for role, (one, many) in words.items():
+        count = len(topology.nodes_by_role(role))
+        if count:
+            parts.append(f"{count} {one if count == 1 else many}")
+    return ", ".join(parts)
+
+
+def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_OUTPUT) -> str:
+    """The docker-compose.yml of `topology`; the header names the topology file as `source` and this file as
+    `output_name` (in the command that makes it again)."""
+    if "\n" in source or "\n" in output_name:
+        raise ComposeError("file names with a line break cannot go into the header")
+    plan = make_plan(topology, socks_address="0.0.0.0")  # a published port reaches 0.0.0.0 in the container
+    init = init_service_name(topology)
+    ports = socks_host_ports(topology)
+    images = list(dict.fromkeys(n.image for n in topology.nodes))  # first seen first
+    lab = topology.name
+    out: list[str] = []
+    add = out.append
+
+    add(f"# Generated from {source} by `onionlab export compose`. Do not edit by hand: edit the topology,")
+    add(f"# then run: onionlab export compose {source} -o {output_name}")
+    add("#")
+    add(f"# Lab {lab!r}: {_role_counts(topology)}. Needs the node image {', '.join(images)}")
+    add("# (`make image`). Then `docker compose up -d` (or `docker-compose up -d`); `docker compose down -v`")
+    add("# removes the containers, the networks and the volumes, which hold the lab's keys.")
+    add(f"# The one-shot `{init}` service makes the authorities' identity keys and every node's config.json")
+    add("# in the nodes' volumes (no key material is in this file); every node starts once it has finished.")
+    for client, port in ports.items():
+        node = topology.node(client)
+        add(f"# SOCKS5 of {client}: 127.0.0.1:{port} on the host (${{{socks_variable(node)}}} changes it).")
+    add("")
+
+    add("networks:")
+    for network in topology.networks:
+        add(f"  {network.name}:")
+        add("    driver: bridge")
+        add("    ipam:")
+        add("      config:")
+        add(f"        - subnet: {_q(str(network.subnet))}")
+        add(f"          gateway: {_q(str(network.gateway))}")
+        _labels(out, "    ", topology, source, network=network.name)
+    add("")
+
+    add("volumes:")
+    for node in topology.nodes:
+        add(f"  {volume_name(node)}:")
+        _labels(out, "    ", topology, source, node=node.name, role=node.role)
+    add("")
+
+    add("services:")
+    mounts = [f"{INIT_MOUNT}/{n.name}" for n in topology.nodes]
+    script = (f"chown {NODE_UID}:{NODE_UID} {' '.join(mounts)} && exec setpriv --reuid={NODE_UID} "
+              f"--regid={NODE_UID} --clear-groups python3 -m nodes.init --plan-env {PLAN_VARIABLE} "
+              f"--out {INIT_MOUNT}")
+    add(f"  {init}:")
+    add(f"    image: {_q(images[0])}")
+    add('    user: "0"')
+    add(f"    entrypoint: {_flow(['sh', '-c', script])}")
+    add("    environment:")
+    add(f"      {PLAN_VARIABLE}: |")
+    out.extend(f"        {line}".replace("$", "$$") for line in plan.to_json().splitlines())
+    add("    volumes:")
+    for node, mount in zip(topology.nodes, mounts, strict=True):
+        add(f"      - {_q(f'{volume_name(node)}:{mount}')}")
+    add("    network_mode: none")
+    add("    read_only: true")
+    add("    cap_drop: [ALL]")
+    add(f"    cap_add: {_flow(INIT_CAPS)}")
+    add("    security_opt: [no-new-privileges:true]")
+    add('    restart: "no"')
+    _labels(out, "    ", topology, source, node=init, role="init")
+
+    for node in topology.nodes:
+        data_dir = f"{DATA_ROOT}/{node.name}"
+        add("")
+        add(f"  {node.name}:")
+        add(f"    image: {_q(node.image)}")
+        add(f"    hostname: {_q(node.name)}")
+        add(f"    command: {_flow([node.role, '--config', f'{data_dir}/config.json'])}")
+        add("    depends_on:")
+        add(f"      {init}:")
+        add("        condition: service_completed_successfully")
+        add("    volumes:")
+        add(f"      - {_q(f'{volume_name(node)}:{data_dir}')}")
+        add("    networks:")
+        for interface in node.interfaces:
+            add(f"      {interface.network}:")
+            add(f"        ipv4_address: {_q(str(interface.address))}")
+        if node.role == "client":
+            port = node.socks_port
+            add("    ports:")
+            published = f"{SOCKS_BIND}:${{{socks_variable(node)}:-{ports[node.name]}}}:{port}"
+            add(f"      - {_q(published, interpolate=True)}")
+        add("    read_only: true")
+        add("    tmpfs: [/tmp]")
+        add("    cap_drop: [ALL]")
+        add("    security_opt: [no-new-privileges:true]")
+        _labels(out, "    ", topology, source, node=node.name, role=node.role)
+    return "\n".join(out) + "\n"
+
+
+def export_compose(topology: Topology, source: str, output: str | os.PathLike[str] | None = None, *,
+                   output_name: str | None = None) -> str:
+    """Render and, when `output` is given, write the file (atomically); returns the text. The header names
+    the file `output_name` (default: docker-compose.yml)."""
+    text = render_compose(topology, source, output_name or DEFAULT_OUTPUT)
+    if output is not None:
+        path = Path(output)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise ComposeError(f"cannot write {path}: {e.strerror or e}") from None
+    return text

@@ -1,0 +1,126 @@
+"""Topology -> a picture: Mermaid (GitHub and most Markdown viewers draw it) or Graphviz DOT.
+
+Both formats draw the same graph. Every network is a subgraph (a DOT cluster) titled with its name and subnet
+that holds one hub node standing for the network itself, and every node that is on that network alone. A
+node on several networks (a relay that bridges two of them) sits outside all of them. Each node is joined to
+the hub of every network it is on by an edge labelled with its address there, so membership is always an
+edge, whether or not the node is drawn inside the subgraph. Nodes are labelled with their name and role, and
+coloured by role.
+
+Ids are positional (`n0`.. for nodes, `net0`.. for hubs, `sg0`/`cluster_0`.. for subgraphs), never derived
+from names, so no name can collide with another or with the syntax; labels are escaped for each format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from orchestrator.topology import ROLES, Node, Topology
+
+FORMATS: Final = ("mermaid", "dot")
+ROLE_COLOURS: Final = {"authority": "#f6d365", "relay": "#a8d8f0", "onion_service": "#d7b8f3",
+                       "client": "#b8e6b8"}
+ROLE_LABELS: Final = {"authority": "authority", "relay": "relay", "onion_service": "onion service",
+                      "client": "client"}
+
+
+def _placement(topology: Topology) -> tuple[dict[str, list[int]], list[int]]:
+    """Which nodes (by index) are drawn inside each network's subgraph, and which outside all of them."""
+    inside: dict[str, list[int]] = {n.name: [] for n in topology.networks}
+    outside: list[int] = []
+    for i, node in enumerate(topology.nodes):
+        if len(node.interfaces) == 1:
+            inside[node.networks[0]].append(i)
+        else:
+            outside.append(i)
+    return inside, outside
+
+
+def _edges(topology: Topology) -> list[tuple[int, int, str]]:
+    """(node index, network index, address) for every interface, in node order."""
+    net_index = {n.name: i for i, n in enumerate(topology.networks)}
+    return [(i, net_index[itf.network], str(itf.address))
+            for i, node in enumerate(topology.nodes) for itf in node.interfaces]
+
+
+# ------------------------------------------------------------------------------------------- Mermaid
+
+
+def _mermaid_text(text: str) -> str:
+    """Text for a quoted Mermaid label: quotes and the characters Mermaid reads as markup become entities."""
+    return (text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+            .replace("|", "#124;"))
+
+
+def render_mermaid(topology: Topology) -> str:
+    inside, outside = _placement(topology)
+    lines = [f"%% onionlab topology {topology.name}: {len(topology.nodes)} nodes, "
+             f"{len(topology.networks)} network(s)", "flowchart LR"]
+
+    def node_line(i: int, indent: str) -> str:
+        node = topology.nodes[i]
+        label = f"{_mermaid_text(node.name)}<br/>{ROLE_LABELS[node.role]}"
+        return f'{indent}n{i}["{label}"]'
+
+    for k, network in enumerate(topology.networks):
+        lines.append(f'  subgraph sg{k}["{_mermaid_text(f"{network.name} {network.subnet}")}"]')
+        lines.append(f'    net{k}(("{_mermaid_text(network.name)}"))')
+        lines.extend(node_line(i, "    ") for i in inside[network.name])
+        lines.append("  end")
+    lines.extend(node_line(i, "  ") for i in outside)
+    lines.extend(f'  n{i} ---|"{address}"| net{k}' for i, k, address in _edges(topology))
+    for role in ROLES:
+        members = [f"n{i}" for i, n in enumerate(topology.nodes) if n.role == role]
+        if members:
+            lines.append(f"  classDef {role} fill:{ROLE_COLOURS[role]},stroke:#333,color:#000")
+            lines.append(f"  class {','.join(members)} {role}")
+    lines.append("  classDef network fill:#eee,stroke:#666,color:#000")
+    lines.append(f"  class {','.join(f'net{k}' for k in range(len(topology.networks)))} network")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- DOT
+
+
+def _dot_string(*lines: str) -> str:
+    """A DOT quoted string of `lines`, joined by DOT's centred line break."""
+    return '"' + "\\n".join(line.replace("\\", "\\\\").replace('"', '\\"') for line in lines) + '"'
+
+
+def _dot_node(node: Node, i: int) -> str:
+    label = _dot_string(node.name, ROLE_LABELS[node.role])
+    return f'"n{i}" [label={label}, fillcolor="{ROLE_COLOURS[node.role]}"];'
+
+
+def render_dot(topology: Topology) -> str:
+    inside, outside = _placement(topology)
+    lines = [f"// onionlab topology {topology.name}: {len(topology.nodes)} nodes, "
+             f"{len(topology.networks)} network(s)",
+             f"graph {_dot_string(topology.name)} {{",
+             '  graph [rankdir=LR, fontname="Helvetica"];',
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+             '  edge [fontname="Helvetica", fontsize=10];']
+    for k, network in enumerate(topology.networks):
+        lines.append(f'  subgraph "cluster_{k}" {{')
+        lines.append(f"    label={_dot_string(network.name, str(network.subnet))};")
+        lines.append('    style="rounded"; color="#666666";')
+        lines.append(f'    "net{k}" [label={_dot_string(network.name)}, shape=ellipse, fillcolor="#eeeeee"];')
+        lines.extend(f"    {_dot_node(topology.nodes[i], i)}" for i in inside[network.name])
+        lines.append("  }")
+    lines.extend(f"  {_dot_node(topology.nodes[i], i)}" for i in outside)
+    lines.extend(f'  "n{i}" -- "net{k}" [label={_dot_string(address)}];'
+                 for i, k, address in _edges(topology))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: Final[dict[str, Callable[[Topology], str]]] = {"mermaid": render_mermaid, "dot": render_dot}
+
+
+def render_graph(topology: Topology, fmt: str = "mermaid") -> str:
+    try:
+        render = RENDERERS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown graph format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
+    return render(topology)
