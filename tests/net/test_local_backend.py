@@ -7,10 +7,14 @@ built directly, because a topology file needs relays (topology.MIN_RELAYS) and t
 
 import json
 import os
+import shutil
 import socket
 import stat
+import subprocess
+import sys
 import time
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +23,7 @@ from orchestrator.backends.local import LocalBackend
 from orchestrator.topology import Interface, Network, Node, Timing, Topology
 
 ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -45,11 +50,13 @@ def _authorities_topology() -> Topology:
 
 
 def _gone(pid: int) -> bool:
+    """No such process, or one that has exited and waits for a parent to reap it (a node whose `up` has
+    exited is reparented; its exit is all that matters here)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path("/proc", str(pid), "stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
         return True
-    return False
+    return state in ("Z", "X")
 
 
 def test_up_status_down(tmp_path):
@@ -152,3 +159,34 @@ def test_a_second_up_refuses_while_a_lab_runs(tmp_path):
             LocalBackend(tmp_path / "run").up(_authorities_topology(), timeout=30)
     finally:
         first.down()
+
+
+def test_default_topology_curl_through_the_printed_socks_port(tmp_path):
+    """The issue's walk-through as a user types it: `onionlab up --backend local`, curl through the printed
+    SOCKS port to the printed onion, `onionlab down`; no node process is left."""
+    curl = shutil.which("curl")
+    if curl is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but curl is not installed: this test needs it")
+        pytest.skip("curl is not installed")
+    env = {**os.environ, "ONIONLAB_RUN_DIR": str(tmp_path / "run")}
+    onionlab = [sys.executable, "-m", "orchestrator.cli"]
+    topology = str(REPO / "topologies" / "default.yaml")
+    up = subprocess.run([*onionlab, "up", "--backend", "local", "--timeout", "60", topology], env=env,
+                        capture_output=True, text=True, timeout=120)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = json.loads(subprocess.run([*onionlab, "status", "--json"], env=env, capture_output=True,
+                                           text=True, timeout=30, check=True).stdout)
+        assert all(n["ready"] for n in status["nodes"]) and len(status["nodes"]) == 11
+        onion, socks = status["onion_services"][0]["onion"], status["clients"][0]["socks"]
+        assert onion in up.stdout and socks in up.stdout  # what `up` printed is what we use
+        page = subprocess.run([curl, "--silent", "--show-error", "--max-time", "30", "--socks5-hostname",
+                               socks, f"http://{onion}/"], capture_output=True, timeout=60)
+        assert page.returncode == 0, page.stderr.decode()
+        assert onion.encode() in page.stdout and page.stdout.startswith(b"<!doctype html>")
+        pids = [n["pid"] for n in json.loads((tmp_path / "run" / "state.json").read_text())["nodes"]]
+    finally:
+        down = subprocess.run([*onionlab, "down"], env=env, capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0, down.stderr
+    assert all(map(_gone, pids))
