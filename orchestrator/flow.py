@@ -1,0 +1,281 @@
+"""`onionlab flow`: drive the rendezvous flow through a running lab and show its six steps as a timeline.
+
+The orchestrator plays the application: it connects to a client's SOCKS5 port (with fresh SOCKS credentials,
+so the client builds a new rendezvous instead of reusing one), fetches /bytes/N from an onion service's http
+port and checks every byte against the pattern. Then it reads every node's events (docs/events.md) and
+rebuilds the seed's six steps from them. Steps one and two happen when the service starts, so they are the
+latest ones before the fetch; steps three to six must happen during it (a cached descriptor is shown as
+such). The run fails at the first step that has no event, or at the step the SOCKS reply names.
+
+Backend-agnostic: it needs the run's RunInfo, the backend's `logs(name)` (events are its JSON lines) and the
+SOCKS addresses the backend publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+from .backends import RunInfo
+
+PATTERN_MODULUS = 251  # nodes/net/targets.py: byte i of /bytes/N is i % 251
+DEFAULT_BYTES = 100_000
+IO_TIMEOUT = 60.0
+MAX_HEAD = 16384
+
+# (step, what happens, event, role that emits it); docs/events.md is the reference.
+STEPS: tuple[tuple[int, str, str, str], ...] = (
+    (1, "service established an introduction point", "intro_established", "onion_service"),
+    (1, "relay registered as introduction point", "intro_point_registered", "relay"),
+    (2, "service uploaded its descriptor", "descriptor_published", "onion_service"),
+    (2, "HSDir stored the descriptor", "descriptor_stored", "relay"),
+    (3, "client fetched the descriptor", "descriptor_fetched", "client"),
+    (3, "client set up the rendezvous point", "rendezvous_established", "client"),
+    (3, "relay registered the rendezvous cookie", "rendezvous_point_registered", "relay"),
+    (4, "client sent INTRODUCE1", "introduce_sent", "client"),
+    (4, "intro point forwarded INTRODUCE2", "introduce_forwarded", "relay"),
+    (5, "service decrypted INTRODUCE2", "introduce_received", "onion_service"),
+    (5, "service sent RENDEZVOUS1", "rendezvous_sent", "onion_service"),
+    (5, "rendezvous point joined the circuits", "rendezvous_joined", "relay"),
+    (6, "client got RENDEZVOUS2", "rendezvous_completed", "client"),
+    (6, "stream opened at the service", "stream_opened", "onion_service"),
+)
+BEFORE_FLOW = {1, 2}  # steps done when the service came up
+MAY_BE_CACHED = {"descriptor_fetched"}
+STEP_OF_REPLY = {0xF0: 3, 0xF1: 3, 0xF6: 3, 0xF2: 4, 0xF7: 4, 0xF3: 5}
+REPLY_NAMES = {0x01: "general failure", 0x04: "host unreachable", 0x05: "connection refused",
+               0x06: "TTL expired", 0xF0: "onion descriptor not found", 0xF1: "onion descriptor invalid",
+               0xF2: "introduction failed", 0xF3: "rendezvous failed", 0xF6: "bad onion address",
+               0xF7: "introduction timed out"}
+
+
+class FlowError(Exception):
+    """The flow could not even start (no onion service or client in the run)."""
+
+
+@dataclass(slots=True)
+class StepRecord:
+    step: int
+    what: str
+    event: str
+    node: str
+    role: str
+    container: str | None
+    ms: float  # since the run's first event
+    cached: bool = False
+
+
+@dataclass(slots=True)
+class FlowResult:
+    ok: bool
+    onion: str
+    client: str
+    socks: str
+    bytes_requested: int
+    bytes_verified: int
+    failed_step: int | None
+    error: str | None
+    flow_started_ms: float  # since the run's first event
+    flow_ms: float
+    steps: list[StepRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SocksRefused(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"SOCKS reply {code:#04x} ({REPLY_NAMES.get(code, 'unknown')})")
+        self.code = code
+
+
+# -- the application side: SOCKS5 and HTTP over blocking sockets ------------------------------------------
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"the SOCKS server closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def socks_connect(socks: str, host: str, port: int, *, username: bytes, timeout: float) -> socket.socket:
+    """A SOCKS5 CONNECT to host:port (a domain name) offering username/password (RFC 1929: the client uses
+    the credentials as an isolation key) and no authentication. SocksRefused on a non-zero reply."""
+    address, _, socks_port = socks.rpartition(":")
+    sock = socket.create_connection((address, int(socks_port)), timeout=timeout)
+    try:
+        sock.sendall(b"\x05\x02\x00\x02")
+        version, method = _recv_exactly(sock, 2)
+        if version != 5 or method not in (0, 2):
+            raise ConnectionError(f"the SOCKS server chose method {method:#04x}")
+        if method == 2:
+            sock.sendall(b"\x01" + bytes([len(username)]) + username + b"\x01x")
+            if _recv_exactly(sock, 2) != b"\x01\x00":
+                raise ConnectionError("the SOCKS server refused our credentials")
+        name = host.encode("ascii")
+        sock.sendall(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", port))
+        _, code, _, atyp = _recv_exactly(sock, 4)
+        address_length = _recv_exactly(sock, 1)[0] if atyp == 3 else {1: 4, 4: 16}.get(atyp, 0)
+        _recv_exactly(sock, address_length + 2)  # BND.ADDR, BND.PORT: nothing we need
+        if code != 0:
+            raise SocksRefused(code)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def fetch_pattern(sock: socket.socket, host: str, n: int) -> int:
+    """GET /bytes/n; the number of body bytes that match the pattern (== n when everything is right)."""
+    sock.sendall(f"GET /bytes/{n} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk or len(buffer) > MAX_HEAD:
+            raise ConnectionError("no complete HTTP response head")
+        buffer += chunk
+    head, _, body = buffer.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise ConnectionError(f"HTTP answer {head.splitlines()[0].decode(errors='replace')}")
+    good = 0
+    expected = bytes(range(PATTERN_MODULUS)) * (65536 // PATTERN_MODULUS + 2)
+    while True:
+        for i in range(0, len(body), 65536):
+            piece = body[i:i + 65536]
+            start = good % PATTERN_MODULUS
+            if piece != expected[start:start + len(piece)]:
+                raise ConnectionError(f"byte {good + _first_difference(piece, expected[start:])} is wrong")
+            good += len(piece)
+        if good >= n:
+            return good
+        body = sock.recv(65536)
+        if not body:
+            return good
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+# -- the timeline --------------------------------------------------------------------------------------------
+
+
+def parse_events(text: str) -> list[dict]:
+    """The JSON event lines in a node's log output (other lines, e.g. stderr diagnostics, are skipped)."""
+    events = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("ts"), int | float) and "event" in record:
+                events.append(record)
+    return events
+
+
+def timeline(events: Iterable[dict], info: RunInfo, *, flow_start: float, flow_end: float,
+             origin: float, service: str, client: str) -> tuple[list[StepRecord], int | None]:
+    """One record per (step event, node): steps 1-2 the latest before the flow (from `service` and the
+    relays), steps 3-6 the first during it. Returns the records and the first step with no event."""
+    containers = {n.name: n.container for n in info.nodes}
+    roles = {n.name: n.role for n in info.nodes}
+    chosen: dict[tuple[str, str, str], dict] = {}
+    ordered = sorted(events, key=lambda e: e["ts"])
+    for e in ordered:
+        node = e.get("node")
+        for step, _, event, role in STEPS:
+            if e["event"] != event or roles.get(node) != role:
+                continue
+            if role == "onion_service" and node != service or role == "client" and node != client:
+                continue
+            # one intro point or HSDir upload of the service is one record each
+            key = (event, node, e.get("intro") or e.get("hsdir") or "" if step in BEFORE_FLOW else "")
+            if step in BEFORE_FLOW or event in MAY_BE_CACHED and e["ts"] < flow_start:
+                if e["ts"] < flow_end:
+                    chosen[key] = e  # the latest one
+            elif flow_start <= e["ts"] <= flow_end and key not in chosen:
+                chosen[key] = e  # the first one
+    if step1_relays := {e.get("intro") for k, e in chosen.items() if k[0] == "intro_established"}:
+        # only the intro points the service holds now, not every one it ever had
+        chosen = {k: e for k, e in chosen.items()
+                  if k[0] != "intro_point_registered" or k[1] in step1_relays}
+    records = []
+    what = {event: (step, text) for step, text, event, _ in STEPS}
+    for (event, node, _), e in chosen.items():
+        step, text = what[event]
+        records.append(StepRecord(step, text, event, node, roles[node], containers.get(node),
+                                  round(1000 * (e["ts"] - origin), 1),
+                                  cached=event in MAY_BE_CACHED and e["ts"] < flow_start))
+    records.sort(key=lambda r: (r.step, r.ms))
+    present = {r.event for r in records}
+    missing = next((step for step, _, event, _ in STEPS if event not in present), None)
+    return records, missing
+
+
+def run_flow(info: RunInfo, logs: Callable[[str], str], *, onion: str, service: str, client: str,
+             socks: str, n_bytes: int = DEFAULT_BYTES, port: int = 80,
+             timeout: float = IO_TIMEOUT) -> FlowResult:
+    """Fetch /bytes/n_bytes from `onion` through `socks` and judge the flow from every node's events."""
+    started = time.time()
+    error: str | None = None
+    failed: int | None = None
+    verified = 0
+    try:
+        sock = socks_connect(socks, onion, port, username=f"flow-{secrets.token_hex(8)}".encode(),
+                             timeout=timeout)
+        with sock:
+            verified = fetch_pattern(sock, onion, n_bytes)
+        if verified != n_bytes:
+            error = f"the stream ended after {verified} of {n_bytes} bytes"
+            failed = 6
+    except SocksRefused as e:
+        error, failed = str(e), STEP_OF_REPLY.get(e.code)
+    except OSError as e:  # refused, reset, timed out, wrong bytes
+        error, failed = f"{type(e).__name__}: {e}", 6
+    ended = time.time()
+    events = [e for n in info.nodes for e in parse_events(logs(n.name))]
+    origin = min((e["ts"] for e in events), default=started)
+    records, missing = timeline(events, info, flow_start=started, flow_end=ended + 1.0, origin=origin,
+                                service=service, client=client)
+    if missing is not None and (failed is None or missing < failed):
+        failed = missing
+        error = error or f"no event for step {missing}"
+    return FlowResult(ok=error is None and failed is None, onion=onion, client=client, socks=socks,
+                      bytes_requested=n_bytes, bytes_verified=verified, failed_step=failed, error=error,
+                      flow_started_ms=round(1000 * (started - origin), 1),
+                      flow_ms=round(1000 * (ended - started), 1), steps=records)
+
+
+def render(result: FlowResult) -> str:
+    """The timeline as a text table, then the verdict."""
+    rows = [("STEP", "WHAT", "NODE", "CONTAINER", "MS")]
+    for r in result.steps:
+        rows.append((str(r.step), r.what + (" (cached)" if r.cached else ""), r.node, r.container or "-",
+                     f"{r.ms:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=False)]
+        return "  ".join([*cells, row[4].rjust(widths[4])])
+
+    lines = [line(row) for row in rows]
+    lines.append("")
+    lines.append(f"flow started at {result.flow_started_ms:.1f} ms (ms are since the lab's first event), "
+                 f"took {result.flow_ms:.1f} ms; {result.bytes_verified} of {result.bytes_requested} bytes "
+                 f"from {result.onion} verified via {result.client} ({result.socks})")
+    if result.ok:
+        lines.append("flow OK: all six steps happened")
+    else:
+        lines.append(f"flow FAILED at step {result.failed_step}: {result.error}")
+    return "\n".join(lines)
