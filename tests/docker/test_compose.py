@@ -1,0 +1,231 @@
+"""The checked-in docker-compose.yml on a real engine: `docker compose up -d` (or `docker-compose up -d`,
+whichever the machine has) brings up the default lab with no other step, and `down -v` removes all of it.
+
+The file is used as it is checked in. A second file (-f) made from it only adds this session's test labels
+to every service, network and volume, so that the conftest's cleanup and stale-object reaper find them; it
+repeats each network and volume definition whole, because docker-compose v1 replaces top-level entries
+instead of merging them. The project name is unique per test. The file's subnet (10.77.0.0/24) is fixed, so
+an `onionlab up` of the default topology or another compose lab on this engine would clash with it: the
+test waits for such a network to go away, then fails naming it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+
+from orchestrator import readiness
+from orchestrator.compose import socks_variable
+from orchestrator.topology import Topology, load_topology
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+TOPOLOGY = REPO / "topologies" / "default.yaml"
+PROJECT_LABEL = "com.docker.compose.project"
+COMPOSE_ENV = "ONIONLAB_COMPOSE"  # e.g. "docker-compose" to pick v1 when both are installed
+READY_TIMEOUT = 120.0  # every node of the default lab ready; about 15 s on 2 cores
+FETCH_TIMEOUT = 60.0
+CLASH_WAIT = 180.0  # how long another lab on the same subnet may keep it
+COMMAND_TIMEOUT = 300
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (the v2 plugin) if it answers, else `docker-compose` (v1); $ONIONLAB_COMPOSE wins."""
+    candidates = [os.environ[COMPOSE_ENV].split()] if os.environ.get(COMPOSE_ENV) else [
+        ["docker", "compose"], ["docker-compose"]]
+    for command in candidates:
+        if shutil.which(command[0]) is None:
+            continue
+        probe = subprocess.run([*command, "version"], capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0:
+            return command
+    message = f"neither `docker compose` nor `docker-compose` works here (tried {candidates})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}. CI=true: failing instead of skipping.", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clashing_networks(client: docker.DockerClient, subnets: list[ipaddress.IPv4Network]) -> list[str]:
+    found = []
+    for network in client.networks.list(greedy=True):
+        for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+            try:
+                theirs = ipaddress.ip_network(config.get("Subnet", ""), strict=False)
+            except ValueError:
+                continue
+            if any(theirs.version == 4 and theirs.overlaps(mine) for mine in subnets):
+                labels = ", ".join(f"{k}={v}" for k, v in sorted((network.attrs.get("Labels") or {}).items())
+                                   if k.startswith(("onionlab.", "com.docker.compose.project")))
+                found.append(f"{network.name} ({theirs}; {labels or 'no onionlab labels'})")
+    return found
+
+
+def wait_for_free_subnets(client: docker.DockerClient, subnets: list[ipaddress.IPv4Network]) -> None:
+    deadline = time.monotonic() + CLASH_WAIT
+    delay = 0.5
+    while clash := clashing_networks(client, subnets):
+        if time.monotonic() > deadline:
+            needed = ", ".join(map(str, subnets))
+            pytest.fail(f"docker-compose.yml needs {needed}, but after {CLASH_WAIT:g} s "
+                        f"these networks still use it: {'; '.join(clash)}. Stop that lab (`onionlab down`, "
+                        "`docker compose down -v`) and run the test again.", pytrace=False)
+        time.sleep(delay)
+        delay = min(2 * delay, 5.0)
+
+
+@dataclass
+class ComposeLab:
+    command: list[str]
+    project: str
+    files: list[Path]
+    env: dict[str, str]
+    topology: Topology
+    socks_port: int
+    client: docker.DockerClient
+
+    def run(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
+        argv = [*self.command, "--project-name", self.project]
+        for file in self.files:
+            argv += ["--file", str(file)]
+        return subprocess.run([*argv, *args], cwd=REPO, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def containers(self) -> dict[str, docker.models.containers.Container]:
+        found = self.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={self.project}"})
+        return {c.labels.get("com.docker.compose.service", c.name): c for c in found}
+
+    def logs(self, service: str, lines: int = 30) -> str:
+        result = self.run("logs", "--no-color", "--tail", str(lines), service, timeout=60)
+        return (result.stdout + result.stderr).strip()
+
+    def leftovers(self) -> tuple[int, int, int]:
+        selector = {"label": f"{PROJECT_LABEL}={self.project}"}
+        return (len(self.client.containers.list(all=True, filters=selector)),
+                len(self.client.networks.list(filters=selector)),
+                len(self.client.volumes.list(filters=selector)))
+
+
+def label_override(labels: dict[str, str], compose: dict) -> dict:
+    """A compose file that adds `labels` to every object of `compose`, keeping each definition whole."""
+    def labelled(spec: dict | None) -> dict:
+        spec = dict(spec or {})
+        spec["labels"] = {**(spec.get("labels") or {}), **labels}
+        return spec
+
+    return {"networks": {name: labelled(spec) for name, spec in compose["networks"].items()},
+            "volumes": {name: labelled(spec) for name, spec in compose["volumes"].items()},
+            "services": {name: {"labels": labels} for name in compose["services"]}}
+
+
+@pytest.fixture
+def compose_lab(docker_client, node_image, labels, tmp_path) -> Iterator[ComposeLab]:
+    command = compose_command()
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    override = tmp_path / "test-labels.yml"
+    override.write_text(yaml.safe_dump(label_override(labels, compose), sort_keys=False))
+    topology = load_topology(TOPOLOGY)
+    socks_port = free_port()
+    env = {**os.environ, socks_variable(topology.node("client")): str(socks_port)}
+    lab = ComposeLab(command, f"onionlabtest{uuid.uuid4().hex[:10]}", [COMPOSE_FILE, override], env, topology,
+                     socks_port, docker_client)
+    wait_for_free_subnets(docker_client, [n.subnet for n in topology.networks])
+    try:
+        yield lab
+    finally:
+        down = lab.run("down", "--volumes", "--remove-orphans", "--timeout", "5")
+        assert down.returncode == 0, f"`down -v` failed:\n{down.stdout}{down.stderr}"
+
+
+def test_compose_file_is_valid_for_this_compose(compose_lab: ComposeLab):
+    result = compose_lab.run("config", "--quiet", timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_up_brings_up_the_default_lab_and_down_removes_it(compose_lab: ComposeLab):
+    lab = compose_lab
+    started = time.monotonic()
+    up = lab.run("up", "--detach")
+    assert up.returncode == 0, f"{' '.join(lab.command)} up failed:\n{up.stdout}{up.stderr}\n" + "\n".join(
+        lab.logs(name) for name in ("init", *(n.name for n in lab.topology.nodes)))
+
+    containers = lab.containers()
+    init = containers["init"]
+    init.reload()
+    assert (init.status, init.attrs["State"]["ExitCode"]) == ("exited", 0), lab.logs("init")
+    assert set(containers) == {"init", *(n.name for n in lab.topology.nodes)}
+
+    def no_node_exited() -> None:
+        for name, container in lab.containers().items():
+            container.reload()
+            if name != "init" and container.status in ("exited", "dead"):
+                raise AssertionError(f"{name} exited with status {container.attrs['State']['ExitCode']}:\n"
+                                     f"{lab.logs(name)}")
+
+    endpoints = [readiness.Endpoint(n.name, str(n.address()), n.control_port) for n in lab.topology.nodes]
+    statuses = readiness.wait_until_ready(endpoints, timeout=READY_TIMEOUT, check=no_node_exited)
+    ready_after = time.monotonic() - started
+
+    # the authorities' identities are the keys init made in their volumes (init prints the public halves)
+    init_log = lab.logs("init", lines=100)
+    for auth in lab.topology.nodes_by_role("authority"):
+        assert statuses[auth.name]["conditions"]["consensus"] is True
+        assert f"{auth.name} {statuses[auth.name]['identity']}" in init_log
+    for relay in lab.topology.nodes_by_role("relay"):
+        assert statuses[relay.name]["ready"] is True
+
+    # every node runs as 10001 with nothing but its own volume mounted, its SOCKS only on the host's loopback
+    for name, container in lab.containers().items():
+        if name == "init":
+            continue
+        assert container.attrs["Config"]["User"] == "10001:10001"
+        mounts = [(m["Type"], m["Destination"]) for m in container.attrs["Mounts"]]
+        assert mounts == [("volume", f"/var/lib/onionlab/{name}")], mounts
+        bindings = container.attrs["HostConfig"]["PortBindings"] or {}
+        if name == "client":
+            assert bindings == {"9050/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(lab.socks_port)}]}
+        else:
+            assert bindings == {}
+
+    # the onion's page through the client's published SOCKS port (curl, as a user would)
+    onion = statuses["hs"]["onion"]
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is not installed: this test fetches the onion's page with it", pytrace=False)
+    deadline, delay = time.monotonic() + FETCH_TIMEOUT, 0.2
+    while True:  # ready means published; a first fetch may still race the HSDirs' copies
+        page = subprocess.run([curl, "--silent", "--show-error", "--max-time", "20", "--socks5-hostname",
+                               f"127.0.0.1:{lab.socks_port}", f"http://{onion}/"], capture_output=True,
+                              timeout=60)
+        if page.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(delay)
+        delay = min(2 * delay, 2.0)
+    assert page.returncode == 0, (f"curl through 127.0.0.1:{lab.socks_port} failed: {page.stderr.decode()}\n"
+                                  f"{lab.logs('client')}\n{lab.logs('hs')}")
+    assert page.stdout.startswith(b"<!doctype html>") and onion.encode() in page.stdout
+    print(f"\ncompose lab {lab.project} ({' '.join(lab.command)}): every node ready after "
+          f"{ready_after:.1f} s, page of {onion} fetched after {time.monotonic() - started:.1f} s")
+
+    down = lab.run("down", "--volumes", "--remove-orphans", "--timeout", "5")
+    assert down.returncode == 0, down.stderr
+    assert lab.leftovers() == (0, 0, 0)
