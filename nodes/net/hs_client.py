@@ -40,10 +40,10 @@ from .hs_paths import (
     FollowingDirectoryClient,
     PathError,
     TimePeriod,
+    build_guarded,
     find_relay,
     pick_relays,
     responsible_hsdirs,
-    three_hop_path,
 )
 from .hsdir import FETCH_PREFIX
 from .httpio import request
@@ -130,15 +130,7 @@ class OnionClient:
             return await self.directory.wait_newer(None)
 
     async def _build(self, consensus: Consensus, last: RouterStatus) -> OriginCircuitHandle:
-        path = three_hop_path(consensus, self.guards.ordered(), last)
-        try:
-            circuit = await self.circuits.build(path)
-        except CircuitError as e:
-            if getattr(e, "hop", None) == 0:
-                self.guards.mark_failed(path[0].identity)
-            raise
-        self.guards.mark_succeeded(path[0].identity)
-        return circuit
+        return await build_guarded(self.circuits, self.guards, consensus, last)
 
     async def _rendezvous(self, identity: bytes, onion: str) -> OriginCircuitHandle:
         started = trio.current_time()

@@ -24,10 +24,12 @@ from nodes.core import hs_common
 from nodes.core.dirdocs import Consensus, Flag, RouterStatus, relay_node_id
 from nodes.core.relay import LinkSpec, LinkSpecEd25519, LinkSpecRsaId
 
+from .circuits import CircuitBuildError, CircuitManager, OriginCircuitHandle
 from .dirclient import DirectoryClient
-from .guards import NoGuardAvailable
+from .guards import GuardManager, NoGuardAvailable
 
 _random = secrets.SystemRandom()
+BUILD_ATTEMPTS = 3  # paths tried for one circuit before its caller hears of the failure
 
 
 class PathError(Exception):
@@ -103,6 +105,26 @@ def three_hop_path(consensus: Consensus, guards: Sequence[RouterStatus],
     if not middle:
         raise PathError(f"no relay left for the middle of a circuit from {first.nickname} to {last.nickname}")
     return [first, middle[0], last]
+
+
+async def build_guarded(circuits: CircuitManager, guards: GuardManager, consensus: Consensus,
+                        last: RouterStatus, *, attempts: int = BUILD_ATTEMPTS) -> OriginCircuitHandle:
+    """A 3-hop circuit to `last` whose first hop is one of our guards (three_hop_path). A guard that fails
+    is marked so the next one takes its place, and a failed middle is replaced by another, up to `attempts`
+    paths; when `last` itself cannot be reached the error is raised at once (the caller picks another)."""
+    for attempt in range(attempts):
+        path = three_hop_path(consensus, guards.ordered(), last)
+        try:
+            circuit = await circuits.build(path)
+        except CircuitBuildError as e:
+            if e.hop == 0:
+                guards.mark_failed(path[0].identity)
+            if e.hop == len(path) - 1 or attempt == attempts - 1:
+                raise
+            continue
+        guards.mark_succeeded(path[0].identity)
+        return circuit
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 class FollowingDirectoryClient(DirectoryClient):

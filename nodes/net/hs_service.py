@@ -50,10 +50,10 @@ from .hs_paths import (
     FollowingDirectoryClient,
     PathError,
     TimePeriod,
+    build_guarded,
     find_relay,
     pick_relays,
     responsible_hsdirs,
-    three_hop_path,
     usable,
 )
 from .hsdir import PUBLISH_PATH
@@ -70,6 +70,7 @@ UPLOAD_TIMEOUT = 15.0
 RETRY_MIN, RETRY_MAX = 0.5, 15.0
 PERIOD_LOOKAHEAD = 2  # current and next period
 REFRESH_AFTER = 60 * DESCRIPTOR_LIFETIME_MINUTES / 2  # seconds before a new revision goes everywhere
+AVOID_FAILED_INTRO = 60.0  # seconds a relay that failed as our intro point is not chosen again
 SETTLE_TIME = 1.0  # after an intro point change, how long to wait for the others still being set up
 
 _random = secrets.SystemRandom()
@@ -124,6 +125,7 @@ class OnionService:
         self.control_port = 0  # the role sets it once its status server listens
         self.intro_points: dict[int, IntroPoint] = {}  # by slot
         self._claimed: dict[int, bytes] = {}  # slot -> the relay it uses or is setting up
+        self._avoid: dict[bytes, float] = {}  # relays that failed as intro points, until time.monotonic()
         self.published: dict[int, set[bytes]] = {}  # period num -> identities of HSDirs holding our latest
         self._intro_changed = trio.Event()
         self._revision = 0
@@ -158,21 +160,13 @@ class OnionService:
 
     # -- paths -----------------------------------------------------------------------------------------------
     async def _build(self, consensus: Consensus, last: RouterStatus) -> OriginCircuitHandle:
-        """A 3-hop circuit to `last` with one of our guards first; guard success or failure is recorded."""
-        path = three_hop_path(consensus, self.guards.ordered(), last)
-        try:
-            circuit = await self.circuits.build(path)
-        except CircuitError as e:
-            if getattr(e, "hop", None) == 0:
-                self.guards.mark_failed(path[0].identity)
-            raise
-        self.guards.mark_succeeded(path[0].identity)
-        return circuit
+        return await build_guarded(self.circuits, self.guards, consensus, last)
 
     def _intro_candidates(self, consensus: Consensus) -> list[RouterStatus]:
         """Relays for a new intro point: not one another slot uses or is setting up; our guards only when
         nothing else is left."""
-        taken = set(self._claimed.values())
+        now = time.monotonic()
+        taken = set(self._claimed.values()) | {i for i, until in self._avoid.items() if until > now}
         guards = {g.identity for g in self.guards.primary()}
         others = pick_relays(consensus, 1, exclude=taken | guards)
         return others or pick_relays(consensus, 1, exclude=taken)
@@ -192,6 +186,7 @@ class OnionService:
                 point = await self._establish(consensus, relay)
             except (*_CIRCUIT_FAILURES, RemoteProtocolError) as e:
                 del self._claimed[slot]
+                self._avoid[relay.identity] = time.monotonic() + AVOID_FAILED_INTRO
                 self.metrics.inc("intro_point_failures_total", stage="establish")
                 self.events.emit("intro_failed", intro=relay.nickname, error=str(e), kind=_kind(e))
                 await trio.sleep(retry)
@@ -206,6 +201,7 @@ class OnionService:
                 del self.intro_points[slot], self._claimed[slot]
                 self._intro_points_changed()
                 await point.circuit.aclose()
+            self._avoid[point.relay.identity] = time.monotonic() + AVOID_FAILED_INTRO
             self.metrics.inc("intro_point_failures_total", stage="lost")
             self.events.emit("intro_lost", intro=point.relay.nickname, error=str(point.circuit.error))
 

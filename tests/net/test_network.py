@@ -21,7 +21,14 @@ from nodes.net.circuits import hop_spec
 from nodes.net.hs_paths import TimePeriod, find_relay
 from nodes.net.targets import pattern_bytes
 from nodes.roles import authority, client, onion_service, relay
-from tests.net.test_relay_role import INTERVAL, _authority_configs, _get, _relay_config, _until
+from tests.net.test_relay_role import (
+    INTERVAL,
+    _authority_configs,
+    _get,
+    _relay_config,
+    _start_stoppable,
+    _until,
+)
 from tests.net.test_socks import _receive_all, socks_open
 
 HS_ADDRESS, CLIENT_ADDRESS = "127.0.0.20", "127.0.0.21"
@@ -186,3 +193,65 @@ async def _replay_introduce(service, user) -> None:
     while service.metrics.value("introduce2_total", result="introduce_replay") < 1:
         await trio.sleep(0.05)
     await rend.aclose()
+
+
+async def test_a_lost_intro_point_is_replaced_and_the_descriptor_republished(tmp_path):
+    """An intro point's relay goes away: the service notices (its intro circuit is destroyed), establishes
+    another intro point elsewhere, publishes a new revision, and a client that arrives afterwards gets in."""
+    auth_configs = _authority_configs(tmp_path, 3)
+    refs = auth_configs[0].authorities
+    timing = Timing(voting_interval=INTERVAL)
+    hs_config = NodeConfig(name="hs", role="onion_service", address=HS_ADDRESS, data_dir=str(tmp_path / "hs"),
+                           control_port=0, authorities=refs, timing=timing, guards=1, intro_points=2,
+                           services=(ServicePort(80, "http"),))
+    client_config = NodeConfig(name="late", role="client", address=CLIENT_ADDRESS,
+                               data_dir=str(tmp_path / "late"), control_port=0, authorities=refs,
+                               timing=timing, guards=1, socks_address="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        for c in auth_configs:
+            await nursery.start(authority.serve, c)
+        started = [await _start_stoppable(nursery, relay.serve, _relay_config(tmp_path, i, refs))
+                   for i in range(6)]
+        service = await nursery.start(onion_service.serve, hs_config)
+        with trio.fail_after(40):
+            for r, _ in started:
+                await _until(r)
+            hs_state = await _until_ready(HS_ADDRESS, service.control_port)
+        revision = service._revision
+        guard = hs_state["guards"]["primary"][0]
+        victim_identity = next(p.relay.identity for p in service.intro_points.values()
+                               if p.relay.nickname != guard)
+        victim, stop = next((r, scope) for r, scope in started if r.identity == victim_identity)
+        stop.cancel()
+
+        with trio.fail_after(40):
+            while not (len(service.intro_points) == 2 and service._revision > revision
+                       and victim_identity not in {p.relay.identity for p in service.intro_points.values()}
+                       and service.descriptor_published()):
+                await trio.sleep(0.1)
+        assert service.metrics.value("intro_point_failures_total", stage="lost") >= 1
+
+        # A client that starts now fetches the new descriptor and reaches the service.
+        user = await nursery.start(client.serve, client_config)
+        with trio.fail_after(40):
+            state = await _until_ready(CLIENT_ADDRESS, user.control_port)
+            page = await _http_get(int(state["socks"].rpartition(":")[2]), hs_state["onion"], "/")
+        assert hs_state["onion"].encode() in page
+        assert victim.nickname not in {p.relay.nickname for p in service.intro_points.values()}
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_onion_address_survives_a_restart(tmp_path):
+    """The service's identity key is kept in its data directory: a restart serves the same onion."""
+    config = NodeConfig(name="hs", role="onion_service", address=HS_ADDRESS, data_dir=str(tmp_path / "hs"),
+                        control_port=0, authorities=_authority_configs(tmp_path, 1)[0].authorities,
+                        services=(ServicePort(80, "http"),))
+    onions = []
+    for _ in range(2):
+        async with trio.open_nursery() as nursery:
+            service = await nursery.start(onion_service.serve, config)
+            onions.append(json.loads(await _get(HS_ADDRESS, service.control_port, "/status"))["onion"])
+            nursery.cancel_scope.cancel()
+    assert onions[0] == onions[1] and onions[0].endswith(".onion") and len(onions[0]) == 62
+    key = tmp_path / "hs" / "keys" / "hs_identity.key"
+    assert key.stat().st_mode & 0o777 == 0o600
