@@ -1,4 +1,5 @@
-"""Fuzz targets: both sides of the ntor handshake, and relay-cell decryption on both sides of a circuit.
+"""Fuzz targets: both sides of the ntor handshake, and relay-cell decryption on both sides of a circuit
+(normal hops and the onion-service virtual hop).
 
 Decryption targets build fresh circuit state per input, so every case starts from the state its seed needs.
 """
@@ -54,9 +55,42 @@ def _seed_cells() -> tuple[bytes, bytes]:
 
 _BACKWARD, _FORWARD = _seed_cells()
 
+# The onion-service virtual hop (rend-spec-v3 4.2.1): AES-256-CTR and SHA3-256 instead of AES-128 and SHA-1.
+_HS_KEYS = bytes(range(128, 256))
+
+
+def origin_decrypt_hs(body: bytes) -> object:
+    """A client's rendezvous circuit: two normal hops, then the virtual hop to the service."""
+    origin = OriginCrypto()
+    for km in _HOP_KEYS:
+        origin.add_hop(HopCrypto.tor1(km))
+    origin.add_hop(HopCrypto.hs_virtual(_HS_KEYS, service_side=False))
+    return origin.decrypt(body)
+
+
+def service_decrypt_hs(body: bytes) -> object:
+    """The service end of the virtual hop, reading what the client sent through it."""
+    return RelayLayer.hs_virtual(_HS_KEYS).decrypt_forward(body)
+
+
+def _hs_seed_cells() -> tuple[bytes, bytes]:
+    """A cell from the service as the client receives it, and a client cell as the service end reads it."""
+    plain = (b"\x02\x00\x00\x00\x01" + bytes(4) + b"\x00\x07onion!!").ljust(BODY_LEN, b"\0")
+    cell = RelayLayer.hs_virtual(_HS_KEYS).encrypt_backward_originated(plain)
+    for km in reversed(_HOP_KEYS):
+        cell = RelayLayer.tor1(km).encrypt_backward_relayed(cell)
+    client = OriginCrypto()
+    client.add_hop(HopCrypto.hs_virtual(_HS_KEYS, service_side=False))
+    return cell, client.encrypt(plain, 0)
+
+
+_HS_BACKWARD, _HS_FORWARD = _hs_seed_cells()
+
 TARGETS = [
     Target("ntor_server_handshake", server_handshake, (bytes.fromhex(_NTOR["client_handshake"]),)),
     Target("ntor_client_finish", client_finish, (bytes.fromhex(_NTOR["server_handshake"]),)),
     Target("relay_crypto_origin_decrypt", origin_decrypt, (_BACKWARD,)),
     Target("relay_crypto_relay_decrypt", relay_decrypt, (_FORWARD,)),
+    Target("relay_crypto_origin_decrypt_hs", origin_decrypt_hs, (_HS_BACKWARD,)),
+    Target("relay_crypto_service_decrypt_hs", service_decrypt_hs, (_HS_FORWARD,)),
 ]
