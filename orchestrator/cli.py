@@ -1,9 +1,10 @@
 """The `onionlab` command line.
 
-    onionlab up [--backend local] [--timeout S] [TOPOLOGY]  start a lab, wait until every node is ready
+    onionlab up [--backend docker|local] [--timeout S] [TOPOLOGY]  start a lab, wait until it is ready
     onionlab status [--json]                    what runs, what is ready, the onion and SOCKS addresses
     onionlab down [--keep]                      stop every node; remove the run dir unless --keep
     onionlab logs NODE                          a node's events and stderr
+    onionlab reap [--all]                       remove the Docker objects of runs no orchestrator owns
     onionlab export compose [TOPOLOGY] [-o FILE]  the topology as a docker-compose.yml
     onionlab graph [TOPOLOGY] [--format mermaid|dot]  the topology as a Mermaid or DOT graph
 
@@ -15,9 +16,13 @@ topology (every problem as file:line:column: field: message).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
@@ -56,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("topology", nargs="?", type=Path, default=None,
                     help=f"the topology file (default: {DEFAULT_TOPOLOGY})")
     up.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                    help="local: every node a process on its own 127.0.0.x address. It is the default for "
-                         "now: docker, which will become the default, is not available yet")
+                    help="docker (the default): every node a container of onionlab/node on the "
+                         "topology's Docker networks; local: every node a process on its own 127.0.0.x "
+                         "address")
     up.add_argument("--timeout", type=float, default=60.0,
                     help="seconds to wait for every node to be ready (default: %(default)g)")
 
@@ -69,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     logs = commands.add_parser("logs", parents=[common], help="print a node's events and stderr")
     logs.add_argument("node", help="the node's name, e.g. auth1")
+
+    reap = commands.add_parser(
+        "reap", parents=[common], help="remove leftover Docker objects of runs that no orchestrator owns",
+        description="Remove every container, network and volume labelled onionlab.run whose run was left "
+                    "half-started by an orchestrator that is gone (crashed or killed during `up`), or whose "
+                    "state file no longer exists. Complete runs with a state file are left alone.")
+    reap.add_argument("--all", action="store_true", dest="everything",
+                      help="remove every onionlab run on this engine, running ones included")
     _add_export_and_graph(commands)
     return parser
 
@@ -112,6 +126,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         backend.up(topology, timeout=args.timeout, progress=progress)
     except StartFailed as e:
         print(f"onionlab: {e}", file=sys.stderr)
+        if args.backend == "docker":
+            print(f"onionlab: every container, network and volume of the run is removed; the containers' "
+                  f"logs are kept in {backend.run_dir} (`onionlab logs NODE` shows a node's log, "
+                  "`onionlab down` removes them)", file=sys.stderr)
+            return 1
         print(f"onionlab: every node is stopped; their files are kept in {backend.run_dir} "
               "(`onionlab logs NODE` shows a node's log, `onionlab down` removes them)", file=sys.stderr)
         return 1
@@ -178,6 +197,17 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reap(args: argparse.Namespace) -> int:
+    backend = open_backend("docker", args.run_dir)
+    report = backend.reap(everything=args.everything)
+    for run_id, why in report.removed.items():
+        print(f"removed run {run_id}: {why}")
+    for run_id, why in report.kept.items():
+        print(f"kept run {run_id}: {why}")
+    print(f"removed {report.containers} containers, {report.networks} networks and {report.volumes} volumes")
+    return 0
+
+
 def _ports_text(ports: object) -> str:
     if isinstance(ports, list):
         return ", ".join(str(p["port"]) if isinstance(p, dict) and "port" in p else str(p) for p in ports)
@@ -203,6 +233,24 @@ def format_status(status: dict) -> str:
 
 COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_logs}
 COMMANDS.update({"export": cmd_export, "graph": cmd_graph})
+COMMANDS["reap"] = cmd_reap
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while a command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return COMMANDS[args.command](args)
+        with _sigterm_interrupts():  # a SIGTERM cleans up like Ctrl-C does (`up` removes what it made)
+            return COMMANDS[args.command](args)
     except TopologyError as e:
         print(e, file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""Backends run a topology: `local` (processes on 127.0.0.x, backends/local.py); `docker` is to come.
+"""Backends run a topology: `docker` (one container per node on real Docker networks, backends/docker.py, the
+default) and `local` (processes on 127.0.0.x, backends/local.py).
 
 Every backend keeps what it started in `<run dir>/state.json` (RunInfo), so that `onionlab status`, `down` and
 `logs` work from a later process. The run dir is `$ONIONLAB_RUN_DIR`, else `.onionlab/run` in the current
@@ -12,8 +13,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-BACKENDS = ("local",)
-DEFAULT_BACKEND = "local"  # until the docker backend exists; it will become the default
+BACKENDS = ("docker", "local")
+DEFAULT_BACKEND = "docker"
 STATE_FILE = "state.json"
 
 
@@ -46,7 +47,9 @@ class RunNode:
     pid: int | None = None  # the process (group leader), once started
     services: list[int] = field(default_factory=list)  # onion services: the virtual ports
     onion: str | None = None  # onion services, once their /status reports it
-    socks: str | None = None  # clients: "HOST:PORT"
+    socks: str | None = None  # clients: "HOST:PORT" (docker: the port published on the host's 127.0.0.1)
+    container: str | None = None  # docker: the container's name
+    control: str | None = None  # "HOST:PORT" where the orchestrator reaches /status, when not address:port
 
 
 @dataclass(slots=True)
@@ -56,6 +59,8 @@ class RunInfo:
     topology: str  # the topology file (or "<string>")
     lab: str
     nodes: list[RunNode]
+    run_id: str | None = None  # docker: the value of the onionlab.run label on every object of the run
+    complete: bool = False  # docker: `up` finished and every node was ready (`reap` leaves such runs alone)
 
     def node(self, name: str) -> RunNode:
         for node in self.nodes:
@@ -97,4 +102,8 @@ def open_backend(name: str, run_dir: str | os.PathLike[str] | None = None):
         from .local import LocalBackend
 
         return LocalBackend(run_dir)
+    if name == "docker":
+        from .docker import DockerBackend  # imports docker-py: only when the docker backend is asked for
+
+        return DockerBackend(run_dir)
     raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")

@@ -24,7 +24,7 @@ def parse(*argv):
 
 def test_up_defaults():
     args = parse("up")
-    assert (args.command, args.backend, args.topology) == ("up", "local", None)
+    assert (args.command, args.backend, args.topology) == ("up", "docker", None)
     assert (args.timeout, args.run_dir) == (60.0, None)
 
 
@@ -34,8 +34,8 @@ def test_up_arguments():
                                                                                    "/tmp/r")
 
 
-@pytest.mark.parametrize("argv", [["up", "--backend", "docker"], ["up", "a.yaml", "b.yaml"], ["logs"],
-                                  ["status", "--yaml"], ["launch"]])
+@pytest.mark.parametrize("argv", [["up", "--backend", "swarm"], ["up", "a.yaml", "b.yaml"], ["logs"],
+                                  ["status", "--yaml"], ["launch"], ["reap", "run1"]])
 def test_bad_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         parse(*argv)
@@ -48,6 +48,9 @@ def test_other_commands():
     assert parse("down", "--keep").keep is True
     assert parse("down").keep is False
     assert parse("logs", "auth1").node == "auth1"
+    assert parse("reap").everything is False
+    assert parse("reap", "--all").everything is True
+    assert parse("up", "--backend", "local").backend == "local"
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
@@ -55,11 +58,11 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert "up" in capsys.readouterr().err
 
 
-def test_help_says_local_is_the_default_until_docker_exists(capsys):
+def test_help_says_docker_is_the_default(capsys):
     with pytest.raises(SystemExit):
         cli.main(["up", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "default for now" in help_text and "docker" in help_text
+    assert "docker (the default)" in help_text and "local:" in help_text
 
 
 def test_bad_topology_exits_2_with_file_and_line(tmp_path, capsys):
