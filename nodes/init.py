@@ -10,7 +10,7 @@ the run's state volume: key material never passes through the repository, an ima
 The plan's `data_dir`s are the paths the nodes will see; `out` is where the files go now. They are the same
 directory when init runs in a container with the state volume mounted where the nodes mount it.
 
-Runs inside the node image: stdlib, cryptography and nodes.config only (never the orchestrator).
+Runs inside the node image: it imports nothing from the orchestrator.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nodes.config import ConfigError, NodeConfig, parse_config
+from nodes.net.node_keys import IDENTITY_KEY as IDENTITY_KEY_NAME
+from nodes.net.node_keys import KEYS_DIR, load_or_create_seed
 
 PLAN_FORMAT = 1
 CONFIG_FILE = "config.json"
-IDENTITY_KEY = Path("keys", "identity.key")  # under the data dir: where nodes.roles.authority looks
-SEED_BYTES = 32
+IDENTITY_KEY = Path(KEYS_DIR, IDENTITY_KEY_NAME)  # under the data dir: where nodes.roles.authority looks
 FATAL_PREFIX = "fatal: "
 
 
@@ -89,30 +90,6 @@ def fill_identities(configs: list[NodeConfig], identities: Mapping[str, str]) ->
 # --------------------------------------------------------------------------------------------- files
 
 
-def _load_or_create_seed(path: Path) -> bytes:
-    """The seed in `path`, made first if missing. Made atomically and never overwritten: written to a private
-    temporary file, then hard-linked into place, so a crash leaves no half key and a racing run's key wins."""
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(os.urandom(SEED_BYTES))
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-        finally:
-            tmp.unlink(missing_ok=True)
-    seed = path.read_bytes()
-    if len(seed) != SEED_BYTES:
-        raise ConfigError(f"{path}: expected a raw {SEED_BYTES}-byte key, found {len(seed)} bytes")
-    return seed
-
-
 def _write_atomically(path: Path, text: str) -> None:
     """Readers (nodes waiting for their config) see the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -131,7 +108,7 @@ def render_state(plan_json: str, out_dir: str | os.PathLike[str]) -> dict[str, N
         node_dir = out / config.name
         node_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if config.role == "authority":
-            seed = _load_or_create_seed(node_dir / IDENTITY_KEY)
+            seed = load_or_create_seed(node_dir / IDENTITY_KEY)
             public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
             identities[config.name] = public.hex()
     filled = fill_identities(configs, identities)

@@ -6,8 +6,9 @@ every node keeps the topology's port numbers. Networks are not modelled: every n
 keys included:
 
     state.json                  RunInfo: what runs where (PIDs, addresses, ports, onion addresses)
-    nodes/<name>/config.json    the node's NodeConfig
-    nodes/<name>/data/          its data dir (authorities: keys/identity.key, written here, mode 0600)
+    nodes/<name>/               the node's data dir: keys/ (mode 0700; authorities' identity.key is made
+                                by nodes.init before anything starts), guards.json, ...
+    nodes/<name>/config.json    the node's NodeConfig (written by nodes.init from the run's plan)
     nodes/<name>/events.jsonl   its stdout: one JSON event a line
     nodes/<name>/stderr.log     its diagnostics and, if it crashed, the traceback and a `fatal: ...` line
 
@@ -29,9 +30,10 @@ from pathlib import Path
 
 import nodes
 from nodes.__main__ import FATAL_PREFIX
-from nodes.config import AuthorityRef, NodeConfig, ServicePort, Timing
+from nodes.init import CONFIG_FILE as CONFIG
+from nodes.init import render_state
 from orchestrator import readiness
-from orchestrator.keys import write_authority_identity
+from orchestrator.plan import make_plan
 from orchestrator.topology import Topology
 
 from . import (
@@ -52,7 +54,7 @@ TERM_GRACE = 10.0  # seconds from SIGTERM to SIGKILL
 KILL_GRACE = 5.0
 STATUS_TIMEOUT = 1.0  # `status` asks every node once; a node slower than this is not ready
 TAIL_LINES = 20
-CONFIG, DATA, EVENTS, STDERR = "config.json", "data", "events.jsonl", "stderr.log"
+EVENTS, STDERR = "events.jsonl", "stderr.log"
 
 Progress = Callable[[str], None]
 
@@ -172,26 +174,11 @@ class LocalBackend:
                        lab=topology.name, nodes=nodes_)
 
     def _write_configs(self, topology: Topology, info: RunInfo) -> None:
-        authorities = tuple(
-            AuthorityRef(n.name, n.address, n.ports["dir_port"],
-                         write_authority_identity(self._node_dir(n.name) / DATA))
-            for n in info.nodes if n.role == "authority")
-        t = topology.timing  # vote_delay and dist_delay: the authorities derive theirs from the interval
-        timing = Timing(voting_interval=t.voting_interval, hs_period_minutes=t.hs_period_minutes,
-                        hs_rotation_offset_minutes=t.hs_rotation_offset_minutes)
-        for planned, node in zip(topology.nodes, info.nodes, strict=True):
-            data_dir = self._node_dir(node.name) / DATA
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            optional = {key: value for key in ("guards", "intro_points")
-                        if (value := getattr(planned, key)) is not None}
-            config = NodeConfig(
-                name=node.name, role=node.role, address=node.address, data_dir=str(data_dir),
-                control_port=node.ports["control_port"], authorities=authorities, timing=timing,
-                or_port=node.ports.get("or_port", 0), dir_port=node.ports.get("dir_port", 0),
-                socks_port=node.ports.get("socks_port", 0),
-                socks_address=node.address if node.role == "client" else "",
-                services=tuple(ServicePort(s.port, s.target) for s in planned.services), **optional)
-            (self._node_dir(node.name) / CONFIG).write_text(config.to_json() + "\n")
+        """The run's plan with our loopback addresses, made into configs and keys by nodes.init (the same
+        code the Docker backends run in the init container)."""
+        plan = make_plan(topology, addresses={n.name: n.address for n in info.nodes},
+                         data_root=self.run_dir / "nodes")
+        render_state(plan.to_json(), self.run_dir / "nodes")
 
     def _start(self, info: RunInfo) -> None:
         # the nodes import the same `nodes` package as we do, whatever their working directory

@@ -90,7 +90,7 @@ def test_up_status_down(tmp_path):
         assert config["address"] == "127.0.0.3"
         assert [(a["name"], a["address"]) for a in config["authorities"]] == list(
             zip(["auth1", "auth2", "auth3"], ADDRESSES, strict=True))
-        key = run_dir / "nodes" / "auth2" / "data" / "keys" / "identity.key"
+        key = run_dir / "nodes" / "auth2" / "keys" / "identity.key"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
         assert (run_dir / ".gitignore").read_text().endswith("*\n")
 

@@ -1,0 +1,66 @@
+"""nodes.init: a plan becomes every node's config plus the authorities' keys, and nothing else."""
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from nodes.config import load_config
+from nodes.init import PlanError, main, parse_plan, render_state
+from orchestrator.plan import make_plan
+from orchestrator.topology import load_topology
+
+DEFAULT = Path(__file__).resolve().parents[2] / "topologies" / "default.yaml"
+
+
+def _plan(tmp_path) -> str:
+    return make_plan(load_topology(DEFAULT), data_root=tmp_path).to_json()
+
+
+def test_render_state_makes_keys_and_fills_every_config(tmp_path):
+    configs = render_state(_plan(tmp_path), tmp_path)
+    authorities = [c for c in configs.values() if c.role == "authority"]
+    assert len(configs) == 11 and len(authorities) == 3
+    for name, config in configs.items():
+        assert load_config(tmp_path / name / "config.json") == config
+        assert [a.identity for a in config.authorities] != [""] * 3
+        assert all(len(bytes.fromhex(a.identity)) == 32 for a in config.authorities)
+    key = tmp_path / "auth1" / "keys" / "identity.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    # only authorities get keys from init; relays and services make their own at first start
+    assert not (tmp_path / "relay1" / "keys").exists()
+    # the config files hold public keys only
+    assert key.read_bytes().hex() not in (tmp_path / "auth1" / "config.json").read_text()
+
+
+def test_a_second_run_keeps_the_identities(tmp_path):
+    first = render_state(_plan(tmp_path), tmp_path)
+    second = render_state(_plan(tmp_path), tmp_path)
+    assert first == second
+
+
+@pytest.mark.parametrize("text, message", [
+    ("not json", "not JSON"),
+    ('{"format": 2, "lab": "x", "nodes": []}', '"format": 1'),
+    ('{"format": 1, "lab": "x", "nodes": []}', "non-empty list"),
+])
+def test_bad_plans_are_refused_with_the_reason(text, message):
+    with pytest.raises(PlanError, match=message):
+        parse_plan(text)
+
+
+def test_a_plan_with_an_identity_filled_in_is_refused(tmp_path):
+    data = json.loads(_plan(tmp_path))
+    data["nodes"][3]["authorities"][0]["identity"] = "00" * 32
+    with pytest.raises(PlanError, match="must be blank"):
+        parse_plan(json.dumps(data))
+
+
+def test_command_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PLAN", _plan(tmp_path / "state"))
+    assert main(["--plan-env", "PLAN", "--out", str(tmp_path / "state")]) == 0
+    assert "wrote 11 node configs" in capsys.readouterr().out
+    assert main(["--plan-env", "NOT_SET", "--out", str(tmp_path)]) == 2
+    assert "fatal: environment variable NOT_SET is not set" in capsys.readouterr().err
