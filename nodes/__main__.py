@@ -1,4 +1,5 @@
-"""`python -m nodes ROLE --config FILE`: run one node until SIGTERM or SIGINT.
+"""`python -m nodes ROLE --config FILE`: run one node until SIGTERM or SIGINT (`python -m nodes init ...` is
+the one-shot of nodes/init.py).
 
 Exit status: 0 after a signal (or if the role returns on its own), 1 when the node crashes (traceback on
 stderr, then one `fatal: ...` line naming the real cause, which the orchestrator shows first), 2 for a bad
@@ -55,6 +56,11 @@ def fatal_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["init"]:  # `python -m nodes init ...`: the one-shot that writes a run's configs and keys
+        from nodes.init import main as init_main
+
+        return init_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m nodes", description="Run one onionlab node.")
     parser.add_argument("role", choices=ROLES)
     parser.add_argument("--config", required=True, help="the node's JSON config (the orchestrator writes it)")

@@ -1,9 +1,10 @@
 """The local backend: a topology as processes on this machine, each node on its own loopback address.
 
 Node i (in topology order) gets 127.0.0.(2+i): on Linux the whole of 127.0.0.0/8 answers without setup, so
-every node keeps the topology's port numbers. Networks are not modelled: every node can reach every other
-(isolation between networks is the docker backend's job). The run dir holds everything of a run, private
-keys included:
+every node keeps the topology's port numbers. When something already listens on one of those ports (another
+lab), the run moves to 127.0.1.(2+i), 127.0.2.(2+i), ... Networks are not modelled: every node can reach
+every other (isolation between networks is the docker backend's job). The run dir holds everything of a
+run, private keys included:
 
     state.json                  RunInfo: what runs where (PIDs, addresses, ports, onion addresses)
     nodes/<name>/               the node's data dir: keys/ (mode 0700; authorities' identity.key is made
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +50,7 @@ from . import (
 )
 
 FIRST_ADDRESS = IPv4Address("127.0.0.2")  # 127.0.0.1 stays free for whatever else runs here
+BLOCKS = 64  # 127.0.N.2.. for N below this: room for as many labs side by side
 LOOPBACK = IPv4Network("127.0.0.0/8")
 PORTS = ("control_port", "or_port", "dir_port", "socks_port")
 TERM_GRACE = 10.0  # seconds from SIGTERM to SIGKILL
@@ -101,7 +104,7 @@ class LocalBackend:
         "clients": [{name, socks}]}, asking every node's /status once."""
         info = self._state()
         live = {n.name: readiness.fetch_status(n.address, n.ports["control_port"], timeout=STATUS_TIMEOUT)
-                if n.pid else None for n in info.nodes}
+                if n.pid and self._running(n) else None for n in info.nodes}
         return {
             "nodes": [{"name": n.name, "role": n.role, "address": n.address,
                        "ready": readiness.is_ready(live[n.name])} for n in info.nodes],
@@ -159,12 +162,10 @@ class LocalBackend:
         (self.run_dir / ".gitignore").write_text("# onionlab run files, private keys included\n*\n")
 
     def _plan(self, topology: Topology) -> RunInfo:
-        last = FIRST_ADDRESS + len(topology.nodes) - 1
-        if last not in LOOPBACK or last == LOOPBACK.broadcast_address:
-            raise BackendError(f"{len(topology.nodes)} nodes do not fit on 127.0.0.0/8")
+        first = _free_block(topology)
         nodes_ = []
         for i, node in enumerate(topology.nodes):
-            address = str(FIRST_ADDRESS + i)
+            address = str(first + i)
             nodes_.append(RunNode(
                 name=node.name, role=node.role, address=address,
                 ports={key: value for key in PORTS if (value := getattr(node, key)) is not None},
@@ -278,6 +279,31 @@ class LocalBackend:
                 return left
             time.sleep(delay)
             delay = min(2 * delay, 0.2)
+
+
+def _free_block(topology: Topology) -> IPv4Address:
+    """The first address of the run: 127.0.0.2, or 127.0.1.2, 127.0.2.2, ... when another lab (or anything
+    else) listens on one of the ports the run needs there, so that several labs can run side by side."""
+    ports = [[p for key in PORTS if (p := getattr(node, key)) is not None] for node in topology.nodes]
+    for block in range(BLOCKS):
+        first = FIRST_ADDRESS + block * 256
+        last = first + len(topology.nodes) - 1
+        if last not in LOOPBACK or last == LOOPBACK.broadcast_address:
+            break
+        if all(_bindable(str(first + i), port) for i, node_ports in enumerate(ports) for port in node_ports):
+            return first
+    raise BackendError(f"found no room on 127.0.0.0/8 for {len(topology.nodes)} nodes: every block of "
+                       "addresses has one of the topology's ports in use")
+
+
+def _bindable(address: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the nodes' listeners do
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
 
 
 def _is_node_process(pid: int, config: Path) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends import BackendError, NodeFailed, read_state
+from orchestrator.backends import BackendError, NodeFailed, local, read_state
 from orchestrator.backends.local import LocalBackend
 from orchestrator.topology import Interface, Network, Node, Timing, Topology
 
@@ -70,33 +70,35 @@ def test_up_status_down(tmp_path):
         elapsed = time.monotonic() - started
 
         pids = [n.pid for n in info.nodes]
-        assert [n.address for n in info.nodes] == ADDRESSES
+        addresses = [n.address for n in info.nodes]  # 127.0.0.2.., or a later block if another lab runs
+        block = addresses[0].rpartition(".")[0]
+        assert addresses == [f"{block}.{i}" for i in (2, 3, 4)]
         assert len(set(pids)) == 3 and not any(map(_gone, pids))
         assert [os.getpgid(pid) for pid in pids] == pids  # each leads its own process group
         assert elapsed < 20
-        assert progress[0].startswith("started 3 node processes on 127.0.0.2..127.0.0.4")
+        assert progress[0].startswith(f"started 3 node processes on {block}.2..{block}.4")
         assert {f"auth{i}: consensus" for i in (1, 2, 3)} <= set(progress)
         assert progress[-1].startswith("all 3 nodes ready in")
 
         state = json.loads((run_dir / "state.json").read_text())
         assert state["backend"] == "local"
         assert [(n["name"], n["role"], n["address"], n["pid"]) for n in state["nodes"]] == [
-            (n.name, "authority", a, p) for n, a, p in zip(info.nodes, ADDRESSES, pids, strict=True)]
+            (n.name, "authority", a, p) for n, a, p in zip(info.nodes, addresses, pids, strict=True)]
         assert state["nodes"][0]["ports"] == {"control_port": topology.nodes[0].control_port,
                                               "or_port": topology.nodes[0].or_port,
                                               "dir_port": topology.nodes[0].dir_port}
 
         config = json.loads((run_dir / "nodes" / "auth2" / "config.json").read_text())
-        assert config["address"] == "127.0.0.3"
+        assert config["address"] == addresses[1]
         assert [(a["name"], a["address"]) for a in config["authorities"]] == list(
-            zip(["auth1", "auth2", "auth3"], ADDRESSES, strict=True))
+            zip(["auth1", "auth2", "auth3"], addresses, strict=True))
         key = run_dir / "nodes" / "auth2" / "keys" / "identity.key"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
         assert (run_dir / ".gitignore").read_text().endswith("*\n")
 
         assert backend.status() == {
             "nodes": [{"name": f"auth{i + 1}", "role": "authority", "address": a, "ready": True}
-                      for i, a in enumerate(ADDRESSES)],
+                      for i, a in enumerate(addresses)],
             "onion_services": [],
             "clients": [],
         }
@@ -123,8 +125,9 @@ def test_sigterm_is_a_clean_exit_and_keep_keeps_the_logs(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_node_that_crashes_at_start_fails_up_at_once(tmp_path):
+def test_a_node_that_crashes_at_start_fails_up_at_once(tmp_path, monkeypatch):
     topology = _authorities_topology()
+    monkeypatch.setattr(local, "_free_block", lambda _: local.FIRST_ADDRESS)  # stay next to the blocker
     run_dir = tmp_path / "run"
     backend = LocalBackend(run_dir)
     with socket.socket() as blocker:  # auth2's dir port is taken
@@ -190,3 +193,13 @@ def test_default_topology_curl_through_the_printed_socks_port(tmp_path):
         down = subprocess.run([*onionlab, "down"], env=env, capture_output=True, text=True, timeout=60)
     assert down.returncode == 0, down.stderr
     assert all(map(_gone, pids))
+
+
+def test_a_lab_moves_to_the_next_address_block_when_its_ports_are_taken(tmp_path):
+    topology = _authorities_topology()
+    with socket.socket() as blocker:  # something listens on auth2's dir port
+        blocker.bind((ADDRESSES[1], topology.nodes[1].dir_port))
+        blocker.listen()
+        first = local._free_block(topology)
+    assert str(first).endswith(".2") and first != local.FIRST_ADDRESS
+    assert local._free_block(topology) in (local.FIRST_ADDRESS, first)  # freed again (unless a lab runs)
