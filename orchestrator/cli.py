@@ -4,6 +4,7 @@
     onionlab status [--json]                    what runs, what is ready, the onion and SOCKS addresses
     onionlab down [--keep]                      stop every node; remove the run dir unless --keep
     onionlab logs NODE                          a node's events and stderr
+    onionlab flow [--json] [--bytes N]          fetch from the onion via SOCKS; the six steps as a timeline
     onionlab reap [--all]                       remove the Docker objects of runs no orchestrator owns
     onionlab export compose [TOPOLOGY] [-o FILE]  the topology as a docker-compose.yml
     onionlab graph [TOPOLOGY] [--format mermaid|dot]  the topology as a Mermaid or DOT graph
@@ -36,6 +37,8 @@ from .backends import (
     read_state,
 )
 from .compose import ComposeError, display_source, export_compose
+from .flow import DEFAULT_BYTES as DEFAULT_FLOW_BYTES
+from .flow import render, run_flow
 from .graph import FORMATS as GRAPH_FORMATS
 from .graph import render_graph
 from .topology import TopologyError, load_topology
@@ -83,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "state file no longer exists. Complete runs with a state file are left alone.")
     reap.add_argument("--all", action="store_true", dest="everything",
                       help="remove every onionlab run on this engine, running ones included")
+    flow = commands.add_parser(
+        "flow", parents=[common], help="drive the rendezvous flow and print its six steps as a timeline",
+        description="Fetch /bytes/N from an onion service through a client's SOCKS port (fresh SOCKS "
+                    "credentials, so a new rendezvous), check every byte, and rebuild the six steps of the "
+                    "flow from the nodes' events. Exit status 0 when all happened, 1 naming the failing "
+                    "step.")
+    flow.add_argument("--service", help="the onion service node (default: the first)")
+    flow.add_argument("--client", help="the client node (default: the first)")
+    flow.add_argument("--bytes", type=int, default=DEFAULT_FLOW_BYTES, dest="n_bytes",
+                      help="how many bytes to fetch and verify (default: %(default)s)")
+    flow.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_export_and_graph(commands)
     return parser
 
@@ -175,6 +189,35 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pick(nodes: list[dict], name: str | None, what: str) -> dict:
+    if not nodes:
+        raise BackendError(f"the run has no {what}")
+    if name is None:
+        return nodes[0]
+    for node in nodes:
+        if node["name"] == name:
+            return node
+    raise BackendError(f"no {what} named {name!r} (there are: {', '.join(n['name'] for n in nodes)})")
+
+
+def cmd_flow(args: argparse.Namespace) -> int:
+    backend = _running_backend(args)
+    if backend is None:
+        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()}); "
+                           "start one with `onionlab up`")
+    status = backend.status()
+    service = _pick(status["onion_services"], args.service, "onion service")
+    client = _pick(status["clients"], args.client, "client")
+    if not service.get("onion") or not client.get("socks"):
+        raise BackendError(f"{service['name']} has no onion address or {client['name']} no SOCKS port yet: "
+                           "is the lab ready? (`onionlab status`)")
+    info = read_state(backend.run_dir)
+    result = run_flow(info, backend.logs, onion=service["onion"], service=service["name"],
+                      client=client["name"], socks=client["socks"], n_bytes=args.n_bytes)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else render(result))
+    return 0 if result.ok else 1
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """`export compose`: the topology as a docker-compose.yml, on stdout or into --output."""
     path = args.topology or _default_topology()
@@ -231,9 +274,8 @@ def format_status(status: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_logs}
-COMMANDS.update({"export": cmd_export, "graph": cmd_graph})
-COMMANDS["reap"] = cmd_reap
+COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_logs, "reap": cmd_reap,
+            "flow": cmd_flow, "export": cmd_export, "graph": cmd_graph}
 
 
 @contextlib.contextmanager

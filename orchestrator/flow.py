@@ -206,10 +206,11 @@ def timeline(events: Iterable[dict], info: RunInfo, *, flow_start: float, flow_e
                     chosen[key] = e  # the latest one
             elif flow_start <= e["ts"] <= flow_end and key not in chosen:
                 chosen[key] = e  # the first one
-    if step1_relays := {e.get("intro") for k, e in chosen.items() if k[0] == "intro_established"}:
+    held = {e["intro"] for k, e in chosen.items() if k[0] == "intro_established" and "intro" in e}
+    if held:
         # only the intro points the service holds now, not every one it ever had
         chosen = {k: e for k, e in chosen.items()
-                  if k[0] != "intro_point_registered" or k[1] in step1_relays}
+                  if k[0] != "intro_point_registered" or k[1] in held}
     records = []
     what = {event: (step, text) for step, text, event, _ in STEPS}
     for (event, node, _), e in chosen.items():
