@@ -8,7 +8,6 @@ import pytest
 import nodes.__main__ as node_main
 from orchestrator import cli, readiness
 from orchestrator.backends import RunInfo, RunNode, default_run_dir, write_state
-from orchestrator.backends.local import LocalBackend
 
 BAD_TOPOLOGY = """\
 name: lab
@@ -119,7 +118,8 @@ def run_dir(tmp_path, monkeypatch):
              socks="127.0.0.6:9050"),
     ]))
     monkeypatch.setattr(readiness, "fetch_status", lambda host, port, timeout: LIVE.get((host, port)))
-    monkeypatch.setattr(LocalBackend, "_running", lambda self, node: True)  # the made-up PIDs "run"
+    # the made-up PIDs "run" (a test that stops the lab says they are not ours, so none is signalled)
+    monkeypatch.setattr("orchestrator.backends.local._is_node_process", lambda pid, config: True)
     return run_dir
 
 
