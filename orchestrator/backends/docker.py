@@ -272,7 +272,7 @@ class DockerBackend:
         if info.run_id:
             running = self._containers(info.run_id, status="running")
             stopped = sorted((c.labels.get(NODE, c.name) for c in running), key=_order(info))
-            self._remove_run(info.run_id, stop=True)
+            self._remove_run(info.run_id, stop=True, save_logs=keep)
         if not keep:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         return stopped
@@ -678,9 +678,11 @@ class DockerBackend:
             except docker.errors.NotFound:
                 continue
 
-    def _remove_run(self, run_id: str, *, stop: bool = False) -> tuple[int, int, int]:
-        """Remove every container (stopped gracefully first when `stop`), network and volume labelled with
-        the run id; (containers, networks, volumes) removed. Raises BackendError if any is left."""
+    def _remove_run(self, run_id: str, *, stop: bool = False,
+                    save_logs: bool = False) -> tuple[int, int, int]:
+        """Remove every container (stopped gracefully first when `stop`, its logs saved in the run dir first
+        when `save_logs`), network and volume labelled with the run id; (containers, networks, volumes)
+        removed. Raises BackendError if any is left."""
         selector = {"label": f"{RUN}={run_id}"}
         containers = self.client.containers.list(all=True, filters=selector)
         if stop:
@@ -690,6 +692,8 @@ class DockerBackend:
                         container.stop(timeout=STOP_TIMEOUT)
                     except docker.errors.NotFound:
                         pass
+        if save_logs:
+            self._save_logs(run_id)
         removed = [0, 0, 0]
         for container in containers:
             removed[0] += _gone_or(lambda c=container: c.remove(force=True, v=True))

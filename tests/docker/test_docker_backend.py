@@ -9,10 +9,12 @@ test labels (conftest.py) next to its own, so the conftest removes whatever a fa
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import queue
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -173,6 +175,46 @@ def test_up_status_labels_logs_down(docker_client, node_image, labels, tmp_path)
     assert counts(run_objects(docker_client, info.run_id)) == {"containers": 0, "networks": 0, "volumes": 0}
     assert not run_dir.exists()
     assert elapsed < UP_TIMEOUT
+
+
+def test_client_socks_is_published_on_loopback_only(docker_client, node_image, labels, tmp_path):
+    """With an onion service and a client: `up` records the onion address and the SOCKS port Docker published
+    on the host's 127.0.0.1 (and nowhere else); that port speaks SOCKS5 from the host."""
+    subnet = free_subnet(docker_client)
+    extra = ("  - {name: hs, role: onion_service, services: [{port: 80, target: http}]}\n"
+             "  - {name: client, role: client}\n")
+    (tmp_path / "lab.yaml").write_text(topology_text(subnet) + extra)
+    topology = parse_topology((tmp_path / "lab.yaml").read_text(), str(tmp_path / "lab.yaml"))
+    backend = DockerBackend(tmp_path / "run", labels=labels)
+    try:
+        info = backend.up(topology, timeout=UP_TIMEOUT)
+        client = docker_client.containers.get(f"onionlab-{info.run_id}-client")
+        bindings = client.attrs["NetworkSettings"]["Ports"]["9050/tcp"]
+        assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]
+        socks = f"127.0.0.1:{bindings[0]['HostPort']}"
+        assert info.node("client").socks == socks
+        for name in ("hs", "auth1", "relay1"):  # nothing else is published
+            container = docker_client.containers.get(f"onionlab-{info.run_id}-{name}")
+            assert container.attrs["HostConfig"]["PortBindings"] in (None, {})
+
+        status = backend.status()
+        code, output = backend.exec("hs", ["python3", "-c", "import urllib.request as u; print(u.urlopen("
+                                           f"'http://{topology.node('hs').address()}:9052/status').read()"
+                                           ".decode())"])
+        assert code == 0, output
+        hs_status = json.loads(output)
+        assert hs_status["onion"].endswith(".onion") and len(hs_status["onion"]) == 62
+        assert status["onion_services"] == [{"name": "hs", "onion": hs_status["onion"], "ports": [80]}]
+        assert status["clients"] == [{"name": "client", "socks": socks}]
+        assert all(n["ready"] for n in status["nodes"])
+
+        with socket.create_connection(("127.0.0.1", int(bindings[0]["HostPort"])), timeout=10) as conn:
+            conn.sendall(b"\x05\x01\x00")  # SOCKS5, one method: no authentication
+            assert conn.recv(2) == b"\x05\x00"
+    finally:
+        run_id = read_state(tmp_path / "run").run_id
+        backend.down()
+    assert counts(run_objects(docker_client, run_id)) == {"containers": 0, "networks": 0, "volumes": 0}
 
 
 def test_a_container_that_crashes_is_reported_with_its_own_log(docker_client, node_image, labels, tmp_path):
