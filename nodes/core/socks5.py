@@ -1,15 +1,20 @@
-"""SOCKS5 (RFC 1928), server side, sans-I/O in the shape of h11; plus the small client-side codec tests use.
+"""SOCKS5 (RFC 1928) with username/password (RFC 1929), server side, sans-I/O in the shape of h11; plus the
+small client-side codec tests and tools use.
 
     server = Socks5Server()
     server.receive_data(bytes_from_client)      # b"" means the client closed
-    event = server.next_event()                 # Greeting, ConnectRequest or NEED_DATA
-    Greeting        -> send accept_method() (we offer only NO AUTHENTICATION REQUIRED) or reject_methods()
-    ConnectRequest  -> open the connection, then send reply(code)
+    event = server.next_event()                 # Greeting, UsernamePassword, ConnectRequest or NEED_DATA
+    Greeting          -> send accept_method() (USERNAME/PASSWORD when offered, else NO AUTHENTICATION
+                         REQUIRED) or, when greeting.method is None, reject_methods()
+    UsernamePassword  -> send accept_credentials() (every pair is accepted)
+    ConnectRequest    -> open the connection, then send reply(code)
     RemoteProtocolError from either call -> send failure_reply(error) (b"" when no reply is possible), close
 
-Only CONNECT is supported: BIND and UDP ASSOCIATE get COMMAND_NOT_SUPPORTED. A greeting is at most 257 bytes
-and a request at most 262, so the server never holds more than MAX_BUFFERED bytes. Bytes the client sends
-after its request without waiting for our reply (Tor's "optimistic data") are kept in `trailing_data`.
+Credentials are not a secret here: as with Tor's IsolateSOCKSAuth they are a stream-isolation key, and
+`isolation_key` (b"" without authentication) is what the driver hands on. Only CONNECT is supported: BIND and
+UDP ASSOCIATE get COMMAND_NOT_SUPPORTED. A greeting is at most 257 bytes, a username/password message 513 and
+a request 262, so the server never holds more than MAX_BUFFERED bytes. Bytes the client sends after its
+request without waiting for our reply (Tor's "optimistic data") are kept in `trailing_data`.
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ from .wire import u8, u16
 
 VERSION = 5
 NO_AUTH = 0x00
+USERNAME_PASSWORD = 0x02
 NO_ACCEPTABLE_METHODS = 0xFF
+AUTH_VERSION = 1  # RFC 1929's sub-negotiation version
+AUTH_SUCCESS = 0x00
+AUTH_FAILURE = 0x01  # any non-zero STATUS is a failure; the server then closes
 MAX_GREETING = 2 + 255
+MAX_AUTH = 1 + 1 + 255 + 1 + 255
 MAX_REQUEST = 4 + 1 + 255 + 2
-# a greeting, a request and one read of early application data (the driver reads at most 512 at a time)
+# a greeting, credentials, a request and one read of early data (the driver reads at most 512 at a time)
 MAX_BUFFERED = 2048
 
 
@@ -95,6 +105,31 @@ class Greeting:
     def no_auth_offered(self) -> bool:
         return NO_AUTH in self.methods
 
+    @property
+    def method(self) -> int | None:
+        """What accept_method() chooses: USERNAME/PASSWORD whenever it is offered (the client means to
+        isolate its streams, as Tor prefers it too), else NO AUTHENTICATION REQUIRED; None if neither."""
+        if USERNAME_PASSWORD in self.methods:
+            return USERNAME_PASSWORD
+        return NO_AUTH if NO_AUTH in self.methods else None
+
+
+@dataclass(frozen=True, slots=True)
+class UsernamePassword:
+    """RFC 1929 credentials: 0-255 arbitrary bytes each (RFC 1929 says 1-255; curl and tor allow empty)."""
+
+    username: bytes
+    password: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.username) > 255 or len(self.password) > 255:
+            raise LocalProtocolError("SOCKS5 username and password are at most 255 bytes each")
+
+    @property
+    def isolation_key(self) -> bytes:
+        """ULEN UNAME PLEN PASSWD: one bytes value per pair and never b"" (which means no authentication)."""
+        return u8(len(self.username)) + self.username + u8(len(self.password)) + self.password
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectRequest:
@@ -114,6 +149,8 @@ class Reply:
 class State(Enum):
     GREETING = "greeting"  # waiting for the client's method list
     CHOOSING = "choosing"  # we must accept_method() or reject_methods()
+    AUTH = "auth"  # we chose USERNAME/PASSWORD: waiting for the client's credentials
+    AUTH_REPLYING = "auth_replying"  # we must accept_credentials()
     REQUEST = "request"  # waiting for the client's request
     REPLYING = "replying"  # we must reply()
     ESTABLISHED = "established"  # replied SUCCEEDED: the connection carries application bytes now
@@ -179,8 +216,14 @@ class Socks5Server:
         self._buf = bytearray()
         self._eof = False
         self._greeting: Greeting | None = None
-        self._method_accepted = False
+        self._credentials: UsernamePassword | None = None
+        self._failed_in: State | None = None  # the state a RemoteProtocolError interrupted
         self._replied = False
+
+    @property
+    def isolation_key(self) -> bytes:
+        """The client's credentials as one bytes value (UsernamePassword.isolation_key); b"" without them."""
+        return b"" if self._credentials is None else self._credentials.isolation_key
 
     @property
     def trailing_data(self) -> bytes:
@@ -188,19 +231,21 @@ class Socks5Server:
         return bytes(self._buf) if self.state in (State.REPLYING, State.ESTABLISHED) else b""
 
     def receive_data(self, data: bytes) -> None:
-        if self.state not in (State.GREETING, State.CHOOSING, State.REQUEST, State.REPLYING):
+        if self.state not in _RECEIVING:
             raise LocalProtocolError(f"SOCKS5 handshake is over ({self.state.value}): no more data to parse")
         if not data:
             self._eof = True
             return
         if len(self._buf) + len(data) > MAX_BUFFERED:
-            self.state = State.FAILED
+            self._failed_in, self.state = self.state, State.FAILED
             raise DecodeError(f"SOCKS5: client sent over {MAX_BUFFERED} bytes without waiting for a reply")
         self._buf += data
 
-    def next_event(self) -> Greeting | ConnectRequest | NeedData:
+    def next_event(self) -> Greeting | UsernamePassword | ConnectRequest | NeedData:
         if self.state is State.GREETING:
             parse = self._parse_greeting
+        elif self.state is State.AUTH:
+            parse = self._parse_auth
         elif self.state is State.REQUEST:
             parse = self._parse_request
         else:
@@ -210,7 +255,7 @@ class Socks5Server:
             if event is NEED_DATA and self._eof:
                 raise DecodeError(f"SOCKS5: client closed the connection during the {self.state.value}")
         except RemoteProtocolError:
-            self.state = State.FAILED
+            self._failed_in, self.state = self.state, State.FAILED
             raise
         return event
 
@@ -229,6 +274,25 @@ class Socks5Server:
         del buf[:end]
         self.state = State.CHOOSING
         return self._greeting
+
+    def _parse_auth(self) -> UsernamePassword | NeedData:
+        """VER=1 ULEN UNAME PLEN PASSWD, nothing else."""
+        buf = self._buf
+        if buf and buf[0] != AUTH_VERSION:
+            raise DecodeError(f"SOCKS5: version byte {buf[0]:#04x} in the username/password message "
+                              f"(RFC 1929 expects {AUTH_VERSION:#04x})")
+        if len(buf) < 2:
+            return NEED_DATA
+        plen_at = 2 + buf[1]
+        if len(buf) <= plen_at:
+            return NEED_DATA
+        end = plen_at + 1 + buf[plen_at]
+        if len(buf) < end:
+            return NEED_DATA
+        self._credentials = UsernamePassword(bytes(buf[2:plen_at]), bytes(buf[plen_at + 1:end]))
+        del buf[:end]
+        self.state = State.AUTH_REPLYING
+        return self._credentials
 
     def _parse_request(self) -> ConnectRequest | NeedData:
         buf = self._buf
@@ -255,14 +319,22 @@ class Socks5Server:
         return ConnectRequest(host, port, Atyp(atyp))
 
     def accept_method(self) -> bytes:
-        """Choose NO AUTHENTICATION REQUIRED; only legal when the greeting offered it."""
+        """Choose greeting.method: USERNAME/PASSWORD when offered, else NO AUTHENTICATION REQUIRED."""
         if self.state is not State.CHOOSING:
             raise LocalProtocolError(f"SOCKS5: no greeting to answer in state {self.state.value}")
-        if not self._greeting.no_auth_offered:
-            raise LocalProtocolError("SOCKS5: the client did not offer NO AUTHENTICATION REQUIRED")
+        method = self._greeting.method
+        if method is None:
+            raise LocalProtocolError("SOCKS5: the client offered neither NO AUTHENTICATION REQUIRED nor "
+                                     "USERNAME/PASSWORD")
+        self.state = State.AUTH if method == USERNAME_PASSWORD else State.REQUEST
+        return u8(VERSION) + u8(method)
+
+    def accept_credentials(self) -> bytes:
+        """Accept the UsernamePassword just read (any pair: it is an isolation key, not a secret)."""
+        if self.state is not State.AUTH_REPLYING:
+            raise LocalProtocolError(f"SOCKS5: no credentials to answer in state {self.state.value}")
         self.state = State.REQUEST
-        self._method_accepted = True
-        return u8(VERSION) + u8(NO_AUTH)
+        return u8(AUTH_VERSION) + u8(AUTH_SUCCESS)
 
     def reject_methods(self) -> bytes:
         """NO ACCEPTABLE METHODS; the client closes, and so should we."""
@@ -277,8 +349,9 @@ class Socks5Server:
             code = ReplyCode(code)
         except ValueError:
             raise LocalProtocolError(f"SOCKS5: unknown reply code {code!r}") from None
-        failed_after_greeting = self.state is State.FAILED and self._method_accepted and not self._replied
-        if self.state is not State.REPLYING and not failed_after_greeting:
+        failed_in_request = (self.state is State.FAILED and self._failed_in in (State.REQUEST, State.REPLYING)
+                             and not self._replied)
+        if self.state is not State.REPLYING and not failed_in_request:
             raise LocalProtocolError(f"SOCKS5: no request to reply to in state {self.state.value}")
         if code is ReplyCode.SUCCEEDED and self.state is not State.REPLYING:
             raise LocalProtocolError("SOCKS5: cannot reply SUCCEEDED to a request that failed to parse")
@@ -293,11 +366,22 @@ class Socks5Server:
 
     def failure_reply(self, error: Exception) -> bytes:
         """What to send after next_event() or receive_data() raised `error`: a reply when the client is
-        waiting for one (its request was bad), b"" when it is not (a bad greeting gets no answer)."""
-        if self.state is not State.FAILED or not self._method_accepted or self._replied:
+        waiting for one (a bad request gets a SOCKS5 reply, bad credentials an RFC 1929 failure status),
+        b"" when it is not (a bad greeting gets no answer). At most once: the state is CLOSED after it."""
+        if self.state is not State.FAILED:
+            return b""
+        if self._failed_in in (State.AUTH, State.AUTH_REPLYING):
+            self.state = State.CLOSED
+            self._buf.clear()
+            return u8(AUTH_VERSION) + u8(AUTH_FAILURE)
+        if self._failed_in not in (State.REQUEST, State.REPLYING) or self._replied:
             return b""
         code = error.reply if isinstance(error, UnsupportedRequest) else ReplyCode.GENERAL_FAILURE
         return self.reply(code)
+
+
+_RECEIVING = frozenset((State.GREETING, State.CHOOSING, State.AUTH, State.AUTH_REPLYING, State.REQUEST,
+                        State.REPLYING))
 
 
 # -- the client side: what tests and tools need to talk to a SOCKS5 server -----------------------------------
@@ -306,6 +390,11 @@ def encode_greeting(methods: tuple[int, ...] = (NO_AUTH,)) -> bytes:
     if not 1 <= len(methods) <= 255 or not all(0 <= m <= 255 for m in methods):
         raise LocalProtocolError(f"SOCKS5 greeting needs 1-255 methods of 0..255, got {methods!r}")
     return bytes((VERSION, len(methods), *methods))
+
+
+def encode_username_password(username: bytes, password: bytes) -> bytes:
+    """RFC 1929's VER=1 ULEN UNAME PLEN PASSWD; each field 0-255 bytes."""
+    return u8(AUTH_VERSION) + UsernamePassword(username, password).isolation_key
 
 
 def encode_request(host: str, port: int, *, atyp: Atyp | None = None,
@@ -322,6 +411,15 @@ def decode_method_choice(data: bytes) -> int:
         raise DecodeError(f"SOCKS5 method choice is 2 bytes, got {len(data)}")
     if data[0] != VERSION:
         raise DecodeError(f"SOCKS5: version byte {data[0]:#04x} in the method choice")
+    return data[1]
+
+
+def decode_auth_status(data: bytes) -> int:
+    """The server's 2-byte answer to a username/password message: its STATUS (0 is success)."""
+    if len(data) != 2:
+        raise DecodeError(f"SOCKS5 username/password status is 2 bytes, got {len(data)}")
+    if data[0] != AUTH_VERSION:
+        raise DecodeError(f"SOCKS5: version byte {data[0]:#04x} in the username/password status")
     return data[1]
 
 

@@ -89,8 +89,9 @@ class OnionClient:
         self.rng = rng
         self.control_port = 0  # the role sets it once its status server listens
         self.descriptors: dict[bytes, _Cached] = {}  # by service identity key
-        self.rendezvous: dict[bytes, OriginCircuitHandle] = {}  # live joined circuits, by identity key
-        self._locks: dict[bytes, trio.Lock] = {}
+        # live joined circuits by (identity key, SOCKS isolation key): other credentials, another circuit
+        self.rendezvous: dict[tuple[bytes, bytes], OriginCircuitHandle] = {}
+        self._locks: dict[tuple[bytes, bytes], trio.Lock] = {}
         for name, kind, text in (
                 ("descriptor_fetches_total", "counter", "descriptor fetches from HSDirs by result"),
                 ("introductions_total", "counter", "INTRODUCE1 attempts by result"),
@@ -104,20 +105,21 @@ class OnionClient:
         return {"descriptors_cached": len(self.descriptors), "rendezvous_circuits": len(self.rendezvous)}
 
     # -- the SOCKS entry point -------------------------------------------------------------------------------
-    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+    async def connect(self, host: str, port: int, isolation: bytes = b"") -> trio.abc.Stream:
         try:
             identity = decode_onion_address(host)
         except AddressError as e:
             self.metrics.inc("errors_total", kind="bad_onion_address")
             raise OnionAddressInvalid(f"{host}: {e}") from None
-        lock = self._locks.setdefault(identity, trio.Lock())
+        key = (identity, isolation)  # isolation: the SOCKS credentials (nodes.net.socks), b"" for none
+        lock = self._locks.setdefault(key, trio.Lock())
         async with lock:
-            circuit = self.rendezvous.get(identity)
+            circuit = self.rendezvous.get(key)
             if circuit is not None and circuit.error is None:
                 self.metrics.inc("rendezvous_reused_total")
             else:
                 circuit = await self._rendezvous(identity, host)
-                self.rendezvous[identity] = circuit
+                self.rendezvous[key] = circuit
         try:
             stream = await circuit.open_stream("", port)
         except StreamRefused as e:

@@ -1,8 +1,10 @@
 """The client's SOCKS5 front end: applications (curl, a browser) ask for an onion, we splice them to it.
 
 The handshake is nodes.core.socks5's job; this module only moves bytes and maps outcomes to reply codes.
-`connect(host, port)` belongs to the client role (it builds the onion connection) and reports failures by
-raising the exceptions below; the table in `reply_code` turns them into what the application sees:
+`connect(host, port, isolation)` belongs to the client role (it builds the onion connection); `isolation` is
+the client's SOCKS username/password as one bytes value, b"" when it sent none (Tor's IsolateSOCKSAuth:
+streams with different credentials never share a circuit; any credentials are accepted). `connect` reports
+failures by raising the exceptions below; the table in `reply_code` turns them into what the application sees:
 
     OnionAddressInvalid           0xF6 HS_BAD_ADDRESS          (checksum, version, length)
     DescriptorNotFound            0xF0 HS_DESCRIPTOR_NOT_FOUND (no HSDir had it)
@@ -30,20 +32,29 @@ from typing import ClassVar
 import trio
 
 from nodes.core.errors import RemoteProtocolError
-from nodes.core.socks5 import NEED_DATA, Atyp, ConnectRequest, Greeting, ReplyCode, Socks5Server
+from nodes.core.socks5 import (
+    NEED_DATA,
+    VERSION,
+    Atyp,
+    ConnectRequest,
+    Greeting,
+    ReplyCode,
+    Socks5Server,
+    UsernamePassword,
+)
 
 from .events import EventLog
 from .link import LinkClosed
 from .metrics import Metrics
 
-HANDSHAKE_TIMEOUT = 10.0  # greeting + request; a client that dawdles longer is not a real client
+HANDSHAKE_TIMEOUT = 10.0  # greeting, credentials, request; a client that dawdles longer is not a real client
 CONNECT_TIMEOUT = 120.0  # tor's SocksTimeout
 IDLE_TIMEOUT = 600.0  # no byte either way for this long ends a spliced connection
 CLOSE_TIMEOUT = 5.0
 HANDSHAKE_READ = 512  # small reads keep the handshake buffer bounded (core caps it at MAX_BUFFERED)
 SPLICE_READ = 16384
 
-Connect = Callable[[str, int], Awaitable[trio.abc.Stream]]
+Connect = Callable[[str, int, bytes], Awaitable[trio.abc.Stream]]  # (host, port, isolation key)
 
 
 class ConnectFailed(Exception):
@@ -161,7 +172,8 @@ class _SocksFrontEnd:
             self._error(conn, e.kind, e)
             answer = server.failure_reply(e)
             if answer:
-                self._count_reply(answer[1])
+                if answer[0] == VERSION:  # a SOCKS5 reply, not RFC 1929's failure status
+                    self._count_reply(answer[1])
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     await _send_quietly(client, answer)
             return
@@ -174,7 +186,8 @@ class _SocksFrontEnd:
         if request is None:  # no acceptable method: the client closes
             self._error(conn, "socks_no_acceptable_method", "client offered no method we support")
             return
-        self.events.emit("socks_request", conn=conn, host=request.host, port=request.port)
+        self.events.emit("socks_request", conn=conn, host=request.host, port=request.port,
+                         isolated=bool(server.isolation_key))  # whether, not what: credentials stay private
         remote = await self._connect(conn, client, server, request)
         if remote is None:
             return
@@ -194,7 +207,7 @@ class _SocksFrontEnd:
         else:
             try:
                 with trio.fail_after(self.connect_timeout):
-                    remote = await self.connect(request.host, request.port)
+                    remote = await self.connect(request.host, request.port, server.isolation_key)
                 code = ReplyCode.SUCCEEDED
             except _CONNECT_ERRORS as e:
                 code, reason = reply_code(e), f"{type(e).__name__}: {e}"
@@ -252,10 +265,12 @@ async def _handshake(client: trio.abc.Stream, server: Socks5Server) -> ConnectRe
         if event is NEED_DATA:
             server.receive_data(await client.receive_some(HANDSHAKE_READ))
         elif isinstance(event, Greeting):
-            if not event.no_auth_offered:
+            if event.method is None:
                 await client.send_all(server.reject_methods())
                 return None
             await client.send_all(server.accept_method())
+        elif isinstance(event, UsernamePassword):
+            await client.send_all(server.accept_credentials())
         else:
             return event
 

@@ -1,5 +1,6 @@
-"""The SOCKS5 front end on loopback: a raw-socket client and curl reach a local backend through it; every
-failure `connect` can report reaches the client as the right reply code; junk is counted and survived."""
+"""The SOCKS5 front end on loopback: a raw-socket client and curl reach a local backend through it; SOCKS
+credentials reach `connect` as the isolation key; every failure `connect` can report reaches the client as
+the right reply code; junk is counted and survived."""
 
 import functools
 import io
@@ -15,10 +16,13 @@ from nodes.core.socks5 import (
     NEED_DATA,
     Command,
     ReplyCode,
+    UsernamePassword,
+    decode_auth_status,
     decode_method_choice,
     decode_reply,
     encode_greeting,
     encode_request,
+    encode_username_password,
 )
 from nodes.net.events import EventLog
 from nodes.net.link import LinkClosed
@@ -61,12 +65,12 @@ class Harness:
         self.metrics = Metrics()
         self.out = EventTap()
         self.events = EventLog("client1", "client", self.out)
-        self.connects: list[tuple[str, int]] = []
+        self.connects: list[tuple[str, int, bytes]] = []
         self.fail_with: BaseException | None = None
         self.port = 0
 
-    async def connect(self, host: str, port: int) -> trio.abc.Stream:
-        self.connects.append((host, port))
+    async def connect(self, host: str, port: int, isolation: bytes) -> trio.abc.Stream:
+        self.connects.append((host, port, isolation))
         if self.fail_with is not None:
             raise self.fail_with
         return await trio.open_tcp_stream("127.0.0.1", self.backend_port)
@@ -127,12 +131,20 @@ async def _receive_all(stream: trio.abc.ReceiveStream) -> bytes:
 
 
 async def socks_open(port: int, host: str, dport: int, *, command: int = Command.CONNECT,
-                     early: bytes = b"") -> tuple[trio.SocketStream, int, bytes]:
-    """A raw SOCKS5 client: greeting, request (plus optional early data, sent before any reply).
-    Returns the stream, the reply code and any bytes that followed the reply."""
+                     early: bytes = b"", credentials: tuple[bytes, bytes] | None = None,
+                     ) -> tuple[trio.SocketStream, int, bytes]:
+    """A raw SOCKS5 client: greeting, credentials when given, request (plus optional early data, sent before
+    any reply). Returns the stream, the reply code and any bytes that followed the reply."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(encode_greeting((0,)) + encode_request(host, dport, command=command) + early)
-    assert decode_method_choice(await _receive_exactly(stream, 2)) == 0
+    if credentials is None:
+        await stream.send_all(encode_greeting((0,)) + encode_request(host, dport, command=command) + early)
+        assert decode_method_choice(await _receive_exactly(stream, 2)) == 0
+    else:  # as curl -U does: offer both, wait for each answer
+        await stream.send_all(encode_greeting((0, 2)))
+        assert decode_method_choice(await _receive_exactly(stream, 2)) == 2
+        await stream.send_all(encode_username_password(*credentials))
+        assert decode_auth_status(await _receive_exactly(stream, 2)) == 0
+        await stream.send_all(encode_request(host, dport, command=command) + early)
     buf = b""
     while (parsed := decode_reply(buf)) is NEED_DATA:
         chunk = await stream.receive_some(512)
@@ -149,7 +161,7 @@ async def test_raw_client_splices_both_ways_with_half_close():
             h = await _harness(nursery)
             stream, code, rest = await socks_open(h.port, ONION, 7, early=b"early bytes|")
             assert code == ReplyCode.SUCCEEDED and rest == b""
-            assert h.connects == [(ONION, 7)]
+            assert h.connects == [(ONION, 7, b"")]
             payload = os.urandom(1 << 20)  # far more than any socket buffer: backpressure must hold
 
             async def send():
@@ -166,6 +178,46 @@ async def test_raw_client_splices_both_ways_with_half_close():
             assert h.metrics.value("socks_bytes_total", direction="up") == len(payload) + 12
             assert h.metrics.value("socks_replies_total", code="SUCCEEDED") == 1
             assert [e["host"] for e in h.emitted("socks_request")] == [ONION]
+            assert h.emitted("socks_request")[0]["isolated"] is False
+            nursery.cancel_scope.cancel()
+
+
+def _key(username: bytes, password: bytes) -> bytes:
+    return UsernamePassword(username, password).isolation_key
+
+
+async def test_credentials_become_the_isolation_key():
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            h = await _harness(nursery)
+            for credentials in ((b"a", b"b"), (b"c", b"d"), (b"a", b"b"), (b"ab", b""), (b"", b"")):
+                stream, code, _ = await socks_open(h.port, ONION, 7, credentials=credentials,
+                                                   early=b"ping")
+                assert code == ReplyCode.SUCCEEDED
+                assert await _receive_exactly(stream, 4) == b"ping"
+                await stream.aclose()
+            keys = [isolation for _, _, isolation in h.connects]
+            assert keys == [_key(b"a", b"b"), _key(b"c", b"d"), _key(b"a", b"b"), _key(b"ab", b""),
+                            _key(b"", b"")]
+            assert len(set(keys)) == 4 and b"" not in keys
+            assert all(e["isolated"] is True for e in h.emitted("socks_request"))
+            requests = "".join(json.dumps(e) for e in h.emitted("socks_request"))
+            assert '"a"' not in requests  # whether a stream is isolated is logged, never the credentials
+            nursery.cancel_scope.cancel()
+
+
+async def test_bad_credentials_message_gets_failure_status_and_is_counted():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            h = await _harness(nursery)
+            async with await trio.open_tcp_stream("127.0.0.1", h.port) as s:
+                await s.send_all(encode_greeting((2,)))
+                assert await _receive_exactly(s, 2) == b"\x05\x02"
+                await s.send_all(encode_request(ONION, 80))  # a request where RFC 1929 wants credentials
+                assert await _receive_all(s) == b"\x01\x01"
+            assert h.metrics.value("errors_total", kind="decode") == 1
+            assert h.metrics.value("socks_replies_total", code="GENERAL_FAILURE") == 0
+            assert h.connects == []
             nursery.cancel_scope.cancel()
 
 
@@ -184,7 +236,15 @@ async def test_curl_fetches_the_page():
                 capture_stdout=True, capture_stderr=True, check=False)
             assert result.returncode == 0, result.stderr.decode()
             assert result.stdout == PAGE
-            assert h.connects == [(ONION, 80)]
+            assert h.connects == [(ONION, 80, b"")]
+
+            result = await trio.run_process(
+                [curl, "--silent", "--show-error", "--max-time", "15", "--proxy-user", "alice:s3cret",
+                 "--socks5-hostname", f"127.0.0.1:{h.port}", f"http://{ONION}/"],
+                capture_stdout=True, capture_stderr=True, check=False)
+            assert result.returncode == 0, result.stderr.decode()
+            assert result.stdout == PAGE
+            assert h.connects[-1] == (ONION, 80, _key(b"alice", b"s3cret"))
 
             h.fail_with = DescriptorNotFound("no HSDir has it")
             result = await trio.run_process(
@@ -223,7 +283,7 @@ async def test_connect_errors_become_reply_codes(error, code):
 
 
 async def test_connect_timeout_is_ttl_expired():
-    async def stuck(host, port):
+    async def stuck(host, port, isolation):
         await trio.sleep_forever()
 
     with trio.fail_after(10):
@@ -291,8 +351,8 @@ async def test_junk_is_counted_and_the_server_keeps_serving():
             assert sorted(replies.values()) == [b"", b"", b"", b"\x05\x00\x05\x01\x00\x01" + bytes(6)]
             assert h.metrics.value("errors_total", kind="decode") == 4
 
-            # a client that offers only username/password is told no
-            assert await junk(b"\x05\x01\x02") == b"\x05\xff"
+            # a client that offers only GSSAPI is told no
+            assert await junk(b"\x05\x01\x01") == b"\x05\xff"
             # a client that says nothing is cut off after the handshake timeout
             async with await trio.open_tcp_stream("127.0.0.1", h.port) as silent:
                 assert await _receive_all(silent) == b""
@@ -320,7 +380,7 @@ async def test_idle_connection_is_closed():
 
 
 async def test_a_bug_in_connect_propagates():
-    async def buggy(host, port):
+    async def buggy(host, port, isolation):
         raise ValueError("a bug in the client role")
 
     with trio.fail_after(10), pytest.RaisesGroup(ValueError, flatten_subgroups=True):

@@ -1,4 +1,5 @@
-"""SOCKS5 server state machine (RFC 1928): byte-exact handshakes, round trips, typed errors on junk."""
+"""SOCKS5 server state machine (RFC 1928, RFC 1929 username/password): byte-exact handshakes, round trips,
+typed errors on junk."""
 
 import ipaddress
 
@@ -19,10 +20,13 @@ from nodes.core.socks5 import (
     Socks5Server,
     State,
     UnsupportedRequest,
+    UsernamePassword,
+    decode_auth_status,
     decode_method_choice,
     decode_reply,
     encode_greeting,
     encode_request,
+    encode_username_password,
 )
 
 ONION = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion"
@@ -39,9 +43,9 @@ def _greeted() -> Socks5Server:
 def test_curl_style_handshake_byte_exact():
     server = Socks5Server()
     assert server.next_event() is NEED_DATA
-    server.receive_data(b"\x05\x02\x00\x02")  # NO AUTH and USERNAME/PASSWORD offered
+    server.receive_data(b"\x05\x01\x00")  # curl without -U: NO AUTH only
     greeting = server.next_event()
-    assert greeting == Greeting((0, 2)) and greeting.no_auth_offered
+    assert greeting == Greeting((0,)) and greeting.no_auth_offered and greeting.method == 0
     assert server.accept_method() == b"\x05\x00"
     request = b"\x05\x01\x00\x03" + bytes([len(ONION)]) + ONION.encode() + b"\x00\x50"
     server.receive_data(request)
@@ -50,6 +54,36 @@ def test_curl_style_handshake_byte_exact():
     assert server.reply(ReplyCode.SUCCEEDED) == b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00"
     assert server.state is State.ESTABLISHED
     assert server.trailing_data == b""
+    assert server.isolation_key == b""
+
+
+def test_curl_username_password_handshake_byte_exact():
+    server = Socks5Server()
+    server.receive_data(b"\x05\x02\x00\x02")  # curl -U alice:s3cret: NO AUTH and USERNAME/PASSWORD
+    greeting = server.next_event()
+    assert greeting == Greeting((0, 2)) and greeting.method == 2
+    assert server.accept_method() == b"\x05\x02"  # USERNAME/PASSWORD is preferred when offered
+    assert server.state is State.AUTH and server.next_event() is NEED_DATA
+    server.receive_data(b"\x01\x05alice\x06s3cret")
+    assert server.next_event() == UsernamePassword(b"alice", b"s3cret")
+    assert server.state is State.AUTH_REPLYING
+    with pytest.raises(LocalProtocolError):
+        server.next_event()  # we owe the status first
+    assert server.accept_credentials() == b"\x01\x00"
+    server.receive_data(encode_request(ONION, 80))
+    assert server.next_event() == ConnectRequest(ONION, 80, Atyp.DOMAINNAME)
+    assert server.reply(ReplyCode.SUCCEEDED)[:2] == b"\x05\x00"
+    assert server.isolation_key == b"\x05alice\x06s3cret"
+
+
+def test_empty_username_and_password_are_accepted():
+    server = Socks5Server()
+    server.receive_data(b"\x05\x01\x02\x01\x00\x00")
+    assert server.next_event() == Greeting((2,))
+    server.accept_method()
+    assert server.next_event() == UsernamePassword(b"", b"")
+    server.accept_credentials()
+    assert server.isolation_key == b"\x00\x00" != b""  # still isolated from clients without credentials
 
 
 def test_ipv4_and_ipv6_requests():
@@ -83,8 +117,8 @@ def test_byte_at_a_time_and_pipelined_with_optimistic_data():
 
 def test_no_acceptable_method():
     server = Socks5Server()
-    server.receive_data(b"\x05\x01\x02")  # USERNAME/PASSWORD only
-    assert not server.next_event().no_auth_offered
+    server.receive_data(b"\x05\x02\x01\x03")  # GSSAPI and CHAP only
+    assert server.next_event().method is None
     with pytest.raises(LocalProtocolError):
         server.accept_method()
     assert server.reject_methods() == b"\x05\xff"
@@ -134,6 +168,64 @@ def test_junk_is_a_decode_error(junk, where):
         server.next_event()
 
 
+def _authenticating() -> Socks5Server:
+    server = Socks5Server()
+    server.receive_data(b"\x05\x01\x02")
+    server.next_event()
+    assert server.accept_method() == b"\x05\x02"
+    return server
+
+
+@pytest.mark.parametrize("junk", [
+    b"\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50",  # a request where the credentials belong
+    b"\x00\x01a\x01b",  # version 0
+    b"\x02\x01a\x01b",  # version 2
+])
+def test_bad_credentials_message_is_a_decode_error_with_failure_status(junk):
+    server = _authenticating()
+    server.receive_data(junk)
+    with pytest.raises(DecodeError, match="username/password"):
+        server.next_event()
+    assert server.state is State.FAILED
+    assert server.failure_reply(DecodeError("x")) == b"\x01\x01"  # RFC 1929 failure: then close
+    assert server.state is State.CLOSED
+    assert server.failure_reply(DecodeError("x")) == b""
+    with pytest.raises(LocalProtocolError):
+        server.reply(ReplyCode.GENERAL_FAILURE)  # no SOCKS5 reply is owed: the client never sent a request
+
+
+@pytest.mark.parametrize("cut", [b"\x01", b"\x01\x03ab", b"\x01\x03abc", b"\x01\x03abc\x02x"])
+def test_credentials_truncated_then_closed(cut):
+    server = _authenticating()
+    server.receive_data(cut)
+    assert server.next_event() is NEED_DATA
+    server.receive_data(b"")
+    with pytest.raises(DecodeError, match="closed"):
+        server.next_event()
+    assert server.failure_reply(DecodeError("x")) == b"\x01\x01"
+
+
+def test_credentials_misuse_is_local_error():
+    with pytest.raises(LocalProtocolError):
+        _greeted().accept_credentials()
+    with pytest.raises(LocalProtocolError):
+        _authenticating().accept_credentials()  # nothing read yet
+    with pytest.raises(LocalProtocolError):
+        encode_username_password(b"u" * 256, b"")
+    with pytest.raises(LocalProtocolError):
+        UsernamePassword(b"", b"p" * 256)
+
+
+def test_bad_request_after_credentials_gets_a_socks_reply():
+    server = _authenticating()
+    server.receive_data(encode_username_password(b"a", b"b") + b"\x05\x01\x01\x01\x7f\x00\x00\x01\x00\x50")
+    server.next_event()
+    server.accept_credentials()
+    with pytest.raises(DecodeError):
+        server.next_event()
+    assert server.failure_reply(DecodeError("x")) == b"\x05\x01\x00\x01" + bytes(6)
+
+
 def test_close_mid_handshake():
     server = Socks5Server()
     server.receive_data(b"\x05\x02\x00")
@@ -181,6 +273,11 @@ def test_misuse_is_local_error():
 
 
 def test_client_side_decoders():
+    assert decode_auth_status(b"\x01\x00") == 0
+    assert decode_auth_status(b"\x01\x01") == 1
+    for bad in (b"\x05\x00", b"\x01", b"\x01\x00\x00"):
+        with pytest.raises(DecodeError):
+            decode_auth_status(bad)
     assert decode_method_choice(b"\x05\x00") == 0
     assert decode_method_choice(b"\x05\xff") == 0xFF
     with pytest.raises(DecodeError):
@@ -200,27 +297,77 @@ _hosts = st.one_of(
 )
 
 
-@given(_hosts, st.integers(0, 65535), st.lists(st.integers(0, 255), min_size=0, max_size=254),
-       st.binary(max_size=512), st.data())
-def test_round_trip_in_any_chunking(host_atyp, port, extra_methods, early, data):
-    host, atyp = host_atyp
-    wire = encode_greeting((*extra_methods, 0)) + encode_request(host, port, atyp=atyp) + early
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
-    server = Socks5Server()
+def _feed_in_chunks(server: Socks5Server, wire: bytes, cuts: list[int]) -> list[object]:
+    """Feed `wire` cut at `cuts`, answering every event as serve_socks does; the events in order."""
     events = []
     for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True):
         if a == b:
             continue  # b"" would mean the client closed
         server.receive_data(wire[a:b])
-        while server.state in (State.GREETING, State.REQUEST):
+        while server.state in (State.GREETING, State.AUTH, State.REQUEST):
             event = server.next_event()
             if event is NEED_DATA:
                 break
             events.append(event)
             if isinstance(event, Greeting):
                 server.accept_method()
+            elif isinstance(event, UsernamePassword):
+                server.accept_credentials()
+    return events
+
+
+_other_methods = st.lists(st.integers(0, 255).filter(lambda m: m != 2), max_size=253)
+
+
+@given(_other_methods, st.binary(max_size=255), st.binary(max_size=255), _hosts, st.integers(0, 65535),
+       st.binary(max_size=512), st.data())
+def test_username_password_round_trip_in_any_chunking(methods, username, password, host_atyp, port, early,
+                                                      data):
+    host, atyp = host_atyp
+    offered = tuple(data.draw(st.permutations([*methods, 2])))
+    wire = (encode_greeting(offered) + encode_username_password(username, password)
+            + encode_request(host, port, atyp=atyp) + early)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    server = Socks5Server()
+    events = _feed_in_chunks(server, wire, cuts)
+    credentials = UsernamePassword(username, password)
+    assert events == [Greeting(offered), credentials, ConnectRequest(host, port, atyp)]
+    assert server.trailing_data == early
+    assert server.isolation_key == credentials.isolation_key
+
+
+_credentials = st.tuples(st.binary(max_size=255), st.binary(max_size=255))
+
+
+@given(_credentials, _credentials)
+def test_isolation_keys_tell_every_pair_apart(one, other):
+    key_one, key_other = UsernamePassword(*one).isolation_key, UsernamePassword(*other).isolation_key
+    assert (key_one == key_other) == (one == other)
+    assert key_one != b""
+
+
+@given(st.binary(max_size=600))
+def test_random_credentials_only_typed_errors(junk):
+    server = _authenticating()
+    try:
+        server.receive_data(junk)
+        event = server.next_event()
+    except RemoteProtocolError as e:
+        assert server.failure_reply(e) == b"\x01\x01"
+    else:
+        assert event is NEED_DATA or isinstance(event, UsernamePassword)
+
+
+@given(_other_methods, st.data(), _hosts, st.integers(0, 65535), st.binary(max_size=512))
+def test_round_trip_in_any_chunking(extra_methods, data, host_atyp, port, early):
+    host, atyp = host_atyp
+    wire = encode_greeting((*extra_methods, 0)) + encode_request(host, port, atyp=atyp) + early
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    server = Socks5Server()
+    events = _feed_in_chunks(server, wire, cuts)
     assert events == [Greeting((*extra_methods, 0)), ConnectRequest(host, port, atyp)]
     assert server.trailing_data == early
+    assert server.isolation_key == b""
 
 
 @given(st.sampled_from(ReplyCode), _hosts, st.integers(0, 65535))
@@ -243,7 +390,7 @@ def test_reply_round_trip(code, host_atyp, port):
 
 @given(st.binary(max_size=600))
 def test_random_bytes_only_typed_errors(junk):
-    for server in (Socks5Server(), _greeted()):
+    for server in (Socks5Server(), _greeted(), _authenticating()):
         try:
             server.receive_data(junk)
             server.next_event()
