@@ -25,8 +25,10 @@ test-unit: $(STAMP)
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz.driver --cases 100000
 
+## cell crypto, then the whole default topology on the local backend (about a minute; JSON each)
 bench: $(STAMP)
 	$(PY) -m bench.cells
+	$(PY) -m bench.network
 
 ## the one node image, built without a container registry (images/node/README.md); needs no venv
 image:
