@@ -4,7 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-unit fuzz bench lint clean image
+TOPOLOGY ?= topologies/default.yaml
+ONIONLAB := $(VENV)/bin/onionlab
+
+.PHONY: venv up down test test-unit test-docker fuzz bench lint clean image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +17,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## everything CI runs
+## the default lab in containers, then the rendezvous flow through it (its six steps as a timeline)
+up: $(STAMP) image
+	$(ONIONLAB) up $(TOPOLOGY)
+	$(ONIONLAB) flow
+
+down: $(STAMP)
+	$(ONIONLAB) down
+
+## everything CI runs: lint, unit, whole networks on loopback, real containers (builds the image)
 test: $(STAMP) lint
-	$(PY) -m pytest tests/unit tests/net
+	$(PY) -m pytest tests/unit tests/net tests/docker
+
+test-docker: $(STAMP)
+	$(PY) -m pytest tests/docker
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit

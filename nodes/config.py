@@ -55,6 +55,14 @@ class NodeConfig:
     services: tuple[ServicePort, ...] = ()  # onion services
     socks_port: int = 0  # clients
     socks_address: str = ""  # clients: where SOCKS listens (default: address)
+    listen_address: str = ""  # where every port listens (default: address); "0.0.0.0" in containers
+    # Another node's advertised address -> the address of it this node can reach (a relay on several
+    # networks advertises one address; nodes that share another network with it dial that one instead).
+    address_map: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bind_address(self) -> str:
+        return self.listen_address or self.address
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -86,6 +94,10 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     data["services"] = tuple(_build(ServicePort, s, f"{source}: services[{i}]")
                              for i, s in enumerate(data.get("services", [])))
     data["timing"] = _build(Timing, data.get("timing", {}), f"{source}: timing")
+    mapping = data.get("address_map", {})
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in mapping.items()):
+        raise ConfigError(f"{source}: address_map: expected an object of address strings")
     config = _build(NodeConfig, data, source)
     if config.role not in ROLES:
         raise ConfigError(f"{source}: role: expected one of {ROLES}, got {config.role!r}")

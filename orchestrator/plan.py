@@ -78,18 +78,25 @@ def make_plan(
                     hs_rotation_offset_minutes=t.hs_rotation_offset_minutes)
     authorities = topology.nodes_by_role("authority")
 
-    def address(node: Node, seen_from: Node) -> str:
+    def address(node: Node, seen_from: Node) -> str | None:
+        """Where `seen_from` reaches `node`: its address on the first network they share (None: none)."""
         if addresses is not None:
             return addresses[node.name]
-        shared = next(net for net in seen_from.networks if net in node.networks)
-        return str(node.address(shared))
+        shared = next((net for net in seen_from.networks if net in node.networks), None)
+        return None if shared is None else str(node.address(shared))
 
+    # Relays and authorities advertise one address (their primary network's); a node that shares only
+    # another network with one of them dials it there instead (NodeConfig.address_map).
+    servers = [n for n in topology.nodes if n.role in ("authority", "relay")]
     configs = []
     for node in topology.nodes:
         own = address(node, node)
+        address_map = {advertised: reached for s in servers
+                       if (advertised := address(s, s)) != (reached := address(s, node)) and reached}
         optional = {key: value for key in ("guards", "intro_points")
                     if (value := getattr(node, key)) is not None}
-        refs = tuple(AuthorityRef(a.name, address(a, node), a.dir_port or 0, "") for a in authorities)
+        refs = tuple(AuthorityRef(a.name, address(a, node) or address(a, a), a.dir_port or 0, "")
+                     for a in authorities)
         configs.append(NodeConfig(
             name=node.name, role=node.role, address=own,
             data_dir=os.path.join(os.fspath(data_root), node.name), control_port=node.control_port,
@@ -98,5 +105,7 @@ def make_plan(
             services=tuple(ServicePort(s.port, s.target) for s in node.services),
             socks_port=node.socks_port or 0,
             socks_address=(socks_address or own) if node.role == "client" else "",
+            # containers: a node on several networks is reached at each of its addresses
+            listen_address="0.0.0.0" if addresses is None else "", address_map=address_map,
             **optional))
     return Plan(topology.name, tuple(configs))

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import trio
 
@@ -267,11 +267,13 @@ class ChannelManager:
     the OR port; started() reports the bound port) or `await nursery.start(cm.run)` (clients)."""
 
     def __init__(self, identity: bytes, metrics: Metrics, events: EventLog, *, address: str,
-                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT,
+                 address_map: Mapping[str, str] | None = None) -> None:
         self.identity = identity
         self.metrics = metrics
         self.events = events
         self.address = address
+        self.address_map = dict(address_map or {})  # NodeConfig.address_map: where we dial an address
         self.or_port = 0
         self.connect_timeout = connect_timeout
         self.on_create: CreateHandler | None = None
@@ -320,6 +322,7 @@ class ChannelManager:
     # -- links ---------------------------------------------------------------------------------------------
     async def get_channel(self, address: str, port: int) -> Channel:
         """The open channel to (address, port), connecting if there is none. ChannelError on failure."""
+        address = self.address_map.get(address, address)
         key = (address, port)
         channel = self.channel_to(address, port)
         if channel is not None:

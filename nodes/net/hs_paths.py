@@ -15,7 +15,7 @@ consensus therefore agree on the blinded key and on the HSDirs.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -129,13 +129,17 @@ async def build_guarded(circuits: CircuitManager, guards: GuardManager, consensu
 
 class FollowingDirectoryClient(DirectoryClient):
     """A DirectoryClient that also tells waiters about every newer consensus it installs (DirectoryClient
-    itself only signals the first one); onion services republish and guards resample on each."""
+    itself only signals the first one); onion services republish on each. `on_consensus` runs before any
+    waiter wakes (guards resample there, so no circuit is planned from a consensus they have not seen)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, on_consensus: Callable[[Consensus], None] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._newer = trio.lowlevel.ParkingLot()
+        self._on_consensus = on_consensus
 
     def _install(self, consensus: Consensus) -> None:
+        if self._on_consensus is not None:
+            self._on_consensus(consensus)
         super()._install(consensus)
         self._newer.unpark_all()
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import trio
 
 from nodes.config import NodeConfig
-from nodes.core.dirdocs import Consensus
 
 from .channels import ChannelManager
 from .circuits import CircuitManager
@@ -28,11 +27,13 @@ class OriginStack:
         self.events = EventLog(config.name, role)
         self.metrics = Metrics()
         # A link identity only: circuit-building nodes are not relays and publish no descriptor.
-        self.channels = ChannelManager(os.urandom(32), self.metrics, self.events, address=config.address)
+        self.channels = ChannelManager(os.urandom(32), self.metrics, self.events, address=config.address,
+                                       address_map=config.address_map)
         self.circuits = CircuitManager(self.channels, self.metrics, self.events)
         self.guards = GuardManager(Path(config.data_dir, GUARD_STATE), config.guards, metrics=self.metrics,
                                    events=self.events)
-        self.directory = FollowingDirectoryClient(config.authorities, self.metrics, self.events)
+        self.directory = FollowingDirectoryClient(config.authorities, self.metrics, self.events,
+                                                  on_consensus=lambda c: self.guards.sample(usable(c)))
 
     def has_consensus(self) -> bool:
         c = self.directory.current
@@ -44,16 +45,9 @@ class OriginStack:
                 "guards": self.guards.status()}
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Links, the directory client and guard sampling, until cancelled."""
+        """Links and the directory client (which resamples the guards on every consensus), until cancelled."""
         Path(self.config.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.channels.run)
             await nursery.start(self.directory.run)
-            nursery.start_soon(self._follow_guards)
             task_status.started()
-
-    async def _follow_guards(self) -> None:
-        consensus: Consensus | None = None
-        while True:
-            consensus = await self.directory.wait_newer(consensus)
-            self.guards.sample(usable(consensus))

@@ -31,8 +31,8 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
                 "ready": all(conditions.values()), "conditions": conditions, **client.status()}
 
     async with trio.open_nursery() as nursery:
-        client.control_port = await nursery.start(serve_status, config.address, config.control_port, status,
-                                                  stack.metrics)
+        client.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
+                                                  status, stack.metrics)
         await nursery.start(stack.run)
         socks["port"] = await nursery.start(serve_socks, socks_host, config.socks_port, client.connect,
                                             stack.metrics, stack.events)

@@ -57,8 +57,8 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
                 **service.status()}
 
     async with trio.open_nursery() as nursery:
-        service.control_port = await nursery.start(serve_status, config.address, config.control_port, status,
-                                           stack.metrics)
+        service.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
+                                                   status, stack.metrics)
         await nursery.start(stack.run)
         for slot in range(config.intro_points):
             nursery.start_soon(service.keep_intro_point, slot)

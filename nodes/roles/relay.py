@@ -75,7 +75,8 @@ class Relay:
         self.bandwidth = bandwidth
         self.metrics = metrics
         self.events = events
-        self.channels = ChannelManager(keys.identity, metrics, events, address=config.address)
+        self.channels = ChannelManager(keys.identity, metrics, events, address=config.address,
+                                       address_map=config.address_map)
         self.hsdir = HsDirStore(metrics, events)
         handlers = onion_service_handlers(metrics, events)
         self.engine = RelayEngine(self.channels, keys, metrics, events, handlers=handlers,
@@ -155,8 +156,8 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     identity_key, keys = load_or_create_relay_keys(config.data_dir)
     relay = Relay(config, identity_key, keys, metrics=metrics, events=events)
     async with trio.open_nursery() as nursery:
-        relay.or_port = await nursery.start(relay.channels.serve, config.address, config.or_port)
-        relay.control_port = await nursery.start(serve_status, config.address, config.control_port,
+        relay.or_port = await nursery.start(relay.channels.serve, config.bind_address, config.or_port)
+        relay.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
                                                  relay.status, metrics)
         await nursery.start(relay.directory.run)
         nursery.start_soon(relay.keep_descriptor_published)  # after the OR port listens: authorities test it
