@@ -55,7 +55,7 @@ def free_subnet(client: docker.DockerClient) -> IPv4Network:
     pytest.fail("no free /24 in 10.200.0.0-10.250.255.0")
 
 
-def topology_text(subnet: IPv4Network, name: str = "dockertest") -> str:
+def topology_text(subnet: IPv4Network, name: str = "dockertest", relays: int = 3) -> str:
     return textwrap.dedent(f"""\
         name: {name}
         networks:
@@ -63,8 +63,12 @@ def topology_text(subnet: IPv4Network, name: str = "dockertest") -> str:
         timing: {{voting_interval: 3}}
         nodes:
           - {{name: auth, role: authority, count: 3}}
-          - {{name: relay, role: relay, count: 3}}
+          - {{name: relay, role: relay, count: {relays}}}
         """)
+
+
+# An onion service keeps 3 intro points (the default), none on its guard: with an onion service, 4 relays.
+RELAYS_WITH_HS = 4
 
 
 def small_topology(client: docker.DockerClient, path: Path) -> Topology:
@@ -183,7 +187,7 @@ def test_client_socks_is_published_on_loopback_only(docker_client, node_image, l
     subnet = free_subnet(docker_client)
     extra = ("  - {name: hs, role: onion_service, services: [{port: 80, target: http}]}\n"
              "  - {name: client, role: client}\n")
-    (tmp_path / "lab.yaml").write_text(topology_text(subnet) + extra)
+    (tmp_path / "lab.yaml").write_text(topology_text(subnet, relays=RELAYS_WITH_HS) + extra)
     topology = parse_topology((tmp_path / "lab.yaml").read_text(), str(tmp_path / "lab.yaml"))
     backend = DockerBackend(tmp_path / "run", labels=labels)
     try:
@@ -211,6 +215,54 @@ def test_client_socks_is_published_on_loopback_only(docker_client, node_image, l
         with socket.create_connection(("127.0.0.1", int(bindings[0]["HostPort"])), timeout=10) as conn:
             conn.sendall(b"\x05\x01\x00")  # SOCKS5, one method: no authentication
             assert conn.recv(2) == b"\x05\x00"
+    finally:
+        run_id = read_state(tmp_path / "run").run_id
+        backend.down()
+    assert counts(run_objects(docker_client, run_id)) == {"containers": 0, "networks": 0, "volumes": 0}
+
+
+def test_two_networks_joined_only_by_relays(docker_client, node_image, labels, tmp_path):
+    """topologies/multi-network.yaml's shape: authorities and relays on both networks, the onion service only
+    on `south`, the client only on `north`. Every container has an address on each of its networks, and the
+    client cannot reach the service except through relays."""
+    north = free_subnet(docker_client)
+    south = next(s for s in iter(lambda: free_subnet(docker_client), None) if s != north)
+    (tmp_path / "lab.yaml").write_text(textwrap.dedent(f"""\
+        name: twonets
+        networks:
+          north: {{subnet: {north}}}
+          south: {{subnet: {south}}}
+        timing: {{voting_interval: 3}}
+        roles:
+          authority: {{networks: [north, south]}}
+          relay: {{networks: [north, south]}}
+        nodes:
+          - {{name: auth, role: authority, count: 3}}
+          - {{name: relay, role: relay, count: {RELAYS_WITH_HS}}}
+          - {{name: hs, role: onion_service, networks: [south], services: [{{port: 80, target: http}}]}}
+          - {{name: client, role: client, networks: [north]}}
+        """))
+    topology = parse_topology((tmp_path / "lab.yaml").read_text(), str(tmp_path / "lab.yaml"))
+    backend = DockerBackend(tmp_path / "run", labels=labels)
+    try:
+        info = backend.up(topology, timeout=UP_TIMEOUT)
+        assert counts(run_objects(docker_client, info.run_id))["networks"] == 2
+        for node in topology.nodes:
+            container = docker_client.containers.get(f"onionlab-{info.run_id}-{node.name}")
+            attached = container.attrs["NetworkSettings"]["Networks"]
+            assert {name: n["IPAddress"] for name, n in attached.items()} == {
+                f"onionlab-{info.run_id}-{i.network}": str(i.address) for i in node.interfaces}
+        hs = topology.node("hs").address()
+        code, output = backend.exec("client", ["python3", "-c", f"""
+import socket
+try:
+    socket.create_connection(("{hs}", 9052), timeout=2)
+    print("reached")
+except OSError as e:
+    print("unreachable", e)
+"""])
+        assert code == 0 and output.startswith("unreachable"), output
+        assert all(n["ready"] for n in backend.status()["nodes"])
     finally:
         run_id = read_state(tmp_path / "run").run_id
         backend.down()
