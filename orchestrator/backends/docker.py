@@ -89,6 +89,7 @@ STATUS_TIMEOUT = 1.0  # `status` asks every node once; a node slower than this i
 TAIL_LINES = 20
 LOGS_DIR = "logs"
 PARALLEL = 4  # engine calls in flight while creating and starting containers
+ANSWER_TIMEOUT = 30.0  # seconds for the authorities to answer /status before the others start
 CHECK_EVERY = 0.5  # seconds between two looks at the containers' states while waiting for readiness
 
 Progress = Callable[[str], None]
@@ -230,7 +231,7 @@ class DockerBackend:
             self._start_nodes(topology, info, labels)
             write_state(info)
             say(f"started {len(info.nodes)} containers in {time.monotonic() - started:.1f} s "
-                f"(onionlab-{run_id}-*)")
+                f"(onionlab-{run_id}-*), authorities first")
             statuses = self._wait_ready(info, timeout, say)
         except BaseException as failure:
             try:
@@ -485,20 +486,45 @@ class DockerBackend:
         container.remove(v=True)
 
     def _start_nodes(self, topology: Topology, info: RunInfo, labels: dict[str, str]) -> None:
-        """Create every container (attached to all its networks), then start them all; a few at a time,
-        since each takes the engine a few tenths of a second. Returns once no call is in flight, even on
-        Ctrl-C, so that the cleanup after a failure sees every container."""
+        """Create every container (attached to all its networks), then start the authorities, wait until
+        they answer /status, and start the others: a relay that finds no authority listening loses time
+        (its first descriptor upload, its first consensus fetch). A few engine calls at a time, since each
+        takes a few tenths of a second. Returns once no call is in flight, even on Ctrl-C, so that the
+        cleanup after a failure sees every container."""
         direct = self._reach_directly()
         planned = dict(zip((n.name for n in info.nodes), topology.nodes, strict=True))
+        authorities = [n for n in info.nodes if n.role == "authority"]
+        others = [n for n in info.nodes if n.role != "authority"]
         pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="onionlab-docker")
         try:
-            created = list(pool.map(lambda n: self._create_node(planned[n.name], n, info, labels, direct),
-                                    info.nodes))
-            list(pool.map(lambda c: self._start_node(info, *c), zip(info.nodes, created, strict=True)))
+            made = pool.map(lambda n: self._create_node(planned[n.name], n, info, labels, direct), info.nodes)
+            created = dict(zip((n.name for n in info.nodes), made, strict=True))
+            for group in (authorities, others):
+                list(pool.map(lambda n: self._start_node(info, n, created[n.name]), group))
+                for node in group:
+                    self._read_ports(created[node.name], node)
+                if group is authorities and others:
+                    self._wait_answering(info, authorities)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        for node, container in zip(info.nodes, created, strict=True):
-            self._read_ports(container, node)
+
+    def _wait_answering(self, info: RunInfo, nodes_: list[RunNode]) -> None:
+        """Until every node in `nodes_` answers /status (whatever it says); NodeFailed if one exits."""
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        check = self._exit_check(info)
+        delay = readiness.FIRST_DELAY
+        waiting = list(nodes_)
+        while True:
+            check()
+            waiting = [n for n in waiting if self._fetch(n) is None]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                tails = "\n".join(self._tail_report(info, n.name, 5) for n in waiting)
+                raise StartFailed(f"{', '.join(n.name for n in waiting)} did not answer /status within "
+                                  f"{ANSWER_TIMEOUT:g} s of starting\n{tails}")
+            time.sleep(delay)
+            delay = min(2 * delay, readiness.MAX_DELAY)
 
     def _create_node(self, planned: Node, node: RunNode, info: RunInfo, labels: dict[str, str],
                      direct: bool) -> Container:
