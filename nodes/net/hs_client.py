@@ -41,8 +41,8 @@ from .hs_paths import (
     PathError,
     TimePeriod,
     build_guarded,
-    find_relay,
     pick_relays,
+    relay_for,
     responsible_hsdirs,
 )
 from .hsdir import FETCH_PREFIX
@@ -248,9 +248,9 @@ class OnionClient:
         timed_out = 0
         problems: list[str] = []
         for point in points:
-            relay = find_relay(consensus, point.link_specs)
-            if relay is None or relay.ntor_onion_key != point.onion_key:
-                problems.append("an intro point that is not in our consensus")
+            relay = relay_for(consensus, point.link_specs, point.onion_key)
+            if relay is None:
+                problems.append("an intro point without an address and identity")
                 continue
             message, state = encrypt_introduce1(auth_key=point.auth_key, service_enc_key=point.enc_key,
                                                 subcredential=subcredential, plaintext=plaintext,

@@ -22,7 +22,8 @@ import trio
 
 from nodes.core import hs_common
 from nodes.core.dirdocs import Consensus, Flag, RouterStatus, relay_node_id
-from nodes.core.relay import LinkSpec, LinkSpecEd25519, LinkSpecRsaId
+from nodes.core.errors import LocalProtocolError
+from nodes.core.relay import LinkSpec, LinkSpecEd25519, LinkSpecIPv4, LinkSpecIPv6, LinkSpecRsaId
 
 from .circuits import CircuitBuildError, CircuitManager, OriginCircuitHandle
 from .dirclient import DirectoryClient
@@ -76,6 +77,25 @@ def find_relay(consensus: Consensus, link_specs: Iterable[LinkSpec]) -> RouterSt
         if relay.identity == ed or (ed is None and relay_node_id(relay.identity) == rsa):
             return relay
     return None
+
+
+def relay_for(consensus: Consensus, link_specs: Iterable[LinkSpec], onion_key: bytes) -> RouterStatus | None:
+    """The relay that a descriptor's intro point or an INTRODUCE2's rendezvous point names: from our consensus
+    when it lists it with that onion key, else made from the link specifiers themselves (as Tor extends to
+    them): the other end's consensus may be newer than ours. None when they name no address or identity."""
+    specs = list(link_specs)
+    listed = find_relay(consensus, specs)
+    if listed is not None and listed.ntor_onion_key == onion_key:
+        return listed
+    ed = next((s.identity for s in specs if isinstance(s, LinkSpecEd25519)), None)
+    where = next((s for s in specs if isinstance(s, LinkSpecIPv4 | LinkSpecIPv6)), None)
+    if ed is None or where is None:
+        return None
+    try:
+        nickname = listed.nickname if listed else "unlisted"
+        return RouterStatus(nickname, ed, onion_key, where.address, where.port, 0, 0, 0, frozenset())
+    except LocalProtocolError:  # a field our documents cannot carry (port 0, ...)
+        return None
 
 
 def _weighted(candidates: Sequence[RouterStatus]) -> RouterStatus:

@@ -51,8 +51,8 @@ from .hs_paths import (
     PathError,
     TimePeriod,
     build_guarded,
-    find_relay,
     pick_relays,
+    relay_for,
     responsible_hsdirs,
     usable,
 )
@@ -254,12 +254,12 @@ class OnionService:
             self._refuse("introduce_replay", "INTRODUCE2 names a rendezvous cookie we already answered")
             return
         self.metrics.inc("introduce2_total", result="accepted")
-        rend = find_relay(consensus, plaintext.link_specs)
+        rend = relay_for(consensus, plaintext.link_specs, plaintext.onion_key)
         self.events.emit("introduce_received", intro=point.relay.nickname,
                          rendezvous=rend.nickname if rend else None)
-        if rend is None or rend.ntor_onion_key != plaintext.onion_key:
-            self.metrics.inc("rendezvous_total", result="unknown_relay")
-            self.events.emit("rendezvous_failed", reason="the rendezvous point is not in our consensus")
+        if rend is None:
+            self.metrics.inc("rendezvous_total", result="bad_link_specifiers")
+            self.events.emit("rendezvous_failed", reason="INTRODUCE2 names no address and identity")
             return
         try:
             circuit = await self._build(consensus, rend)

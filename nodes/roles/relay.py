@@ -139,11 +139,12 @@ class Relay:
         return accepted
 
     async def keep_descriptor_published(self) -> None:
-        """Upload now and every descriptor_refresh seconds; while no authority accepts, retry with backoff."""
+        """Upload now and every descriptor_refresh seconds. While some authority has not accepted it (down,
+        or not up yet), retry with backoff: a majority of the authorities must list us."""
         refresh = max(1, self.config.timing.descriptor_refresh)
         while True:
             retry = UPLOAD_RETRY_MIN
-            while not await self.upload_descriptor():
+            while await self.upload_descriptor() < len(self.config.authorities):
                 await trio.sleep(retry)
                 retry = min(2 * retry, UPLOAD_RETRY_MAX, refresh)
             await trio.sleep(refresh)
