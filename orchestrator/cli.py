@@ -38,12 +38,13 @@ from .backends import (
 )
 from .compose import ComposeError, display_source, export_compose
 from .flow import DEFAULT_BYTES as DEFAULT_FLOW_BYTES
-from .flow import render, run_flow
+from .flow import check_reachable, render, run_flow
 from .graph import FORMATS as GRAPH_FORMATS
 from .graph import render_graph
 from .topology import TopologyError, load_topology
 
 DEFAULT_TOPOLOGY = Path("topologies", "default.yaml")
+MIN_REACH_TIME = 10.0  # seconds `up` gives the first onion fetch even when readiness used up the timeout
 BUNDLED_TOPOLOGY = Path(__file__).resolve().parents[1] / DEFAULT_TOPOLOGY  # when not run from the repository
 
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="docker (the default): every node a container of onionlab/node on the "
                          "topology's Docker networks; local: every node a process on its own 127.0.0.x "
                          "address")
-    up.add_argument("--timeout", type=float, default=60.0,
+    up.add_argument("--timeout", type=float, default=120.0,
                     help="seconds to wait for every node to be ready (default: %(default)g)")
 
     status = commands.add_parser("status", parents=[common], help="show the nodes, onion and SOCKS addresses")
@@ -148,9 +149,32 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"onionlab: every node is stopped; their files are kept in {backend.run_dir} "
               "(`onionlab logs NODE` shows a node's log, `onionlab down` removes them)", file=sys.stderr)
         return 1
+    status = backend.status()
+    reachable = _check_onions(status, progress, deadline=started + args.timeout)
     print()
-    print(format_status(backend.status()))
-    return 0
+    print(format_status(status))
+    return 0 if reachable else 1
+
+
+def _check_onions(status: dict, progress, *, deadline: float) -> bool:
+    """Fetch from every onion service through the first client (the last phase of `up`). False, with the
+    reason said, when one is not reachable before the deadline; the lab is left running to look at."""
+    if not status["clients"] or not status["clients"][0].get("socks"):
+        return True
+    client = status["clients"][0]
+    deadline = max(deadline, time.monotonic() + MIN_REACH_TIME)
+    ok = True
+    for service in status["onion_services"]:
+        try:
+            seconds = check_reachable(client["socks"], service["onion"], deadline=deadline)
+        except OSError as e:
+            print(f"onionlab: {service['name']} is not reachable through {client['name']}: {e}. The lab is "
+                  "still running: `onionlab flow` shows which step fails, `onionlab logs NODE` the details",
+                  file=sys.stderr)
+            ok = False
+            continue
+        progress(f"{service['name']}: onion reachable via {client['name']} ({1000 * seconds:.0f} ms)")
+    return ok
 
 
 def _running_backend(args: argparse.Namespace):

@@ -27,6 +27,7 @@ PATTERN_MODULUS = 251  # nodes/net/targets.py: byte i of /bytes/N is i % 251
 DEFAULT_BYTES = 100_000
 IO_TIMEOUT = 60.0
 MAX_HEAD = 16384
+RETRY_DELAY = 0.5  # between tries of check_reachable
 
 # (step, what happens, event, role that emits it); docs/events.md is the reference.
 STEPS: tuple[tuple[int, str, str, str], ...] = (
@@ -88,7 +89,7 @@ class FlowResult:
         return asdict(self)
 
 
-class SocksRefused(Exception):
+class SocksRefused(ConnectionError):
     def __init__(self, code: int) -> None:
         super().__init__(f"SOCKS reply {code:#04x} ({REPLY_NAMES.get(code, 'unknown')})")
         self.code = code
@@ -164,6 +165,26 @@ def fetch_pattern(sock: socket.socket, host: str, n: int) -> int:
 
 def _first_difference(a: bytes, b: bytes) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def check_reachable(socks: str, onion: str, *, deadline: float, n_bytes: int = 1000,
+                    port: int = 80) -> float:
+    """Fetch and verify /bytes/n_bytes from `onion` through `socks` (fresh credentials each try), retrying
+    until time.monotonic() reaches `deadline` (a descriptor may still be on its way to the HSDirs).
+    Returns the seconds the successful try took; raises the last error."""
+    while True:
+        started = time.monotonic()
+        try:
+            sock = socks_connect(socks, onion, port, username=f"up-{secrets.token_hex(8)}".encode(),
+                                 timeout=max(1.0, deadline - started))
+            with sock:
+                if fetch_pattern(sock, onion, n_bytes) == n_bytes:
+                    return time.monotonic() - started
+                raise ConnectionError("the stream ended early")
+        except OSError:  # SocksRefused, refused, reset, wrong bytes
+            if time.monotonic() + RETRY_DELAY >= deadline:
+                raise
+        time.sleep(RETRY_DELAY)
 
 
 # -- the timeline --------------------------------------------------------------------------------------------

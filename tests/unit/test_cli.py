@@ -25,7 +25,7 @@ def parse(*argv):
 def test_up_defaults():
     args = parse("up")
     assert (args.command, args.backend, args.topology) == ("up", "docker", None)
-    assert (args.timeout, args.run_dir) == (60.0, None)
+    assert (args.timeout, args.run_dir) == (120.0, None)
 
 
 def test_up_arguments():
