@@ -39,10 +39,11 @@ test-unit: $(STAMP)
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz.driver --cases 100000
 
-## cell crypto, then the whole default topology on the local backend (about a minute; JSON each)
-bench: $(STAMP)
+## cell crypto, the default topology on the local backend, then in containers (a few minutes; JSON each)
+bench: $(STAMP) image
 	$(PY) -m bench.cells
 	$(PY) -m bench.network
+	$(PY) -m bench.docker
 
 ## the one node image, built without a container registry (images/node/README.md); needs no venv
 image:

@@ -88,6 +88,7 @@ FAST_MIN_BANDWIDTH = 100_000
 SMALL_NETWORK = 50
 # the round's schedule as fractions of the voting interval (module docstring)
 REACHABILITY_END = 0.2
+NEW_RELAY_QUEUE = 64  # uploads of new relays waiting for their first reachability test
 RUNNING_GRACE_ROUNDS = 2  # a relay reached in one of the last rounds is still Running
 VOTE_PUSH_END = 0.45
 VOTING_DELAY = 0.5
@@ -186,6 +187,7 @@ class Authority:
         self.interval = config.timing.voting_interval
         self.reachable = reachable
         self.last_reached: dict[bytes, int] = {}  # relay identity -> the round it last passed the test
+        self._new_relays_send, self._new_relays = trio.open_memory_channel(NEW_RELAY_QUEUE)
         self.metrics = metrics
         self.events = events
         refs = {bytes.fromhex(a.identity): a for a in config.authorities}
@@ -294,6 +296,12 @@ class Authority:
         if old is None:
             self.events.emit("relay_registered", nickname=desc.nickname, identity=desc.identity,
                              address=f"{desc.address}:{desc.or_port}")
+        if old is None or (old.address, old.or_port, old.ntor_onion_key) != (desc.address, desc.or_port,
+                                                                             desc.ntor_onion_key):
+            try:  # test it now, as Tor's authorities do on upload, not only at the next round's start
+                self._new_relays_send.send_nowait(desc)
+            except trio.WouldBlock:
+                pass  # a burst of uploads: the round's own tests cover the rest
         return _text(200, "descriptor accepted")
 
     def _get_consensus(self, _: bytes) -> tuple[int, str, bytes]:
@@ -353,6 +361,13 @@ class Authority:
 
     def _get_descriptors(self, _: bytes) -> tuple[int, str, bytes]:
         return 200, "text/plain", b"".join(d.encode() for d in self.descriptors.values())
+
+    async def test_new_relays(self) -> None:
+        """Test every new (or moved) relay's reachability as soon as it uploads, so that the next round can
+        vote it Running even when that round's own tests run short on a loaded machine."""
+        async for desc in self._new_relays:
+            if await self.reachable(desc):
+                self.last_reached[desc.identity] = self._round_of(time.time())
 
     # -- voting rounds ---------------------------------------------------------------------------------------
     async def run_rounds(self) -> None:
@@ -500,6 +515,7 @@ async def serve(config: NodeConfig, *, reachable: Reachable | None = None,
         authority.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
                                                      authority.status, metrics)
         nursery.start_soon(authority.run_rounds)
+        nursery.start_soon(authority.test_new_relays)
         events.emit("authority_started", identity=authority.identity, dir_port=authority.dir_port,
                     control_port=authority.control_port, authorities=len(authority.authority_keys),
                     voting_interval=authority.interval)

@@ -36,4 +36,6 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
         await nursery.start(stack.run)
         socks["port"] = await nursery.start(serve_socks, socks_host, config.socks_port, client.connect,
                                             stack.metrics, stack.events)
+        stack.events.emit("client_started", socks=f"{socks_host}:{socks['port']}",
+                          control_port=client.control_port)
         task_status.started(client)

@@ -89,7 +89,6 @@ STATUS_TIMEOUT = 1.0  # `status` asks every node once; a node slower than this i
 TAIL_LINES = 20
 LOGS_DIR = "logs"
 PARALLEL = 4  # engine calls in flight while creating and starting containers
-ANSWER_TIMEOUT = 30.0  # seconds for the authorities to answer /status before the others start
 CHECK_EVERY = 0.5  # seconds between two looks at the containers' states while waiting for readiness
 
 Progress = Callable[[str], None]
@@ -297,6 +296,21 @@ class DockerBackend:
             where = str(saved / name)
         return f"==> {where}: stdout (events) <==\n{out}\n==> {where}: stderr <==\n{err}"
 
+    def memory(self) -> dict[str, dict[str, int]]:
+        """Each running node's memory as `docker stats` has it: {"usage": bytes counted against the container
+        (page cache included), "rss": anonymous memory (cgroup v2 `anon`, v1 `rss`)}."""
+        info = self._state()
+        found = {}
+        for container in self._containers(info.run_id, status="running"):
+            name = container.labels.get(NODE)
+            if name is None or name == INIT:
+                continue
+            stats = container.stats(stream=False).get("memory_stats") or {}
+            detail = stats.get("stats") or {}
+            found[name] = {"usage": int(stats.get("usage") or 0),
+                           "rss": int(detail.get("anon", detail.get("rss", 0)))}
+        return found
+
     def reap(self, *, everything: bool = False) -> ReapReport:
         """Remove what no live orchestrator answers for: every object labelled `onionlab.run` whose run
 
@@ -486,45 +500,24 @@ class DockerBackend:
         container.remove(v=True)
 
     def _start_nodes(self, topology: Topology, info: RunInfo, labels: dict[str, str]) -> None:
-        """Create every container (attached to all its networks), then start the authorities, wait until
-        they answer /status, and start the others: a relay that finds no authority listening loses time
-        (its first descriptor upload, its first consensus fetch). A few engine calls at a time, since each
-        takes a few tenths of a second. Returns once no call is in flight, even on Ctrl-C, so that the
-        cleanup after a failure sees every container."""
+        """Create every container (attached to all its networks), then start them all, authorities first.
+        Nobody waits for the authorities: relays retry their uploads and everyone their consensus fetch
+        with a short backoff, and starting the node processes side by side is what saves time (each one's
+        Python start-up takes a core for a moment). A few engine calls at a time, since each takes a few
+        tenths of a second. Returns once no call is in flight, even on Ctrl-C, so that the cleanup after a
+        failure sees every container."""
         direct = self._reach_directly()
         planned = dict(zip((n.name for n in info.nodes), topology.nodes, strict=True))
-        authorities = [n for n in info.nodes if n.role == "authority"]
-        others = [n for n in info.nodes if n.role != "authority"]
+        order = sorted(info.nodes, key=lambda n: n.role != "authority")
         pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="onionlab-docker")
         try:
             made = pool.map(lambda n: self._create_node(planned[n.name], n, info, labels, direct), info.nodes)
             created = dict(zip((n.name for n in info.nodes), made, strict=True))
-            for group in (authorities, others):
-                list(pool.map(lambda n: self._start_node(info, n, created[n.name]), group))
-                for node in group:
-                    self._read_ports(created[node.name], node)
-                if group is authorities and others:
-                    self._wait_answering(info, authorities)
+            list(pool.map(lambda n: self._start_node(info, n, created[n.name]), order))
+            for node in info.nodes:
+                self._read_ports(created[node.name], node)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-
-    def _wait_answering(self, info: RunInfo, nodes_: list[RunNode]) -> None:
-        """Until every node in `nodes_` answers /status (whatever it says); NodeFailed if one exits."""
-        deadline = time.monotonic() + ANSWER_TIMEOUT
-        check = self._exit_check(info)
-        delay = readiness.FIRST_DELAY
-        waiting = list(nodes_)
-        while True:
-            check()
-            waiting = [n for n in waiting if self._fetch(n) is None]
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                tails = "\n".join(self._tail_report(info, n.name, 5) for n in waiting)
-                raise StartFailed(f"{', '.join(n.name for n in waiting)} did not answer /status within "
-                                  f"{ANSWER_TIMEOUT:g} s of starting\n{tails}")
-            time.sleep(delay)
-            delay = min(2 * delay, readiness.MAX_DELAY)
 
     def _create_node(self, planned: Node, node: RunNode, info: RunInfo, labels: dict[str, str],
                      direct: bool) -> Container:
