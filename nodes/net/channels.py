@@ -8,13 +8,18 @@ Ordering: relay crypto is a stream cipher, so cells must leave in the order they
 queue cells synchronously (`send_nowait`) right after the core returns them, and only then wait for room
 (`wait_writable`). Backpressure: each circuit's inbox is bounded, so a slow circuit stalls the link reader
 (and through TCP, the peer); producers wait while a link's outbox is above its high-water mark.
+
+Batching: Python pays per task switch, not per byte, so cells move in batches. The reader hands each circuit
+every cell of its read at once (`CellInbox.put`), circuit tasks take everything queued (`receive_batch`),
+and the writer sends everything queued in one TLS write. A task switch per cell per hop was most of the
+cost of a byte through the onion.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,7 +42,111 @@ RECENTLY_CLOSED = 256  # circuit ids remembered after removal: their late cells 
 _HIGH_BIT = 0x80000000
 _IGNORED_ON_CIRCUIT_0 = frozenset((Command.PADDING, Command.VPADDING))
 
-Inbox = trio.MemoryReceiveChannel  # of Cell; ends (EndOfChannel) when the link dies or the circuit is removed
+
+class CellInbox:
+    """One circuit's cells from its link, in arrival order. The link's reader `put`s whole batches; the
+    circuit's task takes one cell (`receive`, `async for`) or everything queued (`receive_batch`).
+
+    Bounded: `put` returns once at most `limit` cells wait, so a circuit that does not keep up stalls its link
+    reader (which holds at most one read's worth more). The reader's `close` ends the inbox (EndOfChannel
+    after the queued cells: the link died or the circuit was removed); the task's `aclose` (or leaving
+    `async with`) drops what is queued and every later cell."""
+
+    __slots__ = ("_cells", "_limit", "_ended", "_abandoned", "_readable", "_room")
+
+    def __init__(self, limit: int = CIRCUIT_INBOX) -> None:
+        self._cells: deque[Cell] = deque()
+        self._limit = limit
+        self._ended = False
+        self._abandoned = False
+        self._readable = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    # -- the link's side -----------------------------------------------------------------------------------
+    def put_nowait(self, cells: Sequence[Cell]) -> bool:
+        """Queue cells regardless of the limit; False (cells dropped) once the inbox is closed."""
+        if self._ended or self._abandoned:
+            return False
+        self._cells.extend(cells)
+        if self._readable:
+            self._readable.unpark()
+        return True
+
+    async def put(self, cells: Sequence[Cell]) -> bool:
+        """Queue cells, then wait while more than `limit` are queued. False if the cells were dropped."""
+        if not self.put_nowait(cells):
+            return False
+        while len(self._cells) > self._limit and not (self._ended or self._abandoned):
+            await self._room.park()
+        return True
+
+    def close(self) -> None:
+        self._ended = True
+        self._readable.unpark_all()
+        self._room.unpark_all()
+
+    # -- the circuit's side --------------------------------------------------------------------------------
+    async def receive_batch(self) -> list[Cell]:
+        """Every queued cell (at least one, waiting for it). EndOfChannel once the link's side closed the
+        inbox and everything queued was taken."""
+        # No checkpoint when cells are waiting: the caller yields once per batch (wait_writable), and a
+        # batch is bounded by the limit; parking below is the checkpoint otherwise.
+        while not self._cells:
+            if self._abandoned:
+                raise trio.ClosedResourceError("the inbox is closed")
+            if self._ended:
+                raise trio.EndOfChannel
+            await self._readable.park()
+        cells = list(self._cells)
+        self._cells.clear()
+        if self._room:
+            self._room.unpark_all()
+        return cells
+
+    async def receive(self) -> Cell:
+        while not self._cells:
+            if self._abandoned:
+                raise trio.ClosedResourceError("the inbox is closed")
+            if self._ended:
+                raise trio.EndOfChannel
+            await self._readable.park()
+        cell = self._cells.popleft()
+        if self._room and len(self._cells) <= self._limit:
+            self._room.unpark_all()
+        await trio.lowlevel.checkpoint()
+        return cell
+
+    def __aiter__(self) -> CellInbox:
+        return self
+
+    async def __anext__(self) -> Cell:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._abandon()
+        await trio.lowlevel.checkpoint()
+
+    def _abandon(self) -> None:
+        self._abandoned = True
+        self._cells.clear()
+        self._readable.unpark_all()
+        self._room.unpark_all()
+
+    async def __aenter__(self) -> CellInbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._abandon()
+
+
+Inbox = CellInbox  # what a CircuitTask gets: ends (EndOfChannel) when the link dies or the circuit goes
+
 CircuitTask = Callable[[Inbox], Awaitable[None]]
 # Relays answer CREATE2 on a new circ_id: given the channel and the cell, return the task that will run the
 # circuit (it receives the CREATE2 as its first cell), or None to refuse it.
@@ -68,10 +177,11 @@ class Channel:
         self.initiator = initiator  # we opened the link: our circuit ids have the high bit set
         self.closed = False
         self.close_reason = ""
-        self._inboxes: dict[int, trio.MemorySendChannel] = {}
+        self._inboxes: dict[int, CellInbox] = {}
         self._recently_closed: deque[int] = deque(maxlen=RECENTLY_CLOSED)
-        self._outbox_send, self._outbox_recv = trio.open_memory_channel(math.inf)
-        self._queued = 0
+        self._outbox: list[Cell] = []  # queued, not yet handed to the writer
+        self._queued = 0  # cells queued or being written
+        self._writer = trio.lowlevel.ParkingLot()  # the write loop, while the outbox is empty
         self._room = trio.lowlevel.ParkingLot()
         self._circuit_nursery: trio.Nursery | None = None
         self._io_scope = trio.CancelScope()
@@ -91,13 +201,20 @@ class Channel:
         if self.closed or not cells:
             return
         self._queued += len(cells)
-        self._outbox_send.send_nowait(list(cells))
+        self._outbox.extend(cells)
+        if self._writer:
+            self._writer.unpark()
 
     async def wait_writable(self) -> None:
         """Wait while the outbox is above its high-water mark (returns at once on a closed channel)."""
+        await self.wait_room()
+        await trio.lowlevel.checkpoint()
+
+    async def wait_room(self) -> None:
+        """wait_writable without its checkpoint, for circuit tasks: they park on their inbox next anyway,
+        and a yield per batch per channel is a cost the data path pays per cell."""
         while self._queued > OUTBOX_HIGH_WATER and not self.closed:
             await self._room.park()
-        await trio.lowlevel.checkpoint()
 
     async def send(self, cells: Sequence[Cell]) -> None:
         self.send_nowait(cells)
@@ -114,16 +231,15 @@ class Channel:
             circ_id = self.allocate_circ_id()
         elif circ_id in self._inboxes:
             raise ValueError(f"circuit id {circ_id} is in use on {self!r}")
-        send, recv = trio.open_memory_channel(CIRCUIT_INBOX)
-        self._inboxes[circ_id] = send
-        self._circuit_nursery.start_soon(self._run_circuit, circ_id, send, recv, task)
+        inbox = self._inboxes[circ_id] = CellInbox()
+        self._circuit_nursery.start_soon(self._run_circuit, circ_id, inbox, task)
         return circ_id
 
     def remove_circuit(self, circ_id: int) -> None:
         """Forget a circuit: its inbox ends after the cells already queued; later cells are dropped."""
-        send = self._inboxes.pop(circ_id, None)
-        if send is not None:
-            send.close()
+        inbox = self._inboxes.pop(circ_id, None)
+        if inbox is not None:
+            inbox.close()
             self._recently_closed.append(circ_id)
 
     def allocate_circ_id(self) -> int:
@@ -134,13 +250,12 @@ class Channel:
             if circ_id & ~_HIGH_BIT and circ_id not in self._inboxes and circ_id not in self._recently_closed:
                 return circ_id
 
-    async def _run_circuit(self, circ_id: int, send: trio.MemorySendChannel, recv: Inbox,
-                           task: CircuitTask) -> None:
+    async def _run_circuit(self, circ_id: int, inbox: CellInbox, task: CircuitTask) -> None:
         try:
-            async with recv:
-                await task(recv)
+            async with inbox:
+                await task(inbox)
         finally:
-            if self._inboxes.get(circ_id) is send:
+            if self._inboxes.get(circ_id) is inbox:
                 self.remove_circuit(circ_id)
 
     # -- the link ------------------------------------------------------------------------------------------
@@ -169,8 +284,7 @@ class Channel:
             while True:
                 cells = await self.link.receive_cells()
                 self._manager.metrics.inc("cells_in_total", len(cells))
-                for cell in cells:
-                    await self._dispatch(cell)
+                await self._dispatch(cells)
         except LinkClosed as e:
             self.close_reason = f"link closed: {e}"
         except RemoteProtocolError as e:
@@ -181,13 +295,11 @@ class Channel:
 
     async def _write_loop(self, io_scope: trio.CancelScope) -> None:
         try:
-            async for batch in self._outbox_recv:
-                # Join whatever else is waiting: fewer, larger TLS writes.
-                while True:
-                    try:
-                        batch += self._outbox_recv.receive_nowait()
-                    except trio.WouldBlock:
-                        break
+            while True:
+                while not self._outbox:
+                    await self._writer.park()
+                # Everything queued meanwhile goes in one TLS write.
+                batch, self._outbox = self._outbox, []
                 with trio.move_on_after(WRITE_TIMEOUT) as write:
                     await self.link.send_cells(batch)
                 if write.cancelled_caught:
@@ -197,21 +309,32 @@ class Channel:
                     return
                 self._manager.metrics.inc("cells_out_total", len(batch))
                 self._queued -= len(batch)
-                if self._queued <= OUTBOX_HIGH_WATER:
+                if self._queued <= OUTBOX_HIGH_WATER and self._room:
                     self._room.unpark_all()
         except LinkClosed as e:
             self._manager.metrics.inc("link_errors_total", kind="write")
             self.close_reason = f"link closed while sending: {e}"
             io_scope.cancel()
 
-    async def _dispatch(self, cell: Cell) -> None:
-        inbox = self._inboxes.get(cell.circ_id)
-        if inbox is not None:
-            try:
-                await inbox.send(cell)
-                return
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the circuit ended while we waited: the cell is for a circuit we no longer know
+    async def _dispatch(self, cells: list[Cell]) -> None:
+        """Hand one read's cells to their circuits: each circuit's cells in one batch, in arrival order."""
+        batches: dict[int, tuple[CellInbox, list[Cell]]] = {}
+        for cell in cells:
+            pending = batches.get(cell.circ_id)
+            if pending is not None:
+                pending[1].append(cell)
+                continue
+            inbox = self._inboxes.get(cell.circ_id)
+            if inbox is not None:
+                batches[cell.circ_id] = (inbox, [cell])
+            else:
+                self._no_circuit(cell)
+        for inbox, batch in batches.values():
+            # False: the circuit ended meanwhile; its late cells are dropped (its id is recently closed).
+            await inbox.put(batch)
+
+    def _no_circuit(self, cell: Cell) -> None:
+        """A cell for a circuit id with no inbox: link-level, late, a new circuit, or an error."""
         if cell.circ_id == 0:
             if cell.command in _IGNORED_ON_CIRCUIT_0:
                 return
@@ -236,7 +359,7 @@ class Channel:
             task = on_create(self, cell)
             if task is not None:
                 self.add_circuit(task, cell.circ_id)
-                self._inboxes[cell.circ_id].send_nowait(cell)
+                self._inboxes[cell.circ_id].put_nowait([cell])
                 return
         self.send_nowait([destroy_cell(cell.circ_id, DestroyReason.PROTOCOL)])
 
@@ -245,11 +368,11 @@ class Channel:
             return
         self.closed = True
         self.close_reason = reason
-        self._outbox_send.close()
+        self._outbox.clear()
         self._room.unpark_all()
         inboxes, self._inboxes = self._inboxes, {}
-        for send in inboxes.values():
-            send.close()
+        for inbox in inboxes.values():
+            inbox.close()
         self._manager._link_down(self, reason, len(inboxes))
 
 
@@ -282,6 +405,7 @@ class ChannelManager:
         self._channels: set[Channel] = set()
         self._nursery: trio.Nursery | None = None
         self._client_ctx = tls.client_context()
+        self._server_ctx: ssl.SSLContext | None = None  # made when serve() starts listening
         metrics.describe("links_open", "gauge", "Open links (TLS connections to other nodes)")
         metrics.describe("cells_in_total", "counter", "Cells received on all links")
         metrics.describe("cells_out_total", "counter", "Cells sent on all links")
@@ -309,8 +433,9 @@ class ChannelManager:
         """Listen for links on (host, port) as well; started() reports the bound port (useful with 0)."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            listeners = await trio.open_ssl_over_tcp_listeners(port, tls.server_context(), host=host)
-            self.or_port = listeners[0].transport_listener.socket.getsockname()[1]
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            self.or_port = listeners[0].socket.getsockname()[1]
+            self._server_ctx = tls.server_context()
             task_status.started(self.or_port)
             await trio.serve_listeners(self._accept, listeners, handler_nursery=nursery)
 
@@ -362,7 +487,7 @@ class ChannelManager:
         link = None
         try:
             with trio.fail_after(self.connect_timeout):
-                stream = await trio.open_ssl_over_tcp_stream(address, port, ssl_context=self._client_ctx)
+                stream = await tls.open_tls_stream(address, port, self._client_ctx)
                 link = Link(stream, initiator=True)
                 await link.handshake(now=int(time.time()), peer_address=_ip_or_empty(address),
                                      my_addresses=self._my_addresses())
@@ -378,15 +503,17 @@ class ChannelManager:
             await link.aclose()
         raise error
 
-    async def _accept(self, stream: trio.SSLStream) -> None:
+    async def _accept(self, transport: trio.SocketStream) -> None:
+        stream = tls.TLSStream(transport, self._server_ctx, server_side=True)
         link = Link(stream, initiator=False)
         try:
-            address = stream.transport_stream.socket.getpeername()[0]
+            address = transport.socket.getpeername()[0]
         except OSError:  # gone already
             await link.aclose()
             return
         try:
             with trio.fail_after(self.connect_timeout):
+                await stream.do_handshake()
                 await link.handshake(now=int(time.time()), peer_address=address,
                                      my_addresses=self._my_addresses())
         except (trio.TooSlowError, trio.BrokenResourceError, LinkClosed, RemoteProtocolError) as e:

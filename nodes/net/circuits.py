@@ -215,21 +215,32 @@ class OriginCircuitHandle:
 
     # -- the circuit's task --------------------------------------------------------------------------------
     async def _run(self, inbox: Inbox) -> None:
-        async for cell in inbox:
-            if self.error is not None:
-                return
+        while True:
             try:
-                events = self.core.receive_cell(cell)
-            except RemoteProtocolError as e:
-                self._protocol_error(e)
-                return
-            await self._handle(events)
+                cells = await inbox.receive_batch()
+            except trio.EndOfChannel:
+                break
+            queued = False
+            for cell in cells:
+                if self.error is not None:
+                    return
+                try:
+                    events = self.core.receive_cell(cell)
+                except RemoteProtocolError as e:
+                    self._protocol_error(e)
+                    return
+                if events:
+                    queued = await self._handle(events) or queued
+            # Once per batch: whoever waits for a window or a hop re-checks after all of it.
             self._changed.unpark_all()
+            if queued:
+                await self.channel.wait_room()
         # The inbox ends when the link dies (or after _fail removed the circuit: then this does nothing).
         self._fail(CircuitClosed(f"link to {self.channel.address} closed", kind="link_closed"))
 
-    async def _handle(self, events: list) -> None:
-        replies = [e.cell for e in events if isinstance(e, core.SendCell)]
+    async def _handle(self, events: list) -> bool:
+        """Act on one cell's events; True if it queued cells (the caller then waits for the link)."""
+        replies = [e.cell for e in events if type(e) is core.SendCell]
         if replies:
             self.channel.send_nowait(replies)  # SENDMEs: queued before anything else is encrypted
         for event in events:
@@ -249,15 +260,14 @@ class OriginCircuitHandle:
                 try:
                     await self._messages_send.send(event)
                 except trio.ClosedResourceError:
-                    return
+                    break
             elif isinstance(event, core.Destroyed):
                 self._fail(CircuitClosed(f"destroyed by a relay (reason {event.reason})", kind="destroyed"))
             elif isinstance(event, core.Truncated):
                 self.channel.send_nowait([self.core.destroy()])
                 self._fail(CircuitClosed(f"truncated after hop {event.hop_index} (reason {event.reason})",
                                          kind="truncated"))
-        if replies:
-            await self.channel.wait_writable()
+        return bool(replies)
 
     def _stream_requested(self, event: core.StreamRequested) -> None:
         port = event.request.port if isinstance(event.request, Begin) else 0

@@ -17,7 +17,7 @@ from nodes.core.errors import DecodeError, UnexpectedMessage
 
 LINK_PROTOCOLS = (4, 5)
 HANDSHAKE_TIMEOUT = 10.0
-READ_SIZE = 64 * 1024
+READ_SIZE = 256 * 1024  # one read takes every cell TLSStream has: bigger batches, fewer task switches
 # cells the peer may send during the handshake that we accept and ignore
 _IGNORED_IN_HANDSHAKE = frozenset((Command.PADDING, Command.VPADDING, Command.CERTS, Command.AUTH_CHALLENGE,
                                    Command.AUTHENTICATE))

@@ -53,6 +53,8 @@ from .metrics import Metrics
 from .streams import CircuitStream
 
 EXTEND_TIMEOUT = 10.0  # opening the link to the next hop
+# Single actions a forwarded cell usually yields: collected and queued per batch (see _forward_batch).
+_PASSED_ON = (core.SendForward, core.SendJoined)
 
 StreamHandler = Callable[[CircuitStream], Awaitable[None]]
 
@@ -203,44 +205,87 @@ class RelayEngine:
             self._teardown(ref, DestroyReason.INTERNAL)
 
     async def _forward_loop(self, ref: RelayCircuitRef, inbox: Inbox) -> None:
-        async for cell in inbox:
-            if ref.error is not None:
+        while True:
+            try:
+                cells = await inbox.receive_batch()
+            except trio.EndOfChannel:
+                break
+            if not await self._forward_batch(ref, cells):
                 return
+            ref._changed.unpark_all()  # once per batch: stream senders re-check their windows
+            await ref.prev.wait_room()
+            if ref.next is not None:
+                await ref.next.wait_room()
+            if ref.joined is not None:
+                await ref.joined.prev.wait_room()
+        self._teardown(ref, DestroyReason.CHANNEL_CLOSED)  # the previous link died (no-op if we ended it)
+
+    async def _forward_batch(self, ref: RelayCircuitRef, cells: list[Cell]) -> bool:
+        """Feed a batch of cells from the origin's side to the core; False once the circuit is gone.
+
+        The common case, a cell passed on (to the next hop or the joined circuit), only collects the cell:
+        everything collected is queued together before anything that may wait and at the end, so cells
+        still leave in the order they were encrypted."""
+        pending: list = []
+        for cell in cells:
+            if ref.error is not None:
+                return False
             try:
                 actions = ref.core.receive_forward(cell)
             except RemoteProtocolError as e:
+                self._queue(ref, pending)
                 self._count_error(e.kind, "circuit destroyed", circuit=repr(ref), error=str(e))
                 self._teardown(ref, DestroyReason.PROTOCOL)
-                return
+                return False
+            if not actions:
+                continue
+            if len(actions) == 1 and type(actions[0]) in _PASSED_ON:
+                pending.append(actions[0])
+                continue
+            self._queue(ref, pending)
+            pending = []
             await self._execute(ref, actions)
-            ref._changed.unpark_all()
-        self._teardown(ref, DestroyReason.CHANNEL_CLOSED)  # the previous link died (no-op if we ended it)
+        self._queue(ref, pending)
+        return ref.error is None
 
     async def _backward_loop(self, ref: RelayCircuitRef, next_circ_id: int, inbox: Inbox) -> None:
-        async for cell in inbox:
+        while True:
+            try:
+                cells = await inbox.receive_batch()
+            except trio.EndOfChannel:
+                break
             if ref.error is not None or ref.next_circ_id != next_circ_id:
                 return
-            try:
-                out = ref.core.receive_backward(cell)
-            except RemoteProtocolError as e:
-                self._count_error(e.kind, "circuit destroyed", circuit=repr(ref), error=str(e))
-                self._teardown(ref, DestroyReason.PROTOCOL)
-                return
-            if out is not None:
-                ref.prev.send_nowait([out])
-            if ref.core.state is RelayState.DESTROYED:  # the next hop destroyed it; the DESTROY went back
-                self._teardown(ref, DestroyReason.DESTROYED)
-                return
-            await ref.prev.wait_writable()
+            # Nothing here waits, so the batch's cells are queued together, in the order they were made.
+            out = []
+            for cell in cells:
+                try:
+                    cell_out = ref.core.receive_backward(cell)
+                except RemoteProtocolError as e:
+                    ref.prev.send_nowait(out)
+                    self._count_error(e.kind, "circuit destroyed", circuit=repr(ref), error=str(e))
+                    self._teardown(ref, DestroyReason.PROTOCOL)
+                    return
+                if cell_out is not None:
+                    out.append(cell_out)
+                if ref.core.state is RelayState.DESTROYED:  # the next hop destroyed it; the DESTROY goes back
+                    ref.prev.send_nowait(out)
+                    self._teardown(ref, DestroyReason.DESTROYED)
+                    return
+            ref.prev.send_nowait(out)
+            ref._changed.unpark_all()
+            await ref.prev.wait_room()
         if ref.next_circ_id == next_circ_id:
             self._teardown(ref, DestroyReason.CHANNEL_CLOSED)  # the next link died
 
     # -- what the core asked for ---------------------------------------------------------------------------
     def _queue(self, ref: RelayCircuitRef, actions: list) -> None:
         """Queue every cell of `actions` at once: they were encrypted in this order."""
-        forward = [a.cell for a in actions if isinstance(a, core.SendForward)]
-        backward = [a.cell for a in actions if isinstance(a, core.SendBackward)]
-        joined = [a.cell for a in actions if isinstance(a, core.SendJoined)]
+        if not actions:
+            return
+        forward = [a.cell for a in actions if type(a) is core.SendForward]
+        backward = [a.cell for a in actions if type(a) is core.SendBackward]
+        joined = [a.cell for a in actions if type(a) is core.SendJoined]
         if backward:
             ref.prev.send_nowait(backward)
         if forward and ref.next is not None:
@@ -269,9 +314,6 @@ class RelayEngine:
             elif isinstance(action, core.StreamEnd):
                 if (stream := ref.streams.pop(action.stream_id, None)) is not None:
                     stream._finish(action.reason)
-        await ref.prev.wait_writable()
-        if ref.next is not None:
-            await ref.next.wait_writable()
 
     async def _extend(self, ref: RelayCircuitRef, request: core.ExtendRequest) -> None:
         specs = request.link_specs

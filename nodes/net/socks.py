@@ -52,7 +52,9 @@ CONNECT_TIMEOUT = 120.0  # tor's SocksTimeout
 IDLE_TIMEOUT = 600.0  # no byte either way for this long ends a spliced connection
 CLOSE_TIMEOUT = 5.0
 HANDSHAKE_READ = 512  # small reads keep the handshake buffer bounded (core caps it at MAX_BUFFERED)
-SPLICE_READ = 16384
+# Large reads: each one is a send syscall to the application (and a trio round trip); the onion stream hands
+# over whatever it has buffered, and its own windows and buffer limit bound how much that is.
+SPLICE_READ = 256 * 1024
 
 Connect = Callable[[str, int, bytes], Awaitable[trio.abc.Stream]]  # (host, port, isolation key)
 

@@ -1,0 +1,88 @@
+"""One 3-hop stream in one process: `python -m bench.stream` prints one JSON object.
+
+Three relays and a client (tests/net/helpers.py: real TLS on 127.0.0.1, the real channel, circuit, relay and
+stream code) in one Trio run; the exit's directory handler streams N pattern bytes down a BEGIN_DIR stream
+and the client reads them in 64 KiB reads and checks them. Everything shares one core, so `MBps` is
+1 / (CPU seconds per MB summed over the four nodes): the cost of the data path, without the scheduling noise
+of a lab of processes. `--profile FILE` writes a cProfile of the timed fetch. Best of `--repeat` runs.
+Not a test: numbers depend on the machine and its load (reported as load_avg).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import sys
+import time
+
+import trio
+
+from nodes.net.targets import CHUNK, pattern_bytes
+from tests.net.helpers import start_client, start_relay
+
+BYTES = 20_000_000
+READ = 64 * 1024
+
+
+async def _serve_bytes(stream) -> None:
+    """The exit's directory handler: the first 12 bytes ask for N (decimal), N pattern bytes answer."""
+    request = b""
+    while len(request) < 12:
+        data = await stream.receive_some(12 - len(request))
+        if not data:
+            return
+        request += data
+    n = int(request)
+    for offset in range(0, n, CHUNK):
+        await stream.send_all(pattern_bytes(offset, min(CHUNK, n - offset)))
+    await stream.aclose()
+
+
+async def _fetch(n: int, profile: cProfile.Profile | None) -> float:
+    async with trio.open_nursery() as nursery:
+        relays = [await start_relay(nursery, f"relay{i}", dir_handler=_serve_bytes) for i in range(3)]
+        client = await start_client(nursery)
+        circuit = await client.circuits.build([r.status for r in relays])
+        stream = await circuit.open_dir_stream()
+        if profile is not None:
+            profile.enable()
+        started = time.perf_counter()
+        await stream.send_all(b"%012d" % n)
+        got = 0
+        while got < n:
+            data = await stream.receive_some(READ)
+            if not data:
+                raise RuntimeError(f"stream ended after {got} of {n} bytes")
+            if data != pattern_bytes(got, len(data)):
+                raise RuntimeError(f"wrong bytes within {got}..{got + len(data)}")
+            got += len(data)
+        elapsed = time.perf_counter() - started
+        if profile is not None:
+            profile.disable()
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    return n / elapsed / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bytes", type=int, default=BYTES)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", help="write a cProfile of the (last) timed fetch here")
+    args = ap.parse_args(argv)
+    runs = []
+    for i in range(args.repeat):
+        profile = cProfile.Profile() if args.profile and i == args.repeat - 1 else None
+        runs.append(trio.run(_fetch, args.bytes, profile))
+        if profile is not None:
+            profile.dump_stats(args.profile)
+    print(json.dumps({"benchmark": "3-hop stream, one process", "bytes": args.bytes,
+                      "MBps": round(max(runs), 2), "runs_MBps": [round(r, 2) for r in runs],
+                      "load_avg": [round(x, 2) for x in os.getloadavg()]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The batched data path: CellInbox bounds and ends, TLSStream against trio's own TLS both ways, and a reader
+that stops reading stalls the sender through three hops (bounded buffering) and then gets every byte."""
+
+import functools
+import os
+
+import pytest
+import trio
+
+from nodes.core.cells import Cell, Command
+from nodes.net import tls
+from nodes.net.channels import CellInbox
+from nodes.net.streams import RECEIVE_BUFFER_LIMIT
+from nodes.net.targets import pattern_bytes
+from tests.net.helpers import HOST, start_client, start_relay
+
+
+def _cells(n: int, start: int = 0) -> list[Cell]:
+    return [Cell(1, Command.RELAY, (start + i).to_bytes(4, "big")) for i in range(n)]
+
+
+async def test_inbox_hands_over_batches_in_order_and_bounds_the_reader():
+    inbox = CellInbox(limit=10)
+    assert await inbox.put(_cells(4))
+    assert await inbox.put(_cells(6, 4))  # 10 queued: at the limit, no wait
+    assert len(inbox) == 10
+    put_done = trio.Event()
+
+    async def reader_side():
+        await inbox.put(_cells(5, 10))  # 15 > 10: waits for the circuit
+        put_done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader_side)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not put_done.is_set() and len(inbox) == 15
+        batch = await inbox.receive_batch()
+        await put_done.wait()
+    assert [int.from_bytes(c.payload, "big") for c in batch] == list(range(15))
+    assert len(inbox) == 0
+
+
+async def test_inbox_ends_after_the_queued_cells_and_drops_cells_once_abandoned():
+    inbox = CellInbox()
+    await inbox.put(_cells(3))
+    inbox.close()
+    assert not await inbox.put(_cells(1))  # after close: dropped
+    assert [int.from_bytes(c.payload, "big") async for c in inbox] == [0, 1, 2]
+    with pytest.raises(trio.EndOfChannel):
+        await inbox.receive_batch()
+
+    inbox = CellInbox(limit=1)
+    blocked = []
+
+    async def reader_side():
+        blocked.append(await inbox.put(_cells(5)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader_side)
+        await trio.testing.wait_all_tasks_blocked()
+        assert blocked == []
+        async with inbox:
+            pass  # the circuit's task ends: the waiting reader goes on, later cells are dropped
+    assert blocked == [True]
+    assert not await inbox.put(_cells(1)) and len(inbox) == 0
+
+
+async def _tls_echo_server(stream: trio.abc.Stream) -> None:
+    while data := await stream.receive_some(100_000):
+        await stream.send_all(data)
+    await stream.aclose()
+
+
+async def _exchange(stream: trio.abc.Stream, payload: bytes) -> bytes:
+    received = bytearray()
+
+    async def sender():
+        # uneven pieces: records and socket reads never line up with them
+        for i, n in enumerate(range(0, len(payload), 70_001)):
+            await stream.send_all(payload[n:n + 70_001])
+            if i % 7 == 0:
+                await stream.send_all(b"")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        while len(received) < len(payload):
+            data = await stream.receive_some()
+            assert data
+            received += data
+    return bytes(received)
+
+
+async def test_tls_stream_client_against_trio_server():
+    payload = os.urandom(3_000_000)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_ssl_over_tcp, _tls_echo_server, 0,
+                                                          tls.server_context(), host=HOST))
+        port = listeners[0].transport_listener.socket.getsockname()[1]
+        with trio.fail_after(20):
+            stream = await tls.open_tls_stream(HOST, port, tls.client_context())
+            assert await _exchange(stream, payload) == payload
+            await stream.aclose()
+            await stream.aclose()  # idempotent
+            with pytest.raises(trio.ClosedResourceError):
+                await stream.send_all(b"x")
+        nursery.cancel_scope.cancel()
+
+
+async def test_tls_stream_server_against_trio_client_sees_eof():
+    payload = os.urandom(2_000_000)
+    ended = trio.Event()
+
+    async def handler(transport):
+        stream = tls.TLSStream(transport, tls.server_context(), server_side=True)
+        await stream.do_handshake()
+        while data := await stream.receive_some(50_000):
+            await stream.send_all(data)
+        ended.set()  # the client's close_notify (or its TCP FIN) reads as b""
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host=HOST))
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(20):
+            client = await trio.open_ssl_over_tcp_stream(HOST, port, ssl_context=tls.client_context())
+            assert await _exchange(client, payload) == payload
+            await client.aclose()
+            await ended.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_tls_handshake_with_a_peer_that_is_not_tls_fails_cleanly():
+    async def handler(transport):
+        await transport.send_all(b"HTTP/1.0 400 no\r\n\r\n")
+        await transport.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host=HOST))
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):
+            await tls.open_tls_stream(HOST, port, tls.client_context())
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reader_that_stops_stalls_the_sender_three_hops_away():
+    """Nothing is buffered without bound: the exit's send_all stops once the client's stream buffer is full
+    (its circuit task then stops taking cells, so no more SENDMEs go back) plus the windows in flight."""
+    sent = [0]
+    chunk = 64 * 1024
+
+    async def endless(stream):
+        while True:
+            await stream.send_all(pattern_bytes(sent[0], chunk))
+            sent[0] += chunk
+
+    async with trio.open_nursery() as nursery:
+        relays = [await start_relay(nursery, f"relay{i}", dir_handler=endless) for i in range(3)]
+        client = await start_client(nursery)
+        with trio.fail_after(30):
+            circuit = await client.circuits.build([r.status for r in relays])
+            stream = await circuit.open_dir_stream()
+            last = -1
+            while sent[0] != last:  # until the exit has been stuck for a while
+                last = sent[0]
+                await trio.sleep(0.5)
+            bound = RECEIVE_BUFFER_LIMIT + 500 * 498 + 2 * chunk  # buffer + stream window + slack
+            assert RECEIVE_BUFFER_LIMIT < sent[0] <= bound
+            got = 0
+            while got < 2 * bound:  # and it flows again, every byte in order
+                data = await stream.receive_some(1 << 20)
+                assert data == pattern_bytes(got, len(data))
+                got += len(data)
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
