@@ -21,8 +21,8 @@ takes the times with time.perf_counter(); every body is checked.
   tcp_MBps           the same GET and checks over plain TCP on 127.0.0.1 against a tiny server thread in
                      this process serving the same pattern in the same 64 KiB chunks; ratio = bulk / tcp.
 Percentiles are nearest-rank. The anchors (issue 3) are there to compare with; nothing is asserted: the
-numbers depend on the machine and on what else runs on it. The local backend binds the topology's fixed
-ports on 127.0.0.2-12, so it cannot run while another local lab of the default topology runs.
+numbers depend on the machine and on what else runs on it. The local backend moves to the next free block
+of loopback addresses (127.0.N.2..) when another lab holds the default one.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import re
-import secrets
 import socket
 import statistics
 import sys
@@ -44,19 +43,8 @@ from pathlib import Path
 
 import h11
 
-from nodes.core.socks5 import (
-    NEED_DATA,
-    NO_AUTH,
-    USERNAME_PASSWORD,
-    ReplyCode,
-    decode_auth_status,
-    decode_method_choice,
-    decode_reply,
-    encode_greeting,
-    encode_request,
-    encode_username_password,
-)
 from nodes.net.targets import CHUNK, pattern_bytes
+from orchestrator import flow
 from orchestrator.backends.local import LocalBackend
 from orchestrator.topology import load_topology
 
@@ -83,52 +71,11 @@ class BenchError(Exception):
     """Something the benchmark saw go wrong: a SOCKS failure, a bad HTTP answer, a corrupt byte."""
 
 
-# -- a plain SOCKS5 client ---------------------------------------------------------------------------------
-
-def _receive_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise BenchError(f"SOCKS server closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
-
-
 def socks_connect(socks: tuple[str, int], host: str, port: int,
                   credentials: tuple[bytes, bytes] | None = None) -> socket.socket:
-    """A connected socket through the SOCKS5 server at `socks`, with RFC 1929 credentials when given."""
-    sock = socket.create_connection(socks, timeout=IO_TIMEOUT)
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        method = NO_AUTH if credentials is None else USERNAME_PASSWORD
-        sock.sendall(encode_greeting((method,)))
-        if (chosen := decode_method_choice(_receive_exactly(sock, 2))) != method:
-            raise BenchError(f"SOCKS server chose method {chosen:#04x}, not {method:#04x}")
-        if credentials is not None:
-            sock.sendall(encode_username_password(*credentials))
-            if (status := decode_auth_status(_receive_exactly(sock, 2))) != 0:
-                raise BenchError(f"SOCKS server refused the credentials (status {status})")
-        sock.sendall(encode_request(host, port))
-        buf = b""
-        while (parsed := decode_reply(buf)) is NEED_DATA:
-            chunk = sock.recv(512)
-            if not chunk:
-                raise BenchError("SOCKS server closed before its reply")
-            buf += chunk
-        reply, used = parsed
-        if reply.code != ReplyCode.SUCCEEDED:
-            try:
-                name = ReplyCode(reply.code).name
-            except ValueError:
-                name = "unknown"
-            raise BenchError(f"SOCKS reply {reply.code:#04x} ({name}) for {host}:{port}")
-        if buf[used:]:
-            raise BenchError("bytes after the SOCKS reply before we sent a request")
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    """A connected socket through the SOCKS5 server at `socks` (orchestrator.flow's client)."""
+    return flow.socks_connect(f"{socks[0]}:{socks[1]}", host, port, credentials=credentials,
+                              timeout=IO_TIMEOUT)
 
 
 # -- HTTP over a connected socket ----------------------------------------------------------------------------
@@ -249,10 +196,6 @@ def metric(address: str, port: int, name: str, labels: str = "") -> float:
     return float(match[1]) if match else 0.0
 
 
-def _fresh_credentials(tag: str) -> tuple[bytes, bytes]:
-    return f"bench-{tag}".encode(), secrets.token_hex(8).encode()
-
-
 def _until_fetched(socks: tuple[str, int], onion: str, timeout: float) -> int:
     """Fetch / (no credentials) until it works; the number of attempts."""
     deadline = time.monotonic() + timeout
@@ -313,7 +256,7 @@ def run(topology_path: Path, samples: int, bulk_bytes: int) -> dict:
             rendezvous = []
             for i in range(samples):
                 t0 = time.perf_counter()
-                sock = socks_connect(socks, onion, 80, _fresh_credentials(f"rdv{i}"))
+                sock = socks_connect(socks, onion, 80, flow.fresh_credentials(f"rdv{i}"))
                 rendezvous.append(time.perf_counter() - t0)
                 with sock:  # the circuit works, untimed
                     fetch = http_get(sock, onion, "/")
@@ -321,7 +264,7 @@ def run(topology_path: Path, samples: int, bulk_bytes: int) -> dict:
                     raise BenchError(f"GET / after rendezvous {i}: status {fetch.status}")
             joined = metric(*control, "rendezvous_total", '{result="joined"}') - joined_before
 
-            warm_credentials = _fresh_credentials("warm")
+            warm_credentials = flow.fresh_credentials("warm")
             _fetch_page(socks, onion, warm_credentials)  # the circuit the warm fetches reuse
             reused_before = metric(*control, "rendezvous_reused_total")
             ttfb = []

@@ -16,10 +16,23 @@ from __future__ import annotations
 import json
 import secrets
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+
+from nodes.core.errors import RemoteProtocolError
+from nodes.core.socks5 import (
+    NEED_DATA,
+    NO_AUTH,
+    USERNAME_PASSWORD,
+    ReplyCode,
+    decode_auth_status,
+    decode_method_choice,
+    decode_reply,
+    encode_greeting,
+    encode_request,
+    encode_username_password,
+)
 
 from .backends import RunInfo
 
@@ -108,31 +121,47 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def socks_connect(socks: str, host: str, port: int, *, username: bytes, timeout: float) -> socket.socket:
-    """A SOCKS5 CONNECT to host:port (a domain name) offering username/password (RFC 1929: the client uses
-    the credentials as an isolation key) and no authentication. SocksRefused on a non-zero reply."""
+def socks_connect(socks: str, host: str, port: int, *, credentials: tuple[bytes, bytes] | None = None,
+                  timeout: float = IO_TIMEOUT) -> socket.socket:
+    """A socket connected to host:port (a domain name) through the SOCKS5 server at "HOST:PORT", with RFC
+    1929 credentials when given (the client uses them as an isolation key: new credentials, new rendezvous).
+    SocksRefused on a refusing reply, ConnectionError when the server misbehaves."""
     address, _, socks_port = socks.rpartition(":")
     sock = socket.create_connection((address, int(socks_port)), timeout=timeout)
     try:
-        sock.sendall(b"\x05\x02\x00\x02")
-        version, method = _recv_exactly(sock, 2)
-        if version != 5 or method not in (0, 2):
-            raise ConnectionError(f"the SOCKS server chose method {method:#04x}")
-        if method == 2:
-            sock.sendall(b"\x01" + bytes([len(username)]) + username + b"\x01x")
-            if _recv_exactly(sock, 2) != b"\x01\x00":
-                raise ConnectionError("the SOCKS server refused our credentials")
-        name = host.encode("ascii")
-        sock.sendall(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack(">H", port))
-        _, code, _, atyp = _recv_exactly(sock, 4)
-        address_length = _recv_exactly(sock, 1)[0] if atyp == 3 else {1: 4, 4: 16}.get(atyp, 0)
-        _recv_exactly(sock, address_length + 2)  # BND.ADDR, BND.PORT: nothing we need
-        if code != 0:
-            raise SocksRefused(code)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        method = NO_AUTH if credentials is None else USERNAME_PASSWORD
+        sock.sendall(encode_greeting((method,)))
+        if (chosen := decode_method_choice(_recv_exactly(sock, 2))) != method:
+            raise ConnectionError(f"the SOCKS server chose method {chosen:#04x}, not {method:#04x}")
+        if credentials is not None:
+            sock.sendall(encode_username_password(*credentials))
+            if (status := decode_auth_status(_recv_exactly(sock, 2))) != 0:
+                raise ConnectionError(f"the SOCKS server refused the credentials (status {status})")
+        sock.sendall(encode_request(host, port))
+        buffer = b""
+        while (parsed := decode_reply(buffer)) is NEED_DATA:
+            chunk = sock.recv(512)
+            if not chunk:
+                raise ConnectionError("the SOCKS server closed before its reply")
+            buffer += chunk
+        reply, used = parsed
+        if reply.code != ReplyCode.SUCCEEDED:
+            raise SocksRefused(reply.code)
+        if buffer[used:]:
+            raise ConnectionError("bytes after the SOCKS reply before we sent a request")
+    except RemoteProtocolError as e:
+        sock.close()
+        raise ConnectionError(f"a malformed SOCKS answer: {e}") from None
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def fresh_credentials(tag: str) -> tuple[bytes, bytes]:
+    """SOCKS credentials no connection used before: a new rendezvous circuit."""
+    return f"{tag}-{secrets.token_hex(8)}".encode(), b"x"
 
 
 def fetch_pattern(sock: socket.socket, host: str, n: int) -> int:
@@ -175,7 +204,7 @@ def check_reachable(socks: str, onion: str, *, deadline: float, n_bytes: int = 1
     while True:
         started = time.monotonic()
         try:
-            sock = socks_connect(socks, onion, port, username=f"up-{secrets.token_hex(8)}".encode(),
+            sock = socks_connect(socks, onion, port, credentials=fresh_credentials("up"),
                                  timeout=max(1.0, deadline - started))
             with sock:
                 if fetch_pattern(sock, onion, n_bytes) == n_bytes:
@@ -254,8 +283,7 @@ def run_flow(info: RunInfo, logs: Callable[[str], str], *, onion: str, service: 
     failed: int | None = None
     verified = 0
     try:
-        sock = socks_connect(socks, onion, port, username=f"flow-{secrets.token_hex(8)}".encode(),
-                             timeout=timeout)
+        sock = socks_connect(socks, onion, port, credentials=fresh_credentials("flow"), timeout=timeout)
         with sock:
             verified = fetch_pattern(sock, onion, n_bytes)
         if verified != n_bytes:

@@ -33,12 +33,13 @@ from nodes.core.onion_address import decode_onion_address
 from nodes.core.relay import REND_COOKIE_LEN, EstablishRendezvous, IntroduceAckStatus
 from nodes.core.relay_crypto import HopCrypto
 
-from .circuits import CircuitError, CircuitManager, OriginCircuitHandle, hop_spec
+from .circuits import CircuitManager, OriginCircuitHandle, hop_spec
 from .events import EventLog
-from .guards import GuardManager, NoGuardAvailable
+from .guards import GuardManager
 from .hs_paths import (
+    CIRCUIT_FAILURES,
+    STREAM_FAILURES,
     FollowingDirectoryClient,
-    PathError,
     TimePeriod,
     build_guarded,
     pick_relays,
@@ -66,9 +67,6 @@ RENDEZVOUS_TIMEOUT = 20.0  # INTRODUCE_ACK -> RENDEZVOUS2: the service builds a 
 CONSENSUS_WAIT = 30.0
 
 _random = secrets.SystemRandom()
-_CIRCUIT_FAILURES = (CircuitError, NoGuardAvailable, PathError, trio.TooSlowError)
-_STREAM_FAILURES = (StreamRefused, RemoteProtocolError, trio.TooSlowError, trio.BrokenResourceError,
-                    trio.ClosedResourceError)
 
 
 @dataclass(slots=True)
@@ -180,7 +178,7 @@ class OnionClient:
         for hsdir in hsdirs:
             try:
                 circuit = await self._build(consensus, hsdir)
-            except _CIRCUIT_FAILURES as e:
+            except CIRCUIT_FAILURES as e:
                 self.metrics.inc("descriptor_fetches_total", result="circuit_failed")
                 self.events.emit("descriptor_fetch_failed", hsdir=hsdir.nickname, error=str(e))
                 continue
@@ -188,7 +186,7 @@ class OnionClient:
                 stream = await circuit.open_dir_stream()
                 async with stream:
                     status, _, body = await request(stream, "GET", target, timeout=FETCH_TIMEOUT)
-            except _STREAM_FAILURES as e:
+            except STREAM_FAILURES as e:
                 self.metrics.inc("descriptor_fetches_total", result="failed")
                 self.events.emit("descriptor_fetch_failed", hsdir=hsdir.nickname, error=str(e))
                 continue
@@ -231,7 +229,7 @@ class OnionClient:
             rend = await self._build(consensus, candidates[0])
             await rend.send(EstablishRendezvous(cookie))
             await rend.receive((core.RendezvousEstablished,), timeout=INTRO_ACK_TIMEOUT)
-        except (*_CIRCUIT_FAILURES, trio.BrokenResourceError) as e:
+        except (*CIRCUIT_FAILURES, trio.BrokenResourceError) as e:
             self.metrics.inc("rendezvous_total", result="establish_failed")
             raise RendezvousFailed(f"rendezvous point {candidates[0].nickname}: {e}") from None
         self.events.emit("rendezvous_established", onion=onion, rendezvous=candidates[0].nickname,
@@ -257,7 +255,7 @@ class OnionClient:
                                                 rng=self.rng)
             try:
                 circuit = await self._build(consensus, relay)
-            except _CIRCUIT_FAILURES as e:
+            except CIRCUIT_FAILURES as e:
                 self.metrics.inc("introductions_total", result="circuit_failed")
                 problems.append(f"{relay.nickname}: {e}")
                 continue

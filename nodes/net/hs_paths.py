@@ -22,12 +22,13 @@ import trio
 
 from nodes.core import hs_common
 from nodes.core.dirdocs import Consensus, Flag, RouterStatus, relay_node_id
-from nodes.core.errors import LocalProtocolError
+from nodes.core.errors import LocalProtocolError, RemoteProtocolError
 from nodes.core.relay import LinkSpec, LinkSpecEd25519, LinkSpecIPv4, LinkSpecIPv6, LinkSpecRsaId
 
-from .circuits import CircuitBuildError, CircuitManager, OriginCircuitHandle
+from .circuits import CircuitBuildError, CircuitError, CircuitManager, OriginCircuitHandle
 from .dirclient import DirectoryClient
 from .guards import GuardManager, NoGuardAvailable
+from .streams import StreamRefused
 
 _random = secrets.SystemRandom()
 BUILD_ATTEMPTS = 3  # paths tried for one circuit before its caller hears of the failure
@@ -35,6 +36,13 @@ BUILD_ATTEMPTS = 3  # paths tried for one circuit before its caller hears of the
 
 class PathError(Exception):
     """The consensus has too few usable relays for the circuit asked for."""
+
+
+# What building a circuit, or a request on a stream of one, may fail with when a peer or the network (not
+# our code) is at fault: the onion-service flows catch these, count them and try elsewhere.
+CIRCUIT_FAILURES = (CircuitError, NoGuardAvailable, PathError, trio.TooSlowError)
+STREAM_FAILURES = (StreamRefused, RemoteProtocolError, trio.TooSlowError, trio.BrokenResourceError,
+                   trio.ClosedResourceError)
 
 
 @dataclass(frozen=True, slots=True)

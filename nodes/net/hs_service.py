@@ -43,12 +43,13 @@ from nodes.core.hs_ntor import public_key
 from nodes.core.onion_address import encode_onion_address
 from nodes.core.relay_crypto import HopCrypto
 
-from .circuits import CircuitError, CircuitManager, OriginCircuitHandle, hop_spec
+from .circuits import CircuitManager, OriginCircuitHandle, hop_spec
 from .events import EventLog
-from .guards import GuardManager, NoGuardAvailable
+from .guards import GuardManager
 from .hs_paths import (
+    CIRCUIT_FAILURES,
+    STREAM_FAILURES,
     FollowingDirectoryClient,
-    PathError,
     TimePeriod,
     build_guarded,
     pick_relays,
@@ -59,7 +60,6 @@ from .hs_paths import (
 from .hsdir import PUBLISH_PATH
 from .httpio import request
 from .metrics import Metrics
-from .streams import StreamRefused
 from .targets import ServiceInfo, Target
 
 Rng = Callable[[int], bytes]
@@ -74,9 +74,6 @@ AVOID_FAILED_INTRO = 60.0  # seconds a relay that failed as our intro point is n
 SETTLE_TIME = 1.0  # after an intro point change, how long to wait for the others still being set up
 
 _random = secrets.SystemRandom()
-_CIRCUIT_FAILURES = (CircuitError, NoGuardAvailable, PathError, trio.TooSlowError)
-_STREAM_FAILURES = (StreamRefused, RemoteProtocolError, trio.TooSlowError, trio.BrokenResourceError,
-                    trio.ClosedResourceError)
 
 
 @dataclass(slots=True)
@@ -184,7 +181,7 @@ class OnionService:
             self._claimed[slot] = relay.identity
             try:
                 point = await self._establish(consensus, relay)
-            except (*_CIRCUIT_FAILURES, RemoteProtocolError) as e:
+            except (*CIRCUIT_FAILURES, RemoteProtocolError) as e:
                 del self._claimed[slot]
                 self._avoid[relay.identity] = time.monotonic() + AVOID_FAILED_INTRO
                 self.metrics.inc("intro_point_failures_total", stage="establish")
@@ -263,7 +260,7 @@ class OnionService:
             return
         try:
             circuit = await self._build(consensus, rend)
-        except _CIRCUIT_FAILURES as e:
+        except CIRCUIT_FAILURES as e:
             self.metrics.inc("rendezvous_total", result="circuit_failed")
             self.events.emit("rendezvous_failed", rendezvous=rend.nickname, error=str(e), kind=_kind(e))
             return
@@ -418,7 +415,7 @@ class OnionService:
             nonlocal failures
             try:
                 circuit = await self._build(consensus, hsdir)
-            except _CIRCUIT_FAILURES as e:
+            except CIRCUIT_FAILURES as e:
                 failures += len(nums)
                 self.metrics.inc("descriptor_uploads_total", result="circuit_failed")
                 self.events.emit("descriptor_upload_failed", hsdir=hsdir.nickname, error=str(e),
@@ -431,7 +428,7 @@ class OnionService:
                         async with stream:
                             status, _, body = await request(stream, "POST", PUBLISH_PATH, documents[num],
                                                             timeout=UPLOAD_TIMEOUT)
-                    except _STREAM_FAILURES as e:
+                    except STREAM_FAILURES as e:
                         status, body = 0, str(e).encode()
                     if status == 200:
                         self.published.setdefault(num, set()).add(hsdir.identity)

@@ -86,11 +86,12 @@ def _serve_once(reply: int, body: bytes) -> int:
     def run() -> None:
         conn, _ = listener.accept()
         with conn, listener:
-            assert conn.recv(4) == b"\x05\x02\x00\x02"
+            assert conn.recv(3) == b"\x05\x01\x02"  # one method offered: username/password
             conn.sendall(b"\x05\x02")
-            head = conn.recv(2)
-            conn.recv(head[1] + 1)  # username, password length
-            conn.recv(64)  # password (one byte) may come with nothing else
+            version, ulen = conn.recv(2)
+            user = conn.recv(ulen)
+            password = conn.recv(conn.recv(1)[0])
+            assert version == 1 and user and password == b"x"
             conn.sendall(b"\x01\x00")
             conn.recv(512)
             conn.sendall(bytes([5, reply, 0, 1, 127, 0, 0, 1, 0, 80]))
@@ -105,11 +106,11 @@ def _serve_once(reply: int, body: bytes) -> int:
 def test_fetch_checks_every_byte_of_the_pattern():
     good = bytes(i % 251 for i in range(70_000))
     port = _serve_once(0, good)
-    with socks_connect(f"127.0.0.1:{port}", "x.onion", 80, username=b"u", timeout=5) as sock:
+    with socks_connect(f"127.0.0.1:{port}", "x.onion", 80, credentials=(b"u", b"x"), timeout=5) as sock:
         assert fetch_pattern(sock, "x.onion", len(good)) == len(good)
     bad = good[:60_000] + b"\x00" + good[60_001:]
     port = _serve_once(0, bad)
-    with socks_connect(f"127.0.0.1:{port}", "x.onion", 80, username=b"u", timeout=5) as sock:
+    with socks_connect(f"127.0.0.1:{port}", "x.onion", 80, credentials=(b"u", b"x"), timeout=5) as sock:
         with pytest.raises(ConnectionError, match="byte 60000 is wrong"):
             fetch_pattern(sock, "x.onion", len(bad))
 
@@ -117,7 +118,7 @@ def test_fetch_checks_every_byte_of_the_pattern():
 def test_a_socks_refusal_names_its_step():
     port = _serve_once(0xF2, b"")
     with pytest.raises(SocksRefused) as refused:
-        socks_connect(f"127.0.0.1:{port}", "x.onion", 80, username=b"u", timeout=5)
+        socks_connect(f"127.0.0.1:{port}", "x.onion", 80, credentials=(b"u", b"x"), timeout=5)
     assert refused.value.code == 0xF2 and "introduction failed" in str(refused.value)
     port = _serve_once(0xF0, b"")
     result = run_flow(INFO, lambda name: "", onion="x.onion", service="hs", client="client",
