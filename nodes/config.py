@@ -51,6 +51,7 @@ class NodeConfig:
     dir_port: int = 0  # authorities
     timing: Timing = field(default_factory=Timing)
     guards: int = 3
+    bandwidth: int = 1_000_000  # relays: advertised bytes/s, their weight in path selection
     intro_points: int = 3  # onion services
     services: tuple[ServicePort, ...] = ()  # onion services
     socks_port: int = 0  # clients

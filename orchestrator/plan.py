@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nodes.config import AuthorityRef, NodeConfig, ServicePort, Timing
 from nodes.init import fill_identities, parse_plan, plan_data
@@ -93,15 +93,17 @@ def make_plan(
         own = address(node, node)
         address_map = {advertised: reached for s in servers
                        if (advertised := address(s, s)) != (reached := address(s, node)) and reached}
-        optional = {key: value for key in ("guards", "intro_points")
+        optional = {key: value for key in ("guards", "intro_points", "bandwidth")
                     if (value := getattr(node, key)) is not None}
+        node_timing = timing if node.descriptor_refresh is None else replace(
+            timing, descriptor_refresh=node.descriptor_refresh)
         refs = tuple(AuthorityRef(a.name, address(a, node) or address(a, a), a.dir_port or 0, "")
                      for a in authorities)
         configs.append(NodeConfig(
             name=node.name, role=node.role, address=own,
             data_dir=os.path.join(os.fspath(data_root), node.name), control_port=node.control_port,
             authorities=refs,
-            or_port=node.or_port or 0, dir_port=node.dir_port or 0, timing=timing,
+            or_port=node.or_port or 0, dir_port=node.dir_port or 0, timing=node_timing,
             services=tuple(ServicePort(s.port, s.target) for s in node.services),
             socks_port=node.socks_port or 0,
             socks_address=(socks_address or own) if node.role == "client" else "",

@@ -42,6 +42,7 @@ APPLIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "dir_port": ("authority",),
         "socks_port": ("client",),
         "bandwidth": ("relay",),
+        "descriptor_refresh": ("relay",),
         "guards": ("onion_service", "client"),
         "intro_points": ("onion_service",),
         "services": ("onion_service",),
@@ -57,6 +58,7 @@ BUILTIN_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "dir_port": 9030,
         "socks_port": 9050,
         "bandwidth": 1_000_000,
+        "descriptor_refresh": 30,
         "guards": 1,
         "intro_points": 3,
     }
@@ -169,6 +171,7 @@ class Node:
     dir_port: int | None = None
     socks_port: int | None = None
     bandwidth: int | None = None
+    descriptor_refresh: int | None = None
     guards: int | None = None
     intro_points: int | None = None
     services: tuple[Service, ...] = ()
@@ -193,7 +196,8 @@ class Node:
             "addresses": {i.network: str(i.address) for i in self.interfaces},
             "control_port": self.control_port,
         }
-        for key in ("or_port", "dir_port", "socks_port", "bandwidth", "guards", "intro_points"):
+        for key in ("or_port", "dir_port", "socks_port", "bandwidth", "descriptor_refresh", "guards",
+                    "intro_points"):
             if (value := getattr(self, key)) is not None:
                 out[key] = value
         if self.services:
@@ -675,6 +679,8 @@ class _Checker:
             return self.string(node, path, _IMAGE, "an image reference like onionlab/node:latest")
         if key == "bandwidth":
             return self.integer(node, path, "a positive integer (bytes per second)")
+        if key == "descriptor_refresh":
+            return self.integer(node, path, "seconds from 1 to 86400", 1, 86400)
         if key == "guards":
             return self.integer(node, path, "a positive integer", 1, MAX_COUNT)
         if key == "intro_points":

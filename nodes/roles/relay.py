@@ -39,7 +39,7 @@ from nodes.net.relay_engine import (
 )
 from nodes.net.status import serve_status
 
-DEFAULT_BANDWIDTH = 1_000_000  # bytes/s advertised: NodeConfig has no field for it; Fast needs 100 kB/s
+DEFAULT_BANDWIDTH = 1_000_000  # bytes/s advertised (NodeConfig.bandwidth's default); Fast needs 100 kB/s
 PLATFORM = "onionlab relay"
 UPLOAD_RETRY_MIN = 0.25  # seconds before retrying an upload no authority accepted; doubles up to the max
 UPLOAD_RETRY_MAX = 10.0
@@ -155,7 +155,7 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     events = EventLog(config.name, "relay")
     metrics = Metrics()
     identity_key, keys = load_or_create_relay_keys(config.data_dir)
-    relay = Relay(config, identity_key, keys, metrics=metrics, events=events)
+    relay = Relay(config, identity_key, keys, metrics=metrics, events=events, bandwidth=config.bandwidth)
     async with trio.open_nursery() as nursery:
         relay.or_port = await nursery.start(relay.channels.serve, config.bind_address, config.or_port)
         relay.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,

@@ -64,3 +64,23 @@ def test_command_line(tmp_path, monkeypatch, capsys):
     assert "wrote 11 node configs" in capsys.readouterr().out
     assert main(["--plan-env", "NOT_SET", "--out", str(tmp_path)]) == 2
     assert "fatal: environment variable NOT_SET is not set" in capsys.readouterr().err
+
+
+def test_per_node_settings_reach_the_node_configs(tmp_path):
+    from orchestrator.topology import parse_topology
+
+    topology = parse_topology("""
+name: overrides
+roles:
+  relay: {bandwidth: 2000000}
+nodes:
+  - {name: auth, role: authority, count: 3}
+  - {name: relay, role: relay, count: 3}
+  - {name: slow, role: relay, bandwidth: 50000, descriptor_refresh: 5}
+  - {name: hs, role: onion_service, intro_points: 2, guards: 2, services: [{port: 80, target: http}]}
+""")
+    configs = {c.name: c for c in make_plan(topology, data_root=tmp_path).nodes}
+    assert (configs["relay1"].bandwidth, configs["relay1"].timing.descriptor_refresh) == (2_000_000, 30)
+    assert (configs["slow"].bandwidth, configs["slow"].timing.descriptor_refresh) == (50_000, 5)
+    assert (configs["hs"].intro_points, configs["hs"].guards) == (2, 2)
+    assert configs["slow"].timing.voting_interval == configs["auth1"].timing.voting_interval

@@ -85,6 +85,7 @@ def test_default_topology_loads_and_expands():
     assert topo.node("client").socks_port == 9050
     assert topo.node("auth2").dir_port == 9030
     assert topo.node("relay1").bandwidth == 1_000_000
+    assert topo.node("relay1").descriptor_refresh == 30 and topo.node("hs").descriptor_refresh is None
     assert topo.timing == Timing()
     assert topo.source.endswith("default.yaml")
 
@@ -540,6 +541,8 @@ def setting_values(draw, key, network_names):
         )
     if key == "bandwidth":
         return draw(st.integers(1, 2**31 - 1))
+    if key == "descriptor_refresh":
+        return draw(st.integers(1, 86400))
     if key in ("guards", "intro_points"):
         return draw(st.integers(1, 3))  # at most the 3 relays that every node can reach
     if key == "networks":
