@@ -23,7 +23,7 @@ from . import relay
 from .cells import Cell, Command, Create2, Created2, Destroy, DestroyReason
 from .errors import CryptoError, DecodeError, LocalProtocolError, RemoteProtocolError, UnexpectedMessage
 from .ntor import NtorClientState, ntor_client_finish, ntor_client_start, ntor_server_handshake
-from .relay import EndReason, RelayCommand, decode_msg, decode_relay_body, encode_relay_body
+from .relay import EndReason, RelayCommand, decode_data_body, decode_msg, decode_relay_body, encode_relay_body
 from .relay_crypto import HopCrypto, OriginCrypto, RelayLayer
 from .stream import (
     CircuitWindow,
@@ -447,11 +447,16 @@ class OriginCircuit(_StreamEnds):
         if not self._real_hops:
             raise UnexpectedMessage("RELAY cell before the first hop answered")
         hop, body = self._crypto.decrypt(payload)
+        streams = self._streams
+        if body[0] == _C.DATA and streams is not None and hop == self._stream_hop:
+            # The bulk path: DATA is always legal on the stream hop, so skip the message table and objects.
+            events, replies = streams.receive_data(*decode_data_body(body))
+            return [*events, *(SendCell(c) for c in replies)] if replies else events
         cell = decode_relay_body(body)
         message = decode_msg(cell.command, cell.data, self._receivable(hop))
         command = cell.command
-        if self._streams is not None and hop == self._stream_hop and command in self._streams.receivable:
-            events, replies = self._streams.receive(cell.stream_id, message)
+        if streams is not None and hop == self._stream_hop and command in streams.receivable:
+            events, replies = streams.receive(cell.stream_id, message)
             return [*events, *(SendCell(c) for c in replies)]
         if cell.stream_id:
             raise UnexpectedMessage(f"{RelayCommand(command).name} with stream id {cell.stream_id}")
@@ -619,6 +624,10 @@ class RelayCircuit(_StreamEnds):
         recognized, body = self._layer.decrypt_forward(cell.payload)
         if not recognized:
             return self._pass_on(command, body)
+        if body[0] == _C.DATA and self._state is _S.EXIT:
+            # The bulk path (DATA on an exit stays EXIT), as in OriginCircuit._receive_relay.
+            events, replies = self._streams.receive_data(*decode_data_body(body))
+            return [*events, *(SendBackward(c) for c in replies)] if replies else events
         rc = decode_relay_body(body)
         transitions = RELAY_TRANSITIONS[self._state]
         message = decode_msg(rc.command, rc.data, transitions)

@@ -95,6 +95,17 @@ def decode_relay_body(body: bytes) -> RelayCell:
     return RelayCell(command, stream_id, bytes(body[RELAY_HEADER_LEN:RELAY_HEADER_LEN + length]))
 
 
+def decode_data_body(body: bytes) -> tuple[int, bytes]:
+    """(stream_id, data) of a recognized body whose command byte is DATA: decode_relay_body and Data.decode
+    with the same checks, without their objects (the bulk path pays per cell)."""
+    if len(body) != RELAY_BODY_LEN:
+        raise DecodeError(f"relay body must be {RELAY_BODY_LEN} bytes, not {len(body)}")
+    _command, _recognized, stream_id, _digest, length = _HEADER.unpack_from(body)
+    if length > RELAY_DATA_MAX:
+        raise DecodeError(f"relay length {length} exceeds {RELAY_DATA_MAX}")
+    return stream_id, bytes(body[RELAY_HEADER_LEN:RELAY_HEADER_LEN + length])
+
+
 # --- helpers
 
 

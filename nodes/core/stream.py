@@ -231,7 +231,7 @@ class Streams:
         if stream is None:
             raise UnexpectedMessage(f"{type(message).__name__} for unknown stream {stream_id}")
         if isinstance(message, Data):
-            return self._data(stream, message)
+            return self._data(stream, message.data)
         if isinstance(message, End):
             del self._streams[stream_id]
             was_half_closed = stream.state is StreamState.HALF_CLOSED
@@ -241,6 +241,15 @@ class Streams:
             return self._connected(stream, message), []
         self._stream_sendme(stream)
         return [], []
+
+    def receive_data(self, stream_id: int, data: bytes) -> tuple[list[StreamEvent], list[Cell]]:
+        """receive(stream_id, Data(data)), the same checks without the message object: the bulk path."""
+        if stream_id == 0:
+            raise UnexpectedMessage("Data needs a stream id")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise UnexpectedMessage(f"Data for unknown stream {stream_id}")
+        return self._data(stream, data)
 
     def _begin(self, stream_id: int, request: Begin | BeginDir) -> list[StreamEvent]:
         if stream_id in self._streams:
@@ -257,7 +266,7 @@ class Streams:
         stream.state = StreamState.OPEN
         return [StreamConnected(stream.stream_id, message)]
 
-    def _data(self, stream: Stream, message: Data) -> tuple[list[StreamEvent], list[Cell]]:
+    def _data(self, stream: Stream, data: bytes) -> tuple[list[StreamEvent], list[Cell]]:
         # An initiator gets no DATA before CONNECTED; an acceptor may (optimistic data, tor-spec 6.2).
         if self.initiator and not stream.connected:
             raise UnexpectedMessage(f"DATA on stream {stream.stream_id} before CONNECTED")
@@ -273,7 +282,7 @@ class Streams:
         if stream.deliver_window <= STREAMWINDOW_START - STREAMWINDOW_INCREMENT:
             stream.deliver_window += STREAMWINDOW_INCREMENT
             cells.append(self._seal(stream.stream_id, Sendme(0)))
-        return [StreamData(stream.stream_id, message.data)], cells
+        return [StreamData(stream.stream_id, data)], cells
 
     def _stream_sendme(self, stream: Stream) -> None:
         if stream.package_window + STREAMWINDOW_INCREMENT > STREAMWINDOW_START:
