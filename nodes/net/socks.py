@@ -288,7 +288,9 @@ async def _pump(src: trio.abc.ReceiveStream, dst: trio.abc.SendStream, first: by
         data = await src.receive_some(SPLICE_READ)
         if not data:
             break
-    # pass the EOF on where the stream can half-close; elsewhere the other direction carries on until it ends
+    # Pass the EOF on. To a TCP peer it is a half-close; an onion stream has none and sends END (as tor does
+    # when its application closes), so the service stops waiting for another request and the other direction
+    # ends now, not at the service's timeout. On other streams the other direction goes on until it ends.
     if isinstance(dst, trio.abc.HalfCloseableStream):
         await dst.send_eof()
 

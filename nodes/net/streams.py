@@ -2,6 +2,11 @@
 
 The circuit's task feeds what arrives (`_deliver`, `_finish`, `_fail`); `send_all` asks the core how much
 the package windows allow, has it make the DATA cells and waits for SENDMEs when the windows are empty.
+
+Onion streams have no half-close: END closes both directions (tor-spec 6.3). `send_eof` therefore sends
+END, as tor does when its application closes its side, so the other end learns at once that nobody is
+left (a SOCKS application that closed no longer keeps the service waiting for its next request); what has
+already arrived stays readable, then receive_some returns b"".
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ class StreamRefused(Exception):
         self.reason = reason
 
 
-class CircuitStream(trio.abc.Stream):
+class CircuitStream(trio.abc.HalfCloseableStream):
     """A byte stream carried by a circuit. receive_some returns b"" once the peer sent END; after the circuit
     dies both directions raise the circuit's error (a trio.BrokenResourceError)."""
 
@@ -63,6 +68,7 @@ class CircuitStream(trio.abc.Stream):
         self._limit = buffer_limit
         self._connected = connected
         self._closed = False
+        self._eof_sent = False  # send_eof: our END went out; nothing more is sent or delivered
         self._error: BaseException | None = None
         self._sending = False
         self._receiving = False
@@ -99,6 +105,15 @@ class CircuitStream(trio.abc.Stream):
             self._check_sendable()
         await self._host.wait_writable()
 
+    async def send_eof(self) -> None:
+        """END the stream (see the module docstring); idempotent, and a no-op once the peer ended it."""
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        if self._closed:
+            raise trio.ClosedResourceError("the stream is closed")
+        self._end()
+        await trio.lowlevel.checkpoint()
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._receiving:
             raise trio.BusyResourceError("another task is receiving on this stream")
@@ -108,7 +123,7 @@ class CircuitStream(trio.abc.Stream):
             while not self._buffer:
                 if self._closed:
                     raise trio.ClosedResourceError("the stream is closed")
-                if self.end_reason is not None:
+                if self.end_reason is not None or self._eof_sent:
                     return b""
                 if self._error is not None:
                     raise self._error
@@ -122,19 +137,24 @@ class CircuitStream(trio.abc.Stream):
             self._receiving = False
 
     async def aclose(self) -> None:
-        """Send END (unless the peer ended it or the circuit is gone); idempotent."""
+        """Send END (unless we or the peer ended it or the circuit is gone); idempotent."""
         if not self._closed:
             self._closed = True
-            if self.end_reason is None and self._error is None and self._connected:
-                self._host.end_stream(self.stream_id, EndReason.DONE)
-            self._host.forget_stream(self.stream_id)
-            self._readable.unpark_all()
-            self._room.unpark_all()
+            self._end()
         await trio.lowlevel.checkpoint()
 
+    def _end(self) -> None:
+        if not self._eof_sent:
+            self._eof_sent = True
+            if self.end_reason is None and self._error is None and self._connected:
+                self._host.end_stream(self.stream_id, EndReason.DONE)
+            self._host.forget_stream(self.stream_id)  # the circuit delivers nothing more to us
+        self._readable.unpark_all()
+        self._room.unpark_all()
+
     def _check_sendable(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the stream is closed")
+        if self._closed or self._eof_sent:
+            raise trio.ClosedResourceError("the stream is closed" if self._closed else "send_eof was called")
         if self._error is not None:
             raise self._error
         if self.end_reason is not None:
@@ -142,11 +162,11 @@ class CircuitStream(trio.abc.Stream):
 
     # -- fed by the circuit's task -------------------------------------------------------------------------
     async def _deliver(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._eof_sent:
             return
         self._buffer += data
         self._readable.unpark_all()
-        while len(self._buffer) > self._limit and not self._closed and self._error is None:
+        while len(self._buffer) > self._limit and not self._eof_sent and self._error is None:
             await self._room.park()
 
     def _set_connected(self) -> None:
