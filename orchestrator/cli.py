@@ -6,6 +6,7 @@
     onionlab logs NODE                          a node's events and stderr
     onionlab flow [--json] [--bytes N]          fetch from the onion via SOCKS; the six steps as a timeline
     onionlab reap [--all]                       remove the Docker objects of runs no orchestrator owns
+    onionlab chaos SCENARIO [--seed N] [--json] [--history FILE] [--html FILE]  faults on a schedule, judged
     onionlab export compose [TOPOLOGY] [-o FILE]  the topology as a docker-compose.yml
     onionlab graph [TOPOLOGY] [--format mermaid|dot]  the topology as a Mermaid or DOT graph
 
@@ -98,8 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--bytes", type=int, default=DEFAULT_FLOW_BYTES, dest="n_bytes",
                       help="how many bytes to fetch and verify (default: %(default)s)")
     flow.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_chaos(commands, common)
     _add_export_and_graph(commands)
     return parser
+
+
+def _add_chaos(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    chaos = commands.add_parser(
+        "chaos", parents=[common], help="run a chaos scenario against the running lab and judge it",
+        description="Apply a scenario's faults (kill, stop, pause, partition, bandwidth, delay, loss) on its "
+                    "seeded schedule while fetching from the onion again and again, record a history, and "
+                    "judge it (docs/chaos.md). Every fault is undone at the end, on Ctrl-C and SIGTERM too. "
+                    "Exit status 0 when every checker passes, 1 otherwise, 2 for a bad scenario file.")
+    chaos.add_argument("scenario", nargs="?", type=Path, help="the scenario file (topologies/chaos/*.yaml)")
+    chaos.add_argument("--seed", type=int, help="the RNG seed (default: the scenario's `seed`)")
+    chaos.add_argument("--json", action="store_true", help="print the result as JSON (progress on stderr)")
+    chaos.add_argument("--history", type=Path, help="write the JSONL history here (default: "
+                                                    "<run dir>/chaos/SCENARIO-seedN-TIME.jsonl)")
+    chaos.add_argument("--html", type=Path, help="also write a self-contained HTML timeline here")
+    chaos.add_argument("--dry-run", action="store_true", help="print the schedule for this lab and seed; "
+                                                              "change nothing")
+    chaos.add_argument("--heal", action="store_true",
+                       help="undo the faults a chaos run left in place (it was SIGKILLed), then exit")
 
 
 def _add_export_and_graph(commands: argparse._SubParsersAction) -> None:
@@ -242,6 +263,49 @@ def cmd_flow(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from . import chaos, report
+
+    scenario = chaos.load_scenario(args.scenario) if args.scenario is not None else None  # exit 2 first
+    backend = _running_backend(args)
+    if backend is None:
+        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()}); "
+                           "start one with `onionlab up`")
+    if args.heal:
+        done = chaos.heal(backend)
+        for undo, how in done:
+            print(f"{undo['fault']} {undo['node']}: {how}")
+        print(f"healed {len(done)} fault(s)" if done else "no chaos fault is in place")
+        return 1 if any(how.startswith("FAILED") for _, how in done) else 0
+    if scenario is None:
+        raise BackendError("which scenario? e.g. `onionlab chaos topologies/chaos/kill-intro-point.yaml`")
+    if args.dry_run:
+        lab = [(n["name"], n["role"]) for n in backend.status()["nodes"]]
+        seed = scenario.seed if args.seed is None else args.seed
+        for op in chaos.make_schedule(scenario, seed, lab):
+            print(f"{op.at:7.1f} s .. {op.until:7.1f} s  op {op.index}: {op.describe()}")
+        return 0
+    history = args.history or Path(backend.run_dir, "chaos", f"{scenario.name}-seed"
+                                   f"{scenario.seed if args.seed is None else args.seed}-"
+                                   f"{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    out = sys.stderr if args.json else sys.stdout
+    try:
+        result = chaos.run_scenario(scenario, backend, seed=args.seed, history_path=history,
+                                    say=lambda line: print(line, file=out, flush=True))
+    except chaos.ChaosRefused as e:
+        print(f"onionlab: chaos refused, nothing was changed: {e}", file=sys.stderr)
+        return 1
+    if args.html:
+        args.html.write_text(report.render_html(result.history))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print()
+        print(report.render_summary(result.history))
+        print(f"\nhistory: {history}" + (f", timeline: {args.html}" if args.html else ""))
+    return 130 if result.interrupted else 0 if result.ok else 1
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """`export compose`: the topology as a docker-compose.yml, on stdout or into --output."""
     path = args.topology or _default_topology()
@@ -299,7 +363,7 @@ def format_status(status: dict) -> str:
 
 
 COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_logs, "reap": cmd_reap,
-            "flow": cmd_flow, "export": cmd_export, "graph": cmd_graph}
+            "flow": cmd_flow, "chaos": cmd_chaos, "export": cmd_export, "graph": cmd_graph}
 
 
 @contextlib.contextmanager

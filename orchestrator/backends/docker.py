@@ -37,6 +37,7 @@ import platform
 import secrets
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -367,6 +368,204 @@ class DockerBackend:
         try:
             statuses = readiness.wait_until_ready([_endpoint(node)], timeout=timeout,
                                                   check=self._exit_check(info))
+        except readiness.ReadinessTimeout as e:
+            raise StartFailed(f"{e}\n{self._tail_report(info, name, 5)}") from None
+        return statuses[name]
+
+    # -- chaos (orchestrator/chaos.py): faults on one node, each with its undo ------------------------------
+
+    def node_status(self, name: str) -> dict | None:
+        """The node's /status now, or None when it does not answer."""
+        return self._fetch(self._state().node(name))
+
+    def container_state(self, name: str) -> dict:
+        """{"status": running|paused|exited|..., "networks": {topology network: address}} of the node's
+        container ("missing" and no networks when it has none)."""
+        info = self._state()
+        info.node(name)
+        container = self._container(info, name)
+        if container is None:
+            return {"status": "missing", "networks": {}}
+        return {"status": container.status, "networks": self._attached(info, container)}
+
+    def stop(self, name: str, *, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds (`docker stop`)."""
+        self._running_container(name).stop(timeout=int(timeout))
+
+    def start(self, name: str, *, timeout: float = 60.0, wait: bool = True) -> dict | None:
+        """Start the node's container again when it is not running (after kill or stop) and, when `wait`,
+        wait until the node is ready; returns its /status (None without `wait`). Only this node's own exit
+        stops the wait early: other nodes may be down on purpose meanwhile. A client's SOCKS port may be
+        published at another host port afterwards: the state file is updated."""
+        info = self._state()
+        node = info.node(name)
+        container = self._container(info, name)
+        if container is None:
+            raise BackendError(f"{name} has no container in run {info.run_id}")
+        if container.status == "paused":
+            container.unpause()
+        elif container.status != "running":
+            container.start()
+        self._read_ports(container, node)
+        write_state(info)
+        if not wait:
+            return None
+        return self._wait_node(info, name, container, timeout)
+
+    def pause(self, name: str) -> None:
+        """Freeze every process of the node (cgroup freezer, `docker pause`): its sockets stay open, it
+        answers nothing."""
+        self._running_container(name).pause()
+
+    def unpause(self, name: str) -> None:
+        info = self._state()
+        container = self._container(info, name)
+        if container is not None and container.status == "paused":
+            container.unpause()
+
+    def disconnect(self, name: str, network: str | None = None) -> dict[str, str]:
+        """Take the node off `network` (a topology network name; default: every network it is on): a
+        partition. Returns {network: address} of what it was on, for `connect`."""
+        info = self._state()
+        info.node(name)
+        container = self._container(info, name)
+        if container is None:
+            raise BackendError(f"{name} has no container in run {info.run_id}")
+        attached = self._attached(info, container)
+        if network is not None:
+            if network not in attached:
+                raise BackendError(f"{name} is not on network {network} (it is on: "
+                                   f"{', '.join(attached) or 'none'})")
+            attached = {network: attached[network]}
+        for net in attached:
+            try:
+                self.client.networks.get(self._network_name(info.run_id, net)).disconnect(container)
+            except docker.errors.APIError as e:
+                raise BackendError(f"{name}: disconnecting from {net} failed: {_api_error(e)}") from None
+        return attached
+
+    def connect(self, name: str, network: str, address: str) -> None:
+        """Put the node back on `network` at `address` (undoes `disconnect`); nothing when it is on it."""
+        info = self._state()
+        container = self._container(info, name)
+        if container is None:
+            raise BackendError(f"{name} has no container in run {info.run_id}")
+        if network in self._attached(info, container):
+            return
+        try:
+            self.client.networks.get(self._network_name(info.run_id, network)).connect(
+                container, ipv4_address=address)
+        except docker.errors.APIError as e:
+            raise BackendError(f"{name}: connecting to {network} at {address} failed: {_api_error(e)}"
+                               ) from None
+
+    def shaping_problem(self, netem: bool = False) -> str | None:
+        """Why traffic shaping (tc on the host side of the containers' veths) cannot work here, or None.
+        `netem`: the fault needs the netem qdisc (delay, loss), which some kernels lack."""
+        missing = [tool for tool in ("tc", "ip", "nsenter") if shutil.which(tool) is None]
+        if platform.system() != "Linux":
+            return "shaping needs Linux: tc runs on the host side of the containers' veth interfaces"
+        if missing:
+            return f"shaping needs {', '.join(missing)} on this host (iproute2, util-linux)"
+        if os.geteuid() != 0:
+            return "shaping needs root on this host (tc on the containers' veth interfaces)"
+        if not self._reach_directly():
+            return ("shaping needs the Docker engine on this host's network (the containers' veths are not "
+                    "interfaces here: rootless Docker, Docker Desktop or a remote engine)")
+        return _netem_problem() if netem else None
+
+    def host_interfaces(self, name: str, network: str | None = None) -> dict[str, str]:
+        """{topology network: host-side veth name} of the node's running container: the peer of each of
+        its interfaces, found by the interface's iflink in the container's network namespace."""
+        info = self._state()
+        info.node(name)
+        container = self._container(info, name)
+        if container is None or container.status not in ("running", "paused"):
+            raise BackendError(f"{name} is not running, so it has no interfaces")
+        pid = (container.attrs.get("State") or {}).get("Pid")
+        inside = _run(["nsenter", "-t", str(pid), "-n", "ip", "-o", "link", "show"])
+        peers = {}  # MAC -> peer ifindex
+        for line in inside.splitlines():
+            fields_ = line.split()
+            if len(fields_) > 1 and "@if" in fields_[1] and "link/ether" in fields_:
+                mac = fields_[fields_.index("link/ether") + 1].lower()
+                peers[mac] = fields_[1].rstrip(":").split("@if")[1]
+        host = {}
+        for line in _run(["ip", "-o", "link", "show"]).splitlines():
+            index, _, rest = line.partition(": ")
+            host[index.strip()] = rest.split(":")[0].split("@")[0]
+        found = {}
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        by_docker_name = {self._network_name(info.run_id, n): n for n in self._attached(info, container)}
+        for docker_name, settings in networks.items():
+            net = by_docker_name.get(docker_name)
+            peer = peers.get((settings.get("MacAddress") or "").lower())
+            if net is None or (network is not None and net != network):
+                continue
+            if peer is None or peer not in host:
+                raise BackendError(f"{name}: no host-side veth found for its interface on {net}")
+            found[net] = host[peer]
+        if network is not None and not found:
+            raise BackendError(f"{name} is not on network {network}")
+        return found
+
+    def shape(self, name: str, qdisc: list[str], network: str | None = None) -> list[str]:
+        """Put `tc qdisc replace dev VETH root QDISC...` on the host side of the node's interfaces (on
+        `network`, default every one): it shapes the traffic towards the node. Returns the veths."""
+        veths = list(self.host_interfaces(name, network).values())
+        done = []
+        try:
+            for veth in veths:
+                _run(["tc", "qdisc", "replace", "dev", veth, "root", *qdisc])
+                done.append(veth)
+        except BaseException:
+            self.unshape(done)
+            raise
+        return veths
+
+    @staticmethod
+    def unshape(veths: list[str]) -> list[str]:
+        """Remove the root qdisc of each veth (back to the default); one that is gone (its container was
+        restarted or removed) needs nothing. Returns those whose qdisc was removed."""
+        removed = []
+        for veth in veths:
+            if not Path("/sys/class/net", veth).exists():
+                continue
+            result = subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], capture_output=True,
+                                    text=True)
+            if result.returncode == 0:
+                removed.append(veth)
+            elif Path("/sys/class/net", veth).exists() and _qdisc_kind(veth) in SHAPING_QDISCS:
+                raise BackendError(f"tc qdisc del dev {veth} root: {result.stderr.strip()}")
+        return removed
+
+    def qdiscs(self, name: str) -> dict[str, str]:
+        """{host-side veth: kind of its root qdisc} of the node's running container ({} when not running)."""
+        try:
+            veths = self.host_interfaces(name).values()
+        except BackendError:
+            return {}
+        return {veth: _qdisc_kind(veth) for veth in veths}
+
+    def _attached(self, info: RunInfo, container: Container) -> dict[str, str]:
+        """{topology network: address} the container is on now."""
+        container.reload()
+        prefix = f"onionlab-{info.run_id}-"
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        return {net.removeprefix(prefix): ((settings.get("IPAMConfig") or {}).get("IPv4Address")
+                                           or settings.get("IPAddress") or "")
+                for net, settings in networks.items() if net.startswith(prefix)}
+
+    def _wait_node(self, info: RunInfo, name: str, container: Container, timeout: float) -> dict:
+        def exited() -> None:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                lines = _log_lines(container)
+                raise NodeFailed(name, f"{name} ({container.name}) exited again: {_cause(lines)}\n"
+                                       f"{_report(f'{name} ({container.name})', lines[-TAIL_LINES:])}")
+
+        try:
+            statuses = readiness.wait_until_ready([_endpoint(info.node(name))], timeout=timeout, check=exited)
         except readiness.ReadinessTimeout as e:
             raise StartFailed(f"{e}\n{self._tail_report(info, name, 5)}") from None
         return statuses[name]
@@ -805,3 +1004,52 @@ def _cause(lines: list[str]) -> str:
 def _report(who: str, lines: list[str]) -> str:
     body = "\n".join(f"  | {line}" for line in lines) if lines else "  (its logs are empty)"
     return f"last lines of {who}'s log:\n{body}"
+
+
+# -- shaping: tc on this host ------------------------------------------------------------------------------
+
+SHAPING_QDISCS = ("tbf", "netem", "htb")  # what a fault puts on a veth; a veth's default is noqueue
+_netem_checked: list[str | None] = []
+
+
+def _run(command: list[str]) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BackendError(f"{' '.join(command)}: {e}") from None
+    if result.returncode != 0:
+        why = result.stderr.strip() or f"exit status {result.returncode}"
+        raise BackendError(f"{' '.join(command)}: {why}")
+    return result.stdout
+
+
+def _qdisc_kind(veth: str) -> str:
+    """The kind of the veth's root qdisc ("noqueue" by default), "" when tc cannot tell."""
+    result = subprocess.run(["tc", "qdisc", "show", "dev", veth, "root"], capture_output=True, text=True)
+    words = result.stdout.split()
+    return words[1] if result.returncode == 0 and len(words) > 1 and words[0] == "qdisc" else ""
+
+
+def _netem_problem() -> str | None:
+    """None when this kernel has the netem qdisc, else what is missing. Asked once per process, by trying:
+    a veth pair of our own (onionlab-nm-PID, removed again) gets a netem qdisc."""
+    if _netem_checked:
+        return _netem_checked[0]
+    name = f"olnm{os.getpid() % 100000}"
+    problem = None
+    try:
+        _run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"])
+    except BackendError as e:
+        problem = f"cannot test for the netem qdisc (making a veth pair to try it on failed: {e})"
+    else:
+        try:
+            result = subprocess.run(["tc", "qdisc", "add", "dev", name, "root", "netem", "delay", "1ms"],
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                problem = (f"this kernel has no netem qdisc (`tc qdisc add ... netem` says: "
+                           f"{result.stderr.strip() or result.returncode}); delay and loss faults need it: "
+                           "load sch_netem (`modprobe sch_netem`) or use a kernel with CONFIG_NET_SCH_NETEM")
+        finally:
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+    _netem_checked.append(problem)
+    return problem

@@ -1,0 +1,202 @@
+"""`onionlab chaos` against real containers: a lab of 3 authorities, 4 relays, an onion service and a client
+on 10.79.0.0/24 (or a free /24 when that is taken). One scenario kills the service's intro point and starts
+it again (and squeezes its guard with tbf and partitions a relay meanwhile): the history shows the faults, the
+checkers pass, the onion is reachable again and nothing is left in place. Then `onionlab chaos` gets SIGTERM
+while four faults are in place: it exits 130 having undone every one. The lab is always taken down."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from ipaddress import ip_network
+from pathlib import Path
+
+import pytest
+
+from orchestrator import chaos, report
+from orchestrator.backends.docker import SHAPING_QDISCS, DockerBackend
+from orchestrator.flow import check_reachable
+from orchestrator.topology import parse_topology
+
+from .conftest import REPO, SESSION, SESSION_LABEL, TEST_LABEL, _remove_labelled
+from .test_docker_backend import free_subnet
+
+pytestmark = pytest.mark.docker
+
+UP_TIMEOUT = 120
+PREFERRED = ip_network("10.79.0.0/24")
+
+
+def lab_text(subnet) -> str:
+    return textwrap.dedent(f"""\
+        name: chaostest
+        networks:
+          labnet: {{subnet: {subnet}}}
+        timing: {{voting_interval: 3}}
+        nodes:
+          - {{name: auth, role: authority, count: 3}}
+          - {{name: relay, role: relay, count: 4}}
+          - name: hs
+            role: onion_service
+            services:
+              - {{port: 80, target: http}}
+          - {{name: client, role: client}}
+        """)
+
+
+@pytest.fixture(scope="module")
+def lab(docker_client, node_image, tmp_path_factory):
+    used = [ip_network(p["Subnet"]) for net in docker_client.networks.list()
+            for p in (net.attrs.get("IPAM") or {}).get("Config") or [] if ":" not in p.get("Subnet", ":")]
+    subnet = PREFERRED if not any(PREFERRED.overlaps(u) for u in used) else free_subnet(docker_client)
+    base = tmp_path_factory.mktemp("chaos")
+    (base / "lab.yaml").write_text(lab_text(subnet))
+    case = uuid.uuid4().hex[:12]
+    labels = {TEST_LABEL: "1", SESSION_LABEL: SESSION, "onionlab.test.case": case}
+    backend = DockerBackend(base / "run", labels=labels)
+    try:
+        topology = parse_topology((base / "lab.yaml").read_text(), str(base / "lab.yaml"))
+        backend.up(topology, timeout=UP_TIMEOUT)
+        yield backend, base
+    finally:
+        try:
+            backend.down()
+        finally:
+            _remove_labelled(docker_client, f"onionlab.test.case={case}")
+
+
+def assert_nothing_left(docker_client, backend: DockerBackend) -> None:
+    """Every container of the run running (not paused), on its network at its address, no shaping qdisc."""
+    status = backend.status()
+    info = json.loads((backend.run_dir / "state.json").read_text())
+    for node in info["nodes"]:
+        state = backend.container_state(node["name"])
+        assert state == {"status": "running", "networks": {"labnet": node["address"]}}, node["name"]
+        kinds = set(backend.qdiscs(node["name"]).values())
+        assert kinds and not kinds & set(SHAPING_QDISCS), (node["name"], kinds)
+    containers = docker_client.containers.list(all=True, filters={"label": f"onionlab.run={info['run_id']}"})
+    assert {c.status for c in containers} == {"running"}
+    assert not (backend.run_dir / chaos.JOURNAL).exists()
+    service, client = status["onion_services"][0], status["clients"][0]
+    assert check_reachable(client["socks"], service["onion"], deadline=time.monotonic() + 60) > 0
+
+
+SCENARIO = textwrap.dedent("""\
+    name: kill-intro-point-test
+    seed: 5
+    duration: 40
+    workload: {bytes: 20000, interval: 1, timeout: 10}
+    faults:
+      - {fault: kill, target: intro point, at: 2, for: 8}
+      - {fault: bandwidth, target: service guard, rate: 512kbit, at: 14, for: 5}
+      - {fault: partition, target: random relay, at: 14, for: 5}
+    checkers:
+      availability: {min: 0.5, after_heal: 0.8, grace: 5}
+      recovers: {within: 25}
+    """)
+
+
+def test_kill_the_intro_point_and_recover(lab, docker_client):
+    backend, base = lab
+    intro_points = set(backend.node_status("hs")["intro_points"])
+    assert len(intro_points) == 3
+    lines: list[str] = []
+    result = chaos.run_scenario(chaos.parse_scenario(SCENARIO), backend, history_path=base / "h.jsonl",
+                                say=lines.append)
+    summary = report.render_summary(result.history)
+    print("\n" + "\n".join(lines) + "\n\n" + summary)
+    history = chaos.read_history(base / "h.jsonl")
+    assert history == json.loads(json.dumps(result.history))
+
+    starts = [r for r in history if r["type"] == "fault" and r["event"] == "start"]
+    ends = [r for r in history if r["type"] == "fault" and r["event"] == "end"]
+    assert [(r["fault"], r["ok"]) for r in starts] == [("kill", True), ("bandwidth", True),
+                                                       ("partition", True)]
+    kill = starts[0]
+    assert kill["node"] in intro_points and 2 <= kill["t"] < 4
+    assert kill["chosen_from"].startswith("hs's intro points: ")
+    kill_end = next(r for r in ends if r["op"] == kill["op"])
+    assert kill_end["ok"] and kill_end["why"] == "scheduled" and kill_end["detail"].startswith("ready again")
+    assert 10 <= kill_end["t"] < 10 + 30
+    shaped = starts[1]
+    assert shaped["undo"]["qdisc"].startswith("tbf rate 512kbit") and shaped["undo"]["veths"]
+    assert {r["why"] for r in ends} == {"scheduled"} and all(r["ok"] for r in ends)
+    fetches = [r for r in history if r["type"] == "fetch"]
+    assert len(fetches) >= 15 and not [f for f in fetches if f["result"] == "wrong_bytes"]
+    # while the intro point was dead, fetches still arrived or failed with a SOCKS reply, never wrong bytes;
+    # after the last heal the onion answers again
+    assert any(f["ok"] and f["start"] > r["t"] for f in fetches for r in ends)
+    assert {v.name: v.ok for v in result.verdicts} == {"no_wrong_bytes": True, "faults": True,
+                                                       "availability": True, "recovers": True}, summary
+    assert result.ok
+    assert_nothing_left(docker_client, backend)
+
+
+def test_sigterm_undoes_every_fault(lab, docker_client):
+    backend, base = lab
+    scenario = base / "long.yaml"
+    scenario.write_text(textwrap.dedent("""\
+        name: long
+        duration: 120
+        faults:
+          - {fault: kill, target: random relay, at: 1, for: 100}
+          - {fault: pause, target: random relay, at: 1, for: 100}
+          - {fault: partition, target: random relay, at: 1, for: 100}
+          - {fault: bandwidth, target: random relay, rate: 1mbit, at: 1, for: 100}
+        """))
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "chaos", str(scenario), "--run-dir",
+                                str(backend.run_dir), "--history", str(base / "long.jsonl")], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any("op 3: bandwidth" in line for line in output):
+            line = process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+        assert any("op 3: bandwidth" in line for line in output), "".join(output)
+        assert (backend.run_dir / chaos.JOURNAL).exists()  # four faults in place, journalled
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+            chaos.heal(backend)
+    text = "".join(output) + rest
+    print(text)
+    assert process.returncode == 130, text
+    assert "cleanup: every fault undone, the lab is as it was" in text
+    history = chaos.read_history(base / "long.jsonl")
+    types = [r["type"] for r in history]
+    assert "interrupted" in types
+    ends = [r for r in history if r["type"] == "fault" and r["event"] == "end"]
+    assert sorted(r["fault"] for r in ends) == ["bandwidth", "kill", "partition", "pause"]
+    assert {r["why"] for r in ends} == {"cleanup"} and all(r["ok"] for r in ends)
+    assert history[-1]["type"] == "end" and history[-1]["interrupted"]
+    # the killed relay was started again without waiting: give it its readiness, then look
+    killed = next(r["node"] for r in ends if r["fault"] == "kill")
+    backend.start(killed, timeout=60)
+    assert_nothing_left(docker_client, backend)
+
+
+def test_netem_faults_are_refused_or_run(lab):
+    backend, base = lab
+    problem = backend.shaping_problem(netem=True)
+    scenario = chaos.parse_scenario("name: lag\nduration: 6\nfaults:\n"
+                                    "  - {fault: delay, target: relay1, delay: 50ms, at: 1, for: 3}\n")
+    if problem is None:
+        result = chaos.run_scenario(scenario, backend)
+        assert result.ok, report.render_summary(result.history)
+        return
+    assert "netem" in problem
+    with pytest.raises(chaos.ChaosRefused, match="fault delay cannot run here: this kernel has no netem"):
+        chaos.run_scenario(scenario, backend)
+    assert backend.qdiscs("relay1") and set(backend.qdiscs("relay1").values()) == {"noqueue"}
+    assert Path(backend.run_dir).exists()

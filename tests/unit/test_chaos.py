@@ -1,0 +1,506 @@
+"""orchestrator/chaos.py without Docker: scenario validation (file:line:column: field), the seeded schedule,
+the checkers on synthetic histories, and the runner against a fake backend (every fault undone when the run
+ends, when the workload crashes and when SIGTERM arrives), plus the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import textwrap
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from orchestrator import chaos, report
+from orchestrator.chaos import Checkers, ScenarioError, judge, make_schedule, parse_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = [("auth1", "authority"), ("auth2", "authority"), ("auth3", "authority"), ("relay1", "relay"),
+       ("relay2", "relay"), ("relay3", "relay"), ("relay4", "relay"), ("relay5", "relay"),
+       ("relay6", "relay"),
+       ("hs", "onion_service"), ("client", "client")]
+
+RANDOM = textwrap.dedent("""\
+    name: random
+    duration: 100
+    faults:
+      - {fault: kill, target: random relay, at: [0, 20], for: [5, 10]}
+      - {fault: partition, target: random relay, count: 2, at: 10, for: 10, repeat: 3, every: 25}
+      - {fault: pause, target: intro point, at: [40, 60], for: 5}
+    """)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text, "s.yaml")
+    return [str(p) for p in caught.value.problems]
+
+
+# -- the scenario files --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "topologies" / "chaos").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_scenario_parses_and_schedules(path: Path) -> None:
+    scenario = chaos.load_scenario(path)
+    assert scenario.name == path.stem
+    ops = make_schedule(scenario, 1, LAB)
+    assert ops and all(op.until <= scenario.duration for op in ops)
+
+
+def test_the_schema_knows_every_key_the_parser_knows() -> None:
+    schema = json.loads((REPO / "orchestrator" / "chaos.schema.json").read_text())
+    assert set(schema["properties"]) == set(chaos.TOP_KEYS)
+    fault = schema["$defs"]["fault"]["properties"]
+    assert set(fault) == set(chaos.FAULT_KEYS) | {p for ps in chaos.FAULTS.values() for p in ps}
+    assert set(fault["fault"]["enum"]) == set(chaos.FAULTS)
+
+
+# -- validation: every problem names the file, the line, the column and the field ----------------------------
+
+
+def test_unknown_fault_names_line_field_and_suggests() -> None:
+    text = "name: x\nduration: 30\nfaults:\n  - fault: kil\n    target: relay1\n"
+    assert problems(text) == ["s.yaml:4:12: faults[0].fault: unknown fault 'kil' (did you mean 'kill'?)"]
+
+
+def test_every_problem_at_once_sorted_by_line() -> None:
+    text = textwrap.dedent("""\
+        name: x
+        duration: 30
+        faults:
+          - fault: bandwidth
+            target: random relais
+            rat: 1mbit
+          - fault: kill
+            target: relay1
+            at: 25
+            for: 10
+          - fault: delay
+            target: intro point
+            delay: fast
+        checkers:
+          recovers: {within: -1}
+          availability: {min: 2}
+        """)
+    found = problems(text)
+    assert found == [
+        "s.yaml:4:5: faults[0]: fault bandwidth needs 'rate'",
+        "s.yaml:5:13: faults[0].target: no role 'relais' (did you mean 'relay'?)",
+        "s.yaml:6:5: faults[0].rat: unknown key 'rat' (did you mean 'rate'?)",
+        "s.yaml:10:10: faults[1].for: this fault ends at 35 s (at the latest), after the scenario's duration "
+        "(30 s)",
+        "s.yaml:13:12: faults[2].delay: expected a tc time such as '100ms', got 'fast'",
+        "s.yaml:15:22: checkers.recovers.within: expected a number more than 0 and at most 3600, got -1",
+        "s.yaml:16:23: checkers.availability.min: expected a number at least 0 and at most 1, got 2",
+    ]
+
+
+def test_top_level_problems() -> None:
+    assert problems("name: x\nduratoin: 30\n") == [
+        "s.yaml:1:1: missing required key 'duration'",
+        "s.yaml:2:1: duratoin: unknown key 'duratoin' (did you mean 'duration'?)"]
+    assert problems("") == ["s.yaml:1:1: empty file: a scenario needs 'name' and 'duration'"]
+    assert problems("name: x\nduration: 30\nduration: 40\n") == [
+        "s.yaml:3:1: duration: duplicate key 'duration' (first defined on line 2)"]
+    assert problems("name: [x\n")[0].startswith("s.yaml:2:1: invalid YAML")
+
+
+def test_fault_shapes() -> None:
+    base = "name: x\nduration: 100\nfaults:\n  - "
+    assert problems(base + "{fault: kill, target: relay1, count: 2}\n") == [
+        "s.yaml:4:42: faults[0].count: a count needs a target that has candidates ('random ROLE' or intro "
+        "point, service guard, client guard), not the node 'relay1'"]
+    assert problems(base + "{fault: kill, target: relay1, repeat: 3}\n") == [
+        "s.yaml:4:43: faults[0].repeat: a repeated fault needs 'every' (seconds between starts)"]
+    assert problems(base + "{fault: kill, target: relay1, at: [9, 1]}\n") == [
+        "s.yaml:4:39: faults[0].at: [lo, hi] with hi < lo: [9, 1]"]
+    assert problems(base + "{fault: pause, target: relay1, signal: SIGKILL}\n") == [
+        "s.yaml:4:36: faults[0].signal: fault pause takes no parameters, not 'signal'"]
+    assert problems(base + "{fault: kill, target: Relay_1}\n") == [
+        "s.yaml:4:27: faults[0].target: expected a node name, 'random ROLE' (ROLE: authority, relay, "
+        "onion_service, client), or one of: intro point, service guard, client guard; got 'Relay_1'"]
+    assert problems(base + "{fault: kill, target: intro pont}\n")[0].endswith("(did you mean 'intro point'?)")
+
+
+def test_defaults() -> None:
+    scenario = parse_scenario("name: x\nduration: 30\nfaults:\n  - {fault: bandwidth, target: client guard, "
+                              "rate: 1mbit}\n")
+    (fault,) = scenario.faults
+    assert (fault.at, fault.length, fault.count) == ((0.0, 0.0), (10.0, 10.0), 1)
+    assert dict(fault.params) == {"rate": "1mbit", "burst": "32kbit", "latency": "400ms", "network": None}
+    assert scenario.workload == chaos.Workload()
+    assert scenario.checkers == Checkers()
+
+
+# -- the schedule --------------------------------------------------------------------------------------------
+
+
+def test_schedule_is_deterministic_for_a_seed() -> None:
+    scenario = parse_scenario(RANDOM)
+    first = make_schedule(scenario, 42, LAB)
+    assert first == make_schedule(scenario, 42, LAB)
+    assert [op.to_dict() for op in first] == [op.to_dict() for op in make_schedule(parse_scenario(RANDOM), 42,
+                                                                                     list(LAB))]
+    others = [make_schedule(scenario, seed, LAB) for seed in range(5)]
+    assert any(o != first for o in others), "the seed changes nothing"
+
+
+def test_schedule_shape() -> None:
+    ops = make_schedule(parse_scenario(RANDOM), 7, LAB)
+    assert [op.index for op in ops] == list(range(5))  # 1 kill, 3 partitions, 1 pause
+    assert [op.at for op in ops] == sorted(op.at for op in ops)
+    kill = next(op for op in ops if op.fault == "kill")
+    assert 0 <= kill.at <= 20 and 5 <= kill.until - kill.at <= 10
+    partitions = [op for op in ops if op.fault == "partition"]
+    assert [op.at for op in partitions] == [10, 35, 60]
+    relays = {f"relay{i}" for i in range(1, 7)}
+    assert all(len(op.nodes) == 2 and set(op.nodes) <= relays for op in partitions)
+    live = next(op for op in ops if op.fault == "pause")
+    assert live.nodes == () and live.target == "intro point"
+    # a node chosen at random is never chosen for an overlapping fault
+    for a in ops:
+        for b in ops:
+            if a is not b and a.at < b.until and b.at < a.until:
+                assert not set(a.nodes) & set(b.nodes), (a, b)
+
+
+def test_schedule_against_a_lab_that_cannot_give_the_target() -> None:
+    scenario = parse_scenario("name: x\nduration: 30\nfaults:\n  - {fault: kill, target: relay9}\n"
+                              "  - {fault: pause, target: random relay, count: 7}\n", "s.yaml")
+    with pytest.raises(ScenarioError) as caught:
+        make_schedule(scenario, 1, LAB)
+    assert [str(p) for p in caught.value.problems] == [
+        "s.yaml:4:5: faults[0].target: the lab has no node 'relay9' (did you mean 'relay6'?)",
+        "s.yaml:5:5: faults[1].target: the lab has 6 relay node(s) free from 0 to 10 s, this fault needs 7"]
+
+
+# -- checkers on synthetic histories -------------------------------------------------------------------------
+
+
+def fetch(n: int, start: float, ok: bool = True, result: str | None = None, took: float = 0.5) -> dict:
+    return {"type": "fetch", "t": start + took, "n": n, "start": start, "end": start + took,
+            "latency_ms": 1000 * took, "ok": ok, "result": result or ("ok" if ok else "socks_refused"),
+            "socks_reply": 0 if ok else 0xF2, "bytes": 100 if ok else 0, "error": None if ok else "x"}
+
+
+def fault(op: int, node: str, start: float, end: float | None, *, ok: bool = True) -> list[dict]:
+    records = [{"type": "fault", "t": start, "event": "start", "op": op, "fault": "kill", "target": node,
+                "node": node, "ok": True}]
+    if end is not None:
+        records.append({"type": "fault", "t": end, "event": "end", "op": op, "fault": "kill", "node": node,
+                        "ok": ok, "why": "scheduled", "detail": "x", "error": None if ok else "gone"})
+    return records
+
+
+def history(*parts, cleanup: bool = True, left: tuple[str, ...] = ()) -> list[dict]:
+    records = [r for part in parts for r in (part if isinstance(part, list) else [part])]
+    records.sort(key=lambda r: r["t"])
+    if cleanup:
+        records.append({"type": "cleanup", "t": records[-1]["t"] + 0.1, "ok": not left, "left": list(left),
+                        "unapplied": []})
+    return records
+
+
+CHECK_ALL = Checkers(availability_min=0.5, availability_after_heal=0.9, availability_grace=5,
+                     recovers_within=10)
+
+
+def verdicts(records: list[dict], checkers: Checkers = CHECK_ALL) -> dict[str, bool]:
+    return {v.name: v.ok for v in judge(records, checkers)}
+
+
+def test_a_healthy_run_passes_every_checker() -> None:
+    fetches = [fetch(i, float(i), ok=not 10 <= i < 14) for i in range(30)]
+    records = history(*fetches, fault(0, "relay1", 10.0, 15.0))
+    assert verdicts(records) == {"no_wrong_bytes": True, "faults": True, "availability": True,
+                                 "recovers": True}
+    recovers = judge(records, CHECK_ALL)[3]
+    assert "slowest recovery 0.5 s" in recovers.summary  # fetch 15 (15.0-15.5 s) is the first after the heal
+
+
+def test_wrong_bytes_always_fail_the_run() -> None:
+    fetches = [fetch(i, float(i)) for i in range(20)]
+    fetches[7] = fetch(7, 7.0, ok=False, result="wrong_bytes")
+    result = judge(history(*fetches), Checkers())
+    assert [(v.name, v.ok) for v in result] == [("no_wrong_bytes", False), ("faults", True)]
+    assert result[0].details == ["fetch 7 at 7 s: x"]
+
+
+def test_slow_recovery_fails_recovers() -> None:
+    fetches = [fetch(i, float(i), ok=not 10 <= i < 28) for i in range(40)]
+    records = history(*fetches, fault(0, "relay1", 10.0, 15.0))
+    result = {v.name: v for v in judge(records, CHECK_ALL)}
+    assert not result["recovers"].ok
+    assert result["recovers"].details == [
+        "op 0 kill relay1: healed at 15 s, reachable again only after 13.5 s"]
+    # 22 of 40 ok overall (>= 50 %), but of the 20 fetches from the heal + 5 s on only 12 (60 % < 90 %)
+    assert not result["availability"].ok
+    assert result["availability"].summary == "55% of 40 fetches ok; 60% of 20 after 20.0 s"
+
+
+def test_availability_after_the_heal() -> None:
+    fetches = [fetch(i, float(i), ok=i % 3 != 0) for i in range(40)]  # a third fail, also after the heal
+    records = history(*fetches, fault(0, "relay1", 10.0, 15.0))
+    result = {v.name: v for v in judge(records, CHECK_ALL)}
+    assert not result["availability"].ok
+    assert result["availability"].details[0].startswith("after the last heal + 5 s: 65.0% < after_heal 90%")
+    # and a run that ended before anything was fetched after the heal
+    short = history(*[fetch(i, float(i)) for i in range(12)], fault(0, "relay1", 2.0, 11.0))
+    assert not {v.name: v for v in judge(short, CHECK_ALL)}["availability"].ok
+
+
+def test_never_recovering_fails() -> None:
+    fetches = [fetch(i, float(i), ok=i < 10) for i in range(30)]
+    records = history(*fetches, fault(0, "relay1", 10.0, 15.0))
+    result = {v.name: v for v in judge(records, CHECK_ALL)}
+    assert not result["recovers"].ok
+    assert "no successful fetch before the run ended" in result["recovers"].details[0]
+
+
+def test_overlapping_faults_heal_once_and_a_fetch_must_start_after_the_fault() -> None:
+    # relay1 10-20 s and relay2 15-25 s: one heal, at 25 s. Fetch 9 starts before the faults and ends at
+    # 30 s: it does not show a recovery.
+    fetches = [fetch(i, float(i), ok=i < 9) for i in range(9)] + [fetch(9, 9.0, took=21.0)]
+    records = history(*fetches, fault(0, "relay1", 10.0, 20.0), fault(1, "relay2", 15.0, 25.0))
+    assert chaos.heal_points(records) == [(25.0, 10.0, "op 1 kill relay2")]
+    assert not verdicts(records, Checkers(recovers_within=30))["recovers"]
+
+
+def test_faults_left_in_place_fail() -> None:
+    fetches = [fetch(i, float(i)) for i in range(10)]
+    assert not verdicts(history(*fetches, fault(0, "relay1", 2.0, None)), Checkers())["faults"]
+    assert not verdicts(history(*fetches, fault(0, "relay1", 2.0, 4.0, ok=False)), Checkers())["faults"]
+    left = judge(history(*fetches, fault(0, "relay1", 2.0, 4.0), left=("relay1: qdiscs ['tbf']",)),
+                 Checkers())
+    assert not left[1].ok and left[1].details == ["left behind: relay1: qdiscs ['tbf']"]
+    assert not verdicts(history(*fetches, fault(0, "relay1", 2.0, 4.0), cleanup=False), Checkers())["faults"]
+
+
+# -- the runner against a fake backend -----------------------------------------------------------------------
+
+
+class FakeBackend:
+    """The backend surface chaos.py uses, over an in-memory lab; records every call."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.calls: list[tuple] = []
+        self.state = {name: {"status": "running", "networks": {"labnet": f"10.0.0.{i}"},
+                             "qdiscs": ["noqueue"]}
+                      for i, (name, _) in enumerate(LAB, start=2)}
+        self.fail_unpause = False
+
+    def status(self) -> dict:
+        return {"nodes": [{"name": n, "role": r, "address": "", "ready": True} for n, r in LAB],
+                "onion_services": [{"name": "hs", "onion": "x.onion", "ports": [80]}],
+                "clients": [{"name": "client", "socks": "127.0.0.1:1"}]}
+
+    def node_status(self, name: str) -> dict:
+        return {"intro_points": ["relay1", "relay2", "relay3"], "guards": {"primary": ["relay4"]}}
+
+    def container_state(self, name: str) -> dict:
+        return {"status": self.state[name]["status"], "networks": dict(self.state[name]["networks"])}
+
+    def qdiscs(self, name: str) -> dict[str, str]:
+        return {f"veth-{name}": kind for kind in self.state[name]["qdiscs"]}
+
+    def host_interfaces(self, name: str, network: str | None = None) -> dict[str, str]:
+        return {"labnet": f"veth-{name}"}
+
+    def shaping_problem(self, netem: bool = False) -> str | None:
+        return "no netem here" if netem else None
+
+    def kill(self, name: str, signal: str = "SIGKILL") -> None:
+        self.calls.append(("kill", name))
+        self.state[name]["status"] = "exited"
+
+    def stop(self, name: str, timeout: float) -> None:
+        self.calls.append(("stop", name))
+        self.state[name]["status"] = "exited"
+
+    def start(self, name: str, *, timeout: float, wait: bool) -> None:
+        self.calls.append(("start", name))
+        self.state[name]["status"] = "running"
+
+    def pause(self, name: str) -> None:
+        self.calls.append(("pause", name))
+        self.state[name]["status"] = "paused"
+
+    def unpause(self, name: str) -> None:
+        self.calls.append(("unpause", name))
+        if self.fail_unpause:
+            raise chaos.ChaosRefused("the engine said no")
+        self.state[name]["status"] = "running"
+
+    def disconnect(self, name: str, network: str | None = None) -> dict[str, str]:
+        self.calls.append(("disconnect", name))
+        return {network: self.state[name]["networks"].pop(network)}
+
+    def connect(self, name: str, network: str, address: str) -> None:
+        self.calls.append(("connect", name))
+        self.state[name]["networks"][network] = address
+
+    def shape(self, name: str, qdisc: list[str], network: str | None = None) -> list[str]:
+        self.calls.append(("shape", name, qdisc[0]))
+        self.state[name]["qdiscs"] = [qdisc[0]]
+        return [f"veth-{name}"]
+
+    def unshape(self, veths: list[str]) -> list[str]:
+        for veth in veths:
+            name = veth.removeprefix("veth-")
+            self.calls.append(("unshape", name))
+            self.state[name]["qdiscs"] = ["noqueue"]
+        return veths
+
+
+def ok_fetch(socks, onion, *, port, n_bytes, timeout) -> dict:
+    return {"ok": True, "result": "ok", "socks_reply": 0, "bytes": n_bytes, "error": None}
+
+
+SHORT = textwrap.dedent("""\
+    name: short
+    duration: 1.2
+    workload: {interval: 0.05}
+    faults:
+      - {fault: kill, target: intro point, at: 0.1, for: 0.3}
+      - {fault: partition, target: random relay, at: 0.2, for: 0.5}
+      - {fault: bandwidth, target: service guard, rate: 1mbit, at: 0.2, for: 0.5}
+      - {fault: pause, target: relay5, at: 0.6, for: 0.4}
+    checkers:
+      availability: {min: 0.9, after_heal: 0.9, grace: 0}
+      recovers: {within: 1}
+    """)
+
+
+def test_a_run_applies_and_undoes_every_fault(tmp_path: Path) -> None:
+    backend = FakeBackend(tmp_path)
+    before = json.dumps(backend.state, sort_keys=True)
+    lines: list[str] = []
+    result = chaos.run_scenario(parse_scenario(SHORT), backend, seed=3, history_path=tmp_path / "h.jsonl",
+                                say=lines.append, fetch=ok_fetch)
+    assert result.ok, report.render_summary(result.history)
+    assert json.dumps(backend.state, sort_keys=True) == before
+    kinds = [c[0] for c in backend.calls]
+    assert kinds.count("kill") == kinds.count("start") == 1
+    assert kinds.count("pause") == kinds.count("unpause") == 1
+    assert kinds.count("disconnect") == kinds.count("connect") == 1
+    assert kinds.count("shape") == kinds.count("unshape") == 1
+    assert ("shape", "relay4", "tbf") in backend.calls  # the service's guard
+    killed = next(c[1] for c in backend.calls if c[0] == "kill")
+    assert killed in {"relay1", "relay2", "relay3"}  # one of its intro points
+    saved = chaos.read_history(tmp_path / "h.jsonl")
+    assert saved == json.loads(json.dumps(result.history))
+    assert [r["type"] for r in saved][:3] == ["run", "baseline", "start"]
+    assert saved[-1]["type"] == "end" and saved[-1]["ok"]
+    assert sum(r["type"] == "fault" and r["event"] == "end" for r in saved) == 4
+    assert not (tmp_path / chaos.JOURNAL).exists()
+    assert any("op 0: kill" in line for line in lines)
+    # the report reads the history
+    text = report.render_summary(saved)
+    assert "chaos OK" in text and "kill" in text
+    parser = HTMLParser()
+    parser.feed(report.render_html(saved))
+    parser.close()
+
+
+def test_netem_faults_are_refused_before_anything_changes(tmp_path: Path) -> None:
+    backend = FakeBackend(tmp_path)
+    scenario = parse_scenario("name: x\nduration: 30\nfaults:\n  - {fault: kill, target: relay1, at: 0}\n"
+                              "  - {fault: loss, target: relay2, percent: 5}\n")
+    with pytest.raises(chaos.ChaosRefused, match="fault loss cannot run here: no netem here"):
+        chaos.run_scenario(scenario, backend, fetch=ok_fetch)
+    assert backend.calls == []
+
+
+def test_a_crashing_workload_still_undoes_every_fault(tmp_path: Path) -> None:
+    backend = FakeBackend(tmp_path)
+    calls = []
+
+    def crashing(socks, onion, **kw) -> dict:
+        calls.append(1)
+        if len(calls) > 8:  # after the baseline and a few fetches, with faults in place
+            raise RuntimeError("a bug in the workload")
+        return ok_fetch(socks, onion, **kw)
+
+    scenario = parse_scenario("name: x\nduration: 30\nworkload: {interval: 0.05}\nfaults:\n"
+                              "  - {fault: kill, target: relay1, at: 0, for: 20}\n"
+                              "  - {fault: pause, target: relay2, at: 0, for: 20}\n")
+    with pytest.raises(chaos.WorkloadCrashed):
+        chaos.run_scenario(scenario, backend, history_path=tmp_path / "h.jsonl", fetch=crashing)
+    assert backend.state["relay1"]["status"] == backend.state["relay2"]["status"] == "running"
+    saved = chaos.read_history(tmp_path / "h.jsonl")
+    ends = [r for r in saved if r["type"] == "fault" and r["event"] == "end"]
+    assert {r["node"] for r in ends} == {"relay1", "relay2"} and {r["why"] for r in ends} == {"cleanup"}
+    assert saved[-1]["type"] == "cleanup" and saved[-1]["ok"]
+    assert not (tmp_path / chaos.JOURNAL).exists()
+
+
+def test_sigterm_mid_run_undoes_every_fault(tmp_path: Path) -> None:
+    assert threading.current_thread() is threading.main_thread()
+    backend = FakeBackend(tmp_path)
+    scenario = parse_scenario("name: x\nduration: 60\nworkload: {interval: 0.05}\nfaults:\n"
+                              "  - {fault: stop, target: relay1, at: 0, for: 50}\n"
+                              "  - {fault: bandwidth, target: relay2, rate: 1mbit, at: 0, for: 50}\n")
+    original = backend.shape
+
+    def shape_then_sigterm(*args, **kwargs):
+        veths = original(*args, **kwargs)
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return veths
+
+    backend.shape = shape_then_sigterm
+    handler = signal.getsignal(signal.SIGTERM)
+    result = chaos.run_scenario(scenario, backend, history_path=tmp_path / "h.jsonl", fetch=ok_fetch)
+    assert result.interrupted and not result.ok
+    assert backend.state["relay1"]["status"] == "running" and backend.state["relay2"]["qdiscs"] == ["noqueue"]
+    types = [r["type"] for r in result.history]
+    assert "interrupted" in types and types.index("interrupted") < types.index("cleanup")
+    assert result.history[-1] == {**result.history[-1], "type": "end", "ok": False, "interrupted": True}
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_an_undo_that_fails_is_kept_in_the_journal_and_fails_the_run(tmp_path: Path) -> None:
+    backend = FakeBackend(tmp_path)
+    backend.fail_unpause = True
+    scenario = parse_scenario("name: x\nduration: 1\nworkload: {interval: 0.05}\nfaults:\n"
+                              "  - {fault: pause, target: relay1, at: 0, for: 0.2}\n")
+    result = chaos.run_scenario(scenario, backend, fetch=ok_fetch)
+    faults = next(v for v in result.verdicts if v.name == "faults")
+    assert not faults.ok and any("left behind: relay1: container paused" in d for d in faults.details)
+    assert not result.ok
+    assert json.loads((tmp_path / chaos.JOURNAL).read_text()) == [{"fault": "pause", "node": "relay1"}]
+    with pytest.raises(chaos.ChaosRefused, match="still in place"):  # no new run on top of it
+        chaos.run_scenario(scenario, backend, fetch=ok_fetch)
+    backend.fail_unpause = False  # `--heal` tries again once the engine agrees
+    assert [how for _, how in chaos.heal(backend)] == ["unpaused"]
+    assert backend.state["relay1"]["status"] == "running" and not (tmp_path / chaos.JOURNAL).exists()
+
+
+def test_heal_undoes_what_a_killed_run_left(tmp_path: Path) -> None:
+    backend = FakeBackend(tmp_path)
+    backend.pause("relay1")
+    backend.shape("relay2", ["tbf"])
+    (tmp_path / chaos.JOURNAL).write_text(json.dumps([
+        {"fault": "pause", "node": "relay1"},
+        {"fault": "bandwidth", "node": "relay2", "qdisc": "tbf", "veths": ["veth-relay2"]}]))
+    done = chaos.heal(backend)
+    assert [how for _, how in done] == ["qdisc removed from veth-relay2", "unpaused"]
+    assert backend.state["relay1"]["status"] == "running" and backend.state["relay2"]["qdiscs"] == ["noqueue"]
+    assert not (tmp_path / chaos.JOURNAL).exists()
+    assert chaos.heal(backend) == []
+
+
+def test_cli_exit_2_names_the_problem_even_without_a_lab(tmp_path: Path, capsys) -> None:
+    from orchestrator import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nduration: 10\nfaults:\n  - {fault: kil, target: relay1}\n")
+    assert cli.main(["chaos", str(bad), "--run-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (f"{bad}:4:13: faults[0].fault: unknown fault 'kil' "
+                                       "(did you mean 'kill'?)\n")
+    assert cli.main(["chaos", str(REPO / "topologies/chaos/slow-guard.yaml"), "--run-dir",
+                     str(tmp_path / "run")]) == 1  # a good scenario, but no lab
+    assert "no lab is running" in capsys.readouterr().err
