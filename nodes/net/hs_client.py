@@ -65,6 +65,7 @@ FETCH_TIMEOUT = 15.0
 INTRO_ACK_TIMEOUT = 10.0
 RENDEZVOUS_TIMEOUT = 20.0  # INTRODUCE_ACK -> RENDEZVOUS2: the service builds a circuit meanwhile
 CONSENSUS_WAIT = 30.0
+RENDEZVOUS_ATTEMPTS = 3  # relays tried as rendezvous point for one connection
 
 _random = secrets.SystemRandom()
 
@@ -221,20 +222,33 @@ class OnionClient:
 
     async def _establish_rendezvous(self, consensus: Consensus, cookie: bytes,
                                     onion: str) -> OriginCircuitHandle:
+        """A rendezvous point for `cookie`: up to RENDEZVOUS_ATTEMPTS relays (not our guards while others
+        are left), the next when one cannot be reached or refuses (it may have gone since the consensus)."""
         guards = {g.identity for g in self.guards.primary()}
-        candidates = pick_relays(consensus, 1, exclude=guards) or pick_relays(consensus, 1)
+        candidates = (pick_relays(consensus, RENDEZVOUS_ATTEMPTS, exclude=guards)
+                      or pick_relays(consensus, RENDEZVOUS_ATTEMPTS))
         if not candidates:
             raise RendezvousFailed("the consensus lists no relay to be a rendezvous point")
-        try:
-            rend = await self._build(consensus, candidates[0])
-            await rend.send(EstablishRendezvous(cookie))
-            await rend.receive((core.RendezvousEstablished,), timeout=INTRO_ACK_TIMEOUT)
-        except (*CIRCUIT_FAILURES, trio.BrokenResourceError) as e:
-            self.metrics.inc("rendezvous_total", result="establish_failed")
-            raise RendezvousFailed(f"rendezvous point {candidates[0].nickname}: {e}") from None
-        self.events.emit("rendezvous_established", onion=onion, rendezvous=candidates[0].nickname,
-                         circuit=rend.circ_id)
-        return rend
+        problems = []
+        for relay in candidates:
+            try:
+                rend = await self._build(consensus, relay)
+            except CIRCUIT_FAILURES as e:
+                problems.append(f"{relay.nickname}: {e}")
+                self.metrics.inc("rendezvous_total", result="establish_failed")
+                continue
+            try:
+                await rend.send(EstablishRendezvous(cookie))
+                await rend.receive((core.RendezvousEstablished,), timeout=INTRO_ACK_TIMEOUT)
+            except (trio.TooSlowError, trio.BrokenResourceError) as e:
+                await rend.aclose()
+                problems.append(f"{relay.nickname}: {e}")
+                self.metrics.inc("rendezvous_total", result="establish_failed")
+                continue
+            self.events.emit("rendezvous_established", onion=onion, rendezvous=relay.nickname,
+                             circuit=rend.circ_id)
+            return rend
+        raise RendezvousFailed("no rendezvous point: " + "; ".join(problems))
 
     # -- step 4: introduction ------------------------------------------------------------------------------
     async def _introduce(self, consensus: Consensus, descriptor: HsDescriptor, subcredential: bytes,
