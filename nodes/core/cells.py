@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
@@ -89,6 +90,29 @@ def encode_cell(cell: Cell, circ_id_len: int = 4) -> bytes:
         return headers[0].pack(cell.circ_id, command) + payload + _ZEROS[n:]
     except struct.error as e:
         raise LocalProtocolError(f"circ_id {cell.circ_id} does not fit in {circ_id_len} bytes") from e
+
+
+_FIXED4 = _HEADERS[4][0]
+
+
+def encode_cells(cells: Iterable[Cell]) -> bytes:
+    """encode_cell (CircID length 4) over many cells, joined: what a link writes per batch. Full-size fixed
+    cells (every relay cell) skip the per-cell call and copy; anything else goes through encode_cell."""
+    parts: list[bytes] = []
+    append = parts.append
+    pack = _FIXED4.pack
+    for cell in cells:
+        command = cell.command
+        payload = cell.payload
+        if len(payload) == PAYLOAD_LEN and command < 128 and command != 7 and command in _KNOWN:
+            try:
+                append(pack(cell.circ_id, command))
+            except struct.error as e:
+                raise LocalProtocolError(f"circ_id {cell.circ_id} does not fit in 4 bytes") from e
+            append(payload)
+        else:
+            append(encode_cell(cell))
+    return b"".join(parts)
 
 
 class CellFramer:

@@ -444,7 +444,7 @@ class OriginCircuit(_StreamEnds):
         return frozenset(allowed)
 
     def _receive_relay(self, payload: bytes) -> list[OriginEvent]:
-        if not self._real_hops:
+        if not self._kh:  # no hop built with ntor has answered yet
             raise UnexpectedMessage("RELAY cell before the first hop answered")
         hop, body = self._crypto.decrypt(payload)
         streams = self._streams
@@ -606,7 +606,11 @@ class RelayCircuit(_StreamEnds):
             raise LocalProtocolError(f"cell for circuit {cell.circ_id} fed to circuit {self.circ_id}")
         if self._state is _S.DESTROYED or (self._state is _S.FAILED and cell.command != Command.DESTROY):
             return []
-        return self._guard(self._forward, cell)
+        try:  # _guard, inlined: this runs for every cell a relay passes on
+            return self._forward(cell)
+        except RemoteProtocolError:
+            self._state = _S.FAILED
+            raise
 
     def _forward(self, cell: Cell) -> list[RelayAction]:
         command = cell.command
@@ -722,7 +726,11 @@ class RelayCircuit(_StreamEnds):
         self._check_from_next(cell)
         if self._state in _GONE:
             return None
-        return self._guard(self._backward, cell)
+        try:  # _guard, inlined: this runs for every cell a relay passes back
+            return self._backward(cell)
+        except RemoteProtocolError:
+            self._state = _S.FAILED
+            raise
 
     def _backward(self, cell: Cell) -> Cell:
         command = cell.command

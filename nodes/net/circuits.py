@@ -221,15 +221,19 @@ class OriginCircuitHandle:
             except trio.EndOfChannel:
                 break
             queued = False
+            receive = self.core.receive_cell
             for cell in cells:
                 if self.error is not None:
                     return
                 try:
-                    events = self.core.receive_cell(cell)
+                    events = receive(cell)
                 except RemoteProtocolError as e:
                     self._protocol_error(e)
                     return
-                if events:
+                if len(events) == 1 and type(events[0]) is core.StreamData:  # the bulk of the cells
+                    if (stream := self._streams.get(events[0].stream_id)) is not None:
+                        await stream._deliver(events[0].data)
+                elif events:
                     queued = await self._handle(events) or queued
             # Once per batch: whoever waits for a window or a hop re-checks after all of it.
             self._changed.unpark_all()

@@ -8,11 +8,11 @@ waits in `send_all` while the peer is slow, and the reader stops reading while i
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import trio
 
-from nodes.core.cells import Cell, CellFramer, Command, Netinfo, Versions, encode_cell
+from nodes.core.cells import Cell, CellFramer, Command, Netinfo, Versions, encode_cell, encode_cells
 from nodes.core.errors import DecodeError, UnexpectedMessage
 
 LINK_PROTOCOLS = (4, 5)
@@ -74,10 +74,9 @@ class Link:
                 raise UnexpectedMessage(f"link handshake: expected {want.name}, got command {cell.command}")
 
     # -- cells ---------------------------------------------------------------------------------------------
-    async def send_cells(self, cells: Iterable[Cell]) -> None:
-        encoded = [encode_cell(c) for c in cells]
-        self.cells_out += len(encoded)
-        await self._send_raw(b"".join(encoded))
+    async def send_cells(self, cells: Sequence[Cell]) -> None:
+        self.cells_out += len(cells)
+        await self._send_raw(encode_cells(cells))
 
     async def _send_raw(self, data: bytes) -> None:
         async with self._send_lock:

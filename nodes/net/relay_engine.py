@@ -53,8 +53,6 @@ from .metrics import Metrics
 from .streams import CircuitStream
 
 EXTEND_TIMEOUT = 10.0  # opening the link to the next hop
-# Single actions a forwarded cell usually yields: collected and queued per batch (see _forward_batch).
-_PASSED_ON = (core.SendForward, core.SendJoined)
 
 StreamHandler = Callable[[CircuitStream], Awaitable[None]]
 
@@ -224,29 +222,45 @@ class RelayEngine:
         """Feed a batch of cells from the origin's side to the core; False once the circuit is gone.
 
         The common case, a cell passed on (to the next hop or the joined circuit), only collects the cell:
-        everything collected is queued together before anything that may wait and at the end, so cells
-        still leave in the order they were encrypted."""
-        pending: list = []
+        what was collected is queued before anything that may wait and at the end, so cells still leave
+        in the order they were encrypted. The circuit can only go away in _execute or while we wait."""
+        if ref.error is not None:
+            return False
+        receive = ref.core.receive_forward
+        onward: list[Cell] = []  # to ref.next
+        joined: list[Cell] = []  # to ref.joined's previous hop
         for cell in cells:
-            if ref.error is not None:
-                return False
             try:
-                actions = ref.core.receive_forward(cell)
+                actions = receive(cell)
             except RemoteProtocolError as e:
-                self._queue(ref, pending)
+                self._queue_onward(ref, onward, joined)
                 self._count_error(e.kind, "circuit destroyed", circuit=repr(ref), error=str(e))
                 self._teardown(ref, DestroyReason.PROTOCOL)
                 return False
-            if not actions:
+            if len(actions) == 1:
+                kind = type(actions[0])
+                if kind is core.SendForward:
+                    onward.append(actions[0].cell)
+                    continue
+                if kind is core.SendJoined:
+                    joined.append(actions[0].cell)
+                    continue
+            elif not actions:
                 continue
-            if len(actions) == 1 and type(actions[0]) in _PASSED_ON:
-                pending.append(actions[0])
-                continue
-            self._queue(ref, pending)
-            pending = []
+            self._queue_onward(ref, onward, joined)
+            onward, joined = [], []
             await self._execute(ref, actions)
-        self._queue(ref, pending)
-        return ref.error is None
+            if ref.error is not None:
+                return False
+        self._queue_onward(ref, onward, joined)
+        return True
+
+    @staticmethod
+    def _queue_onward(ref: RelayCircuitRef, onward: list[Cell], joined: list[Cell]) -> None:
+        if onward and ref.next is not None:
+            ref.next.send_nowait(onward)
+        if joined and ref.joined is not None:
+            ref.joined.prev.send_nowait(joined)
 
     async def _backward_loop(self, ref: RelayCircuitRef, next_circ_id: int, inbox: Inbox) -> None:
         while True:

@@ -165,7 +165,8 @@ class CircuitStream(trio.abc.HalfCloseableStream):
         if self._closed or self._eof_sent:
             return
         self._buffer += data
-        self._readable.unpark_all()
+        if self._readable:  # per cell: skip the ParkingLot call when nobody waits (the usual case)
+            self._readable.unpark_all()
         while len(self._buffer) > self._limit and not self._eof_sent and self._error is None:
             await self._room.park()
 

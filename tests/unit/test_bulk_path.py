@@ -1,15 +1,15 @@
-"""DATA takes a shortcut past the message table on both circuit ends (OriginCircuit._receive_relay and an
-exit's RelayCircuit._forward); it must refuse exactly what the full path refuses, and leave the circuit
-FAILED when it does."""
+"""The bulk path's shortcuts. DATA skips the message table on both circuit ends (OriginCircuit._receive_relay
+and an exit's RelayCircuit._forward): it must refuse exactly what the full path refuses, and leave the
+circuit FAILED when it does. encode_cells is encode_cell joined, errors included."""
 
 import struct
 
 import pytest
 
 from nodes.core import relay
-from nodes.core.cells import Cell, Command
+from nodes.core.cells import Cell, Command, encode_cell, encode_cells
 from nodes.core.circuit import CircuitState, RelayState, StreamData
-from nodes.core.errors import DecodeError, UnexpectedMessage
+from nodes.core.errors import DecodeError, LocalProtocolError, UnexpectedMessage
 from nodes.core.relay import decode_data_body, decode_relay_body
 from tests.unit.test_circuit import Harness, open_stream
 
@@ -83,3 +83,17 @@ def test_exit_takes_data_and_refuses_an_unknown_stream():
     with pytest.raises(UnexpectedMessage, match="unknown stream"):
         h.pump()
     assert exit_.state is RelayState.FAILED
+
+
+def test_encode_cells_is_encode_cell_joined():
+    cells = [Cell(0x80000001, Command.RELAY, bytes(range(200)) * 2 + bytes(109)),
+             Cell(5, Command.CREATE2, b"\x00\x02\x00\x54" + bytes(84)),  # short: padded
+             Cell(0, Command.VPADDING, b"var"),  # variable-length
+             Cell(7, Command.DESTROY, b"\x03"),
+             Cell(0xFFFFFFFF, Command.RELAY_EARLY, bytes([9]) * 509)]
+    assert encode_cells(cells) == b"".join(encode_cell(c) for c in cells)
+    assert encode_cells([]) == b""
+    for bad in (Cell(1 << 32, Command.RELAY, bytes(509)), Cell(1, 200, bytes(509)),
+                Cell(1, Command.RELAY, bytes(510))):
+        with pytest.raises(LocalProtocolError):
+            encode_cells([bad])
