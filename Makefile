@@ -39,9 +39,11 @@ test-unit: $(STAMP)
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz.driver --cases 100000
 
-## cell crypto, the default topology on the local backend, then in containers (a few minutes; JSON each)
+## cell crypto, a 3-hop stream in one process, the default topology on the local backend, then in containers
+## (a few minutes; JSON each)
 bench: $(STAMP) image
 	$(PY) -m bench.cells
+	$(PY) -m bench.stream
 	$(PY) -m bench.network
 	$(PY) -m bench.docker
 
