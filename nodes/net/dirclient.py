@@ -33,6 +33,7 @@ DESCRIPTOR_PATH = "/tor/"
 REQUEST_TIMEOUT = 10.0
 RETRY_MIN = 0.25  # seconds before retrying when no authority answered well; doubles up to RETRY_MAX
 RETRY_MAX = 10.0
+FIRST_RETRY_MAX = 0.5  # the retry delay's cap while we have no consensus at all
 
 _random = secrets.SystemRandom()
 
@@ -125,7 +126,9 @@ class DirectoryClient:
                 consensus = await self.fetch_consensus(int(time.time()))
             except NoConsensusError:
                 await trio.sleep(retry)
-                retry = min(2 * retry, RETRY_MAX)
+                # Until the first consensus, ask often: a fresh lab's first one is seconds away, and every
+                # node waits for it (a few small requests to the authorities are cheap).
+                retry = min(2 * retry, RETRY_MAX if self.current is not None else FIRST_RETRY_MAX)
                 continue
             retry = RETRY_MIN
             if self.current is None or consensus.valid_after > self.current.valid_after:
