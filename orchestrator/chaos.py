@@ -28,7 +28,6 @@ import os
 import random
 import re
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,12 +38,13 @@ from typing import Any, Final
 import yaml
 
 from .flow import (
-    PATTERN_MODULUS,
     REPLY_NAMES,
     SocksRefused,
     fresh_credentials,
+    read_pattern,
     socks_connect,
 )
+from .signals import sigterm_interrupts
 from .topology import ROLES, Problem, TopologyError, _Checker, _describe, _did_you_mean, _syntax_problem
 
 # -- what a scenario can say ---------------------------------------------------------------------------------
@@ -663,7 +663,7 @@ def fetch_once(socks: str | None, onion: str, *, port: int, n_bytes: int, timeou
         credentials = fresh_credentials("chaos")
         with socks_connect(socks, onion, port, credentials=credentials, timeout=timeout) as sock:
             reply = 0
-            good, wrong = _read_pattern(sock, onion, n_bytes, deadline)
+            good, wrong = read_pattern(sock, onion, n_bytes, deadline=deadline)
     except SocksRefused as e:
         return {"ok": False, "result": "socks_refused", "socks_reply": e.code, "bytes": 0, "error": str(e)}
     except TimeoutError:
@@ -679,38 +679,6 @@ def fetch_once(socks: str | None, onion: str, *, port: int, n_bytes: int, timeou
         return {"ok": False, "result": "short", "socks_reply": 0, "bytes": good,
                 "error": f"the stream ended after {good} of {n_bytes} bytes"}
     return {"ok": True, "result": "ok", "socks_reply": 0, "bytes": good, "error": None}
-
-
-def _read_pattern(sock: socket.socket, host: str, n: int, deadline: float) -> tuple[int, int | None]:
-    """GET /bytes/n: (body bytes read, offset of the first byte that is not the pattern, or None). Bytes
-    beyond n are wrong too."""
-    sock.sendall(f"GET /bytes/{n} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        chunk = sock.recv(65536)
-        if not chunk or len(buffer) > 16384:
-            raise ConnectionError("no complete HTTP response head")
-        buffer += chunk
-    head, _, body = buffer.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise ConnectionError(f"HTTP answer {head.splitlines()[0].decode(errors='replace')}")
-    good = 0
-    pattern = bytes(range(PATTERN_MODULUS)) * (65536 // PATTERN_MODULUS + 2)
-    while True:
-        for i in range(0, len(body), 65536):
-            piece = body[i:i + 65536]
-            start = good % PATTERN_MODULUS
-            expected = pattern[start:start + len(piece)]
-            if piece != expected or good + len(piece) > n:
-                first = next((j for j, (a, b) in enumerate(zip(piece, expected, strict=False)) if a != b),
-                             n - good)
-                return good, good + first
-            good += len(piece)
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        body = sock.recv(65536)
-        if not body:
-            return good, None
 
 
 class _Workload(threading.Thread):
@@ -778,23 +746,6 @@ class RunResult:
 
 class WorkloadCrashed(RuntimeError):
     """The workload raised something that is not a failed fetch (a bug): the run stops, faults are undone."""
-
-
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt like Ctrl-C (main thread only; elsewhere nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -945,7 +896,7 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
         stamp(f"scenario {scenario.name} (seed {seed}): {len(schedule)} ops over {scenario.duration:g} s; "
               f"workload: /bytes/{w.bytes} from {service} via {client} every {w.interval:g} s")
         try:
-            with _signals_interrupt():
+            with sigterm_interrupts():
                 workload.start()
                 while True:
                     if workload.error is not None:

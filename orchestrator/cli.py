@@ -18,13 +18,9 @@ topology (every problem as file:line:column: field: message).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
@@ -42,6 +38,7 @@ from .flow import DEFAULT_BYTES as DEFAULT_FLOW_BYTES
 from .flow import check_reachable, render, run_flow
 from .graph import FORMATS as GRAPH_FORMATS
 from .graph import render_graph
+from .signals import sigterm_interrupts
 from .topology import TopologyError, load_topology
 
 DEFAULT_TOPOLOGY = Path("topologies", "default.yaml")
@@ -366,23 +363,6 @@ COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_lo
             "flow": cmd_flow, "chaos": cmd_chaos, "export": cmd_export, "graph": cmd_graph}
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt while a command runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -390,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        with _sigterm_interrupts():  # a SIGTERM cleans up like Ctrl-C does (`up` removes what it made)
+        with sigterm_interrupts():  # a SIGTERM cleans up like Ctrl-C does (`up` removes what it made)
             return COMMANDS[args.command](args)
     except TopologyError as e:
         print(e, file=sys.stderr)

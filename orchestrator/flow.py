@@ -164,8 +164,10 @@ def fresh_credentials(tag: str) -> tuple[bytes, bytes]:
     return f"{tag}-{secrets.token_hex(8)}".encode(), b"x"
 
 
-def fetch_pattern(sock: socket.socket, host: str, n: int) -> int:
-    """GET /bytes/n; the number of body bytes that match the pattern (== n when everything is right)."""
+def read_pattern(sock: socket.socket, host: str, n: int, *,
+                 deadline: float | None = None) -> tuple[int, int | None]:
+    """GET /bytes/n: (body bytes read, offset of the first byte that is not the pattern, or None). Bytes
+    beyond n are wrong too. TimeoutError once time.monotonic() passes `deadline`."""
     sock.sendall(f"GET /bytes/{n} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
     buffer = b""
     while b"\r\n\r\n" not in buffer:
@@ -177,23 +179,31 @@ def fetch_pattern(sock: socket.socket, host: str, n: int) -> int:
     if not head.startswith(b"HTTP/1.1 200"):
         raise ConnectionError(f"HTTP answer {head.splitlines()[0].decode(errors='replace')}")
     good = 0
-    expected = bytes(range(PATTERN_MODULUS)) * (65536 // PATTERN_MODULUS + 2)
+    pattern = bytes(range(PATTERN_MODULUS)) * (65536 // PATTERN_MODULUS + 2)
     while True:
         for i in range(0, len(body), 65536):
             piece = body[i:i + 65536]
             start = good % PATTERN_MODULUS
-            if piece != expected[start:start + len(piece)]:
-                raise ConnectionError(f"byte {good + _first_difference(piece, expected[start:])} is wrong")
+            expected = pattern[start:start + len(piece)]
+            if piece != expected or good + len(piece) > n:
+                first = next((j for j, (a, b) in enumerate(zip(piece, expected, strict=False)) if a != b),
+                             n - good)
+                return good, good + first
             good += len(piece)
-        if good >= n:
-            return good
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError
         body = sock.recv(65536)
         if not body:
-            return good
+            return good, None
 
 
-def _first_difference(a: bytes, b: bytes) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+def fetch_pattern(sock: socket.socket, host: str, n: int) -> int:
+    """GET /bytes/n; the number of body bytes, all of them the pattern (ConnectionError naming the first
+    wrong byte otherwise)."""
+    good, wrong = read_pattern(sock, host, n)
+    if wrong is not None:
+        raise ConnectionError(f"byte {wrong} is wrong")
+    return good
 
 
 def check_reachable(socks: str, onion: str, *, deadline: float, n_bytes: int = 1000,
