@@ -7,9 +7,10 @@
      random order) until one answers INTRODUCE_ACK with success.
   6. RENDEZVOUS2 arrives on the rendezvous circuit: finish hs-ntor, add the virtual hop, open the stream.
 
-A live rendezvous circuit is kept per onion and reused by later connections (new streams on it); concurrent
-connects to one onion share one setup. Failures are the typed ConnectFailed errors nodes.net.socks maps to
-SOCKS replies.
+A live rendezvous circuit is kept per (onion, SOCKS credentials) and reused by later connections with the
+same credentials (new streams on it); concurrent connects with one key share one setup. Entries of circuits
+that died are dropped as new connections come, so the tables hold only live circuits and setups under way.
+Failures are the typed ConnectFailed errors nodes.net.socks maps to SOCKS replies.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ INTRO_ACK_TIMEOUT = 10.0
 RENDEZVOUS_TIMEOUT = 20.0  # INTRODUCE_ACK -> RENDEZVOUS2: the service builds a circuit meanwhile
 CONSENSUS_WAIT = 30.0
 RENDEZVOUS_ATTEMPTS = 3  # relays tried as rendezvous point for one connection
+MAX_RENDEZVOUS_CIRCUITS = 256  # live rendezvous circuits kept for reuse (one per onion and credentials)
 
 _random = secrets.SystemRandom()
 
@@ -111,6 +113,7 @@ class OnionClient:
             self.metrics.inc("errors_total", kind="bad_onion_address")
             raise OnionAddressInvalid(f"{host}: {e}") from None
         key = (identity, isolation)  # isolation: the SOCKS credentials (nodes.net.socks), b"" for none
+        self._forget_dead()
         lock = self._locks.setdefault(key, trio.Lock())
         async with lock:
             circuit = self.rendezvous.get(key)
@@ -118,13 +121,25 @@ class OnionClient:
                 self.metrics.inc("rendezvous_reused_total")
             else:
                 circuit = await self._rendezvous(identity, host)
+                self.rendezvous.pop(key, None)  # a dead one's entry: the new circuit goes last (newest)
                 self.rendezvous[key] = circuit
+                while len(self.rendezvous) > MAX_RENDEZVOUS_CIRCUITS:  # the oldest goes (Tor: dirtiness)
+                    oldest = next(iter(self.rendezvous))
+                    if not self._locks[oldest].locked():
+                        del self._locks[oldest]
+                    await self.rendezvous.pop(oldest).aclose()
         try:
             stream = await circuit.open_stream("", port)
         except StreamRefused as e:
             raise RendezvousFailed(f"the service refused port {port}: {e}") from None
         self.events.emit("stream_opened", onion=host, port=port, circuit=circuit.circ_id)
         return stream
+
+    def _forget_dead(self) -> None:
+        """Drop rendezvous circuits that died, and the locks nobody holds or waits for with them."""
+        self.rendezvous = {k: c for k, c in self.rendezvous.items() if c.error is None}
+        self._locks = {k: lock for k, lock in self._locks.items()
+                       if k in self.rendezvous or lock.locked() or lock.statistics().tasks_waiting}
 
     async def _consensus(self) -> Consensus:
         with trio.fail_after(CONSENSUS_WAIT):
