@@ -409,6 +409,7 @@ class ChannelManager:
         metrics.describe("links_open", "gauge", "Open links (TLS connections to other nodes)")
         metrics.describe("cells_in_total", "counter", "Cells received on all links")
         metrics.describe("cells_out_total", "counter", "Cells sent on all links")
+        metrics.describe("link_handshake_seconds", "summary", "Opening a link: TCP, TLS, VERSIONS/NETINFO")
         metrics.describe("link_errors_total", "counter", "Links that failed or were closed for an error")
         metrics.describe("errors_total", "counter", "Protocol errors by the peer, by kind")
 
@@ -485,12 +486,15 @@ class ChannelManager:
 
     async def _open_link(self, address: str, port: int) -> Link:
         link = None
+        started = trio.current_time()
         try:
             with trio.fail_after(self.connect_timeout):
                 stream = await tls.open_tls_stream(address, port, self._client_ctx)
                 link = Link(stream, initiator=True)
                 await link.handshake(now=int(time.time()), peer_address=_ip_or_empty(address),
                                      my_addresses=self._my_addresses())
+            # TCP connect, TLS and VERSIONS/NETINFO: what a new link costs before its first circuit
+            self.metrics.observe("link_handshake_seconds", trio.current_time() - started)
             return link
         except trio.TooSlowError:
             error = ChannelError(f"no link to {address}:{port} within {self.connect_timeout} s",

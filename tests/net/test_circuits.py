@@ -149,6 +149,8 @@ async def test_build_failures_are_typed_and_timed():
         assert client.metrics.value("circuit_build_failures_total", kind="timeout") == 1
         assert client.metrics.value("circuit_build_failures_total", kind="connect") == 1
         assert client.metrics.value("circuit_build_seconds_count") == 1
+        assert client.metrics.value("link_handshake_seconds_count") == 1  # one link made, then reused
+        assert relay.metrics.value("link_handshake_seconds_count") == 1  # relay0's link to the silent one
         assert [e["kind"] for e in client.events.records("circuit_build_failed")] == ["timeout", "connect"]
         nursery.cancel_scope.cancel()
 
