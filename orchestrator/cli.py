@@ -4,6 +4,7 @@
     onionlab status [--json]                    what runs, what is ready, the onion and SOCKS addresses
     onionlab down [--keep]                      stop every node; remove the run dir unless --keep
     onionlab logs NODE                          a node's events and stderr
+    onionlab kill NODE [--signal SIG] / restart NODE  crash a node / start it again and wait until ready
     onionlab flow [--json] [--bytes N]          fetch from the onion via SOCKS; the six steps as a timeline
     onionlab reap [--all]                       remove the Docker objects of runs no orchestrator owns
     onionlab chaos SCENARIO [--seed N] [--json] [--history FILE] [--html FILE]  faults on a schedule, judged
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "state file no longer exists. Complete runs with a state file are left alone.")
     reap.add_argument("--all", action="store_true", dest="everything",
                       help="remove every onionlab run on this engine, running ones included")
+    kill = commands.add_parser("kill", parents=[common], help="kill a node (SIGKILL or --signal): a crash")
+    kill.add_argument("node", help="the node's name, e.g. relay3")
+    kill.add_argument("--signal", default="SIGKILL", help="the signal to send (default: %(default)s)")
+    restart = commands.add_parser("restart", parents=[common],
+                                  help="restart a node (same keys and config) and wait until it is ready")
+    restart.add_argument("node", help="the node's name, e.g. relay3")
+    restart.add_argument("--timeout", type=float, default=60.0,
+                         help="seconds to wait for the node to be ready (default: %(default)g)")
+
     flow = commands.add_parser(
         "flow", parents=[common], help="drive the rendezvous flow and print its six steps as a timeline",
         description="Fetch /bytes/N from an onion service through a client's SOCKS port (fresh SOCKS "
@@ -231,6 +241,25 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kill(args: argparse.Namespace) -> int:
+    backend = _running_backend(args)
+    if backend is None:
+        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()})")
+    backend.kill(args.node, args.signal)
+    print(f"sent {args.signal} to {args.node}")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    backend = _running_backend(args)
+    if backend is None:
+        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()})")
+    started = time.monotonic()
+    backend.restart(args.node, timeout=args.timeout)
+    print(f"{args.node} is ready again after {time.monotonic() - started:.1f} s")
+    return 0
+
+
 def _pick(nodes: list[dict], name: str | None, what: str) -> dict:
     if not nodes:
         raise BackendError(f"the run has no {what}")
@@ -360,7 +389,8 @@ def format_status(status: dict) -> str:
 
 
 COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_logs, "reap": cmd_reap,
-            "flow": cmd_flow, "chaos": cmd_chaos, "export": cmd_export, "graph": cmd_graph}
+            "flow": cmd_flow, "kill": cmd_kill, "restart": cmd_restart, "chaos": cmd_chaos,
+            "export": cmd_export, "graph": cmd_graph}
 
 
 def main(argv: list[str] | None = None) -> int:

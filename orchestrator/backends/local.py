@@ -181,12 +181,12 @@ class LocalBackend:
                          data_root=self.run_dir / "nodes")
         render_state(plan.to_json(), self.run_dir / "nodes")
 
-    def _start(self, info: RunInfo) -> None:
+    def _start(self, info: RunInfo, nodes_: list[RunNode] | None = None) -> None:
         # the nodes import the same `nodes` package as we do, whatever their working directory
         source_root = str(Path(nodes.__file__).resolve().parents[1])
         path = os.pathsep.join(p for p in (source_root, os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
-        for node in info.nodes:
+        for node in info.nodes if nodes_ is None else nodes_:
             where = self._node_dir(node.name)
             with open(where / EVENTS, "ab") as out, open(where / STDERR, "ab") as err:
                 proc = subprocess.Popen(
@@ -196,6 +196,39 @@ class LocalBackend:
             self._children[proc.pid] = proc
             node.pid = proc.pid
             write_state(info)  # after each start: a crash of ours right here still leaves every PID recorded
+
+    # -- one node --------------------------------------------------------------------------------------------
+
+    def kill(self, name: str, sig: str = "SIGKILL") -> None:
+        """Send a signal to the node's process group (SIGKILL: it dies at once, as in a crash)."""
+        info = self._state()
+        node = info.node(name)
+        if not node.pid or not self._running(node):
+            raise BackendError(f"{name} is not running")
+        try:
+            number = signal.Signals[sig]
+        except KeyError:
+            raise BackendError(f"no signal named {sig!r} (e.g. SIGKILL, SIGTERM, SIGSTOP)") from None
+        os.killpg(node.pid, number)
+
+    def restart(self, name: str, *, timeout: float = 60.0) -> dict:
+        """Stop the node if it runs, start it again with the same config and data dir (the same keys), and
+        wait until it is ready; returns its /status."""
+        info = self._state()
+        node = info.node(name)
+        if node.pid and self._running(node):
+            os.killpg(node.pid, signal.SIGTERM)
+            if self._wait_gone([node], TERM_GRACE):
+                os.killpg(node.pid, signal.SIGKILL)
+                self._wait_gone([node], KILL_GRACE)
+        self._start(info, [node])
+        endpoint = readiness.Endpoint(node.name, node.address, node.ports["control_port"])
+        try:
+            statuses = readiness.wait_until_ready([endpoint], timeout=timeout,
+                                                  check=lambda: self._check_alive(info))
+        except readiness.ReadinessTimeout as e:
+            raise StartFailed(f"{e}\n{self._tail_report(node, 5)}") from None
+        return statuses[name]
 
     def _wait_ready(self, info: RunInfo, timeout: float, say: Progress) -> dict[str, dict]:
         started = time.monotonic()

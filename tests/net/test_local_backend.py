@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import readiness
 from orchestrator.backends import BackendError, NodeFailed, local, read_state
 from orchestrator.backends.local import LocalBackend
 from orchestrator.topology import Interface, Network, Node, Timing, Topology
@@ -203,3 +204,27 @@ def test_a_lab_moves_to_the_next_address_block_when_its_ports_are_taken(tmp_path
         first = local._free_block(topology)
     assert str(first).endswith(".2") and first != local.FIRST_ADDRESS
     assert local._free_block(topology) in (local.FIRST_ADDRESS, first)  # freed again (unless a lab runs)
+
+
+def test_kill_and_restart_a_node(tmp_path):
+    """`onionlab kill` crashes a node, `onionlab restart` brings it back with the same identity."""
+    backend = LocalBackend(tmp_path / "run")
+    try:
+        info = backend.up(_authorities_topology(), timeout=30)
+        before = readiness.fetch_status(info.nodes[1].address, info.nodes[1].ports["control_port"])
+        backend.kill("auth2")
+        old_pid = info.nodes[1].pid
+        deadline = time.monotonic() + 10
+        while not _gone(old_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(old_pid)
+        assert [n["ready"] for n in backend.status()["nodes"]] == [True, False, True]
+        with pytest.raises(BackendError, match="not running"):
+            backend.kill("auth2")
+        with pytest.raises(BackendError, match="no signal named"):
+            backend.kill("auth1", "SIGNOPE")
+        after = backend.restart("auth2", timeout=30)
+        assert after["identity"] == before["identity"]  # the same keys from the same data dir
+        assert read_state(tmp_path / "run").node("auth2").pid not in (None, old_pid)
+    finally:
+        backend.down()
