@@ -1,0 +1,133 @@
+"""When the onion service uploads its descriptor, judged with a fake directory and a fake uploader (the
+uploads themselves are tested over real circuits in test_network.py): the current and the next time period at
+first, only the new next one at period rollover, everything again when an intro point changes, and the
+HSDirs that failed again with backoff. Timers run on trio's autojump clock."""
+
+from __future__ import annotations
+
+import io
+import os
+from types import SimpleNamespace
+
+import trio
+
+from nodes.core import hs_common
+from nodes.core.dirdocs import RouterStatus
+from nodes.core.ed25519 import Signer
+from nodes.net.events import EventLog
+from nodes.net.hs_paths import TimePeriod
+from nodes.net.hs_service import OnionService
+from nodes.net.metrics import Metrics
+
+FLAGS = frozenset({"Running", "Valid", "Guard", "HSDir", "Fast", "Stable"})
+PERIOD = 24  # minutes
+OFFSET = 12
+ROUTERS = [RouterStatus(f"relay{i}", os.urandom(32), os.urandom(32), f"10.0.0.{i + 2}", 9001, 0, 1000, 1,
+                        FLAGS) for i in range(6)]
+
+
+def _consensus(period_num: int) -> SimpleNamespace:
+    start = hs_common.time_period_start(period_num, PERIOD, OFFSET)
+    return SimpleNamespace(valid_after=start + 60, hs_period_minutes=PERIOD,
+                           hs_rotation_offset_minutes=OFFSET, shared_rand_current=None, routers=ROUTERS)
+
+
+class FakeDirectory:
+    def __init__(self) -> None:
+        self.current = None
+        self._changed = trio.Event()
+
+    def install(self, consensus) -> None:
+        self.current = consensus
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_newer(self, than):
+        while self.current is None or self.current is than:
+            await self._changed.wait()
+        return self.current
+
+
+def _service(directory: FakeDirectory, *, refuse: set[bytes] = frozenset(),
+             identity: Signer | None = None) -> tuple[OnionService, list]:
+    service = OnionService(identity or Signer.from_seed(os.urandom(32)), n_intro_points=1, targets={},
+                           circuits=None, guards=None, directory=directory, metrics=Metrics(),
+                           events=EventLog("hs", "onion_service", io.StringIO()))
+    uploads: list[dict[int, set[bytes]]] = []
+
+    async def publish(consensus, periods, missing):
+        await trio.sleep(0.1)
+        uploads.append({num: {h.identity for h in dirs} for num, dirs in missing.items() if dirs})
+        for num, dirs in missing.items():
+            for hsdir in dirs:
+                if hsdir.identity not in refuse:
+                    service.published.setdefault(num, set()).add(hsdir.identity)
+        return not any(h.identity in refuse for dirs in missing.values() for h in dirs)
+
+    service._publish = publish
+    service.intro_points[0] = SimpleNamespace(relay=ROUTERS[0])  # what the scheduler looks at: one exists
+    service._intro_changed.set()
+    return service, uploads
+
+
+def _responsible(service: OnionService, num: int) -> set[bytes]:
+    period = TimePeriod(num, PERIOD, hs_common.disaster_srv(PERIOD, num))
+    return {h.identity for h in service._hsdirs(_consensus(num), period)}
+
+
+async def _until(condition) -> None:
+    while not condition():
+        await trio.sleep(0.05)
+
+
+async def test_first_both_periods_then_only_the_new_one_at_rollover(autojump_clock):
+    directory = FakeDirectory()
+    service, uploads = _service(directory)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.keep_descriptors_published)
+        directory.install(_consensus(1000))
+        await _until(lambda: len(uploads) == 1)
+        assert uploads[0] == {1000: _responsible(service, 1000), 1001: _responsible(service, 1001)}
+        assert service.descriptor_published()
+
+        directory.install(_consensus(1001))  # rollover: 1001 is current and already published
+        await _until(lambda: len(uploads) == 2)
+        assert uploads[1] == {1002: _responsible(service, 1002)}
+        revision = service._revision
+
+        service._intro_changed.set()  # an intro point changed: a new revision to every HSDir
+        await _until(lambda: len(uploads) == 3)
+        assert uploads[2] == {1001: _responsible(service, 1001), 1002: _responsible(service, 1002)}
+        assert service._revision > revision
+        nursery.cancel_scope.cancel()
+
+
+async def _with_a_refusing_hsdir(num: int) -> tuple[OnionService, list, bytes]:
+    directory = FakeDirectory()
+    directory.current = _consensus(num)
+    identity = Signer.from_seed(os.urandom(32))
+    probe, _ = _service(directory, identity=identity)
+    stubborn = next(iter(_responsible(probe, num)))
+    service, uploads = _service(directory, refuse={stubborn}, identity=identity)
+    return service, uploads, stubborn
+
+
+async def test_a_refusing_hsdir_is_retried_with_growing_backoff_and_the_rest_not_again(autojump_clock):
+    service, uploads, stubborn = await _with_a_refusing_hsdir(2000)
+    times: list[float] = []
+    upload = service._publish
+
+    async def timed(consensus, periods, missing):
+        times.append(trio.current_time())
+        return await upload(consensus, periods, missing)
+
+    service._publish = timed
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service.keep_descriptors_published)
+        await _until(lambda: len(times) >= 5)
+        nursery.cancel_scope.cancel()
+    assert len(uploads[0][2000]) > 1  # the first round went to every responsible HSDir
+    for retry in uploads[1:5]:  # the retries only to the one that refused
+        assert retry and all(dirs == {stubborn} for dirs in retry.values())
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0]
