@@ -1,5 +1,9 @@
-"""`python -m nodes ROLE --config FILE`: run one node until SIGTERM or SIGINT (`python -m nodes init ...` is
-the one-shot of nodes/init.py).
+"""`python -m nodes ROLE --config FILE [--wait-config SECONDS]`: run one node until SIGTERM or SIGINT
+(`python -m nodes init ...` is the one-shot of nodes/init.py).
+
+`--wait-config SECONDS` is for orchestrators that cannot order start-ups (a Docker Swarm stack has no
+depends_on): the config file is polled for until it exists, or the deadline passes (exit 2, as for a missing
+file). nodes.init writes it atomically, so a file that exists is complete.
 
 Exit status: 0 after a signal (or if the role returns on its own), 1 when the node crashes (traceback on
 stderr, then one `fatal: ...` line naming the real cause, which the orchestrator shows first), 2 for a bad
@@ -13,8 +17,10 @@ import argparse
 import logging
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import trio
 
@@ -24,6 +30,26 @@ from nodes.roles import serve_for
 log = logging.getLogger("nodes")
 
 FATAL_PREFIX = "fatal: "  # the orchestrator looks for the last stderr line starting with this
+WAIT_POLL_MIN = 0.05  # seconds between looks for the config file (--wait-config); doubles up to the max
+WAIT_POLL_MAX = 1.0
+
+
+def wait_for_file(path: str | Path, timeout: float, *, clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Poll until `path` exists (True) or `timeout` seconds have passed (False), with backoff."""
+    deadline = clock() + timeout
+    delay = WAIT_POLL_MIN
+    while True:
+        try:
+            if Path(path).exists():
+                return True
+        except OSError:  # e.g. a directory we may not search yet: not there for us
+            pass
+        left = deadline - clock()
+        if left <= 0:
+            return False
+        sleep(min(delay, left))
+        delay = min(2 * delay, WAIT_POLL_MAX)
 
 
 async def run_node(serve: Callable[..., Awaitable[None]], config: NodeConfig) -> None:
@@ -64,9 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nodes", description="Run one onionlab node.")
     parser.add_argument("role", choices=ROLES)
     parser.add_argument("--config", required=True, help="the node's JSON config (the orchestrator writes it)")
+    parser.add_argument("--wait-config", type=float, default=None, metavar="SECONDS",
+                        help="wait up to SECONDS for the config file to appear (another process writes it)")
     args = parser.parse_args(argv)
+    if args.wait_config is not None and args.wait_config < 0:
+        parser.error("--wait-config: SECONDS must not be negative")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.wait_config is not None and not wait_for_file(args.config, args.wait_config):
+        print(f"{FATAL_PREFIX}{args.config}: did not appear within {args.wait_config:g} s (--wait-config)",
+              file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config)
     except ConfigError as e:

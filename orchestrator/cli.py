@@ -9,6 +9,7 @@
     onionlab reap [--all]                       remove the Docker objects of runs no orchestrator owns
     onionlab chaos SCENARIO [--seed N] [--json] [--history FILE] [--html FILE]  faults on a schedule, judged
     onionlab export compose [TOPOLOGY] [-o FILE]  the topology as a docker-compose.yml
+    onionlab export stack [TOPOLOGY] [-o FILE]    the topology as a Docker Swarm stack file
     onionlab graph [TOPOLOGY] [--format mermaid|dot]  the topology as a Mermaid or DOT graph
 
 Every command takes --run-dir (default $ONIONLAB_RUN_DIR, else .onionlab/run). Exit status: 0 done, 1 the
@@ -34,7 +35,7 @@ from .backends import (
     open_backend,
     read_state,
 )
-from .compose import ComposeError, display_source, export_compose
+from .compose import ComposeError, display_source, export_compose, export_stack
 from .flow import DEFAULT_BYTES as DEFAULT_FLOW_BYTES
 from .flow import check_reachable, render, run_flow
 from .graph import FORMATS as GRAPH_FORMATS
@@ -143,6 +144,16 @@ def _add_export_and_graph(commands: argparse._SubParsersAction) -> None:
                          help=f"the topology file (default: {DEFAULT_TOPOLOGY})")
     compose.add_argument("-o", "--output", type=Path, default=None,
                          help="write the file here instead of to standard output")
+    stack = formats.add_parser(
+        "stack", help="a Docker Swarm stack file (docker stack deploy -c FILE NAME runs the lab)",
+        description="Write a Docker Swarm stack file for a one-network topology: an overlay network with "
+                    "its subnet, the same init service, one service per node found by its name (dnsrr); "
+                    "nodes wait for the config init writes. SOCKS ports are published on every host "
+                    "address (mode: host).")
+    stack.add_argument("topology", nargs="?", type=Path, default=None,
+                       help=f"the topology file (default: {DEFAULT_TOPOLOGY})")
+    stack.add_argument("-o", "--output", type=Path, default=None,
+                       help="write the file here instead of to standard output")
     graph = commands.add_parser("graph", help="print a topology as a Mermaid or DOT graph",
                                 description="Print a topology as a graph: networks as subgraphs, nodes "
                                             "labelled with their role, an edge per network membership.")
@@ -333,12 +344,14 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """`export compose`: the topology as a docker-compose.yml, on stdout or into --output."""
+    """`export compose` / `export stack`: the topology as a docker-compose.yml or a Swarm stack file, on
+    stdout or into --output."""
     path = args.topology or _default_topology()
     topology = load_topology(path)
     output = display_source(args.output) if args.output is not None else None
+    export = export_stack if args.export_format == "stack" else export_compose
     try:
-        text = export_compose(topology, display_source(path), args.output, output_name=output)
+        text = export(topology, display_source(path), args.output, output_name=output)
     except ComposeError as e:
         print(f"onionlab: {e}", file=sys.stderr)
         return 1

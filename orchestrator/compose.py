@@ -24,11 +24,22 @@ topology file), networks onionlab.network, volumes and services onionlab.node an
 onionlab.run: a compose lab belongs to its compose project, not to an `onionlab up` run, so `onionlab reap`
 has no business with it (`docker compose down -v` removes it).
 
-No Swarm stack export: nodes need IP addresses. A relay advertises its address in its descriptor, which
-carries an IP by the directory protocol (nodes/roles/relay.py refuses anything else), and the consensus tells
-everyone to dial that IP; a stack file cannot give a service a static address (Swarm assigns task addresses
-at deploy time, and dnsrr names would have to be resolved inside every node, which the node software does not
-do). make_plan(addresses=...) would accept names, the nodes would not.
+`render_stack` writes the same lab as a Docker Swarm stack file (`onionlab export stack`, then
+`docker stack deploy -c FILE NAME`), which differs where Swarm does:
+
+- no static addresses: the plan uses service names (every service's hostname is its node name, and with
+  `endpoint_mode: dnsrr` the name resolves to the task's own address). Relays resolve their name at start and
+  advertise that IP (nodes/roles/relay.py); authorities are dialled by name. Every port listens on 0.0.0.0;
+- one overlay network (attachable, the topology's subnet). A topology with several networks is refused:
+  a relay on two networks advertises one IP, and the plan's address map (which tells the nodes of the other
+  network where to reach it instead) needs addresses known before deploy time;
+- no depends_on: init and the nodes start together, and every node runs with `--wait-config`, polling for
+  the config.json that init writes atomically; nodes restart on failure, init never;
+- init cannot have `network_mode: none`, so it sits alone on an internal overlay network;
+- security: user, read-only root filesystem and cap_drop/cap_add as in compose (Docker 20.10 supports
+  capabilities in services); `security_opt` (no-new-privileges) is not supported by `docker stack deploy`
+  and left out. SOCKS ports are published in `mode: host` (the ingress routing mesh needs IPVS), which
+  binds 0.0.0.0 of the host: Swarm cannot publish on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from orchestrator.plan import DATA_ROOT, make_plan
+from orchestrator.plan import DATA_ROOT, Plan, make_plan
 from orchestrator.topology import Node, Topology
 
 NODE_UID: Final = 10001  # the node image's user (images/node/Dockerfile)
@@ -48,6 +59,9 @@ INIT_MOUNT: Final = "/state"  # where the init service sees the nodes' volumes
 SOCKS_BIND: Final = "127.0.0.1"  # published ports reach the host's loopback only
 INIT_CAPS: Final = ("CHOWN", "SETUID", "SETGID")
 DEFAULT_OUTPUT: Final = "docker-compose.yml"
+DEFAULT_STACK_OUTPUT: Final = "onionlab-stack.yml"
+WAIT_CONFIG_SECONDS: Final = 300  # how long a stack's node waits for init to write its config
+STACK_FILE_VERSION: Final = "3.8"
 
 
 class ComposeError(ValueError):
@@ -124,6 +138,15 @@ def _role_counts(topology: Topology) -> str:
     return ", ".join(parts)
 
 
+def _init_script(topology: Topology) -> tuple[list[str], str]:
+    """The init service's mount points and its shell command (chown the volumes, drop to the node user)."""
+    mounts = [f"{INIT_MOUNT}/{n.name}" for n in topology.nodes]
+    script = (f"chown {NODE_UID}:{NODE_UID} {' '.join(mounts)} && exec setpriv --reuid={NODE_UID} "
+              f"--regid={NODE_UID} --clear-groups python3 -m nodes.init --plan-env {PLAN_VARIABLE} "
+              f"--out {INIT_MOUNT}")
+    return mounts, script
+
+
 def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_OUTPUT) -> str:
     """The docker-compose.yml of `topology`; the header names the topology file as `source` and this file as
     `output_name` (in the command that makes it again)."""
@@ -168,10 +191,7 @@ def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_O
     add("")
 
     add("services:")
-    mounts = [f"{INIT_MOUNT}/{n.name}" for n in topology.nodes]
-    script = (f"chown {NODE_UID}:{NODE_UID} {' '.join(mounts)} && exec setpriv --reuid={NODE_UID} "
-              f"--regid={NODE_UID} --clear-groups python3 -m nodes.init --plan-env {PLAN_VARIABLE} "
-              f"--out {INIT_MOUNT}")
+    mounts, script = _init_script(topology)
     add(f"  {init}:")
     add(f"    image: {_q(images[0])}")
     add('    user: "0"')
@@ -219,18 +239,151 @@ def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_O
     return "\n".join(out) + "\n"
 
 
+def stack_plan(topology: Topology) -> Plan:
+    """The plan a stack runs: every node at its service name, every port on 0.0.0.0."""
+    return make_plan(topology, addresses={n.name: n.name for n in topology.nodes}, socks_address="0.0.0.0",
+                     listen_address="0.0.0.0")
+
+
+def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STACK_OUTPUT) -> str:
+    """The Docker Swarm stack file of `topology` (one network only; ComposeError otherwise)."""
+    if "\n" in source or "\n" in output_name:
+        raise ComposeError("file names with a line break cannot go into the header")
+    if len(topology.networks) != 1:
+        raise ComposeError(
+            f"topology {topology.name!r} has {len(topology.networks)} networks; a Swarm stack export supports"
+            " one: Swarm assigns addresses at deploy time, so a relay on several networks could only"
+            " advertise one of them, and the nodes of its other networks would not know where to reach it")
+    (network,) = topology.networks
+    plan = stack_plan(topology)
+    init = init_service_name(topology)
+    isolated = "init-isolated"
+    while isolated == network.name:
+        isolated += "-"
+    ports = socks_host_ports(topology)
+    images = list(dict.fromkeys(n.image for n in topology.nodes))
+    out: list[str] = []
+    add = out.append
+
+    add(f"# Generated from {source} by `onionlab export stack`. Do not edit by hand: edit the topology,")
+    add(f"# then run: onionlab export stack {source} -o {output_name}")
+    add("#")
+    add(f"# Lab {topology.name!r} as a Docker Swarm stack: {_role_counts(topology)}.")
+    add(f"# Needs the node image {', '.join(images)} on the swarm's nodes (`make image`) and a swarm")
+    add("# (`docker swarm init`). Then")
+    add(f"# `docker stack deploy -c {output_name} NAME`; `docker stack rm NAME` removes the services and the")
+    add("# networks, `docker volume rm NAME_state-...` the volumes, which hold the lab's keys.")
+    add(f"# The one-shot `{init}` service makes the authorities' identity keys and every node's config.json")
+    add("# in the nodes' volumes (no key material is in this file); the nodes wait for their config.")
+    add("# Nodes are found by service name (endpoint_mode: dnsrr). Published ports use mode: host, which")
+    add("# binds every address of the host: Swarm cannot publish a port on 127.0.0.1 only.")
+    for client, port in ports.items():
+        node = topology.node(client)
+        add(f"# SOCKS5 of {client}: port {port} on the host (${{{socks_variable(node)}}} changes it).")
+    add("")
+    add(f"version: {_q(STACK_FILE_VERSION)}")
+    add("")
+
+    add("networks:")
+    add(f"  {network.name}:")
+    add("    driver: overlay")
+    add("    attachable: true")
+    add("    ipam:")
+    add("      config:")
+    add(f"        - subnet: {_q(str(network.subnet))}")
+    _labels(out, "    ", topology, source, network=network.name)
+    add(f"  {isolated}:")
+    add("    driver: overlay")
+    add("    internal: true")
+    _labels(out, "    ", topology, source, network=isolated)
+    add("")
+
+    add("volumes:")
+    for node in topology.nodes:
+        add(f"  {volume_name(node)}:")
+        _labels(out, "    ", topology, source, node=node.name, role=node.role)
+    add("")
+
+    def deploy(condition: str, **labels: str) -> None:
+        add("    deploy:")
+        add("      endpoint_mode: dnsrr")
+        add("      restart_policy:")
+        add(f"        condition: {condition}")
+        if condition != "none":
+            add("        delay: 2s")
+        _labels(out, "      ", topology, source, **labels)
+
+    add("services:")
+    mounts, script = _init_script(topology)
+    add(f"  {init}:")
+    add(f"    image: {_q(images[0])}")
+    add('    user: "0"')
+    add(f"    entrypoint: {_flow(['sh', '-c', script])}")
+    add("    environment:")
+    add(f"      {PLAN_VARIABLE}: |")
+    out.extend(f"        {line}".replace("$", "$$") for line in plan.to_json().splitlines())
+    add("    volumes:")
+    for node, mount in zip(topology.nodes, mounts, strict=True):
+        add(f"      - {_q(f'{volume_name(node)}:{mount}')}")
+    add(f"    networks: [{isolated}]")
+    add("    read_only: true")
+    add("    cap_drop: [ALL]")
+    add(f"    cap_add: {_flow(INIT_CAPS)}")
+    add("    healthcheck:")
+    add("      disable: true")
+    _labels(out, "    ", topology, source, node=init, role="init")
+    deploy("none", node=init, role="init")
+
+    for node in topology.nodes:
+        data_dir = f"{DATA_ROOT}/{node.name}"
+        add("")
+        add(f"  {node.name}:")
+        add(f"    image: {_q(node.image)}")
+        add(f"    hostname: {_q(node.name)}")
+        command = [node.role, "--config", f"{data_dir}/config.json",
+                   "--wait-config", str(WAIT_CONFIG_SECONDS)]
+        add(f"    command: {_flow(command)}")
+        add(f"    user: {_q(str(NODE_UID))}")
+        add("    volumes:")
+        add(f"      - {_q(f'{volume_name(node)}:{data_dir}')}")
+        add("      - {type: tmpfs, target: /tmp}")
+        add(f"    networks: [{network.name}]")
+        if node.role == "client":
+            published = f"${{{socks_variable(node)}:-{ports[node.name]}}}"
+            add("    ports:")
+            add(f"      - {{target: {node.socks_port}, published: {_q(published, interpolate=True)}, "
+                "protocol: tcp, mode: host}")
+        add("    read_only: true")
+        add("    cap_drop: [ALL]")
+        _labels(out, "    ", topology, source, node=node.name, role=node.role)
+        deploy("on-failure", node=node.name, role=node.role)
+    return "\n".join(out) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ComposeError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def export_stack(topology: Topology, source: str, output: str | os.PathLike[str] | None = None, *,
+                 output_name: str | None = None) -> str:
+    """Render the stack file and, when `output` is given, write it (atomically); returns the text."""
+    text = render_stack(topology, source, output_name or DEFAULT_STACK_OUTPUT)
+    if output is not None:
+        _write(Path(output), text)
+    return text
+
+
 def export_compose(topology: Topology, source: str, output: str | os.PathLike[str] | None = None, *,
                    output_name: str | None = None) -> str:
     """Render and, when `output` is given, write the file (atomically); returns the text. The header names
     the file `output_name` (default: docker-compose.yml)."""
     text = render_compose(topology, source, output_name or DEFAULT_OUTPUT)
     if output is not None:
-        path = Path(output)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise ComposeError(f"cannot write {path}: {e.strerror or e}") from None
+        _write(Path(output), text)
     return text

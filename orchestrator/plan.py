@@ -65,12 +65,14 @@ def make_plan(
     addresses: Mapping[str, str] | None = None,
     data_root: str | os.PathLike[str] = DATA_ROOT,
     socks_address: str | None = None,
+    listen_address: str | None = None,
 ) -> Plan:
     """The plan of `topology`. `addresses` maps every node name to the one address it binds, advertises and
     is dialled at (default: the topology's addresses: a node's primary-network address, and each node
     reaches an authority at its address on the first network they share). Data dirs are
     `<data_root>/<node>`. Clients' SOCKS listens on `socks_address` (default: the client's address;
-    containers use 0.0.0.0 so that a published port reaches it)."""
+    containers use 0.0.0.0 so that a published port reaches it). Every port listens on `listen_address`
+    (default: 0.0.0.0 with the topology's addresses, each node's own address with `addresses`)."""
     if addresses is not None and (missing := [n.name for n in topology.nodes if n.name not in addresses]):
         raise ValueError(f"no address for node(s) {', '.join(missing)}")
     t = topology.timing  # vote and distribution delays: the authorities derive theirs from the interval
@@ -108,6 +110,7 @@ def make_plan(
             socks_port=node.socks_port or 0,
             socks_address=(socks_address or own) if node.role == "client" else "",
             # containers: a node on several networks is reached at each of its addresses
-            listen_address="0.0.0.0" if addresses is None else "", address_map=address_map,
+            listen_address=listen_address if listen_address is not None else "0.0.0.0" if addresses is None
+            else "", address_map=address_map,
             **optional))
     return Plan(topology.name, tuple(configs))

@@ -5,6 +5,10 @@ Ports (config.address): the OR port (TLS links; every circuit through or to this
 (/status, /metrics). There is no dir port: directory requests reach the relay as BEGIN_DIR streams on a
 circuit, and answering them (nodes.net.hsdir) is what makes it an HSDir.
 
+config.address may be a host name (a Docker Swarm stack plans with service names, since Swarm gives tasks
+their addresses at deploy time): `serve` resolves it once at start, and the relay advertises and checks
+the IP it got (a descriptor carries an IP address). A restarted task resolves its name again.
+
 Keys live in `<data_dir>/keys/` (nodes.net.node_keys): made on first start, reused afterwards, so a restart
 keeps the identity. The relay uploads a fresh descriptor to every authority at start and every
 `config.timing.descriptor_refresh` seconds (retrying with backoff while no authority accepts it), and keeps a
@@ -17,8 +21,10 @@ verified consensus with the directory client. /status conditions, all true when 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
+import socket
 import time
 
 import trio
@@ -50,6 +56,23 @@ def _is_canonical_ip(address: str) -> bool:
         return str(ipaddress.ip_address(address)) == address
     except ValueError:
         return False
+
+
+async def resolve_address(config: NodeConfig) -> NodeConfig:
+    """`config` with a host-name address replaced by its first IPv4 (else IPv6) address; an IP address is
+    kept as it is. ConfigError when the name does not resolve."""
+    if _is_canonical_ip(config.address):
+        return config
+    try:
+        infos = await trio.socket.getaddrinfo(config.address, config.or_port or None, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ConfigError(f"{config.name}: cannot resolve address {config.address!r}: {e}") from None
+    ips = [str(ipaddress.ip_address(info[4][0])) for info in infos
+           if info[0] in (socket.AF_INET, socket.AF_INET6)]
+    ips.sort(key=lambda ip: ipaddress.ip_address(ip).version)  # IPv4 first
+    if not ips:
+        raise ConfigError(f"{config.name}: address {config.address!r} resolves to no IP address")
+    return dataclasses.replace(config, address=ips[0])
 
 
 def nickname_for(name: str) -> str:
@@ -152,6 +175,7 @@ class Relay:
 
 async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run a relay until cancelled. `task_status.started(relay)` once the OR and control ports listen."""
+    config = await resolve_address(config)
     events = EventLog(config.name, "relay")
     metrics = Metrics()
     identity_key, keys = load_or_create_relay_keys(config.data_dir)

@@ -364,7 +364,24 @@ async def test_relay_config_errors_are_reported_before_serving(tmp_path):
     refs = (AuthorityRef("auth0", HOST, _unused_port(), bytes(32).hex()),)
     config = NodeConfig(name="relay-1", role="relay", address="localhost", data_dir=str(tmp_path),
                         control_port=0, authorities=refs)
-    with pytest.raises(ConfigError, match="'localhost' is not an IP address"):
-        await relay.serve(config)
+    identity_key, keys = load_or_create_relay_keys(tmp_path)
+    with pytest.raises(ConfigError, match="'localhost' is not an IP address"):  # what it would advertise
+        relay.Relay(config, identity_key, keys, metrics=Metrics(), events=EventLog("relay-1", "relay"))
     with pytest.raises(ConfigError, match="at least one authority"):
         await relay.serve(dataclasses.replace(config, address=HOST, authorities=()))
+
+
+async def test_relay_resolves_a_host_name_address_once_at_start(tmp_path, monkeypatch):
+    refs = (AuthorityRef("auth0", HOST, _unused_port(), bytes(32).hex()),)
+    config = NodeConfig(name="relay-1", role="relay", address="localhost", data_dir=str(tmp_path),
+                        control_port=0, authorities=refs, or_port=9001)
+    assert (await relay.resolve_address(config)).address == "127.0.0.1"  # /etc/hosts; IPv4 first
+    same = dataclasses.replace(config, address=HOST)
+    assert await relay.resolve_address(same) is same  # an IP is not looked up
+
+    async def no_such_name(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(trio.socket, "getaddrinfo", no_such_name)
+    with pytest.raises(ConfigError, match="cannot resolve address 'relay-1.invalid'"):
+        await relay.serve(dataclasses.replace(config, address="relay-1.invalid"))

@@ -207,3 +207,38 @@ def test_fatal_line_names_the_causes_inside_exception_groups():
     group = ExceptionGroup("nursery", [ExceptionGroup("inner", [OSError(98, "Address already in use")]),
                                        ValueError("bad")])
     assert node_main.fatal_line(group) == "fatal: OSError: [Errno 98] Address already in use; ValueError: bad"
+
+
+def test_wait_for_file_polls_with_backoff_until_the_deadline(tmp_path):
+    now = [0.0]
+    sleeps = []
+    target = tmp_path / "config.json"
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+        if now[0] >= 1.0:
+            target.write_text("{}")
+
+    assert node_main.wait_for_file(target, 10, clock=lambda: now[0], sleep=sleep) is True
+    assert sleeps == [0.05, 0.1, 0.2, 0.4, 0.8] and now[0] < 2  # doubling; stops once it is there
+    sleeps.clear()
+    assert node_main.wait_for_file(tmp_path / "never", 3, clock=lambda: now[0], sleep=sleep) is False
+    assert sum(sleeps) == pytest.approx(3) and max(sleeps) == node_main.WAIT_POLL_MAX  # not past the deadline
+
+
+def test_node_wait_config_gives_up_with_exit_2(tmp_path, capsys):
+    missing = tmp_path / "config.json"
+    assert node_main.main(["relay", "--config", str(missing), "--wait-config", "0"]) == 2
+    assert f"fatal: {missing}: did not appear within 0 s (--wait-config)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        node_main.main(["relay", "--config", str(missing), "--wait-config", "-1"])
+    assert exit_.value.code == 2
+
+
+def test_node_wait_config_reads_the_file_once_it_is_there(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"name": "r", "role": "relay", "address": "127.0.0.1", "data_dir": "/x",
+                                  "control_port": 1, "authorities": []}))
+    assert node_main.main(["authority", "--config", str(config), "--wait-config", "5"]) == 2  # read: role
+    assert "role is 'relay', but the command line says 'authority'" in capsys.readouterr().err

@@ -1,0 +1,254 @@
+"""`onionlab export stack` on a real single-node Docker Swarm: `docker stack deploy` of the default topology's
+stack brings up the lab with no other step, curl reaches the onion's page through the client's published
+SOCKS port, and `docker stack rm` (plus removing the stack's volumes) takes all of it away.
+
+The engine is left as it was found: when it is not in Swarm mode, the test runs `docker swarm init` (on
+127.0.0.1, else on another address of this machine) and `docker swarm leave --force` at the end, and removes
+the docker_gwbridge network that Swarm made if there was none before. An engine already in Swarm mode (a
+manager) is used as it is and left in it. The stack name is unique per test; a second stack file adds this
+session's test labels to every service's containers so that the conftest's reaper finds leftovers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+
+from orchestrator.compose import render_stack, socks_variable
+from orchestrator.topology import Topology, load_topology
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[2]
+TOPOLOGY = REPO / "topologies" / "default.yaml"
+STACK_LABEL = "com.docker.stack.namespace"
+GWBRIDGE = "docker_gwbridge"
+COMMAND_TIMEOUT = 300
+PAGE_TIMEOUT = 240.0  # deploy to the onion's page; about 25 s on 2 cores
+REMOVE_TIMEOUT = 120.0
+CLASH_WAIT = 180.0
+
+
+def docker_cli(*args: str, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT,
+               check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"`docker {' '.join(args)}` exited {result.returncode}:\n{result.stdout}"
+                             f"{result.stderr}")
+    return result
+
+
+def swarm_state(client: docker.DockerClient) -> tuple[str, bool]:
+    info = client.info()["Swarm"]
+    return info.get("LocalNodeState", ""), bool(info.get("ControlAvailable"))
+
+
+def local_addresses() -> list[str]:
+    """127.0.0.1, then this machine's other IPv4 addresses (for an engine that refuses loopback)."""
+    found = ["127.0.0.1"]
+    result = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10, check=False)
+    found += [a for a in result.stdout.split() if ipaddress.ip_address(a).version == 4 and a not in found]
+    return found
+
+
+@pytest.fixture(scope="module")
+def swarm(docker_client: docker.DockerClient) -> Iterator[docker.DockerClient]:
+    """An engine in Swarm mode as a manager; initialised (and left again afterwards) only when it was not."""
+    state, manager = swarm_state(docker_client)
+    if state == "active" and not manager:
+        pytest.fail("this engine is a Swarm worker: a stack can only be deployed on a manager", pytrace=False)
+    created = state != "active"
+    had_gwbridge = bool(docker_client.networks.list(names=[GWBRIDGE]))
+    if created:
+        errors = []
+        for address in local_addresses():
+            result = docker_cli("swarm", "init", "--advertise-addr", address, check=False)
+            if result.returncode == 0:
+                break
+            errors.append(f"{address}: {result.stderr.strip()}")
+        else:
+            pytest.fail("`docker swarm init` failed on every local address: " + "; ".join(errors),
+                        pytrace=False)
+    try:
+        yield docker_client
+    finally:
+        if created:
+            docker_cli("swarm", "leave", "--force")
+            assert swarm_state(docker_client)[0] == "inactive"
+            if not had_gwbridge:
+                for network in docker_client.networks.list(names=[GWBRIDGE]):
+                    network.reload()
+                    if not network.attrs.get("Containers"):
+                        network.remove()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_free_subnets(client: docker.DockerClient, subnets: list[ipaddress.IPv4Network]) -> None:
+    """Another lab on the default subnet (an `onionlab up`, a compose lab) would clash: wait, then fail."""
+    deadline, delay = time.monotonic() + CLASH_WAIT, 0.5
+    while True:
+        clash = []
+        for network in client.networks.list(greedy=True):
+            for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                try:
+                    theirs = ipaddress.ip_network(config.get("Subnet", ""), strict=False)
+                except ValueError:
+                    continue
+                if theirs.version == 4 and any(theirs.overlaps(mine) for mine in subnets):
+                    clash.append(f"{network.name} ({theirs})")
+        if not clash:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the stack needs {', '.join(map(str, subnets))}, but after {CLASH_WAIT:g} s these "
+                        f"networks still use it: {'; '.join(clash)}", pytrace=False)
+        time.sleep(delay)
+        delay = min(2 * delay, 5.0)
+
+
+class Stack:
+    def __init__(self, client: docker.DockerClient, name: str, topology: Topology, socks_port: int) -> None:
+        self.client, self.name, self.topology, self.socks_port = client, name, topology, socks_port
+
+    def selector(self) -> dict[str, str]:
+        return {"label": f"{STACK_LABEL}={self.name}"}
+
+    def logs(self, node: str, lines: int = 40) -> str:
+        result = docker_cli("service", "logs", "--raw", "--no-trunc", "--tail", str(lines),
+                            f"{self.name}_{node}", check=False, timeout=60)
+        return f"--- {node}:\n{(result.stdout + result.stderr).strip()}"
+
+    def diagnostics(self) -> str:
+        ps = docker_cli("stack", "ps", "--no-trunc", self.name, check=False, timeout=60)
+        return "\n".join([ps.stdout + ps.stderr, *(self.logs(n) for n in ("init", "hs", "client"))])
+
+    def leftovers(self) -> tuple[int, int, int]:
+        """The stack's containers, networks and volumes (low-level calls: the high-level lists inspect each
+        object, which races with Swarm removing it)."""
+        api = self.client.api
+        return (len(api.containers(all=True, quiet=True, filters=self.selector())),
+                len(api.networks(filters=self.selector())),
+                len(api.volumes(filters=self.selector()).get("Volumes") or []))
+
+    def remove(self) -> None:
+        """`docker stack rm`, wait until its containers and networks are gone, then remove its volumes."""
+        docker_cli("stack", "rm", self.name, check=False)
+        deadline, delay = time.monotonic() + REMOVE_TIMEOUT, 0.2
+        while True:
+            containers, networks, _ = self.leftovers()
+            if not containers and not networks:
+                for volume in self.client.api.volumes(filters=self.selector()).get("Volumes") or []:
+                    try:
+                        self.client.api.remove_volume(volume["Name"], force=True)
+                    except docker.errors.NotFound:
+                        pass
+                    except docker.errors.APIError:  # still in use by a container on its way out: retry
+                        pass
+                if self.leftovers() == (0, 0, 0):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"after {REMOVE_TIMEOUT:g} s stack {self.name} still has (containers, "
+                                     f"networks, volumes) = {self.leftovers()}")
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+
+def label_override(labels: dict[str, str], stack: dict) -> dict:
+    """A second stack file: `labels` on every service's containers (the services keep their own labels)."""
+    return {"version": stack["version"],
+            "services": {name: {"labels": {**spec.get("labels", {}), **labels}}
+                         for name, spec in stack["services"].items()}}
+
+
+@pytest.fixture
+def stack(swarm, node_image, labels, tmp_path) -> Iterator[Stack]:
+    topology = load_topology(TOPOLOGY)
+    text = render_stack(topology, "topologies/default.yaml")
+    stack_file = tmp_path / "onionlab-stack.yml"
+    stack_file.write_text(text)
+    override = tmp_path / "test-labels.yml"
+    override.write_text(yaml.safe_dump(label_override(labels, yaml.safe_load(text)), sort_keys=False))
+    lab = Stack(swarm, f"olt{uuid.uuid4().hex[:10]}", topology, free_port())
+    wait_for_free_subnets(swarm, [n.subnet for n in topology.networks])
+    env = {**os.environ, socks_variable(topology.node("client")): str(lab.socks_port)}
+    try:
+        deploy = docker_cli("stack", "deploy", "--compose-file", str(stack_file), "--compose-file",
+                            str(override), lab.name, env=env, check=False)
+        assert deploy.returncode == 0, f"docker stack deploy failed:\n{deploy.stdout}{deploy.stderr}"
+        assert "unsupported" not in deploy.stdout + deploy.stderr, deploy.stdout + deploy.stderr
+        yield lab
+    finally:
+        lab.remove()
+    assert lab.leftovers() == (0, 0, 0)
+
+
+def onion_address(lab: Stack) -> str | None:
+    result = docker_cli("service", "logs", "--raw", "--no-trunc", f"{lab.name}_hs", check=False, timeout=60)
+    for line in result.stdout.splitlines():
+        if '"onion_service_started"' in line:
+            try:
+                return json.loads(line)["onion"]
+            except (ValueError, KeyError):
+                continue
+    return None
+
+
+def test_stack_deploy_brings_up_the_default_lab_and_stack_rm_removes_it(stack: Stack):
+    lab = stack
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is not installed: this test fetches the onion's page with it", pytrace=False)
+    started = time.monotonic()
+    deadline, delay = started + PAGE_TIMEOUT, 0.5
+    onion, page = None, None
+    while True:  # deployed -> init done -> nodes ready -> descriptor published -> page through SOCKS
+        onion = onion or onion_address(lab)
+        if onion is not None:
+            page = subprocess.run([curl, "--silent", "--show-error", "--max-time", "20", "--socks5-hostname",
+                                   f"127.0.0.1:{lab.socks_port}", f"http://{onion}/"], capture_output=True,
+                                  timeout=60)
+            if page.returncode == 0 and page.stdout.startswith(b"<!doctype html>"):
+                break
+        if time.monotonic() > deadline:
+            why = "no onion_service_started in the hs logs" if onion is None else (
+                f"curl exited {page.returncode}: {page.stderr.decode().strip()}")
+            raise AssertionError(f"no page after {PAGE_TIMEOUT:g} s ({why})\n{lab.diagnostics()}")
+        time.sleep(delay)
+        delay = min(2 * delay, 2.0)
+    assert onion.encode() in page.stdout
+    fetched_after = time.monotonic() - started
+
+    # init ran once and succeeded; every node runs as the node user, read-only, with no capability
+    containers = {c.labels["com.docker.swarm.service.name"].removeprefix(f"{lab.name}_"): c
+                  for c in lab.client.containers.list(all=True, filters=lab.selector())}  # nothing is removed
+    assert set(containers) == {"init", *(n.name for n in lab.topology.nodes)}
+    init = containers.pop("init")
+    assert (init.status, init.attrs["State"]["ExitCode"]) == ("exited", 0)
+    for name, container in containers.items():
+        host = container.attrs["HostConfig"]
+        assert container.status == "running", name
+        assert container.attrs["Config"]["User"] == "10001", name
+        assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"], name
+        assert container.attrs["Config"]["Hostname"] == name
+    # the relays advertise the address Swarm gave them (resolved from their names at start)
+    relay_log = lab.logs("relay1", lines=200)
+    started_line = next(line for line in relay_log.splitlines() if '"relay_started"' in line)
+    advertised = json.loads(started_line)["address"]
+    assert ipaddress.ip_address(advertised) in lab.topology.networks[0].subnet
+    print(f"\nstack {lab.name}: page of {onion} through port {lab.socks_port} after {fetched_after:.1f} s")

@@ -1,0 +1,178 @@
+"""orchestrator/compose.py's Swarm stack export and `onionlab export stack`: the structure of the file (no
+Docker here: tests/docker/test_swarm.py deploys it on a single-node swarm)."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import cli
+from orchestrator.compose import (
+    INIT_CAPS,
+    NODE_UID,
+    PLAN_VARIABLE,
+    WAIT_CONFIG_SECONDS,
+    ComposeError,
+    export_stack,
+    render_stack,
+    stack_plan,
+)
+from orchestrator.plan import DATA_ROOT, Plan
+from orchestrator.topology import load_topology, parse_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = ROOT / "topologies" / "default.yaml"
+MULTI = ROOT / "topologies" / "multi-network.yaml"
+SOURCE = "topologies/default.yaml"
+
+TWO_CLIENTS = """\
+name: twoclients
+networks:
+  init-isolated: {subnet: 10.99.0.0/24}
+nodes:
+  - {name: auth, role: authority}
+  - {name: init, role: relay}
+  - {name: relay, role: relay, count: 2}
+  - {name: hs, role: onion_service, services: [{port: 80, target: http}]}
+  - {name: client-a, role: client}
+  - {name: client-b, role: client}
+"""
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict:
+    return yaml.safe_load(render_stack(load_topology(DEFAULT), SOURCE))
+
+
+def node_services(stack: dict) -> dict[str, dict]:
+    return {name: s for name, s in stack["services"].items() if s["labels"]["onionlab.role"] != "init"}
+
+
+def test_header_says_generated_and_how_to_deploy():
+    text = render_stack(load_topology(DEFAULT), SOURCE, "lab-stack.yml")
+    lines = text.splitlines()
+    assert lines[0].startswith(f"# Generated from {SOURCE} by `onionlab export stack`. Do not edit by hand")
+    assert lines[1] == f"# then run: onionlab export stack {SOURCE} -o lab-stack.yml"
+    assert "docker stack deploy -c lab-stack.yml NAME" in text
+    assert "127.0.0.1 only" in text  # says that Swarm publishes on every host address
+    assert text == render_stack(load_topology(DEFAULT), SOURCE, "lab-stack.yml")  # deterministic
+
+
+def test_every_service_uses_dnsrr_and_a_restart_policy(stack):
+    assert stack["version"] == "3.8"
+    for name, service in stack["services"].items():
+        deploy = service["deploy"]
+        assert deploy["endpoint_mode"] == "dnsrr", name
+        expected = "none" if name == "init" else "on-failure"
+        assert deploy["restart_policy"]["condition"] == expected, name
+        assert "depends_on" not in service and "restart" not in service  # Swarm ignores both
+        assert deploy["labels"] == service["labels"]
+
+
+def test_one_attachable_overlay_network_with_the_topology_subnet_and_no_static_ips(stack):
+    topology = load_topology(DEFAULT)
+    (network,) = topology.networks
+    spec = stack["networks"][network.name]
+    assert (spec["driver"], spec["attachable"]) == ("overlay", True)
+    assert spec["ipam"]["config"] == [{"subnet": str(network.subnet)}]
+    assert stack["networks"]["init-isolated"] == {"driver": "overlay", "internal": True,
+                                                  "labels": stack["networks"]["init-isolated"]["labels"]}
+    for name, service in node_services(stack).items():
+        assert service["networks"] == [network.name], name
+    assert stack["services"]["init"]["networks"] == ["init-isolated"]
+    text = render_stack(topology, SOURCE)
+    assert "ipv4_address" not in text and "network_mode" not in text
+    for node in topology.nodes:  # no node's topology address appears anywhere (subnets only)
+        assert not re.search(rf"\b{re.escape(str(node.address()))}\b", text), node.name
+
+
+def test_every_node_waits_for_its_config_in_its_volume_as_the_node_user(stack):
+    topology = load_topology(DEFAULT)
+    services = node_services(stack)
+    assert list(services) == [n.name for n in topology.nodes]
+    for node in topology.nodes:
+        service = services[node.name]
+        data_dir = f"{DATA_ROOT}/{node.name}"
+        assert service["hostname"] == node.name
+        assert service["command"] == [node.role, "--config", f"{data_dir}/config.json",
+                                      "--wait-config", str(WAIT_CONFIG_SECONDS)]
+        assert service["volumes"] == [f"state-{node.name}:{data_dir}", {"type": "tmpfs", "target": "/tmp"}]
+        assert service["user"] == str(NODE_UID)
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        assert "security_opt" not in service  # docker stack deploy ignores it (20.10)
+    assert set(stack["volumes"]) == {f"state-{n.name}" for n in topology.nodes}
+
+
+def test_only_clients_publish_socks_in_host_mode(stack):
+    for name, service in node_services(stack).items():
+        if name == "client":
+            assert service["ports"] == [{"target": 9050, "published": "${ONIONLAB_CLIENT_SOCKS_PORT:-9050}",
+                                         "protocol": "tcp", "mode": "host"}]
+        else:
+            assert "ports" not in service, name
+
+
+def test_init_makes_keys_as_the_node_user_with_minimal_capabilities(stack):
+    init = stack["services"]["init"]
+    assert init["user"] == "0" and init["read_only"] is True
+    assert init["cap_drop"] == ["ALL"] and init["cap_add"] == list(INIT_CAPS)
+    assert init["healthcheck"] == {"disable": True}
+    script = shlex.split(init["entrypoint"][2])
+    assert f"--reuid={NODE_UID}" in script and "--clear-groups" in script
+    assert script[-4:] == ["--plan-env", PLAN_VARIABLE, "--out", "/state"]
+
+
+def test_the_plan_is_embedded_with_service_names_and_blank_identities(stack):
+    topology = load_topology(DEFAULT)
+    text = stack["services"]["init"]["environment"][PLAN_VARIABLE].replace("$$", "$")
+    plan = Plan.from_json(text)
+    assert plan == stack_plan(topology)
+    for config in plan.nodes:
+        assert config.address == config.name  # a node's address is its hostname
+        assert config.listen_address == "0.0.0.0" and config.address_map == {}
+        assert all(ref.identity == "" and ref.address == ref.name for ref in config.authorities)
+    assert plan.node("client").socks_address == "0.0.0.0"
+
+
+def test_no_key_material_in_the_file():
+    text = render_stack(load_topology(DEFAULT), SOURCE)
+    assert "identity.key" not in text and "PRIVATE" not in text
+    assert not re.search(r"\b[0-9a-f]{64}\b", text)  # no hex key or identity
+
+
+def test_multi_network_topologies_are_refused():
+    with pytest.raises(ComposeError, match="has 2 networks; a Swarm stack export supports one"):
+        render_stack(load_topology(MULTI), "topologies/multi-network.yaml")
+
+
+def test_init_and_its_network_renamed_when_taken_and_socks_ports_do_not_clash():
+    stack = yaml.safe_load(render_stack(parse_topology(TWO_CLIENTS, "two.yaml"), "two.yaml"))
+    assert stack["services"]["init_"]["labels"]["onionlab.role"] == "init"
+    assert stack["services"]["init"]["labels"]["onionlab.role"] == "relay"
+    assert set(stack["networks"]) == {"init-isolated", "init-isolated-"}
+    assert stack["services"]["init_"]["networks"] == ["init-isolated-"]
+    published = [s["ports"][0]["published"] for s in stack["services"].values() if "ports" in s]
+    assert published == ["${ONIONLAB_CLIENT_A_SOCKS_PORT:-9050}", "${ONIONLAB_CLIENT_B_SOCKS_PORT:-9051}"]
+
+
+def test_cli_export_stack(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["export", "stack"]) == 0
+    assert capsys.readouterr().out == render_stack(load_topology(DEFAULT), SOURCE)
+    target = (tmp_path / "stack.yml").resolve()
+    assert cli.main(["export", "stack", str(DEFAULT), "-o", str(target)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert target.read_text() == render_stack(load_topology(DEFAULT), SOURCE, str(target))
+    assert cli.main(["export", "stack", str(MULTI)]) == 1
+    assert "supports one" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_stack_writes_atomically(tmp_path):
+    target = tmp_path / "stack.yml"
+    target.write_text("old")
+    assert export_stack(load_topology(DEFAULT), SOURCE, target) == target.read_text()
+    with pytest.raises(ComposeError, match="cannot write"):
+        export_stack(load_topology(DEFAULT), SOURCE, tmp_path / "no" / "dir" / "stack.yml")
