@@ -147,6 +147,20 @@ def _init_script(topology: Topology) -> tuple[list[str], str]:
     return mounts, script
 
 
+def _init_service(topology: Topology, plan: Plan, name: str, image: str) -> list[str]:
+    """What the init service is in both files: runs as root only to chown the volumes, the plan in its
+    environment, every node's volume mounted; the caller adds networking and the rest."""
+    mounts, script = _init_script(topology)
+    lines = [f"  {name}:", f"    image: {_q(image)}", '    user: "0"',
+             f"    entrypoint: {_flow(['sh', '-c', script])}", "    environment:",
+             f"      {PLAN_VARIABLE}: |"]
+    lines += [f"        {line}".replace("$", "$$") for line in plan.to_json().splitlines()]
+    lines.append("    volumes:")
+    lines += [f"      - {_q(f'{volume_name(node)}:{mount}')}"
+              for node, mount in zip(topology.nodes, mounts, strict=True)]
+    return lines
+
+
 def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_OUTPUT) -> str:
     """The docker-compose.yml of `topology`; the header names the topology file as `source` and this file as
     `output_name` (in the command that makes it again)."""
@@ -191,17 +205,7 @@ def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_O
     add("")
 
     add("services:")
-    mounts, script = _init_script(topology)
-    add(f"  {init}:")
-    add(f"    image: {_q(images[0])}")
-    add('    user: "0"')
-    add(f"    entrypoint: {_flow(['sh', '-c', script])}")
-    add("    environment:")
-    add(f"      {PLAN_VARIABLE}: |")
-    out.extend(f"        {line}".replace("$", "$$") for line in plan.to_json().splitlines())
-    add("    volumes:")
-    for node, mount in zip(topology.nodes, mounts, strict=True):
-        add(f"      - {_q(f'{volume_name(node)}:{mount}')}")
+    out.extend(_init_service(topology, plan, init, images[0]))
     add("    network_mode: none")
     add("    read_only: true")
     add("    cap_drop: [ALL]")
@@ -314,17 +318,7 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
         _labels(out, "      ", topology, source, **labels)
 
     add("services:")
-    mounts, script = _init_script(topology)
-    add(f"  {init}:")
-    add(f"    image: {_q(images[0])}")
-    add('    user: "0"')
-    add(f"    entrypoint: {_flow(['sh', '-c', script])}")
-    add("    environment:")
-    add(f"      {PLAN_VARIABLE}: |")
-    out.extend(f"        {line}".replace("$", "$$") for line in plan.to_json().splitlines())
-    add("    volumes:")
-    for node, mount in zip(topology.nodes, mounts, strict=True):
-        add(f"      - {_q(f'{volume_name(node)}:{mount}')}")
+    out.extend(_init_service(topology, plan, init, images[0]))
     add(f"    networks: [{isolated}]")
     add("    read_only: true")
     add("    cap_drop: [ALL]")
