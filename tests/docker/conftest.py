@@ -81,7 +81,8 @@ def _remove_labelled(client: docker.DockerClient, label: str) -> None:
 
 
 def _reap_stale(client: docker.DockerClient) -> None:
-    """Remove test containers and networks that a crashed session left behind (older than STALE_AFTER)."""
+    """Remove test containers, networks and volumes that a crashed session left behind (older than
+    STALE_AFTER)."""
     cutoff = time.time() - STALE_AFTER
     for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"}):
         if _created(container.attrs["Created"]) < cutoff:
@@ -89,6 +90,12 @@ def _reap_stale(client: docker.DockerClient) -> None:
     for network in client.networks.list(filters={"label": f"{TEST_LABEL}=1"}, greedy=True):
         if _created(network.attrs["Created"]) < cutoff and not network.attrs.get("Containers"):
             network.remove()
+    for volume in client.volumes.list(filters={"label": f"{TEST_LABEL}=1"}):
+        if _created(volume.attrs["CreatedAt"]) < cutoff:
+            try:
+                volume.remove()
+            except docker.errors.APIError:  # still used by a container of a live session
+                pass
 
 
 def _created(stamp: str) -> float:
