@@ -11,10 +11,8 @@ test waits for such a network to go away, then fails naming it.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -29,6 +27,7 @@ import yaml
 from orchestrator import readiness
 from orchestrator.compose import socks_variable
 from orchestrator.topology import Topology, load_topology
+from tests.docker.helpers import free_port, wait_for_free_subnets
 
 pytestmark = pytest.mark.docker
 
@@ -39,7 +38,6 @@ PROJECT_LABEL = "com.docker.compose.project"
 COMPOSE_ENV = "ONIONLAB_COMPOSE"  # e.g. "docker-compose" to pick v1 when both are installed
 READY_TIMEOUT = 120.0  # every node of the default lab ready; about 15 s on 2 cores
 FETCH_TIMEOUT = 60.0
-CLASH_WAIT = 180.0  # how long another lab on the same subnet may keep it
 COMMAND_TIMEOUT = 300
 
 
@@ -57,40 +55,6 @@ def compose_command() -> list[str]:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}. CI=true: failing instead of skipping.", pytrace=False)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clashing_networks(client: docker.DockerClient, subnets: list[ipaddress.IPv4Network]) -> list[str]:
-    found = []
-    for network in client.networks.list(greedy=True):
-        for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
-            try:
-                theirs = ipaddress.ip_network(config.get("Subnet", ""), strict=False)
-            except ValueError:
-                continue
-            if any(theirs.version == 4 and theirs.overlaps(mine) for mine in subnets):
-                labels = ", ".join(f"{k}={v}" for k, v in sorted((network.attrs.get("Labels") or {}).items())
-                                   if k.startswith(("onionlab.", "com.docker.compose.project")))
-                found.append(f"{network.name} ({theirs}; {labels or 'no onionlab labels'})")
-    return found
-
-
-def wait_for_free_subnets(client: docker.DockerClient, subnets: list[ipaddress.IPv4Network]) -> None:
-    deadline = time.monotonic() + CLASH_WAIT
-    delay = 0.5
-    while clash := clashing_networks(client, subnets):
-        if time.monotonic() > deadline:
-            needed = ", ".join(map(str, subnets))
-            pytest.fail(f"docker-compose.yml needs {needed}, but after {CLASH_WAIT:g} s "
-                        f"these networks still use it: {'; '.join(clash)}. Stop that lab (`onionlab down`, "
-                        "`docker compose down -v`) and run the test again.", pytrace=False)
-        time.sleep(delay)
-        delay = min(2 * delay, 5.0)
 
 
 @dataclass
@@ -148,7 +112,7 @@ def compose_lab(docker_client, node_image, labels, tmp_path) -> Iterator[Compose
     env = {**os.environ, socks_variable(topology.node("client")): str(socks_port)}
     lab = ComposeLab(command, f"onionlabtest{uuid.uuid4().hex[:10]}", [COMPOSE_FILE, override], env, topology,
                      socks_port, docker_client)
-    wait_for_free_subnets(docker_client, [n.subnet for n in topology.networks])
+    wait_for_free_subnets(docker_client, [n.subnet for n in topology.networks], "docker-compose.yml")
     try:
         yield lab
     finally:

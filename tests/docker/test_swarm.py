@@ -15,7 +15,6 @@ import ipaddress
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -28,6 +27,7 @@ import yaml
 
 from orchestrator.compose import render_stack, socks_variable
 from orchestrator.topology import Topology, load_topology
+from tests.docker.helpers import free_port, wait_for_free_subnets
 
 pytestmark = pytest.mark.docker
 
@@ -38,7 +38,6 @@ GWBRIDGE = "docker_gwbridge"
 COMMAND_TIMEOUT = 300
 PAGE_TIMEOUT = 240.0  # deploy to the onion's page; about 25 s on 2 cores
 REMOVE_TIMEOUT = 120.0
-CLASH_WAIT = 180.0
 
 
 def docker_cli(*args: str, env: dict[str, str] | None = None, timeout: float = COMMAND_TIMEOUT,
@@ -92,34 +91,6 @@ def swarm(docker_client: docker.DockerClient) -> Iterator[docker.DockerClient]:
                     network.reload()
                     if not network.attrs.get("Containers"):
                         network.remove()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_free_subnets(client: docker.DockerClient, subnets: list[ipaddress.IPv4Network]) -> None:
-    """Another lab on the default subnet (an `onionlab up`, a compose lab) would clash: wait, then fail."""
-    deadline, delay = time.monotonic() + CLASH_WAIT, 0.5
-    while True:
-        clash = []
-        for network in client.networks.list(greedy=True):
-            for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
-                try:
-                    theirs = ipaddress.ip_network(config.get("Subnet", ""), strict=False)
-                except ValueError:
-                    continue
-                if theirs.version == 4 and any(theirs.overlaps(mine) for mine in subnets):
-                    clash.append(f"{network.name} ({theirs})")
-        if not clash:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"the stack needs {', '.join(map(str, subnets))}, but after {CLASH_WAIT:g} s these "
-                        f"networks still use it: {'; '.join(clash)}", pytrace=False)
-        time.sleep(delay)
-        delay = min(2 * delay, 5.0)
 
 
 class Stack:
@@ -185,7 +156,7 @@ def stack(swarm, node_image, labels, tmp_path) -> Iterator[Stack]:
     override = tmp_path / "test-labels.yml"
     override.write_text(yaml.safe_dump(label_override(labels, yaml.safe_load(text)), sort_keys=False))
     lab = Stack(swarm, f"olt{uuid.uuid4().hex[:10]}", topology, free_port())
-    wait_for_free_subnets(swarm, [n.subnet for n in topology.networks])
+    wait_for_free_subnets(swarm, [n.subnet for n in topology.networks], "the stack")
     env = {**os.environ, socks_variable(topology.node("client")): str(lab.socks_port)}
     try:
         deploy = docker_cli("stack", "deploy", "--compose-file", str(stack_file), "--compose-file",
