@@ -34,7 +34,8 @@ class HttpError(RemoteProtocolError):
         self.status = status
 
 
-async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
+async def next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
+    """The next h11 event, reading from `stream` as h11 needs; HttpError on bad HTTP from the peer."""
     while True:
         try:
             event = conn.next_event()
@@ -48,7 +49,7 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
 async def _read_body(conn: h11.Connection, stream: trio.abc.Stream, limit: int) -> bytes:
     chunks, size = [], 0
     while True:
-        event = await _next_event(conn, stream)
+        event = await next_event(conn, stream)
         if isinstance(event, h11.EndOfMessage):
             return b"".join(chunks)
         if not isinstance(event, h11.Data):
@@ -76,7 +77,7 @@ async def request(stream: trio.abc.Stream, method: str, target: str, body: bytes
         await stream.send_all(conn.send(h11.Request(method=method, target=target, headers=headers))
                               + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
         while True:
-            event = await _next_event(conn, stream)
+            event = await next_event(conn, stream)
             if isinstance(event, h11.Response):
                 break
             if not isinstance(event, h11.InformationalResponse):
@@ -111,7 +112,7 @@ async def serve_http(stream: trio.abc.Stream, handler: Handler, *, timeout: floa
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     try:
         with trio.fail_after(timeout):
-            event = await _next_event(conn, stream)
+            event = await next_event(conn, stream)
             if isinstance(event, h11.ConnectionClosed):
                 return
             assert isinstance(event, h11.Request)  # h11 yields nothing else first on a server connection

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 import h11
 import trio
 
-from .httpio import HttpError
+from .httpio import MAX_HEADER_BYTES, next_event
 
 PATTERN_MODULUS = 251
 MAX_BYTES = 1 << 40  # /bytes/N beyond this is a 404: nobody means it, and it keeps N a sane integer
 CHUNK = 64 * 1024
 READ_SIZE = 16384
-MAX_HEADER_BYTES = 16384
 REQUEST_TIMEOUT = 30.0  # a request (its headers) must arrive within this after the previous response
 IDLE_TIMEOUT = 600.0  # echo and forwarded connections: nothing either way for this long ends them
 CONNECT_TIMEOUT = 10.0  # HOST:PORT targets
@@ -99,17 +98,6 @@ def _page(info: ServiceInfo) -> bytes:
             f"</body></html>\n").encode()
 
 
-async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as e:
-            raise HttpError(f"bad HTTP from the client: {e}", e.error_status_hint) from None
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(await stream.receive_some(READ_SIZE))
-
-
 async def serve_http_target(stream: trio.abc.Stream, info: ServiceInfo) -> None:
     """Answer requests on `stream` until the client closes it or is silent for REQUEST_TIMEOUT.
 
@@ -117,11 +105,11 @@ async def serve_http_target(stream: trio.abc.Stream, info: ServiceInfo) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     while True:
         with trio.move_on_after(REQUEST_TIMEOUT) as idle:
-            request = await _next_event(conn, stream)
+            request = await next_event(conn, stream)
             while not isinstance(request, h11.ConnectionClosed | h11.Request):
-                request = await _next_event(conn, stream)
+                request = await next_event(conn, stream)
             if isinstance(request, h11.Request):  # drain a body (nobody should send one)
-                while not isinstance(await _next_event(conn, stream), h11.EndOfMessage):
+                while not isinstance(await next_event(conn, stream), h11.EndOfMessage):
                     pass
         if idle.cancelled_caught or isinstance(request, h11.ConnectionClosed):
             return
