@@ -93,13 +93,8 @@ class CellInbox:
         """Every queued cell (at least one, waiting for it). EndOfChannel once the link's side closed the
         inbox and everything queued was taken."""
         # No checkpoint when cells are waiting: the caller yields once per batch (wait_writable), and a
-        # batch is bounded by the limit; parking below is the checkpoint otherwise.
-        while not self._cells:
-            if self._abandoned:
-                raise trio.ClosedResourceError("the inbox is closed")
-            if self._ended:
-                raise trio.EndOfChannel
-            await self._readable.park()
+        # batch is bounded by the limit; parking in _wait_for_cells is the checkpoint otherwise.
+        await self._wait_for_cells()
         cells = list(self._cells)
         self._cells.clear()
         if self._room:
@@ -107,17 +102,22 @@ class CellInbox:
         return cells
 
     async def receive(self) -> Cell:
+        await self._wait_for_cells()
+        cell = self._cells.popleft()
+        if self._room and len(self._cells) <= self._limit:
+            self._room.unpark_all()
+        await trio.lowlevel.checkpoint()
+        return cell
+
+    async def _wait_for_cells(self) -> None:
+        """Until a cell is queued; ClosedResourceError once we abandoned the inbox, EndOfChannel once the
+        link's side closed it and nothing is left."""
         while not self._cells:
             if self._abandoned:
                 raise trio.ClosedResourceError("the inbox is closed")
             if self._ended:
                 raise trio.EndOfChannel
             await self._readable.park()
-        cell = self._cells.popleft()
-        if self._room and len(self._cells) <= self._limit:
-            self._room.unpark_all()
-        await trio.lowlevel.checkpoint()
-        return cell
 
     def __aiter__(self) -> CellInbox:
         return self
