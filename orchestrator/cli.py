@@ -223,11 +223,17 @@ def _running_backend(args: argparse.Namespace):
     return None if info is None else open_backend(info.backend, run_dir)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _lab(args: argparse.Namespace):
+    """The backend of the run in --run-dir; BackendError when nothing was started there."""
     backend = _running_backend(args)
     if backend is None:
         raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()}); "
                            "start one with `onionlab up`")
+    return backend
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    backend = _lab(args)
     status = backend.status()
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
@@ -245,26 +251,20 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    backend = _running_backend(args)
-    if backend is None:
-        raise BackendError(f"no run in {args.run_dir or default_run_dir()}")
+    backend = _lab(args)
     sys.stdout.write(backend.logs(args.node))
     return 0
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
-    backend = _running_backend(args)
-    if backend is None:
-        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()})")
+    backend = _lab(args)
     backend.kill(args.node, args.signal)
     print(f"sent {args.signal} to {args.node}")
     return 0
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    backend = _running_backend(args)
-    if backend is None:
-        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()})")
+    backend = _lab(args)
     started = time.monotonic()
     backend.restart(args.node, timeout=args.timeout)
     print(f"{args.node} is ready again after {time.monotonic() - started:.1f} s")
@@ -283,10 +283,7 @@ def _pick(nodes: list[dict], name: str | None, what: str) -> dict:
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
-    backend = _running_backend(args)
-    if backend is None:
-        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()}); "
-                           "start one with `onionlab up`")
+    backend = _lab(args)
     status = backend.status()
     service = _pick(status["onion_services"], args.service, "onion service")
     client = _pick(status["clients"], args.client, "client")
@@ -304,10 +301,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     from . import chaos, report
 
     scenario = chaos.load_scenario(args.scenario) if args.scenario is not None else None  # exit 2 first
-    backend = _running_backend(args)
-    if backend is None:
-        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()}); "
-                           "start one with `onionlab up`")
+    backend = _lab(args)
     if args.heal:
         done = chaos.heal(backend)
         for undo, how in done:
