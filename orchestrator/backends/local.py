@@ -86,7 +86,7 @@ class LocalBackend:
             statuses = self._wait_ready(info, timeout, say)
         except BaseException as failure:
             try:
-                self._stop(info)
+                self._stop(info.nodes)
             except BackendError as e:
                 failure.add_note(str(e))
             raise
@@ -119,7 +119,7 @@ class LocalBackend:
         """Stop every node (SIGTERM to its process group, SIGKILL after TERM_GRACE), check that none is left,
         and remove the run dir unless `keep`. Returns the names of the nodes that were still running."""
         info = read_state(self.run_dir)
-        stopped = self._stop(info) if info is not None else []
+        stopped = self._stop(info.nodes) if info is not None else []
         if not keep and info is not None:
             shutil.rmtree(self.run_dir)
         return stopped
@@ -216,11 +216,7 @@ class LocalBackend:
         wait until it is ready; returns its /status."""
         info = self._state()
         node = info.node(name)
-        if node.pid and self._running(node):
-            os.killpg(node.pid, signal.SIGTERM)
-            if self._wait_gone([node], TERM_GRACE):
-                os.killpg(node.pid, signal.SIGKILL)
-                self._wait_gone([node], KILL_GRACE)
+        self._stop([node])
         self._start(info, [node])
         endpoint = readiness.Endpoint(node.name, node.address, node.ports["control_port"])
         try:
@@ -288,8 +284,10 @@ class LocalBackend:
             return proc.poll() is None  # our own child: poll() also reaps it, so it leaves no zombie
         return _is_node_process(node.pid, self._node_dir(node.name) / CONFIG)
 
-    def _stop(self, info: RunInfo) -> list[str]:
-        running = [n for n in info.nodes if n.pid and self._running(n)]
+    def _stop(self, nodes_: list[RunNode]) -> list[str]:
+        """SIGTERM to each running node's process group, SIGKILL after TERM_GRACE; the names of those that
+        ran. BackendError if one survives SIGKILL."""
+        running = [n for n in nodes_ if n.pid and self._running(n)]
         left = running
         for sig, grace in ((signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, KILL_GRACE)):
             for node in left:
