@@ -1,0 +1,170 @@
+"""The dir-spec document meta-format (dir-spec 1.2): items of `Keyword args` lines, each optionally followed
+by one object (`-----BEGIN TYPE-----`, base64, `-----END TYPE-----`). Every Tor directory document (server
+descriptors, microdescriptors, authority key certificates, consensuses) is read through `parse_items`.
+
+Parsing is strict where Tor is strict (ASCII, LF line ends, well-formed objects) and tolerant where dir-spec
+asks for it: unknown keywords are kept as items and ignored by the document parsers ("Implementations MUST
+ignore unknown keywords"), so that a newer C tor's documents still parse.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import datetime
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .errors import DecodeError
+
+MAX_DOCUMENT = 4 * 1024 * 1024  # a consensus of a few thousand relays is well under this
+_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+_OBJECT_TYPE = re.compile(r"[A-Za-z0-9 ]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    keyword: str
+    args: tuple[str, ...]
+    object_type: str | None = None
+    object_data: bytes | None = None
+    start: int = 0  # byte offset of the keyword line in the document (for signed ranges)
+    end: int = 0  # byte offset just past the item (its object included)
+
+    @property
+    def line(self) -> str:
+        return " ".join((self.keyword, *self.args))
+
+    def object(self, expected_type: str, what: str) -> bytes:
+        """The object's bytes; DecodeError when it is missing or of another type."""
+        if self.object_data is None or self.object_type != expected_type:
+            raise DecodeError(f"{what}: expected a {expected_type} object after {self.keyword}")
+        return self.object_data
+
+    def arg(self, index: int, what: str) -> str:
+        if index >= len(self.args):
+            raise DecodeError(f"{what}: {self.keyword} needs at least {index + 1} argument(s)")
+        return self.args[index]
+
+
+def parse_items(data: bytes, what: str) -> list[Item]:
+    """Every item of a document, in order. DecodeError for anything that is not the meta-format."""
+    if len(data) > MAX_DOCUMENT:
+        raise DecodeError(f"{what}: {len(data)} bytes, at most {MAX_DOCUMENT}")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise DecodeError(f"{what}: not ASCII") from None
+    if "\r" in text or "\0" in text:
+        raise DecodeError(f"{what}: CR or NUL in the document")
+    if text and not text.endswith("\n"):
+        raise DecodeError(f"{what}: the last line does not end in LF")
+    items: list[Item] = []
+    lines = text.split("\n")[:-1]
+    offsets = []
+    pos = 0
+    for line in lines:
+        offsets.append(pos)
+        pos += len(line) + 1
+    i = 0
+    while i < len(lines):
+        line, start = lines[i], offsets[i]
+        parts = line.split(" ")
+        if line.startswith("opt "):  # dir-spec: "opt" before a keyword is ignored
+            parts = parts[1:]
+        keyword, args = parts[0], tuple(a for a in parts[1:] if a)
+        if not _KEYWORD.fullmatch(keyword):
+            raise DecodeError(f"{what}: bad keyword line {line[:60]!r}")
+        i += 1
+        obj_type = obj = None
+        if i < len(lines) and lines[i].startswith("-----BEGIN "):
+            obj_type, obj, i = _read_object(lines, i, what)
+        end = offsets[i] if i < len(lines) else len(text)
+        items.append(Item(keyword, args, obj_type, obj, start, end))
+    return items
+
+
+def _read_object(lines: list[str], i: int, what: str) -> tuple[str, bytes, int]:
+    begin = lines[i]
+    if not (begin.endswith("-----") and _OBJECT_TYPE.fullmatch(begin[11:-5])):
+        raise DecodeError(f"{what}: bad object line {begin[:60]!r}")
+    kind = begin[11:-5]
+    body = []
+    i += 1
+    while i < len(lines) and not lines[i].startswith("-----END "):
+        body.append(lines[i])
+        i += 1
+    if i == len(lines) or lines[i] != f"-----END {kind}-----":
+        raise DecodeError(f"{what}: object {kind} has no matching END line")
+    try:
+        data = base64.b64decode("".join(body), validate=True)
+    except (binascii.Error, ValueError):
+        raise DecodeError(f"{what}: object {kind} is not base64") from None
+    return kind, data, i + 1
+
+
+class Items:
+    """Keyword lookups over a parsed document with dir-spec's "exactly once" / "at most once" rules."""
+
+    def __init__(self, items: Iterable[Item], what: str) -> None:
+        self.items = list(items)
+        self.what = what
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items)
+
+    def all(self, keyword: str) -> list[Item]:
+        return [it for it in self.items if it.keyword == keyword]
+
+    def one(self, keyword: str) -> Item:
+        found = self.all(keyword)
+        if len(found) != 1:
+            raise DecodeError(f"{self.what}: {keyword} must appear exactly once, found {len(found)}")
+        return found[0]
+
+    def optional(self, keyword: str) -> Item | None:
+        found = self.all(keyword)
+        if len(found) > 1:
+            raise DecodeError(f"{self.what}: {keyword} may appear at most once, found {len(found)}")
+        return found[0] if found else None
+
+
+def b64decode_unpadded(text: str, what: str) -> bytes:
+    """Base64 as Tor writes it in keyword lines: `=` padding optional."""
+    if not re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", text):
+        raise DecodeError(f"{what}: not base64")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise DecodeError(f"{what}: not base64") from None
+
+
+def b64encode_unpadded(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def parse_int(text: str, what: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise DecodeError(f"{what}: {text[:20]!r} is not an integer")
+    value = int(text)
+    if not lo <= value <= hi:
+        raise DecodeError(f"{what}: {value} is outside {lo}..{hi}")
+    return value
+
+
+def format_time(unix: int) -> str:
+    """dir-spec's `YYYY-MM-DD HH:MM:SS` (UTC)."""
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse_time(date: str, clock: str, what: str) -> int:
+    """The two arguments `YYYY-MM-DD` `HH:MM:SS` -> Unix seconds."""
+    if not (re.fullmatch(r"\d{4}-\d{2}-\d{2}", date) and re.fullmatch(r"\d{2}:\d{2}:\d{2}", clock)):
+        raise DecodeError(f"{what}: bad time {date} {clock}")
+    try:
+        parsed = datetime.datetime.strptime(f"{date} {clock}", "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        raise DecodeError(f"{what}: bad time {date} {clock}") from None
+    return calendar.timegm(parsed.timetuple())
