@@ -1,4 +1,4 @@
-"""Minimal HTTP/1.1 over any trio Stream (TCP now, a BEGIN_DIR circuit stream later); h11 does the parsing.
+"""Minimal HTTP/1.1 over any trio Stream (TCP or a BEGIN_DIR circuit stream); h11 does the parsing.
 
 One request per connection: the client asks with `Connection: close` and the server closes after answering,
 which is all the directory protocol needs. Both sides bound every wait in time and every body in size, so a
@@ -7,6 +7,7 @@ slow or hostile peer costs one connection, never the node.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Awaitable, Callable
 
 import h11
@@ -84,7 +85,20 @@ async def request(stream: trio.abc.Stream, method: str, target: str, body: bytes
                 raise HttpError(f"connection ended before the response ({type(event).__name__})")
         payload = await _read_body(conn, stream, max_body)
     names = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+    if names.get("content-encoding", "identity") == "deflate":
+        payload = _inflate(payload, max_body)
     return event.status_code, names, payload
+
+
+def _inflate(data: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit)
+    except zlib.error as e:
+        raise HttpError(f"deflate body does not decompress: {e}") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise HttpError(f"deflate body over the {limit}-byte limit or cut short")
+    return out
 
 
 async def request_tcp(host: str, port: int, method: str, target: str, body: bytes = b"", *, timeout: float,
@@ -123,13 +137,26 @@ async def serve_http(stream: trio.abc.Stream, handler: Handler, *, timeout: floa
         await _answer_error(conn, stream, e)
         raise
     method, target = event.method.decode("ascii"), event.target.decode("ascii")
+    deflate = target.endswith(".z") or _accepts_deflate(event.headers)
+    target = target.removesuffix(".z")
     status, content_type, payload = await handler(method, target, body)
-    headers = [("content-type", content_type), ("content-length", str(len(payload))), ("connection", "close")]
+    headers = [("content-type", content_type), ("connection", "close")]
+    if deflate and status == 200:
+        payload = zlib.compress(payload)
+        headers.append(("content-encoding", "deflate"))
+    headers.append(("content-length", str(len(payload))))
     data = conn.send(h11.Response(status_code=status, headers=headers))
     if method != "HEAD":
         data += conn.send(h11.Data(data=payload))
     with trio.fail_after(timeout):
         await stream.send_all(data + conn.send(h11.EndOfMessage()))
+
+
+def _accepts_deflate(headers: list[tuple[bytes, bytes]]) -> bool:
+    """dir-spec 6.1: a client lists the compressions it takes in Accept-Encoding ("deflate" is zlib's format,
+    as Tor names it); a target ending in ".z" asks for deflate whatever the headers say."""
+    return any(name == b"accept-encoding" and b"deflate" in (m.strip() for m in value.split(b","))
+               for name, value in headers)
 
 
 async def _answer_error(conn: h11.Connection, stream: trio.abc.Stream, error: HttpError) -> None:

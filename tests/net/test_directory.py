@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import time
+import zlib
 
 import pytest
 import trio
@@ -329,3 +330,38 @@ async def test_http_limits(autojump_clock):
     await client.send_all(b"GET / HTTP/1.1\r\n")  # and then nothing: a slowloris
     with pytest.raises(trio.TooSlowError):
         await serve_http(server, _echo, timeout=3)
+
+
+async def test_http_deflate_for_dot_z_targets_and_accept_encoding():
+    """dir-spec 6.1: ".z" asks for deflate (the handler sees the target without it); so does
+    Accept-Encoding: deflate, which tor sends on BEGIN_DIR. Our client inflates, bounded."""
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_http, server, _echo)
+        status, headers, body = await request(client, "GET", "/tor/micro/d/abc.z", timeout=5)
+    assert status == 200 and headers["content-encoding"] == "deflate"
+    assert body == b"GET /tor/micro/d/abc "
+
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_http, server, _echo)
+        # as C tor asks on a BEGIN_DIR stream: HTTP/1.0, its Accept-Encoding list
+        await client.send_all(b"GET /tor/keys/all HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+                              b"Accept-Encoding: identity, deflate, x-zstd, x-tor-lzma\r\n\r\n")
+        raw = b""
+        while b"\r\n\r\n" not in raw or len(raw.partition(b"\r\n\r\n")[2]) < zlib_len(raw):
+            raw += await client.receive_some(65536)
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    assert b"content-encoding: deflate" in head.lower()
+    assert zlib.decompress(payload) == b"GET /tor/keys/all "
+
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_http, server, _echo)
+        with pytest.raises(HttpError):
+            await request(client, "GET", "/big.z", timeout=5, max_body=10)
+
+
+def zlib_len(raw: bytes) -> int:
+    head = raw.partition(b"\r\n\r\n")[0].lower()
+    return int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
