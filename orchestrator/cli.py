@@ -10,6 +10,7 @@
     onionlab chaos SCENARIO [--seed N] [--json] [--history FILE] [--html FILE]  faults on a schedule, judged
     onionlab export compose [TOPOLOGY] [-o FILE]  the topology as a docker-compose.yml
     onionlab export stack [TOPOLOGY] [-o FILE]    the topology as a Docker Swarm stack file
+    onionlab export torrc [--role ROLE] [-o FILE] a torrc with which a stock tor joins the running lab
     onionlab graph [TOPOLOGY] [--format mermaid|dot]  the topology as a Mermaid or DOT graph
 
 Every command takes --run-dir (default $ONIONLAB_RUN_DIR, else .onionlab/run). Exit status: 0 done, 1 the
@@ -42,6 +43,8 @@ from .graph import FORMATS as GRAPH_FORMATS
 from .graph import render_graph
 from .signals import sigterm_interrupts
 from .topology import TopologyError, load_topology
+from .torrc import ROLES as TORRC_ROLES
+from .torrc import TOR_MIN_HS_PERIOD_MINUTES, TorrcError, check_timing, torrc
 
 DEFAULT_TOPOLOGY = Path("topologies", "default.yaml")
 MIN_REACH_TIME = 10.0  # seconds `up` gives the first onion fetch even when readiness used up the timeout
@@ -108,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how many bytes to fetch and verify (default: %(default)s)")
     flow.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_chaos(commands, common)
-    _add_export_and_graph(commands)
+    _add_export_and_graph(commands, common)
     return parser
 
 
@@ -131,8 +134,8 @@ def _add_chaos(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
                        help="undo the faults a chaos run left in place (it was SIGKILLed), then exit")
 
 
-def _add_export_and_graph(commands: argparse._SubParsersAction) -> None:
-    """`export compose` and `graph`: they read a topology and print a file, with no run behind them."""
+def _add_export_and_graph(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """`export compose`, `export stack` and `graph` read a topology; `export torrc` reads the running lab."""
     export = commands.add_parser("export", help="write a topology in another tool's format",
                                  description="Write a topology in another tool's format.")
     formats = export.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
@@ -153,6 +156,22 @@ def _add_export_and_graph(commands: argparse._SubParsersAction) -> None:
     stack.add_argument("topology", nargs="?", type=Path, default=None,
                        help=f"the topology file (default: {DEFAULT_TOPOLOGY})")
     stack.add_argument("-o", "--output", type=Path, default=None,
+                       help="write the file here instead of to standard output")
+    torrc = formats.add_parser(
+        "torrc", parents=[common], help="a torrc that joins the RUNNING lab (stock tor as client or service)",
+        description="Write a torrc for Debian's (or any) tor 0.4.9 that joins the running lab: "
+                    "TestingTorNetwork 1 and one DirAuthority line per authority, read from their /status, "
+                    "plus a SocksPort (client) or HiddenServiceDir/Port (onion_service). `tor -f FILE` then "
+                    "bootstraps from the lab's authorities (docs/tor-interop.md).")
+    torrc.add_argument("--role", choices=TORRC_ROLES, default="client", help="default: %(default)s")
+    torrc.add_argument("--socks-port", default="127.0.0.1:9050", help="client: default %(default)s")
+    torrc.add_argument("--data-directory", default="tor-data", help="default: %(default)s")
+    torrc.add_argument("--control-port", default=None, help="add ControlPort (cookie authentication)")
+    torrc.add_argument("--hidden-service-dir", default="tor-data/hs",
+                       help="onion_service: default %(default)s")
+    torrc.add_argument("--hidden-service-port", action="append", default=[], metavar="'VPORT HOST:PORT'",
+                       help="onion_service: a virtual port and its target (default: 80 127.0.0.1:8080)")
+    torrc.add_argument("-o", "--output", type=Path, default=None,
                        help="write the file here instead of to standard output")
     graph = commands.add_parser("graph", help="print a topology as a Mermaid or DOT graph",
                                 description="Print a topology as a graph: networks as subgraphs, nodes "
@@ -339,7 +358,9 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """`export compose` / `export stack`: the topology as a docker-compose.yml or a Swarm stack file, on
-    stdout or into --output."""
+    stdout or into --output. `export torrc`: a torrc joining the running lab."""
+    if args.export_format == "torrc":
+        return _export_torrc(args)
     path = args.topology or _default_topology()
     topology = load_topology(path)
     output = display_source(args.output) if args.output is not None else None
@@ -353,6 +374,32 @@ def cmd_export(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         print(f"wrote {args.output} ({len(topology.nodes)} node services and the init service)")
+    return 0
+
+
+def _export_torrc(args: argparse.Namespace) -> int:
+    authorities = _lab(args).status()["authorities"]
+    try:
+        for a in authorities:
+            if a.get("voting_interval"):
+                check_timing(a["voting_interval"], a.get("hs_period_minutes") or TOR_MIN_HS_PERIOD_MINUTES)
+        ports = []
+        for spec in args.hidden_service_port:
+            virtual, _, target = spec.partition(" ")
+            if not virtual.isdigit() or not target:
+                raise TorrcError(f"--hidden-service-port {spec!r}: expected 'VPORT HOST:PORT'")
+            ports.append((int(virtual), target))
+        text = torrc(authorities, role=args.role, data_directory=args.data_directory,
+                     socks_port=args.socks_port, control_port=args.control_port,
+                     service_dir=args.hidden_service_dir, service_ports=ports)
+    except TorrcError as e:
+        print(f"onionlab: {e}", file=sys.stderr)
+        return 1
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote {args.output}: `tor -f {args.output}` joins the lab as a {args.role.replace('_', ' ')}")
     return 0
 
 

@@ -109,3 +109,14 @@ def wait_until_ready(endpoints: Iterable[Endpoint], *, timeout: float = 60.0,
                                              for e in endpoints if not is_ready(statuses[e.name])})
         time.sleep(min(delay, left))
         delay = min(2 * delay, MAX_DELAY)
+
+
+AUTHORITY_FIELDS = ("or_port", "dir_port", "v3ident", "fingerprint", "voting_interval", "hs_period_minutes")
+
+
+def authority_entries(nodes: Iterable, live: dict[str, dict | None]) -> list[dict]:
+    """What a tor joining the lab needs of each authority (orchestrator/torrc.py): the address the
+    orchestrator reaches it at, then the fields of its /status (None while it does not answer)."""
+    return [{"name": n.name, "address": n.address,
+             **{k: (live.get(n.name) or {}).get(k) for k in AUTHORITY_FIELDS}}
+            for n in nodes if n.role == "authority"]

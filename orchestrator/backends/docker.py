@@ -249,7 +249,8 @@ class DockerBackend:
 
     def status(self) -> dict:
         """{"nodes": [{name, role, address, ready}], "onion_services": [{name, onion, ports}],
-        "clients": [{name, socks}]}, asking every running node's /status once."""
+        "authorities": [readiness.authority_entries], "clients": [{name, socks}]}, asking every running
+        node's /status once."""
         info = self._state()
         running = {c.labels.get(NODE) for c in self._containers(info.run_id, status="running")}
         live = {n.name: self._fetch(n) if n.name in running else None for n in info.nodes}
@@ -259,6 +260,7 @@ class DockerBackend:
             "onion_services": [{"name": n.name, "onion": (live[n.name] or {}).get("onion") or n.onion,
                                 "ports": (live[n.name] or {}).get("ports") or n.services}
                                for n in info.nodes if n.role == "onion_service"],
+            "authorities": readiness.authority_entries(info.nodes, live),
             # the address published on this host, not the one the client listens on in its container
             "clients": [{"name": n.name, "socks": n.socks} for n in info.nodes if n.role == "client"],
         }

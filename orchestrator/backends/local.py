@@ -101,7 +101,8 @@ class LocalBackend:
 
     def status(self) -> dict:
         """{"nodes": [{name, role, address, ready}], "onion_services": [{name, onion, ports}],
-        "clients": [{name, socks}]}, asking every node's /status once."""
+        "authorities": [readiness.authority_entries], "clients": [{name, socks}]}, asking every node's
+        /status once."""
         info = self._state()
         live = {n.name: readiness.fetch_status(n.address, n.ports["control_port"], timeout=STATUS_TIMEOUT)
                 if n.pid and self._running(n) else None for n in info.nodes}
@@ -111,6 +112,7 @@ class LocalBackend:
             "onion_services": [{"name": n.name, "onion": (live[n.name] or {}).get("onion") or n.onion,
                                 "ports": (live[n.name] or {}).get("ports") or n.services}
                                for n in info.nodes if n.role == "onion_service"],
+            "authorities": readiness.authority_entries(info.nodes, live),
             "clients": [{"name": n.name, "socks": (live[n.name] or {}).get("socks") or n.socks}
                         for n in info.nodes if n.role == "client"],
         }
