@@ -92,7 +92,9 @@ def test_default_run_dir(monkeypatch, tmp_path):
 
 ONION = "a" * 56 + ".onion"
 LIVE = {  # what each node's /status answers (relay2 does not answer)
-    ("127.0.0.2", 9052): {"role": "authority", "name": "auth1", "conditions": {"consensus": True}},
+    ("127.0.0.2", 9052): {"role": "authority", "name": "auth1", "conditions": {"consensus": True},
+                          "or_port": 9001, "dir_port": 9030, "v3ident": "C" * 40, "fingerprint": "D" * 40,
+                          "voting_interval": 10, "hs_period_minutes": 24},
     ("127.0.0.3", 9052): {"role": "relay", "name": "relay1", "conditions": {"consensus": True,
                                                                             "descriptor_uploaded": False}},
     ("127.0.0.5", 9052): {"role": "onion_service", "name": "hs", "conditions": {"intro_points": True},
@@ -134,8 +136,23 @@ def test_status_json_shape(run_dir, capsys):
             {"name": "client", "role": "client", "address": "127.0.0.6", "ready": True},
         ],
         "onion_services": [{"name": "hs", "onion": ONION, "ports": [80, 7]}],
+        "authorities": [{"name": "auth1", "address": "127.0.0.2", "or_port": 9001, "dir_port": 9030,
+                         "v3ident": "C" * 40, "fingerprint": "D" * 40, "voting_interval": 10,
+                         "hs_period_minutes": 24}],
         "clients": [{"name": "client", "socks": "127.0.0.6:9050"}],
     }
+
+
+def test_export_torrc_of_the_running_lab(run_dir, capsys, monkeypatch, tmp_path):
+    assert cli.main(["export", "torrc", "--run-dir", str(run_dir), "--socks-port", "127.0.0.1:19050"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"DirAuthority auth1 orport=9001 no-v2 v3ident={'C' * 40} 127.0.0.2:9030 {'D' * 40}" in lines
+    assert "SocksPort 127.0.0.1:19050" in lines
+
+    slow = {**LIVE, ("127.0.0.2", 9052): {**LIVE[("127.0.0.2", 9052)], "voting_interval": 4}}
+    monkeypatch.setattr(readiness, "fetch_status", lambda host, port, timeout: slow.get((host, port)))
+    assert cli.main(["export", "torrc", "--run-dir", str(run_dir)]) == 1
+    assert "under 10 s" in capsys.readouterr().err
 
 
 def test_status_falls_back_to_the_state_file_when_a_node_is_silent(run_dir, monkeypatch, capsys):
