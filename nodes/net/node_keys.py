@@ -1,45 +1,72 @@
 """A node's long-term secret keys, kept in `<data_dir>/keys/` (directory mode 0700, files 0600).
 
 Made on first start and read back on every later one, so a relay keeps its identity (and its place in the
-consensus and on the HSDir ring) across restarts. Each key is a raw 32-byte file: the Ed25519 identity
-seed, and the Curve25519 secret of the ntor onion key. Nothing here ever goes into the repository or a config.
+consensus and on the HSDir ring) across restarts: the Ed25519 identity seed and the Curve25519 secret of the
+ntor onion key (raw 32-byte files), and the RSA-1024 legacy identity (PEM) whose SHA-1 is the node ID Tor
+uses everywhere. Nothing here ever goes into the repository, a config or an image.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from nodes.config import ConfigError
+from nodes.core import tor_rsa
 
 from .relay_engine import RelayKeys
 
 KEYS_DIR = "keys"
 IDENTITY_KEY = "identity.key"  # the same name the authorities use (nodes.roles.authority.load_identity)
 NTOR_KEY = "ntor.key"
+RSA_IDENTITY_KEY = "rsa_identity.pem"
 SEED_BYTES = 32
 
 
 def load_or_create_seed(path: str | Path) -> bytes:
     """The 32 random bytes in `path`, made (mode 0600, parent directory 0700) if the file does not exist.
-
-    Creation is atomic and never overwrites: the seed is written to a private temporary file that is then
-    hard-linked into place, so a crash leaves no half-written key and two starts racing agree on one seed.
     A file of the wrong size is a ConfigError (we do not replace a key someone else put there)."""
-    path = Path(path)
+    return _read_seed(_create_once(Path(path), lambda: os.urandom(SEED_BYTES)))
+
+
+def load_or_create_rsa_key(path: str | Path) -> RSAPrivateKey:
+    """The 1024-bit RSA key in `path` (PKCS#8 PEM), made if the file does not exist: a relay's legacy
+    identity (its 20-byte node ID is the SHA-1 of the public key), or an authority's v3 identity or signing
+    key. Made with `cryptography`'s generator, which reads the OS RNG."""
+    def make() -> bytes:
+        key = rsa.generate_private_key(tor_rsa.PUBLIC_EXPONENT, tor_rsa.IDENTITY_BITS)
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    path = _create_once(Path(path), make)
     try:
-        return _read_seed(path)
-    except FileNotFoundError:
-        pass
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: not an unencrypted PEM private key: {e}") from None
+    if not isinstance(key, RSAPrivateKey):
+        raise ConfigError(f"{path}: not an RSA key")
+    return key
+
+
+def _create_once(path: Path, make: Callable[[], bytes]) -> Path:
+    """Write `make()` to `path` unless it exists. Creation is atomic and never overwrites: the bytes go to a
+    private temporary file that is then hard-linked into place, so a crash leaves no half-written key and
+    two starts racing agree on one key."""
+    if path.exists():
+        return path
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(os.urandom(SEED_BYTES))
+            f.write(make())
             f.flush()
             os.fsync(f.fileno())
         try:
@@ -48,7 +75,7 @@ def load_or_create_seed(path: str | Path) -> bytes:
             pass  # another start made it first: use theirs
     finally:
         tmp.unlink(missing_ok=True)
-    return _read_seed(path)
+    return path
 
 
 def _read_seed(path: Path) -> bytes:
