@@ -1,7 +1,8 @@
 """A node's configuration: a JSON file the orchestrator writes, read by `python -m nodes ROLE --config F`.
 
-The file holds no secret: authority identity keys live in the authority's data directory
-(`<data_dir>/keys/identity.key`), relays and onion services make their own keys there on first start.
+The file holds no secret: every key lives in the node's data directory (`<data_dir>/keys/`); `nodes init`
+makes the authorities' (the other nodes' configs name them), relays and onion services make theirs there
+on first start.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class AuthorityRef:
+    """How a node reaches and recognises an authority: the fields of a torrc DirAuthority line."""
+
     name: str
     address: str
     dir_port: int
-    identity: str  # hex of the authority's Ed25519 identity key
+    or_port: int
+    v3ident: str = ""  # hex SHA-1 of its v3 identity key: the key that certifies its consensus-signing key
+    fingerprint: str = ""  # hex SHA-1 of its RSA relay identity: what its OR port proves in CERTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +39,9 @@ class ServicePort:
 @dataclass(frozen=True, slots=True)
 class Timing:
     voting_interval: int = 4  # seconds between consensus rounds
-    hs_period_minutes: int = 24  # HS time period length; TestingTorNetwork-like, short for a testbed
-    hs_rotation_offset_minutes: int = 12
+    vote_delay: int = 1  # seconds the authorities give each other to exchange votes
+    dist_delay: int = 1  # seconds to exchange consensus signatures
+    hs_period_minutes: int = 24  # HS time period length (the consensus' hsdir-interval; Tor: 1440)
     descriptor_refresh: int = 30  # seconds between relay descriptor uploads
 
 

@@ -1,10 +1,11 @@
 """`python -m nodes init`: turn a run's plan into the files every node reads, with the run's key material.
 
-A plan (orchestrator/plan.py makes it) is every node's NodeConfig with one blank: the authorities' identity
-keys, which exist only once this program has made them. `render_state` makes each authority's Ed25519
-identity seed in `<out>/<authority>/keys/identity.key` (directory 0700, file 0600, never overwritten, so a
-second run keeps the identities), fills the public keys into every config and writes
-`<out>/<node>/config.json`. Under Docker this runs as a one-shot service of the node image that writes into
+A plan (orchestrator/plan.py makes it) is every node's NodeConfig with one blank: the authorities' identities,
+which exist only once this program has made their keys. `render_state` makes each authority's keys in
+`<out>/<authority>/keys/` (directory 0700, files 0600, never overwritten, so a second run keeps them): the
+Ed25519 and RSA relay identities its OR port proves, its ntor key, and its v3 identity and signing keys. It
+fills the two fingerprints a DirAuthority line names (v3ident, the relay fingerprint) into every config and
+writes `<out>/<node>/config.json`. Under Docker this runs as a one-shot service of the node image that writes into
 the run's state volume: key material never passes through the repository, an image layer or the compose file.
 
 The plan's `data_dir`s are the paths the nodes will see; `out` is where the files go now. They are the same
@@ -23,15 +24,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from nodes.config import ConfigError, NodeConfig, parse_config
-from nodes.net.node_keys import IDENTITY_KEY as IDENTITY_KEY_NAME
-from nodes.net.node_keys import KEYS_DIR, load_or_create_seed
+from nodes.net.node_keys import load_or_create_authority_keys, load_or_create_node_keys
 
 PLAN_FORMAT = 1
 CONFIG_FILE = "config.json"
-IDENTITY_KEY = Path(KEYS_DIR, IDENTITY_KEY_NAME)  # under the data dir: where nodes.roles.authority looks
 FATAL_PREFIX = "fatal: "
 
 
@@ -43,8 +40,9 @@ class PlanError(ValueError):
 
 
 def plan_data(lab: str, configs: list[NodeConfig]) -> dict:
-    """The plan as plain data: the configs with every AuthorityRef.identity blank ("")."""
-    blank = [replace(c, authorities=tuple(replace(a, identity="") for a in c.authorities)) for c in configs]
+    """The plan as plain data: the configs with every AuthorityRef's v3ident and fingerprint blank ("")."""
+    blank = [replace(c, authorities=tuple(replace(a, v3ident="", fingerprint="") for a in c.authorities))
+             for c in configs]
     return {"format": PLAN_FORMAT, "lab": lab, "nodes": [asdict(c) for c in blank]}
 
 
@@ -72,19 +70,28 @@ def parse_plan(text: str) -> tuple[str, list[NodeConfig]]:
         for ref in config.authorities:
             if ref.name not in authorities:
                 raise PlanError(f"plan: node {config.name} names {ref.name!r}, no authority of the plan")
-            if ref.identity:
-                raise PlanError(f"plan: node {config.name}: the identity of {ref.name} must be blank")
+            if ref.v3ident or ref.fingerprint:
+                raise PlanError(f"plan: node {config.name}: the identities of {ref.name} must be blank")
     return data["lab"], configs
 
 
-def fill_identities(configs: list[NodeConfig], identities: Mapping[str, str]) -> dict[str, NodeConfig]:
-    """Every config by name, each AuthorityRef carrying its authority's identity (hex) from `identities`."""
+def fill_identities(configs: list[NodeConfig],
+                    identities: Mapping[str, tuple[str, str]]) -> dict[str, NodeConfig]:
+    """Every config by name, each AuthorityRef carrying its authority's (v3ident, fingerprint) (hex) from
+    `identities`."""
     missing = sorted({a.name for c in configs for a in c.authorities} - set(identities))
     if missing:
         raise KeyError(f"no identity for authority {', '.join(missing)}")
-    return {c.name: replace(c, authorities=tuple(replace(a, identity=identities[a.name])
-                                                 for a in c.authorities))
+    return {c.name: replace(c, authorities=tuple(
+                replace(a, v3ident=identities[a.name][0], fingerprint=identities[a.name][1])
+                for a in c.authorities))
             for c in configs}
+
+
+def make_authority_keys(data_dir: Path) -> tuple[str, str]:
+    """Every key an authority needs, made once; its (v3ident, relay fingerprint) in hex."""
+    node = load_or_create_node_keys(data_dir)
+    return load_or_create_authority_keys(data_dir).v3ident, node.fingerprint
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -103,14 +110,12 @@ def render_state(plan_json: str, out_dir: str | os.PathLike[str]) -> dict[str, N
     names keys that exist."""
     _, configs = parse_plan(plan_json)
     out = Path(out_dir)
-    identities: dict[str, str] = {}
+    identities: dict[str, tuple[str, str]] = {}
     for config in configs:
         node_dir = out / config.name
         node_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if config.role == "authority":
-            seed = load_or_create_seed(node_dir / IDENTITY_KEY)
-            public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
-            identities[config.name] = public.hex()
+            identities[config.name] = make_authority_keys(node_dir)
     filled = fill_identities(configs, identities)
     for name, config in filled.items():
         _write_atomically(out / name / CONFIG_FILE, config.to_json() + "\n")
@@ -144,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"{FATAL_PREFIX}{e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
         return 1
-    print(f"onionlab init: wrote {len(configs)} node configs under {args.out}; authority identities:")
+    print(f"onionlab init: wrote {len(configs)} node configs under {args.out}; authorities (v3ident, "
+          "relay fingerprint):")
     for ref in sorted({a for c in configs.values() for a in c.authorities}, key=lambda a: a.name):
-        print(f"  {ref.name} {ref.identity}")
+        print(f"  {ref.name} {ref.v3ident} {ref.fingerprint}")
     return 0
 
 

@@ -75,9 +75,9 @@ def make_plan(
     (default: 0.0.0.0 with the topology's addresses, each node's own address with `addresses`)."""
     if addresses is not None and (missing := [n.name for n in topology.nodes if n.name not in addresses]):
         raise ValueError(f"no address for node(s) {', '.join(missing)}")
-    t = topology.timing  # vote and distribution delays: the authorities derive theirs from the interval
-    timing = Timing(voting_interval=t.voting_interval, hs_period_minutes=t.hs_period_minutes,
-                    hs_rotation_offset_minutes=t.hs_rotation_offset_minutes)
+    t = topology.timing
+    timing = Timing(voting_interval=t.voting_interval, vote_delay=t.vote_delay, dist_delay=t.dist_delay,
+                    hs_period_minutes=t.hs_period_minutes)
     authorities = topology.nodes_by_role("authority")
 
     def address(node: Node, seen_from: Node) -> str | None:
@@ -99,7 +99,7 @@ def make_plan(
                     if (value := getattr(node, key)) is not None}
         node_timing = timing if node.descriptor_refresh is None else replace(
             timing, descriptor_refresh=node.descriptor_refresh)
-        refs = tuple(AuthorityRef(a.name, address(a, node) or address(a, a), a.dir_port or 0, "")
+        refs = tuple(AuthorityRef(a.name, address(a, node) or address(a, a), a.dir_port or 0, a.or_port or 0)
                      for a in authorities)
         configs.append(NodeConfig(
             name=node.name, role=node.role, address=own,

@@ -120,15 +120,21 @@ class Network:
         return self.subnet.network_address + 1
 
 
+_DERIVED_HS = ("is no longer set: the onion-service time period is 24 voting intervals and starts 12 voting "
+               "intervals after the epoch, as in C tor with TestingTorNetwork (docs/tor-interop.md); change "
+               "voting_interval instead")
+DERIVED_TIMING = {"hs_period_minutes": _DERIVED_HS, "hs_rotation_offset_minutes": _DERIVED_HS}
+
+
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """Seconds-scale intervals so that a lab has a consensus within seconds (Tor's are hours)."""
+    """Seconds-scale intervals so that a lab has a consensus within seconds (Tor's are hours), at C tor's
+    TestingTorNetwork floors so that a stock tor accepts the lab's consensus. The HS time period is not set
+    here: as in C tor under TestingTorNetwork it is 24 voting intervals, starting 12 after the epoch."""
 
-    voting_interval: int = 4  # seconds between consensuses; divides a day, like V3AuthVotingInterval
-    vote_delay: int = 1  # seconds to exchange votes
-    dist_delay: int = 1  # seconds to exchange signatures
-    hs_period_minutes: int = 24  # onion-service time period length (Tor: hsdir-interval, 1440)
-    hs_rotation_offset_minutes: int = 12  # period start offset from the epoch (Tor: 12 voting periods)
+    voting_interval: int = 10  # seconds between consensuses; divides a day, like V3AuthVotingInterval
+    vote_delay: int = 2  # seconds to exchange votes (V3AuthVoteDelay)
+    dist_delay: int = 2  # seconds to exchange signatures (V3AuthDistDelay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,19 +607,23 @@ class _Checker:
 
     def timing(self, node: yaml.Node | None, root: yaml.Node) -> Timing | None:
         bounds = {
-            "voting_interval": ("a positive number of seconds", 1, 86400),
-            "vote_delay": ("a positive number of seconds", 1, 86400),
-            "dist_delay": ("a positive number of seconds", 1, 86400),
-            "hs_period_minutes": ("a positive number of minutes", 1, 14400),
-            "hs_rotation_offset_minutes": ("a number of minutes >= 0", 0, 14400),
+            # C tor's floors (dirvote.h MIN_VOTE_INTERVAL_TESTING, MIN_VOTE_SECONDS, MIN_DIST_SECONDS)
+            "voting_interval": ("a number of seconds >= 10 (tor's floor)", 10, 86400),
+            "vote_delay": ("a number of seconds >= 2 (tor's floor)", 2, 86400),
+            "dist_delay": ("a number of seconds >= 2 (tor's floor)", 2, 86400),
         }
         values: dict[str, int] = {f.name: f.default for f in fields(Timing)}
         where: dict[str, yaml.Node] = dict.fromkeys(values, node if node is not None else root)
         if node is not None:
-            pairs = self.mapping(node, "timing", bounds)
+            for key, (knode, _) in (self.pairs(node, "timing") or {}).items():
+                if key in DERIVED_TIMING:
+                    self.error(knode, f"timing.{key}", DERIVED_TIMING[key])
+            pairs = self.mapping(node, "timing", [*bounds, *DERIVED_TIMING])
             if pairs is None:
                 return None
             for key, (_, vnode) in pairs.items():
+                if key in DERIVED_TIMING:
+                    continue
                 value = self.integer(vnode, f"timing.{key}", *bounds[key])
                 if value is None:
                     return None
@@ -629,12 +639,6 @@ class _Checker:
                 "dist_delay",
                 "vote_delay + dist_delay must be shorter than voting_interval "
                 f"({values['vote_delay']} + {values['dist_delay']} >= {values['voting_interval']})",
-            )
-        if values["hs_rotation_offset_minutes"] >= values["hs_period_minutes"]:
-            fail(
-                "hs_rotation_offset_minutes",
-                "must be shorter than hs_period_minutes "
-                f"({values['hs_rotation_offset_minutes']} >= {values['hs_period_minutes']})",
             )
         return Timing(**values)
 

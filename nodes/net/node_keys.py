@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -27,6 +28,8 @@ KEYS_DIR = "keys"
 IDENTITY_KEY = "identity.key"  # the same name the authorities use (nodes.roles.authority.load_identity)
 NTOR_KEY = "ntor.key"
 RSA_IDENTITY_KEY = "rsa_identity.pem"
+AUTHORITY_IDENTITY_KEY = "authority_identity.pem"
+AUTHORITY_SIGNING_KEY = "authority_signing.pem"
 SEED_BYTES = 32
 
 
@@ -85,10 +88,51 @@ def _read_seed(path: Path) -> bytes:
     return seed
 
 
-def load_or_create_relay_keys(data_dir: str | Path) -> tuple[Ed25519PrivateKey, RelayKeys]:
-    """The relay's Ed25519 identity (it signs the relay descriptor) and its identity + ntor key pair."""
+@dataclass(frozen=True, slots=True)
+class NodeKeys:
+    """A relay's (or authority's) long-term keys: the Ed25519 master identity, the RSA-1024 legacy identity
+    (node ID = SHA-1 of its DER) and the ntor onion key."""
+
+    ed25519_identity: Ed25519PrivateKey = field(repr=False)
+    rsa_identity: RSAPrivateKey = field(repr=False)
+    ntor_secret: bytes = field(repr=False)
+
+    @property
+    def node_id(self) -> bytes:
+        return tor_rsa.fingerprint(self.rsa_identity.public_key())
+
+    @property
+    def fingerprint(self) -> str:
+        return self.node_id.hex().upper()
+
+    @property
+    def relay_keys(self) -> RelayKeys:
+        ntor_public = X25519PrivateKey.from_private_bytes(self.ntor_secret).public_key().public_bytes_raw()
+        return RelayKeys(self.ed25519_identity.public_key().public_bytes_raw(), self.ntor_secret, ntor_public,
+                         self.node_id)
+
+
+def load_or_create_node_keys(data_dir: str | Path) -> NodeKeys:
     keys_dir = Path(data_dir, KEYS_DIR)
-    identity = Ed25519PrivateKey.from_private_bytes(load_or_create_seed(keys_dir / IDENTITY_KEY))
-    ntor_secret = load_or_create_seed(keys_dir / NTOR_KEY)
-    ntor_public = X25519PrivateKey.from_private_bytes(ntor_secret).public_key().public_bytes_raw()
-    return identity, RelayKeys(identity.public_key().public_bytes_raw(), ntor_secret, ntor_public)
+    return NodeKeys(Ed25519PrivateKey.from_private_bytes(load_or_create_seed(keys_dir / IDENTITY_KEY)),
+                    load_or_create_rsa_key(keys_dir / RSA_IDENTITY_KEY),
+                    load_or_create_seed(keys_dir / NTOR_KEY))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityKeys:
+    """A directory authority's v3 keys (dir-spec 3.1): the identity key that certifies the medium-term signing
+    key in its key certificate, and the signing key itself, which signs votes and consensuses."""
+
+    v3_identity: RSAPrivateKey = field(repr=False)
+    signing: RSAPrivateKey = field(repr=False)
+
+    @property
+    def v3ident(self) -> str:
+        return tor_rsa.hex_fingerprint(self.v3_identity.public_key())
+
+
+def load_or_create_authority_keys(data_dir: str | Path) -> AuthorityKeys:
+    keys_dir = Path(data_dir, KEYS_DIR)
+    return AuthorityKeys(load_or_create_rsa_key(keys_dir / AUTHORITY_IDENTITY_KEY),
+                         load_or_create_rsa_key(keys_dir / AUTHORITY_SIGNING_KEY))

@@ -59,11 +59,12 @@ StreamHandler = Callable[[CircuitStream], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class RelayKeys:
-    """The relay's identity (Ed25519 public key) and its ntor onion key pair."""
+    """The relay's identities (Ed25519 public key, 20-byte node ID from its RSA key) and its ntor key pair."""
 
     identity: bytes
     ntor_secret: bytes = field(repr=False)
     ntor_public: bytes
+    node_id: bytes
 
     def __post_init__(self) -> None:
         if len(self.identity) != 32:
@@ -71,10 +72,8 @@ class RelayKeys:
         public = X25519PrivateKey.from_private_bytes(self.ntor_secret).public_key().public_bytes_raw()
         if public != self.ntor_public:
             raise ValueError("the ntor onion public key does not match its secret")
-
-    @property
-    def node_id(self) -> bytes:
-        return relay_node_id(self.identity)
+        if len(self.node_id) != 20:
+            raise ValueError("the node ID is 20 bytes")
 
 
 class MessageHandler(Protocol):

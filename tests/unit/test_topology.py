@@ -381,17 +381,23 @@ ERRORS = {
         "11 are on it",
     ),
     "voting interval": (
-        edit("roles:", "timing: {voting_interval: 7}\nroles:"),
-        "lab.yaml:4:27: timing.voting_interval: must divide a day (86400 s) evenly, got 7",
+        edit("roles:", "timing: {voting_interval: 11}\nroles:"),
+        "lab.yaml:4:27: timing.voting_interval: must divide a day (86400 s) evenly, got 11",
+    ),
+    "voting interval under tor's floor": (
+        edit("roles:", "timing: {voting_interval: 4}\nroles:"),
+        "lab.yaml:4:27: timing.voting_interval: expected a number of seconds >= 10 (tor's floor), got 4",
     ),
     "vote and dist delays": (
-        edit("roles:", "timing:\n  vote_delay: 2\n  dist_delay: 2\nroles:"),
+        edit("roles:", "timing:\n  vote_delay: 5\n  dist_delay: 5\nroles:"),
         "lab.yaml:6:15: timing.dist_delay: vote_delay + dist_delay must be shorter than voting_interval "
-        "(2 + 2 >= 4)",
+        "(5 + 5 >= 10)",
     ),
-    "rotation offset": (
+    "HS period is derived": (
         edit("roles:", "timing: {hs_period_minutes: 10}\nroles:"),
-        "lab.yaml:4:9: timing.hs_rotation_offset_minutes: must be shorter than hs_period_minutes (12 >= 10)",
+        "lab.yaml:4:10: timing.hs_period_minutes: is no longer set: the onion-service time period is 24 voting "
+        "intervals and starts 12 voting intervals after the epoch, as in C tor with TestingTorNetwork "
+        "(docs/tor-interop.md); change voting_interval instead",
     ),
     "guards beyond reach": (
         edit("{socks_port: 9050}", "{socks_port: 9050, guards: 7}"),
@@ -603,15 +609,12 @@ def lab_documents(draw):
             node["services"] = draw(setting_values("services", everywhere))
         doc["nodes"].append(node)
     if draw(st.booleans()):
-        interval = draw(st.sampled_from([3, 4, 5, 6, 10, 60]))
-        vote = draw(st.integers(1, interval - 2))
-        period = draw(st.integers(1, 100))
+        interval = draw(st.sampled_from([10, 12, 15, 20, 60]))
+        vote = draw(st.integers(2, interval - 4))
         doc["timing"] = {
             "voting_interval": interval,
             "vote_delay": vote,
-            "dist_delay": interval - vote - 1,
-            "hs_period_minutes": period,
-            "hs_rotation_offset_minutes": draw(st.integers(0, period - 1)),
+            "dist_delay": draw(st.integers(2, interval - vote - 1)),
         }
     return doc
 
