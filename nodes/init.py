@@ -5,8 +5,9 @@ which exist only once this program has made their keys. `render_state` makes eac
 `<out>/<authority>/keys/` (directory 0700, files 0600, never overwritten, so a second run keeps them): the
 Ed25519 and RSA relay identities its OR port proves, its ntor key, and its v3 identity and signing keys. It
 fills the two fingerprints a DirAuthority line names (v3ident, the relay fingerprint) into every config and
-writes `<out>/<node>/config.json`. Under Docker this runs as a one-shot service of the node image that writes into
-the run's state volume: key material never passes through the repository, an image layer or the compose file.
+writes `<out>/<node>/config.json`. Under Docker this runs as a one-shot service of the node image that
+writes into the run's state volume: key material never passes through the repository, an image layer or the
+compose file.
 
 The plan's `data_dir`s are the paths the nodes will see; `out` is where the files go now. They are the same
 directory when init runs in a container with the state volume mounted where the nodes mount it.

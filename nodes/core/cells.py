@@ -39,6 +39,7 @@ class Command(IntEnum):
     RELAY_EARLY = 9
     CREATE2 = 10
     CREATED2 = 11
+    PADDING_NEGOTIATE = 12  # link protocol 5 (padding-spec): a tor peer sends it; we take no padding orders
     VPADDING = 128
     CERTS = 129
     AUTH_CHALLENGE = 130

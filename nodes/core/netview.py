@@ -1,4 +1,5 @@
-"""What a node knows of the network: the checked microdesc consensus joined with the microdescriptors it names.
+"""What a node knows of the network: the checked microdesc consensus joined with the microdescriptors it
+names.
 
 A Tor client needs both halves to use a relay (dir-spec 5): the consensus says who runs, with which flags,
 at which address; the microdescriptor carries the keys (the ntor onion key for CREATE2, the Ed25519 identity
@@ -41,7 +42,7 @@ class Relay:
 
     nickname: str
     node_id: bytes  # 20 bytes: SHA-1 of its RSA identity (ntor's ID, link specifier type 2)
-    identity: bytes  # 32 bytes: its Ed25519 identity (link specifier type 3, the HSDir ring)
+    identity: bytes | None  # its Ed25519 identity (link specifier type 3, the HSDir ring); None: unknown
     ntor_onion_key: bytes
     address: str
     or_port: int
@@ -106,8 +107,8 @@ def join(consensus: Consensus, microdescs: Mapping[bytes, Microdescriptor]) -> N
         if md is None:
             missing.add(r.md_digest)
             continue
-        relays.append(Relay(r.nickname, r.node_id, md.ed25519_identity, md.ntor_onion_key, r.address, r.or_port,
-                            r.dir_port, r.bandwidth, r.flags, r.proto, r.version))
+        relays.append(Relay(r.nickname, r.node_id, md.ed25519_identity, md.ntor_onion_key, r.address,
+                            r.or_port, r.dir_port, r.bandwidth, r.flags, r.proto, r.version))
     return NetworkView(consensus, tuple(relays), frozenset(missing))
 
 

@@ -28,6 +28,7 @@ import trio
 
 from nodes.core.cells import Cell, Command, Destroy, DestroyReason
 from nodes.core.errors import RemoteProtocolError, UnexpectedMessage
+from nodes.core.link_certs import LinkIdentity
 
 from . import tls
 from .events import EventLog
@@ -40,7 +41,7 @@ OUTBOX_HIGH_WATER = 512  # cells queued on a link before producers wait
 WRITE_TIMEOUT = 60.0  # a peer that takes longer than this to take one batch of cells loses the link
 RECENTLY_CLOSED = 256  # circuit ids remembered after removal: their late cells are dropped without a count
 _HIGH_BIT = 0x80000000
-_IGNORED_ON_CIRCUIT_0 = frozenset((Command.PADDING, Command.VPADDING))
+_IGNORED_ON_CIRCUIT_0 = frozenset((Command.PADDING, Command.VPADDING, Command.PADDING_NEGOTIATE))
 
 
 class CellInbox:
@@ -389,10 +390,10 @@ class ChannelManager:
     """Every link of one node. Run it with `await nursery.start(cm.serve, host, port)` (relays: listens on
     the OR port; started() reports the bound port) or `await nursery.start(cm.run)` (clients)."""
 
-    def __init__(self, identity: bytes, metrics: Metrics, events: EventLog, *, address: str,
-                 connect_timeout: float = CONNECT_TIMEOUT,
+    def __init__(self, link_identity: LinkIdentity | None, metrics: Metrics, events: EventLog, *,
+                 address: str, connect_timeout: float = CONNECT_TIMEOUT,
                  address_map: Mapping[str, str] | None = None) -> None:
-        self.identity = identity
+        self.link_identity = link_identity  # what our OR port proves (relays, authorities); None: no OR port
         self.metrics = metrics
         self.events = events
         self.address = address
@@ -406,10 +407,12 @@ class ChannelManager:
         self._nursery: trio.Nursery | None = None
         self._client_ctx = tls.client_context()
         self._server_ctx: ssl.SSLContext | None = None  # made when serve() starts listening
+        self._server_cert = b""  # its certificate (DER), which our CERTS cell certifies
         metrics.describe("links_open", "gauge", "Open links (TLS connections to other nodes)")
         metrics.describe("cells_in_total", "counter", "Cells received on all links")
         metrics.describe("cells_out_total", "counter", "Cells sent on all links")
-        metrics.describe("link_handshake_seconds", "summary", "Opening a link: TCP, TLS, VERSIONS/NETINFO")
+        metrics.describe("link_handshake_seconds", "summary",
+                         "Opening a link: TCP, TLS, VERSIONS/CERTS/AUTH_CHALLENGE/NETINFO")
         metrics.describe("link_errors_total", "counter", "Links that failed or were closed for an error")
         metrics.describe("errors_total", "counter", "Protocol errors by the peer, by kind")
 
@@ -436,7 +439,9 @@ class ChannelManager:
             self._nursery = nursery
             listeners = await trio.open_tcp_listeners(port, host=host)
             self.or_port = listeners[0].socket.getsockname()[1]
-            self._server_ctx = tls.server_context()
+            if self.link_identity is None:
+                raise ValueError("listening needs the LinkIdentity our OR port proves")
+            self._server_ctx, self._server_cert = tls.server_context()
             task_status.started(self.or_port)
             await trio.serve_listeners(self._accept, listeners, handler_nursery=nursery)
 
@@ -446,13 +451,15 @@ class ChannelManager:
             await channel.aclose()
 
     # -- links ---------------------------------------------------------------------------------------------
-    async def get_channel(self, address: str, port: int) -> Channel:
-        """The open channel to (address, port), connecting if there is none. ChannelError on failure."""
+    async def get_channel(self, address: str, port: int, node_id: bytes | None = None) -> Channel:
+        """The open channel to (address, port), connecting if there is none; with `node_id`, only to that
+        node (the link's CERTS must prove it). ChannelError on failure (kind "identity_mismatch" when
+        another node answers there)."""
         address = self.address_map.get(address, address)
         key = (address, port)
         channel = self.channel_to(address, port)
         if channel is not None:
-            return channel
+            return self._check_peer(channel, node_id)
         if self._nursery is None:
             raise RuntimeError("the ChannelManager is not running: start serve() or run() first")
         attempt = self._attempts.get(key)
@@ -463,7 +470,15 @@ class ChannelManager:
         await attempt.done.wait()
         if attempt.error is not None:
             raise attempt.error
-        return attempt.channel
+        return self._check_peer(attempt.channel, node_id)
+
+    def _check_peer(self, channel: Channel, node_id: bytes | None) -> Channel:
+        peer = channel.link.peer
+        if node_id is not None and peer is not None and peer.node_id != node_id:
+            self._count_error("identity_mismatch", link=True)
+            raise ChannelError(f"{channel.address}:{channel.port} is node {peer.node_id.hex().upper()}, not "
+                               f"{node_id.hex().upper()}", kind="identity_mismatch")
+        return channel
 
     async def _connect(self, key: tuple[str, int], attempt: _Attempt) -> None:
         address, port = key
@@ -492,8 +507,9 @@ class ChannelManager:
                 stream = await tls.open_tls_stream(address, port, self._client_ctx)
                 link = Link(stream, initiator=True)
                 await link.handshake(now=int(time.time()), peer_address=_ip_or_empty(address),
-                                     my_addresses=self._my_addresses())
-            # TCP connect, TLS and VERSIONS/NETINFO: what a new link costs before its first circuit
+                                     my_addresses=self._my_addresses(),
+                                     peer_tls_cert_der=stream.peer_cert_der())
+            # TCP connect, TLS and the link handshake: what a new link costs before its first circuit
             self.metrics.observe("link_handshake_seconds", trio.current_time() - started)
             return link
         except trio.TooSlowError:
@@ -519,7 +535,8 @@ class ChannelManager:
             with trio.fail_after(self.connect_timeout):
                 await stream.do_handshake()
                 await link.handshake(now=int(time.time()), peer_address=address,
-                                     my_addresses=self._my_addresses())
+                                     my_addresses=self._my_addresses(), identity=self.link_identity,
+                                     tls_cert_der=self._server_cert)
         except (trio.TooSlowError, trio.BrokenResourceError, LinkClosed, RemoteProtocolError) as e:
             kind = e.kind if isinstance(e, RemoteProtocolError) else "handshake"
             self.metrics.inc("link_errors_total", kind=kind)

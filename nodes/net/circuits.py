@@ -15,8 +15,8 @@ import trio
 
 from nodes.core import circuit as core
 from nodes.core.circuit import CircuitState, HopSpec, OriginCircuit
-from nodes.core.dirdocs import RouterStatus, relay_node_id
 from nodes.core.errors import RemoteProtocolError, UnexpectedMessage
+from nodes.core.netview import Relay
 from nodes.core.relay import Begin, BeginDir, EndReason
 from nodes.core.relay_crypto import HopCrypto
 
@@ -55,15 +55,14 @@ class CircuitClosed(CircuitError, trio.BrokenResourceError):
     """The circuit is gone: destroyed by a relay, its link died, a protocol error, or closed by us."""
 
 
-def hop_spec(router: RouterStatus) -> HopSpec:
-    return HopSpec(router.address, router.or_port, relay_node_id(router.identity), router.identity,
-                   router.ntor_onion_key)
+def hop_spec(router: Relay) -> HopSpec:
+    return HopSpec(router.address, router.or_port, router.node_id, router.identity, router.ntor_onion_key)
 
 
 class OriginCircuitHandle:
     """A built circuit. Also the StreamHost of its streams."""
 
-    def __init__(self, manager: CircuitManager, channel: Channel, path: Sequence[RouterStatus]) -> None:
+    def __init__(self, manager: CircuitManager, channel: Channel, path: Sequence[Relay]) -> None:
         self._manager = manager
         self.channel = channel
         self.path = tuple(path)
@@ -299,7 +298,7 @@ class CircuitManager:
         metrics.describe("circuit_build_seconds", "summary", "Time to build a circuit")
         metrics.describe("circuits_open", "gauge", "Circuits we built that are open")
 
-    async def build(self, path: Sequence[RouterStatus]) -> OriginCircuitHandle:
+    async def build(self, path: Sequence[Relay]) -> OriginCircuitHandle:
         """A circuit through `path` (first hop first). CircuitBuildError on any failure."""
         if not path:
             raise ValueError("a circuit needs at least one hop")
@@ -309,7 +308,7 @@ class CircuitManager:
         step = 0
         try:
             with trio.fail_after(self.step_timeout):
-                channel = await self.channels.get_channel(hops[0].address, hops[0].port)
+                channel = await self.channels.get_channel(hops[0].address, hops[0].port, hops[0].node_id)
             handle = OriginCircuitHandle(self, channel, path)
             self.circuits.add(handle)
             for step, hop in enumerate(hops):

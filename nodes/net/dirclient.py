@@ -1,14 +1,24 @@
-"""The directory client: fetch and verify the consensus, keep it fresh, upload relay descriptors.
+"""The directory client: fetch and verify what C tor's clients fetch (dir-spec 5), keep it fresh, upload
+relay descriptors.
 
-Every node needs the consensus to build circuits; relays also publish their descriptor. A consensus is used
-only after `SignedConsensus.check` with the configured authority keys: floor(n/2)+1 valid signatures and the
-current time inside [valid-after, valid-until]. An authority that serves anything else is counted and the next
-one (in random order) is tried.
+A node needs three documents, all from the authorities' dir ports, at the paths C tor uses:
 
-Refresh schedule. Authorities publish the consensus for the round starting at T about half a voting interval
-after T (nodes/roles/authority.py), and its fresh-until is T + interval. So a fresh-until passing does not
-mean a newer document is available yet: the client refetches at a random moment between half and all of
-an interval after fresh-until (Tor also spreads clients over a window after fresh-until), and soon again if it
+    /tor/keys/all                                   the authorities' key certificates (dir-spec 3.1)
+    /tor/status-vote/current/consensus-microdesc    the microdesc-flavoured consensus (dir-spec 3.4.1)
+    /tor/micro/d/D1-D2-...                          the microdescriptors the consensus names (dir-spec 3.3)
+
+A certificate is used once it checks and certifies a configured authority (v3ident). A consensus is used only
+after `UncheckedConsensus.check`: signatures from more than half of the configured authorities, verified
+with their certificates, and the current time inside [valid-after, valid-until]. A microdescriptor is kept
+only when the consensus names its digest. The layers above see a `NetworkView`: the consensus joined with
+the microdescriptors. An authority that serves anything else is counted and the next one (in random order)
+is tried. A consensus that lists no relay does not replace one that does (it can only mean the authorities
+lost their relays; dirclient keeps the last good one until it expires).
+
+Refresh schedule. Authorities publish the consensus for the round starting at T during that round
+(nodes/roles/authority.py), and its fresh-until is T + interval. So a fresh-until passing does not mean a
+newer document is available yet: the client refetches at a random moment between half and all of an
+interval after fresh-until (Tor also spreads clients over a window after fresh-until), and soon again if it
 got nothing newer. The document it holds meanwhile stays valid until valid-until = T + 3 intervals.
 """
 
@@ -21,14 +31,21 @@ from collections.abc import Sequence
 import trio
 
 from nodes.config import AuthorityRef
-from nodes.core.dirdocs import Consensus, parse_signed_consensus
-from nodes.core.errors import RemoteProtocolError
+from nodes.core.authcert import AuthorityCert, parse_authority_certs
+from nodes.core.consensus import SignedConsensus, parse_consensus
+from nodes.core.errors import RemoteProtocolError, SignatureError
+from nodes.core.microdesc import Microdescriptor, parse_microdescriptors
+from nodes.core.netdoc import b64encode_unpadded
+from nodes.core.netview import NetworkView, join, wanted
 
 from .events import EventLog
 from .httpio import request_tcp
 from .metrics import Metrics
 
-CONSENSUS_PATH = "/tor/status-vote/current/consensus"
+CONSENSUS_PATH = "/tor/status-vote/current/consensus-microdesc"
+KEYS_PATH = "/tor/keys/all"
+MICRODESC_PATH = "/tor/micro/d/"
+MICRODESCS_PER_REQUEST = 92  # as C tor batches them (a URL stays well under 4 KiB)
 DESCRIPTOR_PATH = "/tor/"
 REQUEST_TIMEOUT = 10.0
 RETRY_MIN = 0.25  # seconds before retrying when no authority answered well; doubles up to RETRY_MAX
@@ -76,29 +93,57 @@ class DirectoryClient:
         if not authorities:
             raise ValueError("a directory client needs at least one authority")
         self.authorities = tuple(authorities)
-        self.authority_keys = frozenset(bytes.fromhex(a.identity) for a in self.authorities)
+        self.configured = frozenset(bytes.fromhex(a.v3ident) for a in self.authorities)
         self.metrics = metrics
         self.events = events
         self.timeout = timeout
-        self.current: Consensus | None = None
+        self.certs: dict[bytes, AuthorityCert] = {}  # v3ident -> its newest checked certificate
+        self.microdescs: dict[bytes, Microdescriptor] = {}  # digest -> microdescriptor of the consensus
+        self.signed: SignedConsensus | None = None
+        self.current: NetworkView | None = None
         self._ready = trio.Event()
         metrics.describe("consensus_fetches_total", "counter", "consensus downloads by result")
         metrics.describe("descriptor_posts_total", "counter", "descriptor uploads to authorities by result")
         metrics.describe("errors_total", "counter", "remote and network failures by kind")
 
-    # -- consensus -----------------------------------------------------------------------------------------
-    async def fetch_consensus(self, now: int) -> Consensus:
-        """Ask the authorities in random order; return the first consensus that checks at `now`.
+    # -- documents -----------------------------------------------------------------------------------------
+    async def _get(self, ref: AuthorityRef, path: str) -> bytes:
+        status, _, body = await request_tcp(ref.address, ref.dir_port, "GET", path, timeout=self.timeout)
+        if status != 200:
+            raise UnexpectedStatus(status, body)
+        return body
+
+    async def _fetch_certs(self, ref: AuthorityRef, now: int) -> None:
+        """Every certificate `ref` serves that checks and belongs to a configured authority."""
+        for unchecked in parse_authority_certs(await self._get(ref, KEYS_PATH)):
+            cert = unchecked.check(now)
+            old = self.certs.get(cert.v3ident)
+            if cert.v3ident in self.configured and (old is None or cert.published > old.published):
+                self.certs[cert.v3ident] = cert
+
+    async def _fetch_microdescs(self, ref: AuthorityRef, digests: Sequence[bytes]) -> None:
+        want = set(digests)
+        for i in range(0, len(digests), MICRODESCS_PER_REQUEST):
+            batch = digests[i:i + MICRODESCS_PER_REQUEST]
+            body = await self._get(ref, MICRODESC_PATH + "-".join(b64encode_unpadded(d) for d in batch))
+            for md in parse_microdescriptors(body):
+                if md.digest in want:  # an authority cannot slip in a key the consensus does not name
+                    self.microdescs[md.digest] = md
+
+    async def fetch_consensus(self, now: int) -> SignedConsensus:
+        """Ask the authorities in random order; return the first consensus that checks at `now`, having
+        fetched the certificates it needs and the microdescriptors it names that we lack.
         Raises NoConsensusError when none does."""
         errors: list[tuple[str, BaseException]] = []
         for ref in _random.sample(self.authorities, len(self.authorities)):
             try:
-                status, _, body = await request_tcp(ref.address, ref.dir_port, "GET", CONSENSUS_PATH,
-                                                    timeout=self.timeout)
-                if status != 200:
-                    raise UnexpectedStatus(status, body)
-                signed = parse_signed_consensus(body)
-                consensus = signed.check(self.authority_keys, now)
+                unchecked = parse_consensus(await self._get(ref, CONSENSUS_PATH))
+                try:
+                    signed = unchecked.check(self.certs, self.configured, now)
+                except SignatureError:
+                    await self._fetch_certs(ref, now)  # new authorities or signing keys: then once more
+                    signed = unchecked.check(self.certs, self.configured, now)
+                await self._fetch_microdescs(ref, wanted(signed.consensus, self.microdescs))
             except REQUEST_FAILURES as e:
                 kind = failure_kind(e)
                 errors.append((ref.name, e))
@@ -108,10 +153,10 @@ class DirectoryClient:
                 self.events.emit("consensus_fetch_failed", authority=ref.name, kind=kind, reason=str(e))
                 continue
             self.metrics.inc("consensus_fetches_total", result="ok")
-            return consensus
+            return signed
         raise NoConsensusError(errors)
 
-    async def wait_ready(self) -> Consensus:
+    async def wait_ready(self) -> NetworkView:
         """Wait for the first consensus `run` obtains."""
         await self._ready.wait()
         assert self.current is not None
@@ -123,7 +168,7 @@ class DirectoryClient:
         retry = RETRY_MIN
         while True:
             try:
-                consensus = await self.fetch_consensus(int(time.time()))
+                signed = await self.fetch_consensus(int(time.time()))
             except NoConsensusError:
                 await trio.sleep(retry)
                 # Until the first consensus, ask often: a fresh lab's first one is seconds away, and every
@@ -131,15 +176,26 @@ class DirectoryClient:
                 retry = min(2 * retry, RETRY_MAX if self.current is not None else FIRST_RETRY_MAX)
                 continue
             retry = RETRY_MIN
-            if self.current is None or consensus.valid_after > self.current.valid_after:
-                self._install(consensus)
+            if self.signed is None or signed.consensus.valid_after > self.signed.consensus.valid_after:
+                self._install(signed)
             await trio.sleep(self._next_fetch_delay(time.time()))
 
-    def _install(self, consensus: Consensus) -> None:
-        self.current = consensus
+    def _install(self, signed: SignedConsensus) -> None:
+        consensus = signed.consensus
+        if not consensus.routers and self.current is not None and self.current.relays \
+                and time.time() < self.current.valid_until:
+            self.metrics.inc("errors_total", kind="empty_consensus")
+            self.events.emit("consensus_refused", valid_after=consensus.valid_after,
+                             reason="lists no relay; keeping the last one that does")
+            return
+        self.signed = signed
+        names = {r.md_digest for r in consensus.routers}
+        self.microdescs = {d: md for d, md in self.microdescs.items() if d in names}
+        self.current = join(consensus, self.microdescs)
         self.metrics.set("consensus_valid_after", consensus.valid_after)
         self.events.emit("consensus_received", valid_after=consensus.valid_after,
-                         relays=len(consensus.routers), digest=consensus.digest())
+                         relays=len(consensus.routers), usable=len(self.current.relays),
+                         digest=signed.digest)
         self._ready.set()
 
     def _next_fetch_delay(self, now: float) -> float:

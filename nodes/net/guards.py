@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nodes.core.dirdocs import Flag, RouterStatus
+from nodes.core.netview import Flag, Relay
 
 from .events import EventLog
 from .metrics import Metrics
@@ -60,7 +60,7 @@ class GuardManager:
         self._events = events
         self._clock = clock
         self._retry_after = retry_after
-        self._listed: dict[str, RouterStatus] = {}  # Guard + Running relays of the latest consensus
+        self._listed: dict[str, Relay] = {}  # Guard + Running relays of the latest consensus
         self._failed_until: dict[str, float] = {}
         metrics.describe("guards_sampled", "gauge", "relays in the persisted guard sample")
         metrics.describe("guard_failures_total", "counter", "guards marked failed (a circuit through failed)")
@@ -68,7 +68,7 @@ class GuardManager:
         metrics.set("guards_sampled", len(self._sampled))
 
     # -- the consensus view ----------------------------------------------------------------------------------
-    def sample(self, candidates: Sequence[RouterStatus]) -> list[str]:
+    def sample(self, candidates: Sequence[Relay]) -> list[str]:
         """Take a new consensus's relays: remember which sampled guards are listed, and draw new guards
         into the sample while it has fewer than MIN_FILTERED_SAMPLE usable ones. Returns the sample (hex)."""
         self._listed = {r.identity.hex(): r for r in candidates
@@ -105,18 +105,18 @@ class GuardManager:
         raise AssertionError("unreachable: point < sum(weights)")
 
     # -- choosing --------------------------------------------------------------------------------------------
-    def primary(self) -> list[RouterStatus]:
+    def primary(self) -> list[Relay]:
         """The first n_guards usable guards: confirmed ones in confirmation order, then sample order."""
         return self.ordered()[: self.n_guards]
 
-    def ordered(self) -> list[RouterStatus]:
+    def ordered(self) -> list[Relay]:
         """Every usable guard, primary ones first. A circuit whose last hop is a primary guard takes the
         first of these that is not that relay as its first hop (guard-spec 4.3: never guard == exit)."""
         now = self._clock()
         order = self._confirmed + [i for i in self._sampled if i not in self._confirmed]
         return [self._listed[i] for i in order if self._usable(i, now)]
 
-    def pick(self) -> RouterStatus:
+    def pick(self) -> Relay:
         """The guard for a new circuit's first hop: the first primary guard."""
         guards = self.primary()
         if not guards and any(i in self._listed for i in self._failed_until):

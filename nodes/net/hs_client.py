@@ -26,10 +26,10 @@ import trio
 
 from nodes.core import circuit as core
 from nodes.core import hs_common
-from nodes.core.dirdocs import Consensus, RouterStatus
 from nodes.core.errors import AddressError, RemoteProtocolError
 from nodes.core.hs_descriptor import HsDescriptor, parse_descriptor
 from nodes.core.hs_intro import IntroducePlaintext, client_handle_rendezvous2, encrypt_introduce1
+from nodes.core.netview import NetworkView, Relay
 from nodes.core.onion_address import decode_onion_address
 from nodes.core.relay import REND_COOKIE_LEN, EstablishRendezvous, IntroduceAckStatus
 from nodes.core.relay_crypto import HopCrypto
@@ -141,11 +141,11 @@ class OnionClient:
         self._locks = {k: lock for k, lock in self._locks.items()
                        if k in self.rendezvous or lock.locked() or lock.statistics().tasks_waiting}
 
-    async def _consensus(self) -> Consensus:
+    async def _consensus(self) -> NetworkView:
         with trio.fail_after(CONSENSUS_WAIT):
             return await self.directory.wait_newer(None)
 
-    async def _build(self, consensus: Consensus, last: RouterStatus) -> OriginCircuitHandle:
+    async def _build(self, consensus: NetworkView, last: Relay) -> OriginCircuitHandle:
         return await build_guarded(self.circuits, self.guards, consensus, last)
 
     async def _rendezvous(self, identity: bytes, onion: str) -> OriginCircuitHandle:
@@ -179,7 +179,7 @@ class OnionClient:
         return rend
 
     # -- step 3: descriptor and rendezvous point -----------------------------------------------------------
-    async def _descriptor(self, consensus: Consensus, identity: bytes,
+    async def _descriptor(self, consensus: NetworkView, identity: bytes,
                           onion: str) -> tuple[HsDescriptor, bytes]:
         period = TimePeriod.of(consensus)
         blinded = hs_common.blinded_public_key(identity, period.num, period.length)
@@ -235,7 +235,7 @@ class OnionClient:
             raise DescriptorInvalid("; ".join(invalid))
         raise DescriptorNotFound(f"none of {len(hsdirs)} responsible HSDirs had a descriptor for {onion}")
 
-    async def _establish_rendezvous(self, consensus: Consensus, cookie: bytes,
+    async def _establish_rendezvous(self, consensus: NetworkView, cookie: bytes,
                                     onion: str) -> OriginCircuitHandle:
         """A rendezvous point for `cookie`: up to RENDEZVOUS_ATTEMPTS relays (not our guards while others
         are left), the next when one cannot be reached or refuses (it may have gone since the consensus)."""
@@ -266,7 +266,7 @@ class OnionClient:
         raise RendezvousFailed("no rendezvous point: " + "; ".join(problems))
 
     # -- step 4: introduction ------------------------------------------------------------------------------
-    async def _introduce(self, consensus: Consensus, descriptor: HsDescriptor, subcredential: bytes,
+    async def _introduce(self, consensus: NetworkView, descriptor: HsDescriptor, subcredential: bytes,
                          cookie: bytes, rend: OriginCircuitHandle, onion: str):
         rp = rend.path[-1]
         plaintext = IntroducePlaintext(cookie, (), 1, rp.ntor_onion_key, hop_spec(rp).link_specs())

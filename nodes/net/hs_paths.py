@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import trio
 
 from nodes.core import hs_common
-from nodes.core.dirdocs import Consensus, Flag, RouterStatus, relay_node_id
-from nodes.core.errors import LocalProtocolError, RemoteProtocolError
+from nodes.core.errors import RemoteProtocolError
+from nodes.core.netview import Flag, NetworkView, Relay
 from nodes.core.relay import LinkSpec, LinkSpecEd25519, LinkSpecIPv4, LinkSpecIPv6, LinkSpecRsaId
 
 from .circuits import CircuitBuildError, CircuitError, CircuitManager, OriginCircuitHandle
@@ -52,23 +52,23 @@ class TimePeriod:
     srv: bytes  # the shared random value the HSDir ring uses in this period
 
     @classmethod
-    def of(cls, consensus: Consensus) -> TimePeriod:
+    def of(cls, consensus: NetworkView) -> TimePeriod:
         length = consensus.hs_period_minutes
         num = hs_common.time_period_num(consensus.valid_after, length, consensus.hs_rotation_offset_minutes)
         return cls(num, length, consensus.shared_rand_current or hs_common.disaster_srv(length, num))
 
-    def end(self, consensus: Consensus) -> int:
+    def end(self, consensus: NetworkView) -> int:
         """Unix time at which the next period starts."""
         return hs_common.time_period_start(self.num + 1, self.length, consensus.hs_rotation_offset_minutes)
 
 
-def usable(consensus: Consensus) -> list[RouterStatus]:
+def usable(consensus: NetworkView) -> list[Relay]:
     """The relays circuits may use: Running and Valid."""
     return [r for r in consensus.routers if Flag.Running in r.flags and Flag.Valid in r.flags]
 
 
-def responsible_hsdirs(consensus: Consensus, blinded_key: bytes, period: TimePeriod, *,
-                       spread: int) -> list[RouterStatus]:
+def responsible_hsdirs(consensus: NetworkView, blinded_key: bytes, period: TimePeriod, *,
+                       spread: int) -> list[Relay]:
     """The HSDirs for `blinded_key`: spread HSDIR_SPREAD_STORE to upload, HSDIR_SPREAD_FETCH to fetch."""
     ring = {r.identity: r for r in usable(consensus) if Flag.HSDir in r.flags}
     chosen = hs_common.responsible_hsdirs(list(ring), blinded_key, period.srv, period.num, period.length,
@@ -76,18 +76,18 @@ def responsible_hsdirs(consensus: Consensus, blinded_key: bytes, period: TimePer
     return [ring[identity] for identity in chosen]
 
 
-def find_relay(consensus: Consensus, link_specs: Iterable[LinkSpec]) -> RouterStatus | None:
+def find_relay(consensus: NetworkView, link_specs: Iterable[LinkSpec]) -> Relay | None:
     """The usable relay that link specifiers name (by Ed25519 identity, else by legacy node ID)."""
     specs = list(link_specs)
     ed = next((s.identity for s in specs if isinstance(s, LinkSpecEd25519)), None)
     rsa = next((s.identity for s in specs if isinstance(s, LinkSpecRsaId)), None)
     for relay in usable(consensus):
-        if relay.identity == ed or (ed is None and relay_node_id(relay.identity) == rsa):
+        if (ed is not None and relay.identity == ed) or (ed is None and relay.node_id == rsa):
             return relay
     return None
 
 
-def relay_for(consensus: Consensus, link_specs: Iterable[LinkSpec], onion_key: bytes) -> RouterStatus | None:
+def relay_for(consensus: NetworkView, link_specs: Iterable[LinkSpec], onion_key: bytes) -> Relay | None:
     """The relay that a descriptor's intro point or an INTRODUCE2's rendezvous point names: from our consensus
     when it lists it with that onion key, else made from the link specifiers themselves (as Tor extends to
     them): the other end's consensus may be newer than ours. None when they name no address or identity."""
@@ -96,25 +96,23 @@ def relay_for(consensus: Consensus, link_specs: Iterable[LinkSpec], onion_key: b
     if listed is not None and listed.ntor_onion_key == onion_key:
         return listed
     ed = next((s.identity for s in specs if isinstance(s, LinkSpecEd25519)), None)
+    rsa = next((s.identity for s in specs if isinstance(s, LinkSpecRsaId)), None)
     where = next((s for s in specs if isinstance(s, LinkSpecIPv4 | LinkSpecIPv6)), None)
-    if ed is None or where is None:
+    if rsa is None or where is None or not 0 < where.port < 65536:  # ntor needs the node ID; a link, an IP
         return None
-    try:
-        nickname = listed.nickname if listed else "unlisted"
-        return RouterStatus(nickname, ed, onion_key, where.address, where.port, 0, 0, 0, frozenset())
-    except LocalProtocolError:  # a field our documents cannot carry (port 0, ...)
-        return None
+    nickname = listed.nickname if listed else "unlisted"
+    return Relay(nickname, rsa, ed, onion_key, where.address, where.port, 0, 0, frozenset(), "")
 
 
-def _weighted(candidates: Sequence[RouterStatus]) -> RouterStatus:
+def _weighted(candidates: Sequence[Relay]) -> Relay:
     return _random.choices(candidates, weights=[max(r.bandwidth, 1) for r in candidates])[0]
 
 
-def pick_relays(consensus: Consensus, n: int, *, exclude: Iterable[bytes] = ()) -> list[RouterStatus]:
+def pick_relays(consensus: NetworkView, n: int, *, exclude: Iterable[bytes] = ()) -> list[Relay]:
     """Up to n distinct usable relays (bandwidth-weighted), none of whose identities is in `exclude`."""
     excluded = set(exclude)
     candidates = [r for r in usable(consensus) if r.identity not in excluded]
-    picked: list[RouterStatus] = []
+    picked: list[Relay] = []
     while candidates and len(picked) < n:
         relay = _weighted(candidates)
         candidates.remove(relay)
@@ -122,8 +120,8 @@ def pick_relays(consensus: Consensus, n: int, *, exclude: Iterable[bytes] = ()) 
     return picked
 
 
-def three_hop_path(consensus: Consensus, guards: Sequence[RouterStatus],
-                   last: RouterStatus) -> list[RouterStatus]:
+def three_hop_path(consensus: NetworkView, guards: Sequence[Relay],
+                   last: Relay) -> list[Relay]:
     """[guard, middle, last]: the first of `guards` (primary guards, in order) that is not `last`, and a
     random middle relay that is neither. NoGuardAvailable / PathError when there is no such relay."""
     first = next((g for g in guards if g.identity != last.identity), None)
@@ -135,8 +133,8 @@ def three_hop_path(consensus: Consensus, guards: Sequence[RouterStatus],
     return [first, middle[0], last]
 
 
-async def build_guarded(circuits: CircuitManager, guards: GuardManager, consensus: Consensus,
-                        last: RouterStatus, *, attempts: int = BUILD_ATTEMPTS) -> OriginCircuitHandle:
+async def build_guarded(circuits: CircuitManager, guards: GuardManager, consensus: NetworkView,
+                        last: Relay, *, attempts: int = BUILD_ATTEMPTS) -> OriginCircuitHandle:
     """A 3-hop circuit to `last` whose first hop is one of our guards (three_hop_path). A guard that fails
     is marked so the next one takes its place, and a failed middle is replaced by another, up to `attempts`
     paths; when `last` itself cannot be reached the error is raised at once (the caller picks another)."""
@@ -160,18 +158,18 @@ class FollowingDirectoryClient(DirectoryClient):
     itself only signals the first one); onion services republish on each. `on_consensus` runs before any
     waiter wakes (guards resample there, so no circuit is planned from a consensus they have not seen)."""
 
-    def __init__(self, *args, on_consensus: Callable[[Consensus], None] | None = None, **kwargs) -> None:
+    def __init__(self, *args, on_consensus: Callable[[NetworkView], None] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._newer = trio.lowlevel.ParkingLot()
         self._on_consensus = on_consensus
 
-    def _install(self, consensus: Consensus) -> None:
+    def _install(self, consensus: NetworkView) -> None:
         if self._on_consensus is not None:
             self._on_consensus(consensus)
         super()._install(consensus)
         self._newer.unpark_all()
 
-    async def wait_newer(self, than: Consensus | None) -> Consensus:
+    async def wait_newer(self, than: NetworkView | None) -> NetworkView:
         """The current consensus, once it is not `than` (at once if it already is not, and is not None)."""
         while self.current is None or self.current is than:
             await self._newer.park()

@@ -29,7 +29,6 @@ import trio
 
 from nodes.core import circuit as core
 from nodes.core import hs_common
-from nodes.core.dirdocs import Consensus, RouterStatus
 from nodes.core.ed25519 import Signer
 from nodes.core.errors import RemoteProtocolError
 from nodes.core.hs_descriptor import IntroPointDesc, build_descriptor
@@ -40,6 +39,7 @@ from nodes.core.hs_intro import (
     service_rendezvous1,
 )
 from nodes.core.hs_ntor import public_key
+from nodes.core.netview import NetworkView, Relay
 from nodes.core.onion_address import encode_onion_address
 from nodes.core.relay_crypto import HopCrypto
 
@@ -78,7 +78,7 @@ _random = secrets.SystemRandom()
 
 @dataclass(slots=True)
 class IntroPoint:
-    relay: RouterStatus
+    relay: Relay
     circuit: OriginCircuitHandle
     auth: Signer  # KP_hs_ipt_sid: what the intro point knows us by
     enc_secret: bytes = field(repr=False)  # KS_hss_ntor, per intro point
@@ -156,10 +156,10 @@ class OnionService:
                 "published": {str(num): len(h) for num, h in sorted(self.published.items())}}
 
     # -- paths -----------------------------------------------------------------------------------------------
-    async def _build(self, consensus: Consensus, last: RouterStatus) -> OriginCircuitHandle:
+    async def _build(self, consensus: NetworkView, last: Relay) -> OriginCircuitHandle:
         return await build_guarded(self.circuits, self.guards, consensus, last)
 
-    def _intro_candidates(self, consensus: Consensus) -> list[RouterStatus]:
+    def _intro_candidates(self, consensus: NetworkView) -> list[Relay]:
         """Relays for a new intro point: not one another slot uses or is setting up; our guards only when
         nothing else is left."""
         now = time.monotonic()
@@ -202,7 +202,7 @@ class OnionService:
             self.metrics.inc("intro_point_failures_total", stage="lost")
             self.events.emit("intro_lost", intro=point.relay.nickname, error=str(point.circuit.error))
 
-    async def _establish(self, consensus: Consensus, relay: RouterStatus) -> IntroPoint:
+    async def _establish(self, consensus: NetworkView, relay: Relay) -> IntroPoint:
         circuit = await self._build(consensus, relay)
         try:
             auth = Signer.from_seed(self.rng(32))
@@ -354,7 +354,7 @@ class OnionService:
             retry = RETRY_MIN if ok else min(2 * retry, RETRY_MAX)
             consensus = self.directory.current
 
-    async def _wait_for_change(self, consensus: Consensus, timeout: float) -> None:
+    async def _wait_for_change(self, consensus: NetworkView, timeout: float) -> None:
         """Until the intro points change, a newer consensus arrives, or `timeout` seconds pass."""
         with trio.move_on_after(timeout):
             async with trio.open_nursery() as nursery:
@@ -369,7 +369,7 @@ class OnionService:
                 nursery.start_soon(intro)
                 nursery.start_soon(newer)
 
-    def _periods(self, consensus: Consensus) -> list[TimePeriod]:
+    def _periods(self, consensus: NetworkView) -> list[TimePeriod]:
         first = TimePeriod.of(consensus)
         srv = consensus.shared_rand_current
         return [first] + [TimePeriod(first.num + i, first.length,
@@ -382,7 +382,7 @@ class OnionService:
     def _blinded_key(self, num: int, length: int) -> bytes:
         return hs_common.blinded_public_key(self.identity.public_key, num, length)
 
-    def _hsdirs(self, consensus: Consensus, period: TimePeriod) -> list[RouterStatus]:
+    def _hsdirs(self, consensus: NetworkView, period: TimePeriod) -> list[Relay]:
         return responsible_hsdirs(consensus, self._blinded_key(period.num, period.length), period,
                                   spread=hs_common.HSDIR_SPREAD_STORE)
 
@@ -400,18 +400,18 @@ class OnionService:
                                 now=int(time.time()), lifetime_minutes=DESCRIPTOR_LIFETIME_MINUTES,
                                 rng=self.rng)
 
-    async def _publish(self, consensus: Consensus, periods: list[TimePeriod],
-                       missing: dict[int, list[RouterStatus]]) -> bool:
+    async def _publish(self, consensus: NetworkView, periods: list[TimePeriod],
+                       missing: dict[int, list[Relay]]) -> bool:
         """Upload to every HSDir in `missing` (one circuit per HSDir carries every period's descriptor).
         True when every upload was accepted."""
         documents = {p.num: self._descriptor(p) for p in periods if missing.get(p.num)}
-        by_hsdir: dict[bytes, tuple[RouterStatus, list[int]]] = {}
+        by_hsdir: dict[bytes, tuple[Relay, list[int]]] = {}
         for num, hsdirs in missing.items():
             for hsdir in hsdirs:
                 by_hsdir.setdefault(hsdir.identity, (hsdir, []))[1].append(num)
         failures = 0
 
-        async def upload(hsdir: RouterStatus, nums: list[int]) -> None:
+        async def upload(hsdir: Relay, nums: list[int]) -> None:
             nonlocal failures
             try:
                 circuit = await self._build(consensus, hsdir)

@@ -1,27 +1,42 @@
 """A link: one TLS connection between two nodes, carrying the cells of every circuit between them.
 
-The link handshake is VERSIONS then NETINFO (tor-spec 4), without CERTS/AUTH_CHALLENGE/AUTHENTICATE: the
-ntor handshake authenticates each hop (see docs/differences.md). Backpressure comes for free: `send_cells`
-waits in `send_all` while the peer is slow, and the reader stops reading while its consumer is busy.
+The link handshake is Tor's (tor-spec 4, "Negotiating and initializing connections"), so a C tor peer can use
+our OR ports and we can use theirs:
+
+    initiator                                   responder
+    VERSIONS             -->
+                         <--   VERSIONS, CERTS (types 2, 4, 5, 7), AUTH_CHALLENGE, NETINFO
+    NETINFO              -->
+
+The initiator checks the responder's CERTS exactly as tor-spec 4.2 says (nodes/core/link_certs.py), with the
+certificate the TLS handshake showed, and refuses a link to anyone but the node it meant to reach
+(IdentityMismatch). Our initiators do not answer AUTH_CHALLENGE: the method (AUTH0003) binds the link with
+the TLS exporter of RFC 5705, which Python's ssl module does not expose, so they take the client's path of
+the spec (NETINFO at once), and the responder treats them as clients; an initiator that authenticates is
+accepted all the same, as a client (docs/differences.md). Backpressure comes for free: `send_cells` waits in
+`send_all` while the peer is slow, and the reader stops reading while its consumer is busy.
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import trio
 
-from nodes.core.cells import Cell, CellFramer, Command, Netinfo, Versions, encode_cell, encode_cells
+from nodes.core.cells import Cell, CellFramer, Certs, Command, Netinfo, Versions, encode_cell, encode_cells
 from nodes.core.errors import DecodeError, UnexpectedMessage
+from nodes.core.link_auth import make_auth_challenge
+from nodes.core.link_certs import LinkIdentity, PeerIdentity, responder_certs, verify_responder_certs
 
-LINK_PROTOCOLS = (4, 5)
+LINK_PROTOCOLS = (4, 5)  # C tor 0.4.9 offers 3-5; 3 lacks 4-byte circuit ids, which we always use
 HANDSHAKE_TIMEOUT = 10.0
 READ_SIZE = 256 * 1024  # one read takes every cell TLSStream has: bigger batches, fewer task switches
-# cells the peer may send during the handshake that we accept and ignore
-_IGNORED_IN_HANDSHAKE = frozenset((Command.PADDING, Command.VPADDING, Command.CERTS, Command.AUTH_CHALLENGE,
-                                   Command.AUTHENTICATE))
-
+_PADDING = frozenset((Command.PADDING, Command.VPADDING))
+# what an initiator may send the responder after VERSIONS: a relay's CERTS and AUTHENTICATE, then NETINFO
+_INITIATOR_AUTH = frozenset((Command.CERTS, Command.AUTHENTICATE))
+_AUTH_CHALLENGE = frozenset((Command.AUTH_CHALLENGE,))
 
 class LinkClosed(Exception):
     """The peer closed the connection (or it broke) while we wanted to read or write."""
@@ -38,39 +53,59 @@ class Link:
         self._send_lock = trio.StrictFIFOLock()
         self.protocol = 0
         self.peer_netinfo: Netinfo | None = None
+        self.peer: PeerIdentity | None = None  # who the responder proved to be (initiators only)
         self.cells_in = 0
         self.cells_out = 0
         self.closed = False
 
     # -- handshake -----------------------------------------------------------------------------------------
     async def handshake(self, *, now: int, peer_address: str = "", my_addresses: Iterable[str] = (),
-                        timeout: float = HANDSHAKE_TIMEOUT) -> None:
-        """VERSIONS, then NETINFO both ways. Raises RemoteProtocolError, LinkClosed or trio.TooSlowError."""
-        netinfo = Netinfo(now, peer_address, tuple(my_addresses))
-        versions = Cell(0, Command.VERSIONS, Versions(LINK_PROTOCOLS).encode())
+                        identity: LinkIdentity | None = None, tls_cert_der: bytes = b"",
+                        peer_tls_cert_der: bytes = b"", expected_node_id: bytes | None = None,
+                        rng: Callable[[int], bytes] = os.urandom, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+        """Run Tor's link handshake. A responder proves `identity` for its TLS certificate `tls_cert_der`; an
+        initiator checks the responder's certificates against `peer_tls_cert_der` and, when given,
+        `expected_node_id`. Raises RemoteProtocolError (IdentityMismatch among them), LinkClosed or
+        trio.TooSlowError."""
+        netinfo = Cell(0, Command.NETINFO, Netinfo(now, peer_address, tuple(my_addresses)).encode())
+        versions = encode_cell(Cell(0, Command.VERSIONS, Versions(LINK_PROTOCOLS).encode()), circ_id_len=2)
         with trio.fail_after(timeout):
             if self.initiator:
-                await self._send_raw(encode_cell(versions, circ_id_len=2))
+                await self._send_raw(versions)
             theirs = await self._receive_handshake_cell(Command.VERSIONS)
-            common = set(Versions.decode(theirs.payload).versions) & set(LINK_PROTOCOLS)
+            offered = Versions.decode(theirs.payload).versions
+            common = set(offered) & set(LINK_PROTOCOLS)
             if not common:
-                raise UnexpectedMessage(f"no common link protocol (peer offers {sorted(common)})")
+                raise UnexpectedMessage(f"no common link protocol (peer offers {sorted(offered)})")
             self.protocol = max(common)
             self._framer.circ_id_len = 4
             self._pending.extend(self._framer.feed(b""))
-            if not self.initiator:
-                await self._send_raw(encode_cell(versions, circ_id_len=2)
-                                     + encode_cell(Cell(0, Command.NETINFO, netinfo.encode())))
-            self.peer_netinfo = Netinfo.decode((await self._receive_handshake_cell(Command.NETINFO)).payload)
             if self.initiator:
-                await self.send_cells([Cell(0, Command.NETINFO, netinfo.encode())])
+                certs = Certs.decode((await self._receive_handshake_cell(Command.CERTS)).payload)
+                self.peer = verify_responder_certs(certs, peer_tls_cert_der, now,
+                                                   expected_node_id=expected_node_id)
+                # AUTH_CHALLENGE is for initiators that authenticate; we do not (module docstring)
+                hello = await self._receive_handshake_cell(Command.NETINFO, also=_AUTH_CHALLENGE)
+                self.peer_netinfo = Netinfo.decode(hello.payload)
+                await self.send_cells([netinfo])
+            else:
+                if identity is None:
+                    raise ValueError("a responder needs the LinkIdentity it proves")
+                certs = responder_certs(identity, tls_cert_der, now)
+                await self._send_raw(versions + encode_cells([
+                    Cell(0, Command.CERTS, certs.encode()),
+                    Cell(0, Command.AUTH_CHALLENGE, make_auth_challenge(rng).encode()),
+                    netinfo]))
+                self.peer_netinfo = Netinfo.decode(
+                    (await self._receive_handshake_cell(Command.NETINFO, also=_INITIATOR_AUTH)).payload)
 
-    async def _receive_handshake_cell(self, want: Command) -> Cell:
+    async def _receive_handshake_cell(self, want: Command, *, also: frozenset[int] = frozenset()) -> Cell:
+        """The next cell of command `want`, skipping padding (and the commands in `also`)."""
         while True:
             cell = await self.receive_cell()
             if cell.command == want:
                 return cell
-            if cell.command not in _IGNORED_IN_HANDSHAKE:
+            if cell.command not in _PADDING and cell.command not in also:
                 raise UnexpectedMessage(f"link handshake: expected {want.name}, got command {cell.command}")
 
     # -- cells ---------------------------------------------------------------------------------------------

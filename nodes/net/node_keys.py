@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from nodes.config import ConfigError
 from nodes.core import tor_rsa
+from nodes.core.link_certs import LinkIdentity, make_link_identity
 
 from .relay_engine import RelayKeys
 
@@ -136,3 +137,11 @@ def load_or_create_authority_keys(data_dir: str | Path) -> AuthorityKeys:
     keys_dir = Path(data_dir, KEYS_DIR)
     return AuthorityKeys(load_or_create_rsa_key(keys_dir / AUTHORITY_IDENTITY_KEY),
                          load_or_create_rsa_key(keys_dir / AUTHORITY_SIGNING_KEY))
+
+
+def link_identity(keys: NodeKeys, signing: Ed25519PrivateKey, now: int) -> LinkIdentity:
+    """What this node's OR port proves (nodes/core/link_certs.py): its identities, certifying `signing`, the
+    medium-term Ed25519 key that also signs its server descriptor. Nodes make it fresh at each start: it
+    lives in memory only (C tor rotates its own too)."""
+    return make_link_identity(keys.rsa_identity, keys.ed25519_identity.private_bytes_raw(),
+                              signing.private_bytes_raw(), now, os.urandom)

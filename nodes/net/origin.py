@@ -3,7 +3,6 @@ a consensus that follows the authorities. The roles compose it with their own pa
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -26,8 +25,8 @@ class OriginStack:
         self.config = config
         self.events = EventLog(config.name, role)
         self.metrics = Metrics()
-        # A link identity only: circuit-building nodes are not relays and publish no descriptor.
-        self.channels = ChannelManager(os.urandom(32), self.metrics, self.events, address=config.address,
+        # No link identity: circuit-building nodes are not relays; on links they are clients (tor-spec 4)
+        self.channels = ChannelManager(None, self.metrics, self.events, address=config.address,
                                        address_map=config.address_map)
         self.circuits = CircuitManager(self.channels, self.metrics, self.events)
         self.guards = GuardManager(Path(config.data_dir, GUARD_STATE), config.guards, metrics=self.metrics,

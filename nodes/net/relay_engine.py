@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from nodes.core import circuit as core
 from nodes.core.cells import Cell, DestroyReason
 from nodes.core.circuit import RelayCircuit, RelayState
-from nodes.core.dirdocs import relay_node_id
 from nodes.core.errors import LocalProtocolError, RemoteProtocolError
 from nodes.core.hs_intro import verify_establish_intro
 from nodes.core.relay import (
@@ -342,7 +341,7 @@ class RelayEngine:
             return
         try:
             with trio.fail_after(EXTEND_TIMEOUT):
-                channel = await self.channels.get_channel(addr.address, addr.port)
+                channel = await self.channels.get_channel(addr.address, addr.port, rsa.identity)
         except (ChannelError, trio.TooSlowError) as e:
             self.metrics.inc("extends_total", result="connect_failed")
             self.events.emit("extend_failed", circuit=repr(ref), peer=addr.address, port=addr.port,

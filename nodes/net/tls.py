@@ -2,8 +2,9 @@
 
 Every node makes a fresh self-signed certificate at start-up; its key lives in memory (and for an instant in a
 private temporary file, as ssl loads keys only from files), never in the data directory or an image layer.
-Peers do not verify the certificate: as in docs/differences.md, the ntor handshake authenticates each hop and
-TLS gives the link confidentiality.
+TLS itself verifies nothing, as in Tor: the link handshake's CERTS cell certifies this certificate (its
+SHA-256, in the type-5 certificate) with the relay's identity, and the initiator checks that against the
+certificate the TLS handshake showed (nodes/net/link.py).
 
 Links run over `TLSStream` rather than trio.SSLStream. trio's stream returns at most one TLS record (16 KiB)
 per receive_some, with a trip through the scheduler each time, so a relay moved ~31 cells per wakeup and paid
@@ -29,7 +30,7 @@ from cryptography.x509.oid import NameOID
 RECEIVE_SIZE = 256 * 1024  # one socket read: a loopback link often has this much waiting
 
 
-def _self_signed(common_name: str) -> tuple[bytes, bytes]:
+def _self_signed(common_name: str) -> tuple[bytes, bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -45,12 +46,13 @@ def _self_signed(common_name: str) -> tuple[bytes, bytes]:
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem, der
 
 
-def server_context(common_name: str = "onionlab-node") -> ssl.SSLContext:
-    """A TLS server context with a fresh self-signed certificate."""
-    cert_pem, key_pem = _self_signed(common_name)
+def server_context(common_name: str = "onionlab-node") -> tuple[ssl.SSLContext, bytes]:
+    """A TLS server context with a fresh self-signed certificate, and that certificate (DER)."""
+    cert_pem, key_pem, cert_der = _self_signed(common_name)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_RENEGOTIATION
@@ -63,11 +65,11 @@ def server_context(common_name: str = "onionlab-node") -> ssl.SSLContext:
         key_path.touch(mode=0o600)
         key_path.write_bytes(key_pem)
         ctx.load_cert_chain(cert_path, key_path)
-    return ctx
+    return ctx, cert_der
 
 
 def client_context() -> ssl.SSLContext:
-    """A TLS client context that does not verify the peer: ntor authenticates the hop instead."""
+    """A TLS client context that does not verify the peer: the link handshake's CERTS cell does."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_RENEGOTIATION
@@ -114,6 +116,10 @@ class TLSStream(trio.abc.Stream):
             if not await self._fill():
                 self._broken = True
                 raise trio.BrokenResourceError("the peer closed the connection during the TLS handshake")
+
+    def peer_cert_der(self) -> bytes:
+        """The certificate the peer showed in the TLS handshake (DER), verified or not; b"" if none."""
+        return self._ssl.getpeercert(binary_form=True) or b""
 
     # -- trio.abc.Stream -------------------------------------------------------------------------------
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:

@@ -1,28 +1,41 @@
 """The directory authority: collects relay descriptors, tests reachability, votes, and with the other
-authorities agrees on and signs the consensus that every node downloads.
+authorities agrees on and signs the consensus that every node downloads. Tor's documents throughout
+(dir-spec), so a stock tor bootstraps from us.
 
-HTTP on the dir port (config.address, config.dir_port), paths as in Tor's dir-spec where Tor has one:
+HTTP on the dir port (config.address, config.dir_port) and on BEGIN_DIR streams through the OR port (C tor's
+clients only ever use those: dirclient_must_use_begindir), at the paths C tor uses. A target ending in ".z",
+or Accept-Encoding: deflate, gets the answer deflated (nodes/net/httpio.py).
 
-    POST /tor/                                  a relay uploads its descriptor (200, or 400 with the reason)
-    GET  /tor/status-vote/current/consensus     the latest published signed consensus (404 before the first)
-    POST /tor/post/vote                         another authority pushes its vote
-    GET  /tor/status-vote/next/authority        our vote for the current round (for peers that missed it)
-    POST /tor/post/consensus-signature          another authority pushes its detached consensus signature
-    GET  /tor/server/all                        every descriptor we hold (debugging)
+    POST /tor/                                        a relay uploads its server descriptor (200, or 400 + why)
+    GET  /tor/status-vote/current/consensus-microdesc[/F1+F2...]   the published microdesc consensus
+    GET  /tor/micro/d/D1-D2-...                       microdescriptors by digest (unknown ones are skipped)
+    GET  /tor/keys/all | /tor/keys/authority | /tor/keys/fp/F1+F2... | /tor/keys/fp-sk/F-S+...
+                                                      authority key certificates (ours and our peers')
+    GET  /tor/server/all | /tor/server/authority | /tor/server/fp/F1+F2... | /tor/server/d/D1+D2...
+                                                      server descriptors
+    POST /tor/post/vote                               another authority pushes its vote (ours, not dir-spec's)
+    GET  /tor/status-vote/next/authority              our vote for the current round (for peers that missed it)
+    POST /tor/post/consensus-signature                another authority pushes its detached signature
 
-The voting schedule, with V = config.timing.voting_interval seconds. Rounds start on wall-clock multiples of
-V, so authorities agree on them without talking; the round starting at T makes the consensus with
-valid-after T, fresh-until T + V, valid-until T + 3V (a client keeps a usable consensus through two missed
-rounds). Within the round, as fractions of V:
+Keys (made by `nodes init`, kept in the data dir): the Ed25519 and RSA identities and ntor key its OR port
+proves and uses (an authority is a relay to the links it takes), and its v3 identity and signing keys; its
+key certificate is made at start, valid for CERT_LIFETIME.
 
-    T + 0     test every known relay's reachability (CREATE2 with ntor over a fresh link), until T + 0.2 V
-    T + 0.2   vote, push the vote to every other authority (until T + 0.45 V); accept theirs all the time
-    T + 0.5   (the voting delay) fetch votes still missing, compute the consensus from the votes for T,
-              sign it, push the signature (until T + 0.9 V); publish once floor(n/2)+1 signatures are valid
+The voting schedule, with V = timing.voting_interval, D_v = timing.vote_delay, D_d = timing.dist_delay.
+Rounds start on wall-clock multiples of V, so authorities agree on them without talking; the round starting
+at T makes the consensus with valid-after T, fresh-until T + V, valid-until T + 3V (a client keeps a usable
+consensus through two missed rounds):
 
-So the first consensus appears at most about 1.5 V after start, and a relay that uploaded before a round's
-reachability tests is listed in that round's consensus. With fewer votes than a majority of the authorities
-the round produces nothing (the previous consensus stays valid).
+    T                  test every known relay's reachability (CREATE2 with ntor over a fresh link, which
+                       proves the relay's identity in CERTS), until T + V - D_v - D_d
+    T + V - D_v - D_d  vote and push the vote to every other authority; accept theirs all the time
+    T + V - D_d        fetch votes still missing, compute the consensus from the votes for T, sign it and
+                       push the signature until T + V; publish once floor(n/2)+1 signatures are valid
+
+With fewer votes than a majority of the authorities the round produces nothing (the previous consensus stays
+valid). An authority does not sign a consensus that lists no relay when a vote it used lists one: after a
+restart it knows no relay yet, and its signature must not help publish an empty network (the relays it
+missed upload again within descriptor_refresh, and it tests them on upload).
 
 Flags (assign_flags), simple rules for a small testbed, where Tor's uptime and bandwidth statistics would
 need hours of history to mean anything:
@@ -32,7 +45,7 @@ need hours of history to mean anything:
              slow answer on a loaded machine must not drop a relay; Tor keeps a relay Running for 45 minutes)
     Stable   Running (no uptime history at seconds-scale intervals)
     Fast     Running and bandwidth >= 100 kB/s (Tor's AuthDirFastGuarantee)
-    HSDir    Running (Tor also wants 96 h of uptime)
+    HSDir    Running and its descriptor says hidden-service-dir (Tor also wants 96 h of uptime)
     Guard    Running, while at most SMALL_NETWORK relays run; beyond that Fast with bandwidth at least the
              median of the running relays
 """
@@ -46,114 +59,94 @@ import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from pathlib import Path
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nodes.config import AuthorityRef, ConfigError, NodeConfig
+from nodes.core import tor_rsa
+from nodes.core.authcert import AuthorityCert, make_authority_cert
 from nodes.core.cells import Cell, Command, Create2, Created2, Destroy, DestroyReason
-from nodes.core.dirdocs import (
-    ConsensusSignature,
-    Flag,
-    RelayDescriptor,
-    RouterStatus,
-    SignedConsensus,
-    Vote,
-    compute_consensus,
-    make_vote,
-    parse_consensus_signature,
-    parse_relay_descriptor,
-    parse_vote,
-    relay_node_id,
-    sign_consensus,
-)
-from nodes.core.errors import RemoteProtocolError, SignatureError, UnexpectedMessage
+from nodes.core.consensus import DirectorySignature, SignedConsensus, parse_detached_signature, sign_consensus
+from nodes.core.errors import IdentityMismatch, RemoteProtocolError, SignatureError, UnexpectedMessage
+from nodes.core.microdesc import Microdescriptor, microdescriptor_for
+from nodes.core.netdoc import b64decode_unpadded
+from nodes.core.netview import Flag
 from nodes.core.ntor import ntor_client_finish, ntor_client_start
+from nodes.core.server_descriptor import ServerDescriptor, parse_server_descriptor
+from nodes.core.vote import DirAuthority, Vote, VoteRouter, compute_consensus, make_vote, parse_vote
 from nodes.net import tls
+from nodes.net.channels import ChannelManager
 from nodes.net.dirclient import REQUEST_FAILURES, failure_kind
 from nodes.net.events import EventLog
-from nodes.net.httpio import request_tcp, serve_http_tcp
+from nodes.net.httpio import HttpError, request_tcp, serve_http, serve_http_tcp
 from nodes.net.link import Link, LinkClosed
 from nodes.net.metrics import Metrics
+from nodes.net.node_keys import (
+    AuthorityKeys,
+    NodeKeys,
+    link_identity,
+    load_or_create_authority_keys,
+    load_or_create_node_keys,
+)
+from nodes.net.relay_engine import RelayEngine
 from nodes.net.status import serve_status
 
 log = logging.getLogger(__name__)
 
-CONSENSUS_PATH = "/tor/status-vote/current/consensus"
+CONSENSUS_PATH = "/tor/status-vote/current/consensus-microdesc"
 VOTE_PATH = "/tor/status-vote/next/authority"
-REACHABILITY_TIMEOUT = 5.0  # upper bound; the round's own deadline (0.2 V) usually cuts it shorter
+REACHABILITY_TIMEOUT = 5.0  # upper bound; the round's own deadline usually cuts it shorter
 MAX_RELAYS = 1000  # descriptors held at most: each costs a reachability test per round
 FAST_MIN_BANDWIDTH = 100_000
 SMALL_NETWORK = 50
-# the round's schedule as fractions of the voting interval (module docstring)
-REACHABILITY_END = 0.2
+CERT_LIFETIME = 365 * 86400  # the key certificate made at start (tor-gencert's default is 12 months)
 NEW_RELAY_QUEUE = 64  # uploads of new relays waiting for their first reachability test
 RUNNING_GRACE_ROUNDS = 2  # a relay reached in one of the last rounds is still Running
-VOTE_PUSH_END = 0.45
-VOTING_DELAY = 0.5
-VOTE_FETCH_END = 0.65
-SIGNATURE_PUSH_END = 0.9
+MIN_TEST_TIME = 0.2  # of V: reachability tests get at least this much of a round whatever the delays
+PUSH_MARGIN = 0.1  # of a delay: pushes stop this much before the next step, so late answers do not stall it
 
-Reachable = Callable[[RelayDescriptor], Awaitable[bool]]
+Reachable = Callable[[ServerDescriptor], Awaitable[bool]]
 
 
-def load_identity(data_dir: str | Path) -> Ed25519PrivateKey:
-    """The authority's Ed25519 identity from `<data_dir>/keys/identity.key` (a raw 32-byte seed). The
-    orchestrator writes it (the other nodes' configs carry the public key); if it is missing we make one."""
-    path = Path(data_dir, "keys", "identity.key")
-    try:
-        seed = path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        seed = os.urandom(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(seed)
-        log.warning("%s did not exist; made a new authority identity key, which no other node knows yet "
-                    "(normally the orchestrator writes it)", path)
-    if len(seed) != 32:
-        raise ConfigError(f"{path}: expected a raw 32-byte Ed25519 seed, found {len(seed)} bytes")
-    return Ed25519PrivateKey.from_private_bytes(seed)
-
-
-def assign_flags(descriptors: Iterable[RelayDescriptor],
-                 reachable: set[bytes]) -> dict[bytes, frozenset[Flag]]:
-    """This authority's flags for each relay, by identity (rules in the module docstring)."""
+def assign_flags(descriptors: Iterable[ServerDescriptor], reachable: set[bytes]) -> dict[bytes, frozenset[str]]:
+    """This authority's flags for each relay, by node ID (rules in the module docstring)."""
     descriptors = list(descriptors)
-    running = [d for d in descriptors if d.identity in reachable]
+    running = [d for d in descriptors if d.node_id in reachable]
     small = len(running) <= SMALL_NETWORK
-    median = statistics.median_low(d.bandwidth for d in running) if running else 0
+    median = statistics.median_low(d.bandwidth_observed for d in running) if running else 0
     flags = {}
     for d in descriptors:
         f = {Flag.Valid}
-        if d.identity in reachable:
-            f |= {Flag.Running, Flag.Stable, Flag.HSDir}
-            fast = d.bandwidth >= FAST_MIN_BANDWIDTH
+        if d.node_id in reachable:
+            f |= {Flag.Running, Flag.Stable}
+            if d.hidden_service_dir:
+                f.add(Flag.HSDir)
+            fast = d.bandwidth_observed >= FAST_MIN_BANDWIDTH
             if fast:
                 f.add(Flag.Fast)
-            if small or (fast and d.bandwidth >= median):
+            if small or (fast and d.bandwidth_observed >= median):
                 f.add(Flag.Guard)
-        flags[d.identity] = frozenset(f)
+        flags[d.node_id] = frozenset(str(x) for x in f)
     return flags
 
 
-async def check_reachable(desc: RelayDescriptor, *, address_map: Mapping[str, str] | None = None) -> bool:
-    """Does the relay answer at its OR port as the holder of its identity and onion key? Open a link, do the
-    link handshake, send CREATE2 with an ntor onionskin for its node ID and onion key, and check CREATED2.
-    `address_map` (NodeConfig.address_map) says where to dial an address we reach another way."""
+async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, str] | None = None) -> bool:
+    """Does the relay answer at its OR port as the holder of its identity and onion key? Open a link (its
+    CERTS must prove the descriptor's node ID), send CREATE2 with an ntor onionskin for its node ID and onion
+    key, and check CREATED2. `address_map` (NodeConfig.address_map) says where to dial an address we reach
+    another way."""
     with trio.move_on_after(REACHABILITY_TIMEOUT):
         try:
             dial = (address_map or {}).get(desc.address, desc.address)
-            stream = await trio.open_ssl_over_tcp_stream(dial, desc.or_port,
-                                                         ssl_context=tls.client_context())
-        except OSError:
+            stream = await tls.open_tls_stream(dial, desc.or_port, tls.client_context())
+        except (OSError, trio.BrokenResourceError):
             return False
         link = Link(stream, initiator=True)
         try:
-            await link.handshake(now=int(time.time()), peer_address=dial)
-            node_id = relay_node_id(desc.identity)
-            state, onionskin = ntor_client_start(node_id, desc.ntor_onion_key, os.urandom)
+            await link.handshake(now=int(time.time()), peer_address=dial, peer_tls_cert_der=stream.peer_cert_der(),
+                                 expected_node_id=desc.node_id)
+            state, onionskin = ntor_client_start(desc.node_id, desc.ntor_onion_key, os.urandom)
             circ_id = 0x80000000 | int.from_bytes(os.urandom(4)) & 0x7FFFFFFF  # initiator sets the high bit
             await link.send_cells([Cell(circ_id, Command.CREATE2, Create2(2, onionskin).encode())])
             while True:
@@ -176,35 +169,56 @@ def _text(status: int, message: str) -> tuple[int, str, bytes]:
     return status, "text/plain", message.encode("ascii", "replace") + b"\n"
 
 
+def _version(platform: str) -> str | None:
+    """The consensus "v" line from a descriptor's platform: its first two words ("Tor 0.4.9.11")."""
+    words = platform.split()
+    return " ".join(words[:2]) if len(words) >= 2 else None
+
+
+def _dir_authority(ref: AuthorityRef) -> DirAuthority:
+    return DirAuthority("".join(c for c in ref.name if c.isalnum())[:19] or "authority",
+                        bytes.fromhex(ref.v3ident), ref.address, ref.dir_port, ref.or_port)
+
+
 class Authority:
     """The state of one authority; `serve` runs it. Exposed to tests through `task_status.started`."""
 
-    def __init__(self, config: NodeConfig, key: Ed25519PrivateKey, *, reachable: Reachable, metrics: Metrics,
-                 events: EventLog) -> None:
+    def __init__(self, config: NodeConfig, node_keys: NodeKeys, keys: AuthorityKeys, *, reachable: Reachable,
+                 metrics: Metrics, events: EventLog) -> None:
         self.config = config
-        self.key = key
-        self.identity = key.public_key().public_bytes_raw()
+        self.node_keys = node_keys
+        self.keys = keys
+        now = int(time.time())
+        self.cert: AuthorityCert = make_authority_cert(keys.v3_identity, keys.signing, now - 60,
+                                                       now + CERT_LIFETIME)
+        self.v3ident = self.cert.v3ident
+        self.timing = config.timing
         self.interval = config.timing.voting_interval
         self.reachable = reachable
-        self.last_reached: dict[bytes, int] = {}  # relay identity -> the round it last passed the test
+        self.last_reached: dict[bytes, int] = {}  # relay node ID -> the round it last passed the test
         self._new_relays_send, self._new_relays = trio.open_memory_channel(NEW_RELAY_QUEUE)
         self.metrics = metrics
         self.events = events
-        refs = {bytes.fromhex(a.identity): a for a in config.authorities}
-        if refs and self.identity not in refs:
-            raise ConfigError(f"{config.name}: identity key {self.identity.hex()} is not one of the "
+        refs = {bytes.fromhex(a.v3ident): a for a in config.authorities}
+        if refs and self.v3ident not in refs:
+            raise ConfigError(f"{config.name}: v3 identity {self.v3ident.hex().upper()} is not one of the "
                               "configured authorities")
-        self.authority_keys = frozenset(refs) or frozenset({self.identity})  # none configured: we are alone
-        self.peers: tuple[AuthorityRef, ...] = tuple(a for k, a in refs.items() if k != self.identity)
+        self.dir_authorities = tuple(_dir_authority(a) for a in config.authorities) or (
+            DirAuthority("authority", self.v3ident, config.address, config.dir_port, config.or_port),)
+        self.configured = frozenset(a.v3ident for a in self.dir_authorities)
+        self.peers: tuple[AuthorityRef, ...] = tuple(a for k, a in refs.items() if k != self.v3ident)
+        self.certs: dict[bytes, AuthorityCert] = {self.v3ident: self.cert}  # ours, and peers' from their votes
         self.descriptor_max_age = max(3600, 10 * config.timing.descriptor_refresh)
-        self.descriptors: dict[bytes, RelayDescriptor] = {}
-        self.votes: dict[int, dict[bytes, Vote]] = {}  # valid-after -> authority -> vote
+        self.descriptors: dict[bytes, ServerDescriptor] = {}  # node ID -> newest descriptor
+        self.microdescs: dict[bytes, Microdescriptor] = {}  # digest -> microdescriptor of a held descriptor
+        self.votes: dict[int, dict[bytes, Vote]] = {}  # valid-after -> v3ident -> vote
         self.my_vote: Vote | None = None
         self.collecting: SignedConsensus | None = None  # the latest one we computed, gathering signatures
-        self.early_signatures: dict[bytes, ConsensusSignature] = {}  # for one we have not computed yet
+        self.early_signatures: dict[bytes, DirectorySignature] = {}  # for one we have not computed yet
         self.published: SignedConsensus | None = None
         self.round = 0
         self.dir_port = config.dir_port  # the bound ports, once serve() has them (config may say 0)
+        self.or_port = config.or_port
         self.control_port = config.control_port
         self._published_event = trio.Event()
         for name, kind, text in (
@@ -214,8 +228,10 @@ class Authority:
             ("reachability_checks_total", "counter", "relay reachability tests by result"),
             ("consensus_signatures", "gauge", "valid signatures on the published consensus"),
             ("consensus_relays", "gauge", "relays in the published consensus"),
+            ("consensus_withheld_total", "counter", "consensuses we did not sign because they list no relay"),
             ("relays_known", "gauge", "relay descriptors held"),
             ("rounds_failed_total", "counter", "voting rounds without enough votes for a consensus"),
+            ("directory_requests_total", "counter", "directory documents served, by kind"),
             ("errors_total", "counter", "remote and network failures by kind"),
         ):
             metrics.describe(name, kind, text)
@@ -235,7 +251,11 @@ class Authority:
         return {
             "role": "authority",
             "name": self.config.name,
-            "identity": self.identity.hex(),
+            "v3ident": self.v3ident.hex().upper(),
+            "fingerprint": self.node_keys.fingerprint,
+            "or_port": self.or_port,
+            "dir_port": self.dir_port,
+            "voting_interval": self.interval,
             "ready": c is not None,
             "conditions": {"consensus": c is not None},
             "relays_known": len(self.descriptors),
@@ -244,7 +264,7 @@ class Authority:
                 "valid_after": c.consensus.valid_after,
                 "relays": len(c.consensus.routers),
                 "signatures": len(c.signatures),
-                "digest": c.consensus.digest().hex(),
+                "digest": c.digest.hex(),
             },
         }
 
@@ -263,39 +283,50 @@ class Authority:
 
     # -- HTTP ------------------------------------------------------------------------------------------------
     async def handle(self, method: str, target: str, body: bytes) -> tuple[int, str, bytes]:
-        routes = {
-            ("POST", "/tor/"): self._post_descriptor,
-            ("GET", CONSENSUS_PATH): self._get_consensus,
-            ("POST", "/tor/post/vote"): self._post_vote,
-            ("GET", VOTE_PATH): self._get_vote,
-            ("POST", "/tor/post/consensus-signature"): self._post_signature,
-            ("GET", "/tor/server/all"): self._get_descriptors,
-        }
         path = target.split("?", 1)[0]
-        route = routes.get((method, path))
-        if route is not None:
-            return route(body)
-        if any(p == path for _, p in routes):
+        posts = {"/tor/": self._post_descriptor, "/tor/post/vote": self._post_vote,
+                 "/tor/post/consensus-signature": self._post_signature}
+        if path in posts:
+            return posts[path](body) if method == "POST" else _text(405, f"{method} not allowed on {path}")
+        if method not in ("GET", "HEAD"):
             return _text(405, f"{method} not allowed on {path}")
+        for prefix, get in ((CONSENSUS_PATH, self._get_consensus), (VOTE_PATH, self._get_vote),
+                            ("/tor/micro/d/", self._get_microdescs), ("/tor/keys/", self._get_certs),
+                            ("/tor/server/", self._get_descriptors)):
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                try:
+                    return get(path[len(prefix):].lstrip("/"))
+                except RemoteProtocolError as e:  # a malformed resource list
+                    self._remote_error("request", e)
+                    return _text(400, f"bad request: {e}")
         return _text(404, f"not found: {path}")
+
+    def _served(self, kind: str, parts: list[bytes]) -> tuple[int, str, bytes]:
+        if not parts:
+            return _text(404, f"no such {kind}")
+        self.metrics.inc("directory_requests_total", kind=kind)
+        return 200, "text/plain", b"".join(parts)
 
     def _post_descriptor(self, body: bytes) -> tuple[int, str, bytes]:
         try:
-            desc = parse_relay_descriptor(body).check(int(time.time()), self.descriptor_max_age)
-            if desc.identity not in self.descriptors and len(self.descriptors) >= MAX_RELAYS:
+            desc = parse_server_descriptor(body).check(int(time.time()), max_age=self.descriptor_max_age,
+                                                       max_skew=self.interval * 3 + 60)
+            if desc.node_id not in self.descriptors and len(self.descriptors) >= MAX_RELAYS:
                 raise UnexpectedMessage(f"already holding {MAX_RELAYS} relays")
+            microdesc = microdescriptor_for(desc)
         except RemoteProtocolError as e:
             self.metrics.inc("descriptor_uploads_total", result="rejected")
             self._remote_error("descriptor", e)
             return _text(400, f"descriptor rejected: {e}")
         self.metrics.inc("descriptor_uploads_total", result="accepted")
-        old = self.descriptors.get(desc.identity)
+        old = self.descriptors.get(desc.node_id)
         if old is None or desc.published >= old.published:  # an older upload does not replace a newer one
-            self.descriptors[desc.identity] = desc
+            self.descriptors[desc.node_id] = desc
+            self.microdescs[microdesc.digest] = microdesc
             self.metrics.set("relays_known", len(self.descriptors))
         if old is None:
-            self.events.emit("relay_registered", nickname=desc.nickname, identity=desc.identity,
-                             address=f"{desc.address}:{desc.or_port}")
+            self.events.emit("relay_registered", nickname=desc.nickname, identity=desc.ed25519_identity,
+                             fingerprint=desc.node_id.hex().upper(), address=f"{desc.address}:{desc.or_port}")
         if old is None or (old.address, old.or_port, old.ntor_onion_key) != (desc.address, desc.or_port,
                                                                              desc.ntor_onion_key):
             try:  # test it now, as Tor's authorities do on upload, not only at the next round's start
@@ -304,15 +335,50 @@ class Authority:
                 pass  # a burst of uploads: the round's own tests cover the rest
         return _text(200, "descriptor accepted")
 
-    def _get_consensus(self, _: bytes) -> tuple[int, str, bytes]:
+    def _get_consensus(self, _authorities: str) -> tuple[int, str, bytes]:
+        # "/F1+F2...": the client wants it signed by those authorities; ours carries every signature we have
         if self.published is None:
             return _text(404, "no consensus yet")
-        return 200, "text/plain", self.published.encode()
+        return self._served("consensus", [self.published.encode()])
+
+    def _get_microdescs(self, resource: str) -> tuple[int, str, bytes]:
+        digests = [b64decode_unpadded(d, "microdescriptor digest") for d in resource.split("-") if d]
+        return self._served("microdesc", [self.microdescs[d].raw for d in digests if d in self.microdescs])
+
+    def _get_certs(self, resource: str) -> tuple[int, str, bytes]:
+        certs = self.certs
+        if resource == "all":
+            chosen = list(certs.values())
+        elif resource == "authority":
+            chosen = [self.cert]
+        elif resource.startswith("fp/"):
+            wanted = {bytes.fromhex(fp) for fp in resource[3:].split("+") if fp}
+            chosen = [c for v3, c in certs.items() if v3 in wanted]
+        elif resource.startswith("fp-sk/"):
+            pairs = {tuple(bytes.fromhex(h) for h in p.split("-", 1)) for p in resource[6:].split("+") if p}
+            chosen = [c for c in certs.values() if (c.v3ident, c.signing_key_digest) in pairs]
+        else:
+            return _text(404, f"no such key resource: {resource}")
+        return self._served("certificate", [c.raw for c in chosen])
+
+    def _get_descriptors(self, resource: str) -> tuple[int, str, bytes]:
+        descs = list(self.descriptors.values())
+        if resource == "all":
+            chosen = descs
+        elif resource.startswith("fp/"):
+            wanted = {bytes.fromhex(fp) for fp in resource[3:].split("+") if fp}
+            chosen = [d for d in descs if d.node_id in wanted]
+        elif resource.startswith("d/"):
+            wanted = {bytes.fromhex(h) for h in resource[2:].split("+") if h}
+            chosen = [d for d in descs if d.digest in wanted]
+        else:  # "authority": we run no relay of our own in the consensus
+            return _text(404, f"no such descriptor resource: {resource}")
+        return self._served("descriptor", [d.raw for d in chosen])
 
     def _post_vote(self, body: bytes) -> tuple[int, str, bytes]:
         now = time.time()
         try:
-            vote = parse_vote(body).check(self.authority_keys, int(now))
+            vote = parse_vote(body).check(self.configured, int(now))
             self._store_vote(vote, now)
         except RemoteProtocolError as e:
             self._remote_error("vote", e)
@@ -324,50 +390,50 @@ class Authority:
         current = self._round_of(now)
         if vote.valid_after not in (current, current + self.interval):  # the latter: a clock slightly ahead
             raise UnexpectedMessage(f"vote for round {vote.valid_after}, the current round is {current}")
-        self.votes.setdefault(vote.valid_after, {})[vote.authority_id] = vote
+        self.votes.setdefault(vote.valid_after, {})[vote.authority] = vote
+        old = self.certs.get(vote.authority)
+        if old is None or vote.cert.published >= old.published:  # checked with the vote
+            self.certs[vote.authority] = vote.cert
 
-    def _get_vote(self, _: bytes) -> tuple[int, str, bytes]:
+    def _get_vote(self, _: str) -> tuple[int, str, bytes]:
         if self.my_vote is None:
             return _text(404, "no vote yet")
         return 200, "text/plain", self.my_vote.encode()
 
     def _post_signature(self, body: bytes) -> tuple[int, str, bytes]:
         try:
-            claim = parse_consensus_signature(body)
-            if claim.authority_id not in self.authority_keys:
-                raise SignatureError(f"signature from unknown authority {claim.authority_id.hex()}")
+            claim = parse_detached_signature(body)
+            if claim.v3ident not in self.configured:
+                raise SignatureError(f"signature from unknown authority {claim.v3ident.hex().upper()}")
             self._add_signature(claim)
         except RemoteProtocolError as e:
             self._remote_error("signature", e)
             return _text(400, f"signature rejected: {e}")
         return _text(200, "signature accepted")
 
-    def _add_signature(self, claim: ConsensusSignature) -> None:
+    def _add_signature(self, claim: DirectorySignature) -> None:
         """Add a claim to the consensus we are collecting for; if it is not for that one and we have not
         computed this round's consensus yet, keep it for when we do."""
         collecting = self.collecting
         if collecting is not None:
             try:
-                claim.verify(collecting.consensus)
+                added = collecting.add_signature(claim, self.certs)
             except SignatureError:
                 if collecting.consensus.valid_after >= self._round_of(time.time()):
                     raise
             else:
-                self.collecting = collecting.add_signature(claim, self.authority_keys)
+                self.collecting = added
                 self.metrics.inc("signatures_received_total")
                 self._maybe_publish()
                 return
-        self.early_signatures[claim.authority_id] = claim
-
-    def _get_descriptors(self, _: bytes) -> tuple[int, str, bytes]:
-        return 200, "text/plain", b"".join(d.encode() for d in self.descriptors.values())
+        self.early_signatures[claim.v3ident] = claim
 
     async def test_new_relays(self) -> None:
         """Test every new (or moved) relay's reachability as soon as it uploads, so that the next round can
         vote it Running even when that round's own tests run short on a loaded machine."""
         async for desc in self._new_relays:
             if await self.reachable(desc):
-                self.last_reached[desc.identity] = self._round_of(time.time())
+                self.last_reached[desc.node_id] = self._round_of(time.time())
 
     # -- voting rounds ---------------------------------------------------------------------------------------
     async def run_rounds(self) -> None:
@@ -376,60 +442,83 @@ class Authority:
             await trio.sleep_until(self._trio_time(start))
             await self.run_round(start)
 
+    def _schedule(self, start: int) -> tuple[float, float, float]:
+        """(vote at, compute at, end) of the round starting at `start` (module docstring)."""
+        v, t = self.interval, self.timing
+        end = start + v
+        compute = end - t.dist_delay
+        vote = max(start + MIN_TEST_TIME * v, compute - t.vote_delay)
+        return vote, compute, end
+
+    def _vote_routers(self, descriptors: list[ServerDescriptor], flags: Mapping[bytes, frozenset[str]]) \
+            -> list[VoteRouter]:
+        routers = []
+        for d in descriptors:
+            md = microdescriptor_for(d)
+            routers.append(VoteRouter(d.nickname, d.node_id, d.ed25519_identity, d.address, d.or_port,
+                                      d.dir_port, d.published, max(1, d.bandwidth_observed // 1000),
+                                      _version(d.platform), d.proto, md.digest, flags[d.node_id]))
+        return routers
+
     async def run_round(self, start: int) -> None:
+        vote_at, compute_at, end = self._schedule(start)
         v = self.interval
         self.round = start
         self.votes = {t: votes for t, votes in self.votes.items() if t >= start}
         now = int(time.time())
         oldest = now - self.descriptor_max_age
         self.descriptors = {k: d for k, d in self.descriptors.items() if d.published >= oldest}
+        self.microdescs = {m.digest: m for m in map(microdescriptor_for, self.descriptors.values())}
         self.metrics.set("relays_known", len(self.descriptors))
 
         descriptors = list(self.descriptors.values())
-        for identity in await self._test_reachability(descriptors, start + REACHABILITY_END * v):
-            self.last_reached[identity] = start
+        for node_id in await self._test_reachability(descriptors, vote_at):
+            self.last_reached[node_id] = start
         self.last_reached = {i: t for i, t in self.last_reached.items() if i in self.descriptors}
         reachable = {i for i, t in self.last_reached.items() if start - t <= RUNNING_GRACE_ROUNDS * v}
         flags = assign_flags(descriptors, reachable)
-        vote = make_vote(self.key, published=int(time.time()), valid_after=start, fresh_until=start + v,
-                         valid_until=start + 3 * v,
-                         routers=[RouterStatus.from_descriptor(d, flags[d.identity]) for d in descriptors],
-                         hs_period_minutes=self.config.timing.hs_period_minutes,
-                         hs_rotation_offset_minutes=self.config.timing.hs_rotation_offset_minutes)
+        vote = make_vote(self.cert, self.keys.signing, published=int(time.time()), valid_after=start,
+                         fresh_until=start + v, valid_until=start + 3 * v, vote_delay=self.timing.vote_delay,
+                         dist_delay=self.timing.dist_delay, routers=self._vote_routers(descriptors, flags),
+                         hs_period_minutes=max(5, 24 * v // 60))
         self.my_vote = vote
-        self.votes.setdefault(start, {})[self.identity] = vote
-        await self._push("/tor/post/vote", vote.encode(), "vote", start + VOTE_PUSH_END * v)
+        self.votes.setdefault(start, {})[self.v3ident] = vote
+        await self._push("/tor/post/vote", vote.encode(), "vote", compute_at - PUSH_MARGIN * self.timing.vote_delay)
 
-        await trio.sleep_until(self._trio_time(start + VOTING_DELAY * v))
-        await self._fetch_missing_votes(start, start + VOTE_FETCH_END * v)
+        await trio.sleep_until(self._trio_time(compute_at))
+        await self._fetch_missing_votes(start, compute_at + PUSH_MARGIN * self.timing.dist_delay)
         votes = list(self.votes.get(start, {}).values())
-        if 2 * len(votes) <= len(self.authority_keys):
+        if 2 * len(votes) <= len(self.configured):
             self.metrics.inc("rounds_failed_total")
-            self.events.emit("consensus_failed", round=start, votes=len(votes),
-                             authorities=len(self.authority_keys))
+            self.events.emit("consensus_failed", round=start, votes=len(votes), authorities=len(self.configured))
             return
-        consensus = compute_consensus(votes, len(self.authority_keys))
-        mine = sign_consensus(consensus, self.key)
-        self.collecting = SignedConsensus(consensus, (mine,))
+        consensus = compute_consensus(votes, self.dir_authorities)
+        if not consensus.routers and any(vote.routers for vote in votes):
+            self.metrics.inc("consensus_withheld_total")
+            self.events.emit("consensus_withheld", round=start, votes=len(votes),
+                             reason="it lists no relay while a vote lists some")
+            return
+        collecting = SignedConsensus.unsigned(consensus)
+        mine = sign_consensus(collecting.body, self.cert, self.keys.signing)
+        self.collecting = collecting.add_signature(mine, self.certs)
         early, self.early_signatures = self.early_signatures, {}
         for claim in early.values():
             try:
-                self.collecting = self.collecting.add_signature(claim, self.authority_keys)
+                self.collecting = self.collecting.add_signature(claim, self.certs)
             except SignatureError as e:
                 self._remote_error("signature", e)
             else:
                 self.metrics.inc("signatures_received_total")
         self._maybe_publish()
-        await self._push("/tor/post/consensus-signature", mine.encode(), "signature",
-                         start + SIGNATURE_PUSH_END * v)
+        await self._push("/tor/post/consensus-signature", mine.encode(), "signature", end)
 
-    async def _test_reachability(self, descriptors: list[RelayDescriptor], until: float) -> set[bytes]:
-        """Identities of the relays that passed; a test still running at `until` counts as a failure."""
+    async def _test_reachability(self, descriptors: list[ServerDescriptor], until: float) -> set[bytes]:
+        """Node IDs of the relays that passed; a test still running at `until` counts as a failure."""
         passed: set[bytes] = set()
 
-        async def test(desc: RelayDescriptor) -> None:
+        async def test(desc: ServerDescriptor) -> None:
             if await self.reachable(desc):
-                passed.add(desc.identity)
+                passed.add(desc.node_id)
 
         with trio.move_on_at(self._trio_time(until)):
             async with trio.open_nursery() as nursery:
@@ -466,18 +555,18 @@ class Authority:
                                                     timeout=REACHABILITY_TIMEOUT)
                 if status != 200:
                     return  # it has no vote yet: nothing to count, the push path is the normal one
-                vote = parse_vote(body).check(self.authority_keys, int(time.time()))
+                vote = parse_vote(body).check(self.configured, int(time.time()))
             except RemoteProtocolError as e:
                 self._remote_error("vote", e)
                 return
             except REQUEST_FAILURES:
                 return  # already counted when our push to it failed
-            if vote.authority_id == bytes.fromhex(peer.identity) and vote.valid_after == start:
-                self.votes.setdefault(start, {})[vote.authority_id] = vote
+            if vote.authority == bytes.fromhex(peer.v3ident) and vote.valid_after == start:
+                self._store_vote(vote, time.time())
                 self.metrics.inc("votes_received_total")
 
         have = self.votes.get(start, {})
-        missing = [p for p in self.peers if bytes.fromhex(p.identity) not in have]
+        missing = [p for p in self.peers if bytes.fromhex(p.v3ident) not in have]
         with trio.move_on_at(self._trio_time(until)):
             async with trio.open_nursery() as nursery:
                 for peer in missing:
@@ -485,7 +574,7 @@ class Authority:
 
     def _maybe_publish(self) -> None:
         c = self.collecting
-        if c is None or len(c.signatures) < len(self.authority_keys) // 2 + 1:
+        if c is None or len(c.signatures) < len(self.configured) // 2 + 1:
             return
         new = self.published is None or self.published.consensus != c.consensus
         self.published = c
@@ -493,30 +582,45 @@ class Authority:
         self.metrics.set("consensus_relays", len(c.consensus.routers))
         if new:
             self.events.emit("consensus_published", round=c.consensus.valid_after,
-                             relays=len(c.consensus.routers), signatures=len(c.signatures),
-                             digest=c.consensus.digest())
+                             relays=len(c.consensus.routers), signatures=len(c.signatures), digest=c.digest)
         self._published_event.set()
         self._published_event = trio.Event()
 
 
 async def serve(config: NodeConfig, *, reachable: Reachable | None = None,
                 task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Run an authority until cancelled. `task_status.started(authority)` once both ports listen.
+    """Run an authority until cancelled. `task_status.started(authority)` once its ports listen.
     `reachable` replaces the CREATE2 reachability test (tests inject their own)."""
     events = EventLog(config.name, "authority")
     metrics = Metrics()
     reachable = reachable or functools.partial(check_reachable, address_map=config.address_map)
-    authority = Authority(config, load_identity(config.data_dir), reachable=reachable,
-                          metrics=metrics, events=events)
+    node_keys = load_or_create_node_keys(config.data_dir)
+    authority = Authority(config, node_keys, load_or_create_authority_keys(config.data_dir),
+                          reachable=reachable, metrics=metrics, events=events)
+    # The OR port: Tor's link handshake, CREATE_FAST and CREATE2, and BEGIN_DIR into the same HTTP handler
+    channels = ChannelManager(link_identity(node_keys, Ed25519PrivateKey.generate(), int(time.time())),
+                              metrics, events, address=config.address, address_map=config.address_map)
+
+    async def begin_dir(stream: trio.abc.Stream) -> None:
+        try:
+            await serve_http(stream, authority.handle)
+        except HttpError as e:
+            authority.http_error(e.kind)
+        except trio.TooSlowError:
+            authority.http_error("timeout")
+
+    RelayEngine(channels, node_keys.relay_keys, metrics, events, handlers={}, dir_handler=begin_dir)
     async with trio.open_nursery() as nursery:
         authority.dir_port = await nursery.start(functools.partial(
             serve_http_tcp, config.bind_address, config.dir_port, authority.handle,
             on_error=authority.http_error))
+        authority.or_port = await nursery.start(channels.serve, config.bind_address, config.or_port)
         authority.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
                                                      authority.status, metrics)
         nursery.start_soon(authority.run_rounds)
         nursery.start_soon(authority.test_new_relays)
-        events.emit("authority_started", identity=authority.identity, dir_port=authority.dir_port,
-                    control_port=authority.control_port, authorities=len(authority.authority_keys),
+        events.emit("authority_started", v3ident=authority.v3ident.hex().upper(),
+                    fingerprint=node_keys.fingerprint, dir_port=authority.dir_port, or_port=authority.or_port,
+                    control_port=authority.control_port, authorities=len(authority.configured),
                     voting_interval=authority.interval)
         task_status.started(authority)

@@ -31,22 +31,24 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nodes.config import ConfigError, NodeConfig
-from nodes.core.dirdocs import RelayDescriptor, make_relay_descriptor
+from nodes.core.link_certs import LinkIdentity
+from nodes.core.server_descriptor import ServerDescriptor, make_server_descriptor
 from nodes.net.channels import ChannelManager
 from nodes.net.dirclient import DirectoryClient
 from nodes.net.events import EventLog
 from nodes.net.hsdir import HsDirStore
 from nodes.net.metrics import Metrics
-from nodes.net.node_keys import load_or_create_relay_keys
-from nodes.net.relay_engine import (
-    RelayEngine,
-    RelayKeys,
-    onion_service_handlers,
-)
+from nodes.net.node_keys import NodeKeys, link_identity, load_or_create_node_keys
+from nodes.net.relay_engine import RelayEngine, onion_service_handlers
 from nodes.net.status import serve_status
 
 DEFAULT_BANDWIDTH = 1_000_000  # bytes/s advertised (NodeConfig.bandwidth's default); Fast needs 100 kB/s
-PLATFORM = "onionlab relay"
+PLATFORM = "onionlab 0.1.0 relay"
+# The subprotocols we implement (tor-spec 9): C tor picks relays for each job by these. No TAP (Relay=1),
+# no circuit padding machines (Padding), no ntor v3 or congestion control (Relay=3-4, FlowCtrl=2), no
+# directory caching of consensuses (DirCache), no intro DoS extension (HSIntro=5).
+PROTO = ("Cons=1-2 Desc=1-2 FlowCtrl=1 HSDir=2 HSIntro=4 HSRend=2 Link=4-5 LinkAuth=3 Microdesc=1-2 "
+         "Relay=2")
 UPLOAD_RETRY_MIN = 0.25  # seconds before retrying an upload no authority accepted; doubles up to the max
 UPLOAD_RETRY_MAX = 10.0
 
@@ -83,22 +85,24 @@ def nickname_for(name: str) -> str:
 class Relay:
     """The state of one relay; `serve` runs it. Exposed to tests through `task_status.started`."""
 
-    def __init__(self, config: NodeConfig, identity_key: Ed25519PrivateKey, keys: RelayKeys, *,
-                 metrics: Metrics, events: EventLog, bandwidth: int = DEFAULT_BANDWIDTH) -> None:
+    def __init__(self, config: NodeConfig, node_keys: NodeKeys, *, metrics: Metrics, events: EventLog,
+                 bandwidth: int = DEFAULT_BANDWIDTH) -> None:
         if not config.authorities:
             raise ConfigError(f"{config.name}: a relay needs at least one authority in its config")
         if not _is_canonical_ip(config.address):  # descriptors carry a canonical IP address (dirdocs)
             raise ConfigError(f"{config.name}: address {config.address!r} is not an IP address in canonical "
                               "form")
         self.config = config
-        self.identity_key = identity_key
-        self.keys = keys
+        self.node_keys = node_keys
+        self.keys = keys = node_keys.relay_keys
         self.identity = keys.identity
+        self.signing_key = Ed25519PrivateKey.generate()  # medium-term: signs descriptors, certifies links
+        self.link_identity: LinkIdentity = link_identity(node_keys, self.signing_key, int(time.time()))
         self.nickname = nickname_for(config.name)
         self.bandwidth = bandwidth
         self.metrics = metrics
         self.events = events
-        self.channels = ChannelManager(keys.identity, metrics, events, address=config.address,
+        self.channels = ChannelManager(self.link_identity, metrics, events, address=config.address,
                                        address_map=config.address_map)
         self.hsdir = HsDirStore(metrics, events)
         handlers = onion_service_handlers(metrics, events)
@@ -108,6 +112,7 @@ class Relay:
         self.or_port = config.or_port  # the bound ports, once serve() has them (config may say 0)
         self.control_port = config.control_port
         self.descriptor_uploaded = False
+        self.started = time.monotonic()
         metrics.describe("descriptor_uploads_total", "counter", "descriptor upload rounds by result")
         metrics.describe("descriptor_authorities_accepted", "gauge",
                          "authorities that accepted our latest descriptor upload")
@@ -121,7 +126,7 @@ class Relay:
         """Does our consensus list this relay as it runs now (a restart may have changed the port)?"""
         c = self.directory.current
         return c is not None and any(
-            r.identity == self.identity and r.address == self.config.address and r.or_port == self.or_port
+            r.node_id == self.keys.node_id and r.address == self.config.address and r.or_port == self.or_port
             and r.ntor_onion_key == self.keys.ntor_public for r in c.routers)
 
     def status(self) -> dict:
@@ -133,6 +138,7 @@ class Relay:
             "name": self.config.name,
             "nickname": self.nickname,
             "identity": self.identity.hex(),
+            "fingerprint": self.node_keys.fingerprint,
             "address": self.config.address,
             "or_port": self.or_port,
             "ready": all(conditions.values()),
@@ -144,15 +150,18 @@ class Relay:
         }
 
     # -- descriptor ----------------------------------------------------------------------------------------
-    def descriptor(self, now: int) -> RelayDescriptor:
-        return make_relay_descriptor(nickname=self.nickname, ntor_onion_key=self.keys.ntor_public,
-                                     address=self.config.address, or_port=self.or_port, dir_port=0,
-                                     bandwidth=self.bandwidth, published=now, platform=PLATFORM,
-                                     signer_private=self.identity_key)
+    def descriptor(self, now: int) -> ServerDescriptor:
+        """Our dir-spec server descriptor (nodes/core/server_descriptor.py), signed now."""
+        return make_server_descriptor(
+            nickname=self.nickname, address=self.config.address, or_port=self.or_port, dir_port=0,
+            rsa_identity=self.node_keys.rsa_identity, ed25519_identity=self.node_keys.ed25519_identity,
+            signing_key=self.signing_key, signing_cert_expires=self.link_identity.signing_cert.expires,
+            ntor_secret=self.keys.ntor_secret, bandwidth=self.bandwidth, platform=PLATFORM, proto=PROTO,
+            published=now, uptime=int(time.monotonic() - self.started))
 
     async def upload_descriptor(self) -> int:
         """Upload a freshly signed descriptor to every authority; how many accepted it."""
-        accepted = await self.directory.upload_descriptor(self.descriptor(int(time.time())).encode())
+        accepted = await self.directory.upload_descriptor(self.descriptor(int(time.time())).raw)
         self.metrics.set("descriptor_authorities_accepted", accepted)
         self.metrics.inc("descriptor_uploads_total", result="accepted" if accepted else "failed")
         if accepted:
@@ -178,8 +187,8 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     config = await resolve_address(config)
     events = EventLog(config.name, "relay")
     metrics = Metrics()
-    identity_key, keys = load_or_create_relay_keys(config.data_dir)
-    relay = Relay(config, identity_key, keys, metrics=metrics, events=events, bandwidth=config.bandwidth)
+    relay = Relay(config, load_or_create_node_keys(config.data_dir), metrics=metrics, events=events,
+                  bandwidth=config.bandwidth)
     async with trio.open_nursery() as nursery:
         relay.or_port = await nursery.start(relay.channels.serve, config.bind_address, config.or_port)
         relay.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
