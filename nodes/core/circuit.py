@@ -9,6 +9,8 @@ LocalProtocolError and change nothing.
 OriginCircuit   the circuit builder: a client, or an onion service (intro and rendezvous circuits).
 RelayCircuit    one relay's view of one circuit (one per (link, circ_id)): a middle hop, or the exit,
                 directory, intro point or rendezvous point at its end.
+Hops are built with ntor (CREATE2 / EXTEND2 handshake type 2); the first hop may instead use CREATE_FAST
+(tor-spec 5.1.5), as a C tor client does while it knows no onion key for that relay.
 Streams and the circuit-level flow-control windows live in nodes.core.stream.
 """
 
@@ -20,7 +22,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 from . import relay
-from .cells import Cell, Command, Create2, Created2, Destroy, DestroyReason
+from .cells import Cell, Command, Create2, Created2, CreatedFast, CreateFast, Destroy, DestroyReason
+from .create_fast import (
+    HASH_LEN,
+    FastClientState,
+    fast_client_finish,
+    fast_client_start,
+    fast_server_handshake,
+)
 from .errors import CryptoError, DecodeError, LocalProtocolError, RemoteProtocolError, UnexpectedMessage
 from .ntor import NtorClientState, ntor_client_finish, ntor_client_start, ntor_server_handshake
 from .relay import EndReason, RelayCommand, decode_data_body, decode_msg, decode_relay_body, encode_relay_body
@@ -37,7 +46,7 @@ from .stream import (
 )
 
 __all__ = [
-    "MAX_RELAY_EARLY", "NTOR_HTYPE", "RELAY_ORIGINATES", "RELAY_TRANSITIONS",
+    "MAX_RELAY_EARLY", "NTOR_HTYPE", "RELAY_ORIGINATES", "RELAY_TRANSITIONS", "RELAY_TRANSITIONS_CREATE_FAST",
     "CircuitReady", "CircuitState", "Deliver", "Destroyed", "ExtendRequest", "HopAdded", "HopSpec",
     "IntroEstablished", "Introduce2", "IntroduceAck", "OriginCircuit", "OriginEvent", "RelayAction",
     "RelayCircuit", "RelayState", "Rendezvous2", "RendezvousEstablished", "SendBackward", "SendCell",
@@ -47,7 +56,11 @@ __all__ = [
 Rng = Callable[[int], bytes]
 
 NTOR_HTYPE = 2
-_KH = slice(72, 92)  # ntor key material Df Db Kf Kb | KH: KH keys ESTABLISH_INTRO's HANDSHAKE_AUTH
+# Handshake types an EXTEND2 must not carry: TAP (retired) and the number C tor gives CREATE_FAST, which
+# tor-spec 5.1.5 allows for the first hop only, in a CREATE_FAST cell.
+_EXTEND2_REFUSED_HTYPES = {0: "TAP", 1: "CREATE_FAST"}
+# Key material Df Db Kf Kb | KH, from ntor or CREATE_FAST: KH keys ESTABLISH_INTRO's HANDSHAKE_AUTH
+_KH = slice(72, 92)
 MAX_RELAY_EARLY = 8  # tor-spec 5.6: per circuit, counted by every relay; EXTEND2 must travel in one
 _RELAY_COMMANDS = frozenset((Command.RELAY, Command.RELAY_EARLY))
 _C = RelayCommand
@@ -267,9 +280,9 @@ class OriginCircuit(_StreamEnds):
         self._rng = rng
         self._state = CircuitState.BUILDING
         self._crypto = OriginCrypto()
-        self._kh: list[bytes] = []  # per hop built with ntor; a virtual hop comes after them
+        self._kh: list[bytes] = []  # per hop built with ntor or CREATE_FAST; a virtual hop comes after them
         self._sent_create = False
-        self._pending: NtorClientState | None = None
+        self._pending: NtorClientState | FastClientState | None = None
         self._early_left = MAX_RELAY_EARLY
         self._hs_sent: RelayCommand | None = None
         self._hs_expect: frozenset[RelayCommand] = frozenset()
@@ -292,7 +305,8 @@ class OriginCircuit(_StreamEnds):
         return None if self._streams is None else self._streams.window
 
     def hop_kh(self, hop: int = -1) -> bytes:
-        """KH of a hop built with ntor: the key of ESTABLISH_INTRO's HANDSHAKE_AUTH (rend-spec-v3 3.1.1)."""
+        """KH of a hop built with ntor (or CREATE_FAST): the key of ESTABLISH_INTRO's HANDSHAKE_AUTH
+        (rend-spec-v3 3.1.1)."""
         if not -len(self._kh) <= hop < len(self._kh):
             raise LocalProtocolError(f"no ntor hop {hop} on a circuit with {len(self._kh)}")
         return self._kh[hop]
@@ -306,10 +320,21 @@ class OriginCircuit(_StreamEnds):
     def create(self, first_hop: HopSpec) -> Cell:
         """The CREATE2 (ntor) cell for the first hop."""
         if self._sent_create:
-            raise LocalProtocolError("create() was already called")
+            raise LocalProtocolError("create() or create_fast() was already called")
         self._pending, onionskin = ntor_client_start(first_hop.node_id, first_hop.ntor_onion_key, self._rng)
         self._sent_create = True
         return Cell(self.circ_id, Command.CREATE2, Create2(NTOR_HTYPE, onionskin).encode())
+
+    def create_fast(self) -> Cell:
+        """The CREATE_FAST cell for the first hop, instead of create() (tor-spec 5.1.5).
+
+        It needs no onion key: the link to the relay is all the authentication this hop gets. Later hops
+        are still added with extend() (ntor)."""
+        if self._sent_create:
+            raise LocalProtocolError("create() or create_fast() was already called")
+        self._pending, x = fast_client_start(self._rng)
+        self._sent_create = True
+        return Cell(self.circ_id, Command.CREATE_FAST, CreateFast(x).encode())
 
     def extend(self, hop: HopSpec) -> Cell:
         """The EXTEND2 cell (in RELAY_EARLY) asking the last hop to add `hop`."""
@@ -408,9 +433,14 @@ class OriginCircuit(_StreamEnds):
         if command == Command.RELAY:
             return self._receive_relay(cell.payload)
         if command == Command.CREATED2:
-            if self._real_hops or self._pending is None:
+            if self._real_hops or not isinstance(self._pending, NtorClientState):
                 raise UnexpectedMessage("CREATED2 without a CREATE2 outstanding")
             return self._hop_done(ntor_client_finish(self._pending, Created2.decode(cell.payload).hdata))
+        if command == Command.CREATED_FAST:
+            if self._real_hops or not isinstance(self._pending, FastClientState):
+                raise UnexpectedMessage("CREATED_FAST without a CREATE_FAST outstanding")
+            created = CreatedFast.decode(cell.payload)
+            return self._hop_done(fast_client_finish(self._pending, created.encode()))
         if command == Command.DESTROY:
             reason = Destroy.decode(cell.payload).reason
             self._state = CircuitState.DESTROYED
@@ -444,7 +474,7 @@ class OriginCircuit(_StreamEnds):
         return frozenset(allowed)
 
     def _receive_relay(self, payload: bytes) -> list[OriginEvent]:
-        if not self._kh:  # no hop built with ntor has answered yet
+        if not self._kh:  # the first hop has not answered yet
             raise UnexpectedMessage("RELAY cell before the first hop answered")
         hop, body = self._crypto.decrypt(payload)
         streams = self._streams
@@ -544,6 +574,15 @@ RELAY_TRANSITIONS: dict[RelayState, dict[int, RelayState]] = {
     _S.REND_JOINING: {_C.DROP: _S.REND_JOINING},
     _S.JOINED: {_C.DROP: _S.JOINED},
 }
+# A circuit created with CREATE_FAST certainly starts at this relay (tor-spec 5.4), so it is refused what a
+# one-hop circuit must not do: streams to the Internet and rendezvous points (tor-spec 5.4: SHOULD tear
+# down), and introductions (C tor refuses INTRODUCE1 from one-hop clients). BEGIN_DIR, EXTEND2 and the rest
+# stay legal: a one-hop directory circuit is what CREATE_FAST is for.
+_NOT_AT_FIRST_HOP = frozenset({_C.BEGIN, _C.ESTABLISH_RENDEZVOUS, _C.INTRODUCE1})
+RELAY_TRANSITIONS_CREATE_FAST: dict[RelayState, dict[int, RelayState]] = {
+    **RELAY_TRANSITIONS,
+    _S.OPEN: {c: s for c, s in RELAY_TRANSITIONS[_S.OPEN].items() if c not in _NOT_AT_FIRST_HOP},
+}
 # What the runtime may originate towards the origin in each state (stream replies use the stream methods).
 RELAY_ORIGINATES: dict[RelayState, frozenset[int]] = {
     _S.INTRO_POINT: frozenset({_C.INTRO_ESTABLISHED, _C.INTRODUCE2, _C.DROP}),
@@ -555,15 +594,20 @@ _GONE = (_S.FAILED, _S.DESTROYED)
 
 
 class RelayCircuit(_StreamEnds):
-    """One relay's end of one circuit: `accept` a CREATE2, then feed cells from either side."""
+    """One relay's end of one circuit: `accept` a CREATE2 or CREATE_FAST, then feed cells from either side."""
 
     _DEFAULT_END_REASON = EndReason.DONE
 
-    def __init__(self, circ_id: int, layer: RelayLayer, kh: bytes, rng: Rng) -> None:
+    def __init__(self, circ_id: int, layer: RelayLayer, kh: bytes, rng: Rng, *,
+                 created_fast: bool = False) -> None:
         _check_circ_id(circ_id)
         self.circ_id = circ_id
         self._layer = layer
         self.kh = kh  # checks the HANDSHAKE_AUTH of an ESTABLISH_INTRO on this circuit (rend-spec-v3 3.1.1)
+        # Created with CREATE_FAST: this relay is the circuit's first hop, and the circuit follows
+        # RELAY_TRANSITIONS_CREATE_FAST.
+        self.created_fast = created_fast
+        self._transitions = RELAY_TRANSITIONS_CREATE_FAST if created_fast else RELAY_TRANSITIONS
         self._rng = rng
         self._state = RelayState.OPEN
         self._early_seen = 0
@@ -575,10 +619,16 @@ class RelayCircuit(_StreamEnds):
     @classmethod
     def accept(cls, cell: Cell, *, node_id: bytes, onion_secret: bytes,
                rng: Rng) -> tuple[RelayCircuit, Cell]:
-        """A new circuit from a CREATE2 (ntor) cell, and the CREATED2 reply. CryptoError if the onionskin is
-        for another relay or key: answer with a DESTROY."""
+        """A new circuit from a CREATE2 (ntor) or CREATE_FAST cell, and the CREATED2 or CREATED_FAST reply.
+        CryptoError if an ntor onionskin is for another relay or key: answer with a DESTROY.
+
+        CREATE_FAST needs neither `node_id` nor `onion_secret`; a relay answers it on any link it answers
+        CREATE2 on (C tor does the same), as the peer sent it to us directly."""
+        if cell.command == Command.CREATE_FAST:
+            return cls._accept_fast(cell, rng)
         if cell.command != Command.CREATE2:
-            raise UnexpectedMessage(f"a circuit starts with CREATE2, not cell command {cell.command}")
+            raise UnexpectedMessage(f"a circuit starts with CREATE2 or CREATE_FAST, not cell command "
+                                    f"{cell.command}")
         if cell.circ_id == 0:
             raise DecodeError("CREATE2 on circuit id 0")
         create = Create2.decode(cell.payload)
@@ -588,6 +638,16 @@ class RelayCircuit(_StreamEnds):
                                                     rng=rng)
         circuit = cls(cell.circ_id, RelayLayer.tor1(key_material), key_material[_KH], rng)
         return circuit, Cell(cell.circ_id, Command.CREATED2, Created2(reply).encode())
+
+    @classmethod
+    def _accept_fast(cls, cell: Cell, rng: Rng) -> tuple[RelayCircuit, Cell]:
+        if cell.circ_id == 0:
+            raise DecodeError("CREATE_FAST on circuit id 0")
+        create = CreateFast.decode(cell.payload)
+        reply, key_material = fast_server_handshake(create.key_material, rng=rng)
+        created = CreatedFast(reply[:HASH_LEN], reply[HASH_LEN:])
+        circuit = cls(cell.circ_id, RelayLayer.tor1(key_material), key_material[_KH], rng, created_fast=True)
+        return circuit, Cell(cell.circ_id, Command.CREATED_FAST, created.encode())
 
     @property
     def state(self) -> RelayState:
@@ -633,7 +693,7 @@ class RelayCircuit(_StreamEnds):
             events, replies = self._streams.receive_data(*decode_data_body(body))
             return [*events, *(SendBackward(c) for c in replies)] if replies else events
         rc = decode_relay_body(body)
-        transitions = RELAY_TRANSITIONS[self._state]
+        transitions = self._transitions[self._state]
         message = decode_msg(rc.command, rc.data, transitions)
         if rc.command == _C.EXTEND2 and not early:
             raise UnexpectedMessage("EXTEND2 outside a RELAY_EARLY cell (tor-spec 5.6)")
@@ -677,6 +737,9 @@ class RelayCircuit(_StreamEnds):
             raise DecodeError("EXTEND2 names no IPv4 or IPv6 address")
         if not any(isinstance(s, relay.LinkSpecRsaId) for s in specs):
             raise DecodeError("EXTEND2 names no legacy identity")
+        refused = _EXTEND2_REFUSED_HTYPES.get(message.htype)
+        if refused is not None:
+            raise UnexpectedMessage(f"EXTEND2 with a {refused} handshake (type {message.htype})")
         try:
             self._create_next = Create2(message.htype, message.hdata)
         except LocalProtocolError as e:

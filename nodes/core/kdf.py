@@ -1,6 +1,7 @@
 """Key derivation and the onion-service MAC.
 
-`hkdf_sha256` is KDF-RFC5869 (tor-spec 5.2.2), used by ntor; `shake256` is the KDF of rend-spec-v3 0.3
+`kdf_tor` is KDF-TOR (tor-spec 5.2.1), the SHA-1 counter KDF of CREATE_FAST; `hkdf_sha256` is KDF-RFC5869
+(tor-spec 5.2.2), used by ntor; `shake256` is the KDF of rend-spec-v3 0.3
 (hs-ntor, descriptor encryption); `hs_mac` is rend-spec-v3's MAC, which is NOT HMAC: it is a plain SHA3-256
 over a length-prefixed key, safe because SHA3 has no length-extension weakness.
 """
@@ -13,7 +14,19 @@ import hmac
 from .errors import LocalProtocolError
 from .wire import u64
 
+_SHA1_LEN = 20
 _SHA256_LEN = 32
+
+
+def kdf_tor(k0: bytes, length: int) -> bytes:
+    """KDF-TOR: SHA1(K0 | [00]) | SHA1(K0 | [01]) | ..., cut to `length` bytes.
+
+    The counter is a single byte, so 256 blocks (5120 bytes) is all this KDF can give.
+    """
+    if not 0 <= length <= 256 * _SHA1_LEN:
+        raise LocalProtocolError(f"kdf_tor: cannot produce {length} bytes")
+    blocks = b"".join(hashlib.sha1(k0 + bytes((i,))).digest() for i in range(-(-length // _SHA1_LEN)))
+    return blocks[:length]
 
 
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:

@@ -42,6 +42,7 @@ WRITE_TIMEOUT = 60.0  # a peer that takes longer than this to take one batch of 
 RECENTLY_CLOSED = 256  # circuit ids remembered after removal: their late cells are dropped without a count
 _HIGH_BIT = 0x80000000
 _IGNORED_ON_CIRCUIT_0 = frozenset((Command.PADDING, Command.VPADDING, Command.PADDING_NEGOTIATE))
+_ANSWERED_CREATES = frozenset((Command.CREATE2, Command.CREATE_FAST))
 
 
 class CellInbox:
@@ -149,8 +150,8 @@ class CellInbox:
 Inbox = CellInbox  # what a CircuitTask gets: ends (EndOfChannel) when the link dies or the circuit goes
 
 CircuitTask = Callable[[Inbox], Awaitable[None]]
-# Relays answer CREATE2 on a new circ_id: given the channel and the cell, return the task that will run the
-# circuit (it receives the CREATE2 as its first cell), or None to refuse it.
+# Relays answer CREATE2 and CREATE_FAST on a new circ_id: given the channel and the cell, return the task that
+# will run the circuit (it receives that cell as its first), or None to refuse it.
 CreateHandler = Callable[["Channel", Cell], CircuitTask | None]
 
 
@@ -348,13 +349,14 @@ class Channel:
         self._manager._count_error("unknown_circuit")
 
     def _incoming(self, cell: Cell) -> None:
-        """A circuit the peer opens here: relays answer CREATE2, anything else is refused with a DESTROY."""
+        """A circuit the peer opens here: relays answer CREATE2 and CREATE_FAST; anything else (CREATE, whose
+        TAP handshake Tor retired) is refused with a DESTROY."""
         # The peer sets the high bit iff it opened the link; an id from our half of the space is an error.
         peer_high = 0 if self.initiator else _HIGH_BIT
         on_create = self._manager.on_create
         if (cell.circ_id & _HIGH_BIT) != peer_high:
             self._manager._count_error("circ_id")
-        elif cell.command != Command.CREATE2 or on_create is None:
+        elif cell.command not in _ANSWERED_CREATES or on_create is None:
             self._manager._count_error("unexpected")
         else:
             task = on_create(self, cell)

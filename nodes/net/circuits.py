@@ -1,9 +1,10 @@
 """Circuits we build (clients, onion services): the Trio driver of nodes.core.circuit.OriginCircuit.
 
-`CircuitManager.build(path)` sends CREATE2 to the first hop and EXTEND2 hop by hop, each step under a
-timeout. The returned handle runs one task (in its channel's nursery) that feeds the circuit's cells to the
-core and routes the events: stream data to streams, onion-service messages to `receive`, incoming BEGINs to
-`accept_stream`. Failures surface as typed errors (CircuitBuildError, CircuitClosed, StreamRefused).
+`CircuitManager.build(path)` sends CREATE2 (or, with `create_fast=True`, CREATE_FAST) to the first hop and
+EXTEND2 hop by hop, each step under a timeout. The returned handle runs one task (in its channel's nursery)
+that feeds the circuit's cells to the core and routes the events: stream data to streams, onion-service
+messages to `receive`, incoming BEGINs to `accept_stream`. Failures surface as typed errors
+(CircuitBuildError, CircuitClosed, StreamRefused).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .events import EventLog
 from .metrics import Metrics
 from .streams import CircuitStream
 
-STEP_TIMEOUT = 10.0  # per hop of a build: CREATE2 -> CREATED2, EXTEND2 -> EXTENDED2
+STEP_TIMEOUT = 10.0  # per hop of a build: CREATE2 -> CREATED2 (or CREATE_FAST), EXTEND2 -> EXTENDED2
 STREAM_TIMEOUT = 10.0  # BEGIN -> CONNECTED
 RECEIVE_TIMEOUT = 30.0  # default wait for an onion-service message
 PENDING_MESSAGES = 64  # onion-service messages waiting for receive() before the circuit waits
@@ -298,8 +299,12 @@ class CircuitManager:
         metrics.describe("circuit_build_seconds", "summary", "Time to build a circuit")
         metrics.describe("circuits_open", "gauge", "Circuits we built that are open")
 
-    async def build(self, path: Sequence[Relay]) -> OriginCircuitHandle:
-        """A circuit through `path` (first hop first). CircuitBuildError on any failure."""
+    async def build(self, path: Sequence[Relay], *, create_fast: bool = False) -> OriginCircuitHandle:
+        """A circuit through `path` (first hop first). CircuitBuildError on any failure.
+
+        `create_fast`: open the first hop with CREATE_FAST instead of ntor (tor-spec 5.1.5), as a C tor client
+        does for a relay whose onion key it does not know (its one-hop directory circuits while it
+        bootstraps). The first hop's onion key is then not used; later hops use ntor as always."""
         if not path:
             raise ValueError("a circuit needs at least one hop")
         started = trio.current_time()
@@ -312,7 +317,10 @@ class CircuitManager:
             handle = OriginCircuitHandle(self, channel, path)
             self.circuits.add(handle)
             for step, hop in enumerate(hops):
-                cell = handle.core.create(hop) if step == 0 else handle.core.extend(hop)
+                if step:
+                    cell = handle.core.extend(hop)
+                else:
+                    cell = handle.core.create_fast() if create_fast else handle.core.create(hop)
                 handle.channel.send_nowait([cell])
                 with trio.fail_after(self.step_timeout):
                     while handle.core.hop_count <= step:

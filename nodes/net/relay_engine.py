@@ -22,7 +22,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from nodes.core import circuit as core
-from nodes.core.cells import Cell, DestroyReason
+from nodes.core.cells import Cell, Command, DestroyReason
 from nodes.core.circuit import RelayCircuit, RelayState
 from nodes.core.errors import LocalProtocolError, RemoteProtocolError
 from nodes.core.hs_intro import verify_establish_intro
@@ -111,7 +111,7 @@ class RelayCircuitRef:
 
     @property
     def kh(self) -> bytes:
-        """KH of this circuit's ntor handshake: ESTABLISH_INTRO's HANDSHAKE_AUTH key."""
+        """KH of this circuit's handshake (ntor or CREATE_FAST): ESTABLISH_INTRO's HANDSHAKE_AUTH key."""
         return self.core.kh
 
     async def send(self, message) -> None:
@@ -155,8 +155,8 @@ class RelayCircuitRef:
 
 
 class RelayEngine:
-    """Answers CREATE2 on `channels`, forwards cells both ways, extends circuits, runs this relay's end of
-    circuits (directory streams, intro and rendezvous points)."""
+    """Answers CREATE2 and CREATE_FAST on `channels`, forwards cells both ways, extends circuits, runs this
+    relay's end of circuits (directory streams, intro and rendezvous points)."""
 
     def __init__(self, channels: ChannelManager, keys: RelayKeys, metrics: Metrics, events: EventLog, *,
                  handlers: Mapping[int, MessageHandler] | None = None,
@@ -171,7 +171,9 @@ class RelayEngine:
         self.circuits: set[RelayCircuitRef] = set()
         channels.on_create = self._on_create
         metrics.describe("relay_circuits_open", "gauge", "Circuits through or ending at this relay")
-        metrics.describe("relay_circuits_total", "counter", "CREATE2 cells answered")
+        metrics.describe("relay_circuits_total", "counter", "CREATE2 and CREATE_FAST cells answered")
+        metrics.describe("create_fast_total", "counter",
+                         "CREATE_FAST cells answered (first hops of clients that know no onion key yet)")
         metrics.describe("extends_total", "counter", "EXTEND2 requests, by result")
 
     # -- a new circuit -------------------------------------------------------------------------------------
@@ -184,13 +186,16 @@ class RelayEngine:
             circuit, created = RelayCircuit.accept(create, node_id=self.keys.node_id,
                                                    onion_secret=self.keys.ntor_secret, rng=self.rng)
         except RemoteProtocolError as e:
-            self._count_error(e.kind, "CREATE2 refused", prev=prev.address, error=str(e))
+            self._count_error(e.kind, f"{Command(create.command).name} refused", prev=prev.address,
+                              error=str(e))
             prev.send_nowait([destroy_cell(create.circ_id, DestroyReason.PROTOCOL)])
             return
         ref = RelayCircuitRef(self, circuit, prev)
         prev.send_nowait([created])
         self.circuits.add(ref)
         self.metrics.inc("relay_circuits_total")
+        if circuit.created_fast:
+            self.metrics.inc("create_fast_total")
         self.metrics.set("relay_circuits_open", len(self.circuits))
         try:
             async with trio.open_nursery() as streams:

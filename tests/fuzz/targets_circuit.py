@@ -37,8 +37,14 @@ def _relay(create: Cell) -> tuple[RelayCircuit, Cell]:
     return RelayCircuit.accept(create, node_id=NODE_ID, onion_secret=ONION_SECRET, rng=_rng)
 
 
-def _pair() -> tuple[OriginCircuit, RelayCircuit]:
-    origin, create = _origin()
+def _fast_origin() -> tuple[OriginCircuit, Cell]:
+    """An origin that sent CREATE_FAST (the same X every time), and that CREATE_FAST."""
+    origin = OriginCircuit(CIRC_ID, _rng, path_len=1)
+    return origin, origin.create_fast()
+
+
+def _pair(*, fast: bool = False) -> tuple[OriginCircuit, RelayCircuit]:
+    origin, create = _fast_origin() if fast else _origin()
     circ, created = _relay(create)
     origin.receive_cell(created)
     return origin, circ
@@ -60,24 +66,27 @@ def _destroy() -> Cell:
 # --- RelayCircuit.receive_forward: a relay at the end of a fresh circuit
 
 
-def _relay_forward_seeds() -> tuple[bytes, ...]:
+def _relay_forward_seeds(*, fast: bool = False) -> tuple[bytes, ...]:
     def early(cell: Cell) -> Cell:
         return Cell(cell.circ_id, Command.RELAY_EARLY, cell.payload)
 
     seeds = []
     scripts = [
         lambda o: [early(o._seal(0, 0, relay.Extend2(SPEC.link_specs(), 2, bytes(84))))],
-        lambda o: [o._seal(0, 1, relay.Begin("example.com", 80)), o._seal(0, 1, relay.Data(b"optimistic")),
-                   o._seal(0, 1, relay.End(6))],
         lambda o: [o._seal(0, 2, relay.BeginDir()), o._seal(0, 2, relay.Data(bytes(498)))],
         lambda o: [o.send_relay(relay.EstablishIntro(2, bytes(32), (), bytes(32), bytes(64)))],
-        lambda o: [o.send_relay(relay.Introduce1(bytes(20), 2, bytes(32), (), bytes(100)))],
-        lambda o: [o.send_relay(relay.EstablishRendezvous(bytes(20)))],
         lambda o: [o.send_relay(relay.Rendezvous1(bytes(20), bytes(64)))],
         lambda o: [o.send_relay(relay.Drop()), o._seal(0, 0, relay.Truncate()), _destroy()],
     ]
+    if not fast:  # a CREATE_FAST circuit refuses these (RELAY_TRANSITIONS_CREATE_FAST)
+        scripts += [
+            lambda o: [o._seal(0, 1, relay.Begin("example.com", 80)),
+                       o._seal(0, 1, relay.Data(b"optimistic")), o._seal(0, 1, relay.End(6))],
+            lambda o: [o.send_relay(relay.Introduce1(bytes(20), 2, bytes(32), (), bytes(100)))],
+            lambda o: [o.send_relay(relay.EstablishRendezvous(bytes(20)))],
+        ]
     for script in scripts:
-        origin, _ = _pair()
+        origin, _ = _pair(fast=fast)
         seeds.append(_wire(*script(origin)))
     return tuple(seeds)
 
@@ -85,6 +94,20 @@ def _relay_forward_seeds() -> tuple[bytes, ...]:
 def relay_forward(data: bytes) -> None:
     circ, _ = _relay(_origin()[1])
     _feed(data, CIRC_ID, circ.receive_forward)
+
+
+def relay_forward_fast(data: bytes) -> None:
+    """The same on a circuit created with CREATE_FAST (a first hop, with its own transition table)."""
+    circ, _ = _relay(_fast_origin()[1])
+    _feed(data, CIRC_ID, circ.receive_forward)
+
+
+# --- RelayCircuit.accept: the cell that opens a circuit (CREATE2, CREATE_FAST, anything else)
+
+
+def relay_accept(data: bytes) -> None:
+    for cell in CellFramer().feed(data):
+        _relay(cell)
 
 
 # --- RelayCircuit.receive_backward: a middle relay that has extended
@@ -118,6 +141,11 @@ def origin_building(data: bytes) -> None:
     _feed(data, CIRC_ID, origin.receive_cell)
 
 
+def origin_building_fast(data: bytes) -> None:
+    origin, _ = _fast_origin()
+    _feed(data, CIRC_ID, origin.receive_cell)
+
+
 def _origin_with_stream() -> tuple[OriginCircuit, RelayCircuit, int]:
     origin, circ = _pair()
     sid, begin = origin.open_stream(relay.Begin("example.com", 443))
@@ -146,7 +174,10 @@ def origin_open(data: bytes) -> None:
 
 TARGETS = [
     Target("circuit_relay_forward", relay_forward, _relay_forward_seeds()),
+    Target("circuit_relay_forward_fast", relay_forward_fast, _relay_forward_seeds(fast=True)),
+    Target("circuit_relay_accept", relay_accept, (_wire(_origin()[1]), _wire(_fast_origin()[1]))),
     Target("circuit_relay_backward", relay_backward, RELAY_BACKWARD_SEEDS),
     Target("circuit_origin_building", origin_building, (_wire(_relay(_origin()[1])[1]),)),
+    Target("circuit_origin_building_fast", origin_building_fast, (_wire(_relay(_fast_origin()[1])[1]),)),
     Target("circuit_origin_open", origin_open, _origin_open_seeds()),
 ]

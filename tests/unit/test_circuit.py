@@ -10,11 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodes.core import hs_intro, hs_ntor, relay
-from nodes.core.cells import Cell, Command, Create2, Created2, DestroyReason
+from nodes.core.cells import Cell, Command, Create2, Created2, CreatedFast, CreateFast, DestroyReason
 from nodes.core.circuit import (
     MAX_RELAY_EARLY,
     RELAY_ORIGINATES,
     RELAY_TRANSITIONS,
+    RELAY_TRANSITIONS_CREATE_FAST,
     CircuitReady,
     CircuitState,
     Deliver,
@@ -92,12 +93,13 @@ class Harness:
     # --- building
 
     def origin(self, path: list[int], *, circ_id: int = 7, seed: int = 2,
-               build: bool = True) -> OriginCircuit:
+               build: bool = True, fast: bool = False) -> OriginCircuit:
+        """`fast`: the first hop is built with CREATE_FAST instead of ntor."""
         o = OriginCircuit(circ_id, seeded(seed), path_len=len(path))
         self.events[o] = []
         self.first_relay[o] = self.relays[path[0]]
         if build:
-            self.send(o, o.create(self.relays[path[0]].spec))
+            self.send(o, o.create_fast() if fast else o.create(self.relays[path[0]].spec))
             self.pump()
             for i in path[1:]:
                 self.send(o, o.extend(self.relays[i].spec))
@@ -125,7 +127,7 @@ class Harness:
     def flush_forward(self, n: int | None = None) -> None:
         batch, self.to_relays = self.to_relays[:n], self.to_relays[len(self.to_relays[:n]):]
         for o, cell in batch:
-            if cell.command == Command.CREATE2:
+            if cell.command in (Command.CREATE2, Command.CREATE_FAST):
                 r = self.first_relay[o]
                 circ, created = RelayCircuit.accept(cell, node_id=r.node_id, onion_secret=r.onion_secret,
                                                     rng=self.rng)
@@ -974,3 +976,132 @@ def test_random_operation_sequences(ops):
     for key, data in sent.items():
         assert got.get(key, b"") == data
     assert o.state is CircuitState.OPEN and exit_.state is RelayState.EXIT
+
+
+# --- CREATE_FAST (tor-spec 5.1.5): a first hop without an onion key
+
+
+def test_create_fast_vector_through_create_fast_and_accept():
+    # Source: arti crates/tor-proto/src/crypto/handshake/fast.rs fn testvec, case 1 ("Generated from Tor").
+    x = bytes.fromhex("080E247DF7C252FCD2DC10F459703480C223E3A6")
+    reply = bytes.fromhex("BA95C0D092335428BF80093BBED0B7A26C49E1E8696FBF9C8D6BE26504219C000D26AFE370FCEF04")
+    keys = bytes.fromhex("AFA89B4FC8CF882335A582C52478B5FCB1E08DAF707E2C2D23B8C27D30BD461F3DF98A3AF82221CB"
+                         "658AD0AA8680B99067E4F7DBC546970EA9A56B26433C71DA867BDD09C14A1308")  # Df Db Kf Kb
+    x_then_zeros = iter([x])
+    origin = OriginCircuit(5, lambda n: next(x_then_zeros, None) or bytes(n), path_len=1)
+    create = origin.create_fast()
+    assert create == Cell(5, Command.CREATE_FAST, x)
+    assert CreateFast.decode(create.payload.ljust(509, b"\0")) == CreateFast(x)  # as it arrives, padded
+    circ, created = RelayCircuit.accept(create, node_id=bytes(20), onion_secret=bytes(32),
+                                        rng=lambda n: reply[:n])
+    assert created == Cell(5, Command.CREATED_FAST, reply)
+    assert circ.created_fast and circ.state is RelayState.OPEN
+    assert origin.receive_cell(created) == [HopAdded(0), CircuitReady(1)]
+    # KH (the proof in CREATED_FAST) is the circuit's KH on both ends, as ntor's KH is.
+    assert origin.hop_kh() == circ.kh == reply[20:]
+    # Both ends hold the vector's keys: the first cell matches one encrypted independently.
+    reference = OriginCrypto()
+    reference.add_hop(HopCrypto.tor1(keys))
+    drop = origin.send_relay(relay.Drop())
+    body = relay.encode_relay_body(C.DROP, 0, b"", lambda n: bytes(n))
+    assert drop == Cell(5, Command.RELAY, reference.encrypt(body, 0))
+    assert circ.receive_forward(drop) == []
+
+
+def test_create_fast_first_hop_then_ntor_hops_carry_a_stream():
+    h = Harness()
+    o = h.origin([0, 1, 2], fast=True)
+    chain = h.chain(o)
+    assert [c.created_fast for c in chain] == [True, False, False]
+    assert [c.state for c in chain] == [RelayState.EXTENDED, RelayState.EXTENDED, RelayState.OPEN]
+    assert [o.hop_kh(i) for i in range(3)] == [c.kh for c in chain]
+    sid, exit_ = open_stream(h, o, relay.BeginDir())
+    h.send(o, *o.send_data(sid, b"GET / HTTP/1.0\r\n\r\n"))
+    h.pump()
+    assert h.take_actions(StreamData) == [StreamData(sid, b"GET / HTTP/1.0\r\n\r\n")]
+    h.relay_send(exit_, *exit_.send_data(sid, b"HTTP/1.0 200 OK\r\n\r\n"))
+    h.pump()
+    assert h.take_events(o, StreamData) == [StreamData(sid, b"HTTP/1.0 200 OK\r\n\r\n")]
+
+
+def test_one_hop_create_fast_directory_stream():
+    h = Harness()
+    o = h.origin([3], fast=True)
+    (circ,) = h.chain(o)
+    sid, _ = open_stream(h, o, relay.BeginDir())
+    assert circ.state is RelayState.EXIT
+    h.relay_send(circ, *circ.send_data(sid, b"x" * 2000), circ.end_stream(sid))
+    h.pump()
+    assert b"".join(e.data for e in h.take_events(o, StreamData)) == b"x" * 2000
+    assert h.take_events(o, StreamEnd) == [StreamEnd(sid, relay.EndReason.DONE)]
+
+
+def test_create_fast_errors():
+    h = Harness()
+    o = OriginCircuit(9, h.rng, path_len=1)
+    o.create_fast()
+    with pytest.raises(LocalProtocolError):
+        o.create_fast()
+    with pytest.raises(LocalProtocolError):
+        o.create(h.relays[0].spec)
+    # A CREATED_FAST whose KH does not match: a crypto error, the circuit failed.
+    with pytest.raises(CryptoError):
+        o.receive_cell(Cell(9, Command.CREATED_FAST, CreatedFast(bytes(20), bytes(20)).encode()))
+    assert o.state is CircuitState.FAILED
+    # The wrong reply for the handshake outstanding.
+    o = OriginCircuit(9, h.rng, path_len=1)
+    o.create_fast()
+    with pytest.raises(UnexpectedMessage):
+        o.receive_cell(Cell(9, Command.CREATED2, Created2(bytes(64)).encode()))
+    o = OriginCircuit(9, h.rng, path_len=1)
+    o.create(h.relays[0].spec)
+    with pytest.raises(UnexpectedMessage):
+        o.receive_cell(Cell(9, Command.CREATED_FAST, bytes(40)))
+    # After the first hop answered, another CREATED_FAST is a stray.
+    o = h.origin([0], fast=True, circ_id=10)
+    with pytest.raises(UnexpectedMessage):
+        o.receive_cell(Cell(10, Command.CREATED_FAST, bytes(40)))
+    # A short CREATED_FAST is a decode error.
+    o = OriginCircuit(11, h.rng, path_len=1)
+    o.create_fast()
+    with pytest.raises(DecodeError):
+        o.receive_cell(Cell(11, Command.CREATED_FAST, bytes(39)))
+    # The relay side: circuit id 0 and a short body are refused.
+    r = h.relays[0]
+    for bad, error in ((Cell(0, Command.CREATE_FAST, bytes(20)), DecodeError),
+                       (Cell(12, Command.CREATE_FAST, bytes(19)), DecodeError)):
+        with pytest.raises(error):
+            RelayCircuit.accept(bad, node_id=r.node_id, onion_secret=r.onion_secret, rng=h.rng)
+
+
+def test_create_fast_circuit_refuses_what_a_first_hop_must_not_do():
+    refused = set(RELAY_TRANSITIONS[RelayState.OPEN]) - set(RELAY_TRANSITIONS_CREATE_FAST[RelayState.OPEN])
+    assert refused == {C.BEGIN, C.ESTABLISH_RENDEZVOUS, C.INTRODUCE1}
+    assert {s: t for s, t in RELAY_TRANSITIONS_CREATE_FAST.items() if s is not RelayState.OPEN} == \
+        {s: t for s, t in RELAY_TRANSITIONS.items() if s is not RelayState.OPEN}
+    for command in sorted(refused):
+        h = Harness()
+        o = h.origin([0], fast=True)
+        (circ,) = h.chain(o)
+        with pytest.raises(UnexpectedMessage):
+            circ.receive_forward(o._seal(0, 0, SAMPLE[command]))
+        assert circ.state is RelayState.FAILED
+    # ESTABLISH_INTRO stays legal (C tor never sends it on a CREATE_FAST circuit), keyed with the KH.
+    h = Harness()
+    o = h.origin([0], fast=True)
+    (circ,) = h.chain(o)
+    intro = SAMPLE[C.ESTABLISH_INTRO]
+    assert circ.receive_forward(o.send_relay(intro)) == [Deliver(intro)]
+    assert circ.state is RelayState.INTRO_POINT
+
+
+@pytest.mark.parametrize("htype", [0, 1])
+def test_extend2_refuses_tap_and_create_fast_handshakes(htype):
+    # C tor (onion.c) refuses EXTEND2 with either; CREATE_FAST is for the first hop only (tor-spec 5.1.5).
+    h = Harness()
+    o = h.origin([0])
+    (circ,) = h.chain(o)
+    bad = relay.Extend2(h.relays[1].spec.link_specs(), htype, bytes(20))
+    with pytest.raises(UnexpectedMessage):
+        circ.receive_forward(o._seal(0, 0, bad))
+    assert circ.state is RelayState.FAILED
