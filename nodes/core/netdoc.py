@@ -148,7 +148,10 @@ def b64encode_unpadded(data: bytes) -> str:
 def parse_int(text: str, what: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
     if not re.fullmatch(r"-?[0-9]+", text):
         raise DecodeError(f"{what}: {text[:20]!r} is not an integer")
-    value = int(text)
+    digits = text.lstrip("-").lstrip("0") or "0"
+    if len(digits) > 40:  # beyond any range here, and int() refuses more than 4300 digits
+        raise DecodeError(f"{what}: {text[:20]!r}... is outside {lo}..{hi}")
+    value = -int(digits) if text.startswith("-") else int(digits)
     if not lo <= value <= hi:
         raise DecodeError(f"{what}: {value} is outside {lo}..{hi}")
     return value

@@ -52,3 +52,10 @@ def test_any_bytes_parse_or_decode_error(data):
         netdoc.parse_items(data, "fuzz")
     except DecodeError:
         pass
+
+
+def test_huge_integers_are_decode_errors():
+    # int() refuses strings of more than 4300 digits with a ValueError: that must never escape a parser
+    with pytest.raises(DecodeError):
+        netdoc.parse_int("9" * 5000, "n")
+    assert netdoc.parse_int("0" * 5000 + "7", "n") == 7
