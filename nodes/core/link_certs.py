@@ -125,7 +125,7 @@ def check_rsa_identity_x509(der: bytes, now: int) -> RSAPublicKey:
         hash_algorithm = cert.signature_hash_algorithm
         not_before, not_after = _x509_times(cert)
         signature, tbs = cert.signature, cert.tbs_certificate_bytes
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise DecodeError(f"RSA identity certificate (type 2): not a DER X.509 certificate: {exc}") from None
     if not isinstance(key, RSAPublicKey):
         raise DecodeError("RSA identity certificate (type 2): its key is not an RSA key")
