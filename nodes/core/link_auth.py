@@ -129,16 +129,16 @@ def make_authenticate(identity: LinkIdentity, responder: PeerIdentity, *, slog: 
                                           tls_secrets=tls_secrets, rand=rng(RAND_LEN)))
 
 
-def verify_authenticate(auth: Authenticate, initiator: VerifiedInitiator, responder: LinkIdentity, *,
+def verify_authenticate(auth: Authenticate, initiator: VerifiedInitiator, responder: PeerIdentity, *,
                         slog: bytes, clog: bytes, responder_tls_cert_der: bytes,
                         tls_secrets: bytes) -> PeerIdentity:
     """The responder's check of an AUTHENTICATE cell; returns the initiator's now-authenticated identity.
 
-    `initiator` is the initiator's checked CERTS cell; `responder` is ours; `slog` is the digest of what we
-    sent, `clog` of what we received (before AUTHENTICATE), `responder_tls_cert_der` our TLS certificate and
-    `tls_secrets` the exporter value with context initiator.claimed.rsa_id_digest. As C tor: method 3 only,
-    exactly AUTH3_LEN bytes, TYPE through TLSSECRETS equal to what we compute (RAND is not checked), then the
-    signature by the initiator's type-6 key.
+    `initiator` is the initiator's checked CERTS cell; `responder` is us (LinkIdentity.public); `slog` is
+    the digest of what we sent, `clog` of what we received (before AUTHENTICATE), `responder_tls_cert_der`
+    our TLS certificate and `tls_secrets` the exporter value with context initiator.claimed.rsa_id_digest.
+    As C tor: method 3 only, exactly AUTH3_LEN bytes, TYPE through TLSSECRETS equal to what we compute (RAND
+    is not checked), then the signature by the initiator's type-6 key.
 
     DecodeError: another method or a malformed authenticator. SignatureError: a wrong field or signature.
     """
@@ -151,7 +151,7 @@ def verify_authenticate(auth: Authenticate, initiator: VerifiedInitiator, respon
     claimed = initiator.claimed
     expected = {"cid": claimed.rsa_id_digest, "sid": responder.rsa_id_digest,
                 "cid_ed": claimed.ed25519_identity,
-                "sid_ed": responder.ed25519_public, "slog": slog, "clog": clog,
+                "sid_ed": responder.ed25519_identity, "slog": slog, "clog": clog,
                 "scert": _sha256(responder_tls_cert_der), "tls_secrets": tls_secrets}
     for name in _FIELDS:
         if getattr(got, name) != expected[name]:

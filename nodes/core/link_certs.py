@@ -289,6 +289,12 @@ class LinkIdentity:
         return self.ed25519_identity.public_key
 
     @property
+    def public(self) -> PeerIdentity:
+        """What a peer learns from our certificates: node ID, Ed25519 identity, RSA identity SHA-256."""
+        der = self.rsa_identity_der
+        return PeerIdentity(hashlib.sha1(der).digest(), self.ed25519_public, hashlib.sha256(der).digest())
+
+    @property
     def expires(self) -> int:
         """From this Unix time on, some certificate has expired: make a new LinkIdentity before then."""
         return min(self.signing_cert.expires, self.link_auth_cert.expires,

@@ -95,8 +95,9 @@ def rsa_identity_x509(data: bytes) -> object:
 
 
 def authenticate(data: bytes) -> object:
-    return link_auth.verify_authenticate(Authenticate.decode(data), VERIFIED_INITIATOR, RESPONDER, slog=SLOG,
-                                         clog=CLOG, responder_tls_cert_der=TLS_CERT, tls_secrets=TLS_SECRETS)
+    return link_auth.verify_authenticate(Authenticate.decode(data), VERIFIED_INITIATOR, RESPONDER.public,
+                                         slog=SLOG, clog=CLOG, responder_tls_cert_der=TLS_CERT,
+                                         tls_secrets=TLS_SECRETS)
 
 
 TARGETS = [

@@ -189,6 +189,7 @@ def test_link_identity_parts_fit_together():
     assert ident.rsa_id_digest == hashlib.sha256(der).digest()
     assert ident.ed25519_public == ed25519.Signer.from_seed(bytes([1]) * 32).public_key
     assert ident.signing_cert.signing_key == ident.ed25519_public
+    assert ident.public == link_certs.PeerIdentity(ident.node_id, ident.ed25519_public, ident.rsa_id_digest)
     assert ident.expires >= NOW + link_certs.SIGNING_KEY_LIFETIME
     assert RsaCrossCert.decode(ident.crosscert).expires >= NOW + link_certs.CROSSCERT_LIFETIME
 
@@ -456,7 +457,7 @@ def test_authenticate_body_layout_from_fixed_inputs():
 
 def _verify_auth(auth=AUTHENTICATE, **kw):
     args = {"slog": SLOG, "clog": CLOG, "responder_tls_cert_der": TLS_CERT, "tls_secrets": TLS_SECRETS} | kw
-    return link_auth.verify_authenticate(auth, VERIFIED_INITIATOR, RESPONDER, **args)
+    return link_auth.verify_authenticate(auth, VERIFIED_INITIATOR, RESPONDER.public, **args)
 
 
 def test_authenticate_round_trip():
@@ -474,8 +475,8 @@ def test_authenticate_for_another_responder_or_tls_cert():
     with pytest.raises(SignatureError, match="SCERT"):
         _verify_auth(responder_tls_cert_der=b"another certificate")
     with pytest.raises(SignatureError, match="SID"):
-        link_auth.verify_authenticate(AUTHENTICATE, VERIFIED_INITIATOR, INITIATOR, slog=SLOG, clog=CLOG,
-                                      responder_tls_cert_der=TLS_CERT, tls_secrets=TLS_SECRETS)
+        link_auth.verify_authenticate(AUTHENTICATE, VERIFIED_INITIATOR, INITIATOR.public, slog=SLOG,
+                                      clog=CLOG, responder_tls_cert_der=TLS_CERT, tls_secrets=TLS_SECRETS)
 
 
 def test_authenticate_refusals():
@@ -495,7 +496,7 @@ def test_authenticate_refusals():
         _verify_auth(Authenticate(3, b"AUTH0001" + AUTHENTICATE.auth[8:]))
     other_key = link_certs.VerifiedInitiator(VERIFIED_INITIATOR.claimed, RESPONDER.link_auth_key.public_key)
     with pytest.raises(SignatureError):
-        link_auth.verify_authenticate(AUTHENTICATE, other_key, RESPONDER, slog=SLOG, clog=CLOG,
+        link_auth.verify_authenticate(AUTHENTICATE, other_key, RESPONDER.public, slog=SLOG, clog=CLOG,
                                       responder_tls_cert_der=TLS_CERT, tls_secrets=TLS_SECRETS)
     with pytest.raises(LocalProtocolError):
         _verify_auth(slog=bytes(31))
@@ -507,3 +508,38 @@ def test_arbitrary_authenticate_only_typed_errors(data):
         _verify_auth(Authenticate.decode(data))
     except RemoteProtocolError:
         pass
+
+
+# --- a real C tor relay authenticating to us
+
+# Captured by our responder when a real C tor 0.4.9.11 relay (Debian's package), asked by EXTEND2 to extend to
+# us, opened a link and authenticated: its CERTS and AUTHENTICATE bodies, and what our side computed (our TLS
+# certificate, SLOG, CLOG, and the TLS exporter value with context CID).
+CTOR_AUTH = json.loads((Path(__file__).parent / "ctor-link-authenticate.json").read_text())
+
+
+def _ctor_auth_inputs():
+    v = {k: bytes.fromhex(x) if isinstance(x, str) and k != "source" else x for k, x in CTOR_AUTH.items()}
+    us = link_certs.PeerIdentity(v["responder_node_id"], v["responder_ed25519"], v["responder_rsa_id_digest"])
+    return v, us
+
+
+def test_c_tor_relay_authenticate_verifies():
+    v, us = _ctor_auth_inputs()
+    certs = Certs.decode(v["initiator_certs_body"])
+    assert [t for t, _ in certs.certs] == [3, 2, 4, 6, 7]  # C tor also sends the RSA auth certificate
+    initiator = link_certs.verify_initiator_certs(certs, v["now"])
+    auth = Authenticate.decode(v["authenticate_body"])
+    assert auth.auth_type == 3 and len(auth.auth) == 352
+    peer = link_auth.verify_authenticate(auth, initiator, us, slog=v["slog"], clog=v["clog"],
+                                         responder_tls_cert_der=v["responder_tls_cert_der"],
+                                         tls_secrets=v["tls_secrets"])
+    assert (peer.node_id, peer.ed25519_identity) == (v["initiator_node_id"], v["initiator_ed25519"])
+    with pytest.raises(SignatureError, match="TLS_SECRETS"):
+        link_auth.verify_authenticate(auth, initiator, us, slog=v["slog"], clog=v["clog"],
+                                      responder_tls_cert_der=v["responder_tls_cert_der"],
+                                      tls_secrets=bytes(32))
+    with pytest.raises(SignatureError, match="CLOG"):
+        link_auth.verify_authenticate(auth, initiator, us, slog=v["slog"], clog=v["slog"],
+                                      responder_tls_cert_der=v["responder_tls_cert_der"],
+                                      tls_secrets=v["tls_secrets"])
