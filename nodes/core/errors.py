@@ -57,3 +57,9 @@ class AddressError(RemoteProtocolError):
     """A malformed onion address: wrong length, alphabet, checksum or version."""
 
     kind = "address"
+
+
+class IdentityMismatch(RemoteProtocolError):
+    """A peer that proved an identity, but not the one we expected to reach (wrong node ID or Ed25519 key)."""
+
+    kind = "identity_mismatch"
