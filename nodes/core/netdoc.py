@@ -32,6 +32,7 @@ class Item:
     object_data: bytes | None = None
     start: int = 0  # byte offset of the keyword line in the document (for signed ranges)
     end: int = 0  # byte offset just past the item (its object included)
+    rest: str = ""  # the keyword line after the keyword and its spaces, verbatim (C tor's CONCAT_ARGS)
 
     @property
     def line(self) -> str:
@@ -77,12 +78,13 @@ def parse_items(data: bytes, what: str) -> list[Item]:
         keyword, args = parts[0], tuple(a for a in parts[1:] if a)
         if not _KEYWORD.fullmatch(keyword):
             raise DecodeError(f"{what}: bad keyword line {line[:60]!r}")
+        rest = " ".join(parts[1:]).lstrip(" ")
         i += 1
         obj_type = obj = None
         if i < len(lines) and lines[i].startswith("-----BEGIN "):
             obj_type, obj, i = _read_object(lines, i, what)
         end = offsets[i] if i < len(lines) else len(text)
-        items.append(Item(keyword, args, obj_type, obj, start, end))
+        items.append(Item(keyword, args, obj_type, obj, start, end, rest))
     return items
 
 
@@ -171,3 +173,78 @@ def parse_time(date: str, clock: str, what: str) -> int:
     except ValueError:
         raise DecodeError(f"{what}: bad time {date} {clock}") from None
     return calendar.timegm(parsed.timetuple())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Keyword rules: what each document type allows of each keyword it knows (dir-spec's multiplicity tags)
+
+ANY_NUMBER = None  # a Rule's max_count for "Any number"
+
+
+class Obj:
+    """Whether an item may carry an object (C tor's NO_OBJ / NEED_OBJ / OBJ_OK)."""
+
+    NONE = "none"
+    NEEDED = "needed"
+    OPTIONAL = "optional"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One keyword of a document type: how often it may occur, how many arguments it takes, its object.
+
+    Multiplicities: exactly once = (1, 1), at most once = (0, 1), any number = (0, ANY_NUMBER), once or more
+    = (1, ANY_NUMBER). `max_args` None means "extra arguments allowed" (dir-spec 1.2's default); 0 is
+    dir-spec's "no extra arguments" for a keyword without arguments. `object_type`, when set, is the only
+    object type allowed.
+    """
+
+    keyword: str
+    min_count: int = 0
+    max_count: int | None = 1
+    min_args: int = 0
+    max_args: int | None = None
+    obj: str = Obj.NONE
+    object_type: str | None = None
+
+
+def check_rules(items: Iterable[Item], rules: Iterable[Rule], what: str) -> Items:
+    """Enforce `rules` over a parsed document and wrap it in `Items`; keywords without a rule are ignored.
+
+    DecodeError names the keyword and what is wrong: too many or too few occurrences, arguments or a
+    missing, unexpected or mistyped object.
+    """
+    found = Items(items, what)
+    for rule in rules:
+        matching = found.all(rule.keyword)
+        if len(matching) < rule.min_count:
+            raise DecodeError(f"{what}: {rule.keyword} is missing" if rule.min_count == 1 else
+                              f"{what}: {rule.keyword} must appear at least {rule.min_count} times")
+        if rule.max_count is not None and len(matching) > rule.max_count:
+            raise DecodeError(f"{what}: {rule.keyword} may appear at most {rule.max_count} time(s), "
+                              f"found {len(matching)}")
+        for item in matching:
+            if len(item.args) < rule.min_args:
+                raise DecodeError(f"{what}: {rule.keyword} needs at least {rule.min_args} argument(s)")
+            if rule.max_args is not None and len(item.args) > rule.max_args:
+                raise DecodeError(f"{what}: {rule.keyword} takes at most {rule.max_args} argument(s)")
+            has_object = item.object_type is not None
+            if rule.obj == Obj.NONE and has_object:
+                raise DecodeError(f"{what}: {rule.keyword} must not carry an object")
+            if rule.obj == Obj.NEEDED and not has_object:
+                raise DecodeError(f"{what}: {rule.keyword} needs an object")
+            if has_object and rule.object_type is not None and item.object_type != rule.object_type:
+                raise DecodeError(f"{what}: {rule.keyword} carries a {item.object_type} object, "
+                                  f"expected {rule.object_type}")
+    return found
+
+
+def trim_trailing_newlines(data: bytes) -> bytes:
+    """The document without the extra blank lines dir-spec 2.1.1 says readers must tolerate at its end.
+
+    One LF stays: `b"a\\n\\n\\n"` -> `b"a\\n"`. Tor (router.c) itself writes one extra LF after a descriptor.
+    """
+    end = len(data)
+    while end >= 2 and data[end - 1] == 0x0A and data[end - 2] == 0x0A:
+        end -= 1
+    return data[:end]

@@ -16,9 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from .consensus import Consensus
-from .microdesc import Microdescriptor
+
+if TYPE_CHECKING:
+    from .microdesc import Microdescriptor
 
 SHARED_RANDOM_N_ROUNDS = 12
 SHARED_RANDOM_N_PHASES = 2

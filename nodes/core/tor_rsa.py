@@ -87,3 +87,26 @@ def pem(kind: str, data: bytes) -> str:
 
 def public_pem(key: RSAPublicKey) -> str:
     return pem("RSA PUBLIC KEY", public_der(key))
+
+
+def recover_signed_data(key: RSAPublicKey, signature: bytes, what: str = "RSA signature") -> bytes:
+    """The data inside a PKCS#1 v1.5 type-1 signature: SignatureError unless the padding is well formed.
+
+    For signatures whose checker must accept data beyond what it compares (dir-spec's onion-key-crosscert:
+    "Parties verifying this signature MUST allow additional data beyond the 52 bytes").
+    """
+    numbers = key.public_numbers()
+    k = _modulus_bytes(numbers.n)
+    if len(signature) != k:
+        raise SignatureError(f"{what}: {len(signature)} bytes, expected {k}")
+    s = int.from_bytes(signature, "big")
+    if s >= numbers.n:
+        raise SignatureError(f"{what}: signature out of range")
+    block = pow(s, numbers.e, numbers.n).to_bytes(k, "big")
+    # 00 01, at least eight FF bytes (RFC 8017 9.2 / OpenSSL's RSA_padding_check_PKCS1_type_1), 00, data
+    if block[:2] != b"\x00\x01":
+        raise SignatureError(f"{what}: not a PKCS#1 v1.5 type 1 block")
+    sep = block.find(b"\x00", 2)
+    if sep < 0 or sep < 10 or block[2:sep] != b"\xff" * (sep - 2):
+        raise SignatureError(f"{what}: bad PKCS#1 v1.5 padding")
+    return block[sep + 1:]

@@ -13,17 +13,22 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from dataclasses import dataclass
 
 import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from nodes.core import ed25519
+from nodes.core import ed25519, tor_rsa
 from nodes.core.cells import Cell, Command, Created2
-from nodes.core.dirdocs import RouterStatus
 from nodes.core.hs_ntor import public_key
+from nodes.core.link_certs import LinkIdentity, make_link_identity
+from nodes.core.netview import Relay
+from nodes.net import tls
 from nodes.net.channels import Channel, ChannelManager
 from nodes.net.circuits import CircuitManager
 from nodes.net.events import EventLog
+from nodes.net.link import Link
 from nodes.net.metrics import Metrics
 from nodes.net.relay_engine import RelayEngine, RelayKeys, StreamHandler, onion_service_handlers
 
@@ -48,11 +53,12 @@ class TestRelay:
     name: str
     signer: ed25519.Signer
     keys: RelayKeys
+    link: LinkIdentity
     metrics: Metrics
     events: Events
     channels: ChannelManager
     engine: RelayEngine | None  # None for a hand-made (hostile) relay
-    status: RouterStatus
+    status: Relay
 
     def errors(self, kind: str) -> float:
         return self.metrics.value("errors_total", kind=kind)
@@ -74,33 +80,39 @@ class TestClient:
         return self.metrics.value("errors_total", kind=kind)
 
 
-def make_keys() -> tuple[ed25519.Signer, RelayKeys]:
+def make_keys() -> tuple[ed25519.Signer, RelayKeys, LinkIdentity]:
+    """A relay's identities (Ed25519 and RSA), ntor key, and the link identity its OR port proves."""
     signer = ed25519.Signer.from_seed(os.urandom(32))
+    rsa_identity = rsa.generate_private_key(tor_rsa.PUBLIC_EXPONENT, tor_rsa.IDENTITY_BITS)
     secret = os.urandom(32)
-    return signer, RelayKeys(signer.public_key, secret, public_key(secret))
+    node_id = tor_rsa.fingerprint(rsa_identity.public_key())
+    keys = RelayKeys(signer.public_key, secret, public_key(secret), node_id)
+    link = make_link_identity(rsa_identity, signer, os.urandom(32), int(time.time()), os.urandom)
+    return signer, keys, link
 
 
-def router_status(name: str, keys: RelayKeys, port: int) -> RouterStatus:
-    return RouterStatus(name, keys.identity, keys.ntor_public, HOST, port, 0, 1000, 1, FLAGS)
+def router_status(name: str, keys: RelayKeys, port: int) -> Relay:
+    return Relay(name, keys.node_id, keys.identity, keys.ntor_public, HOST, port, 0, 1000, FLAGS, "")
 
 
 async def start_relay(nursery: trio.Nursery, name: str, *, dir_handler: StreamHandler | None = None,
                       onion_services: bool = True) -> TestRelay:
-    signer, keys = make_keys()
+    signer, keys, link = make_keys()
     metrics, events = Metrics(), Events(name, "relay")
-    channels = ChannelManager(keys.identity, metrics, events, address=HOST)
+    channels = ChannelManager(link, metrics, events, address=HOST)
     handlers = onion_service_handlers(metrics, events) if onion_services else {}
     engine = RelayEngine(channels, keys, metrics, events, handlers=handlers, dir_handler=dir_handler)
     port = await nursery.start(channels.serve, HOST, 0)
-    return TestRelay(name, signer, keys, metrics, events, channels, engine, router_status(name, keys, port))
+    return TestRelay(name, signer, keys, link, metrics, events, channels, engine,
+                     router_status(name, keys, port))
 
 
 async def start_hostile_relay(nursery: trio.Nursery, name: str, *, forge: bool) -> TestRelay:
     """A relay that answers every CREATE2 with a CREATED2 of random bytes (`forge`, a forged ntor reply) or
     never answers at all."""
-    signer, keys = make_keys()
+    signer, keys, link = make_keys()
     metrics, events = Metrics(), Events(name, "relay")
-    channels = ChannelManager(keys.identity, metrics, events, address=HOST)
+    channels = ChannelManager(link, metrics, events, address=HOST)
 
     def on_create(channel: Channel, cell: Cell):
         async def run(inbox):
@@ -114,12 +126,13 @@ async def start_hostile_relay(nursery: trio.Nursery, name: str, *, forge: bool) 
 
     channels.on_create = on_create
     port = await nursery.start(channels.serve, HOST, 0)
-    return TestRelay(name, signer, keys, metrics, events, channels, None, router_status(name, keys, port))
+    return TestRelay(name, signer, keys, link, metrics, events, channels, None,
+                     router_status(name, keys, port))
 
 
 async def start_client(nursery: trio.Nursery, name: str = "client", **circuit_options) -> TestClient:
     metrics, events = Metrics(), Events(name, "client")
-    channels = ChannelManager(os.urandom(32), metrics, events, address=HOST)
+    channels = ChannelManager(None, metrics, events, address=HOST)
     await nursery.start(channels.run)
     circuits = CircuitManager(channels, metrics, events, **circuit_options)
     return TestClient(name, metrics, events, channels, circuits)
@@ -147,3 +160,13 @@ async def exchange(stream, payload: bytes, chunk: int = 16384) -> bytes:
                 break
             received += data
     return bytes(received)
+
+
+async def open_link(port: int, *, expected_node_id: bytes | None = None, host: str = HOST) -> Link:
+    """A raw link to a relay's OR port, as any initiator opens it: TLS, then Tor's link handshake checking the
+    relay's CERTS against the TLS certificate (and `expected_node_id`)."""
+    stream = await tls.open_tls_stream(host, port, tls.client_context())
+    link = Link(stream, initiator=True)
+    await link.handshake(now=int(time.time()), peer_tls_cert_der=stream.peer_cert_der(),
+                         expected_node_id=expected_node_id)
+    return link

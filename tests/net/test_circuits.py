@@ -21,11 +21,10 @@ from nodes.core.hs_intro import (
 from nodes.core.hs_ntor import public_key
 from nodes.core.relay import Drop, EndReason, EstablishRendezvous, IntroduceAckStatus, Rendezvous1, Truncate
 from nodes.core.relay_crypto import HopCrypto
-from nodes.net import tls
 from nodes.net.circuits import CircuitBuildError, CircuitClosed, hop_spec
 from nodes.net.link import Link, LinkClosed
 from nodes.net.streams import StreamRefused
-from tests.net.helpers import HOST, echo, exchange, start_client, start_hostile_relay, start_relay
+from tests.net.helpers import HOST, echo, exchange, open_link, start_client, start_hostile_relay, start_relay
 
 
 async def test_three_hop_circuit_echoes_one_megabyte():
@@ -156,10 +155,7 @@ async def test_build_failures_are_typed_and_timed():
 
 
 async def _raw_link(relay) -> Link:
-    stream = await trio.open_ssl_over_tcp_stream(HOST, relay.status.or_port, ssl_context=tls.client_context())
-    link = Link(stream, initiator=True)
-    await link.handshake(now=0)
-    return link
+    return await open_link(relay.status.or_port)
 
 
 async def test_bad_input_is_counted_and_the_relay_keeps_serving():

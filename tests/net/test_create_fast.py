@@ -14,13 +14,11 @@ from nodes.core.ed25519 import Signer
 from nodes.core.hs_common import blinded_signer, subcredential, time_period_num
 from nodes.core.hs_descriptor import build_descriptor
 from nodes.core.relay import Begin, EstablishRendezvous
-from nodes.net import tls
 from nodes.net.circuits import CircuitClosed
 from nodes.net.hsdir import HsDirStore
 from nodes.net.httpio import request
-from nodes.net.link import Link
 from nodes.net.metrics import Metrics
-from tests.net.helpers import HOST, Events, echo, exchange, start_client, start_relay
+from tests.net.helpers import Events, echo, exchange, open_link, start_client, start_relay
 
 PERIOD_MINUTES = 24
 
@@ -115,10 +113,7 @@ async def test_raw_create_fast_on_a_link():
     async with trio.open_nursery() as nursery:
         relay = await start_relay(nursery, "relay0", dir_handler=echo)
         with trio.fail_after(20):
-            stream = await trio.open_ssl_over_tcp_stream(HOST, relay.status.or_port,
-                                                         ssl_context=tls.client_context())
-            link = Link(stream, initiator=True)
-            await link.handshake(now=0)
+            link = await open_link(relay.status.or_port, expected_node_id=relay.keys.node_id)
             x = os.urandom(20)
             await link.send_cells([Cell(0x80000001, Command.CREATE_FAST, CreateFast(x).encode())])
             reply = await link.receive_cell()

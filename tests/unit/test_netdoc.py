@@ -59,3 +59,44 @@ def test_huge_integers_are_decode_errors():
     with pytest.raises(DecodeError):
         netdoc.parse_int("9" * 5000, "n")
     assert netdoc.parse_int("0" * 5000 + "7", "n") == 7
+
+
+def test_rest_of_the_line_is_kept_verbatim():
+    items = netdoc.parse_items(b"platform Tor 0.4.9  on Linux\nopt contact a  b \nbare\n", "doc")
+    assert [i.rest for i in items] == ["Tor 0.4.9  on Linux", "a  b ", ""]
+    assert items[0].args == ("Tor", "0.4.9", "on", "Linux")
+
+
+RULES = (
+    netdoc.Rule("a", 1, 1, 1, 2),
+    netdoc.Rule("b", 0, netdoc.ANY_NUMBER, obj=netdoc.Obj.NEEDED, object_type="X"),
+    netdoc.Rule("c", 0, 1, 0, 0, netdoc.Obj.OPTIONAL),
+)
+
+
+def test_rules_accept_and_ignore_unknown_keywords():
+    doc = b"a 1\nb\n-----BEGIN X-----\nAA==\n-----END X-----\nb\n-----BEGIN X-----\nAA==\n-----END X-----\n" \
+          b"c\nunknown 1 2 3\n-----BEGIN Y-----\nAA==\n-----END Y-----\n"
+    items = netdoc.check_rules(netdoc.parse_items(doc, "doc"), RULES, "doc")
+    assert len(items.all("b")) == 2 and items.one("a").args == ("1",)
+
+
+@pytest.mark.parametrize("doc", [
+    b"b\n-----BEGIN X-----\nAA==\n-----END X-----\n",  # a missing
+    b"a 1\na 2\n",  # a twice
+    b"a\n", b"a 1 2 3\n",  # a's argument count
+    b"a 1\nb\n",  # b without its object
+    b"a 1\nb\n-----BEGIN Y-----\nAA==\n-----END Y-----\n",  # b with another object type
+    b"a 1\n-----BEGIN X-----\nAA==\n-----END X-----\n",  # a with an object
+    b"a 1\nc 1\n",  # c takes no arguments
+])
+def test_rules_refuse(doc):
+    with pytest.raises(DecodeError):
+        netdoc.check_rules(netdoc.parse_items(doc, "doc"), RULES, "doc")
+
+
+def test_trim_trailing_newlines():
+    assert netdoc.trim_trailing_newlines(b"a\n\n\n") == b"a\n"
+    assert netdoc.trim_trailing_newlines(b"a\n") == b"a\n"
+    assert netdoc.trim_trailing_newlines(b"\n\n") == b"\n"
+    assert netdoc.trim_trailing_newlines(b"") == b""

@@ -40,3 +40,19 @@ def test_fingerprint_is_sha1_of_pkcs1_der():
     assert tor_rsa.load_public_der(der).public_numbers() == KEY.public_key().public_numbers()
     with pytest.raises(DecodeError):
         tor_rsa.load_public_der(der[:-1])
+
+
+def test_recover_signed_data_allows_any_length_and_checks_the_padding():
+    for data in (b"", b"x" * 52, b"y" * 117):
+        sig = tor_rsa.sign_digest(KEY, data)
+        assert tor_rsa.recover_signed_data(KEY.public_key(), sig) == data
+    with pytest.raises(SignatureError):
+        tor_rsa.recover_signed_data(KEY.public_key(), tor_rsa.sign_digest(KEY, b"x")[1:])
+    with pytest.raises(SignatureError):  # a random block is not PKCS#1 type 1
+        tor_rsa.recover_signed_data(KEY.public_key(), b"\x01" * 128)
+    n = KEY.public_key().public_numbers().n
+    d = KEY.private_numbers().d
+    short_padding = b"\x00\x01" + b"\xff" * 7 + b"\x00" + b"z" * 119  # RFC 8017: at least eight FF bytes
+    with pytest.raises(SignatureError):
+        tor_rsa.recover_signed_data(KEY.public_key(),
+                                    pow(int.from_bytes(short_padding, "big"), d, n).to_bytes(128, "big"))
