@@ -52,7 +52,6 @@ X509_PAST_SLOP = 2 * DAY
 X509_FUTURE_SLOP = 30 * DAY
 
 CROSSCERT_PREFIX = b"Tor TLS RSA/Ed25519 cross-certificate"
-_CROSSCERT_SIGNED_LEN = 32 + 4
 
 # The X.509 signature algorithms we check a type-2 certificate with: PKCS#1 v1.5 (C tor signs with SHA-256).
 _X509_RSA_ALGORITHMS = frozenset({
