@@ -29,6 +29,7 @@ KEYS_DIR = "keys"
 IDENTITY_KEY = "identity.key"  # the same name the authorities use (nodes.roles.authority.load_identity)
 NTOR_KEY = "ntor.key"
 RSA_IDENTITY_KEY = "rsa_identity.pem"
+TAP_ONION_KEY = "tap_onion.pem"
 AUTHORITY_IDENTITY_KEY = "authority_identity.pem"
 AUTHORITY_SIGNING_KEY = "authority_signing.pem"
 SEED_BYTES = 32
@@ -97,6 +98,9 @@ class NodeKeys:
     ed25519_identity: Ed25519PrivateKey = field(repr=False)
     rsa_identity: RSAPrivateKey = field(repr=False)
     ntor_secret: bytes = field(repr=False)
+    # Never used for a handshake (no TAP here), but C tor's authorities refuse a descriptor without one and
+    # every microdescriptor they make carries it: ours look the same (nodes/core/server_descriptor.py).
+    tap_onion_key: RSAPrivateKey = field(repr=False)
 
     @property
     def node_id(self) -> bytes:
@@ -117,7 +121,8 @@ def load_or_create_node_keys(data_dir: str | Path) -> NodeKeys:
     keys_dir = Path(data_dir, KEYS_DIR)
     return NodeKeys(Ed25519PrivateKey.from_private_bytes(load_or_create_seed(keys_dir / IDENTITY_KEY)),
                     load_or_create_rsa_key(keys_dir / RSA_IDENTITY_KEY),
-                    load_or_create_seed(keys_dir / NTOR_KEY))
+                    load_or_create_seed(keys_dir / NTOR_KEY),
+                    load_or_create_rsa_key(keys_dir / TAP_ONION_KEY))
 
 
 @dataclass(frozen=True, slots=True)

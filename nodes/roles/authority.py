@@ -6,7 +6,7 @@ HTTP on the dir port (config.address, config.dir_port) and on BEGIN_DIR streams 
 clients only ever use those: dirclient_must_use_begindir), at the paths C tor uses. A target ending in ".z",
 or Accept-Encoding: deflate, gets the answer deflated (nodes/net/httpio.py).
 
-    POST /tor/                                        a relay uploads its server descriptor (200, or 400 + why)
+    POST /tor/                                        a relay uploads its server descriptor (200; 400 + why)
     GET  /tor/status-vote/current/consensus-microdesc[/F1+F2...]   the published microdesc consensus
     GET  /tor/micro/d/D1-D2-...                       microdescriptors by digest (unknown ones are skipped)
     GET  /tor/keys/all | /tor/keys/authority | /tor/keys/fp/F1+F2... | /tor/keys/fp-sk/F-S+...
@@ -14,7 +14,7 @@ or Accept-Encoding: deflate, gets the answer deflated (nodes/net/httpio.py).
     GET  /tor/server/all | /tor/server/authority | /tor/server/fp/F1+F2... | /tor/server/d/D1+D2...
                                                       server descriptors
     POST /tor/post/vote                               another authority pushes its vote (ours, not dir-spec's)
-    GET  /tor/status-vote/next/authority              our vote for the current round (for peers that missed it)
+    GET  /tor/status-vote/next/authority              our vote for this round (for peers that missed it)
     POST /tor/post/consensus-signature                another authority pushes its detached signature
 
 Keys (made by `nodes init`, kept in the data dir): the Ed25519 and RSA identities and ntor key its OR port
@@ -64,11 +64,10 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nodes.config import AuthorityRef, ConfigError, NodeConfig
-from nodes.core import tor_rsa
 from nodes.core.authcert import AuthorityCert, make_authority_cert
 from nodes.core.cells import Cell, Command, Create2, Created2, Destroy, DestroyReason
 from nodes.core.consensus import DirectorySignature, SignedConsensus, parse_detached_signature, sign_consensus
-from nodes.core.errors import IdentityMismatch, RemoteProtocolError, SignatureError, UnexpectedMessage
+from nodes.core.errors import RemoteProtocolError, SignatureError, UnexpectedMessage
 from nodes.core.microdesc import Microdescriptor, microdescriptor_for
 from nodes.core.netdoc import b64decode_unpadded
 from nodes.core.netview import Flag
@@ -109,7 +108,8 @@ PUSH_MARGIN = 0.1  # of a delay: pushes stop this much before the next step, so 
 Reachable = Callable[[ServerDescriptor], Awaitable[bool]]
 
 
-def assign_flags(descriptors: Iterable[ServerDescriptor], reachable: set[bytes]) -> dict[bytes, frozenset[str]]:
+def assign_flags(descriptors: Iterable[ServerDescriptor],
+                 reachable: set[bytes]) -> dict[bytes, frozenset[str]]:
     """This authority's flags for each relay, by node ID (rules in the module docstring)."""
     descriptors = list(descriptors)
     running = [d for d in descriptors if d.node_id in reachable]
@@ -144,8 +144,8 @@ async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, s
             return False
         link = Link(stream, initiator=True)
         try:
-            await link.handshake(now=int(time.time()), peer_address=dial, peer_tls_cert_der=stream.peer_cert_der(),
-                                 expected_node_id=desc.node_id)
+            await link.handshake(now=int(time.time()), peer_address=dial,
+                                 peer_tls_cert_der=stream.peer_cert_der(), expected_node_id=desc.node_id)
             state, onionskin = ntor_client_start(desc.node_id, desc.ntor_onion_key, os.urandom)
             circ_id = 0x80000000 | int.from_bytes(os.urandom(4)) & 0x7FFFFFFF  # initiator sets the high bit
             await link.send_cells([Cell(circ_id, Command.CREATE2, Create2(2, onionskin).encode())])
@@ -207,7 +207,7 @@ class Authority:
             DirAuthority("authority", self.v3ident, config.address, config.dir_port, config.or_port),)
         self.configured = frozenset(a.v3ident for a in self.dir_authorities)
         self.peers: tuple[AuthorityRef, ...] = tuple(a for k, a in refs.items() if k != self.v3ident)
-        self.certs: dict[bytes, AuthorityCert] = {self.v3ident: self.cert}  # ours, and peers' from their votes
+        self.certs: dict[bytes, AuthorityCert] = {self.v3ident: self.cert}  # ours; peers' from their votes
         self.descriptor_max_age = max(3600, 10 * config.timing.descriptor_refresh)
         self.descriptors: dict[bytes, ServerDescriptor] = {}  # node ID -> newest descriptor
         self.microdescs: dict[bytes, Microdescriptor] = {}  # digest -> microdescriptor of a held descriptor
@@ -483,14 +483,16 @@ class Authority:
                          hs_period_minutes=max(5, 24 * v // 60))
         self.my_vote = vote
         self.votes.setdefault(start, {})[self.v3ident] = vote
-        await self._push("/tor/post/vote", vote.encode(), "vote", compute_at - PUSH_MARGIN * self.timing.vote_delay)
+        await self._push("/tor/post/vote", vote.encode(), "vote",
+                         compute_at - PUSH_MARGIN * self.timing.vote_delay)
 
         await trio.sleep_until(self._trio_time(compute_at))
         await self._fetch_missing_votes(start, compute_at + PUSH_MARGIN * self.timing.dist_delay)
         votes = list(self.votes.get(start, {}).values())
         if 2 * len(votes) <= len(self.configured):
             self.metrics.inc("rounds_failed_total")
-            self.events.emit("consensus_failed", round=start, votes=len(votes), authorities=len(self.configured))
+            self.events.emit("consensus_failed", round=start, votes=len(votes),
+                             authorities=len(self.configured))
             return
         consensus = compute_consensus(votes, self.dir_authorities)
         if not consensus.routers and any(vote.routers for vote in votes):

@@ -157,7 +157,8 @@ class Relay:
             rsa_identity=self.node_keys.rsa_identity, ed25519_identity=self.node_keys.ed25519_identity,
             signing_key=self.signing_key, signing_cert_expires=self.link_identity.signing_cert.expires,
             ntor_secret=self.keys.ntor_secret, bandwidth=self.bandwidth, platform=PLATFORM, proto=PROTO,
-            published=now, uptime=int(time.monotonic() - self.started))
+            published=now, uptime=int(time.monotonic() - self.started),
+            tap_onion_key=self.node_keys.tap_onion_key)
 
     async def upload_descriptor(self) -> int:
         """Upload a freshly signed descriptor to every authority; how many accepted it."""
