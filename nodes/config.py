@@ -41,7 +41,6 @@ class Timing:
     voting_interval: int = 4  # seconds between consensus rounds
     vote_delay: int = 1  # seconds the authorities give each other to exchange votes
     dist_delay: int = 1  # seconds to exchange consensus signatures
-    hs_period_minutes: int = 24  # HS time period length (the consensus' hsdir-interval; Tor: 1440)
     descriptor_refresh: int = 30  # seconds between relay descriptor uploads
 
 

@@ -44,7 +44,7 @@ from .graph import render_graph
 from .signals import sigterm_interrupts
 from .topology import TopologyError, load_topology
 from .torrc import ROLES as TORRC_ROLES
-from .torrc import TOR_MIN_HS_PERIOD_MINUTES, TorrcError, check_timing, torrc
+from .torrc import TorrcError, check_timing, torrc
 
 DEFAULT_TOPOLOGY = Path("topologies", "default.yaml")
 MIN_REACH_TIME = 10.0  # seconds `up` gives the first onion fetch even when readiness used up the timeout
@@ -382,7 +382,7 @@ def _export_torrc(args: argparse.Namespace) -> int:
     try:
         for a in authorities:
             if a.get("voting_interval"):
-                check_timing(a["voting_interval"], a.get("hs_period_minutes") or TOR_MIN_HS_PERIOD_MINUTES)
+                check_timing(a["voting_interval"])
         ports = []
         for spec in args.hidden_service_port:
             virtual, _, target = spec.partition(" ")

@@ -76,8 +76,7 @@ def make_plan(
     if addresses is not None and (missing := [n.name for n in topology.nodes if n.name not in addresses]):
         raise ValueError(f"no address for node(s) {', '.join(missing)}")
     t = topology.timing
-    timing = Timing(voting_interval=t.voting_interval, vote_delay=t.vote_delay, dist_delay=t.dist_delay,
-                    hs_period_minutes=t.hs_period_minutes)
+    timing = Timing(voting_interval=t.voting_interval, vote_delay=t.vote_delay, dist_delay=t.dist_delay)
     authorities = topology.nodes_by_role("authority")
 
     def address(node: Node, seen_from: Node) -> str | None:

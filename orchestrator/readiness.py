@@ -111,7 +111,7 @@ def wait_until_ready(endpoints: Iterable[Endpoint], *, timeout: float = 60.0,
         delay = min(2 * delay, MAX_DELAY)
 
 
-AUTHORITY_FIELDS = ("or_port", "dir_port", "v3ident", "fingerprint", "voting_interval", "hs_period_minutes")
+AUTHORITY_FIELDS = ("or_port", "dir_port", "v3ident", "fingerprint", "voting_interval")
 
 
 def authority_entries(nodes: Iterable, live: dict[str, dict | None]) -> list[dict]:

@@ -17,7 +17,7 @@ from nodes.core.errors import RemoteProtocolError
 
 READ_SIZE = 16384
 MAX_HEADER_BYTES = 16384
-MAX_REQUEST_BODY = 512 * 1024  # a relay descriptor, vote or signature is at most 256 KiB (dirdocs)
+MAX_REQUEST_BODY = 512 * 1024  # a server descriptor is at most 20,000 bytes, a vote of 1000 relays ~400 KiB
 MAX_RESPONSE_BODY = 4 * 1024 * 1024
 REQUEST_TIMEOUT = 10.0
 

@@ -480,6 +480,7 @@ class Authority:
         vote = make_vote(self.cert, self.keys.signing, published=int(time.time()), valid_after=start,
                          fresh_until=start + v, valid_until=start + 3 * v, vote_delay=self.timing.vote_delay,
                          dist_delay=self.timing.dist_delay, routers=self._vote_routers(descriptors, flags),
+                         # for a tor without TestingTorNetwork; ours and testing tors use 24 V (netview.py)
                          hs_period_minutes=max(5, 24 * v // 60))
         self.my_vote = vote
         self.votes.setdefault(start, {})[self.v3ident] = vote

@@ -89,7 +89,7 @@ class Relay:
                  bandwidth: int = DEFAULT_BANDWIDTH) -> None:
         if not config.authorities:
             raise ConfigError(f"{config.name}: a relay needs at least one authority in its config")
-        if not _is_canonical_ip(config.address):  # descriptors carry a canonical IP address (dirdocs)
+        if not _is_canonical_ip(config.address):  # descriptors carry a canonical IP address
             raise ConfigError(f"{config.name}: address {config.address!r} is not an IP address in canonical "
                               "form")
         self.config = config

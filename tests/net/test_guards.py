@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from nodes.core.dirdocs import RouterStatus
+from nodes.core.netview import Relay
 from nodes.net.events import EventLog
 from nodes.net.guards import MIN_FILTERED_SAMPLE, GuardManager, NoGuardAvailable
 from nodes.net.metrics import Metrics
@@ -16,9 +16,9 @@ from nodes.net.metrics import Metrics
 GUARD_FLAGS = ("Guard", "Running", "Valid", "Fast", "Stable")
 
 
-def relay(n: int, flags=GUARD_FLAGS, bandwidth: int = 1000) -> RouterStatus:
-    return RouterStatus(f"relay{n}", bytes([n]) * 32, bytes([255 - n]) * 32, f"10.0.0.{n}", 9001, 0,
-                        bandwidth, 1_700_000_000, frozenset(flags))
+def relay(n: int, flags=GUARD_FLAGS, bandwidth: int = 1000) -> Relay:
+    return Relay(f"relay{n}", bytes([n]) * 20, bytes([n]) * 32, bytes([255 - n]) * 32, f"10.0.0.{n}", 9001, 0,
+                 bandwidth, frozenset(flags), "")
 
 
 GUARDS = [relay(n, bandwidth=1000 * n) for n in range(1, 11)]

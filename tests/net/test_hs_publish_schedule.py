@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import trio
 
 from nodes.core import hs_common
-from nodes.core.dirdocs import RouterStatus
 from nodes.core.ed25519 import Signer
+from nodes.core.netview import Relay
 from nodes.net.events import EventLog
 from nodes.net.hs_paths import TimePeriod
 from nodes.net.hs_service import OnionService
@@ -22,8 +22,8 @@ from nodes.net.metrics import Metrics
 FLAGS = frozenset({"Running", "Valid", "Guard", "HSDir", "Fast", "Stable"})
 PERIOD = 24  # minutes
 OFFSET = 12
-ROUTERS = [RouterStatus(f"relay{i}", os.urandom(32), os.urandom(32), f"10.0.0.{i + 2}", 9001, 0, 1000, 1,
-                        FLAGS) for i in range(6)]
+ROUTERS = [Relay(f"relay{i}", os.urandom(20), os.urandom(32), os.urandom(32), f"10.0.0.{i + 2}", 9001, 0,
+                 1000, FLAGS, "") for i in range(6)]
 
 
 def _consensus(period_num: int) -> SimpleNamespace:

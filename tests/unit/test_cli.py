@@ -94,7 +94,7 @@ ONION = "a" * 56 + ".onion"
 LIVE = {  # what each node's /status answers (relay2 does not answer)
     ("127.0.0.2", 9052): {"role": "authority", "name": "auth1", "conditions": {"consensus": True},
                           "or_port": 9001, "dir_port": 9030, "v3ident": "C" * 40, "fingerprint": "D" * 40,
-                          "voting_interval": 10, "hs_period_minutes": 24},
+                          "voting_interval": 10},
     ("127.0.0.3", 9052): {"role": "relay", "name": "relay1", "conditions": {"consensus": True,
                                                                             "descriptor_uploaded": False}},
     ("127.0.0.5", 9052): {"role": "onion_service", "name": "hs", "conditions": {"intro_points": True},
@@ -137,8 +137,7 @@ def test_status_json_shape(run_dir, capsys):
         ],
         "onion_services": [{"name": "hs", "onion": ONION, "ports": [80, 7]}],
         "authorities": [{"name": "auth1", "address": "127.0.0.2", "or_port": 9001, "dir_port": 9030,
-                         "v3ident": "C" * 40, "fingerprint": "D" * 40, "voting_interval": 10,
-                         "hs_period_minutes": 24}],
+                         "v3ident": "C" * 40, "fingerprint": "D" * 40, "voting_interval": 10}],
         "clients": [{"name": "client", "socks": "127.0.0.6:9050"}],
     }
 

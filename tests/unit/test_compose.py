@@ -155,7 +155,7 @@ def test_init_gets_the_run_plan_with_blank_identities(default):
     topology = load_topology(DEFAULT)
     plan = Plan.from_json(default["services"]["init"]["environment"][PLAN_VARIABLE])
     assert plan == make_plan(topology, socks_address="0.0.0.0")
-    assert all(ref.identity == "" for node in plan.nodes for ref in node.authorities)
+    assert all(ref.v3ident == ref.fingerprint == "" for node in plan.nodes for ref in node.authorities)
     assert [n.data_dir for n in plan.nodes] == [f"{DATA_ROOT}/{n.name}" for n in topology.nodes]
     client = plan.node("client")
     assert (client.socks_address, client.socks_port) == ("0.0.0.0", 9050)
@@ -163,9 +163,9 @@ def test_init_gets_the_run_plan_with_blank_identities(default):
 
 def test_no_key_material_in_the_file():
     text = CHECKED_IN.read_text()
-    assert not re.search(r"[0-9a-fA-F]{32,}", text)  # no hex key (identities are 64 hex digits)
+    assert not re.search(r"[0-9a-fA-F]{32,}", text)  # no hex key (fingerprints are 40 hex digits)
     assert not re.search(r"[A-Za-z0-9+/]{40,}={0,2}", text)  # no base64 blob
-    assert "PRIVATE KEY" not in text and '"identity": ""' in text
+    assert "PRIVATE KEY" not in text and '"v3ident": ""' in text and '"fingerprint": ""' in text
 
 
 def test_dollar_signs_are_escaped_from_compose_interpolation():

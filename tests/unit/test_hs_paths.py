@@ -3,7 +3,7 @@
 import os
 from types import SimpleNamespace
 
-from nodes.core.dirdocs import RouterStatus
+from nodes.core.netview import Relay
 from nodes.core.relay import LinkSpecEd25519, LinkSpecIPv4, LinkSpecRsaId
 from nodes.net.circuits import hop_spec
 from nodes.net.hs_paths import relay_for
@@ -11,8 +11,9 @@ from nodes.net.hs_paths import relay_for
 FLAGS = frozenset({"Running", "Valid", "Guard", "HSDir", "Fast", "Stable"})
 
 
-def _relay(nickname: str) -> RouterStatus:
-    return RouterStatus(nickname, os.urandom(32), os.urandom(32), "10.0.0.7", 9001, 0, 1000, 1, FLAGS)
+def _relay(nickname: str) -> Relay:
+    return Relay(nickname, os.urandom(20), os.urandom(32), os.urandom(32), "10.0.0.7", 9001, 0, 1000, FLAGS,
+                 "")
 
 
 def test_a_listed_relay_comes_from_the_consensus():
@@ -37,9 +38,13 @@ def test_a_new_onion_key_wins_over_the_consensus():
     assert made.ntor_onion_key == fresh_key and made.nickname == "relay1"
 
 
-def test_specifiers_without_an_address_or_identity_name_nothing():
+def test_specifiers_without_an_address_or_node_id_name_nothing():
+    """ntor needs the node ID (legacy identity), a link an address; the Ed25519 identity is optional."""
     relay = _relay("relay1")
     consensus = SimpleNamespace(routers=[])
-    no_identity = [LinkSpecRsaId(bytes(20)), LinkSpecIPv4("10.0.0.1", 1)]
-    assert relay_for(consensus, no_identity, relay.ntor_onion_key) is None
-    assert relay_for(consensus, [LinkSpecEd25519(relay.identity)], relay.ntor_onion_key) is None
+    no_node_id = [LinkSpecEd25519(relay.identity), LinkSpecIPv4("10.0.0.1", 1)]
+    assert relay_for(consensus, no_node_id, relay.ntor_onion_key) is None
+    assert relay_for(consensus, [LinkSpecRsaId(relay.node_id)], relay.ntor_onion_key) is None
+    legacy_only = relay_for(consensus, [LinkSpecRsaId(relay.node_id), LinkSpecIPv4("10.0.0.1", 1)],
+                            relay.ntor_onion_key)
+    assert (legacy_only.node_id, legacy_only.identity, legacy_only.or_port) == (relay.node_id, None, 1)

@@ -8,6 +8,7 @@ import pytest
 
 from nodes.config import load_config
 from nodes.init import PlanError, main, parse_plan, render_state
+from nodes.net.node_keys import load_or_create_authority_keys, load_or_create_node_keys
 from orchestrator.plan import make_plan
 from orchestrator.topology import load_topology
 
@@ -24,15 +25,23 @@ def test_render_state_makes_keys_and_fills_every_config(tmp_path):
     assert len(configs) == 11 and len(authorities) == 3
     for name, config in configs.items():
         assert load_config(tmp_path / name / "config.json") == config
-        assert [a.identity for a in config.authorities] != [""] * 3
-        assert all(len(bytes.fromhex(a.identity)) == 32 for a in config.authorities)
-    key = tmp_path / "auth1" / "keys" / "identity.key"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
-    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+        assert all(len(bytes.fromhex(a.v3ident)) == len(bytes.fromhex(a.fingerprint)) == 20
+                   for a in config.authorities)
+        assert len({a.v3ident for a in config.authorities} | {a.fingerprint for a in config.authorities}) == 6
+    keys = tmp_path / "auth1" / "keys"
+    for name in ("identity.key", "ntor.key", "rsa_identity.pem", "authority_identity.pem",
+                 "authority_signing.pem"):
+        assert stat.S_IMODE((keys / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    # the fingerprints are those of the keys init made
+    auth1 = configs["relay1"].authorities[0]
+    assert auth1.v3ident == load_or_create_authority_keys(tmp_path / "auth1").v3ident
+    assert auth1.fingerprint == load_or_create_node_keys(tmp_path / "auth1").fingerprint
     # only authorities get keys from init; relays and services make their own at first start
     assert not (tmp_path / "relay1" / "keys").exists()
-    # the config files hold public keys only
-    assert key.read_bytes().hex() not in (tmp_path / "auth1" / "config.json").read_text()
+    # the config files hold public fingerprints only
+    config_text = (tmp_path / "auth1" / "config.json").read_text()
+    assert "PRIVATE" not in config_text and (keys / "identity.key").read_bytes().hex() not in config_text
 
 
 def test_a_second_run_keeps_the_identities(tmp_path):
@@ -53,7 +62,7 @@ def test_bad_plans_are_refused_with_the_reason(text, message):
 
 def test_a_plan_with_an_identity_filled_in_is_refused(tmp_path):
     data = json.loads(_plan(tmp_path))
-    data["nodes"][3]["authorities"][0]["identity"] = "00" * 32
+    data["nodes"][3]["authorities"][0]["v3ident"] = "00" * 20
     with pytest.raises(PlanError, match="must be blank"):
         parse_plan(json.dumps(data))
 

@@ -132,14 +132,15 @@ def test_the_plan_is_embedded_with_service_names_and_blank_identities(stack):
     for config in plan.nodes:
         assert config.address == config.name  # a node's address is its hostname
         assert config.listen_address == "0.0.0.0" and config.address_map == {}
-        assert all(ref.identity == "" and ref.address == ref.name for ref in config.authorities)
+        assert all(ref.v3ident == ref.fingerprint == "" and ref.address == ref.name
+                   for ref in config.authorities)
     assert plan.node("client").socks_address == "0.0.0.0"
 
 
 def test_no_key_material_in_the_file():
     text = render_stack(load_topology(DEFAULT), SOURCE)
     assert "identity.key" not in text and "PRIVATE" not in text
-    assert not re.search(r"\b[0-9a-f]{64}\b", text)  # no hex key or identity
+    assert not re.search(r"\b[0-9a-fA-F]{40,}\b", text)  # no hex key or fingerprint
 
 
 def test_multi_network_topologies_are_refused():

@@ -395,8 +395,8 @@ ERRORS = {
     ),
     "HS period is derived": (
         edit("roles:", "timing: {hs_period_minutes: 10}\nroles:"),
-        "lab.yaml:4:10: timing.hs_period_minutes: is no longer set: the onion-service time period is 24 voting "
-        "intervals and starts 12 voting intervals after the epoch, as in C tor with TestingTorNetwork "
+        "lab.yaml:4:10: timing.hs_period_minutes: is no longer set: the onion-service time period is 24 "
+        "voting intervals and starts 12 voting intervals after the epoch, as in C tor with TestingTorNetwork "
         "(docs/tor-interop.md); change voting_interval instead",
     ),
     "guards beyond reach": (
