@@ -38,9 +38,9 @@ class ServicePort:
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    voting_interval: int = 4  # seconds between consensus rounds
-    vote_delay: int = 1  # seconds the authorities give each other to exchange votes
-    dist_delay: int = 1  # seconds to exchange consensus signatures
+    voting_interval: int = 10  # seconds between consensus rounds (C tor's TestingTorNetwork floor)
+    vote_delay: int = 2  # seconds the authorities give each other to exchange votes
+    dist_delay: int = 2  # seconds to exchange consensus signatures
     descriptor_refresh: int = 30  # seconds between relay descriptor uploads
 
 

@@ -634,11 +634,12 @@ class _Checker:
 
         if 86400 % values["voting_interval"]:
             fail("voting_interval", f"must divide a day (86400 s) evenly, got {values['voting_interval']}")
-        if values["vote_delay"] + values["dist_delay"] >= values["voting_interval"]:
+        # an authority's round: reachability tests for a fifth of it, then the two delays (roles/authority.py)
+        if 5 * (values["vote_delay"] + values["dist_delay"]) > 4 * values["voting_interval"]:
             fail(
                 "dist_delay",
-                "vote_delay + dist_delay must be shorter than voting_interval "
-                f"({values['vote_delay']} + {values['dist_delay']} >= {values['voting_interval']})",
+                "vote_delay + dist_delay must fit in four fifths of voting_interval "
+                f"({values['vote_delay']} + {values['dist_delay']} > 0.8 * {values['voting_interval']})",
             )
         return Timing(**values)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import trio
 
 from nodes.core import hs_common
+from nodes.core.consensus import SignedConsensus
 from nodes.core.errors import RemoteProtocolError
 from nodes.core.netview import Flag, NetworkView, Relay
 from nodes.core.relay import LinkSpec, LinkSpecEd25519, LinkSpecIPv4, LinkSpecIPv6, LinkSpecRsaId
@@ -163,11 +164,13 @@ class FollowingDirectoryClient(DirectoryClient):
         self._newer = trio.lowlevel.ParkingLot()
         self._on_consensus = on_consensus
 
-    def _install(self, consensus: NetworkView) -> None:
-        if self._on_consensus is not None:
-            self._on_consensus(consensus)
-        super()._install(consensus)
-        self._newer.unpark_all()
+    def _install(self, signed: SignedConsensus) -> None:
+        before = self.current
+        super()._install(signed)  # wakes no task before the next checkpoint: on_consensus still runs first
+        if self.current is not before:  # not refused
+            if self._on_consensus is not None:
+                self._on_consensus(self.current)
+            self._newer.unpark_all()
 
     async def wait_newer(self, than: NetworkView | None) -> NetworkView:
         """The current consensus, once it is not `than` (at once if it already is not, and is not None)."""

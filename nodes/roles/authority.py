@@ -27,10 +27,14 @@ at T makes the consensus with valid-after T, fresh-until T + V, valid-until T + 
 consensus through two missed rounds):
 
     T                  test every known relay's reachability (CREATE2 with ntor over a fresh link, which
-                       proves the relay's identity in CERTS), until T + V - D_v - D_d
-    T + V - D_v - D_d  vote and push the vote to every other authority; accept theirs all the time
-    T + V - D_d        fetch votes still missing, compute the consensus from the votes for T, sign it and
-                       push the signature until T + V; publish once floor(n/2)+1 signatures are valid
+                       proves the relay's identity in CERTS), until T + 0.2 V (new relays are also tested
+                       as soon as they upload, so a short window suffices)
+    T + 0.2 V          vote and push the vote to every other authority; accept theirs all the time
+    T + 0.2 V + D_v    fetch votes still missing, compute the consensus from the votes for T, sign it and
+                       push the signature for D_d; publish once floor(n/2)+1 signatures are valid
+
+(the topology keeps 0.2 V + D_v + D_d within V). So the first consensus appears at most about V + 0.2 V + D_v
+after start: 14 s with the defaults.
 
 With fewer votes than a majority of the authorities the round produces nothing (the previous consensus stays
 valid). An authority does not sign a consensus that lists no relay when a vote it used lists one: after a
@@ -102,7 +106,7 @@ SMALL_NETWORK = 50
 CERT_LIFETIME = 365 * 86400  # the key certificate made at start (tor-gencert's default is 12 months)
 NEW_RELAY_QUEUE = 64  # uploads of new relays waiting for their first reachability test
 RUNNING_GRACE_ROUNDS = 2  # a relay reached in one of the last rounds is still Running
-MIN_TEST_TIME = 0.2  # of V: reachability tests get at least this much of a round whatever the delays
+MIN_TEST_TIME = 0.2  # of V: the round's reachability tests (module docstring)
 PUSH_MARGIN = 0.1  # of a delay: pushes stop this much before the next step, so late answers do not stall it
 
 Reachable = Callable[[ServerDescriptor], Awaitable[bool]]
@@ -444,11 +448,9 @@ class Authority:
 
     def _schedule(self, start: int) -> tuple[float, float, float]:
         """(vote at, compute at, end) of the round starting at `start` (module docstring)."""
-        v, t = self.interval, self.timing
-        end = start + v
-        compute = end - t.dist_delay
-        vote = max(start + MIN_TEST_TIME * v, compute - t.vote_delay)
-        return vote, compute, end
+        vote = start + MIN_TEST_TIME * self.interval
+        compute = vote + self.timing.vote_delay
+        return vote, compute, min(compute + self.timing.dist_delay, start + self.interval)
 
     def _vote_routers(self, descriptors: list[ServerDescriptor], flags: Mapping[bytes, frozenset[str]]) \
             -> list[VoteRouter]:

@@ -83,7 +83,7 @@ async def test_whole_network_rendezvous(tmp_path, capsys):
         relays = [await nursery.start(relay.serve, _relay_config(tmp_path, i, refs)) for i in range(6)]
         service = await nursery.start(onion_service.serve, hs_config)
         user = await nursery.start(client.serve, client_config)
-        with trio.fail_after(40):
+        with trio.fail_after(6 * INTERVAL):  # two rounds to list every relay, then intro points, descriptor
             for r in relays:
                 await _until(r)
             hs_state = await _until_ready(HS_ADDRESS, service.control_port)

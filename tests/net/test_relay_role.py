@@ -14,7 +14,6 @@ import time
 import pytest
 import trio
 import trio.testing
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nodes.config import AuthorityRef, ConfigError, NodeConfig, Timing
 from nodes.core import circuit as circ
@@ -23,19 +22,21 @@ from nodes.core.hs_common import blinded_signer, subcredential, time_period_num
 from nodes.core.hs_descriptor import CERT_LIFETIME, MAX_DESCRIPTOR_SIZE, build_descriptor
 from nodes.core.hs_intro import IntroducePlaintext, build_establish_intro, encrypt_introduce1
 from nodes.core.hs_ntor import public_key
+from nodes.core.netview import join
 from nodes.core.relay import EstablishRendezvous, IntroduceAckStatus, Rendezvous1
+from nodes.init import make_authority_keys
 from nodes.net.circuits import hop_spec
 from nodes.net.dirclient import DirectoryClient
 from nodes.net.events import EventLog
 from nodes.net.hsdir import HsDirStore
 from nodes.net.httpio import request, request_tcp
 from nodes.net.metrics import Metrics
-from nodes.net.node_keys import load_or_create_relay_keys
+from nodes.net.node_keys import load_or_create_node_keys
 from nodes.roles import authority, relay
 from tests.net.helpers import Events, start_client
 
 HOST = "127.0.0.1"
-INTERVAL = 2
+INTERVAL = 10  # C tor's floor, which our consensus keeps
 PERIOD_MINUTES = 24
 
 
@@ -50,19 +51,12 @@ def _unused_port() -> int:
 
 
 def _authority_configs(tmp_path, n: int) -> list[NodeConfig]:
-    """n authority configs with their identity keys in their data dirs, as the orchestrator writes them."""
-    keys = [Ed25519PrivateKey.generate() for _ in range(n)]
-    refs = tuple(AuthorityRef(f"auth{i}", HOST, _unused_port(), k.public_key().public_bytes_raw().hex())
-                 for i, k in enumerate(keys))
-    configs = []
-    for i, key in enumerate(keys):
-        keys_dir = tmp_path / f"auth{i}" / "keys"
-        keys_dir.mkdir(mode=0o700, parents=True)
-        (keys_dir / "identity.key").write_bytes(key.private_bytes_raw())
-        configs.append(NodeConfig(name=f"auth{i}", role="authority", address=HOST,
-                                  data_dir=str(tmp_path / f"auth{i}"), control_port=0, authorities=refs,
-                                  dir_port=refs[i].dir_port, timing=Timing(voting_interval=INTERVAL)))
-    return configs
+    """n authority configs with their keys in their data dirs, as `nodes init` makes them."""
+    refs = tuple(AuthorityRef(f"auth{i}", HOST, _unused_port(), _unused_port(),
+                              *make_authority_keys(tmp_path / f"auth{i}")) for i in range(n))
+    return [NodeConfig(name=ref.name, role="authority", address=HOST, data_dir=str(tmp_path / ref.name),
+                       control_port=0, authorities=refs, dir_port=ref.dir_port, or_port=ref.or_port,
+                       timing=Timing(voting_interval=INTERVAL)) for ref in refs]
 
 
 def _relay_config(tmp_path, i: int, authorities) -> NodeConfig:
@@ -146,7 +140,7 @@ async def test_relays_join_the_network_and_serve_as_hsdirs(tmp_path, capsys):
         relays = [r for r, _ in started]
 
         # every relay becomes ready: descriptor uploaded, a consensus, itself listed in it
-        with trio.fail_after(25):
+        with trio.fail_after(3 * INTERVAL + 10):
             states = [await _until(r) for r in relays]
         for r, state in zip(relays, states, strict=True):
             assert state["role"] == "relay" and state["ready"] and state["name"] == r.config.name
@@ -155,10 +149,10 @@ async def test_relays_join_the_network_and_serve_as_hsdirs(tmp_path, capsys):
 
         # a client builds a 3-hop circuit through relays from the consensus
         directory = DirectoryClient(refs, Metrics(), EventLog("client", "client", io.StringIO()))
-        with trio.fail_after(10):
+        with trio.fail_after(2 * INTERVAL):
             while True:  # a relay that missed one round's reachability test is left out of that consensus
-                consensus = await directory.fetch_consensus(_now())
-                by_identity = {r.identity: r for r in consensus.routers}
+                signed = await directory.fetch_consensus(_now())
+                by_identity = {r.identity: r for r in join(signed.consensus, directory.microdescs).relays}
                 if all(r.identity in by_identity for r in relays[:3]):
                     break
                 await trio.sleep(0.2)
@@ -234,7 +228,7 @@ async def test_relays_join_the_network_and_serve_as_hsdirs(tmp_path, capsys):
         started[3][1].cancel()
         restarted, _ = await _start_stoppable(nursery, relay.serve, configs[3])
         assert restarted.identity == old_identity and restarted.or_port != old_port
-        with trio.fail_after(20):
+        with trio.fail_after(3 * INTERVAL + 10):
             state = await _until(restarted)
         assert state["identity"] == old_identity.hex()
         nursery.cancel_scope.cancel()
@@ -342,18 +336,24 @@ async def test_hsdir_counts_a_silent_peer_as_a_timeout(autojump_clock):
 
 
 def test_relay_keys_are_made_once_private_and_reused(tmp_path):
-    identity, keys = load_or_create_relay_keys(tmp_path)
-    again_identity, again = load_or_create_relay_keys(tmp_path)
-    assert again == keys and again_identity.private_bytes_raw() == identity.private_bytes_raw()
-    assert keys.identity == identity.public_key().public_bytes_raw()
+    keys = load_or_create_node_keys(tmp_path)
+    again = load_or_create_node_keys(tmp_path)
+    assert again.relay_keys == keys.relay_keys and again.fingerprint == keys.fingerprint
+    assert keys.relay_keys.identity == keys.ed25519_identity.public_key().public_bytes_raw()
+    assert keys.relay_keys.node_id == bytes.fromhex(keys.fingerprint)
     keys_dir = tmp_path / "keys"
     assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
-    assert sorted(p.name for p in keys_dir.iterdir()) == ["identity.key", "ntor.key"]  # no temporary left
+    assert sorted(p.name for p in keys_dir.iterdir()) == [  # no temporary left
+        "identity.key", "ntor.key", "rsa_identity.pem", "tap_onion.pem"]
     for p in keys_dir.iterdir():
-        assert stat.S_IMODE(p.stat().st_mode) == 0o600 and len(p.read_bytes()) == 32
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
     (keys_dir / "ntor.key").write_bytes(b"short")
     with pytest.raises(ConfigError, match="ntor.key"):
-        load_or_create_relay_keys(tmp_path)
+        load_or_create_node_keys(tmp_path)
+    (keys_dir / "ntor.key").unlink()
+    (keys_dir / "rsa_identity.pem").write_bytes(b"not a key")
+    with pytest.raises(ConfigError, match="rsa_identity.pem"):
+        load_or_create_node_keys(tmp_path)
 
 
 def test_nicknames_from_node_names():
@@ -361,18 +361,18 @@ def test_nicknames_from_node_names():
 
 
 async def test_relay_config_errors_are_reported_before_serving(tmp_path):
-    refs = (AuthorityRef("auth0", HOST, _unused_port(), bytes(32).hex()),)
+    refs = (AuthorityRef("auth0", HOST, _unused_port(), _unused_port(), "00" * 20, "11" * 20),)
     config = NodeConfig(name="relay-1", role="relay", address="localhost", data_dir=str(tmp_path),
                         control_port=0, authorities=refs)
-    identity_key, keys = load_or_create_relay_keys(tmp_path)
+    keys = load_or_create_node_keys(tmp_path)
     with pytest.raises(ConfigError, match="'localhost' is not an IP address"):  # what it would advertise
-        relay.Relay(config, identity_key, keys, metrics=Metrics(), events=EventLog("relay-1", "relay"))
+        relay.Relay(config, keys, metrics=Metrics(), events=EventLog("relay-1", "relay"))
     with pytest.raises(ConfigError, match="at least one authority"):
         await relay.serve(dataclasses.replace(config, address=HOST, authorities=()))
 
 
 async def test_relay_resolves_a_host_name_address_once_at_start(tmp_path, monkeypatch):
-    refs = (AuthorityRef("auth0", HOST, _unused_port(), bytes(32).hex()),)
+    refs = (AuthorityRef("auth0", HOST, _unused_port(), _unused_port(), "00" * 20, "11" * 20),)
     config = NodeConfig(name="relay-1", role="relay", address="localhost", data_dir=str(tmp_path),
                         control_port=0, authorities=refs, or_port=9001)
     assert (await relay.resolve_address(config)).address == "127.0.0.1"  # /etc/hosts; IPv4 first

@@ -389,9 +389,10 @@ ERRORS = {
         "lab.yaml:4:27: timing.voting_interval: expected a number of seconds >= 10 (tor's floor), got 4",
     ),
     "vote and dist delays": (
-        edit("roles:", "timing:\n  vote_delay: 5\n  dist_delay: 5\nroles:"),
-        "lab.yaml:6:15: timing.dist_delay: vote_delay + dist_delay must be shorter than voting_interval "
-        "(5 + 5 >= 10)",
+        edit("roles:", "timing:\n  vote_delay: 5\n  dist_delay: 4\nroles:"),
+        "lab.yaml:6:15: timing.dist_delay: vote_delay + dist_delay must fit in four fifths of "
+        "voting_interval "
+        "(5 + 4 > 0.8 * 10)",
     ),
     "HS period is derived": (
         edit("roles:", "timing: {hs_period_minutes: 10}\nroles:"),
@@ -610,11 +611,11 @@ def lab_documents(draw):
         doc["nodes"].append(node)
     if draw(st.booleans()):
         interval = draw(st.sampled_from([10, 12, 15, 20, 60]))
-        vote = draw(st.integers(2, interval - 4))
+        vote = draw(st.integers(2, interval * 4 // 5 - 2))
         doc["timing"] = {
             "voting_interval": interval,
             "vote_delay": vote,
-            "dist_delay": draw(st.integers(2, interval - vote - 1)),
+            "dist_delay": draw(st.integers(2, interval * 4 // 5 - vote)),
         }
     return doc
 
