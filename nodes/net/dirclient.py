@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import trio
 
@@ -100,6 +100,7 @@ class DirectoryClient:
         self.certs: dict[bytes, AuthorityCert] = {}  # v3ident -> its newest checked certificate
         self.microdescs: dict[bytes, Microdescriptor] = {}  # digest -> microdescriptor of the consensus
         self.signed: SignedConsensus | None = None
+        self.raw: bytes | None = None  # the installed consensus as its authority served it
         self.current: NetworkView | None = None
         self._ready = trio.Event()
         metrics.describe("consensus_fetches_total", "counter", "consensus downloads by result")
@@ -130,14 +131,15 @@ class DirectoryClient:
                 if md.digest in want:  # an authority cannot slip in a key the consensus does not name
                     self.microdescs[md.digest] = md
 
-    async def fetch_consensus(self, now: int) -> SignedConsensus:
-        """Ask the authorities in random order; return the first consensus that checks at `now`, having
-        fetched the certificates it needs and the microdescriptors it names that we lack.
-        Raises NoConsensusError when none does."""
+    async def fetch_consensus(self, now: int) -> tuple[SignedConsensus, bytes]:
+        """Ask the authorities in random order; return the first consensus that checks at `now` (and its
+        bytes as served), having fetched the certificates it needs and the microdescriptors it names that
+        we lack. Raises NoConsensusError when none does."""
         errors: list[tuple[str, BaseException]] = []
         for ref in _random.sample(self.authorities, len(self.authorities)):
             try:
-                unchecked = parse_consensus(await self._get(ref, CONSENSUS_PATH))
+                raw = await self._get(ref, CONSENSUS_PATH)
+                unchecked = parse_consensus(raw)
                 try:
                     signed = unchecked.check(self.certs, self.configured, now)
                 except SignatureError:
@@ -153,7 +155,7 @@ class DirectoryClient:
                 self.events.emit("consensus_fetch_failed", authority=ref.name, kind=kind, reason=str(e))
                 continue
             self.metrics.inc("consensus_fetches_total", result="ok")
-            return signed
+            return signed, raw
         raise NoConsensusError(errors)
 
     async def wait_ready(self) -> NetworkView:
@@ -168,7 +170,7 @@ class DirectoryClient:
         retry = RETRY_MIN
         while True:
             try:
-                signed = await self.fetch_consensus(int(time.time()))
+                signed, raw = await self.fetch_consensus(int(time.time()))
             except NoConsensusError:
                 await trio.sleep(retry)
                 # Until the first consensus, ask often: a fresh lab's first one is seconds away, and every
@@ -177,10 +179,10 @@ class DirectoryClient:
                 continue
             retry = RETRY_MIN
             if self.signed is None or signed.consensus.valid_after > self.signed.consensus.valid_after:
-                self._install(signed)
+                self._install(signed, raw)
             await trio.sleep(self._next_fetch_delay(time.time()))
 
-    def _install(self, signed: SignedConsensus) -> None:
+    def _install(self, signed: SignedConsensus, raw: bytes) -> None:
         consensus = signed.consensus
         if not consensus.routers and self.current is not None and self.current.relays \
                 and time.time() < self.current.valid_until:
@@ -188,7 +190,7 @@ class DirectoryClient:
             self.events.emit("consensus_refused", valid_after=consensus.valid_after,
                              reason="lists no relay; keeping the last one that does")
             return
-        self.signed = signed
+        self.signed, self.raw = signed, raw
         names = {r.md_digest for r in consensus.routers}
         self.microdescs = {d: md for d, md in self.microdescs.items() if d in names}
         self.current = join(consensus, self.microdescs)
@@ -197,6 +199,19 @@ class DirectoryClient:
                          relays=len(consensus.routers), usable=len(self.current.relays),
                          digest=signed.digest)
         self._ready.set()
+
+    # -- what a relay serves as a directory cache (dircache.Documents) ---------------------------------------
+    def consensus_document(self) -> bytes | None:
+        return self.raw
+
+    def microdescriptors(self) -> Mapping[bytes, Microdescriptor]:
+        return self.microdescs
+
+    def authority_certs(self) -> Iterable[AuthorityCert]:
+        return self.certs.values()
+
+    def own_cert(self) -> None:
+        return None
 
     def _next_fetch_delay(self, now: float) -> float:
         c = self.current

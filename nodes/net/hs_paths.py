@@ -164,9 +164,9 @@ class FollowingDirectoryClient(DirectoryClient):
         self._newer = trio.lowlevel.ParkingLot()
         self._on_consensus = on_consensus
 
-    def _install(self, signed: SignedConsensus) -> None:
+    def _install(self, signed: SignedConsensus, raw: bytes) -> None:
         before = self.current
-        super()._install(signed)  # wakes no task before the next checkpoint: on_consensus still runs first
+        super()._install(signed, raw)  # wakes no task before our next checkpoint: on_consensus runs first
         if self.current is not before:  # not refused
             if self._on_consensus is not None:
                 self._on_consensus(self.current)

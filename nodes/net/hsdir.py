@@ -28,6 +28,8 @@ import trio
 from nodes.core.errors import DecodeError, RemoteProtocolError
 from nodes.core.hs_descriptor import MAX_DESCRIPTOR_SIZE, CheckedOuterDescriptor, parse_descriptor
 
+from . import dircache
+from .dircache import Documents
 from .events import EventLog
 from .httpio import HttpError, serve_http
 from .metrics import Metrics
@@ -75,8 +77,9 @@ class HsDirStore:
     """The descriptors this relay holds, by blinded key. `clock` gives Unix time (tests pass their own)."""
 
     def __init__(self, metrics: Metrics, events: EventLog, *, max_descriptors: int = MAX_DESCRIPTORS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, documents: Documents | None = None) -> None:
         self.metrics = metrics
+        self.documents = documents  # the relay's directory cache: what a BEGIN_DIR asks besides /tor/hs/
         self.events = events
         self.max_descriptors = max_descriptors
         self.clock = clock
@@ -142,6 +145,10 @@ class HsDirStore:
             if method not in ("GET", "HEAD"):
                 return _text(405, f"{method} not allowed on {path}")
             return self._get(path.removeprefix(FETCH_PREFIX))
+        if method in ("GET", "HEAD") and self.documents is not None:
+            found = dircache.answer(path, self.documents)
+            if found is not None:
+                return found
         return _text(404, f"not found: {path[:100]}")
 
     def _post(self, body: bytes) -> tuple[int, str, bytes]:

@@ -140,11 +140,12 @@ async def serve_http(stream: trio.abc.Stream, handler: Handler, *, timeout: floa
     deflate = target.endswith(".z") or _accepts_deflate(event.headers)
     target = target.removesuffix(".z")
     status, content_type, payload = await handler(method, target, body)
-    headers = [("content-type", content_type), ("connection", "close")]
+    # C tor matches "Content-Encoding: " case-sensitively (directory.c parse_http_response): Tor's casing
+    headers = [("Content-Type", content_type), ("Connection", "close")]
     if deflate and status == 200:
         payload = zlib.compress(payload)
-        headers.append(("content-encoding", "deflate"))
-    headers.append(("content-length", str(len(payload))))
+        headers.append(("Content-Encoding", "deflate"))
+    headers.append(("Content-Length", str(len(payload))))
     data = conn.send(h11.Response(status_code=status, headers=headers))
     if method != "HEAD":
         data += conn.send(h11.Data(data=payload))

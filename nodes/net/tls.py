@@ -24,14 +24,16 @@ from pathlib import Path
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+TLS_KEY_BITS = 2048  # C tor's RSA_LINK_KEY_BITS
 RECEIVE_SIZE = 256 * 1024  # one socket read: a loopback link often has this much waiting
 
 
 def _self_signed(common_name: str) -> tuple[bytes, bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
+    # RSA, as C tor's link keys are: its client reads the TLS key as RSA and logs an OpenSSL error otherwise
+    key = rsa.generate_private_key(65537, TLS_KEY_BITS)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (

@@ -50,6 +50,8 @@ need hours of history to mean anything:
     Stable   Running (no uptime history at seconds-scale intervals)
     Fast     Running and bandwidth >= 100 kB/s (Tor's AuthDirFastGuarantee)
     HSDir    Running and its descriptor says hidden-service-dir (Tor also wants 96 h of uptime)
+    V2Dir    Running and its descriptor says tunnelled-dir-server: a directory cache (C tor's clients take
+             their guards only among these, and fetch the directory from them)
     Guard    Running, while at most SMALL_NETWORK relays run; beyond that Fast with bandwidth at least the
              median of the running relays
 """
@@ -73,12 +75,11 @@ from nodes.core.cells import Cell, Command, Create2, Created2, Destroy, DestroyR
 from nodes.core.consensus import DirectorySignature, SignedConsensus, parse_detached_signature, sign_consensus
 from nodes.core.errors import RemoteProtocolError, SignatureError, UnexpectedMessage
 from nodes.core.microdesc import Microdescriptor, microdescriptor_for
-from nodes.core.netdoc import b64decode_unpadded
 from nodes.core.netview import Flag
 from nodes.core.ntor import ntor_client_finish, ntor_client_start
 from nodes.core.server_descriptor import ServerDescriptor, parse_server_descriptor
 from nodes.core.vote import DirAuthority, Vote, VoteRouter, compute_consensus, make_vote, parse_vote
-from nodes.net import tls
+from nodes.net import dircache, tls
 from nodes.net.channels import ChannelManager
 from nodes.net.dirclient import REQUEST_FAILURES, failure_kind
 from nodes.net.events import EventLog
@@ -97,7 +98,6 @@ from nodes.net.status import serve_status
 
 log = logging.getLogger(__name__)
 
-CONSENSUS_PATH = "/tor/status-vote/current/consensus-microdesc"
 VOTE_PATH = "/tor/status-vote/next/authority"
 REACHABILITY_TIMEOUT = 5.0  # upper bound; the round's own deadline usually cuts it shorter
 MAX_RELAYS = 1000  # descriptors held at most: each costs a reachability test per round
@@ -124,6 +124,8 @@ def assign_flags(descriptors: Iterable[ServerDescriptor],
         f = {Flag.Valid}
         if d.node_id in reachable:
             f |= {Flag.Running, Flag.Stable}
+            if d.tunnelled_dir_server:  # it answers BEGIN_DIR as a directory cache (C tor's guards must)
+                f.add(Flag.V2Dir)
             if d.hidden_service_dir:
                 f.add(Flag.HSDir)
             fast = d.bandwidth_observed >= FAST_MIN_BANDWIDTH
@@ -294,22 +296,25 @@ class Authority:
             return posts[path](body) if method == "POST" else _text(405, f"{method} not allowed on {path}")
         if method not in ("GET", "HEAD"):
             return _text(405, f"{method} not allowed on {path}")
-        for prefix, get in ((CONSENSUS_PATH, self._get_consensus), (VOTE_PATH, self._get_vote),
-                            ("/tor/micro/d/", self._get_microdescs), ("/tor/keys/", self._get_certs),
-                            ("/tor/server/", self._get_descriptors)):
-            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-                try:
-                    return get(path[len(prefix):].lstrip("/"))
-                except RemoteProtocolError as e:  # a malformed resource list
-                    self._remote_error("request", e)
-                    return _text(400, f"bad request: {e}")
-        return _text(404, f"not found: {path}")
+        if path == VOTE_PATH:
+            return self._get_vote()
+        found = dircache.answer(path, self) or self._get_descriptors(path)
+        if found[0] == 200:
+            self.metrics.inc("directory_requests_total", kind=path.split("/")[2])
+        return found
 
-    def _served(self, kind: str, parts: list[bytes]) -> tuple[int, str, bytes]:
-        if not parts:
-            return _text(404, f"no such {kind}")
-        self.metrics.inc("directory_requests_total", kind=kind)
-        return 200, "text/plain", b"".join(parts)
+    # -- what dircache serves (dircache.Documents) -----------------------------------------------------------
+    def consensus_document(self) -> bytes | None:
+        return None if self.published is None else self.published.encode()
+
+    def microdescriptors(self) -> Mapping[bytes, Microdescriptor]:
+        return self.microdescs
+
+    def authority_certs(self) -> Iterable[AuthorityCert]:
+        return self.certs.values()
+
+    def own_cert(self) -> AuthorityCert:
+        return self.cert
 
     def _post_descriptor(self, body: bytes) -> tuple[int, str, bytes]:
         try:
@@ -339,45 +344,28 @@ class Authority:
                 pass  # a burst of uploads: the round's own tests cover the rest
         return _text(200, "descriptor accepted")
 
-    def _get_consensus(self, _authorities: str) -> tuple[int, str, bytes]:
-        # "/F1+F2...": the client wants it signed by those authorities; ours carries every signature we have
-        if self.published is None:
-            return _text(404, "no consensus yet")
-        return self._served("consensus", [self.published.encode()])
-
-    def _get_microdescs(self, resource: str) -> tuple[int, str, bytes]:
-        digests = [b64decode_unpadded(d, "microdescriptor digest") for d in resource.split("-") if d]
-        return self._served("microdesc", [self.microdescs[d].raw for d in digests if d in self.microdescs])
-
-    def _get_certs(self, resource: str) -> tuple[int, str, bytes]:
-        certs = self.certs
-        if resource == "all":
-            chosen = list(certs.values())
-        elif resource == "authority":
-            chosen = [self.cert]
-        elif resource.startswith("fp/"):
-            wanted = {bytes.fromhex(fp) for fp in resource[3:].split("+") if fp}
-            chosen = [c for v3, c in certs.items() if v3 in wanted]
-        elif resource.startswith("fp-sk/"):
-            pairs = {tuple(bytes.fromhex(h) for h in p.split("-", 1)) for p in resource[6:].split("+") if p}
-            chosen = [c for c in certs.values() if (c.v3ident, c.signing_key_digest) in pairs]
-        else:
-            return _text(404, f"no such key resource: {resource}")
-        return self._served("certificate", [c.raw for c in chosen])
-
-    def _get_descriptors(self, resource: str) -> tuple[int, str, bytes]:
-        descs = list(self.descriptors.values())
-        if resource == "all":
-            chosen = descs
-        elif resource.startswith("fp/"):
-            wanted = {bytes.fromhex(fp) for fp in resource[3:].split("+") if fp}
-            chosen = [d for d in descs if d.node_id in wanted]
-        elif resource.startswith("d/"):
-            wanted = {bytes.fromhex(h) for h in resource[2:].split("+") if h}
-            chosen = [d for d in descs if d.digest in wanted]
-        else:  # "authority": we run no relay of our own in the consensus
-            return _text(404, f"no such descriptor resource: {resource}")
-        return self._served("descriptor", [d.raw for d in chosen])
+    def _get_descriptors(self, path: str) -> tuple[int, str, bytes]:
+        """/tor/server/all | fp/F1+F2... | d/D1+D2...: the server descriptors we hold."""
+        prefix = "/tor/server/"
+        if not path.startswith(prefix):
+            return _text(404, f"not found: {path}")
+        resource, descs = path[len(prefix):], list(self.descriptors.values())
+        try:
+            if resource == "all":
+                chosen = descs
+            elif resource.startswith("fp/"):
+                wanted = {bytes.fromhex(fp) for fp in resource[3:].split("+") if fp}
+                chosen = [d for d in descs if d.node_id in wanted]
+            elif resource.startswith("d/"):
+                wanted = {bytes.fromhex(h) for h in resource[2:].split("+") if h}
+                chosen = [d for d in descs if d.digest in wanted]
+            else:  # "authority": we run no relay of our own in the consensus
+                chosen = []
+        except ValueError:
+            return _text(400, f"bad request: {resource[:60]!r} is not hex")
+        if not chosen:
+            return _text(404, "no such descriptor")
+        return 200, "text/plain", b"".join(d.raw for d in chosen)
 
     def _post_vote(self, body: bytes) -> tuple[int, str, bytes]:
         now = time.time()
@@ -399,7 +387,7 @@ class Authority:
         if old is None or vote.cert.published >= old.published:  # checked with the vote
             self.certs[vote.authority] = vote.cert
 
-    def _get_vote(self, _: str) -> tuple[int, str, bytes]:
+    def _get_vote(self) -> tuple[int, str, bytes]:
         if self.my_vote is None:
             return _text(404, "no vote yet")
         return 200, "text/plain", self.my_vote.encode()

@@ -104,11 +104,11 @@ class Relay:
         self.events = events
         self.channels = ChannelManager(self.link_identity, metrics, events, address=config.address,
                                        address_map=config.address_map)
-        self.hsdir = HsDirStore(metrics, events)
+        self.directory = DirectoryClient(config.authorities, metrics, events)
+        self.hsdir = HsDirStore(metrics, events, documents=self.directory)  # and a directory cache (V2Dir)
         handlers = onion_service_handlers(metrics, events)
         self.engine = RelayEngine(self.channels, keys, metrics, events, handlers=handlers,
                                   dir_handler=self.hsdir.handle_stream)
-        self.directory = DirectoryClient(config.authorities, metrics, events)
         self.or_port = config.or_port  # the bound ports, once serve() has them (config may say 0)
         self.control_port = config.control_port
         self.descriptor_uploaded = False

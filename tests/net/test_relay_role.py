@@ -151,7 +151,7 @@ async def test_relays_join_the_network_and_serve_as_hsdirs(tmp_path, capsys):
         directory = DirectoryClient(refs, Metrics(), EventLog("client", "client", io.StringIO()))
         with trio.fail_after(2 * INTERVAL):
             while True:  # a relay that missed one round's reachability test is left out of that consensus
-                signed = await directory.fetch_consensus(_now())
+                signed, _ = await directory.fetch_consensus(_now())
                 by_identity = {r.identity: r for r in join(signed.consensus, directory.microdescs).relays}
                 if all(r.identity in by_identity for r in relays[:3]):
                     break
