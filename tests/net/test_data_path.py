@@ -94,7 +94,7 @@ async def test_tls_stream_client_against_trio_server():
     payload = os.urandom(3_000_000)
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(functools.partial(trio.serve_ssl_over_tcp, _tls_echo_server, 0,
-                                                          tls.server_context(), host=HOST))
+                                                          tls.server_context()[0], host=HOST))
         port = listeners[0].transport_listener.socket.getsockname()[1]
         with trio.fail_after(20):
             stream = await tls.open_tls_stream(HOST, port, tls.client_context())
@@ -111,7 +111,7 @@ async def test_tls_stream_server_against_trio_client_sees_eof():
     ended = trio.Event()
 
     async def handler(transport):
-        stream = tls.TLSStream(transport, tls.server_context(), server_side=True)
+        stream = tls.TLSStream(transport, tls.server_context()[0], server_side=True)
         await stream.do_handshake()
         while data := await stream.receive_some(50_000):
             await stream.send_all(data)
