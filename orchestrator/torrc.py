@@ -62,7 +62,7 @@ def torrc(authorities: Iterable[Mapping], *, role: str = "client", data_director
         f"DataDirectory {data_directory}",
         f"SocksPort {socks_port}" if role == "client" else "SocksPort 0",
         "ClientUseIPv6 0",
-        "SafeLogging 0",
+        "ProtocolWarnings 1",  # a testbed wants to hear about every protocol violation tor sees
     ]
     if control_port:
         lines += [f"ControlPort {control_port}", "CookieAuthentication 1"]
