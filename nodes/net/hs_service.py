@@ -57,7 +57,7 @@ from .hs_paths import (
     responsible_hsdirs,
     usable,
 )
-from .hsdir import PUBLISH_PATH
+from .hsdir import ALREADY_STORED, PUBLISH_PATH
 from .httpio import request
 from .metrics import Metrics
 from .targets import ServiceInfo, Target
@@ -430,9 +430,11 @@ class OnionService:
                                                             timeout=UPLOAD_TIMEOUT)
                     except STREAM_FAILURES as e:
                         status, body = 0, str(e).encode()
-                    if status == 200:
+                    # ALREADY_STORED: an HSDir that left the ring and came back still holds this revision
+                    if status in (200, ALREADY_STORED):
                         self.published.setdefault(num, set()).add(hsdir.identity)
-                        self.metrics.inc("descriptor_uploads_total", result="accepted")
+                        self.metrics.inc("descriptor_uploads_total",
+                                         result="accepted" if status == 200 else "already_stored")
                         self.events.emit("descriptor_published", hsdir=hsdir.nickname, period=num,
                                          revision=self._revision,
                                          blinded_key=self._blinded_key(num, periods[0].length))
