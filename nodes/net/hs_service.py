@@ -3,8 +3,9 @@
 Steps one, two and five of the seed, over circuits whose first hop is always one of the service's guards:
 
   1. `keep_intro_point` (one task per slot): pick a relay, build a 3-hop circuit to it, send ESTABLISH_INTRO
-     signed by a fresh auth key, wait for INTRO_ESTABLISHED; then serve the INTRODUCE2 cells it carries. When
-     the circuit dies the slot picks another relay, and the descriptor is republished.
+     signed by a fresh auth key, wait for INTRO_ESTABLISHED; then pass the INTRODUCE2 cells it carries to
+     `_answer`. When the circuit dies the slot picks another relay at once (the rendezvous it introduced live
+     on in `run`'s nursery, not the slot's), and the descriptor is republished.
   2. `keep_descriptors_published`: for the current and the next time period (as Tor does, so a client whose
      consensus is a period ahead still finds us), build the descriptor listing the established intro points,
      sign it with the period's blinded key, and POST it over BEGIN_DIR to every responsible HSDir. Published
@@ -128,6 +129,7 @@ class OnionService:
         self._revision = 0
         self._replays = ReplayCache()
         self._signing: dict[int, Signer] = {}  # descriptor signing key per period
+        self._answers: trio.Nursery | None = None  # run() sets it: where introductions are answered
         for name, kind, text in (
                 ("intro_points_established", "gauge", "introduction points we hold now"),
                 ("intro_point_failures_total", "counter", "introduction point setups or circuits lost"),
@@ -153,7 +155,17 @@ class OnionService:
 
     def status(self) -> dict:
         return {"intro_points": [ip.relay.nickname for ip in self.intro_points.values()],
+                "intro_auth_keys": {ip.relay.nickname: ip.auth.public_key.hex()
+                                    for ip in self.intro_points.values()},
                 "published": {str(num): len(h) for num, h in sorted(self.published.items())}}
+
+    async def run(self) -> None:
+        """Every intro point slot and the descriptor publisher, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._answers = nursery
+            for slot in range(self.n_intro_points):
+                nursery.start_soon(self.keep_intro_point, slot)
+            nursery.start_soon(self.keep_descriptors_published)
 
     # -- paths -----------------------------------------------------------------------------------------------
     async def _build(self, consensus: Consensus, last: RouterStatus) -> OriginCircuitHandle:
@@ -221,14 +233,15 @@ class OnionService:
         self._intro_changed.set()
 
     async def _serve_introductions(self, point: IntroPoint) -> None:
-        """Until the intro circuit dies: answer each INTRODUCE2 in a task of its own."""
-        async with trio.open_nursery() as nursery:
-            while True:
-                try:
-                    event = await point.circuit.receive((core.Introduce2,), timeout=math.inf)
-                except trio.BrokenResourceError:  # CircuitClosed: the caller replaces the intro point
-                    return
-                nursery.start_soon(self._answer, point, event.message)
+        """Until the intro circuit dies: answer each INTRODUCE2 in a task of its own. The tasks run in the
+        service's nursery: a rendezvous lasts as long as its client keeps it, and must not keep a dead intro
+        point advertised until then."""
+        while True:
+            try:
+                event = await point.circuit.receive((core.Introduce2,), timeout=math.inf)
+            except trio.BrokenResourceError:  # CircuitClosed: the caller replaces the intro point
+                return
+            self._answers.start_soon(self._answer, point, event.message)
 
     # -- step 5: rendezvous --------------------------------------------------------------------------------
     def _refuse(self, kind: str, detail: str) -> None:

@@ -39,6 +39,7 @@ from nodes.net.hsdir import HsDirStore
 from nodes.net.metrics import Metrics
 from nodes.net.node_keys import load_or_create_relay_keys
 from nodes.net.relay_engine import (
+    IntroPoint,
     RelayEngine,
     RelayKeys,
     onion_service_handlers,
@@ -102,6 +103,7 @@ class Relay:
                                        address_map=config.address_map)
         self.hsdir = HsDirStore(metrics, events)
         handlers = onion_service_handlers(metrics, events)
+        self.intro_point: IntroPoint = handlers[IntroPoint.COMMANDS[0]]
         self.engine = RelayEngine(self.channels, keys, metrics, events, handlers=handlers,
                                   dir_handler=self.hsdir.handle_stream)
         self.directory = DirectoryClient(config.authorities, metrics, events)
@@ -140,6 +142,8 @@ class Relay:
             "circuits": len(self.engine.circuits),
             "links": len(self.channels.channels),
             "hsdir_descriptors": len(self.hsdir),
+            # whom we introduce to, by intro auth key: what `onionlab chaos` matches with the services' lists
+            "intro_auth_keys": sorted(key.hex() for key in self.intro_point.auth_keys()),
             "consensus": None if c is None else {"valid_after": c.valid_after, "relays": len(c.routers)},
         }
 
