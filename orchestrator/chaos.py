@@ -9,6 +9,8 @@ time with fresh SOCKS credentials (a new rendezvous), and verifies every byte. E
 into a history (JSONL: every fault's start and end, every fetch with its result, latency and SOCKS reply),
 and checkers judge the history afterwards: no wrong bytes ever, every fault applied and undone and nothing
 left behind, availability overall and after the last fault healed, recovery within N seconds of each heal.
+The lab's state is sampled too (every intro point the service lists held at its relay? the NACKs the client
+got from each), so that a degraded lab fails a run even while clients get through by falling back.
 
 Every fault is undone at the end whatever happens: the schedule ends, Ctrl-C or SIGTERM arrives, the workload
 or the backend raises. Faults in place are also written to `<run dir>/chaos-faults.json`, so that even after
@@ -74,8 +76,12 @@ TOP_KEYS: Final = ("name", "description", "seed", "duration", "ready_timeout", "
 WORKLOAD_KEYS: Final = ("client", "service", "port", "bytes", "interval", "timeout")
 FAULT_KEYS: Final = ("fault", "target", "count", "at", "for", "repeat", "every")
 CHECKERS: Final = {"availability": ("min", "after_heal", "grace"), "recovers": ("within",),
-                   "no_wrong_bytes": (), "faults": ()}
-ALWAYS: Final = ("no_wrong_bytes", "faults")  # every run is judged by these, listed or not
+                   "lab_state": ("grace", "max_nacks"), "no_wrong_bytes": (), "faults": ()}
+ALWAYS: Final = ("no_wrong_bytes", "faults", "lab_state")  # every run is judged by these, listed or not
+LAB_STATE_EVERY: Final = 2.0  # seconds between two samples of the lab's state
+# A client leaves an intro point that NACKed it alone this long (Tor's HS_CACHE_CLIENT_INTRO_STATE_MAX_AGE, as
+# nodes/net/hs_client.py): more NACKs from one intro point within it are a storm.
+NACK_WINDOW: Final = 120.0
 JOURNAL: Final = "chaos-faults.json"
 BASELINE_RETRY: Final = 0.5  # seconds between two tries of the onion before the run
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -136,6 +142,8 @@ class Checkers:
     availability_after_heal: float | None = None
     availability_grace: float = 10.0
     recovers_within: float | None = None
+    lab_state_grace: float = 10.0
+    lab_state_max_nacks: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +425,12 @@ class _ScenarioChecker(_Checker):
                         found[f"availability_{key}"] = self.number(settings[key], f"{path}.{key}", hi=1.0)
                 if "grace" in settings:
                     found["availability_grace"] = self.number(settings["grace"], f"{path}.grace", hi=3600)
+            elif name == "lab_state":
+                if "grace" in settings:
+                    found["lab_state_grace"] = self.number(settings["grace"], f"{path}.grace", hi=3600)
+                if "max_nacks" in settings:
+                    n = self.number(settings["max_nacks"], f"{path}.max_nacks", hi=1e6)
+                    found["lab_state_max_nacks"] = None if n is None else int(n)
             elif name == "recovers":
                 if "within" not in settings:
                     self.error(vnode, path, "recovers needs 'within' (seconds)")
@@ -708,6 +722,42 @@ class _Workload(threading.Thread):
             self.error = e
 
 
+def lab_state(backend, service: str, client: str, relays: Sequence[str]) -> dict:
+    """The fields of a `lab_state` record: `intro_points`, for each intro point the service's /status lists,
+    whether a relay holds the service's circuit under its auth key (does it answer clients? None: the service
+    does not answer); `nacks`, the NACKs the client's /metrics count per intro point (None: no answer)."""
+    status = backend.node_status(service)
+    intro = None
+    if status is not None:
+        held = {key for relay in relays
+                for key in (backend.node_status(relay) or {}).get("intro_auth_keys", ())}
+        intro = {name: key in held for name, key in (status.get("intro_auth_keys") or {}).items()}
+    metrics = backend.node_metrics(client)
+    nacks = None if metrics is None else {
+        labels.get("intro", "?"): value for name, labels, value in metrics
+        if name == "onionlab_introductions_total" and labels.get("result") == "nack"}
+    return {"intro_points": intro, "nacks": nacks}
+
+
+class _Sampler(threading.Thread):
+    """Records `sample()` as a `lab_state` record every LAB_STATE_EVERY seconds until stopped."""
+
+    def __init__(self, history: History, sample: Callable[[], dict]) -> None:
+        super().__init__(name="onionlab-chaos-sampler", daemon=True)
+        self.history, self.sample = history, sample
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while True:
+                self.history.record("lab_state", **self.sample())
+                if self.stopping.wait(LAB_STATE_EVERY):
+                    break
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which stops the run
+            self.error = e
+
+
 # -- running a scenario -------------------------------------------------------------------------------------
 
 
@@ -834,6 +884,8 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
                        schedule=[op.to_dict() for op in schedule])
         history.record("baseline", ok=True, latency_ms=round(1000 * seconds, 1))
         workload = _Workload(history, one_fetch, w.interval, stamp)
+        relays = [name for name, role in lab if role == "relay"]
+        sampler = _Sampler(history, lambda: lab_state(backend, service, client, relays))
         active: dict[int, tuple[Op, list[dict]]] = {}
         in_place: list[dict] = []
         interrupted = False
@@ -898,9 +950,11 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
         try:
             with sigterm_interrupts():
                 workload.start()
+                sampler.start()
                 while True:
-                    if workload.error is not None:
-                        raise WorkloadCrashed(f"the workload raised {workload.error!r}") from workload.error
+                    for what, thread in (("workload", workload), ("lab state sampler", sampler)):
+                        if thread.error is not None:
+                            raise WorkloadCrashed(f"the {what} raised {thread.error!r}") from thread.error
                     now = history.now()
                     next_end = min((op.until for op, _ in active.values()), default=math.inf)
                     next_start = pending[0].at if pending else math.inf
@@ -923,9 +977,11 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
         finally:
             with _signals_deferred(arrived):
                 workload.stopping.set()
+                sampler.stopping.set()
                 for index in sorted(active, reverse=True):
                     undo(*active.pop(index), "cleanup", wait=False)
                 workload.join(timeout=w.timeout + 5)
+                sampler.join(timeout=LAB_STATE_EVERY + 5)
                 after = lab_snapshot(backend, [name for name, _ in lab])
                 left = compare_snapshots(before, after)
                 history.record("cleanup", ok=not left, left=left, unapplied=[op.index for op in pending])
@@ -1070,8 +1126,53 @@ def check_recovers(history: Sequence[dict], *, within: float) -> Verdict:
                    f"{len(heals)} heal(s); slowest recovery {worst:.1f} s (limit {within:g} s)", details)
 
 
+def check_lab_state(history: Sequence[dict], *, grace: float, max_nacks: int) -> Verdict:
+    """From the `lab_state` samples: once no fault has been in place for `grace` seconds, every intro point
+    the service lists must be held at its relay (an intro point that is not, in two samples running, is
+    advertised but NACKs every client); and no intro point may NACK the client more than `max_nacks` times
+    within NACK_WINDOW seconds (the client leaves it alone that long after a NACK)."""
+    samples = [r for r in history if r.get("type") == "lab_state"]
+    if not samples:
+        return Verdict("lab_state", False, "the history has no lab_state sample")
+    windows = _fault_windows(history)
+    details: list[str] = []
+    lost: dict[str, list[float]] = {}  # intro point -> [first, last] time it was listed but not held
+    failing: set[str] = set()
+    calm = 0
+    for r in samples:
+        t, intro = r["t"], r.get("intro_points")
+        if intro is None or any(s <= t and (e is None or e > t - grace) for s, e, _ in windows):
+            failing = set()
+            continue
+        calm += 1
+        now = {name for name, held in intro.items() if not held}
+        for name in now & failing:  # two samples running: not the moment between a loss and its notice
+            lost.setdefault(name, [t, t])[1] = t
+        failing = now
+    details += [f"{name}: listed by the service as an intro point but held by no relay "
+                f"(from {a:g} to {b:g} s)" for name, (a, b) in lost.items()]
+    counted = [(r["t"], r["nacks"]) for r in samples if r.get("nacks") is not None]
+    storms: dict[str, int] = {}
+    for i, (t0, before) in enumerate(counted):
+        for t1, after in counted[i + 1:]:
+            if t1 - t0 > NACK_WINDOW:
+                break
+            for name, n in after.items():
+                if n - before.get(name, 0) > max_nacks:  # a restarted client counts from 0: never above
+                    storms[name] = max(storms.get(name, 0), int(n - before.get(name, 0)))
+    details += [f"{name}: {n} NACKs to the client within {NACK_WINDOW:g} s (at most {max_nacks})"
+                for name, n in storms.items()]
+    if details:
+        return Verdict("lab_state", False, f"{len(lost)} intro point(s) advertised but not held, "
+                                           f"{len(storms)} NACK storm(s)", details)
+    return Verdict("lab_state", True, f"{len(samples)} samples ({calm} with no fault for {grace:g} s): every "
+                                      f"intro point listed was held; no NACK storm")
+
+
 def judge(history: Sequence[dict], checkers: Checkers) -> list[Verdict]:
-    verdicts = [check_no_wrong_bytes(history), check_faults(history)]
+    verdicts = [check_no_wrong_bytes(history), check_faults(history),
+                check_lab_state(history, grace=checkers.lab_state_grace,
+                                max_nacks=checkers.lab_state_max_nacks)]
     if checkers.availability_min is not None or checkers.availability_after_heal is not None:
         verdicts.append(check_availability(history, min_ok=checkers.availability_min,
                                            after_heal=checkers.availability_after_heal,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,20 +47,55 @@ class ReadinessTimeout(Exception):
         super().__init__(f"not ready after {timeout:g} s:\n{lines}")
 
 
-def fetch_status(host: str, port: int, *, timeout: float = STATUS_TIMEOUT) -> dict | None:
-    """The node's /status as a dict, or None when it does not answer (yet) with a JSON object."""
+def _get(host: str, port: int, path: str, timeout: float) -> bytes | None:
+    """The body of a 200 answer to GET `path`, or None (refused, reset, timed out, another status)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", "/status")
+        conn.request("GET", path)
         response = conn.getresponse()
-        if response.status != 200:
-            return None
-        status = json.loads(response.read(MAX_STATUS_BYTES))
-    except (OSError, http.client.HTTPException, ValueError):  # refused, reset, timed out, not JSON
+        return response.read(MAX_STATUS_BYTES) if response.status == 200 else None
+    except (OSError, http.client.HTTPException):
         return None
     finally:
         conn.close()
+
+
+def fetch_status(host: str, port: int, *, timeout: float = STATUS_TIMEOUT) -> dict | None:
+    """The node's /status as a dict, or None when it does not answer (yet) with a JSON object."""
+    body = _get(host, port, "/status", timeout)
+    try:
+        status = json.loads(body) if body is not None else None
+    except ValueError:
+        return None
     return status if isinstance(status, dict) else None
+
+
+_SAMPLE = re.compile(r"(\w+)(?:\{(.*)\})? (\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def fetch_metrics(host: str, port: int, *,
+                  timeout: float = STATUS_TIMEOUT) -> list[tuple[str, dict[str, str], float]] | None:
+    """The node's /metrics as parse_metrics gives them, or None when it does not answer."""
+    body = _get(host, port, "/metrics", timeout)
+    return None if body is None else parse_metrics(body.decode("utf-8", "replace"))
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Prometheus text exposition as (name, labels, value) samples; comments and odd lines are skipped."""
+    samples = []
+    for line in text.splitlines():
+        match = _SAMPLE.fullmatch(line)  # None for "# HELP" and "# TYPE" lines
+        if match is None:
+            continue
+        try:
+            value = float(match[3])
+        except ValueError:
+            continue
+        labels = {k: re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], v)
+                  for k, v in _LABEL.findall(match[2] or "")}
+        samples.append((match[1], labels, value))
+    return samples
 
 
 def conditions(status: dict | None) -> dict[str, bool]:

@@ -4,7 +4,9 @@
      order, the next one when one fails), checked and decrypted; cached until it expires. A rendezvous point
      is set up with a fresh one-time cookie (ESTABLISH_RENDEZVOUS) on a 3-hop circuit.
   4. INTRODUCE1, encrypted to the service's intro point keys, through one intro point after another (in
-     random order) until one answers INTRODUCE_ACK with success.
+     random order) until one answers INTRODUCE_ACK with success. As Tor's client does, an intro point that
+     NACKed or timed out, or could not be reached five times, is left alone for two minutes; when no intro
+     point of the descriptor is left, the descriptor is fetched anew.
   6. RENDEZVOUS2 arrives on the rendezvous circuit: finish hs-ntor, add the virtual hop, open the stream.
 
 A live rendezvous circuit is kept per (onion, SOCKS credentials) and reused by later connections with the
@@ -68,6 +70,8 @@ RENDEZVOUS_TIMEOUT = 20.0  # INTRODUCE_ACK -> RENDEZVOUS2: the service builds a 
 CONSENSUS_WAIT = 30.0
 RENDEZVOUS_ATTEMPTS = 3  # relays tried as rendezvous point for one connection
 MAX_RENDEZVOUS_CIRCUITS = 256  # live rendezvous circuits kept for reuse (one per onion and credentials)
+INTRO_FAILURE_MEMORY = 120.0  # Tor's HS_CACHE_CLIENT_INTRO_STATE_MAX_AGE: seconds a failure is remembered
+MAX_INTRO_UNREACHABLE = 5  # Tor's MAX_INTRO_POINT_REACHABILITY_FAILURES; one NACK or timeout is enough
 
 _random = secrets.SystemRandom()
 
@@ -93,9 +97,11 @@ class OnionClient:
         # live joined circuits by (identity key, SOCKS isolation key): other credentials, another circuit
         self.rendezvous: dict[tuple[bytes, bytes], OriginCircuitHandle] = {}
         self._locks: dict[tuple[bytes, bytes], trio.Lock] = {}
+        # intro points that failed us, by auth key (random per intro point): (first failure, failures)
+        self._intro_failures: dict[bytes, tuple[float, int]] = {}
         for name, kind, text in (
                 ("descriptor_fetches_total", "counter", "descriptor fetches from HSDirs by result"),
-                ("introductions_total", "counter", "INTRODUCE1 attempts by result"),
+                ("introductions_total", "counter", "INTRODUCE1 attempts by intro point and result"),
                 ("rendezvous_total", "counter", "rendezvous setups by result"),
                 ("rendezvous_seconds", "summary", "connect() to a joined rendezvous circuit"),
                 ("rendezvous_reused_total", "counter", "connections served by a live rendezvous circuit"),
@@ -270,7 +276,15 @@ class OnionClient:
                          cookie: bytes, rend: OriginCircuitHandle, onion: str):
         rp = rend.path[-1]
         plaintext = IntroducePlaintext(cookie, (), 1, rp.ntor_onion_key, hop_spec(rp).link_specs())
-        points = list(descriptor.intro_points)
+        now = trio.current_time()
+        self._intro_failures = {k: f for k, f in self._intro_failures.items()
+                                if f[0] + INTRO_FAILURE_MEMORY > now}
+        points = [p for p in descriptor.intro_points
+                  if self._intro_failures.get(p.auth_key, (0, 0))[1] < MAX_INTRO_UNREACHABLE]
+        if not points:
+            self.descriptors.pop(decode_onion_address(onion), None)  # a new one may list other intro points
+            raise IntroFailed(f"every intro point of the descriptor failed us in the last "
+                              f"{INTRO_FAILURE_MEMORY:g} s")
         _random.shuffle(points)
         timed_out = 0
         problems: list[str] = []
@@ -282,37 +296,46 @@ class OnionClient:
             message, state = encrypt_introduce1(auth_key=point.auth_key, service_enc_key=point.enc_key,
                                                 subcredential=subcredential, plaintext=plaintext,
                                                 rng=self.rng)
+            intro = relay.nickname
             try:
                 circuit = await self._build(consensus, relay)
             except CIRCUIT_FAILURES as e:
-                self.metrics.inc("introductions_total", result="circuit_failed")
-                problems.append(f"{relay.nickname}: {e}")
+                self._intro_failed(point.auth_key, intro, "circuit_failed")
+                problems.append(f"{intro}: {e}")
                 continue
             try:
-                self.events.emit("introduce_sent", onion=onion, intro=relay.nickname, rendezvous=rp.nickname)
+                self.events.emit("introduce_sent", onion=onion, intro=intro, rendezvous=rp.nickname)
                 await circuit.send(message)
                 ack = await circuit.receive((core.IntroduceAck,), timeout=INTRO_ACK_TIMEOUT)
             except trio.TooSlowError:
                 timed_out += 1
-                self.metrics.inc("introductions_total", result="timeout")
-                problems.append(f"{relay.nickname}: no INTRODUCE_ACK in {INTRO_ACK_TIMEOUT:g} s")
+                self._intro_failed(point.auth_key, intro, "timeout")
+                problems.append(f"{intro}: no INTRODUCE_ACK in {INTRO_ACK_TIMEOUT:g} s")
                 continue
             except trio.BrokenResourceError as e:
-                self.metrics.inc("introductions_total", result="circuit_failed")
-                problems.append(f"{relay.nickname}: {e}")
+                self._intro_failed(point.auth_key, intro, "circuit_failed")
+                problems.append(f"{intro}: {e}")
                 continue
             finally:
                 await circuit.aclose()
             status = ack.message.status
             if status != IntroduceAckStatus.SUCCESS:
-                self.metrics.inc("introductions_total", result="nack")
-                self.events.emit("introduce_nack", intro=relay.nickname, status=status)
-                problems.append(f"{relay.nickname}: INTRODUCE_ACK status {status}")
+                self._intro_failed(point.auth_key, intro, "nack")
+                self.events.emit("introduce_nack", intro=intro, status=status)
+                problems.append(f"{intro}: INTRODUCE_ACK status {status}")
                 continue
-            self.metrics.inc("introductions_total", result="acked")
+            self.metrics.inc("introductions_total", intro=intro, result="acked")
             self.events.emit("introduce_acked", onion=onion, intro=relay.nickname)
             return state
         self.descriptors.pop(decode_onion_address(onion), None)  # every intro point failed: fetch it anew
         if timed_out and timed_out == len(problems):
             raise IntroTimedOut("; ".join(problems))
         raise IntroFailed("; ".join(problems) or "the descriptor lists no introduction point")
+
+    def _intro_failed(self, auth_key: bytes, intro: str, result: str) -> None:
+        """Count the failure, and remember it: a NACK or a timeout puts the intro point aside at once, a
+        circuit failure after MAX_INTRO_UNREACHABLE of them (it may be our path's fault, not its)."""
+        self.metrics.inc("introductions_total", intro=intro, result=result)
+        since, failures = self._intro_failures.get(auth_key, (trio.current_time(), 0))
+        failures = failures + 1 if result == "circuit_failed" else MAX_INTRO_UNREACHABLE
+        self._intro_failures[auth_key] = (since, failures)

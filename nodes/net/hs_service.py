@@ -3,14 +3,17 @@
 Steps one, two and five of the seed, over circuits whose first hop is always one of the service's guards:
 
   1. `keep_intro_point` (one task per slot): pick a relay, build a 3-hop circuit to it, send ESTABLISH_INTRO
-     signed by a fresh auth key, wait for INTRO_ESTABLISHED; then serve the INTRODUCE2 cells it carries. When
-     the circuit dies the slot picks another relay, and the descriptor is republished.
+     signed by a fresh auth key, wait for INTRO_ESTABLISHED; then pass the INTRODUCE2 cells it carries to
+     `_answer`. When the circuit dies the slot picks another relay at once (the rendezvous it introduced live
+     on in `run`'s nursery, not the slot's), and the descriptor is republished.
   2. `keep_descriptors_published`: for the current and the next time period (as Tor does, so a client whose
      consensus is a period ahead still finds us), build the descriptor listing the established intro points,
      sign it with the period's blinded key, and POST it over BEGIN_DIR to every responsible HSDir. Published
      again when the intro points change, at period rollover, when the HSDir ring changes, and before the
      descriptor's lifetime ends. HSDirs that refused or were unreachable are retried with backoff.
-  5. `_answer`: decrypt INTRODUCE2 (replays refused: the same encrypted section or an answered cookie),
+  5. `_answer`: check INTRODUCE2's MAC and decrypt it, then refuse replays: the same encrypted section (for
+     as long as the intro point's keys live; Tor rotates an intro point after 16384 to 32768 introductions,
+     so do we) or a rendezvous cookie answered in the last five minutes (Tor's REND_REPLAY_TIME_INTERVAL);
      build a circuit to the rendezvous point it names, send RENDEZVOUS1 and add the hs-ntor virtual hop;
      then serve every stream the client opens on that circuit with the target of its virtual port.
 """
@@ -57,7 +60,7 @@ from .hs_paths import (
     responsible_hsdirs,
     usable,
 )
-from .hsdir import PUBLISH_PATH
+from .hsdir import ALREADY_STORED, PUBLISH_PATH
 from .httpio import request
 from .metrics import Metrics
 from .targets import ServiceInfo, Target
@@ -65,7 +68,10 @@ from .targets import ServiceInfo, Target
 Rng = Callable[[int], bytes]
 
 DESCRIPTOR_LIFETIME_MINUTES = 180
-REPLAY_CACHE_SIZE = 16384  # INTRODUCE2 digests (and cookies) kept; oldest forgotten first
+COOKIE_REPLAY_SECONDS = 5 * 60  # Tor's REND_REPLAY_TIME_INTERVAL: an answered cookie is refused this long
+# Tor's INTRO_POINT_MIN/MAX_LIFETIME_INTRODUCTIONS: an intro point is rotated after a number of introductions
+# drawn from [min, max), which bounds its replay cache
+INTRO_MIN_INTRODUCTIONS, INTRO_MAX_INTRODUCTIONS = 16384, 32768
 UPLOAD_TIMEOUT = 15.0
 RETRY_MIN, RETRY_MAX = 0.5, 15.0
 PERIOD_LOOKAHEAD = 2  # current and next period
@@ -83,6 +89,12 @@ class IntroPoint:
     auth: Signer  # KP_hs_ipt_sid: what the intro point knows us by
     enc_secret: bytes = field(repr=False)  # KS_hss_ntor, per intro point
     enc_key: bytes  # KP_hss_ntor
+    # digests of the encrypted sections that verified under these keys: replays are refused while the keys
+    # live (rend-spec-v3 3.3); when there are max_introductions of them the intro point is rotated
+    replays: set[bytes] = field(default_factory=set, repr=False)
+    max_introductions: int = field(
+        default_factory=lambda: _random.randrange(INTRO_MIN_INTRODUCTIONS, INTRO_MAX_INTRODUCTIONS))
+    rotated: bool = False
 
     def descriptor_entry(self) -> IntroPointDesc:
         return IntroPointDesc(hop_spec(self.relay).link_specs(), self.relay.ntor_onion_key,
@@ -90,18 +102,20 @@ class IntroPoint:
 
 
 class ReplayCache:
-    """A bounded set: `seen(key)` is True when the key was already added (and adds it otherwise)."""
+    """The keys seen in the last `lifetime` seconds: `seen(key)` is True for one of them, and remembers the
+    key otherwise. Entries leave by age only, never to make room."""
 
-    def __init__(self, size: int = REPLAY_CACHE_SIZE) -> None:
-        self._keys: OrderedDict[bytes, None] = OrderedDict()
-        self._size = size
+    def __init__(self, lifetime: float) -> None:
+        self._expires: OrderedDict[bytes, float] = OrderedDict()  # in the order they came: oldest first
+        self._lifetime = lifetime
 
     def seen(self, key: bytes) -> bool:
-        if key in self._keys:
+        now = trio.current_time()
+        while self._expires and next(iter(self._expires.values())) <= now:
+            self._expires.popitem(last=False)
+        if key in self._expires:
             return True
-        self._keys[key] = None
-        if len(self._keys) > self._size:
-            self._keys.popitem(last=False)
+        self._expires[key] = now + self._lifetime
         return False
 
 
@@ -126,11 +140,14 @@ class OnionService:
         self.published: dict[int, set[bytes]] = {}  # period num -> identities of HSDirs holding our latest
         self._intro_changed = trio.Event()
         self._revision = 0
-        self._replays = ReplayCache()
+        self._cookies = ReplayCache(COOKIE_REPLAY_SECONDS)  # rendezvous cookies answered
+        self._subcredentials: dict[tuple[int, int], bytes] = {}  # by (period num, length)
         self._signing: dict[int, Signer] = {}  # descriptor signing key per period
+        self._answers: trio.Nursery | None = None  # run() sets it: where introductions are answered
         for name, kind, text in (
                 ("intro_points_established", "gauge", "introduction points we hold now"),
                 ("intro_point_failures_total", "counter", "introduction point setups or circuits lost"),
+                ("intro_point_rotations_total", "counter", "intro points replaced after their introductions"),
                 ("descriptor_uploads_total", "counter", "descriptor uploads to HSDirs by result"),
                 ("introduce2_total", "counter", "INTRODUCE2 cells by result"),
                 ("rendezvous_total", "counter", "rendezvous circuits to a client's RP by result"),
@@ -153,7 +170,17 @@ class OnionService:
 
     def status(self) -> dict:
         return {"intro_points": [ip.relay.nickname for ip in self.intro_points.values()],
+                "intro_auth_keys": {ip.relay.nickname: ip.auth.public_key.hex()
+                                    for ip in self.intro_points.values()},
                 "published": {str(num): len(h) for num, h in sorted(self.published.items())}}
+
+    async def run(self) -> None:
+        """Every intro point slot and the descriptor publisher, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._answers = nursery
+            for slot in range(self.n_intro_points):
+                nursery.start_soon(self.keep_intro_point, slot)
+            nursery.start_soon(self.keep_descriptors_published)
 
     # -- paths -----------------------------------------------------------------------------------------------
     async def _build(self, consensus: NetworkView, last: Relay) -> OriginCircuitHandle:
@@ -198,6 +225,11 @@ class OnionService:
                 del self.intro_points[slot], self._claimed[slot]
                 self._intro_points_changed()
                 await point.circuit.aclose()
+            if point.rotated:
+                self.metrics.inc("intro_point_rotations_total")
+                self.events.emit("intro_rotated", intro=point.relay.nickname,
+                                 introductions=len(point.replays))
+                continue
             self._avoid[point.relay.identity] = time.monotonic() + AVOID_FAILED_INTRO
             self.metrics.inc("intro_point_failures_total", stage="lost")
             self.events.emit("intro_lost", intro=point.relay.nickname, error=str(point.circuit.error))
@@ -221,14 +253,15 @@ class OnionService:
         self._intro_changed.set()
 
     async def _serve_introductions(self, point: IntroPoint) -> None:
-        """Until the intro circuit dies: answer each INTRODUCE2 in a task of its own."""
-        async with trio.open_nursery() as nursery:
-            while True:
-                try:
-                    event = await point.circuit.receive((core.Introduce2,), timeout=math.inf)
-                except trio.BrokenResourceError:  # CircuitClosed: the caller replaces the intro point
-                    return
-                nursery.start_soon(self._answer, point, event.message)
+        """Until the intro circuit dies: answer each INTRODUCE2 in a task of its own. The tasks run in the
+        service's nursery: a rendezvous lasts as long as its client keeps it, and must not keep a dead intro
+        point advertised until then."""
+        while True:
+            try:
+                event = await point.circuit.receive((core.Introduce2,), timeout=math.inf)
+            except trio.BrokenResourceError:  # CircuitClosed: the caller replaces the intro point
+                return
+            self._answers.start_soon(self._answer, point, event.message)
 
     # -- step 5: rendezvous --------------------------------------------------------------------------------
     def _refuse(self, kind: str, detail: str) -> None:
@@ -237,7 +270,8 @@ class OnionService:
         self.events.emit("error", kind=kind, detail=detail)
 
     async def _answer(self, point: IntroPoint, message) -> None:
-        if self._replays.seen(replay_key(message)):
+        key = replay_key(message)
+        if key in point.replays:
             self._refuse("introduce_replay", "INTRODUCE2 replayed (same encrypted section)")
             return
         consensus = self.directory.current
@@ -247,7 +281,12 @@ class OnionService:
         except RemoteProtocolError as e:
             self._refuse(e.kind, f"INTRODUCE2 refused: {e}")
             return
-        if self._replays.seen(b"cookie:" + plaintext.rendezvous_cookie):
+        # Remembered only once the MAC verified: junk from a malicious intro point cannot crowd it out.
+        point.replays.add(key)
+        if len(point.replays) >= point.max_introductions and not point.rotated:
+            point.rotated = True  # its slot sets up a fresh intro point: new keys, an empty cache
+            await point.circuit.aclose()
+        if self._cookies.seen(plaintext.rendezvous_cookie):
             self._refuse("introduce_replay", "INTRODUCE2 names a rendezvous cookie we already answered")
             return
         self.metrics.inc("introduce2_total", result="accepted")
@@ -284,14 +323,24 @@ class OnionService:
         is older or newer than ours used theirs). The first period's error is raised if none works."""
         errors: list[RemoteProtocolError] = []
         for num in (period.num, period.num + 1, period.num - 1):
-            blinded = hs_common.blinded_public_key(self.identity.public_key, num, period.length)
-            subcredential = hs_common.subcredential(self.identity.public_key, blinded)
             try:
                 return decrypt_introduce2(message, service_enc_secret=point.enc_secret,
-                                          service_enc_key=point.enc_key, subcredential=subcredential)
+                                          service_enc_key=point.enc_key,
+                                          subcredential=self._subcredential(num, period.length))
             except RemoteProtocolError as e:
                 errors.append(e)
         raise errors[0]
+
+    def _subcredential(self, num: int, length: int) -> bytes:
+        """Of period `num`, cached: blinding costs milliseconds, and junk INTRODUCE2 cells would pay it three
+        times each before their MAC fails."""
+        subcredential = self._subcredentials.get((num, length))
+        if subcredential is None:
+            subcredential = hs_common.subcredential(self.identity.public_key, self._blinded_key(num, length))
+            self._subcredentials[(num, length)] = subcredential
+            while len(self._subcredentials) > 6:  # the three tried now, and the three before a rollover
+                del self._subcredentials[next(iter(self._subcredentials))]
+        return subcredential
 
     async def _serve_streams(self, circuit: OriginCircuitHandle) -> None:
         async with trio.open_nursery() as nursery:
@@ -430,9 +479,11 @@ class OnionService:
                                                             timeout=UPLOAD_TIMEOUT)
                     except STREAM_FAILURES as e:
                         status, body = 0, str(e).encode()
-                    if status == 200:
+                    # ALREADY_STORED: an HSDir that left the ring and came back still holds this revision
+                    if status in (200, ALREADY_STORED):
                         self.published.setdefault(num, set()).add(hsdir.identity)
-                        self.metrics.inc("descriptor_uploads_total", result="accepted")
+                        self.metrics.inc("descriptor_uploads_total",
+                                         result="accepted" if status == 200 else "already_stored")
                         self.events.emit("descriptor_published", hsdir=hsdir.nickname, period=num,
                                          revision=self._revision,
                                          blinded_key=self._blinded_key(num, periods[0].length))

@@ -3,7 +3,8 @@
 Onion services and clients reach it over BEGIN_DIR streams (rend-spec-v3 2.2.4, dir-spec), one HTTP request
 per stream:
 
-    POST /tor/hs/3/publish     body: the descriptor; 200, 400 with the reason, 413 over the size limit
+    POST /tor/hs/3/publish     body: the descriptor; 200, 400 with the reason, 413 over the size limit,
+                               409 when this very revision is stored already (ALREADY_STORED)
     GET  /tor/hs/3/<key>       <key>: standard base64 of the 32-byte blinded key, '=' padding optional;
                                200 with the descriptor as published, 404 if none
 
@@ -12,7 +13,9 @@ document parses, the descriptor-signing-key certificate is signed by the blinded
 document signature verifies (hs_descriptor.UncheckedDescriptor.check). On top of that, as C tor's HSDir
 cache does: a descriptor is at most 50,000 bytes; a revision counter lower than or equal to the stored one
 for the same blinded key is refused; an entry is dropped `descriptor-lifetime` minutes after it was stored
-(or when its certificate expires, if sooner).
+(or when its certificate expires, if sooner). Unlike C tor, the stored revision itself is refused with its
+own status, 409, not counted as an error: the service re-sends it to an HSDir that left the consensus and
+came back, and takes 409 as "published".
 """
 
 from __future__ import annotations
@@ -38,12 +41,18 @@ PUBLISH_PATH = "/tor/hs/3/publish"
 FETCH_PREFIX = "/tor/hs/3/"
 MAX_DESCRIPTORS = 10_000
 BLINDED_KEY_BYTES = 32
+ALREADY_STORED = 409  # the answer to an upload of the revision we hold: the uploader's goal is met
 
 
 class StaleRevision(RemoteProtocolError):
-    """A descriptor whose revision counter is not above the one stored for its blinded key (a replay)."""
+    """A descriptor whose revision counter is below the one stored for its blinded key (a replay)."""
 
     kind = "revision"
+
+
+class AlreadyStored(Exception):
+    """The descriptor's revision is the one stored for its blinded key: nothing to do (not the peer's fault:
+    a service re-sends its revision to an HSDir that left the consensus and came back)."""
 
 
 class StoreFull(Exception):
@@ -95,13 +104,16 @@ class HsDirStore:
     # -- the store -----------------------------------------------------------------------------------------
     def publish(self, document: bytes) -> CheckedOuterDescriptor:
         """Check and store a descriptor. RemoteProtocolError (DecodeError, SignatureError, ExpiredError,
-        StaleRevision) if refused; StoreFull when a new blinded key finds no room."""
+        StaleRevision) if refused; AlreadyStored for the stored revision; StoreFull when a new blinded key
+        finds no room."""
         now = self.clock()
         checked = parse_descriptor(document).check(int(now))
         self._expire(now)
         old = self._store.get(checked.blinded_key)
-        if old is not None and checked.revision_counter <= old.revision:
-            raise StaleRevision(f"revision {checked.revision_counter} is not above the stored "
+        if old is not None and checked.revision_counter == old.revision:
+            raise AlreadyStored(f"revision {old.revision} is stored already")
+        if old is not None and checked.revision_counter < old.revision:
+            raise StaleRevision(f"revision {checked.revision_counter} is below the stored "
                                 f"revision {old.revision}")
         if old is None and len(self._store) >= self.max_descriptors:
             raise StoreFull(f"holding {self.max_descriptors} descriptors already")
@@ -158,6 +170,9 @@ class HsDirStore:
             self.metrics.inc("hsdir_publishes_total", result="rejected")
             self._remote_error("descriptor", e)
             return _text(400, f"descriptor rejected ({e.kind}): {e}")
+        except AlreadyStored as e:
+            self.metrics.inc("hsdir_publishes_total", result="already_stored")
+            return _text(ALREADY_STORED, f"descriptor not stored: {e}")
         except StoreFull as e:
             self.metrics.inc("hsdir_publishes_total", result="full")
             return _text(503, f"descriptor not stored: {e}")

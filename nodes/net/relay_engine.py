@@ -488,6 +488,10 @@ class IntroPoint:
         for key in [k for k, c in self._services.items() if c is circuit]:
             del self._services[key]
 
+    def auth_keys(self) -> list[bytes]:
+        """The auth keys of the service circuits registered here now."""
+        return list(self._services)
+
 
 class RendezvousPoint:
     """ESTABLISH_RENDEZVOUS stores the client's circuit under its cookie; a RENDEZVOUS1 with that cookie

@@ -60,9 +60,7 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
         service.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
                                                    status, stack.metrics)
         await nursery.start(stack.run)
-        for slot in range(config.intro_points):
-            nursery.start_soon(service.keep_intro_point, slot)
-        nursery.start_soon(service.keep_descriptors_published)
+        nursery.start_soon(service.run)
         stack.events.emit("onion_service_started", onion=service.onion + ".onion",
                           ports=sorted(service.targets), control_port=service.control_port)
         task_status.started(service)

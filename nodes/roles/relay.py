@@ -39,7 +39,7 @@ from nodes.net.events import EventLog
 from nodes.net.hsdir import HsDirStore
 from nodes.net.metrics import Metrics
 from nodes.net.node_keys import NodeKeys, link_identity, load_or_create_node_keys
-from nodes.net.relay_engine import RelayEngine, onion_service_handlers
+from nodes.net.relay_engine import IntroPoint, RelayEngine, onion_service_handlers
 from nodes.net.status import serve_status
 
 DEFAULT_BANDWIDTH = 1_000_000  # bytes/s advertised (NodeConfig.bandwidth's default); Fast needs 100 kB/s
@@ -107,6 +107,7 @@ class Relay:
         self.directory = DirectoryClient(config.authorities, metrics, events)
         self.hsdir = HsDirStore(metrics, events, documents=self.directory)  # and a directory cache (V2Dir)
         handlers = onion_service_handlers(metrics, events)
+        self.intro_point: IntroPoint = handlers[IntroPoint.COMMANDS[0]]
         self.engine = RelayEngine(self.channels, keys, metrics, events, handlers=handlers,
                                   dir_handler=self.hsdir.handle_stream)
         self.or_port = config.or_port  # the bound ports, once serve() has them (config may say 0)
@@ -146,6 +147,8 @@ class Relay:
             "circuits": len(self.engine.circuits),
             "links": len(self.channels.channels),
             "hsdir_descriptors": len(self.hsdir),
+            # whom we introduce to, by intro auth key: what `onionlab chaos` matches with the services' lists
+            "intro_auth_keys": sorted(key.hex() for key in self.intro_point.auth_keys()),
             "consensus": None if c is None else {"valid_after": c.valid_after, "relays": len(c.routers)},
         }
 

@@ -380,6 +380,11 @@ class DockerBackend:
         """The node's /status now, or None when it does not answer."""
         return self._fetch(self._state().node(name))
 
+    def node_metrics(self, name: str) -> list[tuple[str, dict[str, str], float]] | None:
+        """The node's /metrics samples now (readiness.parse_metrics), or None when it does not answer."""
+        endpoint = _endpoint(self._state().node(name))
+        return readiness.fetch_metrics(endpoint.host, endpoint.port, timeout=STATUS_TIMEOUT)
+
     def container_state(self, name: str) -> dict:
         """{"status": running|paused|exited|..., "networks": {topology network: address}} of the node's
         container ("missing" and no networks when it has none)."""

@@ -15,9 +15,6 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-from nodes.config import AuthorityRef, NodeConfig, Timing
-from nodes.core.cells import Cell, Command, Create2, Created2
 from nodes.core.dirdocs import (
     Consensus,
     ConsensusSignature,
@@ -29,6 +26,9 @@ from nodes.core.dirdocs import (
     relay_node_id,
     sign_consensus,
 )
+
+from nodes.config import AuthorityRef, NodeConfig, Timing
+from nodes.core.cells import Cell, Command, Create2, Created2
 from nodes.core.errors import SignatureError
 from nodes.core.ntor import ntor_server_handshake
 from nodes.net import tls

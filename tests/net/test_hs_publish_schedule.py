@@ -10,13 +10,15 @@ import os
 from types import SimpleNamespace
 
 import trio
+import trio.testing
 
 from nodes.core import hs_common
 from nodes.core.ed25519 import Signer
 from nodes.core.netview import Relay
 from nodes.net.events import EventLog
 from nodes.net.hs_paths import TimePeriod
-from nodes.net.hs_service import OnionService
+from nodes.net.hs_service import IntroPoint, OnionService
+from nodes.net.hsdir import HsDirStore
 from nodes.net.metrics import Metrics
 
 FLAGS = frozenset({"Running", "Valid", "Guard", "HSDir", "Fast", "Stable"})
@@ -131,3 +133,60 @@ async def test_a_refusing_hsdir_is_retried_with_growing_backoff_and_the_rest_not
         assert retry and all(dirs == {stubborn} for dirs in retry.values())
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert gaps == sorted(gaps) and gaps[-1] > gaps[0]
+
+
+class _DirCircuit:
+    """What `_publish` needs of a circuit to an HSDir: BEGIN_DIR streams answered by that HSDir's store."""
+
+    def __init__(self, nursery: trio.Nursery, store: HsDirStore) -> None:
+        self.nursery, self.store = nursery, store
+
+    async def open_dir_stream(self):
+        client, server = trio.testing.memory_stream_pair()
+        self.nursery.start_soon(self.store.handle_stream, server)
+        return client
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_an_hsdir_that_comes_back_holding_our_revision_counts_as_published(autojump_clock):
+    """An HSDir drops out of the consensus and comes back still holding our descriptor: it refuses the same
+    revision ("already stored"), and the service takes that as published instead of retrying for 90 min."""
+    directory = FakeDirectory()
+    service = OnionService(Signer.from_seed(os.urandom(32)), n_intro_points=1, targets={}, circuits=None,
+                           guards=None, directory=directory, metrics=Metrics(),
+                           events=EventLog("hs", "onion_service", io.StringIO()))
+    service.intro_points[0] = IntroPoint(ROUTERS[0], None, Signer.from_seed(os.urandom(32)), os.urandom(32),
+                                         os.urandom(32))
+    service._intro_changed.set()
+    stores = {r.identity: HsDirStore(Metrics(), EventLog(r.nickname, "relay", io.StringIO()))
+              for r in ROUTERS}
+    uploads: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        async def build(consensus, hsdir):
+            uploads.append(hsdir.identity)
+            return _DirCircuit(nursery, stores[hsdir.identity])
+
+        service._build = build
+        nursery.start_soon(service.keep_descriptors_published)
+        everyone = _consensus(3000)
+        directory.install(everyone)
+        await _until(lambda: service.published.get(3000) == _responsible(service, 3000))
+        gone = next(iter(_responsible(service, 3000)))
+        without = _consensus(3000)
+        without.routers = [r for r in ROUTERS if r.identity != gone]
+        directory.install(without)  # it drops out: the service forgets it held our descriptor
+        await _until(lambda: gone not in service.published.get(3000, ()))
+        revision = service._revision
+        uploads.clear()
+        directory.install(_consensus(3000))  # and comes back, still holding it
+        await trio.sleep(600)
+        assert service._revision == revision
+        assert gone in service.published[3000]
+        assert uploads.count(gone) == 1  # asked once, not again and again with backoff
+        store = stores[gone].metrics
+        assert store.value("hsdir_publishes_total", result="already_stored") >= 1
+        assert store.value("errors_total", kind="revision") == 0  # our own revision again is no attack
+        assert service.metrics.value("descriptor_uploads_total", result="refused") == 0
+        nursery.cancel_scope.cancel()

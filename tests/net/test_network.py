@@ -7,6 +7,7 @@ INTRODUCE2, a mistyped onion address) is refused and counted while the network k
 from __future__ import annotations
 
 import json
+import random
 
 import trio
 
@@ -255,3 +256,81 @@ async def test_the_onion_address_survives_a_restart(tmp_path):
     assert onions[0] == onions[1] and onions[0].endswith(".onion") and len(onions[0]) == 62
     key = tmp_path / "hs" / "keys" / "hs_identity.key"
     assert key.stat().st_mode & 0o777 == 0o600
+
+
+async def _introduce_through(service, user, intro_relay, avoid: bytes):
+    """A rendezvous with the service introduced through `intro_relay`, whose circuits on both sides keep off
+    the relay `avoid` (so that stopping it leaves the rendezvous up). Returns the client's rendezvous
+    circuit, joined and open."""
+    consensus = user.directory.current
+    descriptor = next(iter(user.descriptors.values())).descriptor
+    entry = next(p for p in descriptor.intro_points if find_relay(consensus, p.link_specs) == intro_relay)
+    period = TimePeriod.of(consensus)
+    blinded = hs_common.blinded_public_key(service.identity.public_key, period.num, period.length)
+    subcredential = hs_common.subcredential(service.identity.public_key, blinded)
+    intros = {p.relay.identity for p in service.intro_points.values()}
+    while True:
+        rp = random.choice([r for r in consensus.routers if r.identity not in intros | {avoid}])
+        rend = await user._build(consensus, rp)
+        cookie = user.rng(20)
+        await rend.send(EstablishRendezvous(cookie))
+        await rend.receive((circ.RendezvousEstablished,))
+        plaintext = IntroducePlaintext(cookie, (), 1, rp.ntor_onion_key, hop_spec(rp).link_specs())
+        message, _ = encrypt_introduce1(auth_key=entry.auth_key, service_enc_key=entry.enc_key,
+                                        subcredential=subcredential, plaintext=plaintext, rng=user.rng)
+        intro = await user._build(consensus, intro_relay)
+        await intro.send(message)
+        await intro.receive((circ.IntroduceAck,))
+        await intro.aclose()
+        await rend.receive((circ.Rendezvous2,))
+        theirs = [r for c in service.circuits.circuits if c.path[-1] == rp for r in c.path]
+        if avoid not in {r.identity for r in [*rend.path, *theirs]}:
+            return rend
+        await rend.aclose()  # the relay we are going to stop is on this rendezvous: another one
+
+
+async def test_an_intro_point_is_replaced_at_once_while_a_rendezvous_it_introduced_lives_on(tmp_path):
+    """Defect: the service noticed a dead intro circuit only once every rendezvous introduced through it had
+    ended, so it kept advertising the intro point (a restarted relay then NACKs every client). Now the slot
+    replaces it at once, and the rendezvous it introduced stays up."""
+    auth_configs = _authority_configs(tmp_path, 3)
+    refs = auth_configs[0].authorities
+    timing = Timing(voting_interval=INTERVAL)
+    hs_config = NodeConfig(name="hs", role="onion_service", address=HS_ADDRESS, data_dir=str(tmp_path / "hs"),
+                           control_port=0, authorities=refs, timing=timing, guards=1, intro_points=2,
+                           services=(ServicePort(7, "echo"),))
+    client_config = NodeConfig(name="client", role="client", address=CLIENT_ADDRESS,
+                               data_dir=str(tmp_path / "client"), control_port=0, authorities=refs,
+                               timing=timing, guards=1, socks_address="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        for c in auth_configs:
+            await nursery.start(authority.serve, c)
+        started = [await _start_stoppable(nursery, relay.serve, _relay_config(tmp_path, i, refs))
+                   for i in range(6)]
+        service = await nursery.start(onion_service.serve, hs_config)
+        user = await nursery.start(client.serve, client_config)
+        with trio.fail_after(40):
+            for r, _ in started:
+                await _until(r)
+            hs_state = await _until_ready(HS_ADDRESS, service.control_port)
+            client_state = await _until_ready(CLIENT_ADDRESS, user.control_port)
+            # the client's descriptor (and a stream over the rendezvous, to show it lives)
+            stream, code, _ = await socks_open(int(client_state["socks"].rpartition(":")[2]),
+                                               hs_state["onion"], 7)
+            assert code == ReplyCode.SUCCEEDED
+            await stream.aclose()
+            # an intro point that is not the client's guard (every circuit of the client starts there)
+            guard = {g.identity for g in user.guards.primary()}
+            point = next(p for p in service.intro_points.values() if p.relay.identity not in guard)
+            victim = point.relay
+            rend = await _introduce_through(service, user, victim, avoid=victim.identity)
+        stop = next(scope for r, scope in started if r.identity == victim.identity)
+        stop.cancel()
+
+        with trio.fail_after(10):
+            while victim.nickname in service.status()["intro_points"]:
+                await trio.sleep(0.05)
+        assert point.circuit.error is not None
+        assert service.metrics.value("intro_point_failures_total", stage="lost") >= 1
+        assert rend.error is None  # the rendezvous it introduced lives on
+        nursery.cancel_scope.cancel()

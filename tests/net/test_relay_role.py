@@ -28,7 +28,7 @@ from nodes.init import make_authority_keys
 from nodes.net.circuits import hop_spec
 from nodes.net.dirclient import DirectoryClient
 from nodes.net.events import EventLog
-from nodes.net.hsdir import HsDirStore
+from nodes.net.hsdir import ALREADY_STORED, HsDirStore
 from nodes.net.httpio import request, request_tcp
 from nodes.net.metrics import Metrics
 from nodes.net.node_keys import load_or_create_node_keys
@@ -172,10 +172,14 @@ async def test_relays_join_the_network_and_serve_as_hsdirs(tmp_path, capsys):
         status, _ = await _dir_request(circuit, "GET", _key_path(os.urandom(32), padded=False))
         assert status == 404
 
-        # a lower (or equal) revision is refused; the stored descriptor stays
+        # a lower revision is refused; the stored one again is "already stored" (409, no error); the stored
+        # descriptor stays
         _, older = _hs_descriptor(service, revision=4, now=_now())
         status, reply = await _dir_request(circuit, "POST", PUBLISH, older)
         assert status == 400 and b"revision" in reply
+        _, again = _hs_descriptor(service, revision=5, now=_now())
+        status, reply = await _dir_request(circuit, "POST", PUBLISH, again)
+        assert status == ALREADY_STORED and b"stored already" in reply
         assert await _dir_request(circuit, "GET", _key_path(blinded_key, padded=False)) == (200, document)
 
         # a forged descriptor is refused and counted in /metrics
@@ -294,8 +298,12 @@ async def test_hsdir_refuses_what_it_must_and_keeps_serving():
     service = Signer.from_seed(os.urandom(32))
     key, document = _hs_descriptor(service, revision=1, now=int(clock.now))
     assert (await _ask(store, "POST", PUBLISH, document))[0] == 200
-    # the same revision again
+    # the same revision again: already stored, which is no error (a service re-sends it to an HSDir that
+    # left the consensus and came back); a lower one is refused
     status, reply = await _ask(store, "POST", PUBLISH, document)
+    assert status == ALREADY_STORED and b"stored already" in reply
+    _, older = _hs_descriptor(service, revision=0, now=int(clock.now))
+    status, reply = await _ask(store, "POST", PUBLISH, older)
     assert status == 400 and b"revision" in reply
     # full: a new blinded key waits for room (not the sender's fault: not an error)
     _, other = _hs_descriptor(Signer.from_seed(os.urandom(32)), revision=1, now=int(clock.now))
@@ -320,6 +328,7 @@ async def test_hsdir_refuses_what_it_must_and_keeps_serving():
     assert metrics.value("hsdir_publishes_total", result="stored") == 1
     assert metrics.value("hsdir_publishes_total", result="rejected") == 3
     assert metrics.value("hsdir_publishes_total", result="full") == 1
+    assert metrics.value("hsdir_publishes_total", result="already_stored") == 1
     assert len(events.records("error")) == 6 and len(events.records("descriptor_stored")) == 1
 
 

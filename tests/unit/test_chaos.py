@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import chaos, report
+from nodes.net.metrics import Metrics
+from orchestrator import chaos, readiness, report
 from orchestrator.chaos import Checkers, ScenarioError, judge, make_schedule, parse_scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +54,7 @@ def test_every_shipped_scenario_parses_and_schedules(path: Path) -> None:
 def test_the_schema_knows_every_key_the_parser_knows() -> None:
     schema = json.loads((REPO / "orchestrator" / "chaos.schema.json").read_text())
     assert set(schema["properties"]) == set(chaos.TOP_KEYS)
+    assert set(schema["properties"]["checkers"]["properties"]) == set(chaos.CHECKERS)
     fault = schema["$defs"]["fault"]["properties"]
     assert set(fault) == set(chaos.FAULT_KEYS) | {p for ps in chaos.FAULTS.values() for p in ps}
     assert set(fault["fault"]["enum"]) == set(chaos.FAULTS)
@@ -195,8 +197,17 @@ def fault(op: int, node: str, start: float, end: float | None, *, ok: bool = Tru
     return records
 
 
-def history(*parts, cleanup: bool = True, left: tuple[str, ...] = ()) -> list[dict]:
+def sample(t: float, held: dict[str, bool] | None = None, nacks: dict[str, int] | None = None) -> dict:
+    """A lab_state record: by default three intro points, each held at its relay, and no NACK."""
+    held = {"relay1": True, "relay2": True, "relay3": True} if held is None else held
+    return {"type": "lab_state", "t": t, "intro_points": held, "nacks": nacks or {}}
+
+
+def history(*parts, cleanup: bool = True, left: tuple[str, ...] = (), healthy: bool = True) -> list[dict]:
+    """The records, sorted by time; with `healthy`, a healthy lab_state sample every 2 s as well."""
     records = [r for part in parts for r in (part if isinstance(part, list) else [part])]
+    if healthy:
+        records += [sample(float(t)) for t in range(0, int(max(r["t"] for r in records)) + 1, 2)]
     records.sort(key=lambda r: r["t"])
     if cleanup:
         records.append({"type": "cleanup", "t": records[-1]["t"] + 0.1, "ok": not left, "left": list(left),
@@ -215,9 +226,9 @@ def verdicts(records: list[dict], checkers: Checkers = CHECK_ALL) -> dict[str, b
 def test_a_healthy_run_passes_every_checker() -> None:
     fetches = [fetch(i, float(i), ok=not 10 <= i < 14) for i in range(30)]
     records = history(*fetches, fault(0, "relay1", 10.0, 15.0))
-    assert verdicts(records) == {"no_wrong_bytes": True, "faults": True, "availability": True,
-                                 "recovers": True}
-    recovers = judge(records, CHECK_ALL)[3]
+    assert verdicts(records) == {"no_wrong_bytes": True, "faults": True, "lab_state": True,
+                                 "availability": True, "recovers": True}
+    recovers = judge(records, CHECK_ALL)[4]
     assert "slowest recovery 0.5 s" in recovers.summary  # fetch 15 (15.0-15.5 s) is the first after the heal
 
 
@@ -225,7 +236,8 @@ def test_wrong_bytes_always_fail_the_run() -> None:
     fetches = [fetch(i, float(i)) for i in range(20)]
     fetches[7] = fetch(7, 7.0, ok=False, result="wrong_bytes")
     result = judge(history(*fetches), Checkers())
-    assert [(v.name, v.ok) for v in result] == [("no_wrong_bytes", False), ("faults", True)]
+    assert [(v.name, v.ok) for v in result] == [("no_wrong_bytes", False), ("faults", True),
+                                                 ("lab_state", True)]
     assert result[0].details == ["fetch 7 at 7 s: x"]
 
 
@@ -279,6 +291,57 @@ def test_faults_left_in_place_fail() -> None:
     assert not verdicts(history(*fetches, fault(0, "relay1", 2.0, 4.0), cleanup=False), Checkers())["faults"]
 
 
+def test_an_intro_point_listed_but_held_by_no_relay_after_the_heal_fails_the_run() -> None:
+    """The defect this checker is for: the service kept listing a killed and restarted intro point that held
+    nothing for it any more, while every fetch still got through the other intro points."""
+    fetches = [fetch(i, float(i)) for i in range(40)]
+    after = [sample(float(t), {"relay1": True, "relay2": True, "relay3": t < 10}) for t in range(0, 40, 2)]
+    records = history(*fetches, fault(0, "relay3", 10.0, 15.0), *after, healthy=False)
+    result = {v.name: v for v in judge(records, CHECK_ALL)}
+    assert result["availability"].ok and result["recovers"].ok
+    assert not result["lab_state"].ok
+    assert result["lab_state"].details == [
+        "relay3: listed by the service as an intro point but held by no relay (from 28 to 38 s)"]
+
+
+def test_what_a_fault_does_and_a_passing_moment_are_not_a_degraded_lab() -> None:
+    fetches = [fetch(i, float(i)) for i in range(40)]
+    # not held while the fault is in place and for the grace after it (10 s by default), then held again;
+    # and at 30 s, a single sample between a loss and the service noticing it
+    states = [sample(float(t), {"relay3": not 10 <= t <= 24 and t != 30}) for t in range(0, 40, 2)]
+    records = history(*fetches, fault(0, "relay3", 10.0, 15.0), *states, healthy=False)
+    assert verdicts(records, Checkers())["lab_state"]
+    # and a history without any sample cannot be judged: that fails
+    assert not verdicts(history(*fetches, healthy=False), Checkers())["lab_state"]
+
+
+def test_a_nack_storm_fails_the_run() -> None:
+    """A client leaves an intro point that NACKed it alone for NACK_WINDOW seconds: one NACK per intro point
+    in that time is the most a healthy lab shows (a stale descriptor), more is a storm."""
+    fetches = [fetch(i, float(i)) for i in range(40)]
+    storm = [sample(float(t), nacks={"relay3": t // 4}) for t in range(0, 40, 2)]
+    result = {v.name: v for v in judge(history(*fetches, *storm, healthy=False), Checkers())}
+    assert not result["lab_state"].ok
+    assert result["lab_state"].details == ["relay3: 9 NACKs to the client within 120 s (at most 1)"]
+    calm = [sample(float(t), nacks={"relay3": 1 if t >= 6 else 0, "relay1": 1 if t >= 20 else 0})
+            for t in range(0, 40, 2)]
+    assert verdicts(history(*fetches, *calm, healthy=False), Checkers())["lab_state"]
+    relaxed = parse_scenario("name: x\nduration: 30\ncheckers:\n  lab_state: {max_nacks: 9, grace: 5}\n")
+    assert (relaxed.checkers.lab_state_max_nacks, relaxed.checkers.lab_state_grace) == (9, 5.0)
+    assert verdicts(history(*fetches, *storm, healthy=False), relaxed.checkers)["lab_state"]
+
+
+def test_metrics_parse_as_the_nodes_render_them() -> None:
+    metrics = Metrics()
+    metrics.inc("introductions_total", intro="relay3", result="nack")
+    metrics.inc("introductions_total", 2, intro='odd"name', result="acked")
+    metrics.set("links_open", 4)
+    assert readiness.parse_metrics(metrics.render()) == [
+        ("onionlab_introductions_total", {"intro": 'odd"name', "result": "acked"}, 2.0),
+        ("onionlab_introductions_total", {"intro": "relay3", "result": "nack"}, 1.0),
+        ("onionlab_links_open", {}, 4.0)]
+
+
 # -- the runner against a fake backend -----------------------------------------------------------------------
 
 
@@ -292,6 +355,8 @@ class FakeBackend:
                              "qdiscs": ["noqueue"]}
                       for i, (name, _) in enumerate(LAB, start=2)}
         self.fail_unpause = False
+        self.holding = {"relay1", "relay2", "relay3"}  # the relays that hold the service's intro circuits
+        self.nacks = 0  # NACKs the client counts from relay1
 
     def status(self) -> dict:
         return {"nodes": [{"name": n, "role": r, "address": "", "ready": True} for n, r in LAB],
@@ -299,7 +364,14 @@ class FakeBackend:
                 "clients": [{"name": "client", "socks": "127.0.0.1:1"}]}
 
     def node_status(self, name: str) -> dict:
-        return {"intro_points": ["relay1", "relay2", "relay3"], "guards": {"primary": ["relay4"]}}
+        if name == "hs":
+            return {"intro_points": ["relay1", "relay2", "relay3"], "guards": {"primary": ["relay4"]},
+                    "intro_auth_keys": {f"relay{i}": f"key{i}" for i in (1, 2, 3)}}
+        return {"guards": {"primary": ["relay4"]},
+                "intro_auth_keys": [f"key{name[-1]}"] if name in self.holding else []}
+
+    def node_metrics(self, name: str) -> list[tuple[str, dict[str, str], float]]:
+        return [("onionlab_introductions_total", {"intro": "relay1", "result": "nack"}, self.nacks)]
 
     def container_state(self, name: str) -> dict:
         return {"status": self.state[name]["status"], "networks": dict(self.state[name]["networks"])}
@@ -404,6 +476,24 @@ def test_a_run_applies_and_undoes_every_fault(tmp_path: Path) -> None:
     parser = HTMLParser()
     parser.feed(report.render_html(saved))
     parser.close()
+
+
+def test_a_run_samples_the_lab_and_fails_when_an_intro_point_is_held_by_no_relay(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    monkeypatch.setattr(chaos, "LAB_STATE_EVERY", 0.05)
+    backend = FakeBackend(tmp_path)
+    scenario = parse_scenario("name: x\nduration: 1\nworkload: {interval: 0.05}\n"
+                              "checkers:\n  lab_state: {grace: 0}\n")
+    assert chaos.run_scenario(scenario, backend, fetch=ok_fetch).ok
+    backend.holding.discard("relay3")  # relay3 restarted: the service lists it, it holds nothing
+    result = chaos.run_scenario(scenario, backend, fetch=ok_fetch)
+    assert not result.ok
+    lab = next(v for v in result.verdicts if v.name == "lab_state")
+    assert not lab.ok and lab.details[0].startswith("relay3: listed by the service as an intro point")
+    samples = [r for r in result.history if r["type"] == "lab_state"]
+    assert len(samples) > 2
+    assert samples[0]["intro_points"] == {"relay1": True, "relay2": True, "relay3": False}
+    assert samples[0]["nacks"] == {"relay1": 0}
 
 
 def test_netem_faults_are_refused_before_anything_changes(tmp_path: Path) -> None:
