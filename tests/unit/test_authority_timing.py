@@ -1,0 +1,50 @@
+"""The authority's round follows the topology's timing (issue 9, defect 7: vote_delay and dist_delay were
+validated and documented but the authority used constants), and the consensus says so (voting-delay)."""
+
+import io
+import time
+
+from nodes.config import AuthorityRef, NodeConfig, Timing
+from nodes.init import make_authority_keys
+from nodes.net.events import EventLog
+from nodes.net.metrics import Metrics
+from nodes.net.node_keys import load_or_create_authority_keys, load_or_create_node_keys
+from nodes.roles.authority import MIN_TEST_TIME, Authority
+
+
+async def _never(_desc) -> bool:
+    return False
+
+
+def _authority(tmp_path, timing: Timing) -> Authority:
+    ref = AuthorityRef("auth1", "127.0.0.1", 9030, 9001, *make_authority_keys(tmp_path))
+    config = NodeConfig(name="auth1", role="authority", address="127.0.0.1", data_dir=str(tmp_path),
+                        control_port=0, authorities=(ref,), dir_port=9030, or_port=9001, timing=timing)
+    events = EventLog("auth1", "authority", io.StringIO())
+    return Authority(config, load_or_create_node_keys(tmp_path), load_or_create_authority_keys(tmp_path),
+                     reachable=_never, metrics=Metrics(), events=events)
+
+
+def test_round_schedule_uses_the_vote_and_distribution_delays(tmp_path):
+    start = 1_800_000_000
+    short = _authority(tmp_path / "a", Timing(voting_interval=20, vote_delay=3, dist_delay=5))
+    assert short._schedule(start) == (start + MIN_TEST_TIME * 20, start + 4 + 3, start + 4 + 3 + 5)
+    other = _authority(tmp_path / "b", Timing(voting_interval=20, vote_delay=7, dist_delay=2))
+    assert other._schedule(start) == (start + 4, start + 4 + 7, start + 4 + 7 + 2)
+
+
+async def test_the_vote_and_the_consensus_carry_the_delays(tmp_path):
+    """One authority, alone: its round votes, computes and publishes without the network."""
+    authority = _authority(tmp_path, Timing(voting_interval=20, vote_delay=3, dist_delay=5))
+    vote_bytes = None
+    start = authority._round_of(time.time())
+
+    async def no_push(path, body, what, until):
+        nonlocal vote_bytes
+        vote_bytes = vote_bytes or body
+
+    authority._push = no_push
+    authority._trio_time = lambda wall: 0  # no waiting: the deadlines are in the past
+    await authority.run_round(start)
+    assert b"\nvoting-delay 3 5\n" in vote_bytes
+    assert b"\nvoting-delay 3 5\n" in authority.published.encode()
