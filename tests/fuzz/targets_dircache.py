@@ -7,6 +7,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from nodes.core.authcert import make_authority_cert
+from nodes.core.errors import DecodeError
 from nodes.net import dircache
 from tests.fuzz.driver import Target
 
@@ -31,6 +32,8 @@ class _Docs:
 def _answer(data: bytes) -> object:
     found = dircache.answer(data.decode("latin-1"), _Docs())
     assert found is None or (isinstance(found, tuple) and found[0] in (200, 400, 404)), found
+    if found is not None and found[0] == 400:  # the refusal the client sees, as the driver counts it
+        raise DecodeError(found[2].decode())
     return found
 
 
