@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="remove every onionlab run on this engine, running ones included")
     kill = commands.add_parser("kill", parents=[common], help="kill a node (SIGKILL or --signal): a crash")
     kill.add_argument("node", help="the node's name, e.g. relay3")
-    kill.add_argument("--signal", default="SIGKILL", help="the signal to send (default: %(default)s)")
+    kill.add_argument("--signal", type=signal_name, default="SIGKILL",
+                      help="the signal to send: a name (SIGTERM or TERM) or a number (default: %(default)s)")
     restart = commands.add_parser("restart", parents=[common],
                                   help="restart a node (same keys and config) and wait until it is ready")
     restart.add_argument("node", help="the node's name, e.g. relay3")
@@ -110,6 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chaos(commands, common)
     _add_export_and_graph(commands)
     return parser
+
+
+def signal_name(text: str) -> str:
+    """`kill --signal`: a signal's name (SIGTERM, TERM, term) or number, as its name; anything else (0,
+    SIGFOO) is a usage error (exit 2) before a backend is asked."""
+    word = text.strip().upper()
+    try:
+        if word.isdigit():
+            return signal.Signals(int(word)).name
+        return signal.Signals[word if word.startswith("SIG") else f"SIG{word}"].name
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"no signal {text!r}: give a name such as SIGKILL, SIGTERM, SIGSTOP "
+                                         "or SIGCONT, or its number (1 or more)") from None
 
 
 def _add_chaos(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -351,7 +351,10 @@ class DockerBackend:
 
     def kill(self, name: str, signal: str = "SIGKILL") -> None:
         """Send `signal` to the node (its container's main process)."""
-        self._running_container(name).kill(signal=signal)
+        try:
+            self._running_container(name).kill(signal=signal)
+        except docker.errors.APIError as e:
+            raise BackendError(f"{name}: sending {signal} failed: {_api_error(e)}") from None
 
     def restart(self, name: str, *, timeout: float = 60.0) -> dict:
         """Restart the node's container (or start it again when it was killed) and wait until it is ready;

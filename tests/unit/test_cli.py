@@ -242,3 +242,36 @@ def test_node_wait_config_reads_the_file_once_it_is_there(tmp_path, capsys):
                                   "control_port": 1, "authorities": []}))
     assert node_main.main(["authority", "--config", str(config), "--wait-config", "5"]) == 2  # read: role
     assert "role is 'relay', but the command line says 'authority'" in capsys.readouterr().err
+
+
+# -- kill --signal: a usage error before anything is sent ---------------------------------------------------
+
+
+class KillRecorder:
+    def __init__(self):
+        self.sent = []
+
+    def kill(self, name, sig):
+        self.sent.append((name, sig))
+
+
+@pytest.mark.parametrize("bad", ["SIGFOO", "0", "-9", "", "SIG_DFL", "999"])
+def test_kill_with_an_unknown_signal_is_a_usage_error(bad, monkeypatch, capsys):
+    backend = KillRecorder()
+    monkeypatch.setattr(cli, "_lab", lambda args: backend)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["kill", "relay1", "--signal", bad])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: onionlab kill" in err and "--signal" in err and "SIGKILL" in err
+    assert backend.sent == []  # nothing reached the backend (docker-py used to raise a traceback for it)
+
+
+@pytest.mark.parametrize("given, sent", [("SIGTERM", "SIGTERM"), ("term", "SIGTERM"), ("15", "SIGTERM"),
+                                         ("STOP", "SIGSTOP"), ("SIGKILL", "SIGKILL")])
+def test_kill_takes_signal_names_and_numbers(given, sent, monkeypatch, capsys):
+    backend = KillRecorder()
+    monkeypatch.setattr(cli, "_lab", lambda args: backend)
+    assert cli.main(["kill", "relay1", "--signal", given]) == 0
+    assert backend.sent == [("relay1", sent)]
+    assert capsys.readouterr().out == f"sent {sent} to relay1\n"
