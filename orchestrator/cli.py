@@ -136,7 +136,9 @@ def _add_chaos(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "Exit status 0 when every checker passes, 1 otherwise, 2 for a bad scenario file.")
     chaos.add_argument("scenario", nargs="?", type=Path, help="the scenario file (topologies/chaos/*.yaml)")
     chaos.add_argument("--seed", type=int, help="the RNG seed (default: the scenario's `seed`)")
-    chaos.add_argument("--json", action="store_true", help="print the result as JSON (progress on stderr)")
+    chaos.add_argument("--json", action="store_true",
+                       help="print the result as JSON (progress on stderr); a refused run prints "
+                            "{ok: false, refused: WHY}")
     chaos.add_argument("--history", type=Path, help="write the JSONL history here (default: "
                                                     "<run dir>/chaos/SCENARIO-seedN-TIME.jsonl)")
     chaos.add_argument("--html", type=Path, help="also write a self-contained HTML timeline here")
@@ -340,6 +342,11 @@ def cmd_chaos(args: argparse.Namespace) -> int:
                                     say=lambda line: print(line, file=out, flush=True))
     except chaos.ChaosRefused as e:
         print(f"onionlab: chaos refused, nothing was changed: {e}", file=sys.stderr)
+        if args.json:  # a script reading stdout learns why, in the shape of a result
+            print(json.dumps({"scenario": scenario.name, "source": scenario.source,
+                              "seed": scenario.seed if args.seed is None else args.seed, "ok": False,
+                              "refused": str(e), "interrupted": False, "history": None, "verdicts": []},
+                             indent=2))
         return 1
     if args.html:
         args.html.write_text(report.render_html(result.history))

@@ -504,3 +504,20 @@ def test_cli_exit_2_names_the_problem_even_without_a_lab(tmp_path: Path, capsys)
     assert cli.main(["chaos", str(REPO / "topologies/chaos/slow-guard.yaml"), "--run-dir",
                      str(tmp_path / "run")]) == 1  # a good scenario, but no lab
     assert "no lab is running" in capsys.readouterr().err
+
+
+def test_cli_json_prints_a_refusal_as_json(tmp_path: Path, capsys, monkeypatch) -> None:
+    from orchestrator import cli
+
+    backend = FakeBackend(tmp_path)  # its shaping_problem: no netem here
+    monkeypatch.setattr(cli, "_lab", lambda args: backend)
+    lag = tmp_path / "lag.yaml"
+    lag.write_text("name: lag\nduration: 6\nseed: 7\nfaults:\n"
+                   "  - {fault: delay, target: relay1, delay: 50ms, at: 1, for: 3}\n")
+    assert cli.main(["chaos", str(lag), "--json", "--run-dir", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"scenario": "lag", "source": str(lag), "seed": 7, "ok": False,
+                               "refused": "fault delay cannot run here: no netem here", "interrupted": False,
+                               "history": None, "verdicts": []}
+    assert "chaos refused, nothing was changed: fault delay cannot run here" in err
+    assert backend.calls == []
