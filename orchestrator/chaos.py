@@ -181,20 +181,25 @@ class Op:
 # -- reading a scenario: PyYAML nodes, so that every problem has a line and a column ------------------------
 
 
-def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+def load_scenario(path: str | os.PathLike[str], *, lab: Sequence[tuple[str, str]] | None = None,
+                  seed: int | None = None) -> Scenario:
+    """The scenario in `path`; ScenarioError with every problem of the file and, when `lab` ((name, role) of
+    the running lab's nodes) is given, every problem of the scenario against that lab, all at once."""
     filename = os.fspath(path)
     try:
         text = Path(filename).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ScenarioError([Problem(filename, None, None, "", f"cannot read: {e}")]) from None
-    return parse_scenario(text, filename)
+    return parse_scenario(text, filename, lab=lab, seed=seed)
 
 
-def parse_scenario(text: str, filename: str = "<string>") -> Scenario:
+def parse_scenario(text: str, filename: str = "<string>", *, lab: Sequence[tuple[str, str]] | None = None,
+                   seed: int | None = None) -> Scenario:
+    """As load_scenario; `seed` (default: the scenario's) decides the random choices checked against `lab`."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
-        return _ScenarioChecker(filename, loader).scenario(root)
+        return _ScenarioChecker(filename, loader, lab, seed).scenario(root)
     except yaml.MarkedYAMLError as e:
         raise ScenarioError([_syntax_problem(filename, e)]) from None
     except yaml.YAMLError as e:
@@ -204,7 +209,14 @@ def parse_scenario(text: str, filename: str = "<string>") -> Scenario:
 
 
 class _ScenarioChecker(_Checker):
-    """topology.py's checker (positions, duplicate keys, unknown keys with a suggestion) for scenarios."""
+    """topology.py's checker (positions, duplicate keys, unknown keys with a suggestion) for scenarios; with
+    a lab, it also checks the workload's nodes and the faults' targets against it (lab_problems)."""
+
+    def __init__(self, filename: str, loader: yaml.SafeLoader, lab: Sequence[tuple[str, str]] | None = None,
+                 seed: int | None = None) -> None:
+        super().__init__(filename, loader)
+        self.lab = lab
+        self.seed = seed
 
     def raise_if_any(self) -> None:
         try:
@@ -252,8 +264,9 @@ class _ScenarioChecker(_Checker):
             self.problems.append(Problem(self.filename, 1, 1, "", "empty file: a scenario needs 'name' and "
                                                                    "'duration'"))
             self.raise_if_any()
-        top = self.mapping(root, "", TOP_KEYS, required=("name", "duration")) or {}
-        self.raise_if_any()
+        top = self.mapping(root, "", TOP_KEYS, required=("name", "duration"))
+        if top is None:
+            self.raise_if_any()
         v = {key: pair[1] for key, pair in top.items()}
         name = self.string(v["name"], "name", _NAME, "a scenario name (lowercase letters, digits, - and _)") \
             if "name" in v else None
@@ -273,6 +286,10 @@ class _ScenarioChecker(_Checker):
                     if spec is not None:
                         faults.append(spec)
         checkers = self.checkers(v["checkers"]) if "checkers" in v else Checkers()
+        if self.lab is not None:  # what parsed, against the lab: reported with the file's own problems
+            partial = Scenario(name=name or "", duration=duration or math.inf, workload=workload,
+                               faults=tuple(faults))
+            self.problems += lab_problems(partial, seed if self.seed is None else self.seed, self.lab)
         self.raise_if_any()
         return Scenario(name=name, duration=duration, description=description, seed=seed,
                         ready_timeout=ready, workload=workload, faults=tuple(faults), checkers=checkers,
@@ -472,20 +489,34 @@ def make_schedule(scenario: Scenario, seed: int, lab: Sequence[tuple[str, str]])
 
 
 def check_workload(scenario: Scenario, lab: Sequence[tuple[str, str]]) -> tuple[str, str]:
-    """(client, service) of the workload; ScenarioError when the lab has no such nodes."""
-    found = []
+    """(client, service) of the workload; ScenarioError, naming each missing one, when the lab has no such
+    nodes."""
+    found, problems = [], []
     for key, role in (("client", "client"), ("service", "onion_service")):
         name = getattr(scenario.workload, key)
         have = [n for n, r in lab if r == role]
         if name is None:
             if not have:
-                raise ScenarioError([scenario.workload.where.problem("workload", f"the lab has no {role}")])
-            name = have[0]
+                problems.append(scenario.workload.where.problem("workload", f"the lab has no {role}"))
+            name = have[0] if have else None
         elif name not in have:
-            raise ScenarioError([scenario.workload.where.problem(f"workload.{key}", (
-                f"the lab has no {role} named {name!r} ({', '.join(have) or 'none at all'})"))])
+            problems.append(scenario.workload.where.problem(f"workload.{key}", (
+                f"the lab has no {role} named {name!r} ({', '.join(have) or 'none at all'})")))
         found.append(name)
+    if problems:
+        raise ScenarioError(problems)
     return found[0], found[1]
+
+
+def lab_problems(scenario: Scenario, seed: int, lab: Sequence[tuple[str, str]]) -> list[Problem]:
+    """Every problem of the scenario against the lab: the workload's nodes, the faults' targets."""
+    problems: list[Problem] = []
+    for check in (lambda: check_workload(scenario, lab), lambda: make_schedule(scenario, seed, lab)):
+        try:
+            check()
+        except ScenarioError as e:
+            problems += e.problems
+    return problems
 
 
 # -- the history ---------------------------------------------------------------------------------------------
@@ -786,6 +817,9 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
     seed = scenario.seed if seed is None else seed
     status = backend.status()
     lab = [(n["name"], n["role"]) for n in status["nodes"]]
+    problems = lab_problems(scenario, seed, lab)
+    if problems:
+        raise ScenarioError(problems)
     client, service = check_workload(scenario, lab)
     schedule = make_schedule(scenario, seed, lab)
     for fault in sorted({op.fault for op in schedule} & set(SHAPING)):

@@ -317,8 +317,17 @@ def cmd_flow(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     from . import chaos, report
 
-    scenario = chaos.load_scenario(args.scenario) if args.scenario is not None else None  # exit 2 first
-    backend = _lab(args)
+    try:
+        backend = _lab(args)
+    except BackendError:
+        if args.scenario is not None:
+            chaos.load_scenario(args.scenario)  # a bad file is exit 2 (all its problems) even without a lab
+        raise
+    lab = None
+    if args.scenario is not None and not args.heal:  # the file's problems and the lab's, all at once
+        lab = [(n["name"], n["role"]) for n in backend.status()["nodes"]]
+    scenario = chaos.load_scenario(args.scenario, lab=lab, seed=args.seed) if args.scenario is not None \
+        else None
     if args.heal:
         done = chaos.heal(backend)
         for undo, how in done:
@@ -328,7 +337,6 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     if scenario is None:
         raise BackendError("which scenario? e.g. `onionlab chaos topologies/chaos/kill-intro-point.yaml`")
     if args.dry_run:
-        lab = [(n["name"], n["role"]) for n in backend.status()["nodes"]]
         seed = scenario.seed if args.seed is None else args.seed
         for op in chaos.make_schedule(scenario, seed, lab):
             print(f"{op.at:7.1f} s .. {op.until:7.1f} s  op {op.index}: {op.describe()}")
