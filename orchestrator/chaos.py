@@ -27,6 +27,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import threading
 import time
@@ -77,6 +78,8 @@ CHECKERS: Final = {"availability": ("min", "after_heal", "grace"), "recovers": (
                    "no_wrong_bytes": (), "faults": ()}
 ALWAYS: Final = ("no_wrong_bytes", "faults")  # every run is judged by these, listed or not
 JOURNAL: Final = "chaos-faults.json"
+HISTORIES: Final = Path(".onionlab", "chaos")  # below the current directory; `down` never removes it
+OLD_HISTORIES: Final = "chaos"  # in the run dir, where histories went by default before
 BASELINE_RETRY: Final = 0.5  # seconds between two tries of the onion before the run
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _NODE = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -625,6 +628,29 @@ def undo_fault(backend, undo: dict, *, wait: bool, timeout: float) -> str:
         removed = backend.unshape(undo["veths"])
         return f"qdisc removed from {', '.join(removed) or 'nothing (its veths are gone)'}"
     raise ValueError(f"unknown fault {fault!r}")
+
+
+def default_history(name: str, seed: int) -> Path:
+    """Where a run's history goes without --history: `.onionlab/chaos/NAME-seedN-TIME.jsonl` below the
+    current directory, outside the run dir, so that `onionlab down` leaves it."""
+    return Path.cwd() / HISTORIES / f"{name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+
+
+def keep_histories(run_dir: str | os.PathLike[str]) -> tuple[int, Path]:
+    """Move the files of `<run dir>/chaos/` (histories and reports that runs wrote there) to the histories
+    directory before the run dir goes; a name that is taken there gets a numbered suffix. Returns (how many
+    files were moved, where to)."""
+    source, target = Path(run_dir, OLD_HISTORIES), Path.cwd() / HISTORIES
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
+    for path in files:
+        dest = target / path.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while dest.exists():
+            dest = dest.with_name(f"{path.stem}.{n}{path.suffix}")
+            n += 1
+        shutil.move(path, dest)
+    return len(files), target
 
 
 def _journal(backend) -> Path:

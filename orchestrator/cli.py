@@ -139,8 +139,9 @@ def _add_chaos(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     chaos.add_argument("--json", action="store_true",
                        help="print the result as JSON (progress on stderr); a refused run prints "
                             "{ok: false, refused: WHY}")
-    chaos.add_argument("--history", type=Path, help="write the JSONL history here (default: "
-                                                    "<run dir>/chaos/SCENARIO-seedN-TIME.jsonl)")
+    chaos.add_argument("--history", type=Path, help="write the JSONL history here (default: .onionlab/chaos/"
+                                                    "SCENARIO-seedN-TIME.jsonl in the current directory, "
+                                                    "which `down` leaves alone)")
     chaos.add_argument("--html", type=Path, help="also write a self-contained HTML timeline here")
     chaos.add_argument("--dry-run", action="store_true", help="print the schedule for this lab and seed; "
                                                               "change nothing")
@@ -261,9 +262,14 @@ def cmd_down(args: argparse.Namespace) -> int:
     if backend is None:
         print(f"nothing to stop in {args.run_dir or default_run_dir()}")
         return 0
+    from . import chaos
+
+    moved, where = (0, None) if args.keep else chaos.keep_histories(backend.run_dir)
     stopped = backend.down(keep=args.keep)
     print(f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else ""))
     print(f"kept {backend.run_dir}" if args.keep else f"removed {backend.run_dir}")
+    if moved:
+        print(f"kept {moved} chaos history and report file(s): moved to {where}")
     return 0
 
 
@@ -341,9 +347,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         for op in chaos.make_schedule(scenario, seed, lab):
             print(f"{op.at:7.1f} s .. {op.until:7.1f} s  op {op.index}: {op.describe()}")
         return 0
-    history = args.history or Path(backend.run_dir, "chaos", f"{scenario.name}-seed"
-                                   f"{scenario.seed if args.seed is None else args.seed}-"
-                                   f"{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    history = args.history or chaos.default_history(scenario.name,
+                                                    scenario.seed if args.seed is None else args.seed)
     out = sys.stderr if args.json else sys.stdout
     try:
         result = chaos.run_scenario(scenario, backend, seed=args.seed, history_path=history,

@@ -275,3 +275,39 @@ def test_kill_takes_signal_names_and_numbers(given, sent, monkeypatch, capsys):
     assert cli.main(["kill", "relay1", "--signal", given]) == 0
     assert backend.sent == [("relay1", sent)]
     assert capsys.readouterr().out == f"sent {sent} to relay1\n"
+
+
+# -- down keeps chaos histories ------------------------------------------------------------------------------
+
+
+def test_down_keeps_the_chaos_histories_and_says_where(run_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("orchestrator.backends.local._is_node_process", lambda pid, config: False)
+    monkeypatch.chdir(tmp_path)
+    (run_dir / "chaos").mkdir()
+    (run_dir / "chaos" / "kill-seed7-20250101-000000.jsonl").write_text('{"type": "run"}\n')
+    (run_dir / "chaos" / "kill.html").write_text("<html></html>")
+    assert cli.main(["down", "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert not run_dir.exists()
+    kept = tmp_path / ".onionlab" / "chaos"
+    assert (kept / "kill-seed7-20250101-000000.jsonl").read_text() == '{"type": "run"}\n'
+    assert (kept / "kill.html").exists()
+    assert f"kept 2 chaos history and report file(s): moved to {kept}" in out
+
+
+def test_chaos_histories_go_outside_the_run_dir_by_default(run_dir, tmp_path, monkeypatch, capsys):
+    from orchestrator import chaos
+
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+
+    def run_scenario(scenario, backend, *, seed, history_path, say):
+        seen["history"] = history_path
+        raise chaos.ChaosRefused("not today")
+
+    monkeypatch.setattr(chaos, "run_scenario", run_scenario)
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: s\nduration: 10\nseed: 3\n")
+    assert cli.main(["chaos", str(scenario), "--run-dir", str(run_dir)]) == 1
+    assert seen["history"].parent == tmp_path / ".onionlab" / "chaos"
+    assert seen["history"].name.startswith("s-seed3-") and seen["history"].suffix == ".jsonl"
