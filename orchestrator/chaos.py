@@ -20,7 +20,6 @@ module decides what to do when and judges it.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import math
@@ -31,7 +30,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -45,7 +44,7 @@ from .flow import (
     read_pattern,
     socks_connect,
 )
-from .signals import sigterm_interrupts
+from .signals import signal_of, signals_deferred, sigterm_interrupts
 from .topology import ROLES, Problem, TopologyError, _Checker, _describe, _did_you_mean, _syntax_problem
 
 # -- what a scenario can say ---------------------------------------------------------------------------------
@@ -788,6 +787,7 @@ class RunResult:
     verdicts: list[Verdict]
     history_path: Path | None
     interrupted: bool = False
+    interrupted_by: str | None = None  # SIGINT or SIGTERM, when interrupted
 
     @property
     def ok(self) -> bool:
@@ -803,21 +803,6 @@ class RunResult:
 
 class WorkloadCrashed(RuntimeError):
     """The workload raised something that is not a failed fetch (a bug): the run stops, faults are undone."""
-
-
-@contextlib.contextmanager
-def _signals_deferred(arrived: list[int]) -> Iterator[None]:
-    """While faults are undone, Ctrl-C and SIGTERM are noted in `arrived` instead of interrupting."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _choose_live(backend, op: Op, service: str, client: str, busy: set[str]) -> tuple[list[str], str]:
@@ -897,6 +882,7 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
         active: dict[int, tuple[Op, list[dict]]] = {}
         in_place: list[dict] = []
         interrupted = False
+        interrupted_by: str | None = None
         arrived: list[int] = []
 
         def apply(op: Op) -> None:
@@ -976,12 +962,12 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
                         apply(pending.pop(0))
                     else:
                         break
-        except KeyboardInterrupt:
-            interrupted = True
-            history.record("interrupted", detail="Ctrl-C or SIGTERM")
+        except KeyboardInterrupt as e:
+            interrupted, interrupted_by = True, signal_of(e).name
+            history.record("interrupted", detail="Ctrl-C or SIGTERM", signal=interrupted_by)
             stamp("interrupted: undoing every fault")
         finally:
-            with _signals_deferred(arrived):
+            with signals_deferred(arrived):
                 workload.stopping.set()
                 for index in sorted(active, reverse=True):
                     undo(*active.pop(index), "cleanup", wait=False)
@@ -993,12 +979,14 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
                       else "cleanup: LEFT BEHIND: " + "; ".join(left))
         if arrived:
             interrupted = True
+            interrupted_by = interrupted_by or signal.Signals(arrived[0]).name
         verdicts = judge(history.records, scenario.checkers)
         for v in verdicts:
             history.record("verdict", **v.to_dict())
         history.record("end", ok=not interrupted and all(v.ok for v in verdicts), interrupted=interrupted)
         history.close()
-        return RunResult(scenario, seed, schedule, history.records, verdicts, history_path, interrupted)
+        return RunResult(scenario, seed, schedule, history.records, verdicts, history_path, interrupted,
+                         interrupted_by)
     finally:
         history.close()  # at once, even when something raises
 

@@ -14,7 +14,7 @@
 
 Every command takes --run-dir (default $ONIONLAB_RUN_DIR, else .onionlab/run). Exit status: 0 done, 1 the
 run failed (a node crashed or was not ready in time; its log lines are shown), 2 a bad command line or
-topology (every problem as file:line:column: field: message).
+topology (every problem as file:line:column: field: message), 130 interrupted by Ctrl-C, 143 by SIGTERM.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from .flow import DEFAULT_BYTES as DEFAULT_FLOW_BYTES
 from .flow import check_reachable, render, run_flow
 from .graph import FORMATS as GRAPH_FORMATS
 from .graph import render_graph
-from .signals import sigterm_interrupts
+from .signals import exit_status, signal_of, sigterm_interrupts
 from .topology import TopologyError, load_topology
 
 DEFAULT_TOPOLOGY = Path("topologies", "default.yaml")
@@ -196,6 +196,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"starting lab {topology.name!r}: {len(topology.nodes)} nodes, {args.backend} backend", flush=True)
     try:
         backend.up(topology, timeout=args.timeout, progress=progress)
+    except KeyboardInterrupt:
+        gone = "every container, network and volume of the run is removed" if args.backend == "docker" \
+            else "every node is stopped"
+        print(f"onionlab: `up` was interrupted: {gone}; `onionlab status` says so, `onionlab logs NODE` "
+              f"shows what a node wrote, `onionlab down` removes {backend.run_dir}", file=sys.stderr)
+        raise
     except StartFailed as e:
         print(f"onionlab: {e}", file=sys.stderr)
         if args.backend == "docker":
@@ -241,17 +247,36 @@ def _running_backend(args: argparse.Namespace):
     return None if info is None else open_backend(info.backend, run_dir)
 
 
-def _lab(args: argparse.Namespace):
-    """The backend of the run in --run-dir; BackendError when nothing was started there."""
-    backend = _running_backend(args)
-    if backend is None:
-        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()}); "
-                           "start one with `onionlab up`")
-    return backend
+class LabFailed(BackendError):
+    """The run in the run dir did not come up (RunInfo.failed): nothing of it runs."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _lab(args: argparse.Namespace, *, failed_too: bool = False):
+    """The backend of the run in --run-dir; BackendError when nothing was started there, LabFailed when its
+    `up` failed or was interrupted (unless `failed_too`: `logs` reads what such a run left)."""
+    run_dir = args.run_dir or default_run_dir()
+    info = read_state(run_dir)
+    if info is None:
+        raise BackendError(f"no lab is running (nothing in {run_dir}); start one with `onionlab up`")
+    if info.failed and not failed_too:
+        raise LabFailed(f"the lab {info.lab!r} in {run_dir} did not come up ({info.failed}): nothing of it "
+                        "runs. `onionlab logs NODE` shows what a node wrote, `onionlab down` removes the run "
+                        "dir, `onionlab up` starts a new lab", info.failed)
+    return open_backend(info.backend, run_dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    backend = _lab(args)
+    try:
+        backend = _lab(args)
+    except LabFailed as e:
+        if args.json:
+            print(json.dumps({"failed": e.reason, "nodes": [], "onion_services": [], "clients": []},
+                             indent=2))
+        raise
     status = backend.status()
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
@@ -274,7 +299,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    backend = _lab(args)
+    backend = _lab(args, failed_too=True)
     sys.stdout.write(backend.logs(args.node))
     return 0
 
@@ -369,7 +394,9 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         print()
         print(report.render_summary(result.history))
         print(f"\nhistory: {history}" + (f", timeline: {args.html}" if args.html else ""))
-    return 130 if result.interrupted else 0 if result.ok else 1
+    if result.interrupted:
+        return exit_status(signal.Signals[result.interrupted_by or "SIGINT"])
+    return 0 if result.ok else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -450,9 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     except BackendError as e:
         print(f"onionlab: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("onionlab: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (signals.Terminated): 128 + the signal's number
+        print(f"onionlab: interrupted by {signal_of(e).name}", file=sys.stderr)
+        return exit_status(signal_of(e))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from docker.models.containers import Container
 from nodes.__main__ import FATAL_PREFIX
 from orchestrator import readiness
 from orchestrator.plan import DATA_ROOT, make_plan
+from orchestrator.signals import signals_deferred
 from orchestrator.topology import Node, Topology
 
 from . import (
@@ -62,6 +63,7 @@ from . import (
     RunNode,
     StartFailed,
     default_run_dir,
+    failure_reason,
     read_state,
     write_state,
 )
@@ -234,11 +236,14 @@ class DockerBackend:
                 f"(onionlab-{run_id}-*), authorities first")
             statuses = self._wait_ready(info, timeout, say)
         except BaseException as failure:
-            try:
-                self._save_logs(run_id)
-                self._remove_run(run_id)
-            except (BackendError, docker.errors.DockerException, requests.RequestException) as e:
-                failure.add_note(f"while removing run {run_id}: {e}")
+            with signals_deferred():  # a second Ctrl-C or SIGTERM must not leave half the run behind
+                try:
+                    self._save_logs(run_id)
+                    self._remove_run(run_id)
+                except (BackendError, docker.errors.DockerException, requests.RequestException) as e:
+                    failure.add_note(f"while removing run {run_id}: {e}")
+                info.failed = failure_reason(failure)  # `status` says so instead of listing dead nodes
+                write_state(info)
             raise
         for node in info.nodes:
             if node.role == "onion_service":

@@ -383,6 +383,54 @@ def test_sigkill_mid_up_then_reap_leaves_nothing(docker_client, node_image, labe
     assert again.returncode == 0 and f"run {state.run_id}" not in again.stdout
 
 
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_up_removes_its_run_and_status_says_so(docker_client, node_image, labels, tmp_path,
+                                                              sig, code):
+    """Ctrl-C or SIGTERM while `onionlab up` waits for readiness: it exits 128 + the signal, having removed
+    every container, network and volume it made; `status` then says the lab did not come up (exit 1)."""
+    path = tmp_path / "lab.yaml"
+    path.write_text(topology_text(free_subnet(docker_client)))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "ONIONLAB_RUN_DIR": str(run_dir),
+           "ONIONLAB_LABELS": ",".join(f"{k}={v}" for k, v in labels.items())}
+    up = subprocess.Popen([*ONIONLAB, "up", "--timeout", str(UP_TIMEOUT), str(path)], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(up.stdout, lines), daemon=True).start()
+    seen = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any("started 6 containers" in line for line in seen):
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, "onionlab up ended early:\n" + "".join(seen)
+            seen.append(line)
+        up.send_signal(sig)
+        assert up.wait(timeout=90) == code, "".join(seen)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    while (line := lines.get(timeout=10)) is not None:
+        seen.append(line)
+    output = "".join(seen)
+    assert f"onionlab: interrupted by {signal.Signals(sig).name}" in output
+    assert "`up` was interrupted: every container, network and volume of the run is removed" in output
+
+    state = read_state(run_dir)
+    assert state.failed == f"interrupted by {signal.Signals(sig).name}" and not state.complete
+    assert counts(run_objects(docker_client, state.run_id)) == {"containers": 0, "networks": 0, "volumes": 0}
+    status = subprocess.run([*ONIONLAB, "status"], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert status.returncode == 1 and "did not come up (interrupted by" in status.stderr, status
+    assert status.stdout == ""  # no table of nodes that are not there
+    logs = subprocess.run([*ONIONLAB, "logs", "auth1"], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert logs.returncode == 0 and f"==> {run_dir / 'logs' / 'auth1'}: stdout" in logs.stdout  # saved
+    down = subprocess.run([*ONIONLAB, "down"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0 and not run_dir.exists(), down
+
+
 # -- the pytest plugin ---------------------------------------------------------------------------------------
 
 PLUGIN_TEST = '''

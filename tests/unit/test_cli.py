@@ -2,6 +2,10 @@
 the nodes' /status answers are faked)."""
 
 import json
+import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +13,7 @@ import nodes.__main__ as node_main
 from orchestrator import cli, readiness
 from orchestrator.backends import RunInfo, RunNode, default_run_dir, write_state
 
+REPO = Path(__file__).resolve().parents[2]
 BAD_TOPOLOGY = """\
 name: lab
 nodes:
@@ -311,3 +316,43 @@ def test_chaos_histories_go_outside_the_run_dir_by_default(run_dir, tmp_path, mo
     assert cli.main(["chaos", str(scenario), "--run-dir", str(run_dir)]) == 1
     assert seen["history"].parent == tmp_path / ".onionlab" / "chaos"
     assert seen["history"].name.startswith("s-seed3-") and seen["history"].suffix == ".jsonl"
+
+
+# -- an interrupted up ---------------------------------------------------------------------------------------
+
+
+def _interrupt_with(sig):
+    def start(self, info, nodes_=None):
+        os.kill(os.getpid(), sig)  # as if Ctrl-C or `kill` came while the nodes were being started
+        time.sleep(5)  # the handler interrupts this at once
+        raise AssertionError(f"{sig!r} did not interrupt `up`")
+
+    return start
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_up_exits_128_plus_the_signal_and_status_says_it_failed(sig, code, tmp_path,
+                                                                             monkeypatch, capsys):
+    from orchestrator.backends.local import LocalBackend
+
+    monkeypatch.setattr(LocalBackend, "_start", _interrupt_with(sig))
+    run_dir = tmp_path / "run"
+    topology = REPO / "topologies" / "default.yaml"
+    handler = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["up", "--backend", "local", "--run-dir", str(run_dir), str(topology)]) == code
+    assert signal.getsignal(signal.SIGTERM) is handler  # the handler is gone again
+    name = signal.Signals(sig).name
+    assert f"onionlab: interrupted by {name}" in capsys.readouterr().err
+
+    assert cli.main(["status", "--run-dir", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"the lab 'default' in {run_dir} did not come up (interrupted by {name}): nothing of it " in err
+    assert cli.main(["status", "--json", "--run-dir", str(run_dir)]) == 1
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"failed": f"interrupted by {name}", "nodes": [], "onion_services": [],
+                               "clients": []}
+    assert cli.main(["flow", "--run-dir", str(run_dir)]) == 1
+    assert "did not come up" in capsys.readouterr().err
+    assert cli.main(["logs", "auth1", "--run-dir", str(run_dir)]) == 0  # what it left is still readable
+    assert cli.main(["down", "--run-dir", str(run_dir)]) == 0
+    assert not run_dir.exists()
