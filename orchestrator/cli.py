@@ -1,6 +1,7 @@
 """The `onionlab` command line.
 
-    onionlab up [--backend docker|local] [--timeout S] [TOPOLOGY]  start a lab, wait until it is ready
+    onionlab up [--backend docker|local] [--timeout S] [--exact-subnets] [TOPOLOGY]  start a lab, wait until
+                                                it is ready
     onionlab status [--json]                    what runs, what is ready, the onion and SOCKS addresses
     onionlab down [--keep]                      stop every node; remove the run dir unless --keep
     onionlab logs NODE                          a node's events and stderr
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "address")
     up.add_argument("--timeout", type=float, default=120.0,
                     help="seconds to wait for every node to be ready (default: %(default)g)")
+    up.add_argument("--exact-subnets", action="store_true",
+                    help="docker: fail when another network holds a subnet of the topology, instead of "
+                         "moving that network to the next free subnet of the same size (the default)")
 
     status = commands.add_parser("status", parents=[common], help="show the nodes, onion and SOCKS addresses")
     status.add_argument("--json", action="store_true", help="print JSON: {nodes, onion_services, clients}")
@@ -188,6 +192,7 @@ def _default_topology() -> Path:
 def cmd_up(args: argparse.Namespace) -> int:
     topology = load_topology(args.topology or _default_topology())
     backend = open_backend(args.backend, args.run_dir)
+    backend.exact_subnets = args.exact_subnets  # the docker backend's; processes on loopback have no subnets
     started = time.monotonic()
 
     def progress(line: str) -> None:

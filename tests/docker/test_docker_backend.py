@@ -20,7 +20,7 @@ import sys
 import textwrap
 import threading
 import time
-from ipaddress import IPv4Network, ip_network
+from ipaddress import IPv4Network, ip_address, ip_network
 from pathlib import Path
 
 import docker
@@ -315,18 +315,50 @@ def test_a_missing_image_fails_before_anything_is_made(docker_client, labels, tm
     assert not (tmp_path / "run" / "state.json").exists()
 
 
-def test_a_taken_subnet_is_named(docker_client, node_image, labels, tmp_path):
+def _blocked_topology(docker_client, labels, tmp_path) -> tuple[Topology, IPv4Network, str]:
+    """A topology whose subnet another network (labelled for the test) already holds."""
     subnet = free_subnet(docker_client)
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
     blocker = docker_client.networks.create(f"onionlab-test-{labels['onionlab.test.case']}", ipam=ipam,
                                             labels=labels)
-    (tmp_path / "lab.yaml").write_text(topology_text(subnet))
-    topology = parse_topology((tmp_path / "lab.yaml").read_text(), str(tmp_path / "lab.yaml"))
+    path = tmp_path / "lab.yaml"
+    path.write_text(topology_text(subnet))
+    return parse_topology(path.read_text(), str(path)), subnet, blocker.name
+
+
+def test_a_taken_subnet_is_named_with_exact_subnets(docker_client, node_image, labels, tmp_path):
+    topology, subnet, blocker = _blocked_topology(docker_client, labels, tmp_path)
     run_dir = tmp_path / "run"
-    with pytest.raises(BackendError, match=f"network labnet \\({subnet}\\): .*overlap.*{blocker.name}"):
-        DockerBackend(run_dir, labels=labels).up(topology, timeout=UP_TIMEOUT)
+    with pytest.raises(BackendError, match=f"network labnet \\({subnet}\\): .*overlap.*{blocker}"):
+        DockerBackend(run_dir, labels=labels, exact_subnets=True).up(topology, timeout=UP_TIMEOUT)
     run_id = read_state(run_dir).run_id
     assert counts(run_objects(docker_client, run_id)) == {"containers": 0, "networks": 0, "volumes": 0}
+
+
+def test_a_taken_subnet_moves_the_lab_to_a_free_one(docker_client, node_image, labels, tmp_path):
+    """Another lab of the same topology (here: a network on its subnet) is no clash: this one comes up on the
+    next free subnet of the same size, every node at the same host part, and says so."""
+    topology, subnet, blocker = _blocked_topology(docker_client, labels, tmp_path)
+    run_dir = tmp_path / "run"
+    backend = DockerBackend(run_dir, labels=labels)
+    progress: list[str] = []
+    try:
+        info = backend.up(topology, timeout=UP_TIMEOUT, progress=progress.append)
+        (network,) = run_objects(docker_client, info.run_id)["networks"]
+        moved = ip_network(network.attrs["IPAM"]["Config"][0]["Subnet"])
+        assert moved != subnet and moved.prefixlen == subnet.prefixlen and not moved.overlaps(subnet)
+        assert f"network labnet: {subnet} is taken (by {blocker}); using {moved} instead" in progress
+        offsets = [int(n.address()) - int(subnet.network_address) for n in topology.nodes]
+        assert [n.address for n in read_state(run_dir).nodes] == [
+            str(moved.network_address + offset) for offset in offsets]
+        status = backend.status()
+        assert all(n["ready"] for n in status["nodes"]) and \
+            [n["address"] for n in status["nodes"]] == [n.address for n in info.nodes]
+        for container in run_objects(docker_client, info.run_id)["containers"]:
+            assert [ip_address(a) in moved for a in backend_module._addresses(container)] == [True]
+    finally:
+        backend.down()
+    assert counts(run_objects(docker_client, info.run_id)) == {"containers": 0, "networks": 0, "volumes": 0}
 
 
 # -- SIGKILL of the orchestrator, then reap ------------------------------------------------------------------
