@@ -16,8 +16,9 @@ run's id (`onionlab.run`) and with who made it (`onionlab.owner-*`):
     containers  one per node, `onionlab-<run>-<node>` (hostname: the node's name) running
                 `ROLE --config /var/lib/onionlab/<node>/config.json` at its static address on each of its
                 networks, as uid 10001 with every capability dropped, no-new-privileges and a read-only
-                root file system. A client's SOCKS port is published on the host's 127.0.0.1 only, at a port
-                Docker picks (RunNode.socks).
+                root file system, within the node's memory and pids limits (topology settings `memory`,
+                `pids`). A client's SOCKS port is published on the host's 127.0.0.1 only, at a port Docker
+                picks (RunNode.socks).
 
 and then waits until every node's /status says ready (readiness.py), showing progress. A container that
 exits meanwhile stops the wait at once with the cause from its own log (its last `fatal: ` line). Whatever
@@ -56,7 +57,7 @@ from docker.models.containers import Container
 
 from nodes.__main__ import FATAL_PREFIX
 from orchestrator import readiness
-from orchestrator.plan import DATA_ROOT, make_plan
+from orchestrator.plan import DATA_ROOT, INIT_MEMORY, INIT_PIDS, make_plan
 from orchestrator.signals import signals_deferred
 from orchestrator.topology import Node, Topology
 
@@ -739,7 +740,7 @@ class DockerBackend:
                 image, ["init", PLAN_ENV, DATA_ROOT, *dirs], entrypoint=["sh", "-c", script],
                 name=name, hostname=INIT, user="0:0", environment={PLAN_ENV: plan}, volumes=volumes,
                 network_mode="none", cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE"],
-                security_opt=["no-new-privileges:true"], read_only=True,
+                security_opt=["no-new-privileges:true"], read_only=True, **_limits(INIT_MEMORY, INIT_PIDS),
                 labels={**labels, NODE: INIT, ROLE: INIT})
             container.start()
             code = container.wait(timeout=INIT_TIMEOUT)["StatusCode"]
@@ -797,7 +798,7 @@ class DockerBackend:
                 networking_config={primary_net: self.client.api.create_endpoint_config(
                     ipv4_address=str(primary.address))},
                 ports=published, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
-                read_only=True, tmpfs={"/tmp": "size=16m,mode=1777"},
+                read_only=True, tmpfs={"/tmp": "size=16m,mode=1777"}, **_limits(planned.memory, planned.pids),
                 log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "2"}},
                 labels={**labels, NODE: node.name, ROLE: node.role})
             for interface in others:
@@ -1061,6 +1062,16 @@ def _host_routes() -> list[IPv4Network]:
         if route.prefixlen:
             routes.append(route)
     return routes
+
+
+def _limits(memory: int | None, pids: int | None) -> dict[str, int]:
+    """A container's memory limit (swap included, so no swapping past it) and pids limit."""
+    found = {}
+    if memory is not None:
+        found.update(mem_limit=memory, memswap_limit=memory)
+    if pids is not None:
+        found["pids_limit"] = pids
+    return found
 
 
 def _gone_or(remove: Callable[[], object]) -> int:

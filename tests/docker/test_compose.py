@@ -162,6 +162,10 @@ def test_compose_up_brings_up_the_default_lab_and_down_removes_it(compose_lab: C
         if name == "init":
             continue
         assert container.attrs["Config"]["User"] == "10001:10001"
+        node = lab.topology.node(name)
+        host = container.attrs["HostConfig"]
+        assert (host["Memory"], host["MemorySwap"], host["PidsLimit"]) == (node.memory, node.memory,
+                                                                           node.pids)
         mounts = [(m["Type"], m["Destination"]) for m in container.attrs["Mounts"]]
         assert mounts == [("volume", f"/var/lib/onionlab/{name}")], mounts
         bindings = container.attrs["HostConfig"]["PortBindings"] or {}

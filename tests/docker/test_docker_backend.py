@@ -147,6 +147,9 @@ def test_up_status_labels_logs_down(docker_client, node_image, labels, tmp_path)
             assert config["Cmd"] == [node.role, "--config", f"/var/lib/onionlab/{node.name}/config.json"]
             assert host_config["CapDrop"] == ["ALL"] and host_config["ReadonlyRootfs"] is True
             assert "no-new-privileges:true" in host_config["SecurityOpt"]
+            memory = {"authority": 192}.get(node.role, 256) * 2**20  # the role's default limits
+            assert (host_config["Memory"], host_config["MemorySwap"], host_config["PidsLimit"]) == (
+                memory, memory, 128)
             network = container.attrs["NetworkSettings"]["Networks"][f"onionlab-{info.run_id}-labnet"]
             assert network["IPAddress"] == str(node.address())
             assert host_config["PortBindings"] in (None, {})  # no client: nothing published

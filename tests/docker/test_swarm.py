@@ -216,6 +216,8 @@ def test_stack_deploy_brings_up_the_default_lab_and_stack_rm_removes_it(stack: S
         assert container.status == "running", name
         assert container.attrs["Config"]["User"] == "10001", name
         assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"], name
+        node = lab.topology.node(name)
+        assert (host["Memory"], host["PidsLimit"]) == (node.memory, node.pids), name
         assert container.attrs["Config"]["Hostname"] == name
     # the relays advertise the address Swarm gave them (resolved from their names at start)
     relay_log = lab.logs("relay1", lines=200)

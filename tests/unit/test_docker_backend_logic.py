@@ -1,6 +1,7 @@
 """The docker backend's decisions that need no engine: who owns a run, what reap does with it, which log line
 is the cause, the extra labels from the environment."""
 
+import dataclasses
 import subprocess
 import sys
 from ipaddress import ip_network
@@ -177,3 +178,63 @@ def test_choose_subnet():
         == "192.168.128.0/24"
     assert backend.choose_subnet(ip_network("192.168.0.0/16"), [ip_network("192.168.7.0/24")]) is None
     assert backend.choose_subnet(ip_network("8.8.8.0/24"), [ip_network("8.8.0.0/16")]) is None  # not private
+
+
+# -- container limits: what the engine is asked for ---------------------------------------------------------
+
+
+class Recorder:
+    """A docker client that records what containers.create is asked for (and runs init at once)."""
+
+    def __init__(self):
+        self.created = {}
+        client = self
+
+        class Container:
+            def __init__(self, name):
+                self.name = name
+
+            def start(self):
+                pass
+
+            def wait(self, timeout):
+                return {"StatusCode": 0}
+
+            def logs(self, **kwargs):
+                return b""
+
+            def remove(self, **kwargs):
+                pass
+
+        class Containers:
+            def create(self, image, command, **kwargs):
+                client.created[kwargs["name"]] = kwargs
+                return Container(kwargs["name"])
+
+        class Api:
+            def create_endpoint_config(self, **kwargs):
+                return kwargs
+
+        self.containers, self.api = Containers(), Api()
+
+
+def test_every_container_gets_the_memory_and_pids_limits_of_its_node(tmp_path):
+    topology = parse_topology(LAB.replace("  - {name: auth, role: authority}\n",
+                                          "  - {name: auth, role: authority, memory: 100m, pids: 50}\n"))
+    dock = backend.DockerBackend(tmp_path, labels={})
+    dock._client = Recorder()
+    info = dock._plan(topology, "r1")
+    dock._init(topology, info, {}, lambda line: None)
+    for planned, node in zip(topology.nodes, info.nodes, strict=True):  # on its first network only
+        first_only = dataclasses.replace(planned, interfaces=planned.interfaces[:1])
+        dock._create_node(first_only, node, info, {}, True)
+    created = dock._client.created
+    limits = {name.removeprefix("onionlab-r1-"): (kw["mem_limit"], kw["memswap_limit"], kw["pids_limit"])
+              for name, kw in created.items()}
+    assert limits == {
+        "init": (backend.INIT_MEMORY, backend.INIT_MEMORY, backend.INIT_PIDS),
+        "auth": (100 * 2**20, 100 * 2**20, 50),
+        **{f"relay{i}": (256 * 2**20, 256 * 2**20, 128) for i in (1, 2, 3)},
+        "hs": (256 * 2**20, 256 * 2**20, 128),
+        "client": (256 * 2**20, 256 * 2**20, 128),
+    }
