@@ -22,17 +22,17 @@ module decides what to do when and judges it.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import math
 import os
 import random
 import re
+import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -46,7 +46,7 @@ from .flow import (
     read_pattern,
     socks_connect,
 )
-from .signals import sigterm_interrupts
+from .signals import signal_of, signals_deferred, sigterm_interrupts
 from .topology import ROLES, Problem, TopologyError, _Checker, _describe, _did_you_mean, _syntax_problem
 
 # -- what a scenario can say ---------------------------------------------------------------------------------
@@ -83,6 +83,8 @@ LAB_STATE_EVERY: Final = 2.0  # seconds between two samples of the lab's state
 # nodes/net/hs_client.py): more NACKs from one intro point within it are a storm.
 NACK_WINDOW: Final = 120.0
 JOURNAL: Final = "chaos-faults.json"
+HISTORIES: Final = Path(".onionlab", "chaos")  # below the current directory; `down` never removes it
+OLD_HISTORIES: Final = "chaos"  # in the run dir, where histories went by default before
 BASELINE_RETRY: Final = 0.5  # seconds between two tries of the onion before the run
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _NODE = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -189,20 +191,25 @@ class Op:
 # -- reading a scenario: PyYAML nodes, so that every problem has a line and a column ------------------------
 
 
-def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+def load_scenario(path: str | os.PathLike[str], *, lab: Sequence[tuple[str, str]] | None = None,
+                  seed: int | None = None) -> Scenario:
+    """The scenario in `path`; ScenarioError with every problem of the file and, when `lab` ((name, role) of
+    the running lab's nodes) is given, every problem of the scenario against that lab, all at once."""
     filename = os.fspath(path)
     try:
         text = Path(filename).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ScenarioError([Problem(filename, None, None, "", f"cannot read: {e}")]) from None
-    return parse_scenario(text, filename)
+    return parse_scenario(text, filename, lab=lab, seed=seed)
 
 
-def parse_scenario(text: str, filename: str = "<string>") -> Scenario:
+def parse_scenario(text: str, filename: str = "<string>", *, lab: Sequence[tuple[str, str]] | None = None,
+                   seed: int | None = None) -> Scenario:
+    """As load_scenario; `seed` (default: the scenario's) decides the random choices checked against `lab`."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
-        return _ScenarioChecker(filename, loader).scenario(root)
+        return _ScenarioChecker(filename, loader, lab, seed).scenario(root)
     except yaml.MarkedYAMLError as e:
         raise ScenarioError([_syntax_problem(filename, e)]) from None
     except yaml.YAMLError as e:
@@ -212,7 +219,14 @@ def parse_scenario(text: str, filename: str = "<string>") -> Scenario:
 
 
 class _ScenarioChecker(_Checker):
-    """topology.py's checker (positions, duplicate keys, unknown keys with a suggestion) for scenarios."""
+    """topology.py's checker (positions, duplicate keys, unknown keys with a suggestion) for scenarios; with
+    a lab, it also checks the workload's nodes and the faults' targets against it (lab_problems)."""
+
+    def __init__(self, filename: str, loader: yaml.SafeLoader, lab: Sequence[tuple[str, str]] | None = None,
+                 seed: int | None = None) -> None:
+        super().__init__(filename, loader)
+        self.lab = lab
+        self.seed = seed
 
     def raise_if_any(self) -> None:
         try:
@@ -260,8 +274,9 @@ class _ScenarioChecker(_Checker):
             self.problems.append(Problem(self.filename, 1, 1, "", "empty file: a scenario needs 'name' and "
                                                                    "'duration'"))
             self.raise_if_any()
-        top = self.mapping(root, "", TOP_KEYS, required=("name", "duration")) or {}
-        self.raise_if_any()
+        top = self.mapping(root, "", TOP_KEYS, required=("name", "duration"))
+        if top is None:
+            self.raise_if_any()
         v = {key: pair[1] for key, pair in top.items()}
         name = self.string(v["name"], "name", _NAME, "a scenario name (lowercase letters, digits, - and _)") \
             if "name" in v else None
@@ -281,6 +296,10 @@ class _ScenarioChecker(_Checker):
                     if spec is not None:
                         faults.append(spec)
         checkers = self.checkers(v["checkers"]) if "checkers" in v else Checkers()
+        if self.lab is not None:  # what parsed, against the lab: reported with the file's own problems
+            partial = Scenario(name=name or "", duration=duration or math.inf, workload=workload,
+                               faults=tuple(faults))
+            self.problems += lab_problems(partial, seed if self.seed is None else self.seed, self.lab)
         self.raise_if_any()
         return Scenario(name=name, duration=duration, description=description, seed=seed,
                         ready_timeout=ready, workload=workload, faults=tuple(faults), checkers=checkers,
@@ -486,20 +505,34 @@ def make_schedule(scenario: Scenario, seed: int, lab: Sequence[tuple[str, str]])
 
 
 def check_workload(scenario: Scenario, lab: Sequence[tuple[str, str]]) -> tuple[str, str]:
-    """(client, service) of the workload; ScenarioError when the lab has no such nodes."""
-    found = []
+    """(client, service) of the workload; ScenarioError, naming each missing one, when the lab has no such
+    nodes."""
+    found, problems = [], []
     for key, role in (("client", "client"), ("service", "onion_service")):
         name = getattr(scenario.workload, key)
         have = [n for n, r in lab if r == role]
         if name is None:
             if not have:
-                raise ScenarioError([scenario.workload.where.problem("workload", f"the lab has no {role}")])
-            name = have[0]
+                problems.append(scenario.workload.where.problem("workload", f"the lab has no {role}"))
+            name = have[0] if have else None
         elif name not in have:
-            raise ScenarioError([scenario.workload.where.problem(f"workload.{key}", (
-                f"the lab has no {role} named {name!r} ({', '.join(have) or 'none at all'})"))])
+            problems.append(scenario.workload.where.problem(f"workload.{key}", (
+                f"the lab has no {role} named {name!r} ({', '.join(have) or 'none at all'})")))
         found.append(name)
+    if problems:
+        raise ScenarioError(problems)
     return found[0], found[1]
+
+
+def lab_problems(scenario: Scenario, seed: int, lab: Sequence[tuple[str, str]]) -> list[Problem]:
+    """Every problem of the scenario against the lab: the workload's nodes, the faults' targets."""
+    problems: list[Problem] = []
+    for check in (lambda: check_workload(scenario, lab), lambda: make_schedule(scenario, seed, lab)):
+        try:
+            check()
+        except ScenarioError as e:
+            problems += e.problems
+    return problems
 
 
 # -- the history ---------------------------------------------------------------------------------------------
@@ -608,6 +641,29 @@ def undo_fault(backend, undo: dict, *, wait: bool, timeout: float) -> str:
         removed = backend.unshape(undo["veths"])
         return f"qdisc removed from {', '.join(removed) or 'nothing (its veths are gone)'}"
     raise ValueError(f"unknown fault {fault!r}")
+
+
+def default_history(name: str, seed: int) -> Path:
+    """Where a run's history goes without --history: `.onionlab/chaos/NAME-seedN-TIME.jsonl` below the
+    current directory, outside the run dir, so that `onionlab down` leaves it."""
+    return Path.cwd() / HISTORIES / f"{name}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+
+
+def keep_histories(run_dir: str | os.PathLike[str]) -> tuple[int, Path]:
+    """Move the files of `<run dir>/chaos/` (histories and reports that runs wrote there) to the histories
+    directory before the run dir goes; a name that is taken there gets a numbered suffix. Returns (how many
+    files were moved, where to)."""
+    source, target = Path(run_dir, OLD_HISTORIES), Path.cwd() / HISTORIES
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
+    for path in files:
+        dest = target / path.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while dest.exists():
+            dest = dest.with_name(f"{path.stem}.{n}{path.suffix}")
+            n += 1
+        shutil.move(path, dest)
+    return len(files), target
 
 
 def _journal(backend) -> Path:
@@ -781,6 +837,7 @@ class RunResult:
     verdicts: list[Verdict]
     history_path: Path | None
     interrupted: bool = False
+    interrupted_by: str | None = None  # SIGINT or SIGTERM, when interrupted
 
     @property
     def ok(self) -> bool:
@@ -796,21 +853,6 @@ class RunResult:
 
 class WorkloadCrashed(RuntimeError):
     """The workload raised something that is not a failed fetch (a bug): the run stops, faults are undone."""
-
-
-@contextlib.contextmanager
-def _signals_deferred(arrived: list[int]) -> Iterator[None]:
-    """While faults are undone, Ctrl-C and SIGTERM are noted in `arrived` instead of interrupting."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _choose_live(backend, op: Op, service: str, client: str, busy: set[str]) -> tuple[list[str], str]:
@@ -836,6 +878,9 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
     seed = scenario.seed if seed is None else seed
     status = backend.status()
     lab = [(n["name"], n["role"]) for n in status["nodes"]]
+    problems = lab_problems(scenario, seed, lab)
+    if problems:
+        raise ScenarioError(problems)
     client, service = check_workload(scenario, lab)
     schedule = make_schedule(scenario, seed, lab)
     for fault in sorted({op.fault for op in schedule} & set(SHAPING)):
@@ -889,6 +934,7 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
         active: dict[int, tuple[Op, list[dict]]] = {}
         in_place: list[dict] = []
         interrupted = False
+        interrupted_by: str | None = None
         arrived: list[int] = []
 
         def apply(op: Op) -> None:
@@ -970,12 +1016,12 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
                         apply(pending.pop(0))
                     else:
                         break
-        except KeyboardInterrupt:
-            interrupted = True
-            history.record("interrupted", detail="Ctrl-C or SIGTERM")
+        except KeyboardInterrupt as e:
+            interrupted, interrupted_by = True, signal_of(e).name
+            history.record("interrupted", detail="Ctrl-C or SIGTERM", signal=interrupted_by)
             stamp("interrupted: undoing every fault")
         finally:
-            with _signals_deferred(arrived):
+            with signals_deferred(arrived):
                 workload.stopping.set()
                 sampler.stopping.set()
                 for index in sorted(active, reverse=True):
@@ -989,12 +1035,14 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
                       else "cleanup: LEFT BEHIND: " + "; ".join(left))
         if arrived:
             interrupted = True
+            interrupted_by = interrupted_by or signal.Signals(arrived[0]).name
         verdicts = judge(history.records, scenario.checkers)
         for v in verdicts:
             history.record("verdict", **v.to_dict())
         history.record("end", ok=not interrupted and all(v.ok for v in verdicts), interrupted=interrupted)
         history.close()
-        return RunResult(scenario, seed, schedule, history.records, verdicts, history_path, interrupted)
+        return RunResult(scenario, seed, schedule, history.records, verdicts, history_path, interrupted,
+                         interrupted_by)
     finally:
         history.close()  # at once, even when something raises
 

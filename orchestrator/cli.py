@@ -1,6 +1,7 @@
 """The `onionlab` command line.
 
-    onionlab up [--backend docker|local] [--timeout S] [TOPOLOGY]  start a lab, wait until it is ready
+    onionlab up [--backend docker|local] [--timeout S] [--exact-subnets] [TOPOLOGY]  start a lab, wait until
+                                                it is ready
     onionlab status [--json]                    what runs, what is ready, the onion and SOCKS addresses
     onionlab down [--keep]                      stop every node; remove the run dir unless --keep
     onionlab logs NODE                          a node's events and stderr
@@ -15,13 +16,14 @@
 
 Every command takes --run-dir (default $ONIONLAB_RUN_DIR, else .onionlab/run). Exit status: 0 done, 1 the
 run failed (a node crashed or was not ready in time; its log lines are shown), 2 a bad command line or
-topology (every problem as file:line:column: field: message).
+topology (every problem as file:line:column: field: message), 130 interrupted by Ctrl-C, 143 by SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -41,7 +43,7 @@ from .flow import DEFAULT_BYTES as DEFAULT_FLOW_BYTES
 from .flow import check_reachable, render, run_flow
 from .graph import FORMATS as GRAPH_FORMATS
 from .graph import render_graph
-from .signals import sigterm_interrupts
+from .signals import exit_status, signal_of, sigterm_interrupts
 from .topology import TopologyError, load_topology
 from .torrc import ROLES as TORRC_ROLES
 from .torrc import TorrcError, check_timing, torrc
@@ -73,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "address")
     up.add_argument("--timeout", type=float, default=120.0,
                     help="seconds to wait for every node to be ready (default: %(default)g)")
+    up.add_argument("--exact-subnets", action="store_true",
+                    help="docker: fail when another network holds a subnet of the topology, instead of "
+                         "moving that network to the next free subnet of the same size (the default)")
 
     status = commands.add_parser("status", parents=[common], help="show the nodes, onion and SOCKS addresses")
     status.add_argument("--json", action="store_true", help="print JSON: {nodes, onion_services, clients}")
@@ -92,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="remove every onionlab run on this engine, running ones included")
     kill = commands.add_parser("kill", parents=[common], help="kill a node (SIGKILL or --signal): a crash")
     kill.add_argument("node", help="the node's name, e.g. relay3")
-    kill.add_argument("--signal", default="SIGKILL", help="the signal to send (default: %(default)s)")
+    kill.add_argument("--signal", type=signal_name, default="SIGKILL",
+                      help="the signal to send: a name (SIGTERM or TERM) or a number (default: %(default)s)")
     restart = commands.add_parser("restart", parents=[common],
                                   help="restart a node (same keys and config) and wait until it is ready")
     restart.add_argument("node", help="the node's name, e.g. relay3")
@@ -115,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def signal_name(text: str) -> str:
+    """`kill --signal`: a signal's name (SIGTERM, TERM, term) or number, as its name; anything else (0,
+    SIGFOO) is a usage error (exit 2) before a backend is asked."""
+    word = text.strip().upper()
+    try:
+        if word.isdigit():
+            return signal.Signals(int(word)).name
+        return signal.Signals[word if word.startswith("SIG") else f"SIG{word}"].name
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"no signal {text!r}: give a name such as SIGKILL, SIGTERM, SIGSTOP "
+                                         "or SIGCONT, or its number (1 or more)") from None
+
+
 def _add_chaos(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     chaos = commands.add_parser(
         "chaos", parents=[common], help="run a chaos scenario against the running lab and judge it",
@@ -124,9 +143,12 @@ def _add_chaos(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
                     "Exit status 0 when every checker passes, 1 otherwise, 2 for a bad scenario file.")
     chaos.add_argument("scenario", nargs="?", type=Path, help="the scenario file (topologies/chaos/*.yaml)")
     chaos.add_argument("--seed", type=int, help="the RNG seed (default: the scenario's `seed`)")
-    chaos.add_argument("--json", action="store_true", help="print the result as JSON (progress on stderr)")
-    chaos.add_argument("--history", type=Path, help="write the JSONL history here (default: "
-                                                    "<run dir>/chaos/SCENARIO-seedN-TIME.jsonl)")
+    chaos.add_argument("--json", action="store_true",
+                       help="print the result as JSON (progress on stderr); a refused run prints "
+                            "{ok: false, refused: WHY}")
+    chaos.add_argument("--history", type=Path, help="write the JSONL history here (default: .onionlab/chaos/"
+                                                    "SCENARIO-seedN-TIME.jsonl in the current directory, "
+                                                    "which `down` leaves alone)")
     chaos.add_argument("--html", type=Path, help="also write a self-contained HTML timeline here")
     chaos.add_argument("--dry-run", action="store_true", help="print the schedule for this lab and seed; "
                                                               "change nothing")
@@ -189,6 +211,7 @@ def _default_topology() -> Path:
 def cmd_up(args: argparse.Namespace) -> int:
     topology = load_topology(args.topology or _default_topology())
     backend = open_backend(args.backend, args.run_dir)
+    backend.exact_subnets = args.exact_subnets  # the docker backend's; processes on loopback have no subnets
     started = time.monotonic()
 
     def progress(line: str) -> None:
@@ -197,6 +220,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"starting lab {topology.name!r}: {len(topology.nodes)} nodes, {args.backend} backend", flush=True)
     try:
         backend.up(topology, timeout=args.timeout, progress=progress)
+    except KeyboardInterrupt:
+        gone = "every container, network and volume of the run is removed" if args.backend == "docker" \
+            else "every node is stopped"
+        print(f"onionlab: `up` was interrupted: {gone}; `onionlab status` says so, `onionlab logs NODE` "
+              f"shows what a node wrote, `onionlab down` removes {backend.run_dir}", file=sys.stderr)
+        raise
     except StartFailed as e:
         print(f"onionlab: {e}", file=sys.stderr)
         if args.backend == "docker":
@@ -242,17 +271,36 @@ def _running_backend(args: argparse.Namespace):
     return None if info is None else open_backend(info.backend, run_dir)
 
 
-def _lab(args: argparse.Namespace):
-    """The backend of the run in --run-dir; BackendError when nothing was started there."""
-    backend = _running_backend(args)
-    if backend is None:
-        raise BackendError(f"no lab is running (nothing in {args.run_dir or default_run_dir()}); "
-                           "start one with `onionlab up`")
-    return backend
+class LabFailed(BackendError):
+    """The run in the run dir did not come up (RunInfo.failed): nothing of it runs."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _lab(args: argparse.Namespace, *, failed_too: bool = False):
+    """The backend of the run in --run-dir; BackendError when nothing was started there, LabFailed when its
+    `up` failed or was interrupted (unless `failed_too`: `logs` reads what such a run left)."""
+    run_dir = args.run_dir or default_run_dir()
+    info = read_state(run_dir)
+    if info is None:
+        raise BackendError(f"no lab is running (nothing in {run_dir}); start one with `onionlab up`")
+    if info.failed and not failed_too:
+        raise LabFailed(f"the lab {info.lab!r} in {run_dir} did not come up ({info.failed}): nothing of it "
+                        "runs. `onionlab logs NODE` shows what a node wrote, `onionlab down` removes the run "
+                        "dir, `onionlab up` starts a new lab", info.failed)
+    return open_backend(info.backend, run_dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    backend = _lab(args)
+    try:
+        backend = _lab(args)
+    except LabFailed as e:
+        if args.json:
+            print(json.dumps({"failed": e.reason, "nodes": [], "onion_services": [], "clients": []},
+                             indent=2))
+        raise
     status = backend.status()
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
@@ -263,14 +311,19 @@ def cmd_down(args: argparse.Namespace) -> int:
     if backend is None:
         print(f"nothing to stop in {args.run_dir or default_run_dir()}")
         return 0
+    from . import chaos
+
+    moved, where = (0, None) if args.keep else chaos.keep_histories(backend.run_dir)
     stopped = backend.down(keep=args.keep)
     print(f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else ""))
     print(f"kept {backend.run_dir}" if args.keep else f"removed {backend.run_dir}")
+    if moved:
+        print(f"kept {moved} chaos history and report file(s): moved to {where}")
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    backend = _lab(args)
+    backend = _lab(args, failed_too=True)
     sys.stdout.write(backend.logs(args.node))
     return 0
 
@@ -319,8 +372,17 @@ def cmd_flow(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     from . import chaos, report
 
-    scenario = chaos.load_scenario(args.scenario) if args.scenario is not None else None  # exit 2 first
-    backend = _lab(args)
+    try:
+        backend = _lab(args)
+    except BackendError:
+        if args.scenario is not None:
+            chaos.load_scenario(args.scenario)  # a bad file is exit 2 (all its problems) even without a lab
+        raise
+    lab = None
+    if args.scenario is not None and not args.heal:  # the file's problems and the lab's, all at once
+        lab = [(n["name"], n["role"]) for n in backend.status()["nodes"]]
+    scenario = chaos.load_scenario(args.scenario, lab=lab, seed=args.seed) if args.scenario is not None \
+        else None
     if args.heal:
         done = chaos.heal(backend)
         for undo, how in done:
@@ -330,20 +392,23 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     if scenario is None:
         raise BackendError("which scenario? e.g. `onionlab chaos topologies/chaos/kill-intro-point.yaml`")
     if args.dry_run:
-        lab = [(n["name"], n["role"]) for n in backend.status()["nodes"]]
         seed = scenario.seed if args.seed is None else args.seed
         for op in chaos.make_schedule(scenario, seed, lab):
             print(f"{op.at:7.1f} s .. {op.until:7.1f} s  op {op.index}: {op.describe()}")
         return 0
-    history = args.history or Path(backend.run_dir, "chaos", f"{scenario.name}-seed"
-                                   f"{scenario.seed if args.seed is None else args.seed}-"
-                                   f"{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    history = args.history or chaos.default_history(scenario.name,
+                                                    scenario.seed if args.seed is None else args.seed)
     out = sys.stderr if args.json else sys.stdout
     try:
         result = chaos.run_scenario(scenario, backend, seed=args.seed, history_path=history,
                                     say=lambda line: print(line, file=out, flush=True))
     except chaos.ChaosRefused as e:
         print(f"onionlab: chaos refused, nothing was changed: {e}", file=sys.stderr)
+        if args.json:  # a script reading stdout learns why, in the shape of a result
+            print(json.dumps({"scenario": scenario.name, "source": scenario.source,
+                              "seed": scenario.seed if args.seed is None else args.seed, "ok": False,
+                              "refused": str(e), "interrupted": False, "history": None, "verdicts": []},
+                             indent=2))
         return 1
     if args.html:
         args.html.write_text(report.render_html(result.history))
@@ -353,7 +418,9 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         print()
         print(report.render_summary(result.history))
         print(f"\nhistory: {history}" + (f", timeline: {args.html}" if args.html else ""))
-    return 130 if result.interrupted else 0 if result.ok else 1
+    if result.interrupted:
+        return exit_status(signal.Signals[result.interrupted_by or "SIGINT"])
+    return 0 if result.ok else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -462,9 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     except BackendError as e:
         print(f"onionlab: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("onionlab: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (signals.Terminated): 128 + the signal's number
+        print(f"onionlab: interrupted by {signal_of(e).name}", file=sys.stderr)
+        return exit_status(signal_of(e))
 
 
 if __name__ == "__main__":

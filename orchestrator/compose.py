@@ -50,8 +50,8 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from orchestrator.plan import DATA_ROOT, Plan, make_plan
-from orchestrator.topology import Node, Topology
+from orchestrator.plan import DATA_ROOT, INIT_MEMORY, INIT_PIDS, Plan, make_plan
+from orchestrator.topology import Node, Topology, size_text
 
 NODE_UID: Final = 10001  # the node image's user (images/node/Dockerfile)
 PLAN_VARIABLE: Final = "ONIONLAB_PLAN"
@@ -61,7 +61,7 @@ INIT_CAPS: Final = ("CHOWN", "SETUID", "SETGID")
 DEFAULT_OUTPUT: Final = "docker-compose.yml"
 DEFAULT_STACK_OUTPUT: Final = "onionlab-stack.yml"
 WAIT_CONFIG_SECONDS: Final = 300  # how long a stack's node waits for init to write its config
-STACK_FILE_VERSION: Final = "3.8"
+STACK_FILE_VERSION: Final = "3.9"  # the first with deploy.resources.limits.pids
 
 
 class ComposeError(ValueError):
@@ -138,6 +138,15 @@ def _role_counts(topology: Topology) -> str:
     return ", ".join(parts)
 
 
+def _limits(out: list[str], memory: int | None, pids: int | None) -> None:
+    """A compose service's memory (swap included: no swapping past it) and pids limits."""
+    if memory is not None:
+        out.append(f"    mem_limit: {_q(size_text(memory))}")
+        out.append(f"    memswap_limit: {_q(size_text(memory))}")
+    if pids is not None:
+        out.append(f"    pids_limit: {pids}")
+
+
 def _init_script(topology: Topology) -> tuple[list[str], str]:
     """The init service's mount points and its shell command (chown the volumes, drop to the node user)."""
     mounts = [f"{INIT_MOUNT}/{n.name}" for n in topology.nodes]
@@ -212,6 +221,7 @@ def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_O
     add(f"    cap_add: {_flow(INIT_CAPS)}")
     add("    security_opt: [no-new-privileges:true]")
     add('    restart: "no"')
+    _limits(out, INIT_MEMORY, INIT_PIDS)
     _labels(out, "    ", topology, source, node=init, role="init")
 
     for node in topology.nodes:
@@ -239,6 +249,7 @@ def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_O
         add("    tmpfs: [/tmp]")
         add("    cap_drop: [ALL]")
         add("    security_opt: [no-new-privileges:true]")
+        _limits(out, node.memory, node.pids)
         _labels(out, "    ", topology, source, node=node.name, role=node.role)
     return "\n".join(out) + "\n"
 
@@ -308,9 +319,16 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
         _labels(out, "    ", topology, source, node=node.name, role=node.role)
     add("")
 
-    def deploy(condition: str, **labels: str) -> None:
+    def deploy(condition: str, memory: int | None, pids: int | None, **labels: str) -> None:
         add("    deploy:")
         add("      endpoint_mode: dnsrr")
+        if memory is not None or pids is not None:
+            add("      resources:")
+            add("        limits:")
+            if memory is not None:
+                add(f"          memory: {_q(size_text(memory).upper())}")
+            if pids is not None:
+                add(f"          pids: {pids}")
         add("      restart_policy:")
         add(f"        condition: {condition}")
         if condition != "none":
@@ -326,7 +344,7 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
     add("    healthcheck:")
     add("      disable: true")
     _labels(out, "    ", topology, source, node=init, role="init")
-    deploy("none", node=init, role="init")
+    deploy("none", INIT_MEMORY, INIT_PIDS, node=init, role="init")
 
     for node in topology.nodes:
         data_dir = f"{DATA_ROOT}/{node.name}"
@@ -350,7 +368,7 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
         add("    read_only: true")
         add("    cap_drop: [ALL]")
         _labels(out, "    ", topology, source, node=node.name, role=node.role)
-        deploy("on-failure", node=node.name, role=node.role)
+        deploy("on-failure", node.memory, node.pids, node=node.name, role=node.role)
     return "\n".join(out) + "\n"
 
 

@@ -21,6 +21,8 @@ from nodes.init import fill_identities, parse_plan, plan_data
 from orchestrator.topology import Node, Topology
 
 DATA_ROOT = "/var/lib/onionlab"  # the node image's state directory (images/node/Dockerfile)
+INIT_MEMORY = 256 * 2**20  # the one-shot init container's limits (the nodes' come from the topology)
+INIT_PIDS = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,8 @@ APPLIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "guards": ("onion_service", "client"),
         "intro_points": ("onion_service",),
         "services": ("onion_service",),
+        "memory": ROLES,
+        "pids": ROLES,
     }
 )
 SETTINGS: Final = tuple(APPLIES)
@@ -63,6 +65,19 @@ BUILTIN_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "intro_points": 3,
     }
 )
+MIB: Final = 2**20
+#: Built-in defaults that differ by role: each node's container limits (docker backend, compose and stack
+#: exports). A node's Python process uses about 25 MiB of its own and 55 MiB with page cache when idle.
+BUILTIN_ROLE_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
+    {
+        "memory": MappingProxyType(
+            {"authority": 192 * MIB, "relay": 256 * MIB, "onion_service": 256 * MIB, "client": 256 * MIB}
+        ),
+        "pids": MappingProxyType(dict.fromkeys(ROLES, 128)),
+    }
+)
+MIN_MEMORY: Final = 32 * MIB
+MAX_PIDS: Final = 1_000_000
 TOP_KEYS: Final = ("name", "networks", "timing", "defaults", "roles", "nodes")
 ENTRY_KEYS: Final = ("name", "role", "count", "addresses")
 DEFAULT_NETWORK: Final = "onionnet"
@@ -78,6 +93,16 @@ _NET_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _IMAGE = re.compile(r"\S{1,255}")  # Docker checks the reference itself; we only catch blanks
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
+_SIZE = re.compile(r"(\d+)\s*([kmg]?)b?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def size_text(size: int) -> str:
+    """Bytes as Docker writes memory sizes: 256m, 1g, 512k, or plain bytes."""
+    for unit in ("g", "m", "k"):
+        if size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -181,6 +206,8 @@ class Node:
     guards: int | None = None
     intro_points: int | None = None
     services: tuple[Service, ...] = ()
+    memory: int | None = None  # container memory limit in bytes (swap included: none beyond it)
+    pids: int | None = None  # container limit on processes and threads
 
     @property
     def networks(self) -> tuple[str, ...]:
@@ -208,6 +235,10 @@ class Node:
                 out[key] = value
         if self.services:
             out["services"] = [{"port": s.port, "target": s.target} for s in self.services]
+        if self.memory is not None:
+            out["memory"] = size_text(self.memory)
+        if self.pids is not None:
+            out["pids"] = self.pids
         return out
 
 
@@ -692,7 +723,35 @@ class _Checker:
             return self.integer(node, path, "a positive integer", 1, MAX_INTRO_POINTS)
         if key == "networks":
             return self.network_names(node, path, networks)
+        if key == "memory":
+            return self.memory(node, path)
+        if key == "pids":
+            return self.integer(node, path, f"a process limit from 16 to {MAX_PIDS}", 16, MAX_PIDS)
         return self.services(node, path)
+
+    def memory(self, node: yaml.Node, path: str) -> int | None:
+        value = self.value(node, path)
+        if value is _UNREADABLE:
+            return None
+        match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if type(value) is int:
+            size = value
+        elif match:
+            size = int(match[1]) * _SIZE_UNITS[match[2].lower()]
+        else:
+            return self.error(
+                node,
+                path,
+                "expected a memory size such as 256m or 1g (a number of bytes, or one with k, m or g: "
+                f"KiB, MiB, GiB), got {_describe(value)}",
+            )
+        if size < MIN_MEMORY:
+            return self.error(
+                node, path, f"{value} is too little: a node needs at least {size_text(MIN_MEMORY)}"
+            )
+        if size > _INT_MAX * MIB:
+            return self.error(node, path, f"expected at most {_INT_MAX}m, got {value}")
+        return size
 
     def network_names(
         self, node: yaml.Node, path: str, networks: Mapping[str, _NetSpec]
@@ -857,7 +916,9 @@ class _Checker:
         expanded: list[_Expanded] = []
         owner: dict[str, _Entry] = {}
         for entry in entries:
-            layers = (entry.settings, roles.get(entry.role, {}), defaults, builtin)
+            role_builtin = {key: _Setting(by_role[entry.role], None, "", 0)
+                            for key, by_role in BUILTIN_ROLE_DEFAULTS.items() if entry.role in by_role}
+            layers = (entry.settings, roles.get(entry.role, {}), defaults, builtin | role_builtin)
             effective = {
                 key: layer[key]
                 for key in SETTINGS

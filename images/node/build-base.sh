@@ -47,7 +47,7 @@ fi
 if ! command -v debootstrap >/dev/null; then
     [[ $(id -u) == 0 ]] || { say "debootstrap is missing: apt-get install debootstrap (as root)"; exit 1; }
     say "installing debootstrap"
-    apt-get install -y -q debootstrap >&2 || { apt-get update -q >&2 && apt-get install -y -q debootstrap >&2; }
+    "$REPO/images/node/apt-install.sh" debootstrap  # waits while another apt holds the dpkg lock
 fi
 [[ $(id -u) == 0 ]] || { say "debootstrap needs root to build $FALLBACK_IMAGE"; exit 1; }
 

@@ -9,11 +9,19 @@
 #   3. `docker build` with the repository as context (.dockerignore lets only nodes/ and the wheelhouse in);
 #      nothing in the build touches the network.
 #
-# Environment: IMAGE (default onionlab/node:latest), BASE_IMAGE, PULL_TIMEOUT, DEBIAN_MIRROR (see
-# build-base.sh), PYTHON (the host Python with pip, default: python3, else .venv/bin/python).
+#   4. The dependencies stage is built under a name of its own, DEPS_IMAGE: the legacy builder would leave it
+#      as a dangling <none> image (about 160 MB, 30 MB of its own) after every build that changes it; named,
+#      it is the next build's cache. Replaced builds of either image are removed, and so are dangling
+#      dependency stages that an interrupted build left.
+#
+# Environment: IMAGE (default onionlab/node:latest), DEPS_IMAGE (default onionlab/node-deps:latest),
+# BASE_IMAGE, PULL_TIMEOUT, DEBIAN_MIRROR (see build-base.sh), PYTHON (the host Python with pip, default:
+# python3, else .venv/bin/python).
 set -euo pipefail
 
 IMAGE=${IMAGE:-onionlab/node:latest}
+DEPS_IMAGE=${DEPS_IMAGE:-onionlab/node-deps:latest}
+STAGE_LABEL=onionlab.build-stage=deps  # the Dockerfile's label on the dependencies stage
 NODE_DEPS=(trio cryptography h11)  # what `nodes` imports; the orchestrator's pyyaml and docker stay out
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 WHEELS=$REPO/.cache/wheels
@@ -87,13 +95,21 @@ fi
 if [[ -z ${DOCKER_BUILDKIT:-} ]] && ! docker buildx version >/dev/null 2>&1; then
     export DOCKER_BUILDKIT=0
 fi
-previous=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-say "docker build $IMAGE from $base"
-docker build --build-arg "BASE_IMAGE=$base" -f images/node/Dockerfile -t "$IMAGE" . >&2
-current=$(docker image inspect -f '{{.Id}}' "$IMAGE")
-if [[ -n $previous && $previous != "$current" ]]; then
-    docker image rm "$previous" >/dev/null 2>&1 || true  # the replaced build, unless a container still uses it
-fi
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+previous=$(image_id "$IMAGE")
+previous_deps=$(image_id "$DEPS_IMAGE")
+say "docker build $DEPS_IMAGE (the dependencies stage), then $IMAGE, from $base"
+build=(docker build --build-arg "BASE_IMAGE=$base" -f images/node/Dockerfile)
+"${build[@]}" --target deps -t "$DEPS_IMAGE" . >&2
+"${build[@]}" -t "$IMAGE" . >&2  # the dependencies stage comes from the cache just made
+current=$(image_id "$IMAGE")
+remove_replaced() {  # OLD NEW: the replaced build goes, unless a container still uses it
+    if [[ -n $1 && $1 != "$2" ]]; then docker image rm "$1" >/dev/null 2>&1 || true; fi
+}
+remove_replaced "$previous" "$current"
+remove_replaced "$previous_deps" "$(image_id "$DEPS_IMAGE")"
+# dependency stages that an interrupted build left untagged (the label is the Dockerfile's)
+docker image prune -f --filter "label=$STAGE_LABEL" >/dev/null
 
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 say "$IMAGE ($current) built on $base in $((SECONDS - started)) s"

@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from orchestrator.signals import signal_of
+
 BACKENDS = ("docker", "local")
 DEFAULT_BACKEND = "docker"
 STATE_FILE = "state.json"
@@ -32,6 +34,15 @@ class NodeFailed(StartFailed):
     def __init__(self, node: str, message: str) -> None:
         self.node = node
         super().__init__(message)
+
+
+def failure_reason(failure: BaseException) -> str:
+    """What RunInfo.failed says about what ended an `up`: "interrupted by SIGTERM", the first line of a
+    BackendError, else the exception."""
+    if isinstance(failure, KeyboardInterrupt):
+        return f"interrupted by {signal_of(failure).name}"
+    text = str(failure).splitlines()[0] if str(failure) else ""
+    return text if isinstance(failure, BackendError) and text else f"{type(failure).__name__}: {text}"
 
 
 def default_run_dir() -> Path:
@@ -61,6 +72,7 @@ class RunInfo:
     nodes: list[RunNode]
     run_id: str | None = None  # docker: the value of the onionlab.run label on every object of the run
     complete: bool = False  # docker: `up` finished and every node was ready (`reap` leaves such runs alone)
+    failed: str | None = None  # why `up` did not finish (interrupted, a node crashed): nothing of it runs
 
     def node(self, name: str) -> RunNode:
         for node in self.nodes:

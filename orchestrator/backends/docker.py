@@ -3,7 +3,10 @@
 The only module of onionlab that imports docker-py. `up` makes, in this order, everything labelled with the
 run's id (`onionlab.run`) and with who made it (`onionlab.owner-*`):
 
-    networks    one bridge per topology network, `onionlab-<run>-<network>`, with the topology's subnet
+    networks    one bridge per topology network, `onionlab-<run>-<network>`, with the topology's subnet; when
+                another network of the engine holds it (a second lab of the same topology), the next free
+                subnet of the same size in its private block, every node keeping its host part (unless
+                `exact_subnets`, or a service of the lab forwards to an address in it)
     volumes     one per node, `onionlab-<run>-<node>`: its data dir, /var/lib/onionlab/<node> in every
                 container that mounts it (config.json, and the keys the node makes)
     init        a one-shot container of the node image (`python -m nodes init`, nodes/init.py) with every
@@ -13,8 +16,9 @@ run's id (`onionlab.run`) and with who made it (`onionlab.owner-*`):
     containers  one per node, `onionlab-<run>-<node>` (hostname: the node's name) running
                 `ROLE --config /var/lib/onionlab/<node>/config.json` at its static address on each of its
                 networks, as uid 10001 with every capability dropped, no-new-privileges and a read-only
-                root file system. A client's SOCKS port is published on the host's 127.0.0.1 only, at a port
-                Docker picks (RunNode.socks).
+                root file system, within the node's memory and pids limits (topology settings `memory`,
+                `pids`). A client's SOCKS port is published on the host's 127.0.0.1 only, at a port Docker
+                picks (RunNode.socks).
 
 and then waits until every node's /status says ready (readiness.py), showing progress. A container that
 exits meanwhile stops the wait at once with the cause from its own log (its last `fatal: ` line). Whatever
@@ -32,6 +36,7 @@ whose state file is gone: see `reap`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import secrets
@@ -39,10 +44,10 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from pathlib import Path
 
 import docker
@@ -52,7 +57,8 @@ from docker.models.containers import Container
 
 from nodes.__main__ import FATAL_PREFIX
 from orchestrator import readiness
-from orchestrator.plan import DATA_ROOT, make_plan
+from orchestrator.plan import DATA_ROOT, INIT_MEMORY, INIT_PIDS, make_plan
+from orchestrator.signals import signals_deferred
 from orchestrator.topology import Node, Topology
 
 from . import (
@@ -62,6 +68,7 @@ from . import (
     RunNode,
     StartFailed,
     default_run_dir,
+    failure_reason,
     read_state,
     write_state,
 )
@@ -91,6 +98,8 @@ TAIL_LINES = 20
 LOGS_DIR = "logs"
 PARALLEL = 4  # engine calls in flight while creating and starting containers
 CHECK_EVERY = 0.5  # seconds between two looks at the containers' states while waiting for readiness
+PRIVATE_BLOCKS = tuple(IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+SUBNET_TRIES = 5  # subnets tried per network when others keep taking them (labs starting side by side)
 
 Progress = Callable[[str], None]
 
@@ -191,9 +200,10 @@ class DockerBackend:
     name = "docker"
 
     def __init__(self, run_dir: str | os.PathLike[str] | None = None, *,
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None, exact_subnets: bool = False) -> None:
         self.run_dir = Path(run_dir if run_dir is not None else default_run_dir()).absolute()
         self.extra_labels = {**_extra_labels(), **(labels or {})}
+        self.exact_subnets = exact_subnets  # a taken subnet fails `up` instead of moving the network
         self._client: docker.DockerClient | None = None
 
     @property
@@ -222,9 +232,14 @@ class DockerBackend:
                   **owner_labels(), **self.extra_labels}
         write_state(info)  # first: `reap` and `down` find the run from here on
         try:
-            self._create_networks(topology, run_id, labels)
+            moved: list[str] = []
+            topology = self._create_networks(topology, run_id, labels, moved.append)
+            info.nodes = self._plan(topology, run_id).nodes  # the addresses on the networks as made
+            write_state(info)
             say("networks: " + ", ".join(f"{self._network_name(run_id, n.name)} ({n.subnet})"
                                          for n in topology.networks))
+            for line in moved:
+                say(line)
             self._create_volumes(info, labels)
             self._init(topology, info, labels, say)
             started = time.monotonic()
@@ -234,11 +249,14 @@ class DockerBackend:
                 f"(onionlab-{run_id}-*), authorities first")
             statuses = self._wait_ready(info, timeout, say)
         except BaseException as failure:
-            try:
-                self._save_logs(run_id)
-                self._remove_run(run_id)
-            except (BackendError, docker.errors.DockerException, requests.RequestException) as e:
-                failure.add_note(f"while removing run {run_id}: {e}")
+            with signals_deferred():  # a second Ctrl-C or SIGTERM must not leave half the run behind
+                try:
+                    self._save_logs(run_id)
+                    self._remove_run(run_id)
+                except (BackendError, docker.errors.DockerException, requests.RequestException) as e:
+                    failure.add_note(f"while removing run {run_id}: {e}")
+                info.failed = failure_reason(failure)  # `status` says so instead of listing dead nodes
+                write_state(info)
             raise
         for node in info.nodes:
             if node.role == "onion_service":
@@ -353,7 +371,10 @@ class DockerBackend:
 
     def kill(self, name: str, signal: str = "SIGKILL") -> None:
         """Send `signal` to the node (its container's main process)."""
-        self._running_container(name).kill(signal=signal)
+        try:
+            self._running_container(name).kill(signal=signal)
+        except docker.errors.APIError as e:
+            raise BackendError(f"{name}: sending {signal} failed: {_api_error(e)}") from None
 
     def restart(self, name: str, *, timeout: float = 60.0) -> dict:
         """Restart the node's container (or start it again when it was killed) and wait until it is ready;
@@ -633,22 +654,62 @@ class DockerBackend:
         return RunInfo(backend=self.name, run_dir=str(self.run_dir), topology=topology.source,
                        lab=topology.name, nodes=nodes_, run_id=run_id)
 
-    def _create_networks(self, topology: Topology, run_id: str, labels: dict[str, str]) -> None:
+    def _create_networks(self, topology: Topology, run_id: str, labels: dict[str, str],
+                         say: Progress) -> Topology:
+        """Make the run's networks; returns the topology as made. A network whose subnet another network of
+        the engine holds moves to a free subnet of the same size (choose_subnet), its nodes keeping their
+        host parts, and `say` tells; unless `exact_subnets`, or a service forwards to an address in it."""
+        pinned = _pinned_networks(topology)
+        moves: dict[str, IPv4Network] = {}
         for network in topology.networks:
             name = self._network_name(run_id, network.name)
-            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
-                subnet=str(network.subnet), gateway=str(network.gateway))])
-            try:
-                self.client.networks.create(name, driver="bridge", ipam=ipam, check_duplicate=True,
-                                            labels={**labels, NETWORK: network.name})
-            except docker.errors.APIError as e:
-                message = _api_error(e)
-                if "overlap" in message.lower():
-                    users = self._subnet_users(network.subnet)
-                    message += (f" (used by {', '.join(users)})" if users else "") + (
-                        "; another lab of this topology may be running: `onionlab down` it, or give this one "
-                        "other subnets")
-                raise BackendError(f"network {network.name} ({network.subnet}): {message}") from None
+            subnet, tried = network.subnet, []
+            while True:
+                ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
+                    subnet=str(subnet), gateway=str(subnet.network_address + 1))])
+                try:
+                    self.client.networks.create(name, driver="bridge", ipam=ipam, check_duplicate=True,
+                                                labels={**labels, NETWORK: network.name})
+                    break
+                except docker.errors.APIError as e:
+                    message = _api_error(e)
+                    if "overlap" not in message.lower():
+                        raise BackendError(f"network {network.name} ({subnet}): {message}") from None
+                    users = self._subnet_users(subnet)
+                    if self.exact_subnets or network.name in pinned or len(tried) >= SUBNET_TRIES:
+                        why = (f"; {network.name} stays on it since {pinned[network.name]}"
+                               if network.name in pinned else "")
+                        message += (f" (used by {', '.join(users)})" if users else "") + why + (
+                            "; another lab of this topology may be running: `onionlab down` it, or give this "
+                            "one other subnets")
+                        raise BackendError(f"network {network.name} ({subnet}): {message}") from None
+                    tried.append((subnet, users))
+                    others = [n.subnet for n in topology.networks if n is not network]
+                    free = choose_subnet(network.subnet, [*self._engine_subnets(), *others, *moves.values(),
+                                                          *(s for s, _ in tried), *_host_routes()])
+                    if free is None:
+                        raise BackendError(f"network {network.name} ({network.subnet}): taken (by "
+                                           f"{', '.join(users) or 'another network'}), and no free subnet of "
+                                           "its size is left in its private block") from None
+                    subnet = free
+            if subnet != network.subnet:
+                moves[network.name] = subnet
+                first, users = tried[0]
+                say(f"network {network.name}: {first} is taken (by {', '.join(users) or 'another network'}); "
+                    f"using {subnet} instead")
+        return relocate(topology, moves)
+
+    def _engine_subnets(self) -> list[IPv4Network]:
+        found = []
+        for net in self.client.networks.list():
+            for pool in (net.attrs.get("IPAM") or {}).get("Config") or []:
+                try:
+                    subnet = ip_network(pool.get("Subnet", ""), strict=False)
+                except ValueError:
+                    continue
+                if subnet.version == 4:
+                    found.append(subnet)
+        return found
 
     def _subnet_users(self, subnet: IPv4Network) -> list[str]:
         """The networks of this engine whose subnets overlap `subnet`."""
@@ -686,7 +747,7 @@ class DockerBackend:
                 image, ["init", PLAN_ENV, DATA_ROOT, *dirs], entrypoint=["sh", "-c", script],
                 name=name, hostname=INIT, user="0:0", environment={PLAN_ENV: plan}, volumes=volumes,
                 network_mode="none", cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE"],
-                security_opt=["no-new-privileges:true"], read_only=True,
+                security_opt=["no-new-privileges:true"], read_only=True, **_limits(INIT_MEMORY, INIT_PIDS),
                 labels={**labels, NODE: INIT, ROLE: INIT})
             container.start()
             code = container.wait(timeout=INIT_TIMEOUT)["StatusCode"]
@@ -744,7 +805,7 @@ class DockerBackend:
                 networking_config={primary_net: self.client.api.create_endpoint_config(
                     ipv4_address=str(primary.address))},
                 ports=published, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
-                read_only=True, tmpfs={"/tmp": "size=16m,mode=1777"},
+                read_only=True, tmpfs={"/tmp": "size=16m,mode=1777"}, **_limits(planned.memory, planned.pids),
                 log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "2"}},
                 labels={**labels, NODE: node.name, ROLE: node.role})
             for interface in others:
@@ -933,6 +994,91 @@ class DockerBackend:
             raise BackendError(f"run {run_id}: {left[0]} containers, {left[1]} networks and {left[2]} "
                                "volumes are left after removing them (did something create more meanwhile?)")
         return removed[0], removed[1], removed[2]
+
+
+def choose_subnet(wanted: IPv4Network, taken: Iterable[IPv4Network]) -> IPv4Network | None:
+    """`wanted` when no subnet of `taken` overlaps it; else the first subnet of the same size after it in
+    its private block (10/8, 172.16/12, 192.168/16), wrapping around, that overlaps none; None when there is
+    none, or `wanted` lies in no private block."""
+    taken = list(taken)
+    if not any(wanted.overlaps(t) for t in taken):
+        return wanted
+    block = next((b for b in PRIVATE_BLOCKS if wanted.subnet_of(b)), None)
+    if block is None or block == wanted:
+        return None
+    size = wanted.num_addresses
+    count = block.num_addresses // size
+    start = (int(wanted.network_address) - int(block.network_address)) // size
+    for step in range(1, count):
+        offset = ((start + step) % count) * size
+        candidate = IPv4Network((int(block.network_address) + offset, wanted.prefixlen))
+        if not any(candidate.overlaps(t) for t in taken):
+            return candidate
+    return None
+
+
+def relocate(topology: Topology, moves: dict[str, IPv4Network]) -> Topology:
+    """The topology with networks moved to other subnets of the same size: each node's address on a moved
+    network keeps its offset in the subnet."""
+    if not moves:
+        return topology
+    old = {n.name: n.subnet for n in topology.networks}
+
+    def moved(network: str, address: IPv4Address) -> IPv4Address:
+        if network not in moves:
+            return address
+        return moves[network].network_address + (int(address) - int(old[network].network_address))
+
+    networks = tuple(dataclasses.replace(n, subnet=moves.get(n.name, n.subnet)) for n in topology.networks)
+    nodes = tuple(dataclasses.replace(node, interfaces=tuple(
+        dataclasses.replace(i, address=moved(i.network, i.address)) for i in node.interfaces))
+        for node in topology.nodes)
+    return dataclasses.replace(topology, networks=networks, nodes=nodes)
+
+
+def _pinned_networks(topology: Topology) -> dict[str, str]:
+    """{network: why} for the networks a lab cannot move: an onion service forwards to an address in it."""
+    pinned = {}
+    for node in topology.nodes:
+        for service in node.services:
+            host = (service.address or ("", 0))[0]
+            try:
+                address = ip_address(host)
+            except ValueError:
+                continue
+            for network in topology.networks:
+                if address in network.subnet:
+                    pinned.setdefault(network.name, f"{node.name} forwards to {service.target}")
+    return pinned
+
+
+def _host_routes() -> list[IPv4Network]:
+    """The IPv4 routes of this host but the default one (/proc/net/route): a moved network avoids them."""
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    routes = []
+    for line in lines:
+        fields_ = line.split()
+        try:
+            dest, mask = (IPv4Address(int.from_bytes(bytes.fromhex(fields_[i]), "little")) for i in (1, 7))
+            route = IPv4Network(f"{dest}/{mask}", strict=False)
+        except (IndexError, ValueError):
+            continue
+        if route.prefixlen:
+            routes.append(route)
+    return routes
+
+
+def _limits(memory: int | None, pids: int | None) -> dict[str, int]:
+    """A container's memory limit (swap included, so no swapping past it) and pids limit."""
+    found = {}
+    if memory is not None:
+        found.update(mem_limit=memory, memswap_limit=memory)
+    if pids is not None:
+        found["pids_limit"] = pids
+    return found
 
 
 def _gone_or(remove: Callable[[], object]) -> int:

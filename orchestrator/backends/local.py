@@ -36,6 +36,7 @@ from nodes.init import CONFIG_FILE as CONFIG
 from nodes.init import render_state
 from orchestrator import readiness
 from orchestrator.plan import make_plan
+from orchestrator.signals import signals_deferred
 from orchestrator.topology import Topology
 
 from . import (
@@ -45,6 +46,7 @@ from . import (
     RunNode,
     StartFailed,
     default_run_dir,
+    failure_reason,
     read_state,
     write_state,
 )
@@ -85,10 +87,13 @@ class LocalBackend:
                 f"{info.nodes[-1].address} (run dir {self.run_dir})")
             statuses = self._wait_ready(info, timeout, say)
         except BaseException as failure:
-            try:
-                self._stop(info.nodes)
-            except BackendError as e:
-                failure.add_note(str(e))
+            with signals_deferred():  # a second Ctrl-C or SIGTERM must not leave nodes running
+                try:
+                    self._stop(info.nodes)
+                except BackendError as e:
+                    failure.add_note(str(e))
+                info.failed = failure_reason(failure)  # `status` says so instead of listing dead nodes
+                write_state(info)
             raise
         for node in info.nodes:
             status = statuses[node.name]

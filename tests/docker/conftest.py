@@ -48,8 +48,8 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture(scope="session")
-def node_image(docker_client: docker.DockerClient) -> Image:
-    """onionlab/node:latest, built (or found up to date) once per session by images/node/build-image.sh."""
+def image_build(docker_client: docker.DockerClient) -> subprocess.CompletedProcess:
+    """images/node/build-image.sh, run once per session: its exit status and output (the build's: stderr)."""
     started = time.monotonic()
     try:
         result = subprocess.run([str(BUILD_SCRIPT)], cwd=REPO, capture_output=True, text=True,
@@ -59,6 +59,12 @@ def node_image(docker_client: docker.DockerClient) -> Image:
     if result.returncode != 0:
         pytest.fail(f"{BUILD_SCRIPT} exited {result.returncode}:\n{result.stderr[-4000:]}", pytrace=False)
     print(f"\n{result.stdout.strip()} (build step took {time.monotonic() - started:.1f} s)")
+    return result
+
+
+@pytest.fixture(scope="session")
+def node_image(docker_client: docker.DockerClient, image_build: subprocess.CompletedProcess) -> Image:
+    """onionlab/node:latest, built (or found up to date) once per session by images/node/build-image.sh."""
     return docker_client.images.get(IMAGE)
 
 

@@ -2,7 +2,8 @@
 on 10.79.0.0/24 (or a free /24 when that is taken). One scenario kills the service's intro point and starts
 it again (and squeezes its guard with tbf and partitions a relay meanwhile): the history shows the faults, the
 checkers pass, the onion is reachable again and nothing is left in place. Then `onionlab chaos` gets SIGTERM
-while four faults are in place: it exits 130 having undone every one. The lab is always taken down."""
+while four faults are in place: it exits 143 (128 + SIGTERM) having undone every one. The lab is always
+taken down."""
 
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ def test_sigterm_undoes_every_fault(lab, docker_client):
             chaos.heal(backend)
     text = "".join(output) + rest
     print(text)
-    assert process.returncode == 130, text
+    assert process.returncode == 143, text
     assert "cleanup: every fault undone, the lab is as it was" in text
     history = chaos.read_history(base / "long.jsonl")
     types = [r["type"] for r in history]

@@ -1,5 +1,6 @@
-"""The checked-in docker-compose.yml on a real engine: `docker compose up -d` (or `docker-compose up -d`,
-whichever the machine has) brings up the default lab with no other step, and `down -v` removes all of it.
+"""The checked-in docker-compose.yml on a real engine: `docker compose up -d` and `docker-compose up -d`
+(each one the machine has: both are tested where both exist) bring up the default lab with no other step,
+and `down -v` removes all of it; the README's compose lines run as they are written.
 
 The file is used as it is checked in. A second file (-f) made from it only adds this session's test labels
 to every service, network and volume, so that the conftest's cleanup and stale-object reaper find them; it
@@ -11,6 +12,7 @@ test waits for such a network to go away, then fails naming it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -35,26 +37,43 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 TOPOLOGY = REPO / "topologies" / "default.yaml"
 PROJECT_LABEL = "com.docker.compose.project"
-COMPOSE_ENV = "ONIONLAB_COMPOSE"  # e.g. "docker-compose" to pick v1 when both are installed
+COMPOSE_ENV = "ONIONLAB_COMPOSE"  # e.g. "docker-compose" to test only v1 when both are installed
+README = REPO / "README.md"
 READY_TIMEOUT = 120.0  # every node of the default lab ready; about 15 s on 2 cores
 FETCH_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 300
 
 
-def compose_command() -> list[str]:
-    """`docker compose` (the v2 plugin) if it answers, else `docker-compose` (v1); $ONIONLAB_COMPOSE wins."""
+def compose_commands() -> list[list[str]]:
+    """Every Compose that answers here: `docker compose` (v2) and `docker-compose` (v1); $ONIONLAB_COMPOSE
+    instead when set."""
     candidates = [os.environ[COMPOSE_ENV].split()] if os.environ.get(COMPOSE_ENV) else [
         ["docker", "compose"], ["docker-compose"]]
+    found = []
     for command in candidates:
         if shutil.which(command[0]) is None:
             continue
         probe = subprocess.run([*command, "version"], capture_output=True, text=True, timeout=60)
         if probe.returncode == 0:
-            return command
-    message = f"neither `docker compose` nor `docker-compose` works here (tried {candidates})"
+            found.append(command)
+    return found
+
+
+COMPOSES = compose_commands()  # the test ids say which ran: [docker compose], [docker-compose]
+
+
+def no_compose() -> None:
+    message = "neither `docker compose` nor `docker-compose` works here"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}. CI=true: failing instead of skipping.", pytrace=False)
     pytest.skip(message)
+
+
+def readme_compose_lines() -> list[str]:
+    """The shell block under the README's `## docker compose`."""
+    section = README.read_text().split("\n## docker compose\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return block.splitlines()
 
 
 @dataclass
@@ -101,9 +120,18 @@ def label_override(labels: dict[str, str], compose: dict) -> dict:
             "services": {name: {"labels": labels} for name in compose["services"]}}
 
 
-@pytest.fixture
-def compose_lab(docker_client, node_image, labels, tmp_path) -> Iterator[ComposeLab]:
-    command = compose_command()
+@pytest.fixture(params=COMPOSES or [None], ids=lambda c: " ".join(c) if c else "none")
+def compose_lab(request, docker_client, node_image, labels, tmp_path) -> Iterator[ComposeLab]:
+    if request.param is None:
+        no_compose()
+    with _compose_lab(request.param, docker_client, labels, tmp_path) as lab:
+        yield lab
+
+
+@contextlib.contextmanager
+def _compose_lab(command, docker_client, labels, tmp_path) -> Iterator[ComposeLab]:
+    """A compose lab of the checked-in file under a project name of its own, with the test's labels; it is
+    taken down (`down -v`) at the end whatever happened."""
     compose = yaml.safe_load(COMPOSE_FILE.read_text())
     override = tmp_path / "test-labels.yml"
     override.write_text(yaml.safe_dump(label_override(labels, compose), sort_keys=False))
@@ -162,6 +190,10 @@ def test_compose_up_brings_up_the_default_lab_and_down_removes_it(compose_lab: C
         if name == "init":
             continue
         assert container.attrs["Config"]["User"] == "10001:10001"
+        node = lab.topology.node(name)
+        host = container.attrs["HostConfig"]
+        assert (host["Memory"], host["MemorySwap"], host["PidsLimit"]) == (node.memory, node.memory,
+                                                                           node.pids)
         mounts = [(m["Type"], m["Destination"]) for m in container.attrs["Mounts"]]
         assert mounts == [("volume", f"/var/lib/onionlab/{name}")], mounts
         bindings = container.attrs["HostConfig"]["PortBindings"] or {}
@@ -193,3 +225,26 @@ def test_compose_up_brings_up_the_default_lab_and_down_removes_it(compose_lab: C
     down = lab.run("down", "--volumes", "--remove-orphans", "--timeout", "5")
     assert down.returncode == 0, down.stderr
     assert lab.leftovers() == (0, 0, 0)
+
+
+def test_readme_compose_lines_run_as_written(docker_client, node_image, labels, tmp_path):
+    """The README's block, in bash as a user would paste it: it picks v2 or v1 itself, brings the lab up,
+    fetches the onion's page through curl and takes it all down. Only what a test must change is changed:
+    the project name, the files (this session's labels added) and the SOCKS port come from the environment,
+    and the port in the curl line is the free one the client publishes on."""
+    if not COMPOSES:
+        no_compose()
+    lines = readme_compose_lines()
+    picked = subprocess.run(["bash", "-c", f'{lines[0]}\necho "${{compose:-}}"'], capture_output=True,
+                            text=True, timeout=60)
+    command = picked.stdout.split() or COMPOSES[0]  # which one the README uses, for the cleanup
+    with _compose_lab(command, docker_client, labels, tmp_path) as lab:
+        script = "\n".join(lines).replace("127.0.0.1:9050", f"127.0.0.1:{lab.socks_port}")
+        env = {**lab.env, "COMPOSE_PROJECT_NAME": lab.project, "COMPOSE_FILE": ":".join(map(str, lab.files)),
+               "COMPOSE_PATH_SEPARATOR": ":"}
+        result = subprocess.run(["bash", "-e", "-c", script], cwd=REPO, env=env, capture_output=True,
+                                text=True, timeout=COMMAND_TIMEOUT + READY_TIMEOUT)
+        assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+        assert result.stdout.startswith("<!doctype html>") and ".onion" in result.stdout, result.stdout[:500]
+        assert lab.leftovers() == (0, 0, 0)  # `down -v` took everything
+    print(f"\nthe README's compose lines ran with `{' '.join(command)}`")

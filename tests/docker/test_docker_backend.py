@@ -20,7 +20,7 @@ import sys
 import textwrap
 import threading
 import time
-from ipaddress import IPv4Network, ip_network
+from ipaddress import IPv4Network, ip_address, ip_network
 from pathlib import Path
 
 import docker
@@ -147,6 +147,9 @@ def test_up_status_labels_logs_down(docker_client, node_image, labels, tmp_path)
             assert config["Cmd"] == [node.role, "--config", f"/var/lib/onionlab/{node.name}/config.json"]
             assert host_config["CapDrop"] == ["ALL"] and host_config["ReadonlyRootfs"] is True
             assert "no-new-privileges:true" in host_config["SecurityOpt"]
+            memory = {"authority": 192}.get(node.role, 256) * 2**20  # the role's default limits
+            assert (host_config["Memory"], host_config["MemorySwap"], host_config["PidsLimit"]) == (
+                memory, memory, 128)
             network = container.attrs["NetworkSettings"]["Networks"][f"onionlab-{info.run_id}-labnet"]
             assert network["IPAddress"] == str(node.address())
             assert host_config["PortBindings"] in (None, {})  # no client: nothing published
@@ -315,18 +318,50 @@ def test_a_missing_image_fails_before_anything_is_made(docker_client, labels, tm
     assert not (tmp_path / "run" / "state.json").exists()
 
 
-def test_a_taken_subnet_is_named(docker_client, node_image, labels, tmp_path):
+def _blocked_topology(docker_client, labels, tmp_path) -> tuple[Topology, IPv4Network, str]:
+    """A topology whose subnet another network (labelled for the test) already holds."""
     subnet = free_subnet(docker_client)
     ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
     blocker = docker_client.networks.create(f"onionlab-test-{labels['onionlab.test.case']}", ipam=ipam,
                                             labels=labels)
-    (tmp_path / "lab.yaml").write_text(topology_text(subnet))
-    topology = parse_topology((tmp_path / "lab.yaml").read_text(), str(tmp_path / "lab.yaml"))
+    path = tmp_path / "lab.yaml"
+    path.write_text(topology_text(subnet))
+    return parse_topology(path.read_text(), str(path)), subnet, blocker.name
+
+
+def test_a_taken_subnet_is_named_with_exact_subnets(docker_client, node_image, labels, tmp_path):
+    topology, subnet, blocker = _blocked_topology(docker_client, labels, tmp_path)
     run_dir = tmp_path / "run"
-    with pytest.raises(BackendError, match=f"network labnet \\({subnet}\\): .*overlap.*{blocker.name}"):
-        DockerBackend(run_dir, labels=labels).up(topology, timeout=UP_TIMEOUT)
+    with pytest.raises(BackendError, match=f"network labnet \\({subnet}\\): .*overlap.*{blocker}"):
+        DockerBackend(run_dir, labels=labels, exact_subnets=True).up(topology, timeout=UP_TIMEOUT)
     run_id = read_state(run_dir).run_id
     assert counts(run_objects(docker_client, run_id)) == {"containers": 0, "networks": 0, "volumes": 0}
+
+
+def test_a_taken_subnet_moves_the_lab_to_a_free_one(docker_client, node_image, labels, tmp_path):
+    """Another lab of the same topology (here: a network on its subnet) is no clash: this one comes up on the
+    next free subnet of the same size, every node at the same host part, and says so."""
+    topology, subnet, blocker = _blocked_topology(docker_client, labels, tmp_path)
+    run_dir = tmp_path / "run"
+    backend = DockerBackend(run_dir, labels=labels)
+    progress: list[str] = []
+    try:
+        info = backend.up(topology, timeout=UP_TIMEOUT, progress=progress.append)
+        (network,) = run_objects(docker_client, info.run_id)["networks"]
+        moved = ip_network(network.attrs["IPAM"]["Config"][0]["Subnet"])
+        assert moved != subnet and moved.prefixlen == subnet.prefixlen and not moved.overlaps(subnet)
+        assert f"network labnet: {subnet} is taken (by {blocker}); using {moved} instead" in progress
+        offsets = [int(n.address()) - int(subnet.network_address) for n in topology.nodes]
+        assert [n.address for n in read_state(run_dir).nodes] == [
+            str(moved.network_address + offset) for offset in offsets]
+        status = backend.status()
+        assert all(n["ready"] for n in status["nodes"]) and \
+            [n["address"] for n in status["nodes"]] == [n.address for n in info.nodes]
+        for container in run_objects(docker_client, info.run_id)["containers"]:
+            assert [ip_address(a) in moved for a in backend_module._addresses(container)] == [True]
+    finally:
+        backend.down()
+    assert counts(run_objects(docker_client, info.run_id)) == {"containers": 0, "networks": 0, "volumes": 0}
 
 
 # -- SIGKILL of the orchestrator, then reap ------------------------------------------------------------------
@@ -381,6 +416,54 @@ def test_sigkill_mid_up_then_reap_leaves_nothing(docker_client, node_image, labe
     again = subprocess.run([*ONIONLAB, "reap"], env=env, cwd=REPO, capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 0 and f"run {state.run_id}" not in again.stdout
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_up_removes_its_run_and_status_says_so(docker_client, node_image, labels, tmp_path,
+                                                              sig, code):
+    """Ctrl-C or SIGTERM while `onionlab up` waits for readiness: it exits 128 + the signal, having removed
+    every container, network and volume it made; `status` then says the lab did not come up (exit 1)."""
+    path = tmp_path / "lab.yaml"
+    path.write_text(topology_text(free_subnet(docker_client)))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "ONIONLAB_RUN_DIR": str(run_dir),
+           "ONIONLAB_LABELS": ",".join(f"{k}={v}" for k, v in labels.items())}
+    up = subprocess.Popen([*ONIONLAB, "up", "--timeout", str(UP_TIMEOUT), str(path)], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(up.stdout, lines), daemon=True).start()
+    seen = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any("started 6 containers" in line for line in seen):
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, "onionlab up ended early:\n" + "".join(seen)
+            seen.append(line)
+        up.send_signal(sig)
+        assert up.wait(timeout=90) == code, "".join(seen)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    while (line := lines.get(timeout=10)) is not None:
+        seen.append(line)
+    output = "".join(seen)
+    assert f"onionlab: interrupted by {signal.Signals(sig).name}" in output
+    assert "`up` was interrupted: every container, network and volume of the run is removed" in output
+
+    state = read_state(run_dir)
+    assert state.failed == f"interrupted by {signal.Signals(sig).name}" and not state.complete
+    assert counts(run_objects(docker_client, state.run_id)) == {"containers": 0, "networks": 0, "volumes": 0}
+    status = subprocess.run([*ONIONLAB, "status"], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert status.returncode == 1 and "did not come up (interrupted by" in status.stderr, status
+    assert status.stdout == ""  # no table of nodes that are not there
+    logs = subprocess.run([*ONIONLAB, "logs", "auth1"], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert logs.returncode == 0 and f"==> {run_dir / 'logs' / 'auth1'}: stdout" in logs.stdout  # saved
+    down = subprocess.run([*ONIONLAB, "down"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0 and not run_dir.exists(), down
 
 
 # -- the pytest plugin ---------------------------------------------------------------------------------------

@@ -118,6 +118,36 @@ def test_healthcheck_and_size(node_image: Image):
     assert size < MAX_SIZE
 
 
+def _deps_stage_image(build_log: str) -> str | None:
+    """The image the Dockerfile's dependencies stage (FROM ... AS deps) ended in, from the legacy builder's
+    output (`Step N/M : ...` then ` ---> ID` per step); None when the build used BuildKit."""
+    found, inside = None, False
+    for line in build_log.splitlines():
+        if re.match(r"Step \d+/\d+ : FROM ", line):
+            if inside:
+                break
+            inside = line.rstrip().endswith(" AS deps")
+        elif inside and (match := re.fullmatch(r" ---> ([0-9a-f]{12,64})", line.rstrip())):
+            found = match.group(1)
+        elif inside and line.startswith("Successfully built"):
+            break
+    return found
+
+
+def test_the_build_leaves_no_dangling_image(docker_client, image_build, node_image: Image):
+    """The legacy builder keeps a multi-stage build's dependencies stage as an untagged image (about 160 MB)
+    after every build that changes it; build-image.sh names it instead, and removes replaced ones."""
+    stage = _deps_stage_image(image_build.stderr)
+    if stage is not None:  # the legacy builder (BuildKit keeps no stage images)
+        try:
+            tags = docker_client.images.get(stage).tags
+        except docker.errors.ImageNotFound:
+            tags = ["(removed)"]
+        assert tags, f"the build left its dependencies stage {stage} as a dangling image"
+    dangling = docker_client.images.list(filters={"dangling": True, "label": "onionlab.build-stage=deps"})
+    assert dangling == []
+
+
 def _network(client: docker.DockerClient, labels: dict[str, str]):
     """A labelled bridge network with a subnet of our own, so the node can have a fixed address."""
     for _ in range(20):

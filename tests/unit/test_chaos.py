@@ -594,3 +594,72 @@ def test_cli_exit_2_names_the_problem_even_without_a_lab(tmp_path: Path, capsys)
     assert cli.main(["chaos", str(REPO / "topologies/chaos/slow-guard.yaml"), "--run-dir",
                      str(tmp_path / "run")]) == 1  # a good scenario, but no lab
     assert "no lab is running" in capsys.readouterr().err
+
+
+def test_cli_json_prints_a_refusal_as_json(tmp_path: Path, capsys, monkeypatch) -> None:
+    from orchestrator import cli
+
+    backend = FakeBackend(tmp_path)  # its shaping_problem: no netem here
+    monkeypatch.setattr(cli, "_lab", lambda args: backend)
+    lag = tmp_path / "lag.yaml"
+    lag.write_text("name: lag\nduration: 6\nseed: 7\nfaults:\n"
+                   "  - {fault: delay, target: relay1, delay: 50ms, at: 1, for: 3}\n")
+    assert cli.main(["chaos", str(lag), "--json", "--run-dir", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"scenario": "lag", "source": str(lag), "seed": 7, "ok": False,
+                               "refused": "fault delay cannot run here: no netem here", "interrupted": False,
+                               "history": None, "verdicts": []}
+    assert "chaos refused, nothing was changed: fault delay cannot run here" in err
+    assert backend.calls == []
+
+
+SEVERAL = textwrap.dedent("""\
+    name: x
+    duration: 30
+    workload: {client: cliet}
+    faults:
+      - {fault: kill, target: relay42}
+      - {fault: pause, target: random relay, count: 7}
+      - {fault: kil, target: relay1}
+    checkers:
+      recovers: {}
+    """)
+SEVERAL_PROBLEMS = [
+    "s.yaml:3:11: workload.client: the lab has no client named 'cliet' (client)",
+    "s.yaml:5:5: faults[0].target: the lab has no node 'relay42' (did you mean 'relay4'?)",
+    "s.yaml:6:5: faults[1].target: the lab has 6 relay node(s) free from 0 to 10 s, this fault needs 7",
+    "s.yaml:7:13: faults[2].fault: unknown fault 'kil' (did you mean 'kill'?)",
+    "s.yaml:9:13: checkers.recovers: recovers needs 'within' (seconds)",
+]
+
+
+def test_file_and_lab_problems_are_reported_at_once() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(SEVERAL, "s.yaml", lab=LAB)
+    assert [str(p) for p in caught.value.problems] == SEVERAL_PROBLEMS
+    with pytest.raises(ScenarioError) as caught:  # without a lab: the file's own problems only
+        parse_scenario(SEVERAL, "s.yaml")
+    assert [str(p) for p in caught.value.problems] == [SEVERAL_PROBLEMS[3], SEVERAL_PROBLEMS[4]]
+
+
+def test_cli_reports_the_lab_targets_with_the_other_problems(tmp_path: Path, capsys, monkeypatch) -> None:
+    from orchestrator import cli
+
+    backend = FakeBackend(tmp_path)
+    monkeypatch.setattr(cli, "_lab", lambda args: backend)
+    monkeypatch.chdir(tmp_path)
+    Path("s.yaml").write_text(SEVERAL)
+    assert cli.main(["chaos", "s.yaml", "--run-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == SEVERAL_PROBLEMS
+    assert backend.calls == []
+
+
+def test_run_scenario_reports_workload_and_target_problems_together(tmp_path: Path) -> None:
+    scenario = parse_scenario("name: x\nduration: 30\nworkload: {client: cliet, service: hs2}\nfaults:\n"
+                              "  - {fault: kill, target: relay42}\n", "s.yaml")
+    with pytest.raises(ScenarioError) as caught:
+        chaos.run_scenario(scenario, FakeBackend(tmp_path), fetch=ok_fetch)
+    assert [str(p) for p in caught.value.problems] == [
+        "s.yaml:3:11: workload.client: the lab has no client named 'cliet' (client)",
+        "s.yaml:3:11: workload.service: the lab has no onion_service named 'hs2' (hs)",
+        "s.yaml:5:5: faults[0].target: the lab has no node 'relay42' (did you mean 'relay4'?)"]

@@ -2,6 +2,10 @@
 the nodes' /status answers are faked)."""
 
 import json
+import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +13,7 @@ import nodes.__main__ as node_main
 from orchestrator import cli, readiness
 from orchestrator.backends import RunInfo, RunNode, default_run_dir, write_state
 
+REPO = Path(__file__).resolve().parents[2]
 BAD_TOPOLOGY = """\
 name: lab
 nodes:
@@ -258,3 +263,112 @@ def test_node_wait_config_reads_the_file_once_it_is_there(tmp_path, capsys):
                                   "control_port": 1, "authorities": []}))
     assert node_main.main(["authority", "--config", str(config), "--wait-config", "5"]) == 2  # read: role
     assert "role is 'relay', but the command line says 'authority'" in capsys.readouterr().err
+
+
+# -- kill --signal: a usage error before anything is sent ---------------------------------------------------
+
+
+class KillRecorder:
+    def __init__(self):
+        self.sent = []
+
+    def kill(self, name, sig):
+        self.sent.append((name, sig))
+
+
+@pytest.mark.parametrize("bad", ["SIGFOO", "0", "-9", "", "SIG_DFL", "999"])
+def test_kill_with_an_unknown_signal_is_a_usage_error(bad, monkeypatch, capsys):
+    backend = KillRecorder()
+    monkeypatch.setattr(cli, "_lab", lambda args: backend)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["kill", "relay1", "--signal", bad])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: onionlab kill" in err and "--signal" in err and "SIGKILL" in err
+    assert backend.sent == []  # nothing reached the backend (docker-py used to raise a traceback for it)
+
+
+@pytest.mark.parametrize("given, sent", [("SIGTERM", "SIGTERM"), ("term", "SIGTERM"), ("15", "SIGTERM"),
+                                         ("STOP", "SIGSTOP"), ("SIGKILL", "SIGKILL")])
+def test_kill_takes_signal_names_and_numbers(given, sent, monkeypatch, capsys):
+    backend = KillRecorder()
+    monkeypatch.setattr(cli, "_lab", lambda args: backend)
+    assert cli.main(["kill", "relay1", "--signal", given]) == 0
+    assert backend.sent == [("relay1", sent)]
+    assert capsys.readouterr().out == f"sent {sent} to relay1\n"
+
+
+# -- down keeps chaos histories ------------------------------------------------------------------------------
+
+
+def test_down_keeps_the_chaos_histories_and_says_where(run_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("orchestrator.backends.local._is_node_process", lambda pid, config: False)
+    monkeypatch.chdir(tmp_path)
+    (run_dir / "chaos").mkdir()
+    (run_dir / "chaos" / "kill-seed7-20250101-000000.jsonl").write_text('{"type": "run"}\n')
+    (run_dir / "chaos" / "kill.html").write_text("<html></html>")
+    assert cli.main(["down", "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert not run_dir.exists()
+    kept = tmp_path / ".onionlab" / "chaos"
+    assert (kept / "kill-seed7-20250101-000000.jsonl").read_text() == '{"type": "run"}\n'
+    assert (kept / "kill.html").exists()
+    assert f"kept 2 chaos history and report file(s): moved to {kept}" in out
+
+
+def test_chaos_histories_go_outside_the_run_dir_by_default(run_dir, tmp_path, monkeypatch, capsys):
+    from orchestrator import chaos
+
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+
+    def run_scenario(scenario, backend, *, seed, history_path, say):
+        seen["history"] = history_path
+        raise chaos.ChaosRefused("not today")
+
+    monkeypatch.setattr(chaos, "run_scenario", run_scenario)
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: s\nduration: 10\nseed: 3\n")
+    assert cli.main(["chaos", str(scenario), "--run-dir", str(run_dir)]) == 1
+    assert seen["history"].parent == tmp_path / ".onionlab" / "chaos"
+    assert seen["history"].name.startswith("s-seed3-") and seen["history"].suffix == ".jsonl"
+
+
+# -- an interrupted up ---------------------------------------------------------------------------------------
+
+
+def _interrupt_with(sig):
+    def start(self, info, nodes_=None):
+        os.kill(os.getpid(), sig)  # as if Ctrl-C or `kill` came while the nodes were being started
+        time.sleep(5)  # the handler interrupts this at once
+        raise AssertionError(f"{sig!r} did not interrupt `up`")
+
+    return start
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_up_exits_128_plus_the_signal_and_status_says_it_failed(sig, code, tmp_path,
+                                                                             monkeypatch, capsys):
+    from orchestrator.backends.local import LocalBackend
+
+    monkeypatch.setattr(LocalBackend, "_start", _interrupt_with(sig))
+    run_dir = tmp_path / "run"
+    topology = REPO / "topologies" / "default.yaml"
+    handler = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["up", "--backend", "local", "--run-dir", str(run_dir), str(topology)]) == code
+    assert signal.getsignal(signal.SIGTERM) is handler  # the handler is gone again
+    name = signal.Signals(sig).name
+    assert f"onionlab: interrupted by {name}" in capsys.readouterr().err
+
+    assert cli.main(["status", "--run-dir", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"the lab 'default' in {run_dir} did not come up (interrupted by {name}): nothing of it " in err
+    assert cli.main(["status", "--json", "--run-dir", str(run_dir)]) == 1
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"failed": f"interrupted by {name}", "nodes": [], "onion_services": [],
+                               "clients": []}
+    assert cli.main(["flow", "--run-dir", str(run_dir)]) == 1
+    assert "did not come up" in capsys.readouterr().err
+    assert cli.main(["logs", "auth1", "--run-dir", str(run_dir)]) == 0  # what it left is still readable
+    assert cli.main(["down", "--run-dir", str(run_dir)]) == 0
+    assert not run_dir.exists()

@@ -239,3 +239,18 @@ def test_export_compose_writes_atomically(tmp_path):
     target.write_text("old")
     text = export_compose(load_topology(DEFAULT), SOURCE, target)
     assert target.read_text() == text and [p.name for p in tmp_path.iterdir()] == ["docker-compose.yml"]
+
+
+def test_every_service_has_memory_and_pids_limits(default):
+    topology = load_topology(DEFAULT)
+    for node in topology.nodes:
+        service = default["services"][node.name]
+        memory = {"authority": "192m"}.get(node.role, "256m")
+        assert (service["mem_limit"], service["memswap_limit"], service["pids_limit"]) == \
+            (memory, memory, 128)
+    init = default["services"]["init"]
+    assert (init["mem_limit"], init["memswap_limit"], init["pids_limit"]) == ("256m", "256m", 64)
+    custom = yaml.safe_load(render_compose(parse_topology(TWO_CLIENTS.replace(
+        "{name: client-a, role: client}", "{name: client-a, role: client, memory: 1g, pids: 300}")), SOURCE))
+    assert (custom["services"]["client-a"]["mem_limit"], custom["services"]["client-a"]["pids_limit"]) == \
+        ("1g", 300)

@@ -1,13 +1,17 @@
 """The docker backend's decisions that need no engine: who owns a run, what reap does with it, which log line
 is the cause, the extra labels from the environment."""
 
+import dataclasses
 import subprocess
 import sys
+from ipaddress import ip_network
 
+import docker.errors
 import pytest
 
 from orchestrator.backends import BackendError, RunInfo, RunNode, write_state
 from orchestrator.backends import docker as backend
+from orchestrator.topology import parse_topology
 
 
 def dead_pid() -> int:
@@ -72,3 +76,165 @@ def test_extra_labels(monkeypatch):
     monkeypatch.setenv(backend.EXTRA_LABELS_ENV, "onionlab.run=x")
     with pytest.raises(BackendError, match="onionlab's own label"):
         backend._extra_labels()
+
+
+# -- a subnet another network holds: the lab moves to a free one of the same size ----------------------------
+
+LAB = """\
+name: lab
+networks:
+  north: {subnet: 10.78.1.0/24}
+  south: {subnet: 10.78.2.0/24}
+roles:
+  authority: {networks: [north, south]}
+  relay: {networks: [north, south]}
+nodes:
+  - {name: auth, role: authority}
+  - {name: relay, role: relay, count: 3}
+  - {name: hs, role: onion_service, networks: [south], services: [{port: 80, target: http}]}
+  - {name: client, role: client, networks: [north], addresses: {north: 10.78.1.200}}
+"""
+
+
+class FakeNetwork:
+    def __init__(self, name, subnet):
+        self.name = name
+        self.attrs = {"IPAM": {"Config": [{"Subnet": str(subnet)}]}}
+
+
+class FakeNetworks:
+    """An engine's networks: create refuses an overlapping subnet the way Docker does."""
+
+    def __init__(self, *taken):
+        self.made = [FakeNetwork(f"other{i}", ip_network(s)) for i, s in enumerate(taken)]
+
+    def list(self, **filters):
+        return list(self.made)
+
+    def create(self, name, *, ipam, labels, **options):
+        subnet = ip_network(ipam["Config"][0]["Subnet"])
+        if any(ip_network(n.attrs["IPAM"]["Config"][0]["Subnet"]).overlaps(subnet) for n in self.made):
+            raise docker.errors.APIError("409",
+                                         explanation="Pool overlaps with other one on this address space")
+        self.made.append(FakeNetwork(name, subnet))
+
+
+@pytest.fixture(autouse=True)
+def no_host_routes(monkeypatch):
+    monkeypatch.setattr(backend, "_host_routes", lambda: [], raising=False)  # not this machine's routes
+
+
+def _networks_made(fake, *taken, exact=False, topology_text=LAB):
+    engine = FakeNetworks(*taken)
+    dock = backend.DockerBackend(fake, labels={})
+    dock._client = type("Client", (), {"networks": engine})()
+    dock.exact_subnets = exact
+    said = []
+    placed = dock._create_networks(parse_topology(topology_text), "r1", {}, said.append)
+    return placed, {n.name: str(ip_network(n.attrs["IPAM"]["Config"][0]["Subnet"])) for n in engine.made
+                    if n.name.startswith("onionlab-")}, said
+
+
+def test_a_free_subnet_is_used_as_it_is(tmp_path):
+    placed, made, said = _networks_made(tmp_path, "172.17.0.0/16")
+    assert made == {"onionlab-r1-north": "10.78.1.0/24", "onionlab-r1-south": "10.78.2.0/24"}
+    assert placed == parse_topology(LAB) and said == []
+
+
+def test_a_taken_subnet_moves_the_network_and_its_nodes_keep_their_host_part(tmp_path):
+    # a second lab of the same topology holds north and south; something else holds 10.78.3.0/24
+    placed, made, said = _networks_made(tmp_path, "10.78.1.0/24", "10.78.2.0/24", "10.78.3.0/24")
+    assert made == {"onionlab-r1-north": "10.78.4.0/24", "onionlab-r1-south": "10.78.5.0/24"}
+    assert [str(n.subnet) for n in placed.networks] == ["10.78.4.0/24", "10.78.5.0/24"]
+    original = parse_topology(LAB)
+    for before, after in zip(original.nodes, placed.nodes, strict=True):
+        assert [(i.network, int(i.address) & 0xFF) for i in before.interfaces] == \
+            [(i.network, int(i.address) & 0xFF) for i in after.interfaces]
+    assert str(placed.node("client").address("north")) == "10.78.4.200"
+    assert placed.node("hs").address() in ip_network("10.78.5.0/24")
+    assert said == ["network north: 10.78.1.0/24 is taken (by other0); using 10.78.4.0/24 instead",
+                    "network south: 10.78.2.0/24 is taken (by other1); using 10.78.5.0/24 instead"]
+
+
+def test_exact_subnets_fails_on_a_taken_subnet_naming_its_user(tmp_path):
+    with pytest.raises(BackendError,
+                       match=r"network north \(10.78.1.0/24\): Pool overlaps .*\(used by other0\)"):
+        _networks_made(tmp_path, "10.78.1.0/24", exact=True)
+
+
+def test_a_network_that_a_service_forwards_into_is_not_moved(tmp_path):
+    pinned = LAB.replace("target: http}", "target: '10.78.2.9:80'}")
+    with pytest.raises(BackendError, match=r"network south \(10.78.2.0/24\): .*forwards to 10.78.2.9:80"):
+        _networks_made(tmp_path, "10.78.2.0/24", topology_text=pinned)
+
+
+def test_choose_subnet():
+    taken = [ip_network("10.77.0.0/24"), ip_network("10.77.1.0/25")]
+    assert str(backend.choose_subnet(ip_network("10.77.0.0/24"), taken)) == "10.77.2.0/24"
+    assert str(backend.choose_subnet(ip_network("10.77.5.0/24"), taken)) == "10.77.5.0/24"  # free: itself
+    assert str(backend.choose_subnet(ip_network("10.255.255.0/24"), [ip_network("10.255.255.0/24")])) \
+        == "10.0.0.0/24"  # wraps around within 10.0.0.0/8
+    assert str(backend.choose_subnet(ip_network("192.168.0.0/24"), [ip_network("192.168.0.0/17")])) \
+        == "192.168.128.0/24"
+    assert backend.choose_subnet(ip_network("192.168.0.0/16"), [ip_network("192.168.7.0/24")]) is None
+    assert backend.choose_subnet(ip_network("8.8.8.0/24"), [ip_network("8.8.0.0/16")]) is None  # not private
+
+
+# -- container limits: what the engine is asked for ---------------------------------------------------------
+
+
+class Recorder:
+    """A docker client that records what containers.create is asked for (and runs init at once)."""
+
+    def __init__(self):
+        self.created = {}
+        client = self
+
+        class Container:
+            def __init__(self, name):
+                self.name = name
+
+            def start(self):
+                pass
+
+            def wait(self, timeout):
+                return {"StatusCode": 0}
+
+            def logs(self, **kwargs):
+                return b""
+
+            def remove(self, **kwargs):
+                pass
+
+        class Containers:
+            def create(self, image, command, **kwargs):
+                client.created[kwargs["name"]] = kwargs
+                return Container(kwargs["name"])
+
+        class Api:
+            def create_endpoint_config(self, **kwargs):
+                return kwargs
+
+        self.containers, self.api = Containers(), Api()
+
+
+def test_every_container_gets_the_memory_and_pids_limits_of_its_node(tmp_path):
+    topology = parse_topology(LAB.replace("  - {name: auth, role: authority}\n",
+                                          "  - {name: auth, role: authority, memory: 100m, pids: 50}\n"))
+    dock = backend.DockerBackend(tmp_path, labels={})
+    dock._client = Recorder()
+    info = dock._plan(topology, "r1")
+    dock._init(topology, info, {}, lambda line: None)
+    for planned, node in zip(topology.nodes, info.nodes, strict=True):  # on its first network only
+        first_only = dataclasses.replace(planned, interfaces=planned.interfaces[:1])
+        dock._create_node(first_only, node, info, {}, True)
+    created = dock._client.created
+    limits = {name.removeprefix("onionlab-r1-"): (kw["mem_limit"], kw["memswap_limit"], kw["pids_limit"])
+              for name, kw in created.items()}
+    assert limits == {
+        "init": (backend.INIT_MEMORY, backend.INIT_MEMORY, backend.INIT_PIDS),
+        "auth": (100 * 2**20, 100 * 2**20, 50),
+        **{f"relay{i}": (256 * 2**20, 256 * 2**20, 128) for i in (1, 2, 3)},
+        "hs": (256 * 2**20, 256 * 2**20, 128),
+        "client": (256 * 2**20, 256 * 2**20, 128),
+    }

@@ -61,7 +61,7 @@ def test_header_says_generated_and_how_to_deploy():
 
 
 def test_every_service_uses_dnsrr_and_a_restart_policy(stack):
-    assert stack["version"] == "3.8"
+    assert stack["version"] == "3.9"
     for name, service in stack["services"].items():
         deploy = service["deploy"]
         assert deploy["endpoint_mode"] == "dnsrr", name
@@ -177,3 +177,12 @@ def test_export_stack_writes_atomically(tmp_path):
     assert export_stack(load_topology(DEFAULT), SOURCE, target) == target.read_text()
     with pytest.raises(ComposeError, match="cannot write"):
         export_stack(load_topology(DEFAULT), SOURCE, tmp_path / "no" / "dir" / "stack.yml")
+
+
+def test_every_service_has_memory_and_pids_limits(stack):
+    topology = load_topology(DEFAULT)
+    for node in topology.nodes:
+        limits = stack["services"][node.name]["deploy"]["resources"]["limits"]
+        assert limits == {"memory": {"authority": "192M"}.get(node.role, "256M"), "pids": 128}
+    assert stack["services"]["init"]["deploy"]["resources"]["limits"] == {"memory": "256M", "pids": 64}
+    assert stack["version"] == "3.9"  # the first stack file version with a pids limit

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from orchestrator.topology import (
     APPLIES,
     BUILTIN_DEFAULTS,
+    BUILTIN_ROLE_DEFAULTS,
     ENTRY_KEYS,
     ROLES,
     SETTINGS,
@@ -22,6 +23,7 @@ from orchestrator.topology import (
     TopologyError,
     load_topology,
     parse_topology,
+    size_text,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,6 +196,8 @@ def test_to_dict_is_plain_data_and_parses_back():
         "guards": 1,
         "intro_points": 3,
         "services": [{"port": 80, "target": "http"}, {"port": 7, "target": "echo"}],
+        "memory": "256m",
+        "pids": 128,
     }
     assert parse_topology(yaml.safe_dump(data, sort_keys=False)) == topo
 
@@ -552,6 +556,10 @@ def setting_values(draw, key, network_names):
         return draw(st.integers(1, 86400))
     if key in ("guards", "intro_points"):
         return draw(st.integers(1, 3))  # at most the 3 relays that every node can reach
+    if key == "memory":
+        return draw(st.sampled_from(["32m", "200m", "1g", "33554433"]))  # as to_dict writes them
+    if key == "pids":
+        return draw(st.integers(16, 4096))
     if key == "networks":
         return draw(st.permutations(network_names).map(lambda p: p[: draw(st.integers(1, len(p)))]))
     ports = draw(st.lists(st.integers(1, 65535), min_size=1, max_size=3, unique=True))
@@ -625,6 +633,9 @@ def _expected(doc, entry, key):
     for layer in (entry, doc["roles"].get(entry["role"], {}), doc["defaults"]):
         if key in layer:
             return layer[key]
+    if key in BUILTIN_ROLE_DEFAULTS:
+        value = BUILTIN_ROLE_DEFAULTS[key][entry["role"]]
+        return size_text(value) if key == "memory" else value
     return [next(iter(doc["networks"]))] if key == "networks" else BUILTIN_DEFAULTS[key]
 
 
@@ -672,3 +683,43 @@ def test_schema_and_model_agree_on_roles_and_settings():
         )
     assert list(defs["node"]["properties"]) == list(ENTRY_KEYS)
     assert list(defs["timing"]["properties"]) == [f.name for f in fields(Timing)]
+
+
+# ------------------------------------------------------------------------------------ container limits
+
+
+MIB = 2**20
+
+
+def test_every_node_has_memory_and_pids_limits_by_role():
+    topo = parse_topology(LAB)
+    limits = {n.role: (n.memory, n.pids) for n in topo.nodes}
+    assert limits == {"authority": (192 * MIB, 128), "relay": (256 * MIB, 128),
+                      "onion_service": (256 * MIB, 128), "client": (256 * MIB, 128)}
+    assert topo.node("auth1").to_dict()["memory"] == "192m" and topo.node("auth1").to_dict()["pids"] == 128
+
+
+def test_limits_are_settings_that_layers_override():
+    text = edit("roles:\n  client: {socks_port: 9050}\n",
+                "defaults: {pids: 64}\nroles:\n  client: {socks_port: 9050, memory: 1g}\n"
+                "  relay: {memory: 300m}\n")
+    text = text.replace("  - name: hs\n", "  - name: hs\n    memory: 402653184\n    pids: 256\n")
+    topo = parse_topology(text)
+    assert (topo.node("client").memory, topo.node("client").pids) == (2**30, 64)
+    assert (topo.node("relay3").memory, topo.node("relay3").pids) == (300 * MIB, 64)
+    assert (topo.node("hs").memory, topo.node("hs").pids) == (384 * MIB, 256)
+    assert topo.node("auth1").memory == 192 * MIB  # the built-in default of its role
+    assert parse_topology(yaml.safe_dump(topo.to_dict(), sort_keys=False)) == topo
+
+
+def test_bad_limits_name_line_and_field():
+    text = LAB.replace(
+        "  client: {socks_port: 9050}\n",
+        "  client: {socks_port: 9050, memory: lots, pids: 2}\n  relay: {memory: 16m}\n",
+    )
+    assert problems(text) == [
+        "lab.yaml:5:38: roles.client.memory: expected a memory size such as 256m or 1g (a number of bytes, "
+        "or one with k, m or g: KiB, MiB, GiB), got 'lots'",
+        "lab.yaml:5:50: roles.client.pids: expected a process limit from 16 to 1000000, got 2",
+        "lab.yaml:6:19: roles.relay.memory: 16m is too little: a node needs at least 32m",
+    ]
