@@ -38,7 +38,7 @@ def lab_text(subnet) -> str:
         name: chaostest
         networks:
           labnet: {{subnet: {subnet}}}
-        timing: {{voting_interval: 3}}
+        timing: {{voting_interval: 10}}
         nodes:
           - {{name: auth, role: authority, count: 3}}
           - {{name: relay, role: relay, count: 4}}

@@ -60,7 +60,7 @@ def topology_text(subnet: IPv4Network, name: str = "dockertest", relays: int = 3
         name: {name}
         networks:
           labnet: {{subnet: {subnet}}}
-        timing: {{voting_interval: 3}}
+        timing: {{voting_interval: 10}}
         nodes:
           - {{name: auth, role: authority, count: 3}}
           - {{name: relay, role: relay, count: {relays}}}
@@ -235,7 +235,7 @@ def test_two_networks_joined_only_by_relays(docker_client, node_image, labels, t
         networks:
           north: {{subnet: {north}}}
           south: {{subnet: {south}}}
-        timing: {{voting_interval: 3}}
+        timing: {{voting_interval: 10}}
         roles:
           authority: {{networks: [north, south]}}
           relay: {{networks: [north, south]}}

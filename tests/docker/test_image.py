@@ -184,7 +184,7 @@ def test_authority_becomes_healthy(docker_client, node_image: Image, labels, tmp
     seed = os.urandom(32)
     identity = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw().hex()
     config = NodeConfig(name="auth1", role="authority", address=address, data_dir="/var/lib/onionlab",
-                        control_port=9052, or_port=9001, dir_port=9030, timing=Timing(voting_interval=4),
+                        control_port=9052, or_port=9001, dir_port=9030, timing=Timing(),
                         authorities=(AuthorityRef("auth1", address, 9030, identity),))
     (tmp_path / "config.json").write_text(config.to_json())
     data = tmp_path / "data"
