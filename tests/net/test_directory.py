@@ -77,7 +77,8 @@ def _descriptor(nickname: str, *, address: str = HOST, or_port: int = 9001, publ
 def _descriptor_of(r: TestRelay, **changes) -> ServerDescriptor:
     """The descriptor of a running test relay (tests/net/helpers), with its real keys and OR port."""
     fields = dict(or_port=r.status.or_port, rsa_identity=r.link.rsa_identity,
-                  ed25519_identity=r.signer._openssl, ntor_secret=r.keys.ntor_secret)
+                  ed25519_identity=r.signer._openssl,  # the key of its identity seed
+                  ntor_secret=r.keys.ntor_secret)
     return _descriptor(r.name, **{**fields, **changes})
 
 
@@ -184,6 +185,15 @@ async def test_three_authorities_publish_a_majority_signed_consensus_of_tested_r
             for auth in auths:
                 await _published(auth, lambda sc: _routers(sc) == live_ids and len(sc.signatures) == 3)
 
+        # a detached signature in a configured authority's name that does not verify is refused, and the
+        # genuine one stays
+        peer = auths[1].cert
+        forged = DirectorySignature(peer.v3ident, peer.signing_key_digest, os.urandom(128))
+        status, reply = await _post(refs[0].dir_port, "/tor/post/consensus-signature", forged.encode())
+        assert status == 400 and b"signature" in reply
+        assert auths[0].metrics.value("errors_total", kind="signature") == 1
+        assert len(auths[0].published.signatures) == 3
+
         # the documents, fetched and checked as a client does: certificates, then the consensus
         now = int(time.time())
         status, _, keys = await _get(refs[0].dir_port, "/tor/keys/all")
@@ -278,7 +288,7 @@ async def test_three_authorities_publish_a_majority_signed_consensus_of_tested_r
             assert auth.metrics.value("votes_received_total") >= 2
             assert auth.metrics.value("signatures_received_total") >= 2
             assert auth.metrics.value("reachability_checks_total", result="unreachable") >= 1
-            assert auth.metrics.value("errors_total", kind="signature") == 0
+            assert auth.metrics.value("errors_total", kind="signature") == (auth is auths[0])
             assert auth.metrics.value("consensus_withheld_total") == 0
         nursery.cancel_scope.cancel()
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
