@@ -64,6 +64,7 @@ import math
 import os
 import statistics
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import trio
@@ -105,6 +106,7 @@ FAST_MIN_BANDWIDTH = 100_000
 SMALL_NETWORK = 50
 CERT_LIFETIME = 365 * 86400  # the key certificate made at start (tor-gencert's default is 12 months)
 NEW_RELAY_QUEUE = 64  # uploads of new relays waiting for their first reachability test
+EARLY_CLAIMS = 4  # unchecked signature claims kept per authority until our consensus is computed
 RUNNING_GRACE_ROUNDS = 2  # a relay reached in one of the last rounds is still Running
 MIN_TEST_TIME = 0.2  # of V: the round's reachability tests (module docstring)
 PUSH_MARGIN = 0.1  # of a delay: pushes stop this much before the next step, so late answers do not stall it
@@ -220,7 +222,9 @@ class Authority:
         self.votes: dict[int, dict[bytes, Vote]] = {}  # valid-after -> v3ident -> vote
         self.my_vote: Vote | None = None
         self.collecting: SignedConsensus | None = None  # the latest one we computed, gathering signatures
-        self.early_signatures: dict[bytes, DirectorySignature] = {}  # for one we have not computed yet
+        # claims for a consensus we have not computed yet, unchecked: every one is kept (a few per authority),
+        # so that a forged claim in a peer's name cannot push its real one out before we can check them
+        self.early_signatures: dict[bytes, deque[DirectorySignature]] = {}
         self.published: SignedConsensus | None = None
         self.round = 0
         self.dir_port = config.dir_port  # the bound ports, once serve() has them (config may say 0)
@@ -418,7 +422,7 @@ class Authority:
                 self.metrics.inc("signatures_received_total")
                 self._maybe_publish()
                 return
-        self.early_signatures[claim.v3ident] = claim
+        self.early_signatures.setdefault(claim.v3ident, deque(maxlen=EARLY_CLAIMS)).append(claim)
 
     async def test_new_relays(self) -> None:
         """Test every new (or moved) relay's reachability as soon as it uploads, so that the next round can
@@ -495,7 +499,7 @@ class Authority:
         mine = sign_consensus(collecting.body, self.cert, self.keys.signing)
         self.collecting = collecting.add_signature(mine, self.certs)
         early, self.early_signatures = self.early_signatures, {}
-        for claim in early.values():
+        for claim in (c for claims in early.values() for c in claims):
             try:
                 self.collecting = self.collecting.add_signature(claim, self.certs)
             except SignatureError as e:

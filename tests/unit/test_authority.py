@@ -5,6 +5,7 @@ import io
 import time
 
 from nodes.config import AuthorityRef, NodeConfig, Timing
+from nodes.core.consensus import DirectorySignature
 from nodes.init import make_authority_keys
 from nodes.net.events import EventLog
 from nodes.net.metrics import Metrics
@@ -48,3 +49,17 @@ async def test_the_vote_and_the_consensus_carry_the_delays(tmp_path):
     await authority.run_round(start)
     assert b"\nvoting-delay 3 5\n" in vote_bytes
     assert b"\nvoting-delay 3 5\n" in authority.published.encode()
+
+
+def test_a_forged_early_claim_does_not_push_out_the_real_one(tmp_path):
+    """Signatures that arrive before our consensus is computed cannot be checked yet: a forged claim in a
+    peer's name must not replace the peer's real one (both are tried once the consensus exists)."""
+    peer = AuthorityRef("auth2", "127.0.0.2", 9030, 9001, *make_authority_keys(tmp_path / "auth2"))
+    authority = _authority(tmp_path / "auth1", Timing())
+    authority.configured |= {bytes.fromhex(peer.v3ident)}
+    v3ident = bytes.fromhex(peer.v3ident)
+    real = DirectorySignature(v3ident, bytes(20), b"\x01" * 128)
+    forged = DirectorySignature(v3ident, bytes(20), b"\x02" * 128)
+    authority._add_signature(real)
+    authority._add_signature(forged)
+    assert list(authority.early_signatures[v3ident]) == [real, forged]
