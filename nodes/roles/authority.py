@@ -106,6 +106,7 @@ FAST_MIN_BANDWIDTH = 100_000
 SMALL_NETWORK = 50
 CERT_LIFETIME = 365 * 86400  # the key certificate made at start (tor-gencert's default is 12 months)
 NEW_RELAY_QUEUE = 64  # uploads of new relays waiting for their first reachability test
+MAX_FETCH = 96  # descriptors asked of one peer at once (C tor asks for at most 96 per request)
 EARLY_CLAIMS = 4  # unchecked signature claims kept per authority until our consensus is computed
 RUNNING_GRACE_ROUNDS = 2  # a relay reached in one of the last rounds is still Running
 MIN_TEST_TIME = 0.2  # of V: the round's reachability tests (module docstring)
@@ -171,6 +172,16 @@ async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, s
         finally:
             await link.aclose()
     return False
+
+
+def split_descriptors(data: bytes) -> list[bytes]:
+    """A /tor/server/ answer, concatenated descriptors, as one document each (each begins "router ")."""
+    starts = [0] if data.startswith(b"router ") else []
+    at = data.find(b"\nrouter ")
+    while at != -1:
+        starts.append(at + 1)
+        at = data.find(b"\nrouter ", at + 1)
+    return [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)], strict=False)]
 
 
 def _text(status: int, message: str) -> tuple[int, str, bytes]:
@@ -508,6 +519,31 @@ class Authority:
                 self.metrics.inc("signatures_received_total")
         self._maybe_publish()
         await self._push("/tor/post/consensus-signature", mine.encode(), "signature", end)
+        await self._fetch_missing_descriptors(votes, start + v)
+
+    async def _fetch_missing_descriptors(self, votes: list[Vote], until: float) -> None:
+        """Fetch from its voter every descriptor a peer's vote lists and we lack, as C tor's authorities do:
+        an authority that restarted (and knows no relay) learns them within a round instead of waiting for
+        each relay's next upload. Each is checked and tested like an upload."""
+        refs = {bytes.fromhex(p.v3ident): p for p in self.peers}
+
+        async def fetch(peer: AuthorityRef, node_ids: list[bytes]) -> None:
+            path = "/tor/server/fp/" + "+".join(n.hex().upper() for n in node_ids)
+            try:
+                status, _, body = await request_tcp(peer.address, peer.dir_port, "GET", path,
+                                                    timeout=REACHABILITY_TIMEOUT)
+            except REQUEST_FAILURES:
+                return  # its votes and signatures come through anyway; the relays upload again
+            if status == 200:
+                for document in split_descriptors(body):
+                    self._post_descriptor(document)
+
+        with trio.move_on_at(self._trio_time(until)):
+            async with trio.open_nursery() as nursery:
+                for vote in votes:
+                    missing = [r.node_id for r in vote.routers if r.node_id not in self.descriptors]
+                    if vote.authority in refs and missing:
+                        nursery.start_soon(fetch, refs[vote.authority], missing[:MAX_FETCH])
 
     async def _test_reachability(self, descriptors: list[ServerDescriptor], until: float) -> set[bytes]:
         """Node IDs of the relays that passed; a test still running at `until` counts as a failure."""

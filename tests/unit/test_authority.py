@@ -10,7 +10,7 @@ from nodes.init import make_authority_keys
 from nodes.net.events import EventLog
 from nodes.net.metrics import Metrics
 from nodes.net.node_keys import load_or_create_authority_keys, load_or_create_node_keys
-from nodes.roles.authority import MIN_TEST_TIME, Authority
+from nodes.roles.authority import MIN_TEST_TIME, Authority, split_descriptors
 
 
 async def _never(_desc) -> bool:
@@ -63,3 +63,9 @@ def test_a_forged_early_claim_does_not_push_out_the_real_one(tmp_path):
     authority._add_signature(real)
     authority._add_signature(forged)
     assert list(authority.early_signatures[v3ident]) == [real, forged]
+
+
+def test_split_descriptors_of_a_server_answer():
+    one, two = b"router a 1.2.3.4 9001 0 0\nx\nrouter-signature\n", b"router b 1.2.3.5 9001 0 0\ny\n"
+    assert split_descriptors(one + two) == [one, two]
+    assert split_descriptors(b"") == [] and split_descriptors(b"junk\n") == []
