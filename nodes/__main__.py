@@ -1,5 +1,6 @@
 """`python -m nodes ROLE --config FILE [--wait-config SECONDS]`: run one node until SIGTERM or SIGINT
-(`python -m nodes init ...` is the one-shot of nodes/init.py).
+(`python -m nodes init ...` is the one-shot of nodes/init.py). `python -m nodes tor --config FILE` runs a node
+that a stock tor plays (`impl: tor` in its config; nodes/roles/tor_node.py).
 
 `--wait-config SECONDS` is for orchestrators that cannot order start-ups (a Docker Swarm stack has no
 depends_on): the config file is polled for until it exists, or the deadline passes (exit 2, as for a missing
@@ -7,8 +8,9 @@ file). nodes.init writes it atomically, so a file that exists is complete.
 
 Exit status: 0 after a signal (or if the role returns on its own), 1 when the node crashes (traceback on
 stderr, then one `fatal: ...` line naming the real cause, which the orchestrator shows first), 2 for a bad
-command line or config (also a `fatal: ...` line). Events go to stdout (one JSON line each), diagnostics to
-stderr.
+command line or config (also a `fatal: ...` line). A node whose child process ended it (tor) exits with the
+child's status instead, after the child's own log rather than our traceback. Events go to stdout (one JSON
+line each), diagnostics to stderr.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pathlib import Path
 
 import trio
 
-from nodes.config import ROLES, ConfigError, NodeConfig, load_config
-from nodes.roles import serve_for
+from nodes.config import ConfigError, NodeConfig, load_config
+from nodes.roles import COMMANDS, serve_for
 
 log = logging.getLogger("nodes")
 
@@ -77,6 +79,12 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
         yield exc
 
 
+def child_exit_status(exc: BaseException) -> int | None:
+    """The exit status a child process (tor) asks the node to leave with (`exit_status`), or None."""
+    return next((e.exit_status for e in _leaves(exc) if isinstance(getattr(e, "exit_status", None), int)),
+                None)
+
+
 def fatal_line(exc: BaseException) -> str:
     return FATAL_PREFIX + "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(exc))
 
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return init_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m nodes", description="Run one onionlab node.")
-    parser.add_argument("role", choices=ROLES)
+    parser.add_argument("role", choices=COMMANDS, help="the role, or `tor` for a node a stock tor plays")
     parser.add_argument("--config", required=True, help="the node's JSON config (the orchestrator writes it)")
     parser.add_argument("--wait-config", type=float, default=None, metavar="SECONDS",
                         help="wait up to SECONDS for the config file to appear (another process writes it)")
@@ -106,18 +114,30 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"{FATAL_PREFIX}{e}", file=sys.stderr)
         return 2
-    if config.role != args.role:
-        print(f"{FATAL_PREFIX}{args.config}: role is {config.role!r}, but the command line says "
+    if config.command != args.role:
+        tor = "tor" in (config.impl, args.role)
+        impl = f" with impl {config.impl} (so `{config.command}`)" if tor else ""
+        print(f"{FATAL_PREFIX}{args.config}: role is {config.role!r}{impl}, but the command line says "
               f"{args.role!r}", file=sys.stderr)
         return 2
+    if config.impl == "tor":  # a config tor cannot run (no authority identities) is a bad config too
+        from nodes.torrc import TorrcError, node_torrc
+
+        try:
+            node_torrc(config)
+        except TorrcError as e:
+            print(f"{FATAL_PREFIX}{args.config}: {e}", file=sys.stderr)
+            return 2
     try:
-        trio.run(run_node, serve_for(config.role), config)
+        trio.run(run_node, serve_for(config.command), config)
     except KeyboardInterrupt:  # SIGINT before the signal receiver was installed
         return 0
     except BaseException as e:  # noqa: B036 -- any crash: show it all, then the cause on one line
-        traceback.print_exc()
+        status = child_exit_status(e)
+        if status is None:
+            traceback.print_exc()
         print(fatal_line(e), file=sys.stderr)
-        return 1
+        return 1 if status is None else status
     return 0
 
 

@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 ROLES = ("authority", "relay", "onion_service", "client")
+# What plays a node: our own node software, or a stock C tor (Debian's package; nodes/roles/tor_node.py).
+IMPLS = ("onionlab", "tor")
+# The roles each implementation can play; tor joins as a client first (the "mixed labs" issue: the rest).
+IMPL_ROLES = {"onionlab": ROLES, "tor": ("client",)}
 
 
 class ConfigError(ValueError):
@@ -65,13 +69,24 @@ class NodeConfig:
     # Another node's advertised address -> the address of it this node can reach (a relay on several
     # networks advertises one address; nodes that share another network with it dial that one instead).
     address_map: dict[str, str] = field(default_factory=dict)
+    impl: str = "onionlab"  # "tor": a stock tor plays the role (`python -m nodes tor --config F`)
 
     @property
     def bind_address(self) -> str:
         return self.listen_address or self.address
 
+    @property
+    def command(self) -> str:
+        """The word after `python -m nodes`: the role, or `tor` for a node that a stock tor runs."""
+        return command_word(self.role, self.impl)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def command_word(role: str, impl: str) -> str:
+    """`python -m nodes WORD --config F`: every backend and export starts a node with this word."""
+    return "tor" if impl == "tor" else role
 
 
 def _build(cls, data: object, where: str):
@@ -107,6 +122,11 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     config = _build(NodeConfig, data, source)
     if config.role not in ROLES:
         raise ConfigError(f"{source}: role: expected one of {ROLES}, got {config.role!r}")
+    if config.impl not in IMPLS:
+        raise ConfigError(f"{source}: impl: expected one of {IMPLS}, got {config.impl!r}")
+    if config.role not in IMPL_ROLES[config.impl]:
+        raise ConfigError(f"{source}: impl: {config.impl} cannot run role {config.role} (only "
+                          f"{', '.join(IMPL_ROLES[config.impl])}; see the \"mixed labs\" issue)")
     return config
 
 

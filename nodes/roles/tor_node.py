@@ -1,0 +1,191 @@
+"""A node played by a stock tor (`impl: tor`, Debian's package): `python -m nodes tor --config FILE`.
+
+The node writes a torrc from its NodeConfig (nodes/torrc.py), runs tor as its child (nodes/net/tor_child.py)
+and is, to the orchestrator, a node like any other: /status and /metrics on its control port, JSON events on
+stdout, tor's own log on stderr. Readiness and events come from tor's control port (nodes/net/torcontrol.py,
+cookie authentication): GETINFO status/bootstrap-phase once, then STATUS_CLIENT BOOTSTRAP events, and CIRC,
+CIRC_MINOR, STREAM and HS_DESC events translated into the flow's events (nodes/core/tor_events.py).
+
+/status conditions:  bootstrapped   tor reports 100% (it can build circuits)
+
+If tor exits, so does the node, with tor's status and the end of tor's log on stderr. Only role client is
+supported so far (nodes/config.py IMPL_ROLES).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import trio
+
+from nodes.config import NodeConfig
+from nodes.core.errors import RemoteProtocolError
+from nodes.core.tor_events import SUBSCRIBED, Translator
+from nodes.core.torcontrol import (
+    Bootstrap,
+    bootstrap_of,
+    parse_bootstrap,
+    parse_control_port_file,
+    quoted_list,
+)
+from nodes.net.events import EventLog
+from nodes.net.metrics import Metrics
+from nodes.net.status import serve_status
+from nodes.net.tor_child import TorChild, TorExited
+from nodes.net.torcontrol import TorControl, open_control
+from nodes.torrc import node_paths, node_torrc
+
+CONTROL_WAIT = 60.0  # seconds for tor to open its control port (it does within a second or two)
+CONTROL_GRACE = 5.0  # after the control connection ends: how long tor gets to exit before that is an error
+POLL_MIN, POLL_MAX = 0.02, 0.5
+# warnings every tor of a lab prints at start, by the lab's design (a container publishes SocksPort on
+# 0.0.0.0): not news for /status' last_warning
+EXPECTED_WARNINGS = ("TestingTorNetwork is set", "alternate directory authorities", "running Tor as root",
+                     "for SocksPort. Other people on the Internet")
+
+
+class ControlLost(Exception):
+    """tor closed its control connection but kept running."""
+
+
+class TorNode:
+    def __init__(self, config: NodeConfig, *, binary: str | None = None) -> None:
+        self.config = config
+        self.paths = node_paths(config)
+        self.binary = binary
+        self.metrics = Metrics()
+        self.events = EventLog(config.name, config.role)
+        self.translator = Translator()
+        self.bootstrap = Bootstrap(0, "starting", "Starting")
+        self.socks = f"{config.socks_address or config.address}:{config.socks_port}"
+        self.version: str | None = None
+        self.pid: int | None = None
+        self.last_warning: str | None = None
+        self.tor_done = trio.Event()
+        self.metrics.describe("tor_bootstrap_percent", "gauge", "tor's bootstrap progress (100: ready)")
+
+    def status(self) -> dict:
+        conditions = {"bootstrapped": self.bootstrap.done}
+        return {"role": self.config.role, "impl": "tor", "name": self.config.name,
+                "address": self.config.address, "ready": all(conditions.values()), "conditions": conditions,
+                "bootstrap": self.bootstrap.progress, "bootstrap_tag": self.bootstrap.tag,
+                "bootstrap_warning": self.bootstrap.warning, "socks": self.socks, "tor_pid": self.pid,
+                "tor_version": self.version, "last_warning": self.last_warning}
+
+    # -- files --------------------------------------------------------------------------------------------
+
+    def prepare(self) -> str:
+        """Write the torrc (atomically) and make tor's DataDirectory (0700: tor insists); the torrc's path."""
+        text = node_torrc(self.config)
+        Path(self.config.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        data = Path(self.paths["data_directory"])
+        data.mkdir(mode=0o700, exist_ok=True)
+        data.chmod(0o700)
+        Path(self.paths["control_port_file"]).unlink(missing_ok=True)  # a previous run's port is not ours
+        torrc = Path(self.paths["torrc"])
+        tmp = torrc.with_name(f".torrc.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, torrc)
+        return str(torrc)
+
+    def on_log(self, line: str) -> None:
+        """One line of tor's log: onto our stderr (diagnostics), counted by severity."""
+        print(f"tor: {line}", file=sys.stderr, flush=True)
+        for severity in ("warn", "err"):
+            if f"[{severity}]" in line:
+                self.metrics.inc("tor_log_lines_total", severity=severity)
+                if not any(expected in line for expected in EXPECTED_WARNINGS):
+                    self.last_warning = line
+
+    async def control_address(self) -> tuple[str, int]:
+        """Where tor's control port listens, once tor has written it and its cookie (backoff, deadline)."""
+        port_file, cookie = Path(self.paths["control_port_file"]), Path(self.paths["cookie"])
+        delay = POLL_MIN
+        with trio.fail_after(CONTROL_WAIT):
+            while not (port_file.exists() and cookie.exists()):
+                await trio.sleep(delay)
+                delay = min(2 * delay, POLL_MAX)
+        return parse_control_port_file(port_file.read_text())
+
+    # -- the control connection --------------------------------------------------------------------------
+
+    def set_bootstrap(self, bootstrap: Bootstrap) -> None:
+        self.bootstrap = bootstrap
+        self.metrics.set("tor_bootstrap_percent", bootstrap.progress)
+
+    async def attach(self, control: TorControl) -> None:
+        """Authenticate, subscribe, then read the state the events will update from here on."""
+        await control.authenticate(Path(self.paths["cookie"]).read_bytes())
+        await control.setevents(*SUBSCRIBED)  # before GETINFO: no change falls between the two
+        info = await control.getinfo("status/bootstrap-phase", "net/listeners/socks", "version")
+        self.set_bootstrap(parse_bootstrap(info["status/bootstrap-phase"]))
+        self.socks = next(iter(quoted_list(info["net/listeners/socks"])), self.socks)
+        self.version = info["version"]
+
+    async def consume(self, control: TorControl) -> None:
+        """Tor's events -> our events, until the connection ends."""
+        async for event in control.events:
+            self.metrics.inc("tor_events_total", event=event.name)
+            try:
+                if event.name == "STATUS_CLIENT" and event.positional[1:2] == ("BOOTSTRAP",):
+                    self.set_bootstrap(bootstrap_of(event.positional, event.keywords))
+                emitted = self.translator.translate(event)
+            except RemoteProtocolError as e:
+                self.metrics.inc("errors_total", kind=e.kind)
+                self.events.emit("error", kind=e.kind, detail=f"tor {event.name} event: {e}")
+                continue
+            for name, fields in emitted:
+                self.events.emit(name, **fields)
+
+    async def control(self, status_port: int, task_status) -> None:
+        """Connect to tor's control port and translate its events until the connection ends."""
+        host, control_port = await self.control_address()
+        async with open_control(await trio.open_tcp_stream(host, control_port)) as control:
+            await self.attach(control)
+            self.events.emit("client_started", socks=self.socks, control_port=status_port, impl="tor",
+                             version=self.version)
+            task_status.started(self)
+            await self.consume(control)
+
+    # -- the whole node ----------------------------------------------------------------------------------
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        torrc = self.prepare()
+        child = TorChild(torrc, on_line=self.on_log, binary=self.binary)
+        try:
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(serve_status, self.config.bind_address, self.config.control_port,
+                                           self.status, self.metrics)
+
+                async def run_tor(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                    try:
+                        await child.run(task_status=task_status)
+                    finally:
+                        self.tor_done.set()
+                    nursery.cancel_scope.cancel()  # tor stopped cleanly (status 0): so does the node
+
+                self.pid = await nursery.start(run_tor)
+                self.events.emit("tor_started", pid=self.pid, binary=child.binary, torrc=torrc)
+                try:
+                    await self.control(port, task_status)
+                    failure: Exception = ControlLost("tor closed its control connection but is still running")
+                except Exception as e:  # if tor has exited, that is the cause (decided below), not this
+                    failure = e
+                with trio.move_on_after(CONTROL_GRACE):
+                    await self.tor_done.wait()  # tor is exiting: its outcome (run_tor) decides ours
+                if not self.tor_done.is_set():
+                    raise failure
+                await trio.sleep_forever()
+        except* TorExited as group:
+            for e in group.exceptions:
+                print(f"==> the last {len(e.tail)} lines of tor's log <==", file=sys.stderr)
+                print("\n".join(e.tail), file=sys.stderr, flush=True)
+            raise
+
+
+async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run the tor node until cancelled or tor exits. `task_status.started(node)` once tor's control port
+    answers and /status is served."""
+    await TorNode(config).serve(task_status=task_status)
