@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Final
 
+from nodes.config import command_word
 from orchestrator.plan import DATA_ROOT, INIT_MEMORY, INIT_PIDS, Plan, make_plan
 from orchestrator.topology import Node, Topology, size_text
 
@@ -230,7 +231,8 @@ def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_O
         add(f"  {node.name}:")
         add(f"    image: {_q(node.image)}")
         add(f"    hostname: {_q(node.name)}")
-        add(f"    command: {_flow([node.role, '--config', f'{data_dir}/config.json'])}")
+        command = [command_word(node.role, node.impl), "--config", f"{data_dir}/config.json"]
+        add(f"    command: {_flow(command)}")
         add("    depends_on:")
         add(f"      {init}:")
         add("        condition: service_completed_successfully")
@@ -352,7 +354,7 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
         add(f"  {node.name}:")
         add(f"    image: {_q(node.image)}")
         add(f"    hostname: {_q(node.name)}")
-        command = [node.role, "--config", f"{data_dir}/config.json",
+        command = [command_word(node.role, node.impl), "--config", f"{data_dir}/config.json",
                    "--wait-config", str(WAIT_CONFIG_SECONDS)]
         add(f"    command: {_flow(command)}")
         add(f"    user: {_q(str(NODE_UID))}")

@@ -60,7 +60,7 @@ def render_mermaid(topology: Topology) -> str:
 
     def node_line(i: int, indent: str) -> str:
         node = topology.nodes[i]
-        label = f"{_mermaid_text(node.name)}<br/>{ROLE_LABELS[node.role]}"
+        label = f"{_mermaid_text(node.name)}<br/>{_role_label(node)}"
         return f'{indent}n{i}["{label}"]'
 
     for k, network in enumerate(topology.networks):
@@ -89,7 +89,7 @@ def _dot_string(*lines: str) -> str:
 
 
 def _dot_node(node: Node, i: int) -> str:
-    label = _dot_string(node.name, ROLE_LABELS[node.role])
+    label = _dot_string(node.name, _role_label(node))
     return f'"n{i}" [label={label}, fillcolor="{ROLE_COLOURS[node.role]}"];'
 
 
@@ -124,3 +124,8 @@ def render_graph(topology: Topology, fmt: str = "mermaid") -> str:
     except KeyError:
         raise ValueError(f"unknown graph format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
     return render(topology)
+
+
+def _role_label(node: Node) -> str:
+    """The role, and who plays it when that is not onionlab: `client (tor)`."""
+    return ROLE_LABELS[node.role] + ("" if node.impl == "onionlab" else f" ({node.impl})")

@@ -112,6 +112,6 @@ def make_plan(
             socks_address=(socks_address or own) if node.role == "client" else "",
             # containers: a node on several networks is reached at each of its addresses
             listen_address=listen_address if listen_address is not None else "0.0.0.0" if addresses is None
-            else "", address_map=address_map,
+            else "", address_map=address_map, impl=node.impl,
             **optional))
     return Plan(topology.name, tuple(configs))

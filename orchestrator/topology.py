@@ -22,6 +22,8 @@ from typing import Any, Final
 
 import yaml
 
+from nodes.config import IMPL_ROLES, IMPLS
+
 ROLES: Final = ("authority", "relay", "onion_service", "client")
 BUILTIN_TARGETS: Final = ("http", "echo")
 
@@ -36,6 +38,7 @@ MAX_INTRO_POINTS: Final = 20  # Tor's upper bound for HiddenServiceNumIntroducti
 APPLIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
         "image": ROLES,
+        "impl": ROLES,  # which roles each implementation can play: nodes.config.IMPL_ROLES
         "networks": ROLES,
         "control_port": ROLES,
         "or_port": ("authority", "relay"),
@@ -55,6 +58,7 @@ SETTINGS: Final = tuple(APPLIES)
 BUILTIN_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
     {
         "image": "onionlab/node:latest",
+        "impl": "onionlab",
         "control_port": 9052,
         "or_port": 9001,
         "dir_port": 9030,
@@ -198,6 +202,7 @@ class Node:
     image: str
     control_port: int
     interfaces: tuple[Interface, ...]  # the first one is the node's primary network
+    impl: str = "onionlab"  # "tor": a stock tor plays the node (`python -m nodes tor`)
     or_port: int | None = None
     dir_port: int | None = None
     socks_port: int | None = None
@@ -225,6 +230,7 @@ class Node:
             "name": self.name,
             "role": self.role,
             "image": self.image,
+            "impl": self.impl,
             "networks": list(self.networks),
             "addresses": {i.network: str(i.address) for i in self.interfaces},
             "control_port": self.control_port,
@@ -704,6 +710,10 @@ class _Checker:
                 )
                 continue
             value = self.setting(key, vnode, kpath, networks)
+            why = _impl_problem(value, role) if key == "impl" and role and value else None
+            if why:
+                self.error(vnode, kpath, why)
+                continue
             if value is not None:
                 out[key] = _Setting(value, vnode, kpath, layer)
         return out
@@ -713,6 +723,8 @@ class _Checker:
             return self.integer(node, path, "a port number from 1 to 65535", 1, 65535)
         if key == "image":
             return self.string(node, path, _IMAGE, "an image reference like onionlab/node:latest")
+        if key == "impl":
+            return self.impl(node, path)
         if key == "bandwidth":
             return self.integer(node, path, "a positive integer (bytes per second)")
         if key == "descriptor_refresh":
@@ -752,6 +764,16 @@ class _Checker:
         if size > _INT_MAX * MIB:
             return self.error(node, path, f"expected at most {_INT_MAX}m, got {value}")
         return size
+
+    def impl(self, node: yaml.Node, path: str) -> str | None:
+        value = self.value(node, path)
+        if value is _UNREADABLE:
+            return None
+        if not isinstance(value, str):
+            return self.error(node, path, f"expected one of {', '.join(IMPLS)}, got {_describe(value)}")
+        if value not in IMPLS:
+            return self.error(node, path, f"unknown impl '{value}' ({_did_you_mean(value, IMPLS)})")
+        return value
 
     def network_names(
         self, node: yaml.Node, path: str, networks: Mapping[str, _NetSpec]
@@ -926,6 +948,9 @@ class _Checker:
                 for layer in reversed(layers)
                 if key in layer
             }
+            impl = effective["impl"]
+            if impl.layer < 2 and (why := _impl_problem(impl.value, entry.role)):
+                self.error_setting(impl, entry, "impl", why)  # set in `defaults`: blame that line
             if entry.role == "onion_service" and "services" not in effective:
                 self.error(
                     entry.node,
@@ -1064,6 +1089,14 @@ class _Checker:
                     break
                 assigned[node.name, net] = address
         return assigned
+
+
+def _impl_problem(impl: str, role: str) -> str | None:
+    """Why `impl` cannot play `role` (None: it can)."""
+    if role in IMPL_ROLES.get(impl, ROLES):
+        return None
+    return (f"impl '{impl}' cannot run role {role} yet (only {', '.join(IMPL_ROLES[impl])}); tor "
+            "authorities, relays and onion services in a lab are the \"mixed labs\" issue")
 
 
 def _ipv4(value: Any) -> IPv4Address | None:

@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nodes.config import command_word
 from orchestrator.signals import signal_of
 
 BACKENDS = ("docker", "local")
@@ -61,6 +62,12 @@ class RunNode:
     socks: str | None = None  # clients: "HOST:PORT" (docker: the port published on the host's 127.0.0.1)
     container: str | None = None  # docker: the container's name
     control: str | None = None  # "HOST:PORT" where the orchestrator reaches /status, when not address:port
+    impl: str = "onionlab"  # "tor": a stock tor plays the node (`python -m nodes tor`)
+
+    @property
+    def command(self) -> str:
+        """The word after `python -m nodes` that starts this node (nodes.config.command_word)."""
+        return command_word(self.role, self.impl)
 
 
 @dataclass(slots=True)

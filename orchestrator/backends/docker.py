@@ -14,11 +14,12 @@ run's id (`onionlab.run`) and with who made it (`onionlab.owner-*`):
                 from the plan (orchestrator/plan.py, passed in $ONIONLAB_PLAN) and hands the volumes to the
                 node user (uid 10001). Key material never leaves the run's volumes.
     containers  one per node, `onionlab-<run>-<node>` (hostname: the node's name) running
-                `ROLE --config /var/lib/onionlab/<node>/config.json` at its static address on each of its
-                networks, as uid 10001 with every capability dropped, no-new-privileges and a read-only
-                root file system, within the node's memory and pids limits (topology settings `memory`,
-                `pids`). A client's SOCKS port is published on the host's 127.0.0.1 only, at a port Docker
-                picks (RunNode.socks).
+                `ROLE --config /var/lib/onionlab/<node>/config.json` (`tor --config ...` for a node that a
+                stock tor plays, `impl: tor`: the same image and labels, plus onionlab.impl) at its static
+                address on each of its networks, as uid 10001 with every capability dropped,
+                no-new-privileges and a read-only root file system, within the node's memory and pids limits
+                (topology settings `memory`, `pids`). A client's SOCKS port is published on the host's
+                127.0.0.1 only, at a port Docker picks (RunNode.socks).
 
 and then waits until every node's /status says ready (readiness.py), showing progress. A container that
 exits meanwhile stops the wait at once with the cause from its own log (its last `fatal: ` line). Whatever
@@ -77,6 +78,7 @@ from . import (
 RUN = "onionlab.run"  # the run id; `onionlab.run` alone (the key) selects everything of every run
 NODE = "onionlab.node"  # containers and volumes: the node's name ("init" for the init container)
 ROLE = "onionlab.role"  # containers and volumes: the node's role ("init" for the init container)
+IMPL = "onionlab.impl"  # node containers: what plays the node (onionlab, or tor for a stock tor)
 NETWORK = "onionlab.network"  # networks: the topology's name for it
 TOPOLOGY = "onionlab.topology"  # the topology file
 LAB = "onionlab.lab"  # the topology's name
@@ -649,7 +651,7 @@ class DockerBackend:
             ports = {key: value for key in ("control_port", "or_port", "dir_port", "socks_port")
                      if (value := getattr(node, key)) is not None}
             nodes_.append(RunNode(name=node.name, role=node.role, address=str(node.address()), ports=ports,
-                                  services=[s.port for s in node.services],
+                                  services=[s.port for s in node.services], impl=node.impl,
                                   container=self._object_name(run_id, node.name)))
         return RunInfo(backend=self.name, run_dir=str(self.run_dir), topology=topology.source,
                        lab=topology.name, nodes=nodes_, run_id=run_id)
@@ -797,7 +799,7 @@ class DockerBackend:
         primary_net = self._network_name(info.run_id, primary.network)
         try:
             container = self.client.containers.create(
-                planned.image, [node.role, "--config", f"{DATA_ROOT}/{node.name}/config.json"],
+                planned.image, [node.command, "--config", f"{DATA_ROOT}/{node.name}/config.json"],
                 name=node.container, hostname=node.name, user=NODE_USER,
                 volumes={self._object_name(info.run_id, node.name):
                          {"bind": f"{DATA_ROOT}/{node.name}", "mode": "rw"}},
@@ -807,7 +809,7 @@ class DockerBackend:
                 ports=published, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
                 read_only=True, tmpfs={"/tmp": "size=16m,mode=1777"}, **_limits(planned.memory, planned.pids),
                 log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "2"}},
-                labels={**labels, NODE: node.name, ROLE: node.role})
+                labels={**labels, NODE: node.name, ROLE: node.role, IMPL: node.impl})
             for interface in others:
                 self.client.networks.get(self._network_name(info.run_id, interface.network)).connect(
                     container, ipv4_address=str(interface.address))

@@ -13,8 +13,9 @@ run, private keys included:
     nodes/<name>/events.jsonl   its stdout: one JSON event a line
     nodes/<name>/stderr.log     its diagnostics and, if it crashed, the traceback and a `fatal: ...` line
 
-Each node runs as `python -m nodes ROLE --config FILE` in a session (process group) of its own, so a Ctrl-C
-in the terminal does not reach it and `down` can signal the whole group.
+Each node runs as `python -m nodes ROLE --config FILE` (`tor` instead of ROLE for an `impl: tor` node, whose
+tor is its child in the same process group) in a session (process group) of its own, so a Ctrl-C in the
+terminal does not reach it and `down`, `kill` and `restart` signal the whole group, tor included.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ class LocalBackend:
         for i, node in enumerate(topology.nodes):
             address = str(first + i)
             nodes_.append(RunNode(
-                name=node.name, role=node.role, address=address,
+                name=node.name, role=node.role, address=address, impl=node.impl,
                 ports={key: value for key in PORTS if (value := getattr(node, key)) is not None},
                 services=[s.port for s in node.services],
                 socks=f"{address}:{node.socks_port}" if node.role == "client" else None))
@@ -197,7 +198,7 @@ class LocalBackend:
             where = self._node_dir(node.name)
             with open(where / EVENTS, "ab") as out, open(where / STDERR, "ab") as err:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "nodes", node.role, "--config", str(where / CONFIG)],
+                    [sys.executable, "-m", "nodes", node.command, "--config", str(where / CONFIG)],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=where, env=env,
                     start_new_session=True)
             self._children[proc.pid] = proc

@@ -190,6 +190,7 @@ def test_to_dict_is_plain_data_and_parses_back():
         "name": "hs",
         "role": "onion_service",
         "image": "onionlab/node:latest",
+        "impl": "onionlab",
         "networks": ["onionnet"],
         "addresses": {"onionnet": "10.77.0.11"},
         "control_port": 9052,
@@ -200,6 +201,15 @@ def test_to_dict_is_plain_data_and_parses_back():
         "pids": 128,
     }
     assert parse_topology(yaml.safe_dump(data, sort_keys=False)) == topo
+
+
+def test_impl_inherits_like_every_setting():
+    topo = parse_topology(edit("  client: {socks_port: 9050}", "  client: {socks_port: 9050, impl: tor}")
+                          + "  - {name: ours, role: client, impl: onionlab}\n")
+    assert {n.name: n.impl for n in topo.nodes if n.role == "client"} == {"client": "tor", "ours": "onionlab"}
+    assert {n.impl for n in topo.nodes if n.role != "client"} == {"onionlab"}
+    assert topo.node("client").to_dict()["impl"] == "tor"
+    assert parse_topology(yaml.safe_dump(topo.to_dict(), sort_keys=False)) == topo
 
 
 def test_lookups():
@@ -459,6 +469,29 @@ ERRORS = {
         edit("  - name: client\n", "  - &loop\n    <<: *loop\n    name: client\n"),
         "lab.yaml:17:5: nodes.client: a merge key (<<) refers to the mapping that contains it",
     ),
+    "unknown impl": (
+        edit("    role: client\n", "    role: client\n    impl: torr\n"),
+        "lab.yaml:19:11: nodes.client.impl: unknown impl 'torr' (did you mean 'tor'?)",
+    ),
+    "impl not a string": (
+        edit("    role: client\n", "    role: client\n    impl: [tor]\n"),
+        "lab.yaml:19:11: nodes.client.impl: expected one of onionlab, tor, got a list",
+    ),
+    "tor relay": (
+        edit("    count: 6\n", "    count: 6\n    impl: tor\n"),
+        "lab.yaml:13:11: nodes.relay.impl: impl 'tor' cannot run role relay yet (only client); tor "
+        'authorities, relays and onion services in a lab are the "mixed labs" issue',
+    ),
+    "tor onion services": (
+        edit("  client: {socks_port: 9050}", "  client: {socks_port: 9050}\n  onion_service: {impl: tor}"),
+        "lab.yaml:6:25: roles.onion_service.impl: impl 'tor' cannot run role onion_service yet (only "
+        'client); tor authorities, relays and onion services in a lab are the "mixed labs" issue',
+    ),
+    "tor everywhere": (  # `defaults` is blamed, once, for the first node it cannot be
+        edit("roles:\n", "defaults: {impl: tor}\nroles:\n"),
+        "lab.yaml:4:18: defaults.impl: impl 'tor' cannot run role authority yet (only client); tor "
+        'authorities, relays and onion services in a lab are the "mixed labs" issue',
+    ),
     "empty file": ("", "lab.yaml:1:1: empty file: a topology needs 'name' and 'nodes'"),
     "not a mapping": ("- a\n", "lab.yaml:1:1: expected a mapping, got a list"),
     "two documents": (
@@ -543,7 +576,9 @@ PORT_RANGES = {"control_port": 8000, "or_port": 10000, "dir_port": 7000, "socks_
 
 
 @st.composite
-def setting_values(draw, key, network_names):
+def setting_values(draw, key, network_names, role=None):
+    if key == "impl":  # `defaults` applies to every role, and only clients may be tor
+        return draw(st.sampled_from(["onionlab", "tor"])) if role == "client" else "onionlab"
     if key in PORT_RANGES:
         return draw(st.integers(PORT_RANGES[key], PORT_RANGES[key] + 99))
     if key == "image":
@@ -600,7 +635,7 @@ def lab_documents(draw):
             doc["defaults"][key] = draw(setting_values(key, everywhere))
     for role in ROLES:
         layer = {
-            k: draw(setting_values(k, everywhere))
+            k: draw(setting_values(k, everywhere, role))
             for k in SETTINGS
             if role in APPLIES[k] and draw(st.booleans())
         }
@@ -613,7 +648,7 @@ def lab_documents(draw):
         node = {"name": name, **entry}
         for key in SETTINGS:
             if entry["role"] in APPLIES[key] and key not in node and draw(st.booleans()):
-                node[key] = draw(setting_values(key, everywhere))
+                node[key] = draw(setting_values(key, everywhere, entry["role"]))
         if entry["role"] == "onion_service" and not has_services and "services" not in node:
             node["services"] = draw(setting_values("services", everywhere))
         doc["nodes"].append(node)
