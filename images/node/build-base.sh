@@ -3,25 +3,34 @@
 #
 #   1. BASE_IMAGE (default python:3.11-slim) is already in the engine: use it.
 #   2. `docker pull` gets it within PULL_TIMEOUT seconds: use it.
-#   3. otherwise use onionlab/base:bookworm, building it first when the engine does not have it:
-#      debootstrap a minimal Debian bookworm (python3 + venv, iproute2, iptables, ca-certificates) from
+#   3. otherwise use onionlab/base:bookworm-HASH, building it first when the engine does not have it:
+#      debootstrap a minimal Debian bookworm (python3 + venv, iproute2, iptables, ca-certificates, tor) from
 #      DEBIAN_MIRROR and `docker import` it. No registry is involved, only Debian's package mirror.
+#      HASH is a hash of the suite and the package list, also kept in the image's label
+#      org.onionlab.base.recipe: a base made from another list (an older one without tor, say) is never
+#      reused for this one, it is rebuilt.
 #
 # Progress goes to stderr. Environment: BASE_IMAGE, PULL_TIMEOUT (default 20), DEBIAN_MIRROR,
-# FALLBACK_IMAGE (default onionlab/base:bookworm), REBUILD_BASE=1 (rebuild the fallback even if it exists).
+# FALLBACK_IMAGE (default onionlab/base:bookworm-HASH), REBUILD_BASE=1 (rebuild the fallback even if it
+# exists).
 set -euo pipefail
 
 BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim}
 PULL_TIMEOUT=${PULL_TIMEOUT:-20}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-FALLBACK_IMAGE=${FALLBACK_IMAGE:-onionlab/base:bookworm}
 SUITE=bookworm
-PACKAGES=python3,python3-venv,iproute2,iptables,ca-certificates
+# tor: Debian's stock tor, which `python -m nodes tor` runs for nodes with `impl: tor`
+PACKAGES=python3,python3-venv,iproute2,iptables,ca-certificates,tor
+RECIPE="debootstrap minbase $SUITE: $PACKAGES"
+RECIPE_LABEL=org.onionlab.base.recipe
+RECIPE_HASH=$(printf '%s' "$RECIPE" | sha256sum | cut -c1-12)
+FALLBACK_IMAGE=${FALLBACK_IMAGE:-onionlab/base:$SUITE-$RECIPE_HASH}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 DEB_CACHE=$REPO/.cache/debs  # downloaded .debs, so a rebuild after `docker system prune` is quick
 
 say() { echo "build-base: $*" >&2; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+recipe_of() { docker image inspect -f "{{index .Config.Labels \"$RECIPE_LABEL\"}}" "$1" 2>/dev/null; }
 
 if [[ ${REBUILD_BASE:-0} != 1 ]]; then
     if have_image "$BASE_IMAGE"; then
@@ -38,9 +47,12 @@ if [[ ${REBUILD_BASE:-0} != 1 ]]; then
         say "cannot pull $BASE_IMAGE; using $FALLBACK_IMAGE"
     fi
     if have_image "$FALLBACK_IMAGE"; then
-        say "$FALLBACK_IMAGE is present"
-        echo "$FALLBACK_IMAGE"
-        exit 0
+        if [[ $(recipe_of "$FALLBACK_IMAGE") == "$RECIPE" ]]; then
+            say "$FALLBACK_IMAGE is present"
+            echo "$FALLBACK_IMAGE"
+            exit 0
+        fi
+        say "$FALLBACK_IMAGE was made from another package list: rebuilding"
     fi
 fi
 
@@ -97,7 +109,8 @@ say "importing $FALLBACK_IMAGE"
 tar --numeric-owner -C "$rootfs" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
-    --change 'LABEL org.opencontainers.image.title="onionlab base: Debian bookworm minbase + python3"' \
+    --change 'LABEL org.opencontainers.image.title="onionlab base: Debian bookworm minbase + python3 + tor"' \
+    --change "LABEL $RECIPE_LABEL=\"$RECIPE\"" \
     --change 'CMD ["/bin/bash"]' \
     - "$FALLBACK_IMAGE" >&2
 say "$FALLBACK_IMAGE: $(docker image inspect -f '{{.Size}}' "$FALLBACK_IMAGE" | numfmt --to=iec) "

@@ -2,12 +2,13 @@
 # Build onionlab/node:latest without a container registry.
 #
 #   1. build-base.sh picks the base image (python:3.11-slim if present or pullable, else
-#      onionlab/base:bookworm, built from Debian packages when missing).
+#      onionlab/base:bookworm-HASH, built from Debian packages, tor included, when missing).
 #   2. The wheelhouse .cache/wheels is filled on the HOST with `pip download` of the node's runtime
 #      dependencies (NODE_DEPS, versions from pyproject.toml), for the base's Python version, CPU and glibc;
 #      it is reused while the requirements and the target are the same.
 #   3. `docker build` with the repository as context (.dockerignore lets only nodes/ and the wheelhouse in);
-#      nothing in the build touches the network.
+#      nothing in the build touches the network, unless the base lacks tor (python:3.11-slim): then apt
+#      installs Debian's.
 #
 #   4. The dependencies stage is built under a name of its own, DEPS_IMAGE: the legacy builder would leave it
 #      as a dangling <none> image (about 160 MB, 30 MB of its own) after every build that changes it; named,
@@ -112,5 +113,6 @@ remove_replaced "$previous_deps" "$(image_id "$DEPS_IMAGE")"
 docker image prune -f --filter "label=$STAGE_LABEL" >/dev/null
 
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
-say "$IMAGE ($current) built on $base in $((SECONDS - started)) s"
+tor_version=$(docker run --rm --network none --entrypoint tor "$IMAGE" --version | head -n 1)
+say "$IMAGE ($current) built on $base in $((SECONDS - started)) s; ${tor_version%.}"
 echo "$IMAGE: $(numfmt --to=iec --suffix=B "$size") ($size bytes)"
