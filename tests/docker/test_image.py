@@ -13,11 +13,11 @@ from pathlib import Path
 
 import docker
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from docker.models.containers import Container
 from docker.models.images import Image
 
 from nodes.config import ROLES, AuthorityRef, NodeConfig, Timing
+from nodes.init import make_authority_keys
 
 pytestmark = pytest.mark.docker
 
@@ -177,24 +177,20 @@ def _wait_healthy(container: Container) -> dict:
 
 
 def test_authority_becomes_healthy(docker_client, node_image: Image, labels, tmp_path: Path):
-    """An authority with its config and identity key mounted, on a network of its own, as the orchestrator
-    runs one: the image's HEALTHCHECK finds the control port through the config and reports healthy."""
+    """An authority with its config and keys mounted (as `nodes init` makes them), on a network of its own, as
+    the orchestrator runs one: the image's HEALTHCHECK finds the control port through the config and reports
+    healthy."""
     network, subnet = _network(docker_client, labels)
     address = str(subnet.network_address + 10)
-    seed = os.urandom(32)
-    identity = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw().hex()
+    data = tmp_path / "data"
+    v3ident, fingerprint = make_authority_keys(data)
     config = NodeConfig(name="auth1", role="authority", address=address, data_dir="/var/lib/onionlab",
                         control_port=9052, or_port=9001, dir_port=9030, timing=Timing(),
-                        authorities=(AuthorityRef("auth1", address, 9030, identity),))
+                        authorities=(AuthorityRef("auth1", address, 9030, 9001, v3ident, fingerprint),))
     (tmp_path / "config.json").write_text(config.to_json())
-    data = tmp_path / "data"
-    (data / "keys").mkdir(parents=True, mode=0o700)
-    key = data / "keys" / "identity.key"
-    key.write_bytes(seed)
-    key.chmod(0o600)
     user = None
-    if os.geteuid() == 0:  # the node runs as 10001: the data dir must be its own (0600 key, 0700 dirs)
-        for path in (data, data / "keys", key):
+    if os.geteuid() == 0:  # the node runs as 10001: the data dir must be its own (0600 keys, 0700 dirs)
+        for path in (data, *data.rglob("*")):
             os.chown(path, NODE_UID, NODE_UID)
     else:  # we cannot chown: run the node as us instead, as the orchestrator would have to
         user = f"{os.getuid()}:{os.getgid()}"
@@ -214,6 +210,7 @@ def test_authority_becomes_healthy(docker_client, node_image: Image, labels, tmp
                           ".decode())"])
     assert status == 0, output
     status = json.loads(output)
-    assert (status["role"], status["name"], status["identity"]) == ("authority", "auth1", identity)
+    assert (status["role"], status["name"], status["v3ident"], status["fingerprint"]) == (
+        "authority", "auth1", v3ident, fingerprint)
     events = [json.loads(line) for line in container.logs(stderr=False).decode().splitlines()]
     assert any(e["event"] == "authority_started" for e in events)
