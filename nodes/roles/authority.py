@@ -81,6 +81,7 @@ from nodes.core.ntor import ntor_client_finish, ntor_client_start
 from nodes.core.server_descriptor import ServerDescriptor, parse_server_descriptor
 from nodes.core.vote import DirAuthority, Vote, VoteRouter, compute_consensus, make_vote, parse_vote
 from nodes.net import dircache, tls
+from nodes.net.addresses import resolve_ip
 from nodes.net.channels import ChannelManager
 from nodes.net.dirclient import REQUEST_FAILURES, failure_kind
 from nodes.net.events import EventLog
@@ -194,9 +195,9 @@ def _version(platform: str) -> str | None:
     return " ".join(words[:2]) if len(words) >= 2 else None
 
 
-def _dir_authority(ref: AuthorityRef) -> DirAuthority:
+def _dir_authority(ref: AuthorityRef, ip: str) -> DirAuthority:
     return DirAuthority("".join(c for c in ref.name if c.isalnum())[:19] or "authority",
-                        bytes.fromhex(ref.v3ident), ref.address, ref.dir_port, ref.or_port)
+                        bytes.fromhex(ref.v3ident), ip, ref.dir_port, ref.or_port)
 
 
 class Authority:
@@ -222,9 +223,7 @@ class Authority:
         if refs and self.v3ident not in refs:
             raise ConfigError(f"{config.name}: v3 identity {self.v3ident.hex().upper()} is not one of the "
                               "configured authorities")
-        self.dir_authorities = tuple(_dir_authority(a) for a in config.authorities) or (
-            DirAuthority("authority", self.v3ident, config.address, config.dir_port, config.or_port),)
-        self.configured = frozenset(a.v3ident for a in self.dir_authorities)
+        self.configured = frozenset(refs) or frozenset({self.v3ident})  # none configured: we are alone
         self.peers: tuple[AuthorityRef, ...] = tuple(a for k, a in refs.items() if k != self.v3ident)
         self.certs: dict[bytes, AuthorityCert] = {self.v3ident: self.cert}  # ours; peers' from their votes
         self.descriptor_max_age = max(3600, 10 * config.timing.descriptor_refresh)
@@ -449,6 +448,14 @@ class Authority:
             await trio.sleep_until(self._trio_time(start))
             await self.run_round(start)
 
+    async def _dir_authorities(self) -> tuple[DirAuthority, ...]:
+        """Every configured authority as the consensus' dir-source lines name it, with an IP address: a
+        Swarm stack plans with service names. OSError when one does not resolve."""
+        if not self.config.authorities:
+            return (DirAuthority("authority", self.v3ident, await resolve_ip(self.config.address),
+                                 self.dir_port, self.or_port),)
+        return tuple([_dir_authority(ref, await resolve_ip(ref.address)) for ref in self.config.authorities])
+
     def _schedule(self, start: int) -> tuple[float, float, float]:
         """(vote at, compute at, end) of the round starting at `start` (module docstring)."""
         vote = start + MIN_TEST_TIME * self.interval
@@ -500,7 +507,13 @@ class Authority:
             self.events.emit("consensus_failed", round=start, votes=len(votes),
                              authorities=len(self.configured))
             return
-        consensus = compute_consensus(votes, self.dir_authorities)
+        try:
+            dir_authorities = await self._dir_authorities()
+        except OSError as e:  # a Swarm service name that does not resolve (yet)
+            self.metrics.inc("rounds_failed_total")
+            self.events.emit("consensus_failed", round=start, votes=len(votes), reason=str(e))
+            return
+        consensus = compute_consensus(votes, dir_authorities)
         if not consensus.routers and any(vote.routers for vote in votes):
             self.metrics.inc("consensus_withheld_total")
             self.events.emit("consensus_withheld", round=start, votes=len(votes),

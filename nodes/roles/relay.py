@@ -22,9 +22,7 @@ verified consensus with the directory client. /status conditions, all true when 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
-import socket
 import time
 
 import trio
@@ -33,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nodes.config import ConfigError, NodeConfig
 from nodes.core.link_certs import LinkIdentity
 from nodes.core.server_descriptor import ServerDescriptor, make_server_descriptor
+from nodes.net.addresses import is_canonical_ip, resolve_ip
 from nodes.net.channels import ChannelManager
 from nodes.net.dirclient import DirectoryClient
 from nodes.net.events import EventLog
@@ -53,28 +52,14 @@ UPLOAD_RETRY_MIN = 0.25  # seconds before retrying an upload no authority accept
 UPLOAD_RETRY_MAX = 10.0
 
 
-def _is_canonical_ip(address: str) -> bool:
-    try:
-        return str(ipaddress.ip_address(address)) == address
-    except ValueError:
-        return False
-
-
 async def resolve_address(config: NodeConfig) -> NodeConfig:
     """`config` with a host-name address replaced by its first IPv4 (else IPv6) address; an IP address is
     kept as it is. ConfigError when the name does not resolve."""
-    if _is_canonical_ip(config.address):
-        return config
     try:
-        infos = await trio.socket.getaddrinfo(config.address, config.or_port or None, type=socket.SOCK_STREAM)
+        ip = await resolve_ip(config.address, config.or_port or None)
     except OSError as e:
         raise ConfigError(f"{config.name}: cannot resolve address {config.address!r}: {e}") from None
-    ips = [str(ipaddress.ip_address(info[4][0])) for info in infos
-           if info[0] in (socket.AF_INET, socket.AF_INET6)]
-    ips.sort(key=lambda ip: ipaddress.ip_address(ip).version)  # IPv4 first
-    if not ips:
-        raise ConfigError(f"{config.name}: address {config.address!r} resolves to no IP address")
-    return dataclasses.replace(config, address=ips[0])
+    return config if ip == config.address else dataclasses.replace(config, address=ip)
 
 
 def nickname_for(name: str) -> str:
@@ -89,7 +74,7 @@ class Relay:
                  bandwidth: int = DEFAULT_BANDWIDTH) -> None:
         if not config.authorities:
             raise ConfigError(f"{config.name}: a relay needs at least one authority in its config")
-        if not _is_canonical_ip(config.address):  # descriptors carry a canonical IP address
+        if not is_canonical_ip(config.address):  # descriptors carry a canonical IP address
             raise ConfigError(f"{config.name}: address {config.address!r} is not an IP address in canonical "
                               "form")
         self.config = config

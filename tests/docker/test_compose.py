@@ -177,11 +177,12 @@ def test_compose_up_brings_up_the_default_lab_and_down_removes_it(compose_lab: C
     statuses = readiness.wait_until_ready(endpoints, timeout=READY_TIMEOUT, check=no_node_exited)
     ready_after = time.monotonic() - started
 
-    # the authorities' identities are the keys init made in their volumes (init prints the public halves)
+    # the authorities' identities are the keys init made in their volumes (init prints their fingerprints)
     init_log = lab.logs("init", lines=100)
     for auth in lab.topology.nodes_by_role("authority"):
-        assert statuses[auth.name]["conditions"]["consensus"] is True
-        assert f"{auth.name} {statuses[auth.name]['identity']}" in init_log
+        status = statuses[auth.name]
+        assert status["conditions"]["consensus"] is True
+        assert f"{auth.name} {status['v3ident']} {status['fingerprint']}" in init_log
     for relay in lab.topology.nodes_by_role("relay"):
         assert statuses[relay.name]["ready"] is True
 

@@ -119,7 +119,12 @@ def test_up_status_labels_logs_down(docker_client, node_image, labels, tmp_path)
         expected = {"nodes": [{"name": n.name, "role": n.role, "address": str(n.address()), "ready": True}
                               for n in topology.nodes],
                     "onion_services": [], "clients": []}
-        assert backend.status() == expected
+        status = backend.status()
+        # what `export torrc` needs of each authority: its address on the lab's network, its live identities
+        assert [(a["name"], a["address"], a["or_port"], a["dir_port"], len(a["v3ident"]), len(a["fingerprint"]))
+                for a in status.pop("authorities")] == [
+            (n.name, str(n.address()), 9001, 9030, 40, 40) for n in topology.nodes_by_role("authority")]
+        assert status == expected
         assert cli.main(["status", "--json", "--run-dir", str(run_dir)]) == 0
 
         # every object of the run is labelled; nothing else is (the init container is gone)
