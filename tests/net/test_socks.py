@@ -327,6 +327,21 @@ async def test_bind_and_udp_are_not_supported():
             nursery.cancel_scope.cancel()
 
 
+async def test_port_zero_gets_general_failure_and_is_counted():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            h = await _harness(nursery)
+            stream, code, _ = await socks_open(h.port, ONION, 0)
+            assert code == ReplyCode.GENERAL_FAILURE
+            assert await stream.receive_some(1) == b""
+            assert h.connects == []  # connect() never sees it
+            assert h.metrics.value("errors_total", kind="bad_port") == 1
+            assert h.metrics.value("socks_replies_total", code="GENERAL_FAILURE") == 1
+            _, code, _ = await socks_open(h.port, ONION, 80)
+            assert code == ReplyCode.SUCCEEDED
+            nursery.cancel_scope.cancel()
+
+
 async def test_junk_is_counted_and_the_server_keeps_serving():
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
