@@ -12,8 +12,9 @@ small client-side codec tests and tools use.
 
 Credentials are not a secret here: as with Tor's IsolateSOCKSAuth they are a stream-isolation key, and
 `isolation_key` (b"" without authentication) is what the driver hands on. Only CONNECT is supported: BIND and
-UDP ASSOCIATE get COMMAND_NOT_SUPPORTED. A greeting is at most 257 bytes, a username/password message 513 and
-a request 262, so the server never holds more than MAX_BUFFERED bytes. Bytes the client sends after its
+UDP ASSOCIATE get COMMAND_NOT_SUPPORTED; CONNECT to port 0 gets GENERAL_FAILURE (BadPort), as in tor. A
+greeting is at most 257 bytes, a username/password message 513 and a request 262, so the server never holds
+more than MAX_BUFFERED bytes. Bytes the client sends after its
 request without waiting for our reply (Tor's "optimistic data") are kept in `trailing_data`.
 """
 
@@ -88,6 +89,13 @@ class UnsupportedRequest(UnexpectedMessage):
     def __init__(self, message: str, reply: ReplyCode) -> None:
         super().__init__(message)
         self.reply = reply
+
+
+class BadPort(UnsupportedRequest):
+    """CONNECT to port 0: nothing listens there and no BEGIN can carry it. Tor refuses it the same way
+    (TORPROTOCOL, which it replies as GENERAL_FAILURE)."""
+
+    kind = "bad_port"
 
 
 class NeedData(Enum):
@@ -314,6 +322,8 @@ class Socks5Server:
         if size is None or len(buf) < 4 + size:
             return NEED_DATA
         host, port = _decode_address(bytes(buf[4:4 + size]), atyp)
+        if port == 0:
+            raise BadPort("SOCKS5: CONNECT to port 0", ReplyCode.GENERAL_FAILURE)
         del buf[:4 + size]
         self.state = State.REPLYING
         return ConnectRequest(host, port, Atyp(atyp))

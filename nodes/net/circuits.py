@@ -9,6 +9,7 @@ messages to `receive`, incoming BEGINs to `accept_stream`. Failures surface as t
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 
@@ -30,7 +31,6 @@ STEP_TIMEOUT = 10.0  # per hop of a build: CREATE2 -> CREATED2 (or CREATE_FAST),
 STREAM_TIMEOUT = 10.0  # BEGIN -> CONNECTED
 RECEIVE_TIMEOUT = 30.0  # default wait for an onion-service message
 PENDING_MESSAGES = 64  # onion-service messages waiting for receive() before the circuit waits
-PENDING_STREAMS = 16  # BEGINs waiting for accept_stream() before more are refused
 
 _HS_EVENTS = (core.IntroEstablished, core.IntroduceAck, core.RendezvousEstablished, core.Rendezvous2,
               core.Introduce2)
@@ -72,7 +72,9 @@ class OriginCircuitHandle:
         self._changed = trio.lowlevel.ParkingLot()
         self._streams: dict[int, CircuitStream] = {}
         self._messages_send, self._messages = trio.open_memory_channel(PENDING_MESSAGES)
-        self._requests_send, self._requests = trio.open_memory_channel(PENDING_STREAMS)
+        # BEGINs waiting for accept_stream(). Not bounded here: a burst of them arrives in one batch of cells,
+        # and the streams open at once are bounded by the manager's max_incoming_streams (and the stream ids).
+        self._requests_send, self._requests = trio.open_memory_channel(math.inf)
         self.circ_id = channel.add_circuit(self._run)
         self.core = OriginCircuit(self.circ_id, manager.rng, path_len=len(path))
 
@@ -145,13 +147,12 @@ class OriginCircuitHandle:
         CONNECTED is sent; returns (stream, port). Close unwanted ones with `aclose()`."""
         while True:
             try:
-                stream_id, port = await self._requests.receive()
+                stream, port = await self._requests.receive()
             except trio.EndOfChannel:
                 raise self.error from None
-            stream = self._streams.get(stream_id)
-            if stream is None or stream.end_reason is not None:
-                continue  # the client gave up on it meanwhile
-            self.channel.send_nowait([self.core.accept_stream(stream_id)])
+            if self._streams.get(stream.stream_id) is not stream:
+                continue  # the client ended it meanwhile (and may have reused its id for a later BEGIN)
+            self.channel.send_nowait([self.core.accept_stream(stream.stream_id)])
             stream._set_connected()
             return stream, port
 
@@ -275,29 +276,41 @@ class OriginCircuitHandle:
 
     def _stream_requested(self, event: core.StreamRequested) -> None:
         port = event.request.port if isinstance(event.request, Begin) else 0
-        try:
-            self._requests_send.send_nowait((event.stream_id, port))
-        except trio.WouldBlock:
+        limit = self._manager.max_incoming_streams
+        if limit and len(self._streams) >= limit:
+            # Tor ignores the BEGIN or closes the circuit; an END tells the client now, and its reply to
+            # RESOURCELIMIT is GENERAL_FAILURE, as in tor.
             self.channel.send_nowait([self.core.end_stream(event.stream_id, EndReason.RESOURCELIMIT)])
+            self._manager.metrics.inc("streams_refused_total", reason=EndReason.RESOURCELIMIT.name)
+            self._manager.events.emit("stream_refused", circ_id=self.circ_id, port=port,
+                                      reason=f"{limit} streams open on the circuit")
             return
-        self._streams[event.stream_id] = CircuitStream(self, event.stream_id)
+        stream = self._streams[event.stream_id] = CircuitStream(self, event.stream_id)
+        self._requests_send.send_nowait((stream, port))
 
 
 class CircuitManager:
     """Builds circuits for a client or an onion service and keeps the open ones (`circuits`)."""
 
     def __init__(self, channels: ChannelManager, metrics: Metrics, events: EventLog,
-                 rng: Callable[[int], bytes] = os.urandom, *, step_timeout: float = STEP_TIMEOUT) -> None:
+                 rng: Callable[[int], bytes] = os.urandom, *, step_timeout: float = STEP_TIMEOUT,
+                 max_incoming_streams: int = 0) -> None:
         self.channels = channels
         self.metrics = metrics
         self.events = events
         self.rng = rng
         self.step_timeout = step_timeout
+        # Streams the other end may have open at once on one of our circuits (an onion service's rendezvous
+        # circuits); past it BEGIN gets END RESOURCELIMIT. 0: no limit but the 65535 stream ids, as in tor
+        # (HiddenServiceMaxStreams 0).
+        self.max_incoming_streams = max_incoming_streams
         self.circuits: set[OriginCircuitHandle] = set()
         metrics.describe("circuits_built_total", "counter", "Circuits built")
         metrics.describe("circuit_build_failures_total", "counter", "Circuit builds that failed, by kind")
         metrics.describe("circuit_build_seconds", "summary", "Time to build a circuit")
         metrics.describe("circuits_open", "gauge", "Circuits we built that are open")
+        metrics.describe("streams_refused_total", "counter",
+                         "BEGINs from the other end refused, by END reason")
 
     async def build(self, path: Sequence[Relay], *, create_fast: bool = False) -> OriginCircuitHandle:
         """A circuit through `path` (first hop first). CircuitBuildError on any failure.

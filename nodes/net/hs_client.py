@@ -12,7 +12,7 @@
 A live rendezvous circuit is kept per (onion, SOCKS credentials) and reused by later connections with the
 same credentials (new streams on it); concurrent connects with one key share one setup. Entries of circuits
 that died are dropped as new connections come, so the tables hold only live circuits and setups under way.
-Failures are the typed ConnectFailed errors nodes.net.socks maps to SOCKS replies.
+Failures are the typed ConnectFailed errors (and StreamRefused) nodes.net.socks maps to SOCKS replies.
 """
 
 from __future__ import annotations
@@ -60,7 +60,6 @@ from .socks import (
     OnionAddressInvalid,
     RendezvousFailed,
 )
-from .streams import StreamRefused
 
 Rng = Callable[[int], bytes]
 
@@ -134,10 +133,9 @@ class OnionClient:
                     if not self._locks[oldest].locked():
                         del self._locks[oldest]
                     await self.rendezvous.pop(oldest).aclose()
-        try:
-            stream = await circuit.open_stream("", port)
-        except StreamRefused as e:
-            raise RendezvousFailed(f"the service refused port {port}: {e}") from None
+        # An END instead of CONNECTED (StreamRefused) is not a rendezvous failure: nodes.net.socks replies to
+        # it by its END reason, as tor does.
+        stream = await circuit.open_stream("", port)
         self.events.emit("stream_opened", onion=host, port=port, circuit=circuit.circ_id)
         return stream
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -14,6 +15,18 @@ def _labels(labels: Mapping[str, str]) -> str:
         v = str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
         parts.append(f'{k}="{v}"')
     return "{" + ",".join(parts) + "}"
+
+
+def _value(v: float) -> str:
+    """Integers exactly (byte counters, Unix times); floats with every digit (repr), in the format's
+    spelling of the infinities and NaN."""
+    if isinstance(v, int):
+        return str(int(v))  # int(): a bool would print as True
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
 
 
 class Metrics:
@@ -61,5 +74,5 @@ class Metrics:
             lines += [f"# HELP onionlab_{family} {text}", f"# TYPE onionlab_{family} {kind}"]
             for series in members:
                 for key, v in sorted(self._values[series].items()):
-                    lines.append(f"onionlab_{series}{_labels(dict(key))} {v:g}")
+                    lines.append(f"onionlab_{series}{_labels(dict(key))} {_value(v)}")
         return "\n".join(lines) + "\n"

@@ -12,6 +12,9 @@ failures by raising the exceptions below; the table in `reply_code` turns them i
     IntroFailed                   0xF2 HS_INTRO_FAILED         (every introduction point refused or died)
     IntroTimedOut                 0xF7 HS_INTRO_TIMED_OUT
     RendezvousFailed              0xF3 HS_RENDEZVOUS_FAILED
+    StreamRefused                 by its END reason, as tor:   (the service answered BEGIN with END)
+                                  0x05 for DONE, CONNECTREFUSED, CONNRESET; 0x02 EXITPOLICY; 0x06 TIMEOUT;
+                                  0x04 RESOLVEFAILED, NOROUTE; 0x01 for the rest (RESOURCELIMIT, MISC, ...)
     trio.TooSlowError             0x06 TTL_EXPIRED             (also when connect_timeout runs out)
     ConnectionRefusedError        0x05 CONNECTION_REFUSED      (clearnet, when allowed)
     other OSError                 0x04 HOST_UNREACHABLE
@@ -32,6 +35,7 @@ from typing import ClassVar
 import trio
 
 from nodes.core.errors import RemoteProtocolError
+from nodes.core.relay import EndReason
 from nodes.core.socks5 import (
     NEED_DATA,
     VERSION,
@@ -46,6 +50,7 @@ from nodes.core.socks5 import (
 from .events import EventLog
 from .link import LinkClosed
 from .metrics import Metrics
+from .streams import StreamRefused
 
 HANDSHAKE_TIMEOUT = 10.0  # greeting, credentials, request; a client that dawdles longer is not a real client
 CONNECT_TIMEOUT = 120.0  # tor's SocksTimeout
@@ -89,14 +94,27 @@ class RendezvousFailed(ConnectFailed):
     reply = ReplyCode.HS_RENDEZVOUS_FAILED
 
 
+# What tor's client replies when a stream gets END instead of CONNECTED; other reasons: GENERAL_FAILURE.
+_END_REPLIES = {
+    EndReason.DONE: ReplyCode.CONNECTION_REFUSED,  # closed before it opened
+    EndReason.CONNECTREFUSED: ReplyCode.CONNECTION_REFUSED,
+    EndReason.CONNRESET: ReplyCode.CONNECTION_REFUSED,
+    EndReason.EXITPOLICY: ReplyCode.NOT_ALLOWED,
+    EndReason.TIMEOUT: ReplyCode.TTL_EXPIRED,
+    EndReason.RESOLVEFAILED: ReplyCode.HOST_UNREACHABLE,
+    EndReason.NOROUTE: ReplyCode.HOST_UNREACHABLE,
+}
+
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, LinkClosed)
-_CONNECT_ERRORS = (ConnectFailed, trio.TooSlowError, OSError, RemoteProtocolError, *_BROKEN)
+_CONNECT_ERRORS = (ConnectFailed, StreamRefused, trio.TooSlowError, OSError, RemoteProtocolError, *_BROKEN)
 
 
 def reply_code(error: BaseException) -> ReplyCode:
     """The table in the module docstring. Only for the exception types in _CONNECT_ERRORS."""
     if isinstance(error, ConnectFailed):
         return error.reply
+    if isinstance(error, StreamRefused):
+        return _END_REPLIES.get(error.reason, ReplyCode.GENERAL_FAILURE)
     if isinstance(error, trio.TooSlowError):
         return ReplyCode.TTL_EXPIRED
     if isinstance(error, ConnectionRefusedError):

@@ -143,6 +143,12 @@ async def test_whole_network_rendezvous(tmp_path, capsys):
         metrics = (await _get(CLIENT_ADDRESS, user.control_port, "/metrics")).decode()
         assert 'onionlab_errors_total{kind="bad_onion_address"} 1' in metrics.splitlines()
 
+        # CONNECT to port 0 (no BEGIN can carry it): SOCKS reply 0x01 as in tor, counted; the client lives on.
+        stream, code, _ = await socks_open(service_port, onion, 0)
+        await stream.aclose()
+        assert code == ReplyCode.GENERAL_FAILURE
+        assert user.metrics.value("errors_total", kind="bad_port") == 1
+
         # And everything still works: the echo port through a fresh connection.
         with trio.fail_after(20):
             stream, code, early = await socks_open(service_port, onion, 7)

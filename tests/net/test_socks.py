@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from nodes.core.errors import DecodeError
+from nodes.core.relay import EndReason
 from nodes.core.socks5 import (
     NEED_DATA,
     Command,
@@ -36,6 +37,7 @@ from nodes.net.socks import (
     RendezvousFailed,
     serve_socks,
 )
+from nodes.net.streams import StreamRefused
 
 ONION = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion"
 PAGE = b"<html><body>hello from an onion</body></html>\n"
@@ -266,6 +268,15 @@ async def test_curl_fetches_the_page():
     (trio.TooSlowError(), ReplyCode.TTL_EXPIRED),
     (ConnectionRefusedError(111, "refused"), ReplyCode.CONNECTION_REFUSED),
     (OSError(113, "no route to host"), ReplyCode.HOST_UNREACHABLE),
+    # END before CONNECTED: what tor's client replies for each reason (never 0xF3: the rendezvous worked)
+    (StreamRefused(EndReason.RESOURCELIMIT), ReplyCode.GENERAL_FAILURE),
+    (StreamRefused(EndReason.MISC), ReplyCode.GENERAL_FAILURE),
+    (StreamRefused(EndReason.DONE), ReplyCode.CONNECTION_REFUSED),
+    (StreamRefused(EndReason.CONNECTREFUSED), ReplyCode.CONNECTION_REFUSED),
+    (StreamRefused(EndReason.EXITPOLICY), ReplyCode.NOT_ALLOWED),
+    (StreamRefused(EndReason.TIMEOUT), ReplyCode.TTL_EXPIRED),
+    (StreamRefused(EndReason.NOROUTE), ReplyCode.HOST_UNREACHABLE),
+    (StreamRefused(200), ReplyCode.GENERAL_FAILURE),  # a reason tor-spec does not define
     (DecodeError("a relay sent junk"), ReplyCode.GENERAL_FAILURE),
     (LinkClosed("guard went away"), ReplyCode.GENERAL_FAILURE),
 ], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None)
@@ -324,6 +335,21 @@ async def test_bind_and_udp_are_not_supported():
                 assert code == ReplyCode.COMMAND_NOT_SUPPORTED
             assert h.metrics.value("errors_total", kind="unsupported") == 2
             assert h.connects == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_port_zero_gets_general_failure_and_is_counted():
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            h = await _harness(nursery)
+            stream, code, _ = await socks_open(h.port, ONION, 0)
+            assert code == ReplyCode.GENERAL_FAILURE
+            assert await stream.receive_some(1) == b""
+            assert h.connects == []  # connect() never sees it
+            assert h.metrics.value("errors_total", kind="bad_port") == 1
+            assert h.metrics.value("socks_replies_total", code="GENERAL_FAILURE") == 1
+            _, code, _ = await socks_open(h.port, ONION, 80)
+            assert code == ReplyCode.SUCCEEDED
             nursery.cancel_scope.cancel()
 
 

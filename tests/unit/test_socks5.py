@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodes.core.errors import DecodeError, LocalProtocolError, RemoteProtocolError
+from nodes.core.errors import AddressError, DecodeError, LocalProtocolError, RemoteProtocolError
+from nodes.core.onion_address import decode_onion_address
+from nodes.core.relay import Begin
 from nodes.core.socks5 import (
     MAX_BUFFERED,
     NEED_DATA,
@@ -135,6 +137,19 @@ def test_only_connect(command):
     assert server.failure_reply(info.value) == b"\x05\x07\x00\x01" + bytes(6)
     assert server.state is State.CLOSED
     assert server.failure_reply(info.value) == b""  # one reply only
+
+
+@pytest.mark.parametrize("host", [ONION, "127.0.0.1", "::1"])
+def test_port_zero_gets_general_failure(host):
+    # as tor does (it refuses port 0 with TORPROTOCOL, which it replies as general failure); a BEGIN cannot
+    # carry port 0, so the request must stop here
+    server = _greeted()
+    server.receive_data(encode_request(host, 0))
+    with pytest.raises(UnsupportedRequest) as info:
+        server.next_event()
+    assert info.value.kind == "bad_port" and info.value.reply is ReplyCode.GENERAL_FAILURE
+    assert server.failure_reply(info.value) == b"\x05\x01\x00\x01" + bytes(6)
+    assert server.state is State.CLOSED
 
 
 def test_unknown_address_type():
@@ -319,7 +334,7 @@ def _feed_in_chunks(server: Socks5Server, wire: bytes, cuts: list[int]) -> list[
 _other_methods = st.lists(st.integers(0, 255).filter(lambda m: m != 2), max_size=253)
 
 
-@given(_other_methods, st.binary(max_size=255), st.binary(max_size=255), _hosts, st.integers(0, 65535),
+@given(_other_methods, st.binary(max_size=255), st.binary(max_size=255), _hosts, st.integers(1, 65535),
        st.binary(max_size=512), st.data())
 def test_username_password_round_trip_in_any_chunking(methods, username, password, host_atyp, port, early,
                                                       data):
@@ -358,7 +373,7 @@ def test_random_credentials_only_typed_errors(junk):
         assert event is NEED_DATA or isinstance(event, UsernamePassword)
 
 
-@given(_other_methods, st.data(), _hosts, st.integers(0, 65535), st.binary(max_size=512))
+@given(_other_methods, st.data(), _hosts, st.integers(1, 65535), st.binary(max_size=512))
 def test_round_trip_in_any_chunking(extra_methods, data, host_atyp, port, early):
     host, atyp = host_atyp
     wire = encode_greeting((*extra_methods, 0)) + encode_request(host, port, atyp=atyp) + early
@@ -386,6 +401,32 @@ def test_reply_round_trip(code, host_atyp, port):
         expected = host
     assert reply.host == expected
     assert decode_reply(wire[:-1]) is NEED_DATA
+
+
+_names = st.one_of(st.just(ONION.encode()), st.just(ONION.upper().encode()),
+                   st.binary(min_size=1, max_size=255), _hosts.map(lambda host_atyp: host_atyp[0].encode()))
+_addresses = st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16),
+                       _names.map(lambda name: bytes((len(name),)) + name))
+
+
+@given(st.one_of(st.sampled_from(Atyp), st.integers(0, 255)), _addresses, st.integers(0, 65535))
+def test_a_parsed_request_never_makes_the_client_misuse_the_protocol(atyp, address, port):
+    """What the client does with a ConnectRequest (decode the onion name, send BEGIN to its port) raises no
+    LocalProtocolError: whatever the address type, address and port, the parser refused it or it is usable."""
+    server = _greeted()
+    server.receive_data(bytes((5, 1, 0, atyp)) + address + port.to_bytes(2, "big"))
+    try:
+        event = server.next_event()
+    except RemoteProtocolError as e:
+        assert server.failure_reply(e)[:2] in (b"\x05\x01", b"\x05\x08")
+        return
+    if event is NEED_DATA:  # the address type wants more bytes than we sent
+        return
+    Begin("", event.port)
+    try:
+        decode_onion_address(event.host)
+    except AddressError:
+        pass
 
 
 @given(st.binary(max_size=600))
