@@ -73,6 +73,7 @@ from . import (
     read_state,
     write_state,
 )
+from .base import FAULT_KINDS, NEEDS_NETEM, SHAPING_FAULTS, Progress
 
 # -- labels: on every object the backend makes -------------------------------------------------------------
 RUN = "onionlab.run"  # the run id; `onionlab.run` alone (the key) selects everything of every run
@@ -102,8 +103,6 @@ PARALLEL = 4  # engine calls in flight while creating and starting containers
 CHECK_EVERY = 0.5  # seconds between two looks at the containers' states while waiting for readiness
 PRIVATE_BLOCKS = tuple(IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 SUBNET_TRIES = 5  # subnets tried per network when others keep taking them (labs starting side by side)
-
-Progress = Callable[[str], None]
 
 
 # -- who owns a run ----------------------------------------------------------------------------------------
@@ -398,6 +397,22 @@ class DockerBackend:
         return statuses[name]
 
     # -- chaos (orchestrator/chaos.py): faults on one node, each with its undo ------------------------------
+
+    def supported_faults(self) -> frozenset[str]:
+        """Every fault kind: containers have processes to signal and freeze, and links of their own."""
+        return FAULT_KINDS
+
+    def fault_problem(self, fault: str) -> str | None:
+        """Why `fault` cannot run on this host (shaping needs tc, root and the engine here), or None."""
+        if fault not in FAULT_KINDS:
+            return f"no fault named {fault!r}"
+        if fault in SHAPING_FAULTS:
+            return self.shaping_problem(netem=fault in NEEDS_NETEM)
+        return None
+
+    def node_state(self, name: str) -> dict:
+        """The container's state and networks (container_state) and its veths' root qdisc kinds."""
+        return {**self.container_state(name), "qdiscs": sorted(set(self.qdiscs(name).values()))}
 
     def node_status(self, name: str) -> dict | None:
         """The node's /status now, or None when it does not answer."""

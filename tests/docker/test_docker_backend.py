@@ -121,8 +121,8 @@ def test_up_status_labels_logs_down(docker_client, node_image, labels, tmp_path)
                     "onion_services": [], "clients": []}
         status = backend.status()
         # what `export torrc` needs of each authority: its address on the lab's network, its live identities
-        assert [(a["name"], a["address"], a["or_port"], a["dir_port"], len(a["v3ident"]), len(a["fingerprint"]))
-                for a in status.pop("authorities")] == [
+        assert [(a["name"], a["address"], a["or_port"], a["dir_port"], len(a["v3ident"]),
+                 len(a["fingerprint"])) for a in status.pop("authorities")] == [
             (n.name, str(n.address()), 9001, 9030, 40, 40) for n in topology.nodes_by_role("authority")]
         assert status == expected
         assert cli.main(["status", "--json", "--run-dir", str(run_dir)]) == 0
