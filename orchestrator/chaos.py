@@ -39,6 +39,7 @@ from typing import Any, Final
 
 import yaml
 
+from .backends.base import SHAPING_FAULTS, FaultBackend, refusal
 from .flow import (
     REPLY_NAMES,
     SocksRefused,
@@ -67,8 +68,7 @@ FAULTS: Final[dict[str, dict[str, tuple[str, Any]]]] = {
     "delay": {"delay": ("time", ...), "jitter": ("time", None), "network": ("network", None)},
     "loss": {"percent": ("percent", ...), "network": ("network", None)},
 }
-SHAPING: Final = ("bandwidth", "delay", "loss")
-NEEDS_NETEM: Final = ("delay", "loss")
+SHAPING: Final = SHAPING_FAULTS
 # targets chosen from the lab's live state when the fault starts (the rest are chosen by make_schedule)
 LIVE_TARGETS: Final = ("intro point", "service guard", "client guard")
 TOP_KEYS: Final = ("name", "description", "seed", "duration", "ready_timeout", "workload", "faults",
@@ -594,7 +594,7 @@ def prepare_fault(backend, fault: str, node: str, params: dict[str, Any]) -> dic
     undo: dict[str, Any] = {"fault": fault, "node": node}
     network = params.get("network")
     if fault == "partition":
-        networks = backend.container_state(node)["networks"]
+        networks = backend.node_state(node)["networks"]
         if network is not None and network not in networks:
             raise ChaosRefused(f"{node} is not on network {network} "
                                f"(it is on: {', '.join(networks) or 'none'})")
@@ -699,9 +699,9 @@ def heal(backend, *, timeout: float = 60.0) -> list[tuple[dict, str]]:
 
 
 def lab_snapshot(backend, nodes: Sequence[str]) -> dict[str, dict]:
-    """Each node's container status, networks and root qdisc kinds: what a run must leave as it found it."""
-    return {name: {**backend.container_state(name),
-                   "qdiscs": sorted(set(backend.qdiscs(name).values()))} for name in nodes}
+    """Each node's state (FaultBackend.node_state: status, networks, root qdisc kinds): what a run must leave
+    as it found it."""
+    return {name: backend.node_state(name) for name in nodes}
 
 
 def compare_snapshots(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
@@ -870,6 +870,12 @@ def _choose_live(backend, op: Op, service: str, client: str, busy: set[str]) -> 
     return chosen, f"{what}: {', '.join(candidates) or 'none'}"
 
 
+def refusals(backend: FaultBackend, schedule: Sequence[Op]) -> list[str]:
+    """Why the backend cannot apply the schedule's faults (it does not support one, or this host lacks what
+    one needs), one sentence per fault kind naming it and the backend; [] when it can apply them all."""
+    return [why for fault in sorted({op.fault for op in schedule}) if (why := refusal(backend, fault))]
+
+
 def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, history_path: Path | None = None,
                  say: Callable[[str], None] = lambda line: None,
                  fetch: Callable[..., dict] = fetch_once) -> RunResult:
@@ -883,10 +889,9 @@ def run_scenario(scenario: Scenario, backend, *, seed: int | None = None, histor
         raise ScenarioError(problems)
     client, service = check_workload(scenario, lab)
     schedule = make_schedule(scenario, seed, lab)
-    for fault in sorted({op.fault for op in schedule} & set(SHAPING)):
-        problem = backend.shaping_problem(netem=fault in NEEDS_NETEM)
-        if problem:
-            raise ChaosRefused(f"fault {fault} cannot run here: {problem}")
+    refused = refusals(backend, schedule)
+    if refused:
+        raise ChaosRefused("; ".join(refused))
     if _journal(backend).exists():
         raise ChaosRefused(f"faults of an earlier chaos run are still in place ({_journal(backend)}): undo "
                            "them with `onionlab chaos --heal`")
