@@ -495,7 +495,7 @@ def test_a_run_applies_and_undoes_every_fault(tmp_path: Path) -> None:
 
 def test_a_run_samples_the_lab_and_fails_when_an_intro_point_is_held_by_no_relay(tmp_path: Path,
                                                                                    monkeypatch) -> None:
-    monkeypatch.setattr(chaos, "LAB_STATE_EVERY", 0.05)
+    monkeypatch.setattr(chaos.workload, "LAB_STATE_EVERY", 0.05)
     backend = FakeBackend(tmp_path)
     scenario = parse_scenario("name: x\nduration: 1\nworkload: {interval: 0.05}\n"
                               "checkers:\n  lab_state: {grace: 0}\n")
