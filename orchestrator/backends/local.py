@@ -48,7 +48,10 @@ from . import (
     StartFailed,
     default_run_dir,
     failure_reason,
+    fresh_run_dir,
+    lab_status,
     read_state,
+    require_state,
     write_state,
 )
 from .base import FAULT_KINDS, NETWORK_FAULTS, PROCESS_FAULTS, Progress
@@ -111,16 +114,7 @@ class LocalBackend:
         info = self._state()
         live = {n.name: readiness.fetch_status(n.address, n.ports["control_port"], timeout=STATUS_TIMEOUT)
                 if n.pid and self._running(n) else None for n in info.nodes}
-        return {
-            "nodes": [{"name": n.name, "role": n.role, "address": n.address,
-                       "ready": readiness.is_ready(live[n.name])} for n in info.nodes],
-            "onion_services": [{"name": n.name, "onion": (live[n.name] or {}).get("onion") or n.onion,
-                                "ports": (live[n.name] or {}).get("ports") or n.services}
-                               for n in info.nodes if n.role == "onion_service"],
-            "authorities": readiness.authority_entries(info.nodes, live),
-            "clients": [{"name": n.name, "socks": (live[n.name] or {}).get("socks") or n.socks}
-                        for n in info.nodes if n.role == "client"],
-        }
+        return lab_status(info, live, live_socks=True)
 
     def down(self, keep: bool = False) -> list[str]:
         """Stop every node (SIGTERM to its process group, SIGKILL after TERM_GRACE), check that none is left,
@@ -146,11 +140,7 @@ class LocalBackend:
         return self.run_dir / "nodes" / name
 
     def _state(self) -> RunInfo:
-        info = read_state(self.run_dir)
-        if info is None:
-            raise BackendError(f"no lab is running here (no state file in {self.run_dir}); start one with "
-                               "`onionlab up`")
-        return info
+        return require_state(self.run_dir)
 
     def _prepare_run_dir(self) -> None:
         """An empty run dir: a previous run's leftovers go, unless one of its nodes still runs."""
@@ -160,13 +150,8 @@ class LocalBackend:
             if running:
                 raise BackendError(f"a lab is already running from {self.run_dir} ({', '.join(running)}); "
                                    "stop it with `onionlab down` first")
-            shutil.rmtree(self.run_dir)
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
-            raise BackendError(f"{self.run_dir} is not empty and holds no onionlab run; remove it or choose "
-                               "another run dir ($ONIONLAB_RUN_DIR)")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         # the run dir holds private keys: keep git from ever offering them for a commit
-        (self.run_dir / ".gitignore").write_text("# onionlab run files, private keys included\n*\n")
+        fresh_run_dir(self.run_dir, old, "onionlab run files, private keys included")
 
     def _plan(self, topology: Topology) -> RunInfo:
         first = _free_block(topology)

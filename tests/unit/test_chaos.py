@@ -1,4 +1,4 @@
-"""orchestrator/chaos.py without Docker: scenario validation (file:line:column: field), the seeded schedule,
+"""orchestrator/chaos/ without Docker: scenario validation (file:line:column: field), the seeded schedule,
 the checkers on synthetic histories, and the runner against a fake backend (every fault undone when the run
 ends, when the workload crashes and when SIGTERM arrives), plus the report."""
 
@@ -347,7 +347,8 @@ def test_metrics_parse_as_the_nodes_render_them() -> None:
 
 
 class FakeBackend:
-    """The backend surface chaos.py uses, over an in-memory lab; records every call."""
+    """The backend surface chaos uses (FaultBackend, NetworkFaultBackend) over an in-memory lab; records every
+    call."""
 
     name = "fake"
 
