@@ -393,9 +393,13 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         raise BackendError("which scenario? e.g. `onionlab chaos topologies/chaos/kill-intro-point.yaml`")
     if args.dry_run:
         seed = scenario.seed if args.seed is None else args.seed
-        for op in chaos.make_schedule(scenario, seed, lab):
+        schedule = chaos.make_schedule(scenario, seed, lab)
+        for op in schedule:
             print(f"{op.at:7.1f} s .. {op.until:7.1f} s  op {op.index}: {op.describe()}")
-        return 0
+        refused = chaos.refusals(backend, schedule)  # what a real run would refuse, before anything changes
+        for why in refused:
+            print(f"onionlab: chaos would refuse this run: {why}", file=sys.stderr)
+        return 1 if refused else 0
     history = args.history or chaos.default_history(scenario.name,
                                                     scenario.seed if args.seed is None else args.seed)
     out = sys.stderr if args.json else sys.stdout

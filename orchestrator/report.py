@@ -1,4 +1,4 @@
-"""A chaos run's history (orchestrator/chaos.py, JSONL) as a text summary and a self-contained HTML timeline.
+"""A chaos run's history (orchestrator/chaos/, JSONL) as a text summary and a self-contained HTML timeline.
 
 Both read only the history records, so they work as well on a history file saved by an earlier run
 (`chaos.read_history`).

@@ -1,5 +1,6 @@
-"""Backends run a topology: `docker` (one container per node on real Docker networks, backends/docker.py, the
-default) and `local` (processes on 127.0.0.x, backends/local.py).
+"""Backends run a topology: `docker` (one container per node on real Docker networks, backends/docker/, the
+default) and `local` (processes on 127.0.0.x, backends/local.py). Both keep the contract of backends/base.py
+(typed Protocols: Backend, FaultBackend, NetworkFaultBackend) and say which chaos faults they support.
 
 Every backend keeps what it started in `<run dir>/state.json` (RunInfo), so that `onionlab status`, `down` and
 `logs` work from a later process. The run dir is `$ONIONLAB_RUN_DIR`, else `.onionlab/run` in the current
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nodes.config import command_word
+from orchestrator import readiness
 from orchestrator.signals import signal_of
 
 BACKENDS = ("docker", "local")
@@ -113,6 +116,44 @@ def read_state(run_dir: str | os.PathLike[str]) -> RunInfo | None:
         return None
     except (ValueError, TypeError, KeyError) as e:
         raise BackendError(f"{path}: not a state file onionlab can read ({e})") from None
+
+
+def lab_status(info: RunInfo, live: dict[str, dict | None], *, live_socks: bool) -> dict:
+    """What `status` returns, from each node's /status (`live`, None for a node that does not answer): the
+    nodes, onion services, authorities and clients. `live_socks`: a client's SOCKS address is the one its
+    /status reports (else the one recorded: docker's, published on this host)."""
+    return {
+        "nodes": [{"name": n.name, "role": n.role, "address": n.address,
+                   "ready": readiness.is_ready(live[n.name])} for n in info.nodes],
+        "onion_services": [{"name": n.name, "onion": (live[n.name] or {}).get("onion") or n.onion,
+                            "ports": (live[n.name] or {}).get("ports") or n.services}
+                           for n in info.nodes if n.role == "onion_service"],
+        "authorities": readiness.authority_entries(info.nodes, live),
+        "clients": [{"name": n.name,
+                     "socks": ((live[n.name] or {}).get("socks") if live_socks else None) or n.socks}
+                    for n in info.nodes if n.role == "client"],
+    }
+
+
+def require_state(run_dir: Path) -> RunInfo:
+    """The run recorded in `run_dir`; BackendError, saying how to start one, when there is none."""
+    info = read_state(run_dir)
+    if info is None:
+        raise BackendError(f"no lab is running here (no state file in {run_dir}); start one with "
+                           "`onionlab up`")
+    return info
+
+
+def fresh_run_dir(run_dir: Path, old: RunInfo | None, what: str) -> None:
+    """Make `run_dir` an empty run dir for a new run: the files of `old` (the run recorded there, which the
+    caller found not running) go; a dir that holds anything else is refused. Its .gitignore says `what`."""
+    if old is not None:
+        shutil.rmtree(run_dir)
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise BackendError(f"{run_dir} is not empty and holds no onionlab run; remove it or choose "
+                           "another run dir ($ONIONLAB_RUN_DIR)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ".gitignore").write_text(f"# {what}\n*\n")
 
 
 def open_backend(name: str, run_dir: str | os.PathLike[str] | None = None):

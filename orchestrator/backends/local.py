@@ -27,9 +27,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from signal import Signals
 
 import nodes
 from nodes.__main__ import FATAL_PREFIX
@@ -48,9 +48,13 @@ from . import (
     StartFailed,
     default_run_dir,
     failure_reason,
+    fresh_run_dir,
+    lab_status,
     read_state,
+    require_state,
     write_state,
 )
+from .base import FAULT_KINDS, NETWORK_FAULTS, PROCESS_FAULTS, Progress
 
 FIRST_ADDRESS = IPv4Address("127.0.0.2")  # 127.0.0.1 stays free for whatever else runs here
 BLOCKS = 64  # 127.0.N.2.. for N below this: room for as many labs side by side
@@ -61,8 +65,6 @@ KILL_GRACE = 5.0
 STATUS_TIMEOUT = 1.0  # `status` asks every node once; a node slower than this is not ready
 TAIL_LINES = 20
 EVENTS, STDERR = "events.jsonl", "stderr.log"
-
-Progress = Callable[[str], None]
 
 
 class LocalBackend:
@@ -112,16 +114,7 @@ class LocalBackend:
         info = self._state()
         live = {n.name: readiness.fetch_status(n.address, n.ports["control_port"], timeout=STATUS_TIMEOUT)
                 if n.pid and self._running(n) else None for n in info.nodes}
-        return {
-            "nodes": [{"name": n.name, "role": n.role, "address": n.address,
-                       "ready": readiness.is_ready(live[n.name])} for n in info.nodes],
-            "onion_services": [{"name": n.name, "onion": (live[n.name] or {}).get("onion") or n.onion,
-                                "ports": (live[n.name] or {}).get("ports") or n.services}
-                               for n in info.nodes if n.role == "onion_service"],
-            "authorities": readiness.authority_entries(info.nodes, live),
-            "clients": [{"name": n.name, "socks": (live[n.name] or {}).get("socks") or n.socks}
-                        for n in info.nodes if n.role == "client"],
-        }
+        return lab_status(info, live, live_socks=True)
 
     def down(self, keep: bool = False) -> list[str]:
         """Stop every node (SIGTERM to its process group, SIGKILL after TERM_GRACE), check that none is left,
@@ -147,11 +140,7 @@ class LocalBackend:
         return self.run_dir / "nodes" / name
 
     def _state(self) -> RunInfo:
-        info = read_state(self.run_dir)
-        if info is None:
-            raise BackendError(f"no lab is running here (no state file in {self.run_dir}); start one with "
-                               "`onionlab up`")
-        return info
+        return require_state(self.run_dir)
 
     def _prepare_run_dir(self) -> None:
         """An empty run dir: a previous run's leftovers go, unless one of its nodes still runs."""
@@ -161,13 +150,8 @@ class LocalBackend:
             if running:
                 raise BackendError(f"a lab is already running from {self.run_dir} ({', '.join(running)}); "
                                    "stop it with `onionlab down` first")
-            shutil.rmtree(self.run_dir)
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
-            raise BackendError(f"{self.run_dir} is not empty and holds no onionlab run; remove it or choose "
-                               "another run dir ($ONIONLAB_RUN_DIR)")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         # the run dir holds private keys: keep git from ever offering them for a commit
-        (self.run_dir / ".gitignore").write_text("# onionlab run files, private keys included\n*\n")
+        fresh_run_dir(self.run_dir, old, "onionlab run files, private keys included")
 
     def _plan(self, topology: Topology) -> RunInfo:
         first = _free_block(topology)
@@ -207,16 +191,13 @@ class LocalBackend:
 
     # -- one node --------------------------------------------------------------------------------------------
 
-    def kill(self, name: str, sig: str = "SIGKILL") -> None:
+    def kill(self, name: str, signal: str = "SIGKILL") -> None:
         """Send a signal to the node's process group (SIGKILL: it dies at once, as in a crash)."""
-        info = self._state()
-        node = info.node(name)
-        if not node.pid or not self._running(node):
-            raise BackendError(f"{name} is not running")
+        node = self._running_node(name)
         try:
-            number = signal.Signals[sig]
+            number = Signals[signal]
         except KeyError:
-            raise BackendError(f"no signal named {sig!r} (e.g. SIGKILL, SIGTERM, SIGSTOP)") from None
+            raise BackendError(f"no signal named {signal!r} (e.g. SIGKILL, SIGTERM, SIGSTOP)") from None
         os.killpg(node.pid, number)
 
     def restart(self, name: str, *, timeout: float = 60.0) -> dict:
@@ -226,13 +207,76 @@ class LocalBackend:
         node = info.node(name)
         self._stop([node])
         self._start(info, [node])
+        return self._wait_node(node, timeout)
+
+    def _wait_node(self, node: RunNode, timeout: float = 60.0) -> dict:
+        """Wait until the node is ready: its /status. Only its own exit stops the wait early (other nodes
+        may be down on purpose meanwhile)."""
         endpoint = readiness.Endpoint(node.name, node.address, node.ports["control_port"])
         try:
             statuses = readiness.wait_until_ready([endpoint], timeout=timeout,
-                                                  check=lambda: self._check_alive(info))
+                                                  check=lambda: self._check_alive([node]))
         except readiness.ReadinessTimeout as e:
             raise StartFailed(f"{e}\n{self._tail_report(node, 5)}") from None
-        return statuses[name]
+        return statuses[node.name]
+
+    def _running_node(self, name: str) -> RunNode:
+        node = self._state().node(name)
+        if not node.pid or not self._running(node):
+            raise BackendError(f"{name} is not running")
+        return node
+
+    # -- chaos (orchestrator/chaos/): the process faults, by signals to the node's process group -------------
+
+    def supported_faults(self) -> frozenset[str]:
+        """kill, stop and pause: signals to a node's process group. The network faults need links of one
+        node's own, which processes sharing this host's loopback do not have."""
+        return PROCESS_FAULTS
+
+    def fault_problem(self, fault: str) -> str | None:
+        if fault in NETWORK_FAULTS:
+            return ("its nodes are processes sharing this host's loopback, with no network link of their own "
+                    "to cut or shape (that needs network namespaces); run the lab with `--backend docker`")
+        return None if fault in FAULT_KINDS else f"no fault named {fault!r}"
+
+    def node_status(self, name: str) -> dict | None:
+        node = self._state().node(name)
+        return readiness.fetch_status(node.address, node.ports["control_port"], timeout=STATUS_TIMEOUT)
+
+    def node_metrics(self, name: str) -> list[tuple[str, dict[str, str], float]] | None:
+        node = self._state().node(name)
+        return readiness.fetch_metrics(node.address, node.ports["control_port"], timeout=STATUS_TIMEOUT)
+
+    def node_state(self, name: str) -> dict:
+        """{"status": running|paused|exited, "networks": {}, "qdiscs": []}: processes have neither."""
+        node = self._state().node(name)
+        running = bool(node.pid) and self._running(node)
+        status = ("paused" if _stopped(node.pid) else "running") if running else "exited"
+        return {"status": status, "networks": {}, "qdiscs": []}
+
+    def stop(self, name: str, *, timeout: float = TERM_GRACE) -> None:
+        """SIGTERM to the node's process group, SIGKILL after `timeout` seconds."""
+        self._stop([self._running_node(name)], grace=timeout)
+
+    def start(self, name: str, *, timeout: float = 60.0, wait: bool = True) -> dict | None:
+        """Start the node again when it is not running (after kill or stop; a paused one gets SIGCONT), with
+        the same config and data dir, and when `wait` wait until it is ready: its /status."""
+        info = self._state()
+        node = info.node(name)
+        if node.pid and self._running(node):
+            os.killpg(node.pid, signal.SIGCONT)
+        else:
+            self._start(info, [node])
+        return self._wait_node(node, timeout) if wait else None
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP to the node's process group: its sockets stay open, it answers nothing."""
+        os.killpg(self._running_node(name).pid, signal.SIGSTOP)
+
+    def unpause(self, name: str) -> None:
+        node = self._state().node(name)
+        if node.pid and self._running(node) and _stopped(node.pid):
+            os.killpg(node.pid, signal.SIGCONT)
 
     def _wait_ready(self, info: RunInfo, timeout: float, say: Progress) -> dict[str, dict]:
         started = time.monotonic()
@@ -246,15 +290,15 @@ class LocalBackend:
         endpoints = [readiness.Endpoint(n.name, n.address, n.ports["control_port"]) for n in info.nodes]
         try:
             statuses = readiness.wait_until_ready(endpoints, timeout=timeout, on_change=on_change,
-                                                  check=lambda: self._check_alive(info))
+                                                  check=lambda: self._check_alive(info.nodes))
         except readiness.ReadinessTimeout as e:
             tails = "\n".join(self._tail_report(info.node(name), 5) for name in e.waiting)
             raise StartFailed(f"{e}\n{tails}") from None
         say(f"all {len(info.nodes)} nodes ready in {time.monotonic() - started:.1f} s")
         return statuses
 
-    def _check_alive(self, info: RunInfo) -> None:
-        for node in info.nodes:
+    def _check_alive(self, nodes_: list[RunNode]) -> None:
+        for node in nodes_:
             proc = self._children.get(node.pid) if node.pid else None
             if proc is not None and (code := proc.poll()) is not None:
                 how = (f"exited with status {code}" if code >= 0
@@ -292,18 +336,20 @@ class LocalBackend:
             return proc.poll() is None  # our own child: poll() also reaps it, so it leaves no zombie
         return _is_node_process(node.pid, self._node_dir(node.name) / CONFIG)
 
-    def _stop(self, nodes_: list[RunNode]) -> list[str]:
-        """SIGTERM to each running node's process group, SIGKILL after TERM_GRACE; the names of those that
-        ran. BackendError if one survives SIGKILL."""
+    def _stop(self, nodes_: list[RunNode], grace: float = TERM_GRACE) -> list[str]:
+        """SIGTERM to each running node's process group (and SIGCONT, should it be paused), SIGKILL after
+        `grace` seconds; the names of those that ran. BackendError if one survives SIGKILL."""
         running = [n for n in nodes_ if n.pid and self._running(n)]
         left = running
-        for sig, grace in ((signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, KILL_GRACE)):
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, KILL_GRACE)):
             for node in left:
                 try:
                     os.killpg(node.pid, sig)  # its own session: the group ID is its PID
+                    if sig == signal.SIGTERM:
+                        os.killpg(node.pid, signal.SIGCONT)  # a paused node acts on SIGTERM only once resumed
                 except ProcessLookupError:
                     pass  # it has just exited
-            left = self._wait_gone(left, grace)
+            left = self._wait_gone(left, wait)
             if not left:
                 return [n.name for n in running]
         survivors = ", ".join(f"{n.name} (pid {n.pid})" for n in left)
@@ -343,6 +389,14 @@ def _bindable(address: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _stopped(pid: int | None) -> bool:
+    """Is the process stopped (SIGSTOP: state T in /proc/PID/stat)?"""
+    try:
+        return Path("/proc", str(pid), "stat").read_text().rpartition(")")[2].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
 
 
 def _is_node_process(pid: int, config: Path) -> bool:

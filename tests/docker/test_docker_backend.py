@@ -1,4 +1,4 @@
-"""The docker backend (orchestrator/backends/docker.py) against the real engine: a lab of three authorities
+"""The docker backend (orchestrator/backends/docker/) against the real engine: a lab of three authorities
 and three relays up, its status, labels, logs and down; a node that crashes at start; SIGKILL of `onionlab up`
 mid-way, then `onionlab reap`; the pytest plugin's `onionlab_lab` fixture in a pytest of its own.
 
@@ -29,7 +29,7 @@ import pytest
 from orchestrator import cli
 from orchestrator.backends import BackendError, NodeFailed, read_state
 from orchestrator.backends import docker as backend_module
-from orchestrator.backends.docker import DockerBackend
+from orchestrator.backends.docker import DockerBackend, engine
 from orchestrator.topology import Topology, parse_topology
 
 from .conftest import REPO, SESSION, SESSION_LABEL, TEST_LABEL
@@ -363,7 +363,7 @@ def test_a_taken_subnet_moves_the_lab_to_a_free_one(docker_client, node_image, l
         assert all(n["ready"] for n in status["nodes"]) and \
             [n["address"] for n in status["nodes"]] == [n.address for n in info.nodes]
         for container in run_objects(docker_client, info.run_id)["containers"]:
-            assert [ip_address(a) in moved for a in backend_module._addresses(container)] == [True]
+            assert [ip_address(a) in moved for a in engine.container_addresses(container)] == [True]
     finally:
         backend.down()
     assert counts(run_objects(docker_client, info.run_id)) == {"containers": 0, "networks": 0, "volumes": 0}

@@ -1,4 +1,4 @@
-"""orchestrator/chaos.py without Docker: scenario validation (file:line:column: field), the seeded schedule,
+"""orchestrator/chaos/ without Docker: scenario validation (file:line:column: field), the seeded schedule,
 the checkers on synthetic histories, and the runner against a fake backend (every fault undone when the run
 ends, when the workload crashes and when SIGTERM arrives), plus the report."""
 
@@ -16,6 +16,7 @@ import pytest
 
 from nodes.net.metrics import Metrics
 from orchestrator import chaos, readiness, report
+from orchestrator.backends.base import FAULT_KINDS, PROCESS_FAULTS
 from orchestrator.chaos import Checkers, ScenarioError, judge, make_schedule, parse_scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -346,10 +347,14 @@ def test_metrics_parse_as_the_nodes_render_them() -> None:
 
 
 class FakeBackend:
-    """The backend surface chaos.py uses, over an in-memory lab; records every call."""
+    """The backend surface chaos uses (FaultBackend, NetworkFaultBackend) over an in-memory lab; records every
+    call."""
 
-    def __init__(self, run_dir: Path) -> None:
+    name = "fake"
+
+    def __init__(self, run_dir: Path, supports: frozenset[str] = FAULT_KINDS) -> None:
         self.run_dir = run_dir
+        self.supports = supports
         self.calls: list[tuple] = []
         self.state = {name: {"status": "running", "networks": {"labnet": f"10.0.0.{i}"},
                              "qdiscs": ["noqueue"]}
@@ -384,6 +389,17 @@ class FakeBackend:
 
     def shaping_problem(self, netem: bool = False) -> str | None:
         return "no netem here" if netem else None
+
+    def supported_faults(self) -> frozenset[str]:
+        return self.supports
+
+    def fault_problem(self, fault: str) -> str | None:
+        if fault not in self.supports:
+            return "it has no links"
+        return self.shaping_problem(netem=True) if fault in ("delay", "loss") else None
+
+    def node_state(self, name: str) -> dict:
+        return {**self.container_state(name), "qdiscs": sorted(set(self.qdiscs(name).values()))}
 
     def kill(self, name: str, signal: str = "SIGKILL") -> None:
         self.calls.append(("kill", name))
@@ -480,7 +496,7 @@ def test_a_run_applies_and_undoes_every_fault(tmp_path: Path) -> None:
 
 def test_a_run_samples_the_lab_and_fails_when_an_intro_point_is_held_by_no_relay(tmp_path: Path,
                                                                                    monkeypatch) -> None:
-    monkeypatch.setattr(chaos, "LAB_STATE_EVERY", 0.05)
+    monkeypatch.setattr(chaos.workload, "LAB_STATE_EVERY", 0.05)
     backend = FakeBackend(tmp_path)
     scenario = parse_scenario("name: x\nduration: 1\nworkload: {interval: 0.05}\n"
                               "checkers:\n  lab_state: {grace: 0}\n")
@@ -611,6 +627,43 @@ def test_cli_json_prints_a_refusal_as_json(tmp_path: Path, capsys, monkeypatch) 
                                "history": None, "verdicts": []}
     assert "chaos refused, nothing was changed: fault delay cannot run here" in err
     assert backend.calls == []
+
+
+def test_faults_the_backend_does_not_support_are_refused_before_anything_changes(tmp_path: Path,
+                                                                                 capsys, monkeypatch) -> None:
+    """A local-backend lab: kill, stop and pause only. A scenario with a partition and a bandwidth fault is
+    refused up front, every unsupported fault named with the backend; the CLI says so (exit 1, and the
+    refusal as JSON with --json)."""
+    from orchestrator import cli
+
+    backend = FakeBackend(tmp_path, supports=PROCESS_FAULTS)
+    backend.name = "local"
+    text = ("name: net\nduration: 30\nseed: 3\nfaults:\n  - {fault: kill, target: relay1, at: 1, for: 3}\n"
+            "  - {fault: partition, target: relay2, at: 1, for: 3}\n"
+            "  - {fault: bandwidth, target: relay3, rate: 1mbit, at: 1, for: 3}\n")
+    with pytest.raises(chaos.ChaosRefused) as caught:
+        chaos.run_scenario(parse_scenario(text), backend, fetch=ok_fetch)
+    assert str(caught.value) == (
+        "fault bandwidth is not supported by the local backend (it supports: kill, pause, stop): it has no "
+        "links; fault partition is not supported by the local backend (it supports: kill, pause, stop): it "
+        "has no links")
+    assert backend.calls == []
+    monkeypatch.setattr(cli, "_lab", lambda args: backend)
+    (tmp_path / "net.yaml").write_text(text)
+    assert cli.main(["chaos", str(tmp_path / "net.yaml"), "--json", "--run-dir", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["refused"] == str(caught.value)
+    assert err.startswith("onionlab: chaos refused, nothing was changed: fault bandwidth is not supported")
+    assert backend.calls == [] and not (tmp_path / chaos.JOURNAL).exists()
+    # the same scenario without the network faults runs
+    kill_only = text.split("  - {fault: partition")[0].replace("duration: 30", "duration: 4.5")
+    kill_only = parse_scenario(kill_only)
+    assert chaos.run_scenario(kill_only, backend, fetch=ok_fetch).ok
+    assert [c[0] for c in backend.calls] == ["kill", "start"]
+
+
+def test_the_scenario_faults_are_the_backend_contract_s() -> None:
+    assert set(chaos.FAULTS) == FAULT_KINDS
 
 
 SEVERAL = textwrap.dedent("""\

@@ -11,6 +11,8 @@ import pytest
 
 from orchestrator.backends import BackendError, RunInfo, RunNode, write_state
 from orchestrator.backends import docker as backend
+from orchestrator.backends.docker import engine, lifecycle, reaper
+from orchestrator.plan import INIT_MEMORY, INIT_PIDS
 from orchestrator.topology import parse_topology
 
 
@@ -38,44 +40,44 @@ def _state(run_dir, run_id, complete):
 
 def test_reap_reasons(tmp_path):
     dead = {**backend.owner_labels(), backend.OWNER_PID: str(dead_pid())}
-    assert backend._reap_reason("r1", backend.owner_labels()).startswith("keep: its orchestrator")
-    assert backend._reap_reason("r1", {**dead, backend.OWNER_HOST: "other"}).startswith("keep: made on host")
+    assert reaper._reap_reason("r1", backend.owner_labels()).startswith("keep: its orchestrator")
+    assert reaper._reap_reason("r1", {**dead, backend.OWNER_HOST: "other"}).startswith("keep: made on host")
 
     complete, half, other = tmp_path / "complete", tmp_path / "half", tmp_path / "other"
     _state(complete, "r1", True)
     _state(half, "r2", False)
     _state(other, "r9", True)  # the run dir now holds another run
-    assert backend._reap_reason("r1", {**dead, backend.RUN_DIR: str(complete)}).startswith(
+    assert reaper._reap_reason("r1", {**dead, backend.RUN_DIR: str(complete)}).startswith(
         "keep: a complete run")
-    assert backend._reap_reason("r2", {**dead, backend.RUN_DIR: str(half)}).endswith("died during `up`")
-    assert backend._reap_reason("r3", {**dead, backend.RUN_DIR: str(other)}).endswith(
+    assert reaper._reap_reason("r2", {**dead, backend.RUN_DIR: str(half)}).endswith("died during `up`")
+    assert reaper._reap_reason("r3", {**dead, backend.RUN_DIR: str(other)}).endswith(
         "no state file names it")
-    assert backend._reap_reason("r4", {**dead, backend.RUN_DIR: str(tmp_path / "gone")}).endswith(
+    assert reaper._reap_reason("r4", {**dead, backend.RUN_DIR: str(tmp_path / "gone")}).endswith(
         "no state file names it")
 
-    backend._forget_run(other, "r3")  # not that run's dir any more: kept
+    reaper._forget_run(other, "r3")  # not that run's dir any more: kept
     assert other.exists()
-    backend._forget_run(half, "r2")
+    reaper._forget_run(half, "r2")
     assert not half.exists()
 
 
 def test_cause_is_the_last_fatal_line():
     lines = ["Traceback (most recent call last):", "fatal: first", "OSError: boom", "fatal: OSError: boom",
              "after"]
-    assert backend._cause(lines) == "OSError: boom"
-    assert backend._cause(["starting", "KeyError: 'x'", ""]) == "KeyError: 'x'"
-    assert backend._cause([]) == "(its logs are empty)"
+    assert engine.log_cause(lines) == "OSError: boom"
+    assert engine.log_cause(["starting", "KeyError: 'x'", ""]) == "KeyError: 'x'"
+    assert engine.log_cause([]) == "(its logs are empty)"
 
 
 def test_extra_labels(monkeypatch):
     monkeypatch.setenv(backend.EXTRA_LABELS_ENV, "onionlab.test=1, ci.job=42")
-    assert backend._extra_labels() == {"onionlab.test": "1", "ci.job": "42"}
+    assert engine.labels_from_env() == {"onionlab.test": "1", "ci.job": "42"}
     monkeypatch.setenv(backend.EXTRA_LABELS_ENV, "novalue")
     with pytest.raises(BackendError, match="expected KEY=VALUE"):
-        backend._extra_labels()
+        engine.labels_from_env()
     monkeypatch.setenv(backend.EXTRA_LABELS_ENV, "onionlab.run=x")
     with pytest.raises(BackendError, match="onionlab's own label"):
-        backend._extra_labels()
+        engine.labels_from_env()
 
 
 # -- a subnet another network holds: the lab moves to a free one of the same size ----------------------------
@@ -121,7 +123,7 @@ class FakeNetworks:
 
 @pytest.fixture(autouse=True)
 def no_host_routes(monkeypatch):
-    monkeypatch.setattr(backend, "_host_routes", lambda: [], raising=False)  # not this machine's routes
+    monkeypatch.setattr(lifecycle, "_host_routes", lambda: [], raising=False)  # not this machine's routes
 
 
 def _networks_made(fake, *taken, exact=False, topology_text=LAB):
@@ -232,7 +234,7 @@ def test_every_container_gets_the_memory_and_pids_limits_of_its_node(tmp_path):
     limits = {name.removeprefix("onionlab-r1-"): (kw["mem_limit"], kw["memswap_limit"], kw["pids_limit"])
               for name, kw in created.items()}
     assert limits == {
-        "init": (backend.INIT_MEMORY, backend.INIT_MEMORY, backend.INIT_PIDS),
+        "init": (INIT_MEMORY, INIT_MEMORY, INIT_PIDS),
         "auth": (100 * 2**20, 100 * 2**20, 50),
         **{f"relay{i}": (256 * 2**20, 256 * 2**20, 128) for i in (1, 2, 3)},
         "hs": (256 * 2**20, 256 * 2**20, 128),

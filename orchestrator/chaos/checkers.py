@@ -1,0 +1,225 @@
+"""Checkers: pure functions of a history, each giving a Verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Final
+
+from ..flow import (
+    REPLY_NAMES,
+)
+from .scenario import Checkers
+
+# A client leaves an intro point that NACKed it alone this long (Tor's HS_CACHE_CLIENT_INTRO_STATE_MAX_AGE, as
+# nodes/net/hs_client.py): more NACKs from one intro point within it are a storm.
+NACK_WINDOW: Final = 120.0
+
+
+@dataclass
+class Verdict:
+    name: str
+    ok: bool
+    summary: str
+    details: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+
+def _fetches(history: Sequence[dict]) -> list[dict]:
+    return [r for r in history if r.get("type") == "fetch"]
+
+
+def _fault_windows(history: Sequence[dict]) -> list[tuple[float, float | None, str]]:
+    """(start, end or None while in place, description) of every fault that was applied."""
+    starts = {}
+    windows = []
+    for r in history:
+        if r.get("type") != "fault" or not r.get("ok") and r.get("event") == "start":
+            continue
+        key = (r.get("op"), r.get("node"))
+        if r["event"] == "start":
+            starts[key] = r
+        elif key in starts:
+            s = starts.pop(key)
+            windows.append((s["t"], r["t"], f"op {s['op']} {s['fault']} {s['node']}"))
+    windows += [(s["t"], None, f"op {s['op']} {s['fault']} {s['node']}") for s in starts.values()]
+    return sorted(windows, key=lambda w: w[0])
+
+
+def heal_points(history: Sequence[dict]) -> list[tuple[float, float, str]]:
+    """(fault-free from, faulty since, description): each moment a fault ended and no other was in place."""
+    windows = _fault_windows(history)
+    points = []
+    for start, end, what in windows:
+        if end is None:
+            continue
+        if any(s < end and (e is None or e > end) for s, e, _ in windows):
+            continue
+        since = min(s for s, e, _ in windows if s <= end and (e is None or e >= start))
+        points.append((end, since, what))
+    return points
+
+
+def check_no_wrong_bytes(history: Sequence[dict]) -> Verdict:
+    wrong = [f for f in _fetches(history) if f.get("result") == "wrong_bytes"]
+    if wrong:
+        return Verdict("no_wrong_bytes", False,
+                       f"{len(wrong)} fetch(es) returned bytes that are not the pattern",
+                       [f"fetch {f['n']} at {f['start']:g} s: {f.get('error')}" for f in wrong])
+    return Verdict("no_wrong_bytes", True, f"every byte of {len(_fetches(history))} fetches matched or the "
+                                           "fetch failed cleanly")
+
+
+def check_faults(history: Sequence[dict]) -> Verdict:
+    """Every scheduled fault was applied and undone, and the lab was left as it was found."""
+    problems = []
+    for r in history:
+        if r.get("type") == "fault" and not r.get("ok"):
+            problems.append(f"op {r.get('op')} {r.get('event')} {r.get('fault')} {r.get('node') or ''}: "
+                            f"{r.get('error')}".replace("  ", " "))
+    for start, end, what in _fault_windows(history):
+        if end is None:
+            problems.append(f"{what} (from {start:g} s) was never undone")
+    cleanup = [r for r in history if r.get("type") == "cleanup"]
+    if not cleanup:
+        problems.append("the history has no cleanup record (the run did not finish)")
+    else:
+        problems += [f"left behind: {x}" for x in cleanup[-1].get("left") or []]
+        if cleanup[-1].get("unapplied"):
+            problems.append(f"ops never applied (the run stopped early): {cleanup[-1]['unapplied']}")
+    applied = sum(1 for r in history
+                  if r.get("type") == "fault" and r.get("event") == "start" and r.get("ok"))
+    if problems:
+        return Verdict("faults", False, f"{len(problems)} problem(s) with the faults", problems)
+    return Verdict("faults", True, f"{applied} fault(s) applied and undone; the lab was left as it was found")
+
+
+def check_availability(history: Sequence[dict], *, min_ok: float | None, after_heal: float | None,
+                       grace: float) -> Verdict:
+    fetches = _fetches(history)
+    details, ok = [], True
+    if not fetches:
+        return Verdict("availability", False, "no fetch in the history")
+    overall = sum(f["ok"] for f in fetches) / len(fetches)
+    summary = f"{overall:.0%} of {len(fetches)} fetches ok"
+    if min_ok is not None and overall < min_ok:
+        ok = False
+        details.append(f"overall {overall:.1%} < min {min_ok:.0%}")
+    if after_heal is not None:
+        heals = heal_points(history)
+        since = (heals[-1][0] if heals else 0.0) + grace
+        late = [f for f in fetches if f["start"] >= since]
+        if not late:
+            ok = False
+            details.append(f"no fetch started after {since:.1f} s (the last heal + {grace:g} s grace)")
+        else:
+            share = sum(f["ok"] for f in late) / len(late)
+            summary += f"; {share:.0%} of {len(late)} after {since:.1f} s"
+            if share < after_heal:
+                ok = False
+                details.append(f"after the last heal + {grace:g} s: {share:.1%} "
+                               f"< after_heal {after_heal:.0%}")
+    return Verdict("availability", ok, summary, details)
+
+
+def check_recovers(history: Sequence[dict], *, within: float) -> Verdict:
+    """After each heal (a fault ended, none other in place) a fetch that started after the fault began must
+    succeed, ending within `within` seconds."""
+    fetches = _fetches(history)
+    details, worst, ok = [], 0.0, True
+    heals = heal_points(history)
+    end_of_history = max((r["t"] for r in history), default=0.0)
+    for healed, since, what in heals:
+        good = [f for f in fetches if f["ok"] and f["end"] >= healed and f["start"] >= since]
+        if not good:
+            ok = False
+            details.append(f"{what}: healed at {healed:g} s, no successful fetch before the run ended "
+                           f"({end_of_history - healed:.1f} s later)")
+            continue
+        delay = min(f["end"] for f in good) - healed
+        worst = max(worst, delay)
+        if delay > within:
+            ok = False
+            details.append(f"{what}: healed at {healed:g} s, reachable again only after {delay:.1f} s")
+        else:
+            details.append(f"{what}: healed at {healed:g} s, reachable again after {max(delay, 0):.1f} s")
+    if not heals:
+        return Verdict("recovers", True, "no fault healed in this run: nothing to recover from")
+    return Verdict("recovers", ok,
+                   f"{len(heals)} heal(s); slowest recovery {worst:.1f} s (limit {within:g} s)", details)
+
+
+def check_lab_state(history: Sequence[dict], *, grace: float, max_nacks: int) -> Verdict:
+    """From the `lab_state` samples: once no fault has been in place for `grace` seconds, every intro point
+    the service lists must be held at its relay (an intro point that is not, in two samples running, is
+    advertised but NACKs every client); and no intro point may NACK the client more than `max_nacks` times
+    within NACK_WINDOW seconds (the client leaves it alone that long after a NACK)."""
+    samples = [r for r in history if r.get("type") == "lab_state"]
+    if not samples:
+        return Verdict("lab_state", False, "the history has no lab_state sample")
+    windows = _fault_windows(history)
+    details: list[str] = []
+    lost: dict[str, list[float]] = {}  # intro point -> [first, last] time it was listed but not held
+    failing: set[str] = set()
+    calm = 0
+    for r in samples:
+        t, intro = r["t"], r.get("intro_points")
+        if intro is None or any(s <= t and (e is None or e > t - grace) for s, e, _ in windows):
+            failing = set()
+            continue
+        calm += 1
+        now = {name for name, held in intro.items() if not held}
+        for name in now & failing:  # two samples running: not the moment between a loss and its notice
+            lost.setdefault(name, [t, t])[1] = t
+        failing = now
+    details += [f"{name}: listed by the service as an intro point but held by no relay "
+                f"(from {a:g} to {b:g} s)" for name, (a, b) in lost.items()]
+    counted = [(r["t"], r["nacks"]) for r in samples if r.get("nacks") is not None]
+    storms: dict[str, int] = {}
+    for i, (t0, before) in enumerate(counted):
+        for t1, after in counted[i + 1:]:
+            if t1 - t0 > NACK_WINDOW:
+                break
+            for name, n in after.items():
+                if n - before.get(name, 0) > max_nacks:  # a restarted client counts from 0: never above
+                    storms[name] = max(storms.get(name, 0), int(n - before.get(name, 0)))
+    details += [f"{name}: {n} NACKs to the client within {NACK_WINDOW:g} s (at most {max_nacks})"
+                for name, n in storms.items()]
+    if details:
+        return Verdict("lab_state", False, f"{len(lost)} intro point(s) advertised but not held, "
+                                           f"{len(storms)} NACK storm(s)", details)
+    return Verdict("lab_state", True, f"{len(samples)} samples ({calm} with no fault for {grace:g} s): every "
+                                      f"intro point listed was held; no NACK storm")
+
+
+def judge(history: Sequence[dict], checkers: Checkers) -> list[Verdict]:
+    verdicts = [check_no_wrong_bytes(history), check_faults(history),
+                check_lab_state(history, grace=checkers.lab_state_grace,
+                                max_nacks=checkers.lab_state_max_nacks)]
+    if checkers.availability_min is not None or checkers.availability_after_heal is not None:
+        verdicts.append(check_availability(history, min_ok=checkers.availability_min,
+                                           after_heal=checkers.availability_after_heal,
+                                           grace=checkers.availability_grace))
+    if checkers.recovers_within is not None:
+        verdicts.append(check_recovers(history, within=checkers.recovers_within))
+    return verdicts
+
+
+def fetch_stats(history: Sequence[dict]) -> dict:
+    fetches = _fetches(history)
+    latencies = sorted(f["latency_ms"] for f in fetches if f["ok"])
+    reasons: dict[str, int] = {}
+    for f in fetches:
+        if not f["ok"]:
+            key = f["result"] + (f" {f['socks_reply']:#04x} {REPLY_NAMES.get(f['socks_reply'], '')}".rstrip()
+                                 if f["result"] == "socks_refused" else "")
+            reasons[key] = reasons.get(key, 0) + 1
+
+    def pct(p: float) -> float | None:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
+
+    return {"fetches": len(fetches), "ok": sum(f["ok"] for f in fetches), "failed": reasons,
+            "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "max": latencies[-1] if latencies else None}}

@@ -1,0 +1,252 @@
+"""Running a scenario against a lab: the baseline, the schedule applied and undone on time while the workload
+and the sampler run, every fault undone whatever happens, then the checkers."""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from ..backends.base import FaultBackend
+from ..signals import signal_of, signals_deferred, sigterm_interrupts
+from .checkers import Verdict, fetch_stats, judge
+from .faults import (
+    apply_fault,
+    compare_snapshots,
+    journal_path,
+    lab_snapshot,
+    prepare_fault,
+    refusals,
+    undo_fault,
+    write_journal,
+)
+from .history import History
+from .scenario import WORKLOAD_KEYS, ChaosRefused, Scenario, ScenarioError
+from .schedule import Op, check_workload, lab_problems, make_schedule
+from .workload import LAB_STATE_EVERY, LabSampler, WorkloadThread, fetch_once, lab_state
+
+BASELINE_RETRY: Final = 0.5  # seconds between two tries of the onion before the run
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    seed: int
+    schedule: list[Op]
+    history: list[dict]
+    verdicts: list[Verdict]
+    history_path: Path | None
+    interrupted: bool = False
+    interrupted_by: str | None = None  # SIGINT or SIGTERM, when interrupted
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(v.ok for v in self.verdicts)
+
+    def to_dict(self) -> dict:
+        return {"scenario": self.scenario.name, "source": self.scenario.source, "seed": self.seed,
+                "ok": self.ok, "interrupted": self.interrupted,
+                "history": str(self.history_path) if self.history_path else None,
+                "schedule": [op.to_dict() for op in self.schedule],
+                "verdicts": [v.to_dict() for v in self.verdicts], "stats": fetch_stats(self.history)}
+
+
+class WorkloadCrashed(RuntimeError):
+    """The workload raised something that is not a failed fetch (a bug): the run stops, faults are undone."""
+
+
+def _choose_live(backend: FaultBackend, op: Op, service: str, client: str,
+                 busy: set[str]) -> tuple[list[str], str]:
+    """The nodes a live target names now (sorted, busy ones left out), chosen by the op's own seed."""
+    if op.target == "intro point":
+        candidates = (backend.node_status(service) or {}).get("intro_points") or []
+        what = f"{service}'s intro points"
+    else:
+        owner = service if op.target == "service guard" else client
+        candidates = ((backend.node_status(owner) or {}).get("guards") or {}).get("primary") or []
+        what = f"{owner}'s guards"
+    candidates = sorted(set(candidates) - busy)
+    want = len(candidates) if op.count is None else min(op.count, len(candidates))
+    chosen = sorted(random.Random(op.choice_seed).sample(candidates, want))
+    return chosen, f"{what}: {', '.join(candidates) or 'none'}"
+
+
+def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None = None,
+                 history_path: Path | None = None, say: Callable[[str], None] = lambda line: None,
+                 fetch: Callable[..., dict] = fetch_once) -> RunResult:
+    """Run the scenario against the lab the backend runs; every fault is undone before this returns or
+    raises. ChaosRefused (nothing changed) when the lab or this host cannot run it."""
+    seed = scenario.seed if seed is None else seed
+    status = backend.status()
+    lab = [(n["name"], n["role"]) for n in status["nodes"]]
+    problems = lab_problems(scenario, seed, lab)
+    if problems:
+        raise ScenarioError(problems)
+    client, service = check_workload(scenario, lab)
+    schedule = make_schedule(scenario, seed, lab)
+    refused = refusals(backend, schedule)
+    if refused:
+        raise ChaosRefused("; ".join(refused))
+    if journal_path(backend).exists():
+        raise ChaosRefused(f"faults of an earlier chaos run are still in place ({journal_path(backend)}): "
+                           "undo them with `onionlab chaos --heal`")
+    onion = next(s["onion"] for s in status["onion_services"] if s["name"] == service)
+
+    def socks() -> str | None:
+        return next((c["socks"] for c in backend.status()["clients"] if c["name"] == client), None)
+
+    address = socks()
+    if not onion or not address:
+        raise ChaosRefused(f"{service} has no onion address or {client} no SOCKS port: is the lab ready?")
+    deadline = time.monotonic() + scenario.ready_timeout
+    while True:  # the baseline: the onion must be reachable before any fault
+        started = time.monotonic()
+        first = fetch(address, onion, port=scenario.workload.port, n_bytes=1000,
+                      timeout=scenario.workload.timeout)
+        seconds = time.monotonic() - started
+        if first["ok"]:
+            break
+        if time.monotonic() + BASELINE_RETRY >= deadline:
+            raise ChaosRefused(f"{onion} is not reachable through {client} before any fault "
+                               f"({scenario.ready_timeout:g} s of tries): {first['error']}")
+        time.sleep(BASELINE_RETRY)
+    before = lab_snapshot(backend, [name for name, _ in lab])
+    history = History(history_path)
+    try:
+        current = {"socks": address}
+        w = scenario.workload
+
+        def one_fetch() -> dict:
+            return fetch(current["socks"], onion, port=w.port, n_bytes=w.bytes, timeout=w.timeout)
+
+        def stamp(line: str) -> None:
+            say(f"[{history.now():6.1f}s] {line}")
+
+        history.record("run", scenario=scenario.name, source=scenario.source, seed=seed,
+                       duration=scenario.duration, lab=[{"name": n, "role": r} for n, r in lab],
+                       client=client, service=service, onion=onion,
+                       workload={k: getattr(w, k) for k in WORKLOAD_KEYS},
+                       schedule=[op.to_dict() for op in schedule])
+        history.record("baseline", ok=True, latency_ms=round(1000 * seconds, 1))
+        workload = WorkloadThread(history, one_fetch, w.interval, stamp)
+        relays = [name for name, role in lab if role == "relay"]
+        sampler = LabSampler(history, lambda: lab_state(backend, service, client, relays))
+        active: dict[int, tuple[Op, list[dict]]] = {}
+        in_place: list[dict] = []
+        interrupted = False
+        interrupted_by: str | None = None
+        arrived: list[int] = []
+
+        def apply(op: Op) -> None:
+            busy = {u["node"] for _, undos in active.values() for u in undos}
+            if op.nodes:
+                nodes, why = list(op.nodes), ""
+            else:
+                nodes, why = _choose_live(backend, op, service, client, busy)
+            if not nodes:
+                history.record("fault", event="start", op=op.index, fault=op.fault, target=op.target,
+                               node=None, ok=False, error=f"no target: {why}")
+                stamp(f"op {op.index}: {op.fault} {op.target}: FAILED, no target ({why})")
+                return
+            undos: list[dict] = []
+            active[op.index] = (op, undos)
+            for node in nodes:
+                began = history.now()
+                try:
+                    undo = prepare_fault(backend, op.fault, node, dict(op.params))
+                    undos.append(undo)
+                    in_place.append(undo)
+                    write_journal(backend, in_place)
+                    apply_fault(backend, undo, dict(op.params))
+                except Exception as e:  # noqa: BLE001 - the backend's refusal is part of the history
+                    history.record("fault", event="start", op=op.index, fault=op.fault, target=op.target,
+                                   node=node, began=began, ok=False, error=str(e).splitlines()[0])
+                    stamp(f"op {op.index}: {op.fault} {node}: FAILED: {e}")
+                    continue  # its undo stays: whatever part of it happened is undone with the others
+                history.record("fault", event="start", op=op.index, fault=op.fault, target=op.target,
+                               node=node, began=began, ok=True, chosen_from=why or None, undo=undo)
+                stamp(f"op {op.index}: {op.fault} {node}" + (f" (from {why})" if why else "") +
+                      f" until {op.until:g} s")
+
+        def undo(op: Op, undos: list[dict], why: str, wait: bool) -> None:
+            while undos:  # each leaves the list once undone: an interruption leaves the rest to the cleanup
+                u = undos[-1]
+                began = history.now()
+                try:
+                    how = undo_fault(backend, u, wait=wait, timeout=scenario.ready_timeout)
+                    ok, error = True, None
+                except Exception as e:  # noqa: BLE001 - recorded; the verification after the run sees what is left
+                    how, ok, error = None, False, str(e).splitlines()[0]
+                undos.pop()
+                if ok:  # a failed undo stays in the journal, for `onionlab chaos --heal`
+                    in_place.remove(u)
+                    write_journal(backend, in_place)
+                if u["fault"] in ("kill", "stop") and ok:
+                    current["socks"] = socks()  # a restarted client publishes its SOCKS port anew
+                history.record("fault", event="end", op=op.index, fault=op.fault, node=u["node"], began=began,
+                               ok=ok, why=why, detail=how, error=error)
+                stamp(f"op {op.index}: undo {op.fault} {u['node']} ({why}): "
+                      + (how if ok else f"FAILED: {error}"))
+
+        pending = list(schedule)
+        history.restart_clock()
+        history.record("start", t0_wall=round(time.time(), 3))
+        stamp(f"scenario {scenario.name} (seed {seed}): {len(schedule)} ops over {scenario.duration:g} s; "
+              f"workload: /bytes/{w.bytes} from {service} via {client} every {w.interval:g} s")
+        try:
+            with sigterm_interrupts():
+                workload.start()
+                sampler.start()
+                while True:
+                    for what, thread in (("workload", workload), ("lab state sampler", sampler)):
+                        if thread.error is not None:
+                            raise WorkloadCrashed(f"the {what} raised {thread.error!r}") from thread.error
+                    now = history.now()
+                    next_end = min((op.until for op, _ in active.values()), default=math.inf)
+                    next_start = pending[0].at if pending else math.inf
+                    following = min(next_end, next_start, scenario.duration)
+                    if following > now:
+                        workload.stopping.wait(min(following - now, 0.25))
+                        continue
+                    if next_end <= following:
+                        index = min(active, key=lambda i: active[i][0].until)
+                        undo(*active[index], "scheduled", wait=True)
+                        del active[index]
+                    elif next_start <= following:
+                        apply(pending.pop(0))
+                    else:
+                        break
+        except KeyboardInterrupt as e:
+            interrupted, interrupted_by = True, signal_of(e).name
+            history.record("interrupted", detail="Ctrl-C or SIGTERM", signal=interrupted_by)
+            stamp("interrupted: undoing every fault")
+        finally:
+            with signals_deferred(arrived):
+                workload.stopping.set()
+                sampler.stopping.set()
+                for index in sorted(active, reverse=True):
+                    undo(*active.pop(index), "cleanup", wait=False)
+                workload.join(timeout=w.timeout + 5)
+                sampler.join(timeout=LAB_STATE_EVERY + 5)
+                after = lab_snapshot(backend, [name for name, _ in lab])
+                left = compare_snapshots(before, after)
+                history.record("cleanup", ok=not left, left=left, unapplied=[op.index for op in pending])
+                stamp("cleanup: every fault undone, the lab is as it was" if not left
+                      else "cleanup: LEFT BEHIND: " + "; ".join(left))
+        if arrived:
+            interrupted = True
+            interrupted_by = interrupted_by or signal.Signals(arrived[0]).name
+        verdicts = judge(history.records, scenario.checkers)
+        for v in verdicts:
+            history.record("verdict", **v.to_dict())
+        history.record("end", ok=not interrupted and all(v.ok for v in verdicts), interrupted=interrupted)
+        history.close()
+        return RunResult(scenario, seed, schedule, history.records, verdicts, history_path, interrupted,
+                         interrupted_by)
+    finally:
+        history.close()  # at once, even when something raises

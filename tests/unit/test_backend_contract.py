@@ -1,0 +1,75 @@
+"""Every backend keeps the contract of orchestrator/backends/base.py: the Protocols' methods with the same
+parameters (names, kinds, whether they have a default) and the same annotations, and what it declares about
+faults. No Docker and no processes: the classes are compared, and instances only asked what they support."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from orchestrator.backends import base
+from orchestrator.backends.base import (
+    FAULT_KINDS,
+    NETWORK_FAULTS,
+    PROCESS_FAULTS,
+    Backend,
+    FaultBackend,
+    NetworkFaultBackend,
+)
+from orchestrator.backends.docker import DockerBackend
+from orchestrator.backends.local import LocalBackend
+
+CONTRACTS = [(LocalBackend, (Backend, FaultBackend)),
+             (DockerBackend, (Backend, FaultBackend, NetworkFaultBackend))]
+
+
+def _methods(protocol: type) -> list[str]:
+    """The public methods a Protocol declares, its parents' included."""
+    return sorted({name for klass in protocol.__mro__ if klass in (Backend, FaultBackend, NetworkFaultBackend)
+                   for name, value in vars(klass).items() if callable(value) and not name.startswith("_")})
+
+
+def _shape(function, *, bound: bool) -> tuple:
+    """(parameters as (name, kind, has a default, annotation), return annotation), without `self`."""
+    signature = inspect.signature(function)
+    parameters = list(signature.parameters.values())[0 if bound else 1:]
+    return ([(p.name, p.kind, p.default is not inspect.Parameter.empty, str(p.annotation))
+             for p in parameters], str(signature.return_annotation))
+
+
+@pytest.mark.parametrize(("cls", "protocols"), CONTRACTS, ids=lambda x: getattr(x, "__name__", ""))
+def test_each_backend_has_every_method_of_its_protocols_with_the_same_signature(cls, protocols) -> None:
+    for protocol in protocols:
+        for name in _methods(protocol):
+            assert hasattr(cls, name), f"{cls.__name__} lacks {protocol.__name__}.{name}"
+            static = isinstance(inspect.getattr_static(cls, name), staticmethod)
+            assert _shape(getattr(cls, name), bound=static) == _shape(getattr(protocol, name), bound=False), (
+                f"{cls.__name__}.{name} differs from {protocol.__name__}.{name}")
+
+
+def test_instances_are_the_protocols_at_runtime(tmp_path) -> None:
+    local, docker = LocalBackend(tmp_path / "l"), DockerBackend(tmp_path / "d")  # neither touches anything
+    assert isinstance(local, FaultBackend) and not isinstance(local, NetworkFaultBackend)
+    assert isinstance(docker, NetworkFaultBackend)
+    assert local.name == "local" and docker.name == "docker"
+
+
+def test_what_each_backend_supports(tmp_path) -> None:
+    local, docker = LocalBackend(tmp_path / "l"), DockerBackend(tmp_path / "d")
+    assert local.supported_faults() == PROCESS_FAULTS == {"kill", "stop", "pause"}
+    assert docker.supported_faults() == FAULT_KINDS
+    for fault in PROCESS_FAULTS:
+        assert local.fault_problem(fault) is None and base.refusal(local, fault) is None
+    for fault in NETWORK_FAULTS:
+        why = base.refusal(local, fault)
+        assert why.startswith(f"fault {fault} is not supported by the local backend (it supports: kill, "
+                              "pause, stop): its nodes are processes sharing this host's loopback")
+    assert docker.fault_problem("kill") is None  # no engine needed to say so
+
+
+def test_every_network_fault_kind_needs_the_network_protocol() -> None:
+    """A backend that declares a network fault must implement NetworkFaultBackend (and the other way)."""
+    for cls, protocols in CONTRACTS:
+        declares = {"local": PROCESS_FAULTS, "docker": FAULT_KINDS}[cls.name]
+        assert bool(declares & NETWORK_FAULTS) == (NetworkFaultBackend in protocols)
