@@ -48,3 +48,31 @@ def wait_for_free_subnets(client: docker.DockerClient, subnets: list[ipaddress.I
                         "`docker stack rm`) and run the test again.", pytrace=False)
         time.sleep(delay)
         delay = min(2 * delay, 5.0)
+
+
+def drop_stale_endpoints(client: docker.DockerClient, prefix: str, tries: int = 10) -> None:
+    """Remove the networks whose names start with `prefix` (a compose project's) that outlived their
+    containers: call it once the project's containers are gone, so every endpoint left is stale. Docker 20.10
+    sometimes keeps an endpoint of a removed container, and the network then refuses removal with "has active
+    endpoints" (moby/moby#37018): the endpoints are disconnected by force and the removal tried again with
+    backoff."""
+    delay = 0.2
+    for _ in range(tries):
+        networks = [n for n in client.networks.list() if n.name.startswith(prefix)]
+        if not networks:
+            return
+        for network in networks:
+            network.reload()
+            for endpoint in list(network.attrs.get("Containers") or {}):
+                try:
+                    client.api.disconnect_container_from_network(endpoint, network.id, force=True)
+                except docker.errors.APIError:
+                    pass  # gone meanwhile
+            try:
+                network.remove()
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError:
+                continue
+        time.sleep(delay)
+        delay = min(2 * delay, 2.0)

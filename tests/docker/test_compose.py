@@ -29,7 +29,7 @@ import yaml
 from orchestrator import readiness
 from orchestrator.compose import socks_variable
 from orchestrator.topology import Topology, load_topology
-from tests.docker.helpers import free_port, wait_for_free_subnets
+from tests.docker.helpers import drop_stale_endpoints, free_port, wait_for_free_subnets
 
 pytestmark = pytest.mark.docker
 
@@ -145,6 +145,9 @@ def _compose_lab(command, docker_client, labels, tmp_path) -> Iterator[ComposeLa
         yield lab
     finally:
         down = lab.run("down", "--volumes", "--remove-orphans", "--timeout", "5")
+        if down.returncode != 0 and "active endpoints" in down.stderr:  # Docker 20.10's stale endpoint
+            drop_stale_endpoints(docker_client, f"{lab.project}_")
+            down = lab.run("down", "--volumes", "--remove-orphans", "--timeout", "5")
         assert down.returncode == 0, f"`down -v` failed:\n{down.stdout}{down.stderr}"
 
 
