@@ -59,12 +59,16 @@ def sign_digest(key: RSAPrivateKey, digest: bytes) -> bytes:
     k = _modulus_bytes(n)
     if len(digest) > k - 11:
         raise LocalProtocolError(f"a {len(digest)}-byte digest does not fit a {k * 8}-bit key")
-    block = b"\x00\x01" + b"\xff" * (k - 3 - len(digest)) + b"\x00" + digest
-    return pow(int.from_bytes(block, "big"), numbers.d, n).to_bytes(k, "big")
+    return pow(int.from_bytes(_type1_block(digest, k), "big"), numbers.d, n).to_bytes(k, "big")
 
 
-def verify_digest(key: RSAPublicKey, signature: bytes, digest: bytes, what: str = "RSA signature") -> None:
-    """Raise SignatureError unless `signature` is a PKCS#1 v1.5 type-1 signature of exactly `digest`."""
+def _type1_block(data: bytes, k: int) -> bytes:
+    """PKCS#1 v1.5 block type 1 of a k-byte modulus: 00 01 FF..FF 00 DATA."""
+    return b"\x00\x01" + b"\xff" * (k - 3 - len(data)) + b"\x00" + data
+
+
+def _public_operation(key: RSAPublicKey, signature: bytes, what: str) -> bytes:
+    """s^e mod n as a k-byte block; SignatureError for a signature of the wrong length or out of range."""
     numbers = key.public_numbers()
     k = _modulus_bytes(numbers.n)
     if len(signature) != k:
@@ -72,9 +76,13 @@ def verify_digest(key: RSAPublicKey, signature: bytes, digest: bytes, what: str 
     s = int.from_bytes(signature, "big")
     if s >= numbers.n:
         raise SignatureError(f"{what}: signature out of range")
-    block = pow(s, numbers.e, numbers.n).to_bytes(k, "big")
-    expected = b"\x00\x01" + b"\xff" * (k - 3 - len(digest)) + b"\x00" + digest
-    if block != expected:
+    return pow(s, numbers.e, numbers.n).to_bytes(k, "big")
+
+
+def verify_digest(key: RSAPublicKey, signature: bytes, digest: bytes, what: str = "RSA signature") -> None:
+    """Raise SignatureError unless `signature` is a PKCS#1 v1.5 type-1 signature of exactly `digest`."""
+    block = _public_operation(key, signature, what)
+    if block != _type1_block(digest, len(block)):
         raise SignatureError(f"{what}: does not verify")
 
 
@@ -95,14 +103,7 @@ def recover_signed_data(key: RSAPublicKey, signature: bytes, what: str = "RSA si
     For signatures whose checker must accept data beyond what it compares (dir-spec's onion-key-crosscert:
     "Parties verifying this signature MUST allow additional data beyond the 52 bytes").
     """
-    numbers = key.public_numbers()
-    k = _modulus_bytes(numbers.n)
-    if len(signature) != k:
-        raise SignatureError(f"{what}: {len(signature)} bytes, expected {k}")
-    s = int.from_bytes(signature, "big")
-    if s >= numbers.n:
-        raise SignatureError(f"{what}: signature out of range")
-    block = pow(s, numbers.e, numbers.n).to_bytes(k, "big")
+    block = _public_operation(key, signature, what)
     # 00 01, at least eight FF bytes (RFC 8017 9.2 / OpenSSL's RSA_padding_check_PKCS1_type_1), 00, data
     if block[:2] != b"\x00\x01":
         raise SignatureError(f"{what}: not a PKCS#1 v1.5 type 1 block")
