@@ -462,15 +462,13 @@ class Authority:
         compute = vote + self.timing.vote_delay
         return vote, compute, min(compute + self.timing.dist_delay, start + self.interval)
 
-    def _vote_routers(self, descriptors: list[ServerDescriptor], flags: Mapping[bytes, frozenset[str]]) \
-            -> list[VoteRouter]:
-        routers = []
-        for d in descriptors:
-            md = microdescriptor_for(d)
-            routers.append(VoteRouter(d.nickname, d.node_id, d.ed25519_identity, d.address, d.or_port,
-                                      d.dir_port, d.published, max(1, d.bandwidth_observed // 1000),
-                                      _version(d.platform), d.proto, md.digest, flags[d.node_id]))
-        return routers
+    @staticmethod
+    def _vote_routers(descriptors: list[ServerDescriptor], microdescs: Mapping[bytes, Microdescriptor],
+                      flags: Mapping[bytes, frozenset[str]]) -> list[VoteRouter]:
+        """Each relay as our vote lists it; `microdescs` by node ID."""
+        return [VoteRouter(d.nickname, d.node_id, d.ed25519_identity, d.address, d.or_port, d.dir_port,
+                           d.published, max(1, d.bandwidth_observed // 1000), _version(d.platform), d.proto,
+                           microdescs[d.node_id].digest, flags[d.node_id]) for d in descriptors]
 
     async def run_round(self, start: int) -> None:
         vote_at, compute_at, end = self._schedule(start)
@@ -480,10 +478,11 @@ class Authority:
         now = int(time.time())
         oldest = now - self.descriptor_max_age
         self.descriptors = {k: d for k, d in self.descriptors.items() if d.published >= oldest}
-        self.microdescs = {m.digest: m for m in map(microdescriptor_for, self.descriptors.values())}
+        descriptors = list(self.descriptors.values())
+        by_node = {d.node_id: microdescriptor_for(d) for d in descriptors}  # derived once, for store and vote
+        self.microdescs = {m.digest: m for m in by_node.values()}
         self.metrics.set("relays_known", len(self.descriptors))
 
-        descriptors = list(self.descriptors.values())
         for node_id in await self._test_reachability(descriptors, vote_at):
             self.last_reached[node_id] = start
         self.last_reached = {i: t for i, t in self.last_reached.items() if i in self.descriptors}
@@ -491,7 +490,8 @@ class Authority:
         flags = assign_flags(descriptors, reachable)
         vote = make_vote(self.cert, self.keys.signing, published=int(time.time()), valid_after=start,
                          fresh_until=start + v, valid_until=start + 3 * v, vote_delay=self.timing.vote_delay,
-                         dist_delay=self.timing.dist_delay, routers=self._vote_routers(descriptors, flags),
+                         dist_delay=self.timing.dist_delay,
+                         routers=self._vote_routers(descriptors, by_node, flags),
                          # for a tor without TestingTorNetwork; ours and testing tors use 24 V (netview.py)
                          hs_period_minutes=max(5, 24 * v // 60))
         self.my_vote = vote
