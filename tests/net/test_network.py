@@ -68,16 +68,24 @@ async def _http_get(socks_port: int, onion: str, path: str) -> bytes:
     return body
 
 
+def _service_and_client(tmp_path, refs, *, intro_points: int, services: tuple[ServicePort, ...],
+                        client: str = "client") -> tuple[NodeConfig, NodeConfig]:
+    """The onion service `hs` (one guard) and a client (one guard, SOCKS on 127.0.0.1) of a test network."""
+    timing = Timing(voting_interval=INTERVAL)
+    hs_config = NodeConfig(name="hs", role="onion_service", address=HS_ADDRESS, data_dir=str(tmp_path / "hs"),
+                           control_port=0, authorities=refs, timing=timing, guards=1,
+                           intro_points=intro_points, services=services)
+    client_config = NodeConfig(name=client, role="client", address=CLIENT_ADDRESS,
+                               data_dir=str(tmp_path / client), control_port=0, authorities=refs,
+                               timing=timing, guards=1, socks_address="127.0.0.1")
+    return hs_config, client_config
+
+
 async def test_whole_network_rendezvous(tmp_path, capsys):
     auth_configs = _authority_configs(tmp_path, 3)
     refs = auth_configs[0].authorities
-    timing = Timing(voting_interval=INTERVAL)
-    hs_config = NodeConfig(name="hs", role="onion_service", address=HS_ADDRESS, data_dir=str(tmp_path / "hs"),
-                           control_port=0, authorities=refs, timing=timing, guards=1, intro_points=3,
-                           services=(ServicePort(80, "http"), ServicePort(7, "echo")))
-    client_config = NodeConfig(name="client", role="client", address=CLIENT_ADDRESS,
-                               data_dir=str(tmp_path / "client"), control_port=0, authorities=refs,
-                               timing=timing, guards=1, socks_address="127.0.0.1")
+    hs_config, client_config = _service_and_client(tmp_path, refs, intro_points=3,
+                                                   services=(ServicePort(80, "http"), ServicePort(7, "echo")))
     async with trio.open_nursery() as nursery:
         for c in auth_configs:
             await nursery.start(authority.serve, c)
@@ -207,13 +215,8 @@ async def test_a_lost_intro_point_is_replaced_and_the_descriptor_republished(tmp
     another intro point elsewhere, publishes a new revision, and a client that arrives afterwards gets in."""
     auth_configs = _authority_configs(tmp_path, 3)
     refs = auth_configs[0].authorities
-    timing = Timing(voting_interval=INTERVAL)
-    hs_config = NodeConfig(name="hs", role="onion_service", address=HS_ADDRESS, data_dir=str(tmp_path / "hs"),
-                           control_port=0, authorities=refs, timing=timing, guards=1, intro_points=2,
-                           services=(ServicePort(80, "http"),))
-    client_config = NodeConfig(name="late", role="client", address=CLIENT_ADDRESS,
-                               data_dir=str(tmp_path / "late"), control_port=0, authorities=refs,
-                               timing=timing, guards=1, socks_address="127.0.0.1")
+    hs_config, client_config = _service_and_client(tmp_path, refs, intro_points=2,
+                                                   services=(ServicePort(80, "http"),), client="late")
     async with trio.open_nursery() as nursery:
         for c in auth_configs:
             await nursery.start(authority.serve, c)
@@ -301,13 +304,8 @@ async def test_an_intro_point_is_replaced_at_once_while_a_rendezvous_it_introduc
     replaces it at once, and the rendezvous it introduced stays up."""
     auth_configs = _authority_configs(tmp_path, 3)
     refs = auth_configs[0].authorities
-    timing = Timing(voting_interval=INTERVAL)
-    hs_config = NodeConfig(name="hs", role="onion_service", address=HS_ADDRESS, data_dir=str(tmp_path / "hs"),
-                           control_port=0, authorities=refs, timing=timing, guards=1, intro_points=2,
-                           services=(ServicePort(7, "echo"),))
-    client_config = NodeConfig(name="client", role="client", address=CLIENT_ADDRESS,
-                               data_dir=str(tmp_path / "client"), control_port=0, authorities=refs,
-                               timing=timing, guards=1, socks_address="127.0.0.1")
+    hs_config, client_config = _service_and_client(tmp_path, refs, intro_points=2,
+                                                   services=(ServicePort(7, "echo"),))
     async with trio.open_nursery() as nursery:
         for c in auth_configs:
             await nursery.start(authority.serve, c)

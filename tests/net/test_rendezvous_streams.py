@@ -10,12 +10,12 @@ import dataclasses
 
 import trio
 
-from nodes.config import NodeConfig, ServicePort, Timing
+from nodes.config import ServicePort
 from nodes.core.relay import Begin
 from nodes.core.socks5 import ReplyCode
 from nodes.roles import authority, client, onion_service, relay
-from tests.net.test_network import CLIENT_ADDRESS, HS_ADDRESS, _until_ready
-from tests.net.test_relay_role import INTERVAL, _authority_configs, _relay_config, _until
+from tests.net.test_network import CLIENT_ADDRESS, HS_ADDRESS, _service_and_client, _until_ready
+from tests.net.test_relay_role import _authority_configs, _relay_config, _until
 from tests.net.test_socks import _receive_exactly, socks_open
 
 CREDENTIALS = (b"alice", b"x")  # one isolation key: every connection shares one rendezvous circuit
@@ -26,13 +26,8 @@ async def _network(nursery, tmp_path, **service_options):
     SOCKS port), once all are ready."""
     auth_configs = _authority_configs(tmp_path, 3)
     refs = auth_configs[0].authorities
-    timing = Timing(voting_interval=INTERVAL)
-    hs_config = NodeConfig(name="hs", role="onion_service", address=HS_ADDRESS, data_dir=str(tmp_path / "hs"),
-                           control_port=0, authorities=refs, timing=timing, guards=1, intro_points=2,
-                           services=(ServicePort(7, "echo"),))
-    client_config = NodeConfig(name="client", role="client", address=CLIENT_ADDRESS,
-                               data_dir=str(tmp_path / "client"), control_port=0, authorities=refs,
-                               timing=timing, guards=1, socks_address="127.0.0.1")
+    hs_config, client_config = _service_and_client(tmp_path, refs, intro_points=2,
+                                                   services=(ServicePort(7, "echo"),))
     for c in auth_configs:
         await nursery.start(authority.serve, c)
     relays = [await nursery.start(relay.serve, _relay_config(tmp_path, i, refs)) for i in range(5)]
