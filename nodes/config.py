@@ -70,6 +70,8 @@ class NodeConfig:
     # networks advertises one address; nodes that share another network with it dial that one instead).
     address_map: dict[str, str] = field(default_factory=dict)
     impl: str = "onionlab"  # "tor": a stock tor plays the role (`python -m nodes tor --config F`)
+    # Link shaping from the start (the topology's `links:`): nodes/net/shaper.py rules, as JSON objects
+    shaping: tuple[dict, ...] = ()
 
     @property
     def bind_address(self) -> str:
@@ -119,6 +121,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                 for k, v in mapping.items()):
         raise ConfigError(f"{source}: address_map: expected an object of address strings")
+    data["shaping"] = _shaping(data.get("shaping", []), source)
     config = _build(NodeConfig, data, source)
     if config.role not in ROLES:
         raise ConfigError(f"{source}: role: expected one of {ROLES}, got {config.role!r}")
@@ -128,6 +131,19 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
         raise ConfigError(f"{source}: impl: {config.impl} cannot run role {config.role} (only "
                           f"{', '.join(IMPL_ROLES[config.impl])}; see the \"mixed labs\" issue)")
     return config
+
+
+def _shaping(rules: object, source: str) -> tuple[dict, ...]:
+    from nodes.net.shaper import RuleError, parse_rule
+
+    if not isinstance(rules, list):
+        raise ConfigError(f"{source}: shaping: expected a list of rules")
+    for i, rule in enumerate(rules):
+        try:
+            parse_rule(rule, static=True)
+        except RuleError as e:
+            raise ConfigError(f"{source}: shaping[{i}]: {e}") from None
+    return tuple(rules)
 
 
 def load_config(path: str | Path) -> NodeConfig:

@@ -44,7 +44,15 @@ def plan_data(lab: str, configs: list[NodeConfig]) -> dict:
     """The plan as plain data: the configs with every AuthorityRef's v3ident and fingerprint blank ("")."""
     blank = [replace(c, authorities=tuple(replace(a, v3ident="", fingerprint="") for a in c.authorities))
              for c in configs]
-    return {"format": PLAN_FORMAT, "lab": lab, "nodes": [asdict(c) for c in blank]}
+    return {"format": PLAN_FORMAT, "lab": lab, "nodes": [_plain(c) for c in blank]}
+
+
+def _plain(config: NodeConfig) -> dict:
+    """A config as plain data; without `shaping` when it has none (most labs: the plan stays as it was)."""
+    data = asdict(config)
+    if not data["shaping"]:
+        del data["shaping"]
+    return data
 
 
 def parse_plan(text: str) -> tuple[str, list[NodeConfig]]:

@@ -13,6 +13,9 @@ Batching: Python pays per task switch, not per byte, so cells move in batches. T
 every cell of its read at once (`CellInbox.put`), circuit tasks take everything queued (`receive_batch`),
 and the writer sends everything queued in one TLS write. A task switch per cell per hop was most of the
 cost of a byte through the onion.
+
+Shaping (nodes/net/shaper.py): while the node has shaping rules, the writer holds each batch in a ShapedQueue
+until it is due; without rules it pays one attribute test per batch.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
@@ -30,10 +32,11 @@ from nodes.core.cells import Cell, Command, Destroy, DestroyReason
 from nodes.core.errors import RemoteProtocolError, UnexpectedMessage
 from nodes.core.link_certs import LinkIdentity
 
-from . import tls
+from . import clock, tls
 from .events import EventLog
 from .link import Link, LinkClosed
 from .metrics import Metrics
+from .shaper import ShapedQueue, Shaper
 
 CONNECT_TIMEOUT = 10.0
 CIRCUIT_INBOX = 256  # cells buffered per circuit before the link reader waits for it
@@ -184,6 +187,7 @@ class Channel:
         self._outbox: list[Cell] = []  # queued, not yet handed to the writer
         self._queued = 0  # cells queued or being written
         self._writer = trio.lowlevel.ParkingLot()  # the write loop, while the outbox is empty
+        self._held: ShapedQueue | None = None  # cells the shaper holds back (None: not shaped)
         self._room = trio.lowlevel.ParkingLot()
         self._circuit_nursery: trio.Nursery | None = None
         self._io_scope = trio.CancelScope()
@@ -296,12 +300,17 @@ class Channel:
         io_scope.cancel()
 
     async def _write_loop(self, io_scope: trio.CancelScope) -> None:
+        shaper = self._manager.shaper
         try:
             while True:
-                while not self._outbox:
+                while not self._outbox and self._held is None:
                     await self._writer.park()
-                # Everything queued meanwhile goes in one TLS write.
-                batch, self._outbox = self._outbox, []
+                if shaper.active or self._held is not None:
+                    batch = await self._shaped_batch(shaper)
+                    if not batch:
+                        continue
+                else:  # Everything queued meanwhile goes in one TLS write.
+                    batch, self._outbox = self._outbox, []
                 with trio.move_on_after(WRITE_TIMEOUT) as write:
                     await self.link.send_cells(batch)
                 if write.cancelled_caught:
@@ -317,6 +326,33 @@ class Channel:
             self._manager.metrics.inc("link_errors_total", kind="write")
             self.close_reason = f"link closed while sending: {e}"
             io_scope.cancel()
+
+    async def _shaped_batch(self, shaper: Shaper) -> list[Cell]:
+        """The cells due now (shaper.py); [] after waiting until one may be due or something changed."""
+        now = trio.current_time()
+        queue = self._held
+        if queue is None:
+            queue = self._held = shaper.queue(self.address)
+        effect = shaper.effect(self.address)
+        if queue.generation != shaper.generation:  # the rules changed: a blackhole that went releases
+            if effect is None or not effect.blackhole:
+                queue.release_held(now)
+            queue.generation = shaper.generation
+        if self._outbox:
+            batch, self._outbox = self._outbox, []
+            lost = queue.delayed_by_loss
+            queue.push(batch, effect, now)
+            if queue.delayed_by_loss != lost:
+                self._manager.metrics.inc("shaper_retransmits_total")
+        due = queue.pop_due(now)
+        if due or queue:
+            if due:
+                return due
+            with trio.move_on_at(queue.next_due()):
+                await self._writer.park()
+            return []
+        self._held = None  # nothing held: back to the fast path while no rule matches
+        return []
 
     async def _dispatch(self, cells: list[Cell]) -> None:
         """Hand one read's cells to their circuits: each circuit's cells in one batch, in arrival order."""
@@ -394,7 +430,7 @@ class ChannelManager:
 
     def __init__(self, link_identity: LinkIdentity | None, metrics: Metrics, events: EventLog, *,
                  address: str, connect_timeout: float = CONNECT_TIMEOUT,
-                 address_map: Mapping[str, str] | None = None) -> None:
+                 address_map: Mapping[str, str] | None = None, shaper: Shaper | None = None) -> None:
         self.link_identity = link_identity  # what our OR port proves (relays, authorities); None: no OR port
         self.metrics = metrics
         self.events = events
@@ -403,11 +439,17 @@ class ChannelManager:
         self.or_port = 0
         self.connect_timeout = connect_timeout
         self.on_create: CreateHandler | None = None
+        self.shaper = shaper if shaper is not None else Shaper()
+        self.shaper.on_change(self._wake_writers)
         self._outbound: dict[tuple[str, int], Channel] = {}
         self._attempts: dict[tuple[str, int], _Attempt] = {}
         self._channels: set[Channel] = set()
         self._nursery: trio.Nursery | None = None
         self._client_ctx = tls.client_context()
+        # On loopback (the local backend: a node per 127.x address) links leave from the node's own address,
+        # so that its peers see who it is (link events, shaping rules by peer address); elsewhere the
+        # kernel chooses, as it must for a node on several networks.
+        self._source_address = address if _is_loopback(address) else None
         self._server_ctx: ssl.SSLContext | None = None  # made when serve() starts listening
         self._server_cert = b""  # its certificate (DER), which our CERTS cell certifies
         metrics.describe("links_open", "gauge", "Open links (TLS connections to other nodes)")
@@ -417,6 +459,8 @@ class ChannelManager:
                          "Opening a link: TCP, TLS, VERSIONS/CERTS/AUTH_CHALLENGE/NETINFO")
         metrics.describe("link_errors_total", "counter", "Links that failed or were closed for an error")
         metrics.describe("errors_total", "counter", "Protocol errors by the peer, by kind")
+        metrics.describe("shaper_retransmits_total", "counter",
+                         "Cell batches the link-layer shaper delayed by a retransmission timeout (loss)")
 
     @property
     def channels(self) -> list[Channel]:
@@ -506,9 +550,10 @@ class ChannelManager:
         started = trio.current_time()
         try:
             with trio.fail_after(self.connect_timeout):
-                stream = await tls.open_tls_stream(address, port, self._client_ctx)
+                stream = await tls.open_tls_stream(address, port, self._client_ctx,
+                                                   local_address=self._source_address)
                 link = Link(stream, initiator=True)
-                await link.handshake(now=int(time.time()), peer_address=_ip_or_empty(address),
+                await link.handshake(now=int(clock.wall()), peer_address=_ip_or_empty(address),
                                      my_addresses=self._my_addresses(),
                                      peer_tls_cert_der=stream.peer_cert_der())
             # TCP connect, TLS and the link handshake: what a new link costs before its first circuit
@@ -536,7 +581,7 @@ class ChannelManager:
         try:
             with trio.fail_after(self.connect_timeout):
                 await stream.do_handshake()
-                await link.handshake(now=int(time.time()), peer_address=address,
+                await link.handshake(now=int(clock.wall()), peer_address=address,
                                      my_addresses=self._my_addresses(), identity=self.link_identity,
                                      tls_cert_der=self._server_cert)
         except (trio.TooSlowError, trio.BrokenResourceError, LinkClosed, RemoteProtocolError) as e:
@@ -565,10 +610,22 @@ class ChannelManager:
         self.events.emit("link_down", peer=channel.address, port=channel.port, reason=reason,
                          circuits=circuits)
 
+    def _wake_writers(self) -> None:
+        """The shaping rules changed: every writer looks again (a blackhole may have gone)."""
+        for channel in self._channels:
+            channel._writer.unpark_all()
+
     def _count_error(self, kind: str, *, link: bool = False) -> None:
         self.metrics.inc("errors_total", kind=kind)
         if link:
             self.metrics.inc("link_errors_total", kind=kind)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _ip_or_empty(address: str) -> str:

@@ -25,7 +25,6 @@ got nothing newer. The document it holds meanwhile stays valid until valid-until
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import trio
@@ -38,6 +37,7 @@ from nodes.core.microdesc import Microdescriptor, parse_microdescriptors
 from nodes.core.netdoc import b64encode_unpadded
 from nodes.core.netview import NetworkView, join, wanted
 
+from . import clock
 from .events import EventLog
 from .httpio import request_tcp
 from .metrics import Metrics
@@ -170,7 +170,7 @@ class DirectoryClient:
         retry = RETRY_MIN
         while True:
             try:
-                signed, raw = await self.fetch_consensus(int(time.time()))
+                signed, raw = await self.fetch_consensus(int(clock.wall()))
             except NoConsensusError:
                 await trio.sleep(retry)
                 # Until the first consensus, ask often: a fresh lab's first one is seconds away, and every
@@ -180,12 +180,12 @@ class DirectoryClient:
             retry = RETRY_MIN
             if self.signed is None or signed.consensus.valid_after > self.signed.consensus.valid_after:
                 self._install(signed, raw)
-            await trio.sleep(self._next_fetch_delay(time.time()))
+            await trio.sleep(self._next_fetch_delay(clock.wall()))
 
     def _install(self, signed: SignedConsensus, raw: bytes) -> None:
         consensus = signed.consensus
         if not consensus.routers and self.current is not None and self.current.relays \
-                and time.time() < self.current.valid_until:
+                and clock.wall() < self.current.valid_until:
             self.metrics.inc("errors_total", kind="empty_consensus")
             self.events.emit("consensus_refused", valid_after=consensus.valid_after,
                              reason="lists no relay; keeping the last one that does")

@@ -2,6 +2,9 @@
 
 The orchestrator rebuilds timelines and checks the six steps of the rendezvous flow from these lines, so an
 event name, once used, is an interface: change it only together with the orchestrator's checks.
+
+`ts` is always true time, even on a node whose clock is skewed on purpose (nodes/net/clock.py), so that
+timelines of several nodes merge; such a node's events also carry `skew` (its clock offset in seconds).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import json
 import sys
 import time
 from typing import TextIO
+
+from .clock import skew
 
 
 class EventLog:
@@ -20,6 +25,9 @@ class EventLog:
 
     def emit(self, event: str, **fields: object) -> dict:
         record = {"ts": round(time.time(), 6), "node": self.node, "role": self.role, "event": event, **fields}
+        offset = skew()
+        if offset:
+            record["skew"] = offset
         self._out.write(json.dumps(record, default=_jsonable, separators=(",", ":")) + "\n")
         self._out.flush()
         return record

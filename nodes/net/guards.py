@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nodes.core.netview import Flag, Relay
 
+from .clock import wall
 from .events import EventLog
 from .metrics import Metrics
 
@@ -49,7 +49,7 @@ class NoGuardAvailable(Exception):
 
 class GuardManager:
     def __init__(self, path: Path, n_guards: int = 3, rng: Rng = os.urandom, *, metrics: Metrics,
-                 events: EventLog, clock: Callable[[], float] = time.time,
+                 events: EventLog, clock: Callable[[], float] = wall,
                  retry_after: float = RETRY_AFTER) -> None:
         if n_guards < 1:
             raise ValueError(f"n_guards must be at least 1, not {n_guards}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +35,7 @@ from nodes.core.onion_address import decode_onion_address
 from nodes.core.relay import REND_COOKIE_LEN, EstablishRendezvous, IntroduceAckStatus
 from nodes.core.relay_crypto import HopCrypto
 
+from . import clock
 from .circuits import CircuitManager, OriginCircuitHandle, hop_spec
 from .events import EventLog
 from .guards import GuardManager
@@ -79,7 +79,7 @@ _random = secrets.SystemRandom()
 class _Cached:
     descriptor: HsDescriptor
     period: int
-    expires: float  # time.time()
+    expires: float  # clock.wall()
 
 
 class OnionClient:
@@ -189,7 +189,7 @@ class OnionClient:
         blinded = hs_common.blinded_public_key(identity, period.num, period.length)
         subcredential = hs_common.subcredential(identity, blinded)
         cached = self.descriptors.get(identity)
-        if cached is not None and cached.period == period.num and time.time() < cached.expires:
+        if cached is not None and cached.period == period.num and clock.wall() < cached.expires:
             return cached.descriptor, subcredential
         hsdirs = responsible_hsdirs(consensus, blinded, period, spread=hs_common.HSDIR_SPREAD_FETCH)
         _random.shuffle(hsdirs)
@@ -216,7 +216,7 @@ class OnionClient:
                 self.metrics.inc("descriptor_fetches_total", result=f"http_{status}")
                 self.events.emit("descriptor_fetch_failed", hsdir=hsdir.nickname, status=status)
                 continue
-            now = int(time.time())
+            now = int(clock.wall())
             try:
                 checked = parse_descriptor(body).check(now, blinded)
                 descriptor = checked.decrypt(subcredential)

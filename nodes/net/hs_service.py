@@ -46,6 +46,7 @@ from nodes.core.netview import NetworkView, Relay
 from nodes.core.onion_address import encode_onion_address
 from nodes.core.relay_crypto import HopCrypto
 
+from . import clock
 from .circuits import CircuitManager, OriginCircuitHandle, hop_spec
 from .events import EventLog
 from .guards import GuardManager
@@ -388,7 +389,7 @@ class OnionService:
                         continue
                 refresh_at = -math.inf
             if time.monotonic() >= refresh_at:  # a new revision for every HSDir
-                self._revision = max(self._revision + 1, int(time.time()))
+                self._revision = max(self._revision + 1, int(clock.wall()))
                 self.published = {}
                 refresh_at = time.monotonic() + REFRESH_AFTER
             periods = self._periods(consensus)
@@ -446,7 +447,7 @@ class OnionService:
         return build_descriptor(identity=self.identity, blinded=blinded, signing=signing,
                                 subcredential=subcredential, revision_counter=self._revision,
                                 intro_points=[ip.descriptor_entry() for ip in self.intro_points.values()],
-                                now=int(time.time()), lifetime_minutes=DESCRIPTOR_LIFETIME_MINUTES,
+                                now=int(clock.wall()), lifetime_minutes=DESCRIPTOR_LIFETIME_MINUTES,
                                 rng=self.rng)
 
     async def _publish(self, consensus: NetworkView, periods: list[TimePeriod],

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ from nodes.core.errors import DecodeError, RemoteProtocolError
 from nodes.core.hs_descriptor import MAX_DESCRIPTOR_SIZE, CheckedOuterDescriptor, parse_descriptor
 
 from . import dircache
+from .clock import wall
 from .dircache import Documents
 from .events import EventLog
 from .httpio import HttpError, serve_http
@@ -86,7 +86,7 @@ class HsDirStore:
     """The descriptors this relay holds, by blinded key. `clock` gives Unix time (tests pass their own)."""
 
     def __init__(self, metrics: Metrics, events: EventLog, *, max_descriptors: int = MAX_DESCRIPTORS,
-                 clock: Callable[[], float] = time.time, documents: Documents | None = None) -> None:
+                 clock: Callable[[], float] = wall, documents: Documents | None = None) -> None:
         self.metrics = metrics
         self.documents = documents  # the relay's directory cache: what a BEGIN_DIR asks besides /tor/hs/
         self.events = events

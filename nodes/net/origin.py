@@ -3,15 +3,16 @@ a consensus that follows the authorities. The roles compose it with their own pa
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import trio
 
 from nodes.config import NodeConfig
 
+from . import clock
 from .channels import ChannelManager
 from .circuits import CircuitManager
+from .control import node_control
 from .events import EventLog
 from .guards import GuardManager
 from .hs_paths import FollowingDirectoryClient, usable
@@ -26,8 +27,9 @@ class OriginStack:
         self.events = EventLog(config.name, role)
         self.metrics = Metrics()
         # No link identity: circuit-building nodes are not relays; on links they are clients (tor-spec 4)
+        self.control = node_control(config.name, config.data_dir, config.shaping, self.metrics, self.events)
         self.channels = ChannelManager(None, self.metrics, self.events, address=config.address,
-                                       address_map=config.address_map)
+                                       address_map=config.address_map, shaper=self.control.shaper)
         self.circuits = CircuitManager(self.channels, self.metrics, self.events)
         self.guards = GuardManager(Path(config.data_dir, GUARD_STATE), config.guards, metrics=self.metrics,
                                    events=self.events)
@@ -36,7 +38,7 @@ class OriginStack:
 
     def has_consensus(self) -> bool:
         c = self.directory.current
-        return c is not None and time.time() < c.valid_until
+        return c is not None and clock.wall() < c.valid_until
 
     def status(self) -> dict:
         return {"name": self.config.name, "address": self.config.address,

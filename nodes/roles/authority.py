@@ -63,7 +63,6 @@ import logging
 import math
 import os
 import statistics
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
@@ -80,9 +79,10 @@ from nodes.core.netview import Flag
 from nodes.core.ntor import ntor_client_finish, ntor_client_start
 from nodes.core.server_descriptor import ServerDescriptor, parse_server_descriptor
 from nodes.core.vote import DirAuthority, Vote, VoteRouter, compute_consensus, make_vote, parse_vote
-from nodes.net import dircache, tls
+from nodes.net import clock, dircache, tls
 from nodes.net.addresses import resolve_ip
 from nodes.net.channels import ChannelManager
+from nodes.net.control import node_control
 from nodes.net.dirclient import REQUEST_FAILURES, failure_kind
 from nodes.net.events import EventLog
 from nodes.net.httpio import HttpError, request_tcp, serve_http, serve_http_tcp
@@ -154,7 +154,7 @@ async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, s
             return False
         link = Link(stream, initiator=True)
         try:
-            await link.handshake(now=int(time.time()), peer_address=dial,
+            await link.handshake(now=int(clock.wall()), peer_address=dial,
                                  peer_tls_cert_der=stream.peer_cert_der(), expected_node_id=desc.node_id)
             state, onionskin = ntor_client_start(desc.node_id, desc.ntor_onion_key, os.urandom)
             circ_id = 0x80000000 | int.from_bytes(os.urandom(4)) & 0x7FFFFFFF  # initiator sets the high bit
@@ -208,7 +208,7 @@ class Authority:
         self.config = config
         self.node_keys = node_keys
         self.keys = keys
-        now = int(time.time())
+        now = int(clock.wall())
         self.cert: AuthorityCert = make_authority_cert(keys.v3_identity, keys.signing, now - 60,
                                                        now + CERT_LIFETIME)
         self.v3ident = self.cert.v3ident
@@ -263,7 +263,7 @@ class Authority:
     @staticmethod
     def _trio_time(wall: float) -> float:
         """The trio clock reading at wall-clock time `wall` (for move_on_at / sleep_until)."""
-        return trio.current_time() + (wall - time.time())
+        return trio.current_time() + (wall - clock.wall())
 
     # -- status ----------------------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -332,7 +332,7 @@ class Authority:
 
     def _post_descriptor(self, body: bytes) -> tuple[int, str, bytes]:
         try:
-            desc = parse_server_descriptor(body).check(int(time.time()), max_age=self.descriptor_max_age,
+            desc = parse_server_descriptor(body).check(int(clock.wall()), max_age=self.descriptor_max_age,
                                                        max_skew=self.interval * 3 + 60)
             if desc.node_id not in self.descriptors and len(self.descriptors) >= MAX_RELAYS:
                 raise UnexpectedMessage(f"already holding {MAX_RELAYS} relays")
@@ -382,7 +382,7 @@ class Authority:
         return 200, "text/plain", b"".join(d.raw for d in chosen)
 
     def _post_vote(self, body: bytes) -> tuple[int, str, bytes]:
-        now = time.time()
+        now = clock.wall()
         try:
             vote = parse_vote(body).check(self.configured, int(now))
             self._store_vote(vote, now)
@@ -425,7 +425,7 @@ class Authority:
             try:
                 added = collecting.add_signature(claim, self.certs)
             except SignatureError:
-                if collecting.consensus.valid_after >= self._round_of(time.time()):
+                if collecting.consensus.valid_after >= self._round_of(clock.wall()):
                     raise
             else:
                 self.collecting = added
@@ -439,12 +439,12 @@ class Authority:
         vote it Running even when that round's own tests run short on a loaded machine."""
         async for desc in self._new_relays:
             if await self.reachable(desc):
-                self.last_reached[desc.node_id] = self._round_of(time.time())
+                self.last_reached[desc.node_id] = self._round_of(clock.wall())
 
     # -- voting rounds ---------------------------------------------------------------------------------------
     async def run_rounds(self) -> None:
         while True:
-            start = self._round_of(time.time()) + self.interval
+            start = self._round_of(clock.wall()) + self.interval
             await trio.sleep_until(self._trio_time(start))
             await self.run_round(start)
 
@@ -475,7 +475,7 @@ class Authority:
         v = self.interval
         self.round = start
         self.votes = {t: votes for t, votes in self.votes.items() if t >= start}
-        now = int(time.time())
+        now = int(clock.wall())
         oldest = now - self.descriptor_max_age
         self.descriptors = {k: d for k, d in self.descriptors.items() if d.published >= oldest}
         descriptors = list(self.descriptors.values())
@@ -488,7 +488,7 @@ class Authority:
         self.last_reached = {i: t for i, t in self.last_reached.items() if i in self.descriptors}
         reachable = {i for i, t in self.last_reached.items() if start - t <= RUNNING_GRACE_ROUNDS * v}
         flags = assign_flags(descriptors, reachable)
-        vote = make_vote(self.cert, self.keys.signing, published=int(time.time()), valid_after=start,
+        vote = make_vote(self.cert, self.keys.signing, published=int(clock.wall()), valid_after=start,
                          fresh_until=start + v, valid_until=start + 3 * v, vote_delay=self.timing.vote_delay,
                          dist_delay=self.timing.dist_delay,
                          routers=self._vote_routers(descriptors, by_node, flags),
@@ -601,14 +601,14 @@ class Authority:
                                                     timeout=REACHABILITY_TIMEOUT)
                 if status != 200:
                     return  # it has no vote yet: nothing to count, the push path is the normal one
-                vote = parse_vote(body).check(self.configured, int(time.time()))
+                vote = parse_vote(body).check(self.configured, int(clock.wall()))
             except RemoteProtocolError as e:
                 self._remote_error("vote", e)
                 return
             except REQUEST_FAILURES:
                 return  # already counted when our push to it failed
             if vote.authority == bytes.fromhex(peer.v3ident) and vote.valid_after == start:
-                self._store_vote(vote, time.time())
+                self._store_vote(vote, clock.wall())
                 self.metrics.inc("votes_received_total")
 
         have = self.votes.get(start, {})
@@ -644,8 +644,10 @@ async def serve(config: NodeConfig, *, reachable: Reachable | None = None,
     authority = Authority(config, node_keys, load_or_create_authority_keys(config.data_dir),
                           reachable=reachable, metrics=metrics, events=events)
     # The OR port: Tor's link handshake, CREATE_FAST and CREATE2, and BEGIN_DIR into the same HTTP handler
-    channels = ChannelManager(link_identity(node_keys, Ed25519PrivateKey.generate(), int(time.time())),
-                              metrics, events, address=config.address, address_map=config.address_map)
+    control = node_control(config.name, config.data_dir, config.shaping, metrics, events)
+    channels = ChannelManager(link_identity(node_keys, Ed25519PrivateKey.generate(), int(clock.wall())),
+                              metrics, events, address=config.address, address_map=config.address_map,
+                              shaper=control.shaper)
 
     async def begin_dir(stream: trio.abc.Stream) -> None:
         try:
@@ -661,8 +663,9 @@ async def serve(config: NodeConfig, *, reachable: Reachable | None = None,
             serve_http_tcp, config.bind_address, config.dir_port, authority.handle,
             on_error=authority.http_error))
         authority.or_port = await nursery.start(channels.serve, config.bind_address, config.or_port)
-        authority.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
-                                                     authority.status, metrics)
+        authority.control_port = await nursery.start(functools.partial(
+            serve_status, config.bind_address, config.control_port, authority.status, metrics,
+            control=control))
         nursery.start_soon(authority.run_rounds)
         nursery.start_soon(authority.test_new_relays)
         events.emit("authority_started", v3ident=authority.v3ident.hex().upper(),

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import trio
 
 from nodes.config import NodeConfig
@@ -31,8 +33,9 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
                 "ready": all(conditions.values()), "conditions": conditions, **client.status()}
 
     async with trio.open_nursery() as nursery:
-        client.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
-                                                  status, stack.metrics)
+        client.control_port = await nursery.start(functools.partial(
+            serve_status, config.bind_address, config.control_port, status, stack.metrics,
+            control=stack.control))
         await nursery.start(stack.run)
         socks["port"] = await nursery.start(serve_socks, socks_host, config.socks_port, client.connect,
                                             stack.metrics, stack.events)

@@ -11,6 +11,7 @@ the same across restarts; its guards in `<data_dir>/guards.json`. /status condit
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import trio
@@ -57,8 +58,9 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
                 **service.status()}
 
     async with trio.open_nursery() as nursery:
-        service.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
-                                                   status, stack.metrics)
+        service.control_port = await nursery.start(functools.partial(
+            serve_status, config.bind_address, config.control_port, status, stack.metrics,
+            control=stack.control))
         await nursery.start(stack.run)
         nursery.start_soon(service.run)
         stack.events.emit("onion_service_started", onion=service.onion + ".onion",

@@ -22,6 +22,7 @@ verified consensus with the directory client. /status conditions, all true when 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import time
 
@@ -31,8 +32,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nodes.config import ConfigError, NodeConfig
 from nodes.core.link_certs import LinkIdentity
 from nodes.core.server_descriptor import ServerDescriptor, make_server_descriptor
+from nodes.net import clock
 from nodes.net.addresses import is_canonical_ip, resolve_ip
 from nodes.net.channels import ChannelManager
+from nodes.net.control import node_control
 from nodes.net.dirclient import DirectoryClient
 from nodes.net.events import EventLog
 from nodes.net.hsdir import HsDirStore
@@ -82,13 +85,14 @@ class Relay:
         self.keys = keys = node_keys.relay_keys
         self.identity = keys.identity
         self.signing_key = Ed25519PrivateKey.generate()  # medium-term: signs descriptors, certifies links
-        self.link_identity: LinkIdentity = link_identity(node_keys, self.signing_key, int(time.time()))
+        self.link_identity: LinkIdentity = link_identity(node_keys, self.signing_key, int(clock.wall()))
         self.nickname = nickname_for(config.name)
         self.bandwidth = bandwidth
         self.metrics = metrics
         self.events = events
+        self.control = node_control(config.name, config.data_dir, config.shaping, metrics, events)
         self.channels = ChannelManager(self.link_identity, metrics, events, address=config.address,
-                                       address_map=config.address_map)
+                                       address_map=config.address_map, shaper=self.control.shaper)
         self.directory = DirectoryClient(config.authorities, metrics, events)
         self.hsdir = HsDirStore(metrics, events, documents=self.directory)  # and a directory cache (V2Dir)
         handlers = onion_service_handlers(metrics, events)
@@ -106,7 +110,7 @@ class Relay:
     # -- status --------------------------------------------------------------------------------------------
     def has_consensus(self) -> bool:
         c = self.directory.current
-        return c is not None and time.time() < c.valid_until
+        return c is not None and clock.wall() < c.valid_until
 
     def listed(self) -> bool:
         """Does our consensus list this relay as it runs now (a restart may have changed the port)?"""
@@ -150,7 +154,7 @@ class Relay:
 
     async def upload_descriptor(self) -> int:
         """Upload a freshly signed descriptor to every authority; how many accepted it."""
-        accepted = await self.directory.upload_descriptor(self.descriptor(int(time.time())).raw)
+        accepted = await self.directory.upload_descriptor(self.descriptor(int(clock.wall())).raw)
         self.metrics.set("descriptor_authorities_accepted", accepted)
         self.metrics.inc("descriptor_uploads_total", result="accepted" if accepted else "failed")
         if accepted:
@@ -180,8 +184,9 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
                   bandwidth=config.bandwidth)
     async with trio.open_nursery() as nursery:
         relay.or_port = await nursery.start(relay.channels.serve, config.bind_address, config.or_port)
-        relay.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
-                                                 relay.status, metrics)
+        relay.control_port = await nursery.start(functools.partial(
+            serve_status, config.bind_address, config.control_port, relay.status, metrics,
+            control=relay.control))
         await nursery.start(relay.directory.run)
         nursery.start_soon(relay.keep_descriptor_published)  # after the OR port listens: authorities test it
         events.emit("relay_started", identity=relay.identity, nickname=relay.nickname,
