@@ -2,9 +2,10 @@
 
 `Backend` is the lifecycle of a lab (up, down, status, logs, kill, restart) and what the backend can break on
 purpose (`supported_faults`). `FaultBackend` adds what `onionlab chaos` needs: looking at one node (its
-/status, /metrics and state), and stopping, pausing and starting it again. The network faults (partition,
-bandwidth, delay, loss) need a node's own network links: `NetworkFaultBackend` adds them, and only a backend
-that has such links (docker) implements it.
+/status, /metrics and state), stopping, pausing and starting it again, and the node's control call (shaping
+rules in its link layer, its clock offset) with the run's secret. A partition and tc shaping need a
+node's own network links: `NetworkFaultBackend` adds them, and only a backend that has such links (docker)
+implements it; bandwidth, delay and loss also run on every backend through the nodes' link-layer shaper.
 
 A backend declares what it supports: `supported_faults()` names the fault kinds it can apply at all and
 `fault_problem(kind)` says why one of them cannot run on this host right now (no netem, no root). Chaos asks
@@ -30,9 +31,14 @@ Progress = Callable[[str], None]
 # every fault kind a chaos scenario can name (orchestrator/chaos/scenario.py: FAULTS has their parameters)
 PROCESS_FAULTS: Final = frozenset({"kill", "stop", "pause"})
 NETWORK_FAULTS: Final = frozenset({"partition", "bandwidth", "delay", "loss"})
-FAULT_KINDS: Final = PROCESS_FAULTS | NETWORK_FAULTS
-SHAPING_FAULTS: Final = frozenset({"bandwidth", "delay", "loss"})  # a qdisc on the node's links
+CLOCK_FAULTS: Final = frozenset({"skew"})  # the node's clock offset, through its control call
+FAULT_KINDS: Final = PROCESS_FAULTS | NETWORK_FAULTS | CLOCK_FAULTS
+SHAPING_FAULTS: Final = frozenset({"bandwidth", "delay", "loss"})  # qdiscs, or the nodes' shapers
 NEEDS_NETEM: Final = frozenset({"delay", "loss"})  # the netem qdisc, which some kernels lack
+# the two ways a shaping fault runs (docs/chaos.md): tc qdiscs on the node's links, or the nodes' own
+# link-layer shaper through their control call (every backend, any kernel)
+QDISC: Final = "qdisc"
+LINK_LAYER: Final = "link-layer"
 
 
 @runtime_checkable
@@ -112,6 +118,20 @@ class FaultBackend(Backend, Protocol):
         """Resume a paused node; nothing when it is not paused."""
         ...
 
+    def control(self, name: str, command: dict) -> dict:
+        """The node's answer to a control call (nodes/net/control.py) made with the run's secret;
+        orchestrator.control.ControlCallError when it does not answer or refuses."""
+        ...
+
+    def node_addresses(self, name: str) -> dict[str, str]:
+        """{network: address} at which the node's peers see it (what link-layer rules match)."""
+        ...
+
+    def shaping_path(self, fault: str, params: dict) -> tuple[str, str]:
+        """How a shaping fault (SHAPING_FAULTS) with these parameters runs here: (QDISC or LINK_LAYER, why,
+        in a few words, e.g. "no netem here")."""
+        ...
+
 
 @runtime_checkable
 class NetworkFaultBackend(FaultBackend, Protocol):
@@ -129,8 +149,14 @@ class NetworkFaultBackend(FaultBackend, Protocol):
         """{network: host-side interface} of the node's links."""
         ...
 
-    def shape(self, name: str, qdisc: list[str], network: str | None = None) -> list[str]:
-        """Put the root qdisc `qdisc` on the node's links (on `network`, default all): the interfaces."""
+    def interfaces(self, name: str, network: str | None = None, direction: str = "both") -> list[str]:
+        """The interfaces a shaping qdisc goes on for traffic towards the node ("in"), from it ("out") or
+        both, on `network` (default all)."""
+        ...
+
+    def shape(self, name: str, qdisc: list[str], network: str | None = None,
+              direction: str = "both") -> list[str]:
+        """Put the root qdisc `qdisc` on those interfaces (`interfaces`): the interfaces."""
         ...
 
     def unshape(self, veths: list[str]) -> list[str]:

@@ -35,7 +35,9 @@ import nodes
 from nodes.__main__ import FATAL_PREFIX
 from nodes.init import CONFIG_FILE as CONFIG
 from nodes.init import render_state
+from nodes.net.control import write_secret
 from orchestrator import readiness
+from orchestrator.control import new_secret, post_control, run_secret
 from orchestrator.plan import make_plan
 from orchestrator.signals import signals_deferred
 from orchestrator.topology import Topology
@@ -54,7 +56,7 @@ from . import (
     require_state,
     write_state,
 )
-from .base import FAULT_KINDS, NETWORK_FAULTS, PROCESS_FAULTS, Progress
+from .base import CLOCK_FAULTS, FAULT_KINDS, LINK_LAYER, PROCESS_FAULTS, SHAPING_FAULTS, Progress
 
 FIRST_ADDRESS = IPv4Address("127.0.0.2")  # 127.0.0.1 stays free for whatever else runs here
 BLOCKS = 64  # 127.0.N.2.. for N below this: room for as many labs side by side
@@ -172,6 +174,9 @@ class LocalBackend:
         plan = make_plan(topology, addresses={n.name: n.address for n in info.nodes},
                          data_root=self.run_dir / "nodes")
         render_state(plan.to_json(), self.run_dir / "nodes")
+        secret = new_secret(self.run_dir)  # the control call's (nodes/net/control.py), in each key directory
+        for node in info.nodes:
+            write_secret(self._node_dir(node.name), secret)
 
     def _start(self, info: RunInfo, nodes_: list[RunNode] | None = None) -> None:
         # the nodes import the same `nodes` package as we do, whatever their working directory
@@ -229,15 +234,32 @@ class LocalBackend:
     # -- chaos (orchestrator/chaos/): the process faults, by signals to the node's process group -------------
 
     def supported_faults(self) -> frozenset[str]:
-        """kill, stop and pause: signals to a node's process group. The network faults need links of one
-        node's own, which processes sharing this host's loopback do not have."""
-        return PROCESS_FAULTS
+        """kill, stop and pause: signals to a node's process group; bandwidth, delay, loss and skew: the
+        node's control call (its link-layer shaper, its clock). A partition needs links of one node's own,
+        which processes sharing this host's loopback do not have."""
+        return PROCESS_FAULTS | SHAPING_FAULTS | CLOCK_FAULTS
 
     def fault_problem(self, fault: str) -> str | None:
-        if fault in NETWORK_FAULTS:
+        if fault not in FAULT_KINDS:
+            return f"no fault named {fault!r}"
+        if fault not in self.supported_faults():
             return ("its nodes are processes sharing this host's loopback, with no network link of their own "
-                    "to cut or shape (that needs network namespaces); run the lab with `--backend docker`")
-        return None if fault in FAULT_KINDS else f"no fault named {fault!r}"
+                    "to cut (that needs network namespaces); run the lab with `--backend docker`")
+        if fault in SHAPING_FAULTS | CLOCK_FAULTS and run_secret(self.run_dir) is None:
+            return ("the lab has no control secret (an older onionlab started it): restart it with "
+                    "`onionlab down` and `onionlab up`")
+        return None
+
+    def control(self, name: str, command: dict) -> dict:
+        node = self._state().node(name)
+        return post_control(node.address, node.ports["control_port"], run_secret(self.run_dir) or "", command)
+
+    def node_addresses(self, name: str) -> dict[str, str]:
+        """{"loopback": its 127.x address}: networks are not modelled here."""
+        return {"loopback": self._state().node(name).address}
+
+    def shaping_path(self, fault: str, params: dict) -> tuple[str, str]:
+        return LINK_LAYER, "processes on loopback have no links of their own to put a qdisc on"
 
     def node_status(self, name: str) -> dict | None:
         node = self._state().node(name)

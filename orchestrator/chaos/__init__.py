@@ -48,12 +48,14 @@ from .checkers import (
 from .faults import (
     JOURNAL,
     apply_fault,
+    clear_node_control,
     compare_snapshots,
     heal,
     journal_path,
     lab_snapshot,
     prepare_fault,
     refusals,
+    shaping_paths,
     undo_fault,
     write_journal,
 )
@@ -153,6 +155,8 @@ __all__ = [
     "keep_histories",
     "lab_problems",
     "lab_snapshot",
+    "clear_node_control",
+    "shaping_paths",
     "lab_state",
     "load_scenario",
     "make_schedule",

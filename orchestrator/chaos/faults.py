@@ -1,16 +1,24 @@
 """Faults: applying and undoing them through the backend (FaultBackend, NetworkFaultBackend), the journal of
-the faults in place (`onionlab chaos --heal`), and what the backend refuses before anything changes."""
+the faults in place (`onionlab chaos --heal`), and what the backend refuses before anything changes.
+
+Shaping faults take one of two paths (the backend's `shaping_path`): tc qdiscs on the node's links, or rules
+in the link-layer shapers of the node and its peers (nodes/net/shaper.py) through their control call. A rule
+shapes what a node sends, so a fault on node X is a rule on X for its peers (direction out) and a rule on
+each peer for X (in); `peer` narrows that to the one link X <-> peer, `network` to X's links on it."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from ..backends.base import FaultBackend, refusal
+from .. import impairments
+from ..backends.base import LINK_LAYER, FaultBackend, refusal
+from ..control import ControlCallError
 from .scenario import FAULTS, SHAPING, ChaosRefused
 from .schedule import Op
 
@@ -25,10 +33,48 @@ def _qdisc(fault: str, params: dict[str, Any]) -> list[str]:
     return ["netem", "loss", f"{params['percent']:g}%"]
 
 
-def prepare_fault(backend: FaultBackend, fault: str, node: str, params: dict[str, Any]) -> dict:
+def _effect(fault: str, params: dict[str, Any]) -> dict[str, float]:
+    """The shaper's terms for a shaping fault's parameters."""
+    if fault == "bandwidth":
+        return {"rate": impairments.bytes_per_second(params["rate"])}
+    if fault == "delay":
+        return {"delay": impairments.seconds(params["delay"]),
+                "jitter": impairments.seconds(params["jitter"]) if params.get("jitter") else 0.0}
+    return {"loss": impairments.fraction(params["percent"])}
+
+
+def _link_rules(backend: FaultBackend, fault: str, node: str, params: dict[str, Any],
+                nodes: Sequence[str]) -> list[dict]:
+    """[{"node", "rule"}]: the shaper rules that make the fault on `node` (module docstring)."""
+    rule_id = f"chaos-{fault}-{node}-{secrets.token_hex(3)}"
+    network, peer = params.get("network"), params.get("peer")
+    direction = params.get("direction") or "both"
+
+    def addresses(name: str) -> list[str]:
+        found = backend.node_addresses(name)
+        return [found[network]] if network in found else [] if network else sorted(set(found.values()))
+
+    mine = addresses(node)
+    if not mine:
+        raise ChaosRefused(f"{node} is not on network {network}")
+    others = [peer] if peer else [n for n in nodes if n != node]
+    effect = _effect(fault, params)
+    plan = []
+    if direction in ("both", "out"):
+        peers = None if not (peer or network) else sorted({a for o in others for a in addresses(o)})
+        plan.append({"node": node, "rule": impairments.rule(rule_id, peers, **effect)})
+    if direction in ("both", "in"):
+        plan += [{"node": o, "rule": impairments.rule(rule_id, mine, **effect)}
+                 for o in others if addresses(o)]
+    return plan
+
+
+def prepare_fault(backend: FaultBackend, fault: str, node: str, params: dict[str, Any],
+                  nodes: Sequence[str] = ()) -> dict:
     """What `undo_fault` needs to undo the fault on this node (JSON-able), found out BEFORE the fault is
     applied, so that an interruption in the middle of applying it still leaves something to undo with.
-    The network faults reach here only when the backend supports them (a NetworkFaultBackend: refusals)."""
+    `nodes`: every node of the lab (a link-layer fault also changes the target's peers). The network
+    faults reach here only when the backend supports them (refusals)."""
     undo: dict[str, Any] = {"fault": fault, "node": node}
     network = params.get("network")
     if fault == "partition":
@@ -37,12 +83,26 @@ def prepare_fault(backend: FaultBackend, fault: str, node: str, params: dict[str
             raise ChaosRefused(f"{node} is not on network {network} "
                                f"(it is on: {', '.join(networks) or 'none'})")
         undo["networks"] = {n: a for n, a in networks.items() if network in (None, n)}
+    elif fault in SHAPING and backend.shaping_path(fault, params)[0] == LINK_LAYER:
+        undo["rules"] = _link_rules(backend, fault, node, params, nodes)
     elif fault in SHAPING:
         undo["qdisc"] = " ".join(_qdisc(fault, params))
-        undo["veths"] = list(backend.host_interfaces(node, network).values())
+        undo["veths"] = backend.interfaces(node, network, params.get("direction") or "both")
     elif fault not in FAULTS:
         raise ValueError(f"unknown fault {fault!r}")
     return undo
+
+
+def _control_gone(backend: FaultBackend, node: str, command: dict) -> str | None:
+    """Send a command that undoes something; None when done, a few words when the node is not running (what
+    the control call set went with its process), ControlCallError otherwise."""
+    try:
+        backend.control(node, command)
+    except ControlCallError:
+        if backend.node_state(node).get("status") in ("running", "paused"):
+            raise
+        return f"{node} is not running (its rules went with it)"
+    return None
 
 
 def apply_fault(backend: FaultBackend, undo: dict, params: dict[str, Any]) -> None:
@@ -57,8 +117,13 @@ def apply_fault(backend: FaultBackend, undo: dict, params: dict[str, Any]) -> No
     elif fault == "partition":
         for network in undo["networks"]:
             backend.disconnect(node, network)
+    elif fault == "skew":
+        backend.control(node, {"command": "skew", "offset": params["offset"]})
+    elif "rules" in undo:
+        for entry in undo["rules"]:
+            backend.control(entry["node"], {"command": "shape", "rules": [entry["rule"]]})
     else:
-        backend.shape(node, undo["qdisc"].split(), params.get("network"))
+        backend.shape(node, undo["qdisc"].split(), params.get("network"), params.get("direction") or "both")
 
 
 def undo_fault(backend: FaultBackend, undo: dict, *, wait: bool, timeout: float) -> str:
@@ -75,6 +140,13 @@ def undo_fault(backend: FaultBackend, undo: dict, *, wait: bool, timeout: float)
         for network, address in undo["networks"].items():
             backend.connect(node, network, address)
         return "reconnected to " + (", ".join(undo["networks"]) or "nothing")
+    if fault == "skew":
+        return _control_gone(backend, node, {"command": "unskew"}) or "clock back to true time"
+    if fault in SHAPING and "rules" in undo:
+        gone = [why for entry in undo["rules"] if (why := _control_gone(
+            backend, entry["node"], {"command": "unshape", "ids": [entry["rule"]["id"]]}))]
+        return f"link-layer rules removed from {len(undo['rules']) - len(gone)} node(s)" + (
+            f"; {'; '.join(gone)}" if gone else "")
     if fault in SHAPING:
         removed = backend.unshape(undo["veths"])
         return f"qdisc removed from {', '.join(removed) or 'nothing (its veths are gone)'}"
@@ -114,9 +186,49 @@ def heal(backend: FaultBackend, *, timeout: float = 60.0) -> list[tuple[dict, st
 
 
 def lab_snapshot(backend: FaultBackend, nodes: Sequence[str]) -> dict[str, dict]:
-    """Each node's state (FaultBackend.node_state: status, networks, root qdisc kinds): what a run must leave
-    as it found it."""
-    return {name: backend.node_state(name) for name in nodes}
+    """Each node's state (FaultBackend.node_state: status, networks, root qdisc kinds) and what its /status
+    says of its control (the ids of its link-layer rules, its clock offset): what a run must leave as it
+    found it."""
+    return {name: {**backend.node_state(name), **_control_state(backend.node_status(name))} for name in nodes}
+
+
+def _control_state(status: dict | None) -> dict:
+    if status is None or "shaping" not in status:
+        return {}
+    return {"shaping": sorted(r["id"] for r in status["shaping"]), "clock_offset": status.get("clock_offset")}
+
+
+def shaping_paths(backend: FaultBackend, schedule: Sequence[Op]) -> list[str]:
+    """How the schedule's shaping and clock faults run on this backend, one line each (said before a run)."""
+    kinds: dict[tuple[str, bool], dict] = {}
+    for op in schedule:
+        params = dict(op.params)
+        kinds.setdefault((op.fault, bool(params.get("peer"))), params)
+    lines = []
+    for (fault, peer), params in sorted(kinds.items()):
+        if fault == "skew":
+            lines.append("skew via the nodes' control call (their clock offset)")
+        elif fault in SHAPING:
+            path, why = backend.shaping_path(fault, params)
+            how = "link-layer shaper" if path == LINK_LAYER else "tc qdiscs"
+            lines.append(f"{fault}{' on one link' if peer else ''} via {how} ({why})")
+    return lines
+
+
+def clear_node_control(backend: FaultBackend, nodes: Sequence[str]) -> list[str]:
+    """Remove every link-layer rule a chaos run set (static ones stay) and the clock offset of each node
+    that answers; the nodes that had something to clear (`onionlab reap`)."""
+    cleared = []
+    for name in nodes:
+        state = _control_state(backend.node_status(name))
+        try:
+            if state.get("clock_offset"):
+                backend.control(name, {"command": "unskew"})
+            if backend.control(name, {"command": "unshape"}).get("removed") or state.get("clock_offset"):
+                cleared.append(name)
+        except ControlCallError:
+            continue
+    return cleared
 
 
 def compare_snapshots(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
@@ -130,6 +242,10 @@ def compare_snapshots(before: dict[str, dict], after: dict[str, dict]) -> list[s
             left.append(f"{name}: on networks {now.get('networks')}, was on {was.get('networks')}")
         if now.get("qdiscs") != was.get("qdiscs"):
             left.append(f"{name}: qdiscs {now.get('qdiscs')}, were {was.get('qdiscs')}")
+        if now.get("shaping") != was.get("shaping"):
+            left.append(f"{name}: link-layer rules {now.get('shaping')}, were {was.get('shaping')}")
+        if now.get("clock_offset") != was.get("clock_offset"):
+            left.append(f"{name}: clock offset {now.get('clock_offset')}, was {was.get('clock_offset')}")
     return left
 
 

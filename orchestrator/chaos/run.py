@@ -22,6 +22,7 @@ from .faults import (
     lab_snapshot,
     prepare_fault,
     refusals,
+    shaping_paths,
     undo_fault,
     write_journal,
 )
@@ -92,6 +93,8 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
     refused = refusals(backend, schedule)
     if refused:
         raise ChaosRefused("; ".join(refused))
+    for line in shaping_paths(backend, schedule):  # up front: which path each shaping fault takes here
+        say(line)
     if journal_path(backend).exists():
         raise ChaosRefused(f"faults of an earlier chaos run are still in place ({journal_path(backend)}): "
                            "undo them with `onionlab chaos --heal`")
@@ -158,7 +161,7 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
             for node in nodes:
                 began = history.now()
                 try:
-                    undo = prepare_fault(backend, op.fault, node, dict(op.params))
+                    undo = prepare_fault(backend, op.fault, node, dict(op.params), [n for n, _ in lab])
                     undos.append(undo)
                     in_place.append(undo)
                     write_journal(backend, in_place)

@@ -31,10 +31,17 @@ FAULTS: Final[dict[str, dict[str, tuple[str, Any]]]] = {
     "pause": {},
     "partition": {"network": ("network", None)},
     "bandwidth": {"rate": ("rate", ...), "burst": ("size", "32kbit"), "latency": ("time", "400ms"),
-                  "network": ("network", None)},
-    "delay": {"delay": ("time", ...), "jitter": ("time", None), "network": ("network", None)},
-    "loss": {"percent": ("percent", ...), "network": ("network", None)},
+                  "network": ("network", None), "peer": ("node", None), "direction": ("direction", "both")},
+    "delay": {"delay": ("time", ...), "jitter": ("time", None), "network": ("network", None),
+              "peer": ("node", None), "direction": ("direction", "both")},
+    "loss": {"percent": ("percent", ...), "network": ("network", None), "peer": ("node", None),
+             "direction": ("direction", "both")},
+    "skew": {"offset": ("offset", ...)},
 }
+# shaping faults: `peer` limits one to the link between the target and that node; `direction` to what the
+# target sends (out), receives (in) or both
+DIRECTIONS: Final = ("both", "out", "in")
+MAX_SKEW: Final = 86400.0 * 365  # seconds either way
 SHAPING: Final = SHAPING_FAULTS
 # targets chosen from the lab's live state when the fault starts (the rest are chosen by make_schedule)
 LIVE_TARGETS: Final = ("intro point", "service guard", "client guard")
@@ -353,6 +360,15 @@ class _ScenarioChecker(_Checker):
             return self.number(node, path, lo=0.0, hi=100.0, above=True)
         if kind == "network":
             return self.string(node, path, re.compile(r"[a-z][a-z0-9_-]{0,62}"), "a network name")
+        if kind == "node":
+            return self.string(node, path, _NODE, "a node name")
+        if kind == "direction":
+            if value not in DIRECTIONS:
+                return self.error(node, path,
+                                  f"expected one of {', '.join(DIRECTIONS)}, got {_describe(value)}")
+            return value
+        if kind == "offset":
+            return self.number(node, path, lo=-MAX_SKEW, hi=MAX_SKEW)
         pattern, example = {"rate": (_TC_RATE, "256kbit"), "size": (_TC_SIZE, "32kbit"),
                             "time": (_TC_TIME, "100ms")}[kind]
         if not isinstance(value, str) or not pattern.fullmatch(value):

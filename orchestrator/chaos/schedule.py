@@ -104,9 +104,20 @@ def check_workload(scenario: Scenario, lab: Sequence[tuple[str, str]]) -> tuple[
 def lab_problems(scenario: Scenario, seed: int, lab: Sequence[tuple[str, str]]) -> list[Problem]:
     """Every problem of the scenario against the lab: the workload's nodes, the faults' targets."""
     problems: list[Problem] = []
-    for check in (lambda: check_workload(scenario, lab), lambda: make_schedule(scenario, seed, lab)):
+    for check in (lambda: check_workload(scenario, lab), lambda: make_schedule(scenario, seed, lab),
+                  lambda: check_peers(scenario, lab)):
         try:
             check()
         except ScenarioError as e:
             problems += e.problems
     return problems
+
+
+def check_peers(scenario: Scenario, lab: Sequence[tuple[str, str]]) -> None:
+    """ScenarioError naming each fault whose `peer` (the other end of one link) the lab lacks."""
+    names = [n for n, _ in lab]
+    problems = [spec.where.problem(f"{spec.path}.peer", f"the lab has no node {peer!r} "
+                                                         f"({_did_you_mean(peer, names)})")
+                for spec in scenario.faults if (peer := dict(spec.params).get("peer")) and peer not in names]
+    if problems:
+        raise ScenarioError(problems)

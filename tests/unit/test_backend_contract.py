@@ -10,9 +10,11 @@ import pytest
 
 from orchestrator.backends import base
 from orchestrator.backends.base import (
+    CLOCK_FAULTS,
     FAULT_KINDS,
     NETWORK_FAULTS,
     PROCESS_FAULTS,
+    SHAPING_FAULTS,
     Backend,
     FaultBackend,
     NetworkFaultBackend,
@@ -57,19 +59,28 @@ def test_instances_are_the_protocols_at_runtime(tmp_path) -> None:
 
 def test_what_each_backend_supports(tmp_path) -> None:
     local, docker = LocalBackend(tmp_path / "l"), DockerBackend(tmp_path / "d")
-    assert local.supported_faults() == PROCESS_FAULTS == {"kill", "stop", "pause"}
+    assert local.supported_faults() == PROCESS_FAULTS | SHAPING_FAULTS | CLOCK_FAULTS
+    assert local.supported_faults() == {"kill", "stop", "pause", "bandwidth", "delay", "loss", "skew"}
     assert docker.supported_faults() == FAULT_KINDS
     for fault in PROCESS_FAULTS:
         assert local.fault_problem(fault) is None and base.refusal(local, fault) is None
-    for fault in NETWORK_FAULTS:
-        why = base.refusal(local, fault)
-        assert why.startswith(f"fault {fault} is not supported by the local backend (it supports: kill, "
-                              "pause, stop): its nodes are processes sharing this host's loopback")
+    why = base.refusal(local, "partition")
+    assert why.startswith("fault partition is not supported by the local backend (it supports: bandwidth, "
+                          "delay, kill, loss, pause, skew, stop): its nodes are processes sharing this "
+                          "host's loopback")
+    for fault in SHAPING_FAULTS | CLOCK_FAULTS:  # the control call: refused while the run has no secret
+        assert "no control secret" in base.refusal(local, fault)
+    (tmp_path / "l").mkdir()
+    (tmp_path / "l" / "control.secret").write_text("s\n")
+    for fault in SHAPING_FAULTS | CLOCK_FAULTS:
+        assert base.refusal(local, fault) is None
+        assert local.shaping_path(fault, {}) [0] == base.LINK_LAYER
     assert docker.fault_problem("kill") is None  # no engine needed to say so
 
 
-def test_every_network_fault_kind_needs_the_network_protocol() -> None:
-    """A backend that declares a network fault must implement NetworkFaultBackend (and the other way)."""
+def test_a_partition_needs_the_network_protocol() -> None:
+    """A backend that declares a partition (links of a node's own) must implement NetworkFaultBackend (and
+    the other way); shaping runs on every backend, through the nodes' link-layer shaper where need be."""
     for cls, protocols in CONTRACTS:
-        declares = {"local": PROCESS_FAULTS, "docker": FAULT_KINDS}[cls.name]
-        assert bool(declares & NETWORK_FAULTS) == (NetworkFaultBackend in protocols)
+        declares = cls(None).supported_faults()
+        assert bool(declares & (NETWORK_FAULTS - SHAPING_FAULTS)) == (NetworkFaultBackend in protocols)

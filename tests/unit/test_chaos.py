@@ -16,7 +16,7 @@ import pytest
 
 from nodes.net.metrics import Metrics
 from orchestrator import chaos, readiness, report
-from orchestrator.backends.base import FAULT_KINDS, PROCESS_FAULTS
+from orchestrator.backends.base import FAULT_KINDS, LINK_LAYER, PROCESS_FAULTS, QDISC
 from orchestrator.chaos import Checkers, ScenarioError, judge, make_schedule, parse_scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +133,8 @@ def test_defaults() -> None:
                               "rate: 1mbit}\n")
     (fault,) = scenario.faults
     assert (fault.at, fault.length, fault.count) == ((0.0, 0.0), (10.0, 10.0), 1)
-    assert dict(fault.params) == {"rate": "1mbit", "burst": "32kbit", "latency": "400ms", "network": None}
+    assert dict(fault.params) == {"rate": "1mbit", "burst": "32kbit", "latency": "400ms", "network": None,
+                                  "peer": None, "direction": "both"}
     assert scenario.workload == chaos.Workload()
     assert scenario.checkers == Checkers()
 
@@ -360,6 +361,7 @@ class FakeBackend:
                              "qdiscs": ["noqueue"]}
                       for i, (name, _) in enumerate(LAB, start=2)}
         self.fail_unpause = False
+        self.link_layer = False  # shaping through the nodes' control call instead of qdiscs
         self.holding = {"relay1", "relay2", "relay3"}  # the relays that hold the service's intro circuits
         self.nacks = 0  # NACKs the client counts from relay1
 
@@ -369,11 +371,13 @@ class FakeBackend:
                 "clients": [{"name": "client", "socks": "127.0.0.1:1"}]}
 
     def node_status(self, name: str) -> dict:
+        control = {"shaping": [{"id": i} for i in self.state[name].get("rules", [])],
+                   "clock_offset": self.state[name].get("offset", 0.0)}
         if name == "hs":
             return {"intro_points": ["relay1", "relay2", "relay3"], "guards": {"primary": ["relay4"]},
-                    "intro_auth_keys": {f"relay{i}": f"key{i}" for i in (1, 2, 3)}}
+                    "intro_auth_keys": {f"relay{i}": f"key{i}" for i in (1, 2, 3)}, **control}
         return {"guards": {"primary": ["relay4"]},
-                "intro_auth_keys": [f"key{name[-1]}"] if name in self.holding else []}
+                "intro_auth_keys": [f"key{name[-1]}"] if name in self.holding else [], **control}
 
     def node_metrics(self, name: str) -> list[tuple[str, dict[str, str], float]]:
         return [("onionlab_introductions_total", {"intro": "relay1", "result": "nack"}, self.nacks)]
@@ -396,7 +400,8 @@ class FakeBackend:
     def fault_problem(self, fault: str) -> str | None:
         if fault not in self.supports:
             return "it has no links"
-        return self.shaping_problem(netem=True) if fault in ("delay", "loss") else None
+        netem = fault in ("delay", "loss") and not self.link_layer
+        return self.shaping_problem(netem=True) if netem else None
 
     def node_state(self, name: str) -> dict:
         return {**self.container_state(name), "qdiscs": sorted(set(self.qdiscs(name).values()))}
@@ -431,10 +436,34 @@ class FakeBackend:
         self.calls.append(("connect", name))
         self.state[name]["networks"][network] = address
 
-    def shape(self, name: str, qdisc: list[str], network: str | None = None) -> list[str]:
+    def interfaces(self, name: str, network: str | None = None, direction: str = "both") -> list[str]:
+        return [f"veth-{name}"]
+
+    def shape(self, name: str, qdisc: list[str], network: str | None = None,
+              direction: str = "both") -> list[str]:
         self.calls.append(("shape", name, qdisc[0]))
         self.state[name]["qdiscs"] = [qdisc[0]]
         return [f"veth-{name}"]
+
+    def shaping_path(self, fault: str, params: dict) -> tuple[str, str]:
+        return (LINK_LAYER, "no netem here") if self.link_layer else (QDISC, "tc here")
+
+    def node_addresses(self, name: str) -> dict[str, str]:
+        return dict(self.state[name]["networks"])
+
+    def control(self, name: str, command: dict) -> dict:
+        self.calls.append(("control", name, command["command"]))
+        node = self.state[name]
+        if command["command"] == "shape":
+            node["rules"] = node.get("rules", []) + [r["id"] for r in command["rules"]]
+        elif command["command"] == "unshape":
+            ids = command.get("ids")
+            removed = [i for i in node.get("rules", []) if ids is None or i in ids]
+            node["rules"] = [i for i in node.get("rules", []) if i not in removed]
+            return {"ok": True, "removed": removed}
+        else:
+            node["offset"] = command.get("offset", 0.0)
+        return {"ok": True}
 
     def unshape(self, veths: list[str]) -> list[str]:
         for veth in veths:

@@ -8,6 +8,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from orchestrator import readiness
+from orchestrator.control import post_control, run_secret
 
 from .. import (
     BackendError,
@@ -16,7 +17,7 @@ from .. import (
     StartFailed,
     write_state,
 )
-from ..base import FAULT_KINDS, NEEDS_NETEM, SHAPING_FAULTS
+from ..base import CLOCK_FAULTS, FAULT_KINDS, LINK_LAYER, NEEDS_NETEM, QDISC, SHAPING_FAULTS
 from .engine import (
     STATUS_TIMEOUT,
     STOP_TIMEOUT,
@@ -36,12 +37,36 @@ class Faults(Shaping):
         return FAULT_KINDS
 
     def fault_problem(self, fault: str) -> str | None:
-        """Why `fault` cannot run on this host (shaping needs tc, root and the engine here), or None."""
+        """Why `fault` cannot run on this host, or None. Shaping runs as tc qdiscs where this host can
+        (tc, root, the engine here, netem for delay and loss), else through the nodes' control call."""
         if fault not in FAULT_KINDS:
             return f"no fault named {fault!r}"
-        if fault in SHAPING_FAULTS:
-            return self.shaping_problem(netem=fault in NEEDS_NETEM)
+        if fault in SHAPING_FAULTS | CLOCK_FAULTS and run_secret(self.run_dir) is None \
+                and (fault in CLOCK_FAULTS or self.shaping_problem(netem=fault in NEEDS_NETEM)):
+            return ("the lab has no control secret (an older onionlab started it) and "
+                    + ("skew needs the nodes' control call" if fault in CLOCK_FAULTS else
+                       f"tc shaping cannot run here: {self.shaping_problem(netem=fault in NEEDS_NETEM)}")
+                    + "; restart it with `onionlab down` and `onionlab up`")
         return None
+
+    def shaping_path(self, fault: str, params: dict) -> tuple[str, str]:
+        """tc qdiscs (netem, tbf) on both sides of the node's veths when this host can; the nodes' link-layer
+        shaper otherwise, and always for a fault on one link (`peer`)."""
+        if params.get("peer"):
+            return LINK_LAYER, "a fault on one link is a rule in the two nodes' link layers"
+        problem = self.shaping_problem(netem=fault in NEEDS_NETEM)
+        if problem is None:
+            return QDISC, "tc on the host side of the veths and in the node's network namespace"
+        return LINK_LAYER, ("no netem here" if "netem" in problem else problem)
+
+    def control(self, name: str, command: dict) -> dict:
+        endpoint = control_endpoint(self._state().node(name))
+        return post_control(endpoint.host, endpoint.port, run_secret(self.run_dir) or "", command)
+
+    def node_addresses(self, name: str) -> dict[str, str]:
+        """{topology network: address} of the node's container now (its planned address when it has none)."""
+        networks = self.container_state(name)["networks"]
+        return networks or {"planned": self._state().node(name).address}
 
     def node_state(self, name: str) -> dict:
         """The container's state and networks (container_state) and its veths' root qdisc kinds."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import secrets
 import shutil
+import tarfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +18,10 @@ import docker.errors
 import requests
 from docker.models.containers import Container
 
+from nodes.net.control import SECRET_FILE
+from nodes.net.node_keys import KEYS_DIR
 from orchestrator import readiness
+from orchestrator.control import new_secret
 from orchestrator.plan import DATA_ROOT, INIT_MEMORY, INIT_PIDS, make_plan
 from orchestrator.signals import signals_deferred
 from orchestrator.topology import Node, Topology
@@ -336,6 +341,9 @@ class DockerBackend(Faults, Reaper):
                 network_mode="none", cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE"],
                 security_opt=["no-new-privileges:true"], read_only=True, **_limits(INIT_MEMORY, INIT_PIDS),
                 labels={**labels, NODE: INIT, ROLE: INIT})
+            secret = secret_archive(new_secret(self.run_dir))
+            for d in dirs:  # into each volume before init runs: never in an environment variable or image
+                container.put_archive(d, secret)
             container.start()
             code = container.wait(timeout=INIT_TIMEOUT)["StatusCode"]
         except requests.exceptions.ConnectionError:
@@ -538,6 +546,22 @@ def _host_routes() -> list[IPv4Network]:
         if route.prefixlen:
             routes.append(route)
     return routes
+
+
+def secret_archive(secret: str) -> bytes:
+    """A tar of keys/control.secret (0600, in keys/ 0700, the node user's): the run's control secret as
+    put_archive writes it into a node's volume."""
+    uid, gid = (int(x) for x in NODE_USER.split(":"))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        folder = tarfile.TarInfo(KEYS_DIR)
+        folder.type, folder.mode, folder.uid, folder.gid = tarfile.DIRTYPE, 0o700, uid, gid
+        tar.addfile(folder)
+        data = (secret + "\n").encode()
+        entry = tarfile.TarInfo(f"{KEYS_DIR}/{SECRET_FILE}")
+        entry.size, entry.mode, entry.uid, entry.gid = len(data), 0o600, uid, gid
+        tar.addfile(entry, io.BytesIO(data))
+    return out.getvalue()
 
 
 def _limits(memory: int | None, pids: int | None) -> dict[str, int]:

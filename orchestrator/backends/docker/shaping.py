@@ -1,4 +1,10 @@
-"""Shaping: tc qdiscs on the host side of the containers' veths (the bandwidth, delay and loss faults)."""
+"""Shaping: tc qdiscs on both sides of the containers' veths (the bandwidth, delay and loss faults): on the
+host side (the traffic towards the node) and, through nsenter into the container's network namespace, on the
+node's side (the traffic it sends). The node image gains no privilege: tc runs on the host, as root.
+
+An interface is named by its host-side veth ("veth1a2b3c") or, on the node's side, as "PID:IFNAME" (the
+interface IFNAME in the network namespace of process PID, the container's main process): a container that
+restarts gets a new namespace, and the qdisc went with the old one."""
 
 from __future__ import annotations
 
@@ -26,9 +32,25 @@ def _run(command: list[str]) -> str:
     return result.stdout
 
 
+def qdisc_command(interface: str, verb: str, qdisc: list[str] | None = None) -> list[str]:
+    """`tc qdisc VERB dev IF root [QDISC...]`, run in the node's network namespace (nsenter) for an
+    interface named "PID:IFNAME", on the host for a host-side veth."""
+    pid, colon, dev = interface.partition(":")
+    prefix = ["nsenter", "-t", pid, "-n"] if colon else []
+    return [*prefix, "tc", "qdisc", verb, "dev", dev if colon else interface, "root", *(qdisc or [])]
+
+
+def _exists(interface: str) -> bool:
+    """Is the interface still there (a host veth, or the namespace of a node's side: its process lives)?"""
+    pid, colon, dev = interface.partition(":")
+    if colon:
+        return Path("/proc", pid, "net").exists()
+    return Path("/sys/class/net", interface).exists()
+
+
 def _qdisc_kind(veth: str) -> str:
-    """The kind of the veth's root qdisc ("noqueue" by default), "" when tc cannot tell."""
-    result = subprocess.run(["tc", "qdisc", "show", "dev", veth, "root"], capture_output=True, text=True)
+    """The kind of the interface's root qdisc ("noqueue" by default), "" when tc cannot tell."""
+    result = subprocess.run(qdisc_command(veth, "show"), capture_output=True, text=True)
     words = result.stdout.split()
     return words[1] if result.returncode == 0 and len(words) > 1 and words[0] == "qdisc" else ""
 
@@ -77,6 +99,10 @@ class Shaping(Engine):
     def host_interfaces(self, name: str, network: str | None = None) -> dict[str, str]:
         """{topology network: host-side veth name} of the node's running container: the peer of each of
         its interfaces, found by the interface's iflink in the container's network namespace."""
+        return {net: veth for net, (veth, _) in self._links(name, network).items()}
+
+    def _links(self, name: str, network: str | None = None) -> dict[str, tuple[str, str]]:
+        """{topology network: (host-side veth, the node's side as "PID:IFNAME")}."""
         info = self._state()
         info.node(name)
         container = self._container(info, name)
@@ -89,7 +115,8 @@ class Shaping(Engine):
             fields_ = line.split()
             if len(fields_) > 1 and "@if" in fields_[1] and "link/ether" in fields_:
                 mac = fields_[fields_.index("link/ether") + 1].lower()
-                peers[mac] = fields_[1].rstrip(":").split("@if")[1]
+                inside_name, _, peer_index = fields_[1].rstrip(":").partition("@if")
+                peers[mac] = (peer_index, inside_name)
         host = {}
         for line in _run(["ip", "-o", "link", "show"]).splitlines():
             index, _, rest = line.partition(": ")
@@ -99,50 +126,57 @@ class Shaping(Engine):
         by_docker_name = {self._network_name(info.run_id, n): n for n in self._attached(info, container)}
         for docker_name, settings in networks.items():
             net = by_docker_name.get(docker_name)
-            peer = peers.get((settings.get("MacAddress") or "").lower())
+            peer, inside_name = peers.get((settings.get("MacAddress") or "").lower(), (None, ""))
             if net is None or (network is not None and net != network):
                 continue
             if peer is None or peer not in host:
                 raise BackendError(f"{name}: no host-side veth found for its interface on {net}")
-            found[net] = host[peer]
+            found[net] = (host[peer], f"{pid}:{inside_name}")
         if network is not None and not found:
             raise BackendError(f"{name} is not on network {network}")
         return found
 
-    def shape(self, name: str, qdisc: list[str], network: str | None = None) -> list[str]:
-        """Put `tc qdisc replace dev VETH root QDISC...` on the host side of the node's interfaces (on
-        `network`, default every one): it shapes the traffic towards the node. Returns the veths."""
-        veths = list(self.host_interfaces(name, network).values())
+    def interfaces(self, name: str, network: str | None = None, direction: str = "both") -> list[str]:
+        """The host-side veths (they shape the traffic towards the node: "in") and the node's side of its
+        links ("PID:IFNAME", in its network namespace: what it sends, "out"), on `network` (default all)."""
+        links = self._links(name, network).values()
+        return ([veth for veth, _ in links] if direction in ("both", "in") else []) + \
+               ([inside for _, inside in links] if direction in ("both", "out") else [])
+
+    def shape(self, name: str, qdisc: list[str], network: str | None = None,
+              direction: str = "both") -> list[str]:
+        """Put `tc qdisc replace dev IF root QDISC...` on the node's `interfaces`. Returns them."""
+        interfaces = self.interfaces(name, network, direction)
         done = []
         try:
-            for veth in veths:
-                _run(["tc", "qdisc", "replace", "dev", veth, "root", *qdisc])
-                done.append(veth)
+            for interface in interfaces:
+                _run(qdisc_command(interface, "replace", qdisc))
+                done.append(interface)
         except BaseException:
             self.unshape(done)
             raise
-        return veths
+        return interfaces
 
     @staticmethod
     def unshape(veths: list[str]) -> list[str]:
-        """Remove the root qdisc of each veth (back to the default); one that is gone (its container was
-        restarted or removed) needs nothing. Returns those whose qdisc was removed."""
+        """Remove the root qdisc of each interface (back to the default); one that is gone (its container
+        was restarted or removed) needs nothing. Returns those whose qdisc was removed."""
         removed = []
-        for veth in veths:
-            if not Path("/sys/class/net", veth).exists():
+        for interface in veths:
+            if not _exists(interface):
                 continue
-            result = subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], capture_output=True,
-                                    text=True)
+            result = subprocess.run(qdisc_command(interface, "del"), capture_output=True, text=True)
             if result.returncode == 0:
-                removed.append(veth)
-            elif Path("/sys/class/net", veth).exists() and _qdisc_kind(veth) in SHAPING_QDISCS:
-                raise BackendError(f"tc qdisc del dev {veth} root: {result.stderr.strip()}")
+                removed.append(interface)
+            elif _exists(interface) and (":" in interface or _qdisc_kind(interface) in SHAPING_QDISCS):
+                raise BackendError(f"{' '.join(qdisc_command(interface, 'del'))}: {result.stderr.strip()}")
         return removed
 
     def qdiscs(self, name: str) -> dict[str, str]:
-        """{host-side veth: kind of its root qdisc} of the node's running container ({} when not running)."""
+        """{interface: kind of its root qdisc} of both sides of the node's running container's links ({}
+        when not running)."""
         try:
-            veths = self.host_interfaces(name).values()
+            interfaces = [i for pair in self._links(name).values() for i in pair]
         except BackendError:
             return {}
-        return {veth: _qdisc_kind(veth) for veth in veths}
+        return {interface: _qdisc_kind(interface) for interface in interfaces}
