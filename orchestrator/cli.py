@@ -487,7 +487,24 @@ def cmd_reap(args: argparse.Namespace) -> int:
     for run_id, why in report.kept.items():
         print(f"kept run {run_id}: {why}")
     print(f"removed {report.containers} containers, {report.networks} networks and {report.volumes} volumes")
+    _clear_node_control(backend.run_dir)
     return 0
+
+
+def _clear_node_control(run_dir: Path) -> None:
+    """`reap`, for the lab still running from the run dir: the link-layer rules and clock offsets that
+    chaos runs (or control calls by hand) left on the nodes that answer."""
+    info = read_state(run_dir)
+    if info is None or info.failed or not info.nodes:
+        return
+    from .chaos import clear_node_control
+
+    try:
+        cleared = clear_node_control(open_backend(info.backend, run_dir), [n.name for n in info.nodes])
+    except BackendError:
+        return
+    if cleared:
+        print(f"cleared link-layer rules and clock offsets on {', '.join(cleared)}")
 
 
 def _ports_text(ports: object) -> str:

@@ -5,7 +5,9 @@ that holds one hub node standing for the network itself, and every node that is 
 node on several networks (a relay that bridges two of them) sits outside all of them. Each node is joined to
 the hub of every network it is on by an edge labelled with its address there, so membership is always an
 edge, whether or not the node is drawn inside the subgraph. Nodes are labelled with their name and role, and
-coloured by role.
+coloured by role. Static impairments (`links:`) are dashed edges labelled with what they add, between the
+two sides' hubs (a side that is one network), nodes (one node), or a group box joined to its members by
+dotted edges (anything else: a role, a `nodes:` entry, several names).
 
 Ids are positional (`n0`.. for nodes, `net0`.. for hubs, `sg0`/`cluster_0`.. for subgraphs), never derived
 from names, so no name can collide with another or with the syntax; labels are escaped for each format.
@@ -44,6 +46,28 @@ def _edges(topology: Topology) -> list[tuple[int, int, str]]:
             for i, node in enumerate(topology.nodes) for itf in node.interfaces]
 
 
+def _links(topology: Topology) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, list[int]]]]:
+    """The `links:` edges (end id, end id, label) and the group boxes they need (id, label, member
+    indexes)."""
+    net_index = {n.name: i for i, n in enumerate(topology.networks)}
+    node_index = {n.name: i for i, n in enumerate(topology.nodes)}
+    edges = []
+    groups: dict[tuple[str, ...], tuple[str, str, list[int]]] = {}  # one box per side, however often named
+    for link in topology.links:
+        ends = []
+        for names, members in zip(link.sides, link.between, strict=True):
+            if len(names) == 1 and names[0] in net_index and names[0] not in node_index:
+                ends.append(f"net{net_index[names[0]]}")
+            elif len(members) == 1:
+                ends.append(f"n{node_index[members[0]]}")
+            else:
+                gid = groups.setdefault(names, (f"g{len(groups)}", ", ".join(names),
+                                                [node_index[m] for m in members]))[0]
+                ends.append(gid)
+        edges.append((ends[0], ends[1], link.text))
+    return edges, list(groups.values())
+
+
 # ------------------------------------------------------------------------------------------- Mermaid
 
 
@@ -70,6 +94,11 @@ def render_mermaid(topology: Topology) -> str:
         lines.append("  end")
     lines.extend(node_line(i, "  ") for i in outside)
     lines.extend(f'  n{i} ---|"{address}"| net{k}' for i, k, address in _edges(topology))
+    link_edges, groups = _links(topology)
+    for gid, label, members in groups:
+        lines.append(f'  {gid}{{{{"{_mermaid_text(label)}"}}}}')
+        lines.extend(f"  {gid} -.- n{m}" for m in members)
+    lines.extend(f'  {a} -.-|"{_mermaid_text(label)}"| {b}' for a, b, label in link_edges)
     for role in ROLES:
         members = [f"n{i}" for i, n in enumerate(topology.nodes) if n.role == role]
         if members:
@@ -111,6 +140,12 @@ def render_dot(topology: Topology) -> str:
     lines.extend(f"  {_dot_node(topology.nodes[i], i)}" for i in outside)
     lines.extend(f'  "n{i}" -- "net{k}" [label={_dot_string(address)}];'
                  for i, k, address in _edges(topology))
+    link_edges, groups = _links(topology)
+    for gid, label, members in groups:
+        lines.append(f'  "{gid}" [label={_dot_string(label)}, shape=hexagon, fillcolor="#ffffff"];')
+        lines.extend(f'  "{gid}" -- "n{m}" [style=dotted];' for m in members)
+    lines.extend(f'  "{a}" -- "{b}" [label={_dot_string(label)}, style=dashed, color="#c0392b", '
+                 'fontcolor="#c0392b"];' for a, b, label in link_edges)
     lines.append("}")
     return "\n".join(lines) + "\n"
 

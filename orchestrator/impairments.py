@@ -6,8 +6,11 @@ read units the same way."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from .topology import Topology
 
 TIME: Final = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s)")
 RATE: Final = re.compile(r"(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)")
@@ -58,3 +61,23 @@ def rule(rule_id: str, peers: Iterable[str] | None, *, delay: float = 0.0, jitte
     if blackhole:
         data["blackhole"] = True
     return data
+
+
+def link_rules(topology: Topology, name: str, addresses: Mapping[str, str] | None = None) -> tuple[dict, ...]:
+    """The static rules node `name` starts with: for each of the topology's `links:` it is on, one rule for
+    the nodes on the other side (at `addresses`, by default at every address of theirs)."""
+
+    def reach(peer: str) -> list[str]:
+        if addresses is not None:
+            return [addresses[peer]]
+        return [str(i.address) for i in topology.node(peer).interfaces]
+
+    rules = []
+    for i, link in enumerate(topology.links):
+        a, b = link.between
+        others = (set(b) if name in a else set()) | (set(a) if name in b else set())
+        peers = {address for peer in others - {name} for address in reach(peer)}
+        if peers:
+            rules.append(rule(f"link{i}", peers, delay=link.latency, jitter=link.jitter, loss=link.loss,
+                              rate=link.bandwidth))
+    return tuple(rules)

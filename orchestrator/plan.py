@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from nodes.config import AuthorityRef, NodeConfig, ServicePort, Timing
 from nodes.init import fill_identities, parse_plan, plan_data
+from orchestrator.impairments import link_rules
 from orchestrator.topology import Node, Topology
 
 DATA_ROOT = "/var/lib/onionlab"  # the node image's state directory (images/node/Dockerfile)
@@ -113,5 +114,5 @@ def make_plan(
             # containers: a node on several networks is reached at each of its addresses
             listen_address=listen_address if listen_address is not None else "0.0.0.0" if addresses is None
             else "", address_map=address_map, impl=node.impl,
-            **optional))
+            shaping=link_rules(topology, node.name, addresses), **optional))
     return Plan(topology.name, tuple(configs))

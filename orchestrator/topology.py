@@ -82,7 +82,8 @@ BUILTIN_ROLE_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType
 )
 MIN_MEMORY: Final = 32 * MIB
 MAX_PIDS: Final = 1_000_000
-TOP_KEYS: Final = ("name", "networks", "timing", "defaults", "roles", "nodes")
+TOP_KEYS: Final = ("name", "networks", "timing", "defaults", "roles", "nodes", "links")
+LINK_KEYS: Final = ("between", "latency", "jitter", "loss", "bandwidth")
 ENTRY_KEYS: Final = ("name", "role", "count", "addresses")
 DEFAULT_NETWORK: Final = "onionnet"
 DEFAULT_SUBNET: Final = "10.77.0.0/24"
@@ -249,12 +250,36 @@ class Node:
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """A static impairment (`links:`) between two groups of nodes: every link from one to the other gets
+    it, in both directions. Times in seconds, loss a fraction, bandwidth in bytes per second; `text` keeps
+    what the file said (for `onionlab graph`)."""
+
+    between: tuple[tuple[str, ...], tuple[str, ...]]  # node names on each side
+    sides: tuple[tuple[str, ...], tuple[str, ...]] = field(compare=False)  # what the file named, each side
+    latency: float = 0.0
+    jitter: float = 0.0
+    loss: float = 0.0
+    bandwidth: float = 0.0
+    text: str = field(default="", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"between": [list(side) for side in self.between]}  # expanded: node names
+        for key, value, unit in (("latency", self.latency * 1000, "ms"), ("jitter", self.jitter * 1000, "ms"),
+                                 ("loss", self.loss * 100, "%"), ("bandwidth", self.bandwidth * 8, "bit")):
+            if value:
+                out[key] = f"{round(value, 6):f}".rstrip("0").rstrip(".") + unit
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
     name: str
     networks: tuple[Network, ...]
     timing: Timing
     nodes: tuple[Node, ...]
     source: str = field(default="<string>", compare=False)
+    links: tuple[Link, ...] = ()
 
     def nodes_by_role(self, role: str) -> tuple[Node, ...]:
         if role not in ROLES:
@@ -280,6 +305,7 @@ class Topology:
             "networks": {n.name: {"subnet": str(n.subnet)} for n in self.networks},
             "timing": {f.name: getattr(self.timing, f.name) for f in fields(Timing)},
             "nodes": [n.to_dict() for n in self.nodes],
+            **({"links": [link.to_dict() for link in self.links]} if self.links else {}),
         }
 
 
@@ -591,7 +617,90 @@ class _Checker:
             for i, n in enumerate(expanded)
         )
         nets = tuple(Network(net, spec.subnet) for net, spec in networks.items())
-        return Topology(name, nets, timing, nodes, self.filename)
+        links = self.links(vnode["links"], expanded) if vnode["links"] is not None else ()
+        self.raise_if_any()
+        return Topology(name, nets, timing, nodes, self.filename, links)
+
+    # -- links: static impairments between groups of nodes ---------------------------------------------------
+
+    def links(self, node: yaml.Node, expanded: list[_Expanded]) -> tuple[Link, ...]:
+        """`links:`, a list of {between: [SIDE, SIDE], latency, jitter, loss, bandwidth}; a side is a node,
+        a `nodes:` entry, a network or a role name, or a list of them."""
+        from . import impairments
+
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, "links", f"expected a list of links, got {_describe(self.value(node, 'links'))}")
+            return ()
+        groups: dict[str, tuple[str, ...]] = {}
+        for names_of in (lambda n: [n.entry.role], lambda n: list(n.networks), lambda n: [n.entry.name],
+                         lambda n: [n.name]):  # a role, a network, a nodes: entry, a node: later ones win
+            found: dict[str, list[str]] = {}
+            for n in expanded:
+                for key in names_of(n):
+                    found.setdefault(key, []).append(n.name)
+            groups.update({key: tuple(members) for key, members in found.items()})
+        links = []
+        for i, item in enumerate(node.value):
+            path = f"links[{i}]"
+            pairs = self.mapping(item, path, LINK_KEYS, required=("between",))
+            if pairs is None:
+                continue
+            v = {key: pair[1] for key, pair in pairs.items()}
+            sides = self.link_sides(v["between"], f"{path}.between", groups) if "between" in v else None
+            found: dict[str, float] = {}
+            for key, parse, example in (("latency", impairments.seconds, "80ms"),
+                                        ("jitter", impairments.seconds, "10ms"),
+                                        ("loss", impairments.fraction, "1%"),
+                                        ("bandwidth", impairments.bytes_per_second, "10mbit")):
+                if key not in v:
+                    continue
+                value = self.value(v[key], f"{path}.{key}")
+                try:
+                    found[key] = parse(value if isinstance(value, str) else str(value))
+                except ValueError:
+                    self.error(v[key], f"{path}.{key}", f"expected a {key} such as {example!r}, got "
+                                                        f"{_describe(value)}")
+            if not set(v) - {"between"}:
+                self.error(item, path, "a link needs latency, jitter, loss or bandwidth")
+            if found.get("jitter", 0) > found.get("latency", 0):
+                self.error(v["jitter"], f"{path}.jitter", "jitter must not exceed latency")
+            if found.get("loss", 0) >= 1:
+                self.error(v["loss"], f"{path}.loss", "a loss below 100% (TCP would never deliver a byte)")
+            if sides is None or len(found) != len(set(v) - {"between"}):
+                continue
+            text = ", ".join(f"{k} {self.value(v[k], path)}" for k in LINK_KEYS[1:] if k in v)
+            links.append(Link(between=(sides[0][1], sides[1][1]), sides=(sides[0][0], sides[1][0]),
+                              latency=found.get("latency", 0.0), jitter=found.get("jitter", 0.0),
+                              loss=found.get("loss", 0.0), bandwidth=found.get("bandwidth", 0.0),
+                              text=text))
+        return tuple(links)
+
+    def link_sides(self, node: yaml.Node, path: str, groups: Mapping[str, tuple[str, ...]]
+                   ) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] | None:
+        """The two sides of `between`: (names as written, node names) each."""
+        if not isinstance(node, yaml.SequenceNode) or len(node.value) != 2:
+            return self.error(node, path, "expected two sides: [SIDE, SIDE], each a node, a nodes: entry, a "
+                                          "network or a role, or a list of them")
+        sides = []
+        for j, side in enumerate(node.value):
+            items = side.value if isinstance(side, yaml.SequenceNode) else [side]
+            names: list[str] = []
+            members: list[str] = []
+            for k, item in enumerate(items):
+                where = f"{path}[{j}]" + (f"[{k}]" if isinstance(side, yaml.SequenceNode) else "")
+                name = self.value(item, where)
+                if not isinstance(name, str) or name not in groups:
+                    self.error(item, where, f"no node, nodes: entry, network or role named {_describe(name)} "
+                                            f"({_did_you_mean(str(name), groups)})")
+                    continue
+                names.append(name)
+                members += [m for m in groups[name] if m not in members]
+            if not members:
+                return None
+            sides.append((tuple(names), tuple(members)))
+        if set(sides[0][1]) == set(sides[1][1]) and len(sides[0][1]) == 1:
+            return self.error(node, path, f"a link joins two different nodes ({sides[0][1][0]} twice)")
+        return tuple(sides)
 
     def networks(self, node: yaml.Node | None) -> dict[str, _NetSpec]:
         if node is None:
