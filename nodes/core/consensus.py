@@ -592,11 +592,11 @@ class UncheckedConsensus:
     raw: bytes = field(repr=False)
 
     def check(self, certs: Mapping[bytes, AuthorityCert], configured: Collection[bytes],
-              now: int) -> SignedConsensus:
+              now: int, *, tolerance: int = 0) -> SignedConsensus:
         """Count the authorities among `configured` (v3idents) whose signature verifies with their
         certificate in `certs` (keyed by v3ident; expired ones do not count); more than half of ALL configured
-        authorities must have signed (C tor: n/2 + 1). Then valid-after <= now <= valid-until. The result
-        keeps only the verified signatures."""
+        authorities must have signed (C tor: n/2 + 1). Then valid-after - tolerance <= now <= valid-until +
+        tolerance. The result keeps only the verified signatures."""
         configured = frozenset(configured)
         needed = len(configured) // 2 + 1
         good: list[DirectorySignature] = []
@@ -622,10 +622,10 @@ class UncheckedConsensus:
             raise SignatureError(f"consensus has valid signatures from {len(signed_by)} of the "
                                  f"{len(configured)} configured authorities, needs {needed}{detail}")
         c = self.unchecked
-        if now < c.valid_after:
+        if now < c.valid_after - tolerance:
             raise ExpiredError(f"consensus not valid until {netdoc.format_time(c.valid_after)} "
                                f"({c.valid_after - now} s from now)")
-        if now > c.valid_until:
+        if now > c.valid_until + tolerance:
             raise ExpiredError(f"consensus expired at {netdoc.format_time(c.valid_until)} "
                                f"({now - c.valid_until} s ago)")
         return SignedConsensus(c, self.body, tuple(good))

@@ -51,6 +51,11 @@ REQUEST_TIMEOUT = 10.0
 RETRY_MIN = 0.25  # seconds before retrying when no authority answered well; doubles up to RETRY_MAX
 RETRY_MAX = 10.0
 FIRST_RETRY_MAX = 0.5  # the retry delay's cap while we have no consensus at all
+# A consensus counts this far outside its validity, as C tor's "reasonably live" one (REASONABLY_LIVE_TIME,
+# 24 h): a node whose clock is off still takes the newest consensus, and HS time periods come from its
+# valid-after, not from our clock. Beyond EARLY_SKEW seconds we say our clock looks wrong (as C tor warns).
+LIVE_TOLERANCE = 24 * 3600
+EARLY_SKEW = 60
 
 _random = secrets.SystemRandom()
 
@@ -141,10 +146,10 @@ class DirectoryClient:
                 raw = await self._get(ref, CONSENSUS_PATH)
                 unchecked = parse_consensus(raw)
                 try:
-                    signed = unchecked.check(self.certs, self.configured, now)
+                    signed = unchecked.check(self.certs, self.configured, now, tolerance=LIVE_TOLERANCE)
                 except SignatureError:
                     await self._fetch_certs(ref, now)  # new authorities or signing keys: then once more
-                    signed = unchecked.check(self.certs, self.configured, now)
+                    signed = unchecked.check(self.certs, self.configured, now, tolerance=LIVE_TOLERANCE)
                 await self._fetch_microdescs(ref, wanted(signed.consensus, self.microdescs))
             except REQUEST_FAILURES as e:
                 kind = failure_kind(e)
@@ -195,6 +200,12 @@ class DirectoryClient:
         self.microdescs = {d: md for d, md in self.microdescs.items() if d in names}
         self.current = join(consensus, self.microdescs)
         self.metrics.set("consensus_valid_after", consensus.valid_after)
+        now = clock.wall()
+        off = consensus.valid_after - now if now < consensus.valid_after else \
+            consensus.valid_until - now if now > consensus.valid_until else 0
+        if abs(off) > EARLY_SKEW:  # positive: our clock is behind the authorities'
+            self.metrics.inc("errors_total", kind="clock_skew")
+            self.events.emit("clock_skew_suspected", seconds=round(off), valid_after=consensus.valid_after)
         self.events.emit("consensus_received", valid_after=consensus.valid_after,
                          relays=len(consensus.routers), usable=len(self.current.relays),
                          digest=signed.digest)

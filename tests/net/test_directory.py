@@ -40,7 +40,13 @@ from nodes.core.server_descriptor import ServerDescriptor, make_server_descripto
 from nodes.core.vote import DirAuthority, VoteRouter, compute_consensus, make_vote, parse_vote
 from nodes.net import dircache
 from nodes.net.circuits import CircuitBuildError
-from nodes.net.dirclient import CONSENSUS_PATH, MICRODESC_PATH, DirectoryClient, NoConsensusError
+from nodes.net.dirclient import (
+    CONSENSUS_PATH,
+    LIVE_TOLERANCE,
+    MICRODESC_PATH,
+    DirectoryClient,
+    NoConsensusError,
+)
 from nodes.net.events import EventLog
 from nodes.net.httpio import HttpError, request, request_tcp, serve_http, serve_http_tcp
 from nodes.net.metrics import Metrics
@@ -543,8 +549,11 @@ async def test_client_refuses_a_consensus_without_a_majority_from_its_authoritie
         "minority": (_document(current, [a]), SignatureError),
         "forged": (_document(current, [a], [forged_b, random_c]), SignatureError),
         "strangers": (_document(_consensus(strangers, descs, now - 5), strangers), SignatureError),
-        "expired": (_document(_consensus(auths, descs, now - 3 * INTERVAL - 5), auths), ExpiredError),
-        "not yet valid": (_document(_consensus(auths, descs, now + 60), auths), ExpiredError),
+        # a clock that is off is tolerated up to LIVE_TOLERANCE (C tor's reasonably live consensus)
+        "expired": (_document(_consensus(auths, descs, now - 3 * INTERVAL - LIVE_TOLERANCE - 5), auths),
+                    ExpiredError),
+        "not yet valid": (_document(_consensus(auths, descs, now + LIVE_TOLERANCE + 60), auths),
+                          ExpiredError),
     }
     fake = _FakeDirectory([k.cert for k in auths + strangers], [*map(microdescriptor_for, descs), extra])
     async with trio.open_nursery() as nursery:
@@ -571,6 +580,12 @@ async def test_client_refuses_a_consensus_without_a_majority_from_its_authoritie
             await client.fetch_consensus(int(time.time()))
         assert isinstance(dict(info.value.errors)["auth2"], OSError)
         assert client.metrics.value("errors_total", kind="network") == 1
+
+        # within the tolerance, a consensus from our clock's future or past is taken (our clock is off)
+        for skewed in (now + 600, now - 3 * INTERVAL - 600):
+            fake.consensus = _document(_consensus(auths, descs, skewed), auths)
+            signed, _ = await _client(refs).fetch_consensus(int(time.time()))
+            assert signed.consensus.valid_after == skewed
 
         # two valid signatures of three suffice; the bad one is dropped; only named microdescriptors kept
         fake.consensus = _document(current, [a, c], [forged_b])

@@ -222,6 +222,12 @@ def test_validity_time():
         s.check(CERTS, ids(5), VA - 1)
     with pytest.raises(ExpiredError, match="expired"):
         s.check(CERTS, ids(5), VU + 1)
+    # a node whose clock is off by up to `tolerance` (C tor's reasonably live consensus) still takes it
+    assert s.check(CERTS, ids(5), VA - 600, tolerance=600) and s.check(CERTS, ids(5), VU + 600, tolerance=600)
+    with pytest.raises(ExpiredError, match="not valid until"):
+        s.check(CERTS, ids(5), VA - 601, tolerance=600)
+    with pytest.raises(ExpiredError, match="expired"):
+        s.check(CERTS, ids(5), VU + 601, tolerance=600)
 
 
 def test_timing_minimums_of_a_testing_network_client():
