@@ -28,8 +28,9 @@ JOURNAL: Final = "chaos-faults.json"
 def _qdisc(fault: str, params: dict[str, Any]) -> list[str]:
     if fault == "bandwidth":
         return ["tbf", "rate", params["rate"], "burst", params["burst"], "latency", params["latency"]]
-    if fault == "delay":
-        return ["netem", "delay", params["delay"], *([params["jitter"]] if params.get("jitter") else [])]
+    if fault == "delay":  # one netem qdisc: a second root qdisc would replace the first
+        return ["netem", "delay", params["delay"], *([params["jitter"]] if params.get("jitter") else []),
+                *(["loss", f"{params['loss']:g}%"] if params.get("loss") else [])]
     return ["netem", "loss", f"{params['percent']:g}%"]
 
 
@@ -39,7 +40,8 @@ def _effect(fault: str, params: dict[str, Any]) -> dict[str, float]:
         return {"rate": impairments.bytes_per_second(params["rate"])}
     if fault == "delay":
         return {"delay": impairments.seconds(params["delay"]),
-                "jitter": impairments.seconds(params["jitter"]) if params.get("jitter") else 0.0}
+                "jitter": impairments.seconds(params["jitter"]) if params.get("jitter") else 0.0,
+                "loss": impairments.fraction(params["loss"]) if params.get("loss") else 0.0}
     return {"loss": impairments.fraction(params["percent"])}
 
 

@@ -200,3 +200,16 @@ def test_netem_detection_and_the_path_chosen_on_this_host(tmp_path: Path, monkey
         assert "no control secret" in backend.fault_problem("delay")
         (tmp_path / "control.secret").write_text("s\n")
         assert backend.fault_problem("delay") is None
+
+
+def test_delay_with_loss_is_one_netem_qdisc_or_one_rule(tmp_path: Path) -> None:
+    from orchestrator.chaos.faults import _qdisc
+
+    params = {"delay": "100ms", "jitter": "20ms", "loss": 2.0}
+    assert _qdisc("delay", params) == ["netem", "delay", "100ms", "20ms", "loss", "2%"]
+    undo = prepare_fault(link_layer(tmp_path), "delay", "hs", {**params, "direction": "out"}, NODES)
+    assert [e["rule"] for e in undo["rules"]] == [{"id": undo["rules"][0]["rule"]["id"], "peers": "all",
+                                                   "delay": 0.1, "jitter": 0.02, "loss": 0.02}]
+    assert parse_scenario(Path(__file__).resolve().parents[2].joinpath(
+        "topologies/chaos/latency-loss.yaml").read_text()).faults[0].params == tuple(sorted(
+            {**params, "direction": "out", "network": None, "peer": None}.items()))
