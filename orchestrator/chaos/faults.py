@@ -95,16 +95,15 @@ def prepare_fault(backend: FaultBackend, fault: str, node: str, params: dict[str
     return undo
 
 
-def _control_gone(backend: FaultBackend, node: str, command: dict) -> str | None:
-    """Send a command that undoes something; None when done, a few words when the node is not running (what
-    the control call set went with its process), ControlCallError otherwise."""
+def _undo_control(backend: FaultBackend, node: str, command: dict) -> dict | str:
+    """Send a command that undoes something: the node's answer, or a few words when the node is not running
+    (what the control call set went with its process); ControlCallError otherwise."""
     try:
-        backend.control(node, command)
+        return backend.control(node, command)
     except ControlCallError:
         if backend.node_state(node).get("status") in ("running", "paused"):
             raise
         return f"{node} is not running (its rules went with it)"
-    return None
 
 
 def apply_fault(backend: FaultBackend, undo: dict, params: dict[str, Any]) -> None:
@@ -143,12 +142,14 @@ def undo_fault(backend: FaultBackend, undo: dict, *, wait: bool, timeout: float)
             backend.connect(node, network, address)
         return "reconnected to " + (", ".join(undo["networks"]) or "nothing")
     if fault == "skew":
-        return _control_gone(backend, node, {"command": "unskew"}) or "clock back to true time"
+        answer = _undo_control(backend, node, {"command": "unskew"})
+        return answer if isinstance(answer, str) else f"clock true again (was {answer.get('was', 0):+g} s)"
     if fault in SHAPING and "rules" in undo:
-        gone = [why for entry in undo["rules"] if (why := _control_gone(
-            backend, entry["node"], {"command": "unshape", "ids": [entry["rule"]["id"]]}))]
-        return f"link-layer rules removed from {len(undo['rules']) - len(gone)} node(s)" + (
-            f"; {'; '.join(gone)}" if gone else "")
+        answers = [_undo_control(backend, e["node"], {"command": "unshape", "ids": [e["rule"]["id"]]})
+                   for e in undo["rules"]]
+        removed = sum(isinstance(a, dict) and bool(a.get("removed")) for a in answers)
+        gone = [a for a in answers if isinstance(a, str)]
+        return f"link-layer rules removed from {removed} node(s)" + (f"; {'; '.join(gone)}" if gone else "")
     if fault in SHAPING:
         removed = backend.unshape(undo["veths"])
         return f"qdisc removed from {', '.join(removed) or 'nothing (its veths are gone)'}"

@@ -3,7 +3,7 @@ on 10.79.0.0/24 (or a free /24 when that is taken). One scenario kills the servi
 it again (and squeezes its guard with tbf and partitions a relay meanwhile): the history shows the faults, the
 checkers pass, the onion is reachable again and nothing is left in place. Then `onionlab chaos` gets SIGTERM
 while four faults are in place: it exits 143 (128 + SIGTERM) having undone every one. The lab is always
-taken down."""
+taken down. A delay, a loss on one link and a clock skew run whatever the kernel has (netem or not)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import textwrap
 import time
 import uuid
 from ipaddress import ip_network
-from pathlib import Path
 
 import pytest
 
 from orchestrator import chaos, report
+from orchestrator.backends.base import LINK_LAYER, QDISC
 from orchestrator.backends.docker import SHAPING_QDISCS, DockerBackend
 from orchestrator.flow import check_reachable
 from orchestrator.topology import parse_topology
@@ -190,17 +190,48 @@ def test_sigterm_undoes_every_fault(lab, docker_client):
     assert_nothing_left(docker_client, backend)
 
 
-def test_netem_faults_are_refused_or_run(lab):
+def test_delay_loss_and_skew_run_with_or_without_netem(lab, docker_client):
+    """delay and loss run here whatever the kernel: tc netem qdiscs on both sides of the veths where it has
+    netem, else the nodes' link-layer shaper through their control call (this machine has no netem); skew
+    always through the control call. The run's secret reached every node through its volume, not through
+    its environment."""
     backend, base = lab
-    problem = backend.shaping_problem(netem=True)
-    scenario = chaos.parse_scenario("name: lag\nduration: 6\nfaults:\n"
-                                    "  - {fault: delay, target: relay1, delay: 50ms, at: 1, for: 3}\n")
-    if problem is None:
-        result = chaos.run_scenario(scenario, backend)
-        assert result.ok, report.render_summary(result.history)
-        return
-    assert "netem" in problem
-    with pytest.raises(chaos.ChaosRefused, match="fault delay cannot run here: this kernel has no netem"):
-        chaos.run_scenario(scenario, backend)
-    assert backend.qdiscs("relay1") and set(backend.qdiscs("relay1").values()) == {"noqueue"}
-    assert Path(backend.run_dir).exists()
+    secret = (backend.run_dir / "control.secret").read_text().strip()
+    run = json.loads((backend.run_dir / "state.json").read_text())["run_id"]
+    for container in docker_client.containers.list(filters={"label": f"onionlab.run={run}"}):
+        assert secret not in json.dumps(container.attrs), container.name  # not in docker inspect
+    path, why = backend.shaping_path("delay", {})
+    assert path == (QDISC if backend.shaping_problem(netem=True) is None else LINK_LAYER)
+    scenario = chaos.parse_scenario(textwrap.dedent("""\
+        name: lag
+        duration: 14
+        workload: {bytes: 5000, interval: 1, timeout: 20}
+        faults:
+          - {fault: delay, target: relay1, delay: 100ms, jitter: 10ms, loss: 2, at: 1, for: 8}
+          - {fault: loss, target: relay2, peer: relay3, percent: 5, at: 1, for: 8}
+          - {fault: skew, target: hs, offset: 600, at: 1, for: 8}
+        """))
+    lines: list[str] = []
+    result = chaos.run_scenario(scenario, backend, history_path=base / "lag.jsonl", say=lines.append)
+    summary = report.render_summary(result.history)
+    print("\n" + "\n".join(lines) + "\n\n" + summary)
+    assert result.ok, summary
+    how = "tc qdiscs" if path == QDISC else "link-layer shaper"
+    assert f"delay via {how} ({why})" in lines
+    assert "loss on one link via link-layer shaper (a fault on one link is a rule in the two nodes' link " \
+           "layers)" in lines
+    history = chaos.read_history(base / "lag.jsonl")
+    ends = {r["fault"]: r for r in history if r["type"] == "fault" and r["event"] == "end"}
+    starts = {r["fault"]: r for r in history if r["type"] == "fault" and r["event"] == "start"}
+    nodes = [n["name"] for n in backend.status()["nodes"]]
+    if path == LINK_LAYER:  # a rule on relay1 for every peer, one on every peer for relay1: all removed
+        assert {e["node"] for e in starts["delay"]["undo"]["rules"]} == set(nodes)
+        assert ends["delay"]["detail"] == f"link-layer rules removed from {len(nodes)} node(s)"
+    else:  # both sides of relay1's veth: the host's and its own (in its network namespace)
+        assert any(":" in i for i in starts["delay"]["undo"]["veths"])
+    assert ends["loss"]["detail"] == "link-layer rules removed from 2 node(s)"
+    assert ends["skew"]["detail"] == "clock true again (was +600 s)"
+    for name in nodes:
+        status = backend.node_status(name)
+        assert status["shaping"] == [] and status["clock_offset"] == 0.0, name
+    assert_nothing_left(docker_client, backend)

@@ -462,7 +462,8 @@ class FakeBackend:
             node["rules"] = [i for i in node.get("rules", []) if i not in removed]
             return {"ok": True, "removed": removed}
         else:
-            node["offset"] = command.get("offset", 0.0)
+            was, node["offset"] = node.get("offset", 0.0), command.get("offset", 0.0)
+            return {"ok": True, "was": was}
         return {"ok": True}
 
     def unshape(self, veths: list[str]) -> list[str]:
