@@ -190,11 +190,16 @@ class Recorder:
 
     def __init__(self):
         self.created = {}
+        self.archives = []  # (container, path, tar bytes) of put_archive
         client = self
 
         class Container:
             def __init__(self, name):
                 self.name = name
+
+            def put_archive(self, path, data):
+                client.archives.append((self.name, path, data))
+                return True
 
             def start(self):
                 pass
@@ -240,3 +245,28 @@ def test_every_container_gets_the_memory_and_pids_limits_of_its_node(tmp_path):
         "hs": (256 * 2**20, 256 * 2**20, 128),
         "client": (256 * 2**20, 256 * 2**20, 128),
     }
+
+
+def test_the_control_secret_reaches_each_volume_not_the_environment(tmp_path):
+    """The run's control secret: 0600 in the run dir, and keys/control.secret (0600, the node user's) put
+    into every node's volume through the init container before it starts; never in its environment."""
+    import io
+    import stat
+    import tarfile
+
+    topology = parse_topology(LAB)
+    dock = backend.DockerBackend(tmp_path, labels={})
+    dock._client = Recorder()
+    info = dock._plan(topology, "r1")
+    dock._init(topology, info, {}, lambda line: None)
+    secret = (tmp_path / "control.secret").read_text().strip()
+    assert len(secret) >= 32 and stat.S_IMODE((tmp_path / "control.secret").stat().st_mode) == 0o600
+    archives = dock._client.archives
+    assert [(c, p) for c, p, _ in archives] == [("onionlab-r1-init", f"/var/lib/onionlab/{n.name}")
+                                                for n in info.nodes]
+    with tarfile.open(fileobj=io.BytesIO(archives[0][2])) as tar:
+        entry = tar.getmember("keys/control.secret")
+        assert (entry.mode, entry.uid, entry.gid) == (0o600, 10001, 10001)
+        assert tar.getmember("keys").mode == 0o700
+        assert tar.extractfile(entry).read().decode().strip() == secret
+    assert secret not in repr(dock._client.created)
