@@ -331,8 +331,8 @@ class Channel:
         """The cells due now (shaper.py); [] after waiting until one may be due or something changed."""
         now = trio.current_time()
         queue = self._held
-        if queue is None:
-            queue = self._held = shaper.queue(self.address)
+        if queue is None:  # kept while the node has rules: its seeded draws go on from batch to batch
+            queue = self._held = shaper.queue(f"{self.address}:{self.port}:{self.initiator}")
         effect = shaper.effect(self.address)
         if queue.generation != shaper.generation:  # the rules changed: a blackhole that went releases
             if effect is None or not effect.blackhole:
@@ -340,18 +340,20 @@ class Channel:
             queue.generation = shaper.generation
         if self._outbox:
             batch, self._outbox = self._outbox, []
+            if effect is None and not queue:  # no rule for this peer and nothing held: straight out
+                return batch
             lost = queue.delayed_by_loss
             queue.push(batch, effect, now)
             if queue.delayed_by_loss != lost:
                 self._manager.metrics.inc("shaper_retransmits_total")
         due = queue.pop_due(now)
-        if due or queue:
-            if due:
-                return due
-            with trio.move_on_at(queue.next_due()):
-                await self._writer.park()
+        if due:
+            return due
+        if not queue and not shaper.active:
+            self._held = None  # no rule and nothing held: back to the fast path
             return []
-        self._held = None  # nothing held: back to the fast path while no rule matches
+        with trio.move_on_at(queue.next_due()):  # the next due batch, new cells or new rules
+            await self._writer.park()
         return []
 
     async def _dispatch(self, cells: list[Cell]) -> None:

@@ -228,8 +228,9 @@ class Shaper:
             effect = self._effects[address] = Effect.of(r for r in self._rules.values() if r.matches(address))
             return effect
 
-    def queue(self, address: str) -> ShapedQueue:
-        return ShapedQueue(random.Random(f"{self.seed}/{address}"))
+    def queue(self, link: str) -> ShapedQueue:
+        """A queue for one link (its peer's address, port and direction): its draws are seeded by both."""
+        return ShapedQueue(random.Random(f"{self.seed}/{link}"))
 
     def status(self) -> list[dict]:
         return [r.to_json() for r in self._rules.values()]

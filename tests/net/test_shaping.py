@@ -132,3 +132,20 @@ async def test_a_skewed_node_reads_skewed_time_but_stamps_events_true():
     assert abs(events["ahead"]["ts"] - now) < 5 and events["ahead"]["skew"] == 600.0
     assert "skew" not in events["true"]
     assert clock.skew() == 0.0  # the test's own task kept true time
+
+
+async def test_loss_draws_go_on_from_batch_to_batch():
+    """Each batch draws anew from the link's seeded RNG (a fresh RNG per batch would draw the same number
+    every time: every batch lost, or none)."""
+    async with trio.open_nursery() as nursery:
+        relays = [await start_relay(nursery, f"relay{i}", dir_handler=echo) for i in range(3)]
+        client = await start_client(nursery)
+        with trio.fail_after(60):
+            circuit = await client.circuits.build([r.status for r in relays])
+            stream = await circuit.open_dir_stream()
+            client.channels.shaper.set_rule(LinkRule("lossy", loss=0.5))
+            for _ in range(30):  # one small batch at a time: the queue empties between them
+                await _echo_round_trip(stream, b"x")
+            lost = client.metrics.value("shaper_retransmits_total")
+            assert 5 <= lost <= 25, lost
+        nursery.cancel_scope.cancel()
