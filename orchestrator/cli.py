@@ -397,6 +397,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         for op in schedule:
             print(f"{op.at:7.1f} s .. {op.until:7.1f} s  op {op.index}: {op.describe()}")
         refused = chaos.refusals(backend, schedule)  # what a real run would refuse, before anything changes
+        for line in [] if refused else chaos.shaping_paths(backend, schedule):
+            print(line, file=sys.stderr)
         for why in refused:
             print(f"onionlab: chaos would refuse this run: {why}", file=sys.stderr)
         return 1 if refused else 0
