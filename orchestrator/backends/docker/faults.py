@@ -16,7 +16,7 @@ from .. import (
     StartFailed,
     write_state,
 )
-from ..base import FAULT_KINDS, NEEDS_NETEM, SHAPING_FAULTS
+from ..base import FAULT_KINDS, FIREWALL_FAULTS, NEEDS_NETEM, SHAPING_FAULTS
 from .engine import (
     STATUS_TIMEOUT,
     STOP_TIMEOUT,
@@ -27,25 +27,32 @@ from .engine import (
     log_lines,
     log_report,
 )
+from .firewall import Firewall
 from .shaping import Shaping
 
 
-class Faults(Shaping):
+class Faults(Shaping, Firewall):
     def supported_faults(self) -> frozenset[str]:
         """Every fault kind: containers have processes to signal and freeze, and links of their own."""
         return FAULT_KINDS
 
     def fault_problem(self, fault: str) -> str | None:
-        """Why `fault` cannot run on this host (shaping needs tc, root and the engine here), or None."""
+        """Why `fault` cannot run on this host (shaping needs tc, root and the engine here; cuts by rules
+        iptables, nsenter and root), or None."""
         if fault not in FAULT_KINDS:
             return f"no fault named {fault!r}"
+        if fault in FIREWALL_FAULTS:
+            return self.firewall_problem()
         if fault in SHAPING_FAULTS:
             return self.shaping_problem(netem=fault in NEEDS_NETEM)
         return None
 
     def node_state(self, name: str) -> dict:
-        """The container's state and networks (container_state) and its veths' root qdisc kinds."""
-        return {**self.container_state(name), "qdiscs": sorted(set(self.qdiscs(name).values()))}
+        """The container's state and networks (container_state), its veths' root qdisc kinds and the
+        onionlab firewall rules in its network namespace (none unless rules can work here)."""
+        rules = self.node_rules(name) if self.firewall_problem() is None else []
+        return {**self.container_state(name), "qdiscs": sorted(set(self.qdiscs(name).values())),
+                "rules": [" ".join(rule) for rule in rules]}
 
     def node_status(self, name: str) -> dict | None:
         """The node's /status now, or None when it does not answer."""
