@@ -123,8 +123,8 @@ def test_fault_shapes() -> None:
     assert problems(base + "{fault: pause, target: relay1, signal: SIGKILL}\n") == [
         "s.yaml:4:36: faults[0].signal: fault pause takes no parameters, not 'signal'"]
     assert problems(base + "{fault: kill, target: Relay_1}\n") == [
-        "s.yaml:4:27: faults[0].target: expected a target: NODE, random ROLE, intro points of HS, hsdirs of HS, "
-        "rendezvous point of CLIENT, path of NODE, guards of NODE, minority of authorities, majority of "
+        "s.yaml:4:27: faults[0].target: expected a target: NODE, random ROLE, intro points of HS, hsdirs of "
+        "HS, rendezvous point of CLIENT, path of NODE, guards of NODE, minority of authorities, majority of "
         "authorities, all authorities, intro point, service guard, client guard; got 'Relay_1'"]
     assert problems(base + "{fault: kill, target: intro pont}\n")[0].endswith("(did you mean 'intro point'?)")
 
