@@ -35,8 +35,8 @@ from .workload import LAB_STATE_EVERY, LabSampler, WorkloadThread, fetch_once, l
 
 BASELINE_RETRY: Final = 0.5  # seconds between two tries of the onion before the run
 # A live target that names nobody when its fault starts (no rendezvous circuit yet) is tried again this often,
-# for at most the workload's timeout (the time one fetch, which makes the circuits, may take) and never past
-# the fault's end; then the op is skipped, recorded as a `target` record.
+# for at most the workload's timeout (the time one fetch, which makes the circuits, may take) and until
+# TARGET_RETRY before the fault's end; then the op is skipped, recorded as a `target` record.
 TARGET_RETRY: Final = 0.5
 
 
@@ -174,8 +174,9 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                     history.record("target", event="waiting", op=op.index, fault=op.fault, target=op.target,
                                    why=why)
                     stamp(f"op {op.index}: {op.fault} {op.target}: names nobody yet ({why}); waiting")
-                if now + TARGET_RETRY < min(first + w.timeout, op.until):
-                    return now + TARGET_RETRY
+                deadline = min(first + w.timeout, op.until - TARGET_RETRY)
+                if now < deadline:
+                    return min(now + TARGET_RETRY, deadline)
                 history.record("target", event="skipped", op=op.index, fault=op.fault, target=op.target,
                                why=why, waited=round(now - first, 1))
                 stamp(f"op {op.index}: {op.fault} {op.target}: SKIPPED, still no target after "
