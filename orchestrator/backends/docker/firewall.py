@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from .. import BackendError
-from .engine import Engine, process_start
+from .engine import RUN, Engine, process_start
 from .shaping import _run
 
 TAG_PREFIX: Final = "onionlab:"
@@ -185,15 +185,16 @@ class Firewall(Engine):
         if self.firewall_problem() is not None:
             return 0
         removed = 0
-        for container in self.client.containers.list(filters={"label": "onionlab.run", "status": "running"}):
+        for container in self.client.containers.list(filters={"label": RUN, "status": "running"}):
             pid = (container.attrs.get("State") or {}).get("Pid")
-            if not pid:
+            try:
+                listing = _run(["nsenter", "-t", str(pid), "-n", "iptables", "-w", "-S"]) if pid else ""
+                for rule in tagged_rules(listing):
+                    if everything or not tag_owner_alive(rule_comment(rule)):
+                        _run(["nsenter", "-t", str(pid), "-n", "iptables", "-w", "-D", *rule])
+                        removed += 1
+            except BackendError:  # it stopped meanwhile: its namespace, and the rules, are gone
                 continue
-            listing = _run(["nsenter", "-t", str(pid), "-n", "iptables", "-w", "-S"])
-            for rule in tagged_rules(listing):
-                if everything or not tag_owner_alive(rule_comment(rule)):
-                    _run(["nsenter", "-t", str(pid), "-n", "iptables", "-w", "-D", *rule])
-                    removed += 1
         return removed
 
     def container_addresses(self, name: str) -> dict[str, str]:
