@@ -31,13 +31,21 @@ class Op:
     def describe(self) -> str:
         who = ", ".join(self.nodes) if self.nodes else f"{'all' if self.count is None else self.count} x " \
                                                         f"{self.target} (chosen when applied)"
-        extra = "".join(f" {k}={v}" for k, v in self.params if v is not None)
+        extra = "".join(f" {k}={_word(v)}" for k, v in self.params if v is not None)
         return f"{self.fault}{extra} {who}"
 
     def to_dict(self) -> dict:
         return {"op": self.index, "fault": self.fault, "target": self.target, "nodes": list(self.nodes),
                 "count": self.count, "at": self.at, "until": self.until,
                 "params": {k: v for k, v in self.params if v is not None}, "entry": self.entry}
+
+
+def _word(value: Any) -> str:
+    """A parameter as --dry-run shows it: lists of names comma-separated, groups in brackets."""
+    if isinstance(value, tuple):
+        return " ".join(f"[{_word(v)}]" for v in value) if value and isinstance(value[0], tuple) \
+            else ",".join(value)
+    return repr(value) if isinstance(value, str) and " " in value else str(value)
 
 
 def make_schedule(scenario: Scenario, seed: int, lab: Sequence[tuple[str, str]]) -> list[Op]:
