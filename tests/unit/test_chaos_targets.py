@@ -389,3 +389,20 @@ def test_tags_name_their_maker() -> None:
     assert rule == ["INPUT", "-s", "10.0.0.2/32", "-m", "comment", "--comment", "onionlab:abc123:1:2", "-j",
                     "DROP"]
     assert rule_comment(rule) == "onionlab:abc123:1:2"
+
+
+def test_dry_run_shows_the_new_parameters_plainly() -> None:
+    scenario = parse_scenario(textwrap.dedent("""\
+        name: x
+        duration: 60
+        faults:
+          - {fault: split, groups: [[auth1, relay1], [auth2, auth3]]}
+          - {fault: partition, target: relay2, direction: out, from: [relay5, relay6], at: 1}
+          - {fault: partition, target: hs, direction: in, from: hsdirs of hs, at: 2}
+          - {fault: pause, target: path of client, count: all, at: 3}
+        """), lab=LAB)
+    assert [op.describe() for op in make_schedule(scenario, 1, LAB)] == [
+        "split groups=[auth1,relay1] [auth2,auth3] auth1, auth2, auth3, relay1",
+        "partition direction=out from=relay5,relay6 relay2",
+        "partition direction=in from='hsdirs of hs' hs",
+        "pause all x path of client (chosen when applied)"]
