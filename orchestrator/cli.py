@@ -488,7 +488,8 @@ def cmd_reap(args: argparse.Namespace) -> int:
         print(f"removed run {run_id}: {why}")
     for run_id, why in report.kept.items():
         print(f"kept run {run_id}: {why}")
-    print(f"removed {report.containers} containers, {report.networks} networks and {report.volumes} volumes")
+    print(f"removed {report.containers} containers, {report.networks} networks, {report.volumes} volumes and "
+          f"{report.rules} firewall rules")
     _clear_node_control(backend.run_dir)
     return 0
 

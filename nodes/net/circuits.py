@@ -67,6 +67,7 @@ class OriginCircuitHandle:
         self._manager = manager
         self.channel = channel
         self.path = tuple(path)
+        self.purpose = "general"  # what its builder uses it for (hsdir, intro, rendezvous): shown in /status
         self.error: CircuitClosed | None = None
         self.closed = trio.Event()
         self._changed = trio.lowlevel.ParkingLot()

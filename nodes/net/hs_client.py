@@ -108,7 +108,9 @@ class OnionClient:
             metrics.describe(name, kind, text)
 
     def status(self) -> dict:
-        return {"descriptors_cached": len(self.descriptors), "rendezvous_circuits": len(self.rendezvous)}
+        live = [c for c in self.rendezvous.values() if c.error is None]
+        return {"descriptors_cached": len(self.descriptors), "rendezvous_circuits": len(self.rendezvous),
+                "rendezvous_points": sorted({c.path[-1].nickname for c in live})}
 
     # -- the SOCKS entry point -------------------------------------------------------------------------------
     async def connect(self, host: str, port: int, isolation: bytes = b"") -> trio.abc.Stream:
@@ -149,8 +151,8 @@ class OnionClient:
         with trio.fail_after(CONSENSUS_WAIT):
             return await self.directory.wait_newer(None)
 
-    async def _build(self, consensus: NetworkView, last: Relay) -> OriginCircuitHandle:
-        return await build_guarded(self.circuits, self.guards, consensus, last)
+    async def _build(self, consensus: NetworkView, last: Relay, purpose: str) -> OriginCircuitHandle:
+        return await build_guarded(self.circuits, self.guards, consensus, last, purpose)
 
     async def _rendezvous(self, identity: bytes, onion: str) -> OriginCircuitHandle:
         started = trio.current_time()
@@ -197,7 +199,7 @@ class OnionClient:
         target = FETCH_PREFIX + base64.b64encode(blinded).decode().rstrip("=")
         for hsdir in hsdirs:
             try:
-                circuit = await self._build(consensus, hsdir)
+                circuit = await self._build(consensus, hsdir, "hsdir")
             except CIRCUIT_FAILURES as e:
                 self.metrics.inc("descriptor_fetches_total", result="circuit_failed")
                 self.events.emit("descriptor_fetch_failed", hsdir=hsdir.nickname, error=str(e))
@@ -251,7 +253,7 @@ class OnionClient:
         problems = []
         for relay in candidates:
             try:
-                rend = await self._build(consensus, relay)
+                rend = await self._build(consensus, relay, "rendezvous")
             except CIRCUIT_FAILURES as e:
                 problems.append(f"{relay.nickname}: {e}")
                 self.metrics.inc("rendezvous_total", result="establish_failed")
@@ -296,7 +298,7 @@ class OnionClient:
                                                 rng=self.rng)
             intro = relay.nickname
             try:
-                circuit = await self._build(consensus, relay)
+                circuit = await self._build(consensus, relay, "intro")
             except CIRCUIT_FAILURES as e:
                 self._intro_failed(point.auth_key, intro, "circuit_failed")
                 problems.append(f"{intro}: {e}")

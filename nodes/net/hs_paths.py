@@ -135,10 +135,11 @@ def three_hop_path(consensus: NetworkView, guards: Sequence[Relay],
 
 
 async def build_guarded(circuits: CircuitManager, guards: GuardManager, consensus: NetworkView,
-                        last: Relay, *, attempts: int = BUILD_ATTEMPTS) -> OriginCircuitHandle:
+                        last: Relay, purpose: str, *, attempts: int = BUILD_ATTEMPTS) -> OriginCircuitHandle:
     """A 3-hop circuit to `last` whose first hop is one of our guards (three_hop_path). A guard that fails
     is marked so the next one takes its place, and a failed middle is replaced by another, up to `attempts`
-    paths; when `last` itself cannot be reached the error is raised at once (the caller picks another)."""
+    paths; when `last` itself cannot be reached the error is raised at once (the caller picks another).
+    `purpose` (hsdir, intro, rendezvous) labels the circuit in the node's /status."""
     for attempt in range(attempts):
         path = three_hop_path(consensus, guards.ordered(), last)
         try:
@@ -150,6 +151,7 @@ async def build_guarded(circuits: CircuitManager, guards: GuardManager, consensu
                 raise
             continue
         guards.mark_succeeded(path[0].identity)
+        circuit.purpose = purpose
         return circuit
     raise AssertionError("unreachable: the last attempt returns or raises")
 

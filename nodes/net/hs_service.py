@@ -145,6 +145,7 @@ class OnionService:
         self._subcredentials: dict[tuple[int, int], bytes] = {}  # by (period num, length)
         self._signing: dict[int, Signer] = {}  # descriptor signing key per period
         self._answers: trio.Nursery | None = None  # run() sets it: where introductions are answered
+        self._status_hsdirs: tuple[NetworkView | None, dict | None] = (None, None)  # current_hsdirs' cache
         for name, kind, text in (
                 ("intro_points_established", "gauge", "introduction points we hold now"),
                 ("intro_point_failures_total", "counter", "introduction point setups or circuits lost"),
@@ -173,7 +174,20 @@ class OnionService:
         return {"intro_points": [ip.relay.nickname for ip in self.intro_points.values()],
                 "intro_auth_keys": {ip.relay.nickname: ip.auth.public_key.hex()
                                     for ip in self.intro_points.values()},
-                "published": {str(num): len(h) for num, h in sorted(self.published.items())}}
+                "published": {str(num): len(h) for num, h in sorted(self.published.items())},
+                "hsdirs": self.current_hsdirs()}
+
+    def current_hsdirs(self) -> dict | None:
+        """The HSDirs responsible for our descriptor in the current time period (the hash ring, as we upload
+        to it): {"period", "relays"}; None without a consensus. Cached per consensus."""
+        c = self.directory.current
+        if c is None:
+            return None
+        if self._status_hsdirs[0] is not c:
+            period = TimePeriod.of(c)
+            self._status_hsdirs = (c, {"period": period.num,
+                                       "relays": [r.nickname for r in self._hsdirs(c, period)]})
+        return self._status_hsdirs[1]
 
     async def run(self) -> None:
         """Every intro point slot and the descriptor publisher, until cancelled."""
@@ -184,8 +198,8 @@ class OnionService:
             nursery.start_soon(self.keep_descriptors_published)
 
     # -- paths -----------------------------------------------------------------------------------------------
-    async def _build(self, consensus: NetworkView, last: Relay) -> OriginCircuitHandle:
-        return await build_guarded(self.circuits, self.guards, consensus, last)
+    async def _build(self, consensus: NetworkView, last: Relay, purpose: str) -> OriginCircuitHandle:
+        return await build_guarded(self.circuits, self.guards, consensus, last, purpose)
 
     def _intro_candidates(self, consensus: NetworkView) -> list[Relay]:
         """Relays for a new intro point: not one another slot uses or is setting up; our guards only when
@@ -236,7 +250,7 @@ class OnionService:
             self.events.emit("intro_lost", intro=point.relay.nickname, error=str(point.circuit.error))
 
     async def _establish(self, consensus: NetworkView, relay: Relay) -> IntroPoint:
-        circuit = await self._build(consensus, relay)
+        circuit = await self._build(consensus, relay, "intro")
         try:
             auth = Signer.from_seed(self.rng(32))
             enc_secret = self.rng(32)
@@ -299,7 +313,7 @@ class OnionService:
             self.events.emit("rendezvous_failed", reason="INTRODUCE2 names no address and identity")
             return
         try:
-            circuit = await self._build(consensus, rend)
+            circuit = await self._build(consensus, rend, "rendezvous")
         except CIRCUIT_FAILURES as e:
             self.metrics.inc("rendezvous_total", result="circuit_failed")
             self.events.emit("rendezvous_failed", rendezvous=rend.nickname, error=str(e), kind=_kind(e))
@@ -464,7 +478,7 @@ class OnionService:
         async def upload(hsdir: Relay, nums: list[int]) -> None:
             nonlocal failures
             try:
-                circuit = await self._build(consensus, hsdir)
+                circuit = await self._build(consensus, hsdir, "hsdir")
             except CIRCUIT_FAILURES as e:
                 failures += len(nums)
                 self.metrics.inc("descriptor_uploads_total", result="circuit_failed")

@@ -43,7 +43,13 @@ class OriginStack:
     def status(self) -> dict:
         return {"name": self.config.name, "address": self.config.address,
                 "circuits": len(self.circuits.circuits), "links": len(self.channels.channels),
-                "guards": self.guards.status()}
+                "guards": self.guards.status(), "live_circuits": self.live_circuits()}
+
+    def live_circuits(self) -> list[dict]:
+        """Each open circuit's id, purpose and relays (first hop first): what chaos targets such as
+        `path of NODE` resolve from."""
+        return sorted(({"circ_id": c.circ_id, "purpose": c.purpose, "path": [r.nickname for r in c.path]}
+                       for c in self.circuits.circuits if c.error is None), key=lambda c: c["circ_id"])
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Links and the directory client (which resamples the guards on every consensus), until cancelled."""

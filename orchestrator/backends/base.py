@@ -30,7 +30,7 @@ Progress = Callable[[str], None]
 
 # every fault kind a chaos scenario can name (orchestrator/chaos/scenario.py: FAULTS has their parameters)
 PROCESS_FAULTS: Final = frozenset({"kill", "stop", "pause"})
-NETWORK_FAULTS: Final = frozenset({"partition", "bandwidth", "delay", "loss"})
+NETWORK_FAULTS: Final = frozenset({"partition", "split", "bandwidth", "delay", "loss"})
 CLOCK_FAULTS: Final = frozenset({"skew"})  # the node's clock offset, through its control call
 FAULT_KINDS: Final = PROCESS_FAULTS | NETWORK_FAULTS | CLOCK_FAULTS
 SHAPING_FAULTS: Final = frozenset({"bandwidth", "delay", "loss"})  # qdiscs, or the nodes' shapers
@@ -39,6 +39,9 @@ NEEDS_NETEM: Final = frozenset({"delay", "loss"})  # the netem qdisc, which some
 # link-layer shaper through their control call (every backend, any kernel)
 QDISC: Final = "qdisc"
 LINK_LAYER: Final = "link-layer"
+# cuts by firewall rules in the node's network: split, and a partition with `direction` or `from`
+# (fault_problem("split") answers for both)
+FIREWALL_FAULTS: Final = frozenset({"split"})
 
 
 @runtime_checkable
@@ -135,7 +138,8 @@ class FaultBackend(Backend, Protocol):
 
 @runtime_checkable
 class NetworkFaultBackend(FaultBackend, Protocol):
-    """The network faults: a node off its networks (partition) and shaping (tc) on its links."""
+    """The network faults: a node off its networks (partition), cuts by firewall rules (a one-way partition,
+    a partition from some nodes only, a split into groups) and shaping (tc) on its links."""
 
     def disconnect(self, name: str, network: str | None = None) -> dict[str, str]:
         """Take the node off `network` (default: every one): {network: address} of what it was on."""
@@ -161,6 +165,21 @@ class NetworkFaultBackend(FaultBackend, Protocol):
 
     def unshape(self, veths: list[str]) -> list[str]:
         """Remove the root qdisc of each interface: those whose qdisc was removed."""
+        ...
+
+    def firewall_rules(self, name: str, direction: str, peers: list[str] | None = None,
+                       network: str | None = None) -> list[list[str]]:
+        """The rules that would cut the node from `peers` (node names; None: from everyone) in `direction`
+        (both, in: connections the peers open to it, out: those it opens to them), on `network` only when
+        given. Changes nothing: add_rules applies them, remove_rules undoes them."""
+        ...
+
+    def add_rules(self, name: str, rules: list[list[str]]) -> None:
+        """Apply firewall_rules' rules to the node (all or none)."""
+        ...
+
+    def remove_rules(self, name: str, rules: list[list[str]]) -> int:
+        """Remove those rules from the node (ones already gone need nothing): how many were removed."""
         ...
 
 

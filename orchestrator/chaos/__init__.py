@@ -1,8 +1,9 @@
 """`onionlab chaos`: break a running lab on purpose, on a seeded schedule, and judge what happened.
 
 The Jepsen model. A scenario file (topologies/chaos/*.yaml, docs/chaos.md) names faults (kill, stop, pause,
-partition, bandwidth, delay, loss), their targets (a node, a random node of a role, the service's intro
-points, the service's or the client's guard) and when they start and how long they last. `make_schedule`
+partition, split, bandwidth, delay, loss), their targets (a node, a random node of a role, a group of
+authorities, or what the protocol names: intro points, HSDirs, rendezvous point, path, guards; targets.py)
+and when they start and how long they last. `make_schedule`
 turns it and a seed into a list of operations: the same seed and lab give the same schedule. While the
 schedule runs, a workload fetches /bytes/N from the onion through a client's SOCKS port again and again, each
 time with fresh SOCKS credentials (a new rendezvous), and verifies every byte. Everything that happens goes
@@ -21,6 +22,7 @@ faults); a backend declares which it supports and a run asks before anything cha
 what to do when and judges it, one concern a module:
 
     scenario.py   what a scenario can say, and reading one (every problem as file:line:column: field)
+    targets.py    the target grammar, and choosing a target's nodes (by the schedule, or from /status)
     schedule.py   scenario + seed + lab -> the operations, in order
     faults.py     applying and undoing a fault through the backend; the journal; what a backend refuses
     workload.py   the verified fetches and the lab-state sampler (threads writing the history)
@@ -78,7 +80,6 @@ from .scenario import (
     CHECKERS,
     FAULT_KEYS,
     FAULTS,
-    LIVE_TARGETS,
     SHAPING,
     SIGNALS,
     TOP_KEYS,
@@ -99,6 +100,14 @@ from .schedule import (
     lab_problems,
     make_schedule,
 )
+from .targets import (
+    FORMS,
+    Target,
+    TargetError,
+    choose_live,
+    live_candidates,
+    parse_target,
+)
 from .workload import (
     LAB_STATE_EVERY,
     LabSampler,
@@ -115,12 +124,12 @@ __all__ = [
     "Checkers",
     "FAULTS",
     "FAULT_KEYS",
+    "FORMS",
     "FaultSpec",
     "HISTORIES",
     "History",
     "JOURNAL",
     "LAB_STATE_EVERY",
-    "LIVE_TARGETS",
     "LabSampler",
     "NACK_WINDOW",
     "OLD_HISTORIES",
@@ -130,6 +139,8 @@ __all__ = [
     "SIGNALS",
     "Scenario",
     "ScenarioError",
+    "Target",
+    "TargetError",
     "TOP_KEYS",
     "Verdict",
     "WORKLOAD_KEYS",
@@ -144,6 +155,7 @@ __all__ = [
     "check_no_wrong_bytes",
     "check_recovers",
     "check_workload",
+    "choose_live",
     "compare_snapshots",
     "default_history",
     "fetch_once",
@@ -158,9 +170,11 @@ __all__ = [
     "clear_node_control",
     "shaping_paths",
     "lab_state",
+    "live_candidates",
     "load_scenario",
     "make_schedule",
     "parse_scenario",
+    "parse_target",
     "prepare_fault",
     "read_history",
     "refusals",

@@ -92,9 +92,13 @@ def check_faults(history: Sequence[dict]) -> Verdict:
             problems.append(f"ops never applied (the run stopped early): {cleanup[-1]['unapplied']}")
     applied = sum(1 for r in history
                   if r.get("type") == "fault" and r.get("event") == "start" and r.get("ok"))
+    # ops whose live target named nobody until they gave up (run.py: TARGET_RETRY): not applied, not a failure
+    skipped = [f"op {r.get('op')} skipped: {r.get('target')} named nobody ({r.get('why')})"
+               for r in history if r.get("type") == "target" and r.get("event") == "skipped"]
     if problems:
-        return Verdict("faults", False, f"{len(problems)} problem(s) with the faults", problems)
-    return Verdict("faults", True, f"{applied} fault(s) applied and undone; the lab was left as it was found")
+        return Verdict("faults", False, f"{len(problems)} problem(s) with the faults", problems + skipped)
+    return Verdict("faults", True, f"{applied} fault(s) applied and undone; the lab was left as it was found"
+                   + (f"; {len(skipped)} skipped (no target)" if skipped else ""), skipped)
 
 
 def check_availability(history: Sequence[dict], *, min_ok: float | None, after_heal: float | None,

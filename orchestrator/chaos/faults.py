@@ -76,10 +76,17 @@ def prepare_fault(backend: FaultBackend, fault: str, node: str, params: dict[str
     """What `undo_fault` needs to undo the fault on this node (JSON-able), found out BEFORE the fault is
     applied, so that an interruption in the middle of applying it still leaves something to undo with.
     `nodes`: every node of the lab (a link-layer fault also changes the target's peers). The network
-    faults reach here only when the backend supports them (refusals)."""
+    faults reach here only when the backend supports them (a NetworkFaultBackend: refusals).
+    A partition by rules gets its peers resolved in params["peers"] (node names; None: everyone)."""
     undo: dict[str, Any] = {"fault": fault, "node": node}
     network = params.get("network")
-    if fault == "partition":
+    if fault == "partition" and by_rules(params):
+        undo["rules"] = backend.firewall_rules(node, params.get("direction") or "both", params.get("peers"),
+                                               network)
+    elif fault == "split":
+        groups = params["groups"]
+        undo["rules"] = backend.firewall_rules(node, "both", [n for g in groups if node not in g for n in g])
+    elif fault == "partition":
         networks = backend.node_state(node)["networks"]
         if network is not None and network not in networks:
             raise ChaosRefused(f"{node} is not on network {network} "
@@ -115,6 +122,8 @@ def apply_fault(backend: FaultBackend, undo: dict, params: dict[str, Any]) -> No
         backend.stop(node, timeout=params["grace"])
     elif fault == "pause":
         backend.pause(node)
+    elif "rules" in undo:
+        backend.add_rules(node, undo["rules"])
     elif fault == "partition":
         for network in undo["networks"]:
             backend.disconnect(node, network)
@@ -137,6 +146,10 @@ def undo_fault(backend: FaultBackend, undo: dict, *, wait: bool, timeout: float)
     if fault == "pause":
         backend.unpause(node)
         return "unpaused"
+    if "rules" in undo:
+        removed = backend.remove_rules(node, undo["rules"])
+        return f"{removed} of {len(undo['rules'])} firewall rules removed (the others were gone)" \
+            if removed < len(undo["rules"]) else f"{removed} firewall rules removed"
     if fault == "partition":
         for network, address in undo["networks"].items():
             backend.connect(node, network, address)
@@ -189,9 +202,9 @@ def heal(backend: FaultBackend, *, timeout: float = 60.0) -> list[tuple[dict, st
 
 
 def lab_snapshot(backend: FaultBackend, nodes: Sequence[str]) -> dict[str, dict]:
-    """Each node's state (FaultBackend.node_state: status, networks, root qdisc kinds) and what its /status
-    says of its control (the ids of its link-layer rules, its clock offset): what a run must leave as it
-    found it."""
+    """Each node's state (FaultBackend.node_state: status, networks, root qdisc kinds, firewall rules) and
+    what its /status says of its control (the ids of its link-layer rules, its clock offset): what a run
+    must leave as it found it."""
     return {name: {**backend.node_state(name), **_control_state(backend.node_status(name))} for name in nodes}
 
 
@@ -249,10 +262,26 @@ def compare_snapshots(before: dict[str, dict], after: dict[str, dict]) -> list[s
             left.append(f"{name}: link-layer rules {now.get('shaping')}, were {was.get('shaping')}")
         if now.get("clock_offset") != was.get("clock_offset"):
             left.append(f"{name}: clock offset {now.get('clock_offset')}, was {was.get('clock_offset')}")
+        if now.get("rules", []) != was.get("rules", []):
+            extra = [r for r in now.get("rules", []) if r not in was.get("rules", [])]
+            left.append(f"{name}: firewall rules {extra or now.get('rules')}, were {was.get('rules')}")
     return left
 
 
 def refusals(backend: FaultBackend, schedule: Sequence[Op]) -> list[str]:
     """Why the backend cannot apply the schedule's faults (it does not support one, or this host lacks what
     one needs), one sentence per fault kind naming it and the backend; [] when it can apply them all."""
-    return [why for fault in sorted({op.fault for op in schedule}) if (why := refusal(backend, fault))]
+    found = []
+    for fault, ruled in sorted({(op.fault, op.fault == "partition" and by_rules(dict(op.params)))
+                                for op in schedule}):
+        why = refusal(backend, fault)
+        if why is None and ruled and (problem := backend.fault_problem("split")):
+            why = f"fault {fault} with direction or from (firewall rules) cannot run here: {problem}"
+        if why and why not in found:
+            found.append(why)
+    return found
+
+
+def by_rules(params: dict[str, Any]) -> bool:
+    """A partition by firewall rules (direction or from given), not off the networks."""
+    return params.get("direction") is not None or params.get("from") is not None

@@ -3,6 +3,8 @@ and the sampler run, every fault undone whatever happens, then the checkers."""
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import math
 import random
 import signal
@@ -29,9 +31,14 @@ from .faults import (
 from .history import History
 from .scenario import WORKLOAD_KEYS, ChaosRefused, Scenario, ScenarioError
 from .schedule import Op, check_workload, lab_problems, make_schedule
+from .targets import choose_live, choose_static, parse_target
 from .workload import LAB_STATE_EVERY, LabSampler, WorkloadThread, fetch_once, lab_state
 
 BASELINE_RETRY: Final = 0.5  # seconds between two tries of the onion before the run
+# A live target that names nobody when its fault starts (no rendezvous circuit yet) is tried again this often,
+# for at most the workload's timeout (the time one fetch, which makes the circuits, may take) and until
+# TARGET_RETRY before the fault's end; then the op is skipped, recorded as a `target` record.
+TARGET_RETRY: Final = 0.5
 
 
 @dataclass
@@ -61,20 +68,31 @@ class WorkloadCrashed(RuntimeError):
     """The workload raised something that is not a failed fetch (a bug): the run stops, faults are undone."""
 
 
-def _choose_live(backend: FaultBackend, op: Op, service: str, client: str,
-                 busy: set[str]) -> tuple[list[str], str]:
-    """The nodes a live target names now (sorted, busy ones left out), chosen by the op's own seed."""
-    if op.target == "intro point":
-        candidates = (backend.node_status(service) or {}).get("intro_points") or []
-        what = f"{service}'s intro points"
-    else:
-        owner = service if op.target == "service guard" else client
-        candidates = ((backend.node_status(owner) or {}).get("guards") or {}).get("primary") or []
-        what = f"{owner}'s guards"
-    candidates = sorted(set(candidates) - busy)
-    want = len(candidates) if op.count is None else min(op.count, len(candidates))
-    chosen = sorted(random.Random(op.choice_seed).sample(candidates, want))
-    return chosen, f"{what}: {', '.join(candidates) or 'none'}"
+def _resolve(backend: FaultBackend, op: Op, roles: dict[str, str], service: str, client: str,
+             busy: set[str]) -> tuple[list[str], list[str] | None, str]:
+    """(the op's nodes, the peers a partition's `from` names or None, where they come from), chosen now: a
+    live target from its subject's /status (busy nodes left out, by the op's own seed); `from` in full
+    (the op's own nodes left out). Either list empty: nothing to apply yet."""
+    status = backend.node_status
+    nodes, why = list(op.nodes), ""
+    if not op.nodes:
+        nodes, why = choose_live(parse_target(op.target), op.count, op.choice_seed, status, service, client,
+                                 busy)
+    peers = None
+    given = dict(op.params).get("from") if op.fault == "partition" else None
+    if isinstance(given, str):
+        target = parse_target(given)
+        if target.live:
+            peers, found = choose_live(target, None, op.choice_seed, status, service, client)
+            why = f"{why}; from {found}" if why else f"from {found}"
+        else:
+            chosen = choose_static(target, None, roles, random.Random(op.choice_seed), lambda _: True)
+            peers = list(chosen) if isinstance(chosen, tuple) else []
+    elif given is not None:
+        peers = list(given)
+    if peers is not None:
+        peers = [p for p in peers if p not in nodes]
+    return nodes, peers, why
 
 
 def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None = None,
@@ -85,6 +103,7 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
     seed = scenario.seed if seed is None else seed
     status = backend.status()
     lab = [(n["name"], n["role"]) for n in status["nodes"]]
+    roles = dict(lab)
     problems = lab_problems(scenario, seed, lab)
     if problems:
         raise ScenarioError(problems)
@@ -145,27 +164,41 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
         interrupted_by: str | None = None
         arrived: list[int] = []
 
-        def apply(op: Op) -> None:
+        waiting: dict[int, float] = {}  # op -> when it first found its target empty
+
+        def apply(op: Op) -> float | None:
+            """Apply the op now; or, when its target names nobody yet, when to try again (None: skipped)."""
             busy = {u["node"] for _, undos in active.values() for u in undos}
-            if op.nodes:
-                nodes, why = list(op.nodes), ""
-            else:
-                nodes, why = _choose_live(backend, op, service, client, busy)
-            if not nodes:
-                history.record("fault", event="start", op=op.index, fault=op.fault, target=op.target,
-                               node=None, ok=False, error=f"no target: {why}")
-                stamp(f"op {op.index}: {op.fault} {op.target}: FAILED, no target ({why})")
-                return
+            nodes, peers, why = _resolve(backend, op, roles, service, client, busy)
+            if not nodes or peers == []:
+                now = history.now()
+                first = waiting.setdefault(op.index, now)
+                if now == first:
+                    history.record("target", event="waiting", op=op.index, fault=op.fault, target=op.target,
+                                   why=why)
+                    stamp(f"op {op.index}: {op.fault} {op.target}: names nobody yet ({why}); waiting")
+                deadline = min(first + w.timeout, op.until - TARGET_RETRY)
+                if now < deadline:
+                    return min(now + TARGET_RETRY, deadline)
+                history.record("target", event="skipped", op=op.index, fault=op.fault, target=op.target,
+                               why=why, waited=round(now - first, 1))
+                stamp(f"op {op.index}: {op.fault} {op.target}: SKIPPED, still no target after "
+                      f"{now - first:.1f} s ({why})")
+                return None
+            if op.index in waiting:
+                history.record("target", event="found", op=op.index, target=op.target, nodes=nodes,
+                               waited=round(history.now() - waiting.pop(op.index), 1))
+            params = {**dict(op.params), "peers": peers}
             undos: list[dict] = []
             active[op.index] = (op, undos)
             for node in nodes:
                 began = history.now()
                 try:
-                    undo = prepare_fault(backend, op.fault, node, dict(op.params), [n for n, _ in lab])
+                    undo = prepare_fault(backend, op.fault, node, params, [n for n, _ in lab])
                     undos.append(undo)
                     in_place.append(undo)
                     write_journal(backend, in_place)
-                    apply_fault(backend, undo, dict(op.params))
+                    apply_fault(backend, undo, params)
                 except Exception as e:  # noqa: BLE001 - the backend's refusal is part of the history
                     history.record("fault", event="start", op=op.index, fault=op.fault, target=op.target,
                                    node=node, began=began, ok=False, error=str(e).splitlines()[0])
@@ -175,6 +208,7 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                                node=node, began=began, ok=True, chosen_from=why or None, undo=undo)
                 stamp(f"op {op.index}: {op.fault} {node}" + (f" (from {why})" if why else "") +
                       f" until {op.until:g} s")
+            return None
 
         def undo(op: Op, undos: list[dict], why: str, wait: bool) -> None:
             while undos:  # each leaves the list once undone: an interruption leaves the rest to the cleanup
@@ -221,7 +255,10 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                         undo(*active[index], "scheduled", wait=True)
                         del active[index]
                     elif next_start <= following:
-                        apply(pending.pop(0))
+                        op = pending.pop(0)
+                        again = apply(op)
+                        if again is not None:  # its target names nobody yet: try again soon
+                            bisect.insort(pending, dataclasses.replace(op, at=again), key=lambda o: o.at)
                     else:
                         break
         except KeyboardInterrupt as e:

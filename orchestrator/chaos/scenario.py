@@ -3,7 +3,6 @@ and a column (the topology's checker, shared)."""
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -15,7 +14,8 @@ from typing import Any, Final
 import yaml
 
 from ..backends.base import SHAPING_FAULTS
-from ..topology import ROLES, Problem, TopologyError, _Checker, _describe, _did_you_mean, _syntax_problem
+from ..topology import Problem, TopologyError, _Checker, _describe, _did_you_mean, _syntax_problem
+from .targets import FORMS, NAME, TargetError, parse_target
 
 # -- what a scenario can say ---------------------------------------------------------------------------------
 
@@ -29,7 +29,7 @@ FAULTS: Final[dict[str, dict[str, tuple[str, Any]]]] = {
     "kill": {"signal": ("signal", "SIGKILL")},
     "stop": {"grace": ("seconds", 10)},
     "pause": {},
-    "partition": {"network": ("network", None)},
+    "partition": {"network": ("network", None), "direction": ("direction", None), "from": ("peers", None)},
     "bandwidth": {"rate": ("rate", ...), "burst": ("size", "32kbit"), "latency": ("time", "400ms"),
                   "network": ("network", None), "peer": ("node", None), "direction": ("direction", "both")},
     "delay": {"delay": ("time", ...), "jitter": ("time", None), "loss": ("percent", None),
@@ -37,14 +37,14 @@ FAULTS: Final[dict[str, dict[str, tuple[str, Any]]]] = {
     "loss": {"percent": ("percent", ...), "network": ("network", None), "peer": ("node", None),
              "direction": ("direction", "both")},
     "skew": {"offset": ("offset", ...)},
+    "split": {"groups": ("groups", ...)},
 }
 # shaping faults: `peer` limits one to the link between the target and that node; `direction` to what the
-# target sends (out), receives (in) or both
-DIRECTIONS: Final = ("both", "out", "in")
+# target sends (out), receives (in) or both. A partition by firewall rules: which connections are cut
+DIRECTIONS: Final = ("both", "in", "out")
 MAX_SKEW: Final = 86400.0 * 365  # seconds either way
 SHAPING: Final = SHAPING_FAULTS
-# targets chosen from the lab's live state when the fault starts (the rest are chosen by make_schedule)
-LIVE_TARGETS: Final = ("intro point", "service guard", "client guard")
+UNTARGETED: Final = ("split",)  # faults whose nodes come from their parameters, not `target`
 TOP_KEYS: Final = ("name", "description", "seed", "duration", "ready_timeout", "workload", "faults",
                    "checkers")
 WORKLOAD_KEYS: Final = ("client", "service", "port", "bytes", "interval", "timeout")
@@ -53,7 +53,7 @@ CHECKERS: Final = {"availability": ("min", "after_heal", "grace"), "recovers": (
                    "lab_state": ("grace", "max_nacks"), "no_wrong_bytes": (), "faults": ()}
 ALWAYS: Final = ("no_wrong_bytes", "faults", "lab_state")  # every run is judged by these, listed or not
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_NODE = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_NODE = NAME
 
 
 class ScenarioError(TopologyError):
@@ -267,7 +267,7 @@ class _ScenarioChecker(_Checker):
 
     def fault(self, node: yaml.Node, path: str, duration: float | None) -> FaultSpec | None:
         pairs = self.mapping(node, path, FAULT_KEYS + tuple(p for ps in FAULTS.values() for p in ps),
-                             required=("fault", "target"))
+                             required=("fault",))
         if pairs is None:
             return None
         v = {key: pair[1] for key, pair in pairs.items()}
@@ -277,6 +277,13 @@ class _ScenarioChecker(_Checker):
                                                     f"({_did_you_mean(str(kind), FAULTS)})")
             kind = None
         target = self.target(v["target"], f"{path}.target") if "target" in v else None
+        if kind in UNTARGETED:
+            if "target" in v:
+                self.error(v["target"], f"{path}.target", f"fault {kind} takes its nodes from 'groups', "
+                                                          "not a target")
+            target = kind if target is not None or "target" not in v else None
+        elif "target" not in v and kind is not None:
+            self.error(node, path, "missing required key 'target'")
         count: int | None = 1
         count_ok = True
         if "count" in v:
@@ -285,10 +292,10 @@ class _ScenarioChecker(_Checker):
             else:
                 count = self.integer(v["count"], f"{path}.count", "a count (1 or more) or 'all'")
                 count_ok = count is not None
-            if target is not None and target not in LIVE_TARGETS and not target.startswith("random "):
+            if target is not None and kind not in UNTARGETED and not parse_target(target).counted:
                 self.error(v["count"], f"{path}.count", f"a count needs a target that has candidates "
-                                                        f"('random ROLE' or {', '.join(LIVE_TARGETS)}), "
-                                                        f"not the node {target!r}")
+                                                        f"('random ROLE' or a protocol target such as "
+                                                        f"'intro points of HS'), not {target!r}")
         at = self.span(v["at"], f"{path}.at", above=False) if "at" in v else (0.0, 0.0)
         length = self.span(v["for"], f"{path}.for", above=True) if "for" in v else (10.0, 10.0)
         repeat = self.integer(v["repeat"], f"{path}.repeat", "a repeat count (1 or more)", hi=1000) \
@@ -328,24 +335,15 @@ class _ScenarioChecker(_Checker):
         return spec
 
     def target(self, node: yaml.Node, path: str) -> str | None:
+        """A target in the grammar of targets.py, normalised (single spaces)."""
         value = self.value(node, path)
         if not isinstance(value, str):
-            return self.error(node, path, f"expected a node name, 'random ROLE', or one of "
-                                          f"{', '.join(LIVE_TARGETS)}; got {_describe(value)}")
-        words = value.split()
-        normal = " ".join(words)
-        if normal in LIVE_TARGETS:
-            return normal
-        if len(words) == 2 and words[0] == "random":
-            if words[1] not in ROLES:
-                return self.error(node, path, f"no role {words[1]!r} ({_did_you_mean(words[1], ROLES)})")
-            return normal
-        if _NODE.fullmatch(value):
-            return value
-        close = difflib.get_close_matches(normal, LIVE_TARGETS, n=1)
-        return self.error(node, path, f"expected a node name, 'random ROLE' (ROLE: {', '.join(ROLES)}), or "
-                                      f"one of: {', '.join(LIVE_TARGETS)}; got {value!r}"
-                                      + (f" (did you mean '{close[0]}'?)" if close else ""))
+            return self.error(node, path, f"expected a target ({', '.join(FORMS)}); got {_describe(value)}")
+        try:
+            parse_target(value)
+        except TargetError as e:
+            return self.error(node, path, str(e))
+        return " ".join(value.split())
 
     def param(self, node: yaml.Node, path: str, kind: str) -> Any:
         value = self.value(node, path)
@@ -358,15 +356,25 @@ class _ScenarioChecker(_Checker):
             return self.number(node, path, hi=3600)
         if kind == "percent":
             return self.number(node, path, lo=0.0, hi=100.0, above=True)
+        if kind == "direction":
+            if value not in DIRECTIONS:
+                return self.error(node, path, f"expected a direction ({', '.join(DIRECTIONS)}), got "
+                                              f"{_describe(value)} ({_did_you_mean(str(value), DIRECTIONS)})")
+            return value
+        if kind == "peers":  # a target, or a list of node names
+            if isinstance(node, yaml.SequenceNode):
+                return self.names(node, path)
+            target = self.target(node, path)
+            if target is not None and parse_target(target).kind == "random":
+                return self.error(node, path, "'from' takes node names or a target that names nodes, not a "
+                                              "random pick")
+            return target
+        if kind == "groups":
+            return self.groups(node, path)
         if kind == "network":
             return self.string(node, path, re.compile(r"[a-z][a-z0-9_-]{0,62}"), "a network name")
         if kind == "node":
             return self.string(node, path, _NODE, "a node name")
-        if kind == "direction":
-            if value not in DIRECTIONS:
-                return self.error(node, path,
-                                  f"expected one of {', '.join(DIRECTIONS)}, got {_describe(value)}")
-            return value
         if kind == "offset":
             return self.number(node, path, lo=-MAX_SKEW, hi=MAX_SKEW)
         pattern, example = {"rate": (_TC_RATE, "256kbit"), "size": (_TC_SIZE, "32kbit"),
@@ -374,6 +382,35 @@ class _ScenarioChecker(_Checker):
         if not isinstance(value, str) or not pattern.fullmatch(value):
             return self.error(node, path, f"expected a tc {kind} such as {example!r}, got {_describe(value)}")
         return value
+
+    def names(self, node: yaml.Node, path: str) -> tuple[str, ...] | None:
+        """A non-empty list of distinct node names."""
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            return self.error(node, path, f"expected a list of node names, got "
+                                          f"{_describe(self.value(node, path))}")
+        names = [self.string(item, f"{path}[{i}]", _NODE, "a node name") for i, item in enumerate(node.value)]
+        if None in names:
+            return None
+        if len(set(names)) < len(names):
+            return self.error(node, path, f"a node is listed twice: {', '.join(names)}")
+        return tuple(names)
+
+    def groups(self, node: yaml.Node, path: str) -> tuple[tuple[str, ...], ...] | None:
+        """Two or more disjoint lists of node names: a split cuts every group from every other."""
+        if not isinstance(node, yaml.SequenceNode) or len(node.value) < 2:
+            return self.error(node, path, "expected two or more groups of node names, e.g. "
+                                          "[[relay1, relay2], [relay3, hs]]")
+        groups = [self.names(g, f"{path}[{i}]") for i, g in enumerate(node.value)]
+        if None in groups:
+            return None
+        seen: dict[str, int] = {}
+        for i, group in enumerate(groups):
+            for name in group:
+                if name in seen:
+                    return self.error(node, path, f"{name} is in group {seen[name]} and group {i}: the "
+                                                  "groups must not overlap")
+                seen[name] = i
+        return tuple(groups)
 
     def checkers(self, node: yaml.Node) -> Checkers:
         pairs = self.mapping(node, "checkers", CHECKERS) or {}

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..topology import Problem, _did_you_mean
-from .scenario import LIVE_TARGETS, Scenario, ScenarioError
+from .scenario import UNTARGETED, Scenario, ScenarioError
+from .targets import choose_static, parse_target, target_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +20,7 @@ class Op:
     index: int
     fault: str
     target: str  # as the scenario writes it
-    nodes: tuple[str, ...]  # chosen by make_schedule; () when chosen at `at` from the lab (LIVE_TARGETS)
+    nodes: tuple[str, ...]  # chosen by make_schedule; () when chosen at `at` from the lab (a live target)
     count: int | None
     at: float
     until: float
@@ -30,13 +31,21 @@ class Op:
     def describe(self) -> str:
         who = ", ".join(self.nodes) if self.nodes else f"{'all' if self.count is None else self.count} x " \
                                                         f"{self.target} (chosen when applied)"
-        extra = "".join(f" {k}={v}" for k, v in self.params if v is not None)
+        extra = "".join(f" {k}={_word(v)}" for k, v in self.params if v is not None)
         return f"{self.fault}{extra} {who}"
 
     def to_dict(self) -> dict:
         return {"op": self.index, "fault": self.fault, "target": self.target, "nodes": list(self.nodes),
                 "count": self.count, "at": self.at, "until": self.until,
                 "params": {k: v for k, v in self.params if v is not None}, "entry": self.entry}
+
+
+def _word(value: Any) -> str:
+    """A parameter as --dry-run shows it: lists of names comma-separated, groups in brackets."""
+    if isinstance(value, tuple):
+        return " ".join(f"[{_word(v)}]" for v in value) if value and isinstance(value[0], tuple) \
+            else ",".join(value)
+    return repr(value) if isinstance(value, str) and " " in value else str(value)
 
 
 def make_schedule(scenario: Scenario, seed: int, lab: Sequence[tuple[str, str]]) -> list[Op]:
@@ -50,27 +59,25 @@ def make_schedule(scenario: Scenario, seed: int, lab: Sequence[tuple[str, str]])
     busy: list[tuple[str, float, float]] = []
     drafted = []
     for entry, spec in enumerate(scenario.faults):
+        params = dict(spec.params)
+        for key, why in _param_problems(spec.fault, params, roles):
+            problems.append(spec.where.problem(f"{spec.path}.{key}", why))
         for r in range(spec.repeat):
             at = round(rng.uniform(*spec.at) + r * spec.every, 1)
             until = round(at + rng.uniform(*spec.length), 1)
-            nodes: tuple[str, ...] = ()
-            if spec.target.startswith("random "):
-                role = spec.target.split()[1]
-                candidates = sorted(n for n, ro in roles.items() if ro == role and not any(
-                    b == n and s < until and at < e for b, s, e in busy))
-                want = len(candidates) if spec.count is None else spec.count
-                if len(candidates) < max(want, 1):
-                    problems.append(spec.where.problem(f"{spec.path}.target", (
-                        f"the lab has {len(candidates)} {role} node(s) free from {at:g} to {until:g} s, "
-                        f"this fault needs {max(want, 1)}")))
-                    continue
-                nodes = tuple(sorted(rng.sample(candidates, want)))
-            elif spec.target not in LIVE_TARGETS:
-                if spec.target not in roles:
-                    problems.append(spec.where.problem(f"{spec.path}.target", (
-                        f"the lab has no node {spec.target!r} ({_did_you_mean(spec.target, roles)})")))
-                    continue
-                nodes = (spec.target,)
+
+            def free(node: str, at: float = at, until: float = until, busy: list = busy) -> bool:
+                return not any(b == node and s < until and at < e for b, s, e in busy)
+
+            if spec.fault in UNTARGETED:
+                nodes: tuple[str, ...] | str = tuple(sorted(n for g in params.get("groups") or () for n in g))
+            else:
+                target = parse_target(spec.target)
+                nodes = target_problem(target, roles) or choose_static(target, spec.count, roles, rng, free,
+                                                                       f"from {at:g} to {until:g} s")
+            if isinstance(nodes, str):
+                problems.append(spec.where.problem(f"{spec.path}.target", nodes))
+                continue
             busy += [(n, at, until) for n in nodes]
             drafted.append((at, until, entry, spec, nodes, rng.getrandbits(32)))
     if problems:
@@ -104,8 +111,7 @@ def check_workload(scenario: Scenario, lab: Sequence[tuple[str, str]]) -> tuple[
 def lab_problems(scenario: Scenario, seed: int, lab: Sequence[tuple[str, str]]) -> list[Problem]:
     """Every problem of the scenario against the lab: the workload's nodes, the faults' targets."""
     problems: list[Problem] = []
-    for check in (lambda: check_workload(scenario, lab), lambda: make_schedule(scenario, seed, lab),
-                  lambda: check_peers(scenario, lab)):
+    for check in (lambda: check_workload(scenario, lab), lambda: make_schedule(scenario, seed, lab)):
         try:
             check()
         except ScenarioError as e:
@@ -113,11 +119,21 @@ def lab_problems(scenario: Scenario, seed: int, lab: Sequence[tuple[str, str]]) 
     return problems
 
 
-def check_peers(scenario: Scenario, lab: Sequence[tuple[str, str]]) -> None:
-    """ScenarioError naming each fault whose `peer` (the other end of one link) the lab lacks."""
-    names = [n for n, _ in lab]
-    problems = [spec.where.problem(f"{spec.path}.peer", f"the lab has no node {peer!r} "
-                                                         f"({_did_you_mean(peer, names)})")
-                for spec in scenario.faults if (peer := dict(spec.params).get("peer")) and peer not in names]
-    if problems:
-        raise ScenarioError(problems)
+def _param_problems(fault: str, params: dict[str, Any], roles: dict[str, str]) -> list[tuple[str, str]]:
+    """(parameter, why) for each node a fault's parameters name that the lab lacks: partition's `from`,
+    split's `groups`, a shaping fault's `peer` (the other end of one link)."""
+    problems = []
+    peers = params.get("from")
+    if isinstance(peers, str):
+        why = target_problem(parse_target(peers), roles)
+        if why:
+            problems.append(("from", why))
+    names = [*(peers if isinstance(peers, tuple) else ()),
+             *(n for group in params.get("groups") or () for n in group)]
+    if params.get("peer") and params["peer"] not in roles:
+        problems.append(("peer", f"the lab has no node {params['peer']!r} ({_did_you_mean(params['peer'], roles)})"))
+    for name in names:
+        if name not in roles:
+            problems.append(("from" if fault == "partition" else "groups",
+                             f"the lab has no node {name!r} ({_did_you_mean(name, roles)})"))
+    return problems

@@ -120,7 +120,7 @@ def test_kill_the_intro_point_and_recover(lab, docker_client):
                                                        ("partition", True)]
     kill = starts[0]
     assert kill["node"] in intro_points and 2 <= kill["t"] < 4
-    assert kill["chosen_from"].startswith("hs's intro points: ")
+    assert kill["chosen_from"].startswith("intro points of hs: ")
     kill_end = next(r for r in ends if r["op"] == kill["op"])
     assert kill_end["ok"] and kill_end["why"] == "scheduled" and kill_end["detail"].startswith("ready again")
     assert 10 <= kill_end["t"] < 10 + 30

@@ -187,7 +187,7 @@ async def _replay_introduce(service, user) -> None:
     entry = descriptor.intro_points[0]
     intro_relay = find_relay(consensus, entry.link_specs)
     other = next(r for r in consensus.routers if r.identity != intro_relay.identity)
-    rend = await user._build(consensus, other)
+    rend = await user._build(consensus, other, "rendezvous")
     cookie = bytes(range(20))
     await rend.send(EstablishRendezvous(cookie))
     await rend.receive((circ.RendezvousEstablished,))
@@ -199,7 +199,7 @@ async def _replay_introduce(service, user) -> None:
     message, _ = encrypt_introduce1(auth_key=entry.auth_key, service_enc_key=entry.enc_key,
                                     subcredential=subcredential, plaintext=plaintext, rng=user.rng)
     for _ in range(2):
-        intro = await user._build(consensus, intro_relay)
+        intro = await user._build(consensus, intro_relay, "intro")
         await intro.send(message)
         ack = await intro.receive((circ.IntroduceAck,))
         assert ack.message.status == IntroduceAckStatus.SUCCESS
@@ -280,14 +280,14 @@ async def _introduce_through(service, user, intro_relay, avoid: bytes):
     intros = {p.relay.identity for p in service.intro_points.values()}
     while True:
         rp = random.choice([r for r in consensus.routers if r.identity not in intros | {avoid}])
-        rend = await user._build(consensus, rp)
+        rend = await user._build(consensus, rp, "rendezvous")
         cookie = user.rng(20)
         await rend.send(EstablishRendezvous(cookie))
         await rend.receive((circ.RendezvousEstablished,))
         plaintext = IntroducePlaintext(cookie, (), 1, rp.ntor_onion_key, hop_spec(rp).link_specs())
         message, _ = encrypt_introduce1(auth_key=entry.auth_key, service_enc_key=entry.enc_key,
                                         subcredential=subcredential, plaintext=plaintext, rng=user.rng)
-        intro = await user._build(consensus, intro_relay)
+        intro = await user._build(consensus, intro_relay, "intro")
         await intro.send(message)
         await intro.receive((circ.IntroduceAck,))
         await intro.aclose()

@@ -91,7 +91,7 @@ def test_every_problem_at_once_sorted_by_line() -> None:
     found = problems(text)
     assert found == [
         "s.yaml:4:5: faults[0]: fault bandwidth needs 'rate'",
-        "s.yaml:5:13: faults[0].target: no role 'relais' (did you mean 'relay'?)",
+        "s.yaml:5:13: faults[0].target: no role 'relais' in 'random ROLE' (did you mean 'relay'?)",
         "s.yaml:6:5: faults[0].rat: unknown key 'rat' (did you mean 'rate'?)",
         "s.yaml:10:10: faults[1].for: this fault ends at 35 s (at the latest), after the scenario's duration "
         "(30 s)",
@@ -114,8 +114,8 @@ def test_top_level_problems() -> None:
 def test_fault_shapes() -> None:
     base = "name: x\nduration: 100\nfaults:\n  - "
     assert problems(base + "{fault: kill, target: relay1, count: 2}\n") == [
-        "s.yaml:4:42: faults[0].count: a count needs a target that has candidates ('random ROLE' or intro "
-        "point, service guard, client guard), not the node 'relay1'"]
+        "s.yaml:4:42: faults[0].count: a count needs a target that has candidates ('random ROLE' or a "
+        "protocol target such as 'intro points of HS'), not 'relay1'"]
     assert problems(base + "{fault: kill, target: relay1, repeat: 3}\n") == [
         "s.yaml:4:43: faults[0].repeat: a repeated fault needs 'every' (seconds between starts)"]
     assert problems(base + "{fault: kill, target: relay1, at: [9, 1]}\n") == [
@@ -123,8 +123,9 @@ def test_fault_shapes() -> None:
     assert problems(base + "{fault: pause, target: relay1, signal: SIGKILL}\n") == [
         "s.yaml:4:36: faults[0].signal: fault pause takes no parameters, not 'signal'"]
     assert problems(base + "{fault: kill, target: Relay_1}\n") == [
-        "s.yaml:4:27: faults[0].target: expected a node name, 'random ROLE' (ROLE: authority, relay, "
-        "onion_service, client), or one of: intro point, service guard, client guard; got 'Relay_1'"]
+        "s.yaml:4:27: faults[0].target: expected a target: NODE, random ROLE, intro points of HS, hsdirs of "
+        "HS, rendezvous point of CLIENT, path of NODE, guards of NODE, minority of authorities, majority of "
+        "authorities, all authorities, intro point, service guard, client guard; got 'Relay_1'"]
     assert problems(base + "{fault: kill, target: intro pont}\n")[0].endswith("(did you mean 'intro point'?)")
 
 

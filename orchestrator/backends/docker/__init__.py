@@ -7,6 +7,8 @@ The only package of onionlab that imports docker-py, one concern a module:
     reaper.py     who owns a run, removing a run by label, `reap` (class Reaper)
     faults.py     stop, start, pause, partition and a look at a node, for chaos (FaultBackend; class Faults)
     shaping.py    tc qdiscs on the containers' host-side veths (NetworkFaultBackend; class Shaping)
+    firewall.py   iptables rules in the containers' network namespaces, via nsenter: partitions by rules
+                  (one-way, from some nodes only, splits), and reap's sweep of rules left behind
 
 `up` makes, in this order, everything labelled with the
 run's id (`onionlab.run`) and with who made it (`onionlab.owner-*`):

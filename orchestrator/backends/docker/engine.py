@@ -226,3 +226,18 @@ def log_cause(lines: list[str]) -> str:
 def log_report(who: str, lines: list[str]) -> str:
     body = "\n".join(f"  | {line}" for line in lines) if lines else "  (its logs are empty)"
     return f"last lines of {who}'s log:\n{body}"
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), "" when unknown."""
+    try:
+        return Path("/proc", str(pid), "stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""

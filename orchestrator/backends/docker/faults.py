@@ -17,7 +17,7 @@ from .. import (
     StartFailed,
     write_state,
 )
-from ..base import CLOCK_FAULTS, FAULT_KINDS, LINK_LAYER, NEEDS_NETEM, QDISC, SHAPING_FAULTS
+from ..base import CLOCK_FAULTS, FAULT_KINDS, FIREWALL_FAULTS, LINK_LAYER, NEEDS_NETEM, QDISC, SHAPING_FAULTS
 from .engine import (
     STATUS_TIMEOUT,
     STOP_TIMEOUT,
@@ -28,19 +28,23 @@ from .engine import (
     log_lines,
     log_report,
 )
+from .firewall import Firewall
 from .shaping import Shaping
 
 
-class Faults(Shaping):
+class Faults(Shaping, Firewall):
     def supported_faults(self) -> frozenset[str]:
         """Every fault kind: containers have processes to signal and freeze, and links of their own."""
         return FAULT_KINDS
 
     def fault_problem(self, fault: str) -> str | None:
         """Why `fault` cannot run on this host, or None. Shaping runs as tc qdiscs where this host can
-        (tc, root, the engine here, netem for delay and loss), else through the nodes' control call."""
+        (tc, root, the engine here, netem for delay and loss), else through the nodes' control call; cuts by
+        rules need iptables, nsenter and root."""
         if fault not in FAULT_KINDS:
             return f"no fault named {fault!r}"
+        if fault in FIREWALL_FAULTS:
+            return self.firewall_problem()
         if fault in SHAPING_FAULTS | CLOCK_FAULTS and run_secret(self.run_dir) is None \
                 and (fault in CLOCK_FAULTS or self.shaping_problem(netem=fault in NEEDS_NETEM)):
             return ("the lab has no control secret (an older onionlab started it) and "
@@ -69,8 +73,11 @@ class Faults(Shaping):
         return networks or {"planned": self._state().node(name).address}
 
     def node_state(self, name: str) -> dict:
-        """The container's state and networks (container_state) and its veths' root qdisc kinds."""
-        return {**self.container_state(name), "qdiscs": sorted(set(self.qdiscs(name).values()))}
+        """The container's state and networks (container_state), its veths' root qdisc kinds and the
+        onionlab firewall rules in its network namespace (none unless rules can work here)."""
+        rules = self.node_rules(name) if self.firewall_problem() is None else []
+        return {**self.container_state(name), "qdiscs": sorted(set(self.qdiscs(name).values())),
+                "rules": [" ".join(rule) for rule in rules]}
 
     def node_status(self, name: str) -> dict | None:
         """The node's /status now, or None when it does not answer."""

@@ -27,30 +27,17 @@ from .engine import (
     RUN,
     RUN_DIR,
     STOP_TIMEOUT,
-    Engine,
+    boot_id,
     gone_or,
+    process_start,
 )
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), "" when unknown."""
-    try:
-        return Path("/proc", str(pid), "stat").read_text().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        return ""
+from .firewall import Firewall
 
 
 def owner_labels() -> dict[str, str]:
     pid = os.getpid()
-    return {OWNER_PID: str(pid), OWNER_START: _process_start(pid), OWNER_HOST: socket.gethostname(),
-            OWNER_BOOT: _boot_id()}
+    return {OWNER_PID: str(pid), OWNER_START: process_start(pid), OWNER_HOST: socket.gethostname(),
+            OWNER_BOOT: boot_id()}
 
 
 def owner_alive(labels: dict[str, str]) -> bool | None:
@@ -58,7 +45,7 @@ def owner_alive(labels: dict[str, str]) -> bool | None:
     host (or this host cannot tell), so nobody here can know."""
     if labels.get(OWNER_HOST) != socket.gethostname():
         return None
-    boot = _boot_id()
+    boot = boot_id()
     if boot and labels.get(OWNER_BOOT) and labels[OWNER_BOOT] != boot:
         return False  # this host rebooted since
     try:
@@ -73,7 +60,7 @@ def owner_alive(labels: dict[str, str]) -> bool | None:
         except PermissionError:
             return True
         return True
-    start = _process_start(pid)
+    start = process_start(pid)
     if not start:
         return False  # no such process
     recorded = labels.get(OWNER_START)
@@ -89,9 +76,10 @@ class ReapReport:
     containers: int = 0
     networks: int = 0
     volumes: int = 0
+    rules: int = 0  # firewall rules of chaos runs that are gone, in containers that stay
 
 
-class Reaper(Engine):
+class Reaper(Firewall):
     def reap(self, *, everything: bool = False) -> ReapReport:
         """Remove what no live orchestrator answers for: every object labelled `onionlab.run` whose run
 
@@ -101,7 +89,9 @@ class Reaper(Engine):
           it any more).
 
         A run whose owner runs on another host is left alone (nobody here can tell) unless `everything`,
-        which removes every onionlab run on this engine. Returns what was removed and what was kept, why."""
+        which removes every onionlab run on this engine. Then, in the containers that stay, the firewall rules
+        of chaos runs whose process is gone (firewall.py: every rule names its maker). Returns what was
+        removed and what was kept, why."""
         report = ReapReport()
         runs: dict[str, dict[str, str]] = {}
         for labels in self._labelled():
@@ -119,6 +109,7 @@ class Reaper(Engine):
             run_dir = labels.get(RUN_DIR)
             if run_dir and labels.get(OWNER_HOST) == socket.gethostname():
                 _forget_run(Path(run_dir), run_id)
+        report.rules = self.sweep_rules(everything=everything)
         return report
 
     def _labelled(self) -> Iterator[dict[str, str]]:
