@@ -93,7 +93,7 @@ def prepare_fault(backend: FaultBackend, fault: str, node: str, params: dict[str
                                f"(it is on: {', '.join(networks) or 'none'})")
         undo["networks"] = {n: a for n, a in networks.items() if network in (None, n)}
     elif fault in SHAPING and backend.shaping_path(fault, params)[0] == LINK_LAYER:
-        undo["rules"] = _link_rules(backend, fault, node, params, nodes)
+        undo["shaper_rules"] = _link_rules(backend, fault, node, params, nodes)
     elif fault in SHAPING:
         undo["qdisc"] = " ".join(_qdisc(fault, params))
         undo["veths"] = backend.interfaces(node, network, params.get("direction") or "both")
@@ -129,8 +129,8 @@ def apply_fault(backend: FaultBackend, undo: dict, params: dict[str, Any]) -> No
             backend.disconnect(node, network)
     elif fault == "skew":
         backend.control(node, {"command": "skew", "offset": params["offset"]})
-    elif "rules" in undo:
-        for entry in undo["rules"]:
+    elif "shaper_rules" in undo:
+        for entry in undo["shaper_rules"]:
             backend.control(entry["node"], {"command": "shape", "rules": [entry["rule"]]})
     else:
         backend.shape(node, undo["qdisc"].split(), params.get("network"), params.get("direction") or "both")
@@ -157,9 +157,9 @@ def undo_fault(backend: FaultBackend, undo: dict, *, wait: bool, timeout: float)
     if fault == "skew":
         answer = _undo_control(backend, node, {"command": "unskew"})
         return answer if isinstance(answer, str) else f"clock true again (was {answer.get('was', 0):+g} s)"
-    if fault in SHAPING and "rules" in undo:
+    if "shaper_rules" in undo:
         answers = [_undo_control(backend, e["node"], {"command": "unshape", "ids": [e["rule"]["id"]]})
-                   for e in undo["rules"]]
+                   for e in undo["shaper_rules"]]
         removed = sum(isinstance(a, dict) and bool(a.get("removed")) for a in answers)
         gone = [a for a in answers if isinstance(a, str)]
         return f"link-layer rules removed from {removed} node(s)" + (f"; {'; '.join(gone)}" if gone else "")

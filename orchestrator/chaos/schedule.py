@@ -130,8 +130,9 @@ def _param_problems(fault: str, params: dict[str, Any], roles: dict[str, str]) -
             problems.append(("from", why))
     names = [*(peers if isinstance(peers, tuple) else ()),
              *(n for group in params.get("groups") or () for n in group)]
-    if params.get("peer") and params["peer"] not in roles:
-        problems.append(("peer", f"the lab has no node {params['peer']!r} ({_did_you_mean(params['peer'], roles)})"))
+    peer = params.get("peer")
+    if peer and peer not in roles:
+        problems.append(("peer", f"the lab has no node {peer!r} ({_did_you_mean(peer, roles)})"))
     for name in names:
         if name not in roles:
             problems.append(("from" if fault == "partition" else "groups",

@@ -225,7 +225,7 @@ def test_delay_loss_and_skew_run_with_or_without_netem(lab, docker_client):
     starts = {r["fault"]: r for r in history if r["type"] == "fault" and r["event"] == "start"}
     nodes = [n["name"] for n in backend.status()["nodes"]]
     if path == LINK_LAYER:  # a rule on relay1 for every peer, one on every peer for relay1: all removed
-        assert {e["node"] for e in starts["delay"]["undo"]["rules"]} == set(nodes)
+        assert {e["node"] for e in starts["delay"]["undo"]["shaper_rules"]} == set(nodes)
         assert ends["delay"]["detail"] == f"link-layer rules removed from {len(nodes)} node(s)"
     else:  # both sides of relay1's veth: the host's and its own (in its network namespace)
         assert any(":" in i for i in starts["delay"]["undo"]["veths"])

@@ -273,7 +273,8 @@ def rendezvous_scenario(at: float, length: float) -> chaos.Scenario:
 
 
 def test_a_live_target_that_names_nobody_is_retried_until_it_does(tmp_path: Path) -> None:
-    backend = TargetsBackend(tmp_path, rendezvous_after=1)  # the second try finds it
+    # the lab snapshot asks once before the first fault; the fault's first try finds none, the second one
+    backend = TargetsBackend(tmp_path, rendezvous_after=2)
     result = chaos.run_scenario(rendezvous_scenario(0.1, 1.5), backend, fetch=ok_fetch)
     assert result.ok
     records = [r for r in result.history if r["type"] == "target"]

@@ -31,7 +31,7 @@ def link_layer(tmp_path: Path) -> FakeBackend:
 def test_a_node_fault_is_a_rule_on_it_and_one_on_each_peer(tmp_path: Path) -> None:
     backend = link_layer(tmp_path)
     undo = prepare_fault(backend, "delay", "relay1", {"delay": "100ms", "jitter": "20ms"}, NODES)
-    rules = {entry["node"]: entry["rule"] for entry in undo["rules"]}
+    rules = {entry["node"]: entry["rule"] for entry in undo["shaper_rules"]}
     assert set(rules) == set(NODES)
     assert rules["relay1"]["peers"] == "all" and rules["relay1"]["delay"] == pytest.approx(0.1)
     assert rules["relay1"]["jitter"] == pytest.approx(0.02)
@@ -43,15 +43,15 @@ def test_a_node_fault_is_a_rule_on_it_and_one_on_each_peer(tmp_path: Path) -> No
 def test_peer_direction_and_loss(tmp_path: Path) -> None:
     backend = link_layer(tmp_path)
     undo = prepare_fault(backend, "loss", "relay1", {"percent": 2, "peer": "relay2"}, NODES)
-    rules = {entry["node"]: entry["rule"] for entry in undo["rules"]}
+    rules = {entry["node"]: entry["rule"] for entry in undo["shaper_rules"]}
     assert set(rules) == {"relay1", "relay2"}
     assert rules["relay1"]["peers"] == [backend.node_addresses("relay2")["labnet"]]
     assert rules["relay2"]["peers"] == [backend.node_addresses("relay1")["labnet"]]
     assert rules["relay1"]["loss"] == pytest.approx(0.02)
     out = prepare_fault(backend, "bandwidth", "relay1", {"rate": "1mbit", "direction": "out"}, NODES)
-    assert [(e["node"], e["rule"]["rate"]) for e in out["rules"]] == [("relay1", 125000.0)]
+    assert [(e["node"], e["rule"]["rate"]) for e in out["shaper_rules"]] == [("relay1", 125000.0)]
     inbound = prepare_fault(backend, "delay", "relay1", {"delay": "5ms", "direction": "in"}, NODES)
-    assert "relay1" not in {e["node"] for e in inbound["rules"]} and len(inbound["rules"]) == len(NODES) - 1
+    assert "relay1" not in {e["node"] for e in inbound["shaper_rules"]} and len(inbound["shaper_rules"]) == len(NODES) - 1
 
 
 LINKS = textwrap.dedent("""\
@@ -208,7 +208,7 @@ def test_delay_with_loss_is_one_netem_qdisc_or_one_rule(tmp_path: Path) -> None:
     params = {"delay": "100ms", "jitter": "20ms", "loss": 2.0}
     assert _qdisc("delay", params) == ["netem", "delay", "100ms", "20ms", "loss", "2%"]
     undo = prepare_fault(link_layer(tmp_path), "delay", "hs", {**params, "direction": "out"}, NODES)
-    assert [e["rule"] for e in undo["rules"]] == [{"id": undo["rules"][0]["rule"]["id"], "peers": "all",
+    assert [e["rule"] for e in undo["shaper_rules"]] == [{"id": undo["shaper_rules"][0]["rule"]["id"], "peers": "all",
                                                    "delay": 0.1, "jitter": 0.02, "loss": 0.02}]
     assert parse_scenario(Path(__file__).resolve().parents[2].joinpath(
         "topologies/chaos/latency-loss.yaml").read_text()).faults[0].params == tuple(sorted(
