@@ -27,7 +27,8 @@ class OriginStack:
         self.metrics = Metrics()
         # No link identity: circuit-building nodes are not relays; on links they are clients (tor-spec 4)
         self.channels = ChannelManager(None, self.metrics, self.events, address=config.address,
-                                       address_map=config.address_map)
+                                       address_map=config.address_map,
+                                       source_address=config.source_address)
         self.circuits = CircuitManager(self.channels, self.metrics, self.events)
         self.guards = GuardManager(Path(config.data_dir, GUARD_STATE), config.guards, metrics=self.metrics,
                                    events=self.events)

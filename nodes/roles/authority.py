@@ -141,15 +141,16 @@ def assign_flags(descriptors: Iterable[ServerDescriptor],
     return flags
 
 
-async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, str] | None = None) -> bool:
+async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, str] | None = None,
+                          source_address: str | None = None) -> bool:
     """Does the relay answer at its OR port as the holder of its identity and onion key? Open a link (its
     CERTS must prove the descriptor's node ID), send CREATE2 with an ntor onionskin for its node ID and onion
     key, and check CREATED2. `address_map` (NodeConfig.address_map) says where to dial an address we reach
-    another way."""
+    another way; `source_address` (NodeConfig.source_address) where the test comes from."""
     with trio.move_on_after(REACHABILITY_TIMEOUT):
         try:
             dial = (address_map or {}).get(desc.address, desc.address)
-            stream = await tls.open_tls_stream(dial, desc.or_port, tls.client_context())
+            stream = await tls.open_tls_stream(dial, desc.or_port, tls.client_context(), source_address)
         except (OSError, trio.BrokenResourceError):
             return False
         link = Link(stream, initiator=True)
@@ -639,13 +640,15 @@ async def serve(config: NodeConfig, *, reachable: Reachable | None = None,
     `reachable` replaces the CREATE2 reachability test (tests inject their own)."""
     events = EventLog(config.name, "authority")
     metrics = Metrics()
-    reachable = reachable or functools.partial(check_reachable, address_map=config.address_map)
+    reachable = reachable or functools.partial(check_reachable, address_map=config.address_map,
+                                               source_address=config.source_address)
     node_keys = load_or_create_node_keys(config.data_dir)
     authority = Authority(config, node_keys, load_or_create_authority_keys(config.data_dir),
                           reachable=reachable, metrics=metrics, events=events)
     # The OR port: Tor's link handshake, CREATE_FAST and CREATE2, and BEGIN_DIR into the same HTTP handler
     channels = ChannelManager(link_identity(node_keys, Ed25519PrivateKey.generate(), int(time.time())),
-                              metrics, events, address=config.address, address_map=config.address_map)
+                              metrics, events, address=config.address, address_map=config.address_map,
+                              source_address=config.source_address)
 
     async def begin_dir(stream: trio.abc.Stream) -> None:
         try:

@@ -88,7 +88,8 @@ class Relay:
         self.metrics = metrics
         self.events = events
         self.channels = ChannelManager(self.link_identity, metrics, events, address=config.address,
-                                       address_map=config.address_map)
+                                       address_map=config.address_map,
+                                       source_address=config.source_address)
         self.directory = DirectoryClient(config.authorities, metrics, events)
         self.hsdir = HsDirStore(metrics, events, documents=self.directory)  # and a directory cache (V2Dir)
         handlers = onion_service_handlers(metrics, events)

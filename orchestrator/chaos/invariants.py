@@ -1,0 +1,205 @@
+"""Protocol invariants: checkers that judge what the nodes themselves said during a run (their `node_event`
+records: every link_up with the peer's address, every consensus accepted, what relays logged), besides what
+the workload saw. Pure functions of a history, like checkers.py.
+
+The history's `run` record maps each node to its addresses (`addresses`); the `lab_state` samples carry the
+service's and the client's guards (`guards`: {node: {primary, order}}) and the relays whose /status names the
+service (`service_seen_by`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+from nodes.core.errors import ProtocolError
+from nodes.core.onion_address import decode_onion_address
+
+from .checkers import Verdict, _fault_windows, heal_points
+
+# relay events that say a relay played a part for an onion service, and which part
+ROLE_EVENTS = {"intro_point_registered": "intro point", "introduce_forwarded": "intro point",
+               "descriptor_stored": "HSDir", "rendezvous_point_registered": "rendezvous point",
+               "rendezvous_joined": "rendezvous point"}
+
+
+def _node_events(history: Sequence[dict], event: str | None = None) -> list[dict]:
+    return [r for r in history
+            if r.get("type") == "node_event" and (event is None or r.get("event") == event)]
+
+
+def _run(history: Sequence[dict]) -> dict:
+    return next((r for r in history if r.get("type") == "run"), {})
+
+
+def _collected(history: Sequence[dict]) -> dict | None:
+    return next((r for r in history if r.get("type") == "node_events"), None)
+
+
+def allowed_guards(history: Sequence[dict], node: str) -> set[str]:
+    """Every relay that `node` may have a link to: any of its primary guards in any sample, and the guard
+    after them (its first hop when a circuit's last hop is its primary guard: guard-spec 4.3)."""
+    allowed: set[str] = set()
+    for r in history:
+        if r.get("type") != "lab_state":
+            continue
+        guards = (r.get("guards") or {}).get(node)
+        if guards:
+            primary = guards.get("primary") or []
+            allowed |= set(primary) | set((guards.get("order") or [])[: len(primary) + 1])
+    return allowed
+
+
+def _roles_played(history: Sequence[dict]) -> dict[str, set[str]]:
+    """node -> the parts it played for onion services (intro point, HSDir, rendezvous point)."""
+    roles: dict[str, set[str]] = {}
+    for r in _node_events(history):
+        if r.get("event") in ROLE_EVENTS:
+            roles.setdefault(r["node"], set()).add(ROLE_EVENTS[r["event"]])
+    for r in history:
+        if r.get("type") == "lab_state":
+            for name in (r.get("intro_points") or {}):
+                roles.setdefault(name, set()).add("intro point")
+    return roles
+
+
+def _who_saw(history: Sequence[dict], node: str) -> dict[str, list[dict]]:
+    """peer node -> its link_up events whose peer address is one of `node`'s addresses."""
+    addresses = set((_run(history).get("addresses") or {}).get(node) or [])
+    seen: dict[str, list[dict]] = {}
+    for r in _node_events(history, "link_up"):
+        if r["node"] != node and r.get("peer") in addresses:
+            seen.setdefault(r["node"], []).append(r)
+    return seen
+
+
+def service_secrets(onion: str) -> list[str]:
+    """What names the service: its onion address and its identity key (hex), as the RP must never see."""
+    try:
+        return [onion.removesuffix(".onion"), decode_onion_address(onion).hex()]
+    except ProtocolError:  # no onion address (a fake lab's): nothing to look for
+        return []
+
+
+def check_anonymity(history: Sequence[dict]) -> Verdict:
+    """No relay but the service's guards ever has a link from the service's address (so no intro point,
+    HSDir or rendezvous point does), and none but the client's guards from the client's; no relay's event or
+    /status names the service's onion address or identity key (the rendezvous point above all)."""
+    run, collected = _run(history), _collected(history)
+    problems: list[str] = []
+    if collected is None or collected.get("missing"):
+        problems.append("the nodes' events could not be read"
+                        + (f" from {', '.join(collected['missing'])}" if collected else ""))
+    addresses = run.get("addresses") or {}
+    roles = _roles_played(history)
+    judged = 0
+    for who, node in (("service", run.get("service")), ("client", run.get("client"))):
+        if not addresses.get(node):
+            problems.append(f"the history has no address of the {who} {node}: cannot judge who saw it")
+            continue
+        guards = allowed_guards(history, node)
+        if not guards:
+            problems.append(f"no sample of the {who} {node}'s guards: cannot judge who saw it")
+            continue
+        for peer, links in sorted(_who_saw(history, node).items()):
+            judged += len(links)
+            if peer not in guards:
+                parts = ", ".join(sorted(roles.get(peer, ()))) or "no onion-service part seen"
+                problems.append(f"{peer} ({parts}) had {len(links)} link(s) from the {who} {node}'s address "
+                                f"{links[0]['peer']} (first at {links[0]['t']:.1f} s); its guards: "
+                                f"{', '.join(sorted(guards))}")
+    secrets = service_secrets(str(run.get("onion") or ""))
+    relay_events = [r for r in _node_events(history) if r.get("role") == "relay"]
+    for r in relay_events:
+        text = json.dumps({k: v for k, v in r.items() if k not in ("type", "t")})
+        for secret in secrets:
+            if secret in text:
+                what = "onion address" if len(secret) == 56 else "identity key"
+                problems.append(f"{r['node']} ({', '.join(sorted(roles.get(r['node'], ()))) or 'a relay'}) "
+                                f"logged the service's {what} in its {r['event']} event at {r['t']:.1f} s")
+    seen_by = sorted({n for r in history if r.get("type") == "lab_state"
+                      for n in r.get("service_seen_by") or ()})
+    problems += [f"{n}'s /status names the service's onion address or identity key" for n in seen_by]
+    if problems:
+        return Verdict("anonymity", False, f"{len(problems)} anonymity problem(s)", problems)
+    return Verdict("anonymity", True, f"{judged} link(s) from the service or the client, each at one of its "
+                                      f"guards; no relay named the service in {len(relay_events)} events")
+
+
+def check_consensus_health(history: Sequence[dict], *, fresh_within: float | None = None) -> Verdict:
+    """Every consensus a node accepted lists relays; with `fresh_within`, after the last heal every node that
+    accepted a consensus during the run accepts a newer one within that many seconds (a lab whose
+    authorities came back makes consensuses again)."""
+    received = _node_events(history, "consensus_received")
+    collected = _collected(history)
+    problems = []
+    if collected is None or collected.get("missing"):
+        problems.append("the nodes' events could not be read"
+                        + (f" from {', '.join(collected['missing'])}" if collected else ""))
+    if not received:
+        problems.append("no node accepted a consensus during the run: nothing to judge")
+    empty = [r for r in received if not r.get("relays")]
+    problems += [f"{r['node']} accepted a consensus listing {r.get('relays')} relays (valid-after "
+                 f"{r.get('valid_after')}) at {r['t']:.1f} s" for r in empty]
+    summary = f"{len(received)} consensus(es) accepted, each listing relays"
+    if fresh_within is not None:
+        heals = heal_points(history)
+        if heals:
+            healed = heals[-1][0]
+            late = []
+            for node in sorted({r["node"] for r in received}):
+                after = [r["t"] for r in received if r["node"] == node and r["t"] >= healed]
+                if not after or after[0] - healed > fresh_within:
+                    late.append(node)
+            if late:
+                problems.append(f"no new consensus within {fresh_within:g} s of the last heal "
+                                f"({healed:.1f} s) at {', '.join(late)}")
+            else:
+                summary += f"; every node had a new one within {fresh_within:g} s of the last heal"
+    if problems:
+        return Verdict("consensus_health", False, f"{len(problems)} consensus problem(s)", problems)
+    return Verdict("consensus_health", True, summary)
+
+
+def check_next_guard(history: Sequence[dict]) -> Verdict:
+    """When a fault takes down the service's primary guard, the service moves to the guard that came next
+    in its order before the fault (not to some other relay): every sample during the fault shows the old
+    primary or that one, and at least one shows the move."""
+    service = _run(history).get("service")
+    samples = [r for r in history if r.get("type") == "lab_state" and (r.get("guards") or {}).get(service)]
+    problems, judged = [], []
+    for start, end, what in _fault_windows(history):
+        node = what.split()[-1]
+        before = [s for s in samples if s["t"] <= start]
+        if not before:
+            continue
+        was = before[-1]["guards"][service]
+        if node not in (was.get("primary") or []):
+            continue
+        successor = next((g for g in was.get("order") or [] if g not in was["primary"]), None)
+        during = [s for s in samples if start < s["t"] and (end is None or s["t"] <= end)]
+        moved = [s for s in during if successor in (s["guards"][service].get("primary") or [])]
+        wrong = [(s["t"], p) for s in during for p in s["guards"][service].get("primary") or []
+                 if p not in (*was["primary"], successor)]
+        judged.append(f"{what}: {service}'s guard {node}, next in order {successor}: moved there in "
+                      f"{len(moved)} of {len(during)} samples during the fault")
+        if successor is None:
+            problems.append(f"{what}: {service} had no guard after {node} in its order {was.get('order')}")
+        elif not moved:
+            problems.append(f"{what}: {service} never moved to its next guard {successor} "
+                            f"({len(during)} samples during the fault)")
+        problems += [f"{what}: at {t:.1f} s {service}'s primary guard was {p}, neither {node} nor the next "
+                     f"in order {successor}" for t, p in wrong]
+    if not judged:
+        return Verdict("next_guard", False, f"no fault took down {service}'s primary guard: nothing to judge")
+    if problems:
+        return Verdict("next_guard", False, f"{len(problems)} problem(s) with the guard moves",
+                       problems + judged)
+    return Verdict("next_guard", True, f"{len(judged)} guard loss(es), each followed by a move to the next "
+                                       "guard in order", judged)
+
+
+def node_event_fields(events: Iterable[dict], t0_wall: float) -> list[dict]:
+    """Node events as the fields of `node_event` history records: t (seconds since the run's start), ts (the
+    node's wall clock), node, role, event and the event's own fields."""
+    return [{**{k: v for k, v in e.items() if k != "type"}, "t": round(e["ts"] - t0_wall, 3)}
+            for e in sorted(events, key=lambda e: e["ts"])]
