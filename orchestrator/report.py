@@ -58,6 +58,7 @@ def render_summary(history: Sequence[dict]) -> str:
                  f"max {latency['max']:.0f} ms" if latency["p50"] is not None else "")]
     for reason, count in sorted(stats["failed"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  failed: {count} x {reason}")
+    lines.append(recovery_line(stats))
     cleanup = next((r for r in history if r.get("type") == "cleanup"), None)
     if cleanup is not None:
         lines.append("cleanup: " + ("nothing left in place" if cleanup["ok"]
@@ -74,6 +75,21 @@ def render_summary(history: Sequence[dict]) -> str:
         lines += ["", "INTERRUPTED: the run did not finish (every fault was undone)" if end["interrupted"]
                   else ("chaos OK: every checker passed" if end["ok"] else "chaos FAILED")]
     return "\n".join(lines)
+
+
+def recovery_line(stats: dict) -> str:
+    """Availability and the recovery figures of fetch_stats, in one line."""
+    rec = stats["recovery_s"]
+    share = "-" if stats["availability"] is None else f"{stats['availability']:.1%}"
+    line = f"availability {share}; "
+    if not rec["heals"]:
+        return line + "no fault healed: no recovery to time"
+    line += f"recovery after {rec['heals']} heal(s)"
+    if rec["recovered"]:
+        line += f": median {rec['median']:.1f} s, max {rec['max']:.1f} s"
+    if rec["recovered"] < rec["heals"]:
+        line += f"; {rec['heals'] - rec['recovered']} never recovered"
+    return line
 
 
 _COLOURS = {"kill": "#c0392b", "stop": "#e67e22", "pause": "#8e44ad", "partition": "#2c3e50",

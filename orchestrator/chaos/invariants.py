@@ -125,10 +125,13 @@ def check_anonymity(history: Sequence[dict]) -> Verdict:
                                       f"guards; no relay named the service in {len(relay_events)} events")
 
 
-def check_consensus_health(history: Sequence[dict], *, fresh_within: float | None = None) -> Verdict:
-    """Every consensus a node accepted lists relays; with `fresh_within`, after the last heal every node that
+def check_consensus_health(history: Sequence[dict], *, fresh_within: float | None = None,
+                           stalled_after: float | None = None) -> Verdict:
+    """Every consensus a node accepted lists relays. With `fresh_within`: after the last heal every node that
     accepted a consensus during the run accepts a newer one within that many seconds (a lab whose
-    authorities came back makes consensuses again)."""
+    authorities came back makes consensuses again). With `stalled_after`: no node accepts a consensus valid
+    from more than that many seconds after a fault began until its undo began (a majority of the
+    authorities down: nothing new can be signed, so nodes keep the last one)."""
     received = _node_events(history, "consensus_received")
     collected = _collected(history)
     problems = []
@@ -141,6 +144,19 @@ def check_consensus_health(history: Sequence[dict], *, fresh_within: float | Non
     problems += [f"{r['node']} accepted a consensus listing {r.get('relays')} relays (valid-after "
                  f"{r.get('valid_after')}) at {r['t']:.1f} s" for r in empty]
     summary = f"{len(received)} consensus(es) accepted, each listing relays"
+    if stalled_after is not None:
+        start = next((r for r in history if r.get("type") == "start"), None)
+        if start is None:
+            problems.append("the history has no start record: cannot place the consensuses in time")
+        else:
+            t0 = start["t0_wall"]
+            for lo, hi, what in _fault_spans(history):
+                made = [r for r in received
+                        if t0 + lo + stalled_after < (r.get("valid_after") or 0) < t0 + hi]
+                problems += [f"{what}: {r['node']} accepted a consensus valid from {r['valid_after']} "
+                             f"({r['valid_after'] - t0:.1f} s), made while the fault was in place"
+                             for r in made]
+            summary += f"; none made during a fault (after {stalled_after:g} s)"
     if fresh_within is not None:
         heals = heal_points(history)
         if heals:
@@ -158,6 +174,16 @@ def check_consensus_health(history: Sequence[dict], *, fresh_within: float | Non
     if problems:
         return Verdict("consensus_health", False, f"{len(problems)} consensus problem(s)", problems)
     return Verdict("consensus_health", True, summary)
+
+
+def _fault_spans(history: Sequence[dict]) -> list[tuple[float, float, str]]:
+    """(start, when its undo began, description) of every applied fault (the run's end when never undone)."""
+    end_of_run = max((r["t"] for r in history), default=0.0)
+    undo_began = {(r.get("op"), r.get("node")): r.get("began", r["t"]) for r in history
+                  if r.get("type") == "fault" and r.get("event") == "end"}
+    return [(r["t"], undo_began.get((r.get("op"), r.get("node")), end_of_run),
+             f"op {r.get('op')} {r.get('fault')} {r.get('node')}") for r in history
+            if r.get("type") == "fault" and r.get("event") == "start" and r.get("ok")]
 
 
 def check_next_guard(history: Sequence[dict]) -> Verdict:

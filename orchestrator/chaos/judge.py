@@ -22,7 +22,8 @@ def judge(history: Sequence[dict], checkers: Checkers) -> list[Verdict]:
                 check_lab_state(history, grace=checkers.lab_state_grace,
                                 max_nacks=checkers.lab_state_max_nacks),
                 check_anonymity(history),
-                check_consensus_health(history, fresh_within=checkers.consensus_fresh_within)]
+                check_consensus_health(history, fresh_within=checkers.consensus_fresh_within,
+                                       stalled_after=checkers.consensus_stalled_after)]
     if checkers.availability_min is not None or checkers.availability_after_heal is not None:
         verdicts.append(check_availability(history, min_ok=checkers.availability_min,
                                            after_heal=checkers.availability_after_heal,

@@ -228,6 +228,8 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                     next_end = min((op.until for op, _ in active.values()), default=math.inf)
                     next_start = pending[0].at if pending else math.inf
                     following = min(next_end, next_start, scenario.duration)
+                    if not pending and not active and not workload.is_alive():
+                        break  # a workload of so many fetches is done, and so is the schedule
                     if following > now:
                         workload.stopping.wait(min(following - now, 0.25))
                         continue

@@ -49,7 +49,7 @@ CREDENTIALS: Final = ("fresh", "shared", "per_fetcher", "mixed")
 FAULT_KEYS: Final = ("fault", "target", "count", "at", "for", "repeat", "every")
 CHECKERS: Final = {"availability": ("min", "after_heal", "grace"), "recovers": ("within",),
                    "lab_state": ("grace", "max_nacks"), "no_wrong_bytes": (), "faults": (), "anonymity": (),
-                   "consensus_health": ("fresh_within",), "next_guard": (), "next_fetch": ()}
+                   "consensus_health": ("fresh_within", "stalled_after"), "next_guard": (), "next_fetch": ()}
 # every run is judged by these, listed or not
 ALWAYS: Final = ("no_wrong_bytes", "faults", "lab_state", "anonymity", "consensus_health")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -116,6 +116,7 @@ class Checkers:
     lab_state_grace: float = 10.0
     lab_state_max_nacks: int = 1
     consensus_fresh_within: float | None = None
+    consensus_stalled_after: float | None = None
     next_guard: bool = False
     next_fetch: bool = False
 
@@ -414,9 +415,10 @@ class _ScenarioChecker(_Checker):
                     n = self.number(settings["max_nacks"], f"{path}.max_nacks", hi=1e6)
                     found["lab_state_max_nacks"] = None if n is None else int(n)
             elif name == "consensus_health":
-                if "fresh_within" in settings:
-                    found["consensus_fresh_within"] = self.number(settings["fresh_within"],
-                                                                  f"{path}.fresh_within", above=True, hi=3600)
+                for key in ("fresh_within", "stalled_after"):
+                    if key in settings:
+                        found[f"consensus_{key}"] = self.number(settings[key], f"{path}.{key}", above=True,
+                                                                hi=3600)
             elif name == "recovers":
                 if "within" not in settings:
                     self.error(vnode, path, "recovers needs 'within' (seconds)")

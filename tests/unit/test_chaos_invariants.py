@@ -233,3 +233,24 @@ def test_the_new_workload_and_checker_keys_parse() -> None:
     assert (w.concurrency, w.fetches, w.credentials) == (50, 10, "mixed")
     assert (c.next_guard, c.next_fetch, c.consensus_fresh_within) == (True, True, 40.0)
     assert parse_scenario("name: x\nduration: 3\n").checkers.next_guard is False
+
+
+def test_no_consensus_is_made_while_a_majority_of_authorities_is_down() -> None:
+    """stalled_after: a consensus valid from well after the fault began, accepted before its undo began,
+    was signed without the majority (the defect of a lab that signs what it should not)."""
+    checkers = Checkers(consensus_stalled_after=12)
+    start = {"type": "start", "t": 0.0, "t0_wall": 1000.0}
+    ends = fault(0, "auth1", 5.0, 25.0)
+    ends[1]["began"] = 24.0
+
+    def received(valid_after: float) -> dict:
+        return node_event(valid_after - 1000 + 1, "client", "consensus_received", role="client", relays=6,
+                          valid_after=valid_after)
+
+    quiet = healthy(start, ends, received(1010.0), received(1030.0))  # 10 s: before; 30 s: after the undo
+    assert verdict("consensus_health", quiet, checkers).ok
+    made = healthy(start, ends, received(1020.0))  # 20 s: more than 12 s into the fault
+    result = verdict("consensus_health", made, checkers)
+    assert not result.ok
+    assert result.details == ["op 0 kill auth1: client accepted a consensus valid from 1020.0 (20.0 s), made "
+                              "while the fault was in place"]
