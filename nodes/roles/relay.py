@@ -132,6 +132,8 @@ class Relay:
             "conditions": conditions,
             "circuits": len(self.engine.circuits),
             "links": len(self.channels.channels),
+            # who opened the links we have now (their addresses): what `onionlab chaos` judges anonymity by
+            "links_from": sorted({c.address for c in self.channels.channels if not c.initiator}),
             "hsdir_descriptors": len(self.hsdir),
             # whom we introduce to, by intro auth key: what `onionlab chaos` matches with the services' lists
             "intro_auth_keys": sorted(key.hex() for key in self.intro_point.auth_keys()),

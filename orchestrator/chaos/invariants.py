@@ -62,14 +62,20 @@ def _roles_played(history: Sequence[dict]) -> dict[str, set[str]]:
     return roles
 
 
-def _who_saw(history: Sequence[dict], node: str) -> dict[str, list[dict]]:
-    """peer node -> its link_up events whose peer address is one of `node`'s addresses."""
+def _who_saw(history: Sequence[dict], node: str) -> dict[str, list[tuple[float, str]]]:
+    """peer node -> (when, address) of each sign that it had a link from one of `node`'s addresses: its
+    link_up events, and the lab_state samples of its open links (which show links older than the run)."""
     addresses = set((_run(history).get("addresses") or {}).get(node) or [])
-    seen: dict[str, list[dict]] = {}
+    seen: dict[str, list[tuple[float, str]]] = {}
     for r in _node_events(history, "link_up"):
         if r["node"] != node and r.get("peer") in addresses:
-            seen.setdefault(r["node"], []).append(r)
-    return seen
+            seen.setdefault(r["node"], []).append((r["t"], r["peer"]))
+    for r in history:
+        if r.get("type") == "lab_state":
+            for relay, peers in (r.get("links_from") or {}).items():
+                if relay != node:
+                    seen.setdefault(relay, []).extend((r["t"], p) for p in peers if p in addresses)
+    return {relay: sorted(signs) for relay, signs in seen.items() if signs}
 
 
 def service_secrets(onion: str) -> list[str]:
@@ -100,12 +106,15 @@ def check_anonymity(history: Sequence[dict]) -> Verdict:
         if not guards:
             problems.append(f"no sample of the {who} {node}'s guards: cannot judge who saw it")
             continue
-        for peer, links in sorted(_who_saw(history, node).items()):
-            judged += len(links)
+        saw = _who_saw(history, node)
+        if not saw:
+            problems.append(f"no sign of a link from the {who} {node} at any relay: nothing to judge")
+        for peer, signs in sorted(saw.items()):
+            judged += len(signs)
             if peer not in guards:
                 parts = ", ".join(sorted(roles.get(peer, ()))) or "no onion-service part seen"
-                problems.append(f"{peer} ({parts}) had {len(links)} link(s) from the {who} {node}'s address "
-                                f"{links[0]['peer']} (first at {links[0]['t']:.1f} s); its guards: "
+                problems.append(f"{peer} ({parts}) had a link from the {who} {node}'s address {signs[0][1]} "
+                                f"({len(signs)} sign(s), first at {signs[0][0]:.1f} s); its guards: "
                                 f"{', '.join(sorted(guards))}")
     secrets = service_secrets(str(run.get("onion") or ""))
     relay_events = [r for r in _node_events(history) if r.get("role") == "relay"]
@@ -121,8 +130,9 @@ def check_anonymity(history: Sequence[dict]) -> Verdict:
     problems += [f"{n}'s /status names the service's onion address or identity key" for n in seen_by]
     if problems:
         return Verdict("anonymity", False, f"{len(problems)} anonymity problem(s)", problems)
-    return Verdict("anonymity", True, f"{judged} link(s) from the service or the client, each at one of its "
-                                      f"guards; no relay named the service in {len(relay_events)} events")
+    return Verdict("anonymity", True, f"{judged} sign(s) of a link from the service or the client (link_up "
+                                      "events, open links sampled), each at one of its guards; no relay "
+                                      f"named the service in {len(relay_events)} events")
 
 
 def check_consensus_health(history: Sequence[dict], *, fresh_within: float | None = None,

@@ -116,8 +116,9 @@ def lab_state(backend: FaultBackend, service: str, client: str, relays: Sequence
     whether a relay holds the service's circuit under its auth key (does it answer clients? None: the service
     does not answer); `nacks`, the NACKs the client's /metrics count per intro point (None: no answer);
     `guards`, the service's and the client's guards ({node: {primary, order}}, a node that does not answer
-    left out); `service_seen_by`, the relays whose /status contains one of `secrets` (what names the
-    service: its onion address, its identity key)."""
+    left out); `links_from`, the addresses each relay has a link from now (its /status); `service_seen_by`,
+    the relays whose /status contains one of `secrets` (what names the service: its onion address, its
+    identity key)."""
     status = backend.node_status(service)
     relay_status = {relay: backend.node_status(relay) or {} for relay in relays}
     seen_by = sorted(relay for relay, st in relay_status.items()
@@ -135,7 +136,9 @@ def lab_state(backend: FaultBackend, service: str, client: str, relays: Sequence
     nacks = None if metrics is None else {
         labels.get("intro", "?"): value for name, labels, value in metrics
         if name == "onionlab_introductions_total" and labels.get("result") == "nack"}
-    return {"intro_points": intro, "nacks": nacks, "guards": guards, "service_seen_by": seen_by}
+    links_from = {relay: st["links_from"] for relay, st in relay_status.items() if "links_from" in st}
+    return {"intro_points": intro, "nacks": nacks, "guards": guards, "links_from": links_from,
+            "service_seen_by": seen_by}
 
 
 # what node_events keeps of each node's events: every relay event (what relays learn is what the anonymity

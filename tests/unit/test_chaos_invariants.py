@@ -35,7 +35,7 @@ def healthy(*extra, onion: str = ONION) -> list[dict]:
 def test_the_healthy_history_passes() -> None:
     result = verdict("anonymity", healthy())
     assert result.ok, result.details
-    assert result.summary.startswith("2 link(s) from the service or the client")
+    assert result.summary.startswith("22 sign(s) of a link from the service or the client")  # 2 + 2 x 10
     assert verdict("consensus_health", healthy()).ok
 
 
@@ -48,8 +48,8 @@ def test_an_intro_point_with_a_link_from_the_service_fails() -> None:
                                  direction="in"))
     result = verdict("anonymity", records)
     assert not result.ok
-    assert result.details == ["relay2 (intro point) had 1 link(s) from the service hs's address 10.0.0.10 "
-                              "(first at 2.0 s); its guards: relay4, relay5"]
+    assert result.details == ["relay2 (intro point) had a link from the service hs's address 10.0.0.10 "
+                              "(1 sign(s), first at 2.0 s); its guards: relay4, relay5"]
 
 
 def test_an_hsdir_or_a_rendezvous_point_with_a_link_from_the_service_fails() -> None:
@@ -58,7 +58,7 @@ def test_an_hsdir_or_a_rendezvous_point_with_a_link_from_the_service_fails() -> 
                           node_event(4.0, "relay6", "link_up", peer="10.0.0.10", direction="in"))
         result = verdict("anonymity", records)
         assert not result.ok
-        assert result.details[0].startswith(f"relay6 ({part}) had 1 link(s) from the service")
+        assert result.details[0].startswith(f"relay6 ({part}) had a link from the service")
 
 
 def test_the_guard_after_the_primary_may_see_the_service() -> None:
@@ -74,8 +74,25 @@ def test_a_relay_that_is_not_a_guard_of_the_client_sees_its_address_fails() -> N
     records = healthy(node_event(5.0, "relay6", "link_up", peer="10.0.0.11", direction="in"))
     result = verdict("anonymity", records)
     assert not result.ok
-    assert result.details == ["relay6 (no onion-service part seen) had 1 link(s) from the client client's "
-                              "address 10.0.0.11 (first at 5.0 s); its guards: relay1, relay2"]
+    assert result.details == ["relay6 (no onion-service part seen) had a link from the client client's "
+                              "address 10.0.0.11 (1 sign(s), first at 5.0 s); its guards: relay1, relay2"]
+
+
+def test_a_link_older_than_the_run_seen_open_at_a_relay_that_is_no_guard_fails() -> None:
+    """No link_up in the run's window: the link was opened before it; the sampled open links show it."""
+    records = healthy({**sample(9.0), "guards": GUARDS, "service_seen_by": [],
+                       "links_from": {"relay3": ["10.0.0.10", "10.0.0.2"]}})
+    result = verdict("anonymity", records)
+    assert not result.ok
+    assert result.details == ["relay3 (intro point) had a link from the service hs's address 10.0.0.10 "
+                              "(1 sign(s), first at 9.0 s); its guards: relay4, relay5"]
+    # and a run that shows no link from the client at all cannot be judged
+    records = [r for r in healthy() if r.get("peer") != "10.0.0.11"]
+    for r in records:
+        if r["type"] == "lab_state":
+            r["links_from"] = {"relay4": ["10.0.0.10"]}
+    assert verdict("anonymity", records).details == [
+        "no sign of a link from the client client at any relay: nothing to judge"]
 
 
 def test_a_relay_that_logs_the_onion_address_or_identity_fails() -> None:
