@@ -62,20 +62,26 @@ def _roles_played(history: Sequence[dict]) -> dict[str, set[str]]:
     return roles
 
 
-def _who_saw(history: Sequence[dict], node: str) -> dict[str, list[tuple[float, str]]]:
-    """peer node -> (when, address) of each sign that it had a link from one of `node`'s addresses: its
-    link_up events, and the lab_state samples of its open links (which show links older than the run)."""
+def _who_saw(history: Sequence[dict], node: str) -> tuple[dict[str, list[tuple[float, str]]], set[str]]:
+    """Which relays had a link from one of `node`'s addresses: ({relay: (when, address) of each sign of a
+    link opened during the run}, {relays whose link was open already at the first sample}). Signs: the
+    relays' link_up events, and their open links sampled (a link not open at the first sample was opened
+    during the run, even if its event was lost). A link older than the run was judged by the run in which
+    it opened: its relay may have been one of the node's guards then and no longer be."""
     addresses = set((_run(history).get("addresses") or {}).get(node) or [])
     seen: dict[str, list[tuple[float, str]]] = {}
     for r in _node_events(history, "link_up"):
         if r["node"] != node and r.get("peer") in addresses:
             seen.setdefault(r["node"], []).append((r["t"], r["peer"]))
-    for r in history:
-        if r.get("type") == "lab_state":
-            for relay, peers in (r.get("links_from") or {}).items():
-                if relay != node:
-                    seen.setdefault(relay, []).extend((r["t"], p) for p in peers if p in addresses)
-    return {relay: sorted(signs) for relay, signs in seen.items() if signs}
+    samples = [r for r in history if r.get("type") == "lab_state" and r.get("links_from") is not None]
+    first = {(relay, p) for relay, peers in (samples[0]["links_from"] if samples else {}).items()
+             for p in peers if p in addresses and relay != node}
+    for r in samples[1:]:
+        for relay, peers in r["links_from"].items():
+            new = [(r["t"], p) for p in peers if p in addresses and relay != node and (relay, p) not in first]
+            if new:
+                seen.setdefault(relay, []).extend(new)
+    return {relay: sorted(signs) for relay, signs in seen.items()}, {relay for relay, _ in first}
 
 
 def service_secrets(onion: str) -> list[str]:
@@ -97,7 +103,7 @@ def check_anonymity(history: Sequence[dict]) -> Verdict:
                         + (f" from {', '.join(collected['missing'])}" if collected else ""))
     addresses = run.get("addresses") or {}
     roles = _roles_played(history)
-    judged = 0
+    judged, older = 0, 0
     for who, node in (("service", run.get("service")), ("client", run.get("client"))):
         if not addresses.get(node):
             problems.append(f"the history has no address of the {who} {node}: cannot judge who saw it")
@@ -106,8 +112,9 @@ def check_anonymity(history: Sequence[dict]) -> Verdict:
         if not guards:
             problems.append(f"no sample of the {who} {node}'s guards: cannot judge who saw it")
             continue
-        saw = _who_saw(history, node)
-        if not saw:
+        saw, before = _who_saw(history, node)
+        older += len(before)
+        if not saw and not before:
             problems.append(f"no sign of a link from the {who} {node} at any relay: nothing to judge")
         for peer, signs in sorted(saw.items()):
             judged += len(signs)
@@ -130,18 +137,19 @@ def check_anonymity(history: Sequence[dict]) -> Verdict:
     problems += [f"{n}'s /status names the service's onion address or identity key" for n in seen_by]
     if problems:
         return Verdict("anonymity", False, f"{len(problems)} anonymity problem(s)", problems)
-    return Verdict("anonymity", True, f"{judged} sign(s) of a link from the service or the client (link_up "
-                                      "events, open links sampled), each at one of its guards; no relay "
-                                      f"named the service in {len(relay_events)} events")
+    return Verdict("anonymity", True, f"{judged} sign(s) of links opened during the run from the service or "
+                                      f"the client, each at one of its guards ({older} older link(s) not "
+                                      f"judged); no relay named the service in {len(relay_events)} events")
 
 
 def check_consensus_health(history: Sequence[dict], *, fresh_within: float | None = None,
                            stalled_after: float | None = None) -> Verdict:
     """Every consensus a node accepted lists relays. With `fresh_within`: after the last heal every node that
     accepted a consensus during the run accepts a newer one within that many seconds (a lab whose
-    authorities came back makes consensuses again). With `stalled_after`: no node accepts a consensus valid
-    from more than that many seconds after a fault began until its undo began (a majority of the
-    authorities down: nothing new can be signed, so nodes keep the last one)."""
+    authorities came back makes consensuses again). With `stalled_after`: while a majority of the
+    authorities is down (from the fault that took the majority down until the undo that restores it
+    begins) nothing new can be signed: no node accepts a consensus valid from more than `stalled_after`
+    seconds into that time until its end, so nodes keep the last one."""
     received = _node_events(history, "consensus_received")
     collected = _collected(history)
     problems = []
@@ -160,13 +168,19 @@ def check_consensus_health(history: Sequence[dict], *, fresh_within: float | Non
             problems.append("the history has no start record: cannot place the consensuses in time")
         else:
             t0 = start["t0_wall"]
-            for lo, hi, what in _fault_spans(history):
+            spans = _majority_down(history)
+            for lo, hi in spans:
                 made = [r for r in received
                         if t0 + lo + stalled_after < (r.get("valid_after") or 0) < t0 + hi]
-                problems += [f"{what}: {r['node']} accepted a consensus valid from {r['valid_after']} "
-                             f"({r['valid_after'] - t0:.1f} s), made while the fault was in place"
-                             for r in made]
-            summary += f"; none made during a fault (after {stalled_after:g} s)"
+                problems += [f"{r['node']} accepted a consensus valid from {r['valid_after']} "
+                             f"({r['valid_after'] - t0:.1f} s), made while a majority of the authorities was "
+                             f"down ({lo:.1f} to {hi:.1f} s)" for r in made]
+            if not spans:
+                problems.append("stalled_after: a majority of the authorities was never down: nothing to "
+                                "judge")
+            else:
+                summary += (f"; none made while a majority of the authorities was down "
+                            f"({', '.join(f'{lo:.1f}-{hi:.1f} s' for lo, hi in spans)})")
     if fresh_within is not None:
         heals = heal_points(history)
         if heals:
@@ -194,6 +208,22 @@ def _fault_spans(history: Sequence[dict]) -> list[tuple[float, float, str]]:
     return [(r["t"], undo_began.get((r.get("op"), r.get("node")), end_of_run),
              f"op {r.get('op')} {r.get('fault')} {r.get('node')}") for r in history
             if r.get("type") == "fault" and r.get("event") == "start" and r.get("ok")]
+
+
+def _majority_down(history: Sequence[dict]) -> list[tuple[float, float]]:
+    """(from, to) of each time more than half of the lab's authorities were in a fault."""
+    authorities = {n["name"] for n in _run(history).get("lab") or [] if n.get("role") == "authority"}
+    changes = sorted([(lo, 1) for lo, _, what in _fault_spans(history) if what.split()[-1] in authorities]
+                     + [(hi, -1) for _, hi, what in _fault_spans(history) if what.split()[-1] in authorities])
+    spans, down, since = [], 0, 0.0
+    for t, step in changes:
+        was = down > len(authorities) / 2
+        down += step
+        if not was and down > len(authorities) / 2:
+            since = t
+        elif was and not down > len(authorities) / 2:
+            spans.append((since, t))
+    return spans
 
 
 def check_next_guard(history: Sequence[dict]) -> Verdict:
