@@ -3,8 +3,8 @@ records: every link_up with the peer's address, every consensus accepted, what r
 the workload saw. Pure functions of a history, like checkers.py.
 
 The history's `run` record maps each node to its addresses (`addresses`); the `lab_state` samples carry the
-service's and the client's guards (`guards`: {node: {primary, order}}) and the relays whose /status names the
-service (`service_seen_by`)."""
+service's and the client's guards (`guards`: {node: {primary, order}}), the addresses each relay has links
+from (`links_from`) and the relays whose /status names the service (`service_seen_by`)."""
 
 from __future__ import annotations
 
