@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TOPOLOGY ?= topologies/default.yaml
 ONIONLAB := $(VENV)/bin/onionlab
 
-.PHONY: venv up down test test-unit test-docker fuzz bench lint clean image
+.PHONY: venv up down test test-unit test-docker fuzz bench lint clean image chaos-suite
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ bench: $(STAMP) image
 	$(PY) -m bench.network
 	$(PY) -m bench.tor_peer
 	$(PY) -m bench.docker
+
+## the chaos suite (docs/chaos.md): every scenario on three seeds against the default lab in containers,
+## one HTML report and one JSON in chaos-suite/ (about 40 minutes; not in CI, which runs each once)
+SEEDS ?= 1 2 3
+chaos-suite: $(STAMP) image
+	$(ONIONLAB) up $(TOPOLOGY)
+	$(PY) -m orchestrator.chaos.suite --seeds $(SEEDS) --out chaos-suite; status=$$?; $(ONIONLAB) down; exit $$status
 
 ## the one node image, built without a container registry (images/node/README.md); needs no venv
 image:

@@ -78,6 +78,14 @@ class NodeConfig:
         return self.listen_address or self.address
 
     @property
+    def source_address(self) -> str | None:
+        """Where this node's outgoing links come from: its own address when it listens on that alone (the
+        local backend's 127.0.0.x, where the kernel would pick 127.0.0.1 for every node), so that every
+        peer sees who connected; None in a container, where the kernel picks the node's address on the
+        network it dials into."""
+        return None if self.listen_address else self.address
+
+    @property
     def command(self) -> str:
         """The word after `python -m nodes`: the role, or `tor` for a node that a stock tor runs."""
         return command_word(self.role, self.impl)

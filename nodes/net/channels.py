@@ -174,10 +174,11 @@ class Channel:
     """One open link and the circuits on it. Created by the ChannelManager."""
 
     def __init__(self, manager: ChannelManager, link: Link, *, address: str, port: int | None,
-                 initiator: bool) -> None:
+                 initiator: bool, local: str = "") -> None:
         self._manager = manager
         self.link = link
         self.address = address  # the peer's address
+        self.local = local  # our end's address, as the peer sees it ("" when unknown)
         self.port = port  # the peer's OR port when we connected to it; None for links the peer opened
         self.initiator = initiator  # we opened the link: our circuit ids have the high bit set
         self.closed = False
@@ -432,12 +433,14 @@ class ChannelManager:
 
     def __init__(self, link_identity: LinkIdentity | None, metrics: Metrics, events: EventLog, *,
                  address: str, connect_timeout: float = CONNECT_TIMEOUT,
-                 address_map: Mapping[str, str] | None = None, shaper: Shaper | None = None) -> None:
+                 address_map: Mapping[str, str] | None = None, shaper: Shaper | None = None,
+                 source_address: str | None = None) -> None:
         self.link_identity = link_identity  # what our OR port proves (relays, authorities); None: no OR port
         self.metrics = metrics
         self.events = events
         self.address = address
         self.address_map = dict(address_map or {})  # NodeConfig.address_map: where we dial an address
+        self.source_address = source_address  # NodeConfig.source_address: where our links come from
         self.or_port = 0
         self.connect_timeout = connect_timeout
         self.on_create: CreateHandler | None = None
@@ -448,10 +451,6 @@ class ChannelManager:
         self._channels: set[Channel] = set()
         self._nursery: trio.Nursery | None = None
         self._client_ctx = tls.client_context()
-        # On loopback (the local backend: a node per 127.x address) links leave from the node's own address,
-        # so that its peers see who it is (link events, shaping rules by peer address); elsewhere the
-        # kernel chooses, as it must for a node on several networks.
-        self._source_address = address if _is_loopback(address) else None
         self._server_ctx: ssl.SSLContext | None = None  # made when serve() starts listening
         self._server_cert = b""  # its certificate (DER), which our CERTS cell certifies
         metrics.describe("links_open", "gauge", "Open links (TLS connections to other nodes)")
@@ -531,8 +530,8 @@ class ChannelManager:
     async def _connect(self, key: tuple[str, int], attempt: _Attempt) -> None:
         address, port = key
         try:
-            link = await self._open_link(address, port)
-            channel = Channel(self, link, address=address, port=port, initiator=True)
+            link, local = await self._open_link(address, port)
+            channel = Channel(self, link, address=address, port=port, initiator=True, local=local)
             self._outbound[key] = channel
             await self._nursery.start(channel._run)
             attempt.channel = channel
@@ -547,20 +546,22 @@ class ChannelManager:
                                              kind="cancelled")
             attempt.done.set()
 
-    async def _open_link(self, address: str, port: int) -> Link:
+    async def _open_link(self, address: str, port: int) -> tuple[Link, str]:
+        """The link, handshake done, and our end's address."""
         link = None
         started = trio.current_time()
         try:
             with trio.fail_after(self.connect_timeout):
                 stream = await tls.open_tls_stream(address, port, self._client_ctx,
-                                                   local_address=self._source_address)
+                                                   local_address=self.source_address)
+                local = _local_address(stream.transport_stream)
                 link = Link(stream, initiator=True)
                 await link.handshake(now=int(clock.wall()), peer_address=_ip_or_empty(address),
                                      my_addresses=self._my_addresses(),
                                      peer_tls_cert_der=stream.peer_cert_der())
             # TCP connect, TLS and the link handshake: what a new link costs before its first circuit
             self.metrics.observe("link_handshake_seconds", trio.current_time() - started)
-            return link
+            return link, local
         except trio.TooSlowError:
             error = ChannelError(f"no link to {address}:{port} within {self.connect_timeout} s",
                                  kind="timeout")
@@ -577,6 +578,7 @@ class ChannelManager:
         link = Link(stream, initiator=False)
         try:
             address = transport.socket.getpeername()[0]
+            local = transport.socket.getsockname()[0]
         except OSError:  # gone already
             await link.aclose()
             return
@@ -592,7 +594,7 @@ class ChannelManager:
             self.events.emit("link_failed", peer=address, direction="in", kind=kind, error=str(e))
             await link.aclose()
             return
-        await Channel(self, link, address=address, port=None, initiator=False)._run()
+        await Channel(self, link, address=address, port=None, initiator=False, local=local)._run()
 
     def _my_addresses(self) -> list[str]:
         return [self.address] if _ip_or_empty(self.address) else []
@@ -601,7 +603,7 @@ class ChannelManager:
     def _link_up(self, channel: Channel) -> None:
         self._channels.add(channel)
         self.metrics.set("links_open", len(self._channels))
-        self.events.emit("link_up", peer=channel.address, port=channel.port,
+        self.events.emit("link_up", peer=channel.address, port=channel.port, local=channel.local,
                          direction="out" if channel.initiator else "in")
 
     def _link_down(self, channel: Channel, reason: str, circuits: int) -> None:
@@ -623,11 +625,12 @@ class ChannelManager:
             self.metrics.inc("link_errors_total", kind=kind)
 
 
-def _is_loopback(address: str) -> bool:
+def _local_address(transport: trio.abc.Stream) -> str:
+    """Our end's address of a TCP stream ("" when it is no socket or already gone)."""
     try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+        return transport.socket.getsockname()[0]  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return ""
 
 
 def _ip_or_empty(address: str) -> str:

@@ -152,6 +152,7 @@ class GuardManager:
         now = self._clock()
         return {"sampled": len(self._sampled), "confirmed": len(self._confirmed),
                 "primary": [g.nickname for g in self.primary()],
+                "order": [g.nickname for g in self.ordered()],  # who follows the primary guards
                 "failed": sorted(i for i, t in self._failed_until.items() if t > now)}
 
     # -- persistence -----------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ class OriginStack:
         # No link identity: circuit-building nodes are not relays; on links they are clients (tor-spec 4)
         self.control = node_control(config.name, config.data_dir, config.shaping, self.metrics, self.events)
         self.channels = ChannelManager(None, self.metrics, self.events, address=config.address,
-                                       address_map=config.address_map, shaper=self.control.shaper)
+                                       address_map=config.address_map, shaper=self.control.shaper,
+                                       source_address=config.source_address)
         self.circuits = CircuitManager(self.channels, self.metrics, self.events)
         self.guards = GuardManager(Path(config.data_dir, GUARD_STATE), config.guards, metrics=self.metrics,
                                    events=self.events)

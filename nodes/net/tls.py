@@ -247,8 +247,8 @@ class TLSStream(trio.abc.Stream):
 
 async def open_tls_stream(host: str, port: int, context: ssl.SSLContext, *,
                           local_address: str | None = None) -> TLSStream:
-    """A TCP connection to (host, port) with the TLS handshake done (callers bound it with a timeout);
-    `local_address`: the source address to connect from."""
+    """A TCP connection to (host, port) with the TLS handshake done (callers bound it with a timeout); from
+    `local_address` when given (else the kernel's choice of source address)."""
     transport = await trio.open_tcp_stream(host, port, local_address=local_address)
     stream = TLSStream(transport, context, server_side=False)
     try:

@@ -141,15 +141,17 @@ def assign_flags(descriptors: Iterable[ServerDescriptor],
     return flags
 
 
-async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, str] | None = None) -> bool:
+async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, str] | None = None,
+                          source_address: str | None = None) -> bool:
     """Does the relay answer at its OR port as the holder of its identity and onion key? Open a link (its
     CERTS must prove the descriptor's node ID), send CREATE2 with an ntor onionskin for its node ID and onion
     key, and check CREATED2. `address_map` (NodeConfig.address_map) says where to dial an address we reach
-    another way."""
+    another way; `source_address` (NodeConfig.source_address) where the test comes from."""
     with trio.move_on_after(REACHABILITY_TIMEOUT):
         try:
             dial = (address_map or {}).get(desc.address, desc.address)
-            stream = await tls.open_tls_stream(dial, desc.or_port, tls.client_context())
+            stream = await tls.open_tls_stream(dial, desc.or_port, tls.client_context(),
+                                               local_address=source_address)
         except (OSError, trio.BrokenResourceError):
             return False
         link = Link(stream, initiator=True)
@@ -639,7 +641,8 @@ async def serve(config: NodeConfig, *, reachable: Reachable | None = None,
     `reachable` replaces the CREATE2 reachability test (tests inject their own)."""
     events = EventLog(config.name, "authority")
     metrics = Metrics()
-    reachable = reachable or functools.partial(check_reachable, address_map=config.address_map)
+    reachable = reachable or functools.partial(check_reachable, address_map=config.address_map,
+                                               source_address=config.source_address)
     node_keys = load_or_create_node_keys(config.data_dir)
     authority = Authority(config, node_keys, load_or_create_authority_keys(config.data_dir),
                           reachable=reachable, metrics=metrics, events=events)
@@ -647,7 +650,8 @@ async def serve(config: NodeConfig, *, reachable: Reachable | None = None,
     control = node_control(config.name, config.data_dir, config.shaping, metrics, events)
     channels = ChannelManager(link_identity(node_keys, Ed25519PrivateKey.generate(), int(clock.wall())),
                               metrics, events, address=config.address, address_map=config.address_map,
-                              shaper=control.shaper)
+                              shaper=control.shaper,
+                              source_address=config.source_address)
 
     async def begin_dir(stream: trio.abc.Stream) -> None:
         try:

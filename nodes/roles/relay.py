@@ -92,7 +92,8 @@ class Relay:
         self.events = events
         self.control = node_control(config.name, config.data_dir, config.shaping, metrics, events)
         self.channels = ChannelManager(self.link_identity, metrics, events, address=config.address,
-                                       address_map=config.address_map, shaper=self.control.shaper)
+                                       address_map=config.address_map, shaper=self.control.shaper,
+                                       source_address=config.source_address)
         self.directory = DirectoryClient(config.authorities, metrics, events)
         self.hsdir = HsDirStore(metrics, events, documents=self.directory)  # and a directory cache (V2Dir)
         handlers = onion_service_handlers(metrics, events)
@@ -135,6 +136,8 @@ class Relay:
             "conditions": conditions,
             "circuits": len(self.engine.circuits),
             "links": len(self.channels.channels),
+            # who opened the links we have now (their addresses): what `onionlab chaos` judges anonymity by
+            "links_from": sorted({c.address for c in self.channels.channels if not c.initiator}),
             "hsdir_descriptors": len(self.hsdir),
             # whom we introduce to, by intro auth key: what `onionlab chaos` matches with the services' lists
             "intro_auth_keys": sorted(key.hex() for key in self.intro_point.auth_keys()),

@@ -27,7 +27,9 @@ what to do when and judges it, one concern a module:
     faults.py     applying and undoing a fault through the backend; the journal; what a backend refuses
     workload.py   the verified fetches and the lab-state sampler (threads writing the history)
     history.py    the history (JSONL), where it goes and how `down` keeps it
-    checkers.py   pure functions of a history -> verdicts
+    checkers.py   pure functions of a history -> verdicts (what the workload saw, the faults, the lab state)
+    invariants.py pure functions of a history -> verdicts (what the nodes said: anonymity, consensus health)
+    judge.py      which checkers judge a run
     run.py        run_scenario: all of the above, every fault undone whatever happens
 
 The names the CLI, the report and the tests use are importable from here.
@@ -41,11 +43,12 @@ from .checkers import (
     check_availability,
     check_faults,
     check_lab_state,
+    check_next_fetch,
     check_no_wrong_bytes,
     check_recovers,
     fetch_stats,
     heal_points,
-    judge,
+    recovery_times,
 )
 from .faults import (
     JOURNAL,
@@ -69,6 +72,12 @@ from .history import (
     keep_histories,
     read_history,
 )
+from .invariants import (
+    check_anonymity,
+    check_consensus_health,
+    check_next_guard,
+)
+from .judge import judge
 from .run import (
     BASELINE_RETRY,
     RunResult,
@@ -164,6 +173,11 @@ __all__ = [
     "heal_points",
     "journal_path",
     "judge",
+    "recovery_times",
+    "check_next_fetch",
+    "check_anonymity",
+    "check_consensus_health",
+    "check_next_guard",
     "keep_histories",
     "lab_problems",
     "lab_snapshot",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Final
@@ -9,7 +10,6 @@ from typing import Final
 from ..flow import (
     REPLY_NAMES,
 )
-from .scenario import Checkers
 
 # A client leaves an intro point that NACKed it alone this long (Tor's HS_CACHE_CLIENT_INTRO_STATE_MAX_AGE, as
 # nodes/net/hs_client.py): more NACKs from one intro point within it are a storm.
@@ -156,6 +156,42 @@ def check_recovers(history: Sequence[dict], *, within: float) -> Verdict:
                    f"{len(heals)} heal(s); slowest recovery {worst:.1f} s (limit {within:g} s)", details)
 
 
+def recovery_times(history: Sequence[dict]) -> list[float | None]:
+    """Seconds from each heal until a fetch that started after the fault began succeeded (None: none did)."""
+    fetches = _fetches(history)
+    times: list[float | None] = []
+    for healed, since, _ in heal_points(history):
+        good = [f["end"] for f in fetches if f["ok"] and f["end"] >= healed and f["start"] >= since]
+        times.append(round(max(0.0, min(good) - healed), 1) if good else None)
+    return times
+
+
+def check_next_fetch(history: Sequence[dict]) -> Verdict:
+    """For each fault: the fetches in flight when it began may fail, cleanly (no_wrong_bytes judges that);
+    the first fetch that started after the fault began and after those ended must succeed."""
+    fetches = _fetches(history)
+    problems, details = [], []
+    for start, _, what in _fault_windows(history):
+        in_flight = [f for f in fetches if f["start"] <= start < f["end"]]
+        settled = max([f["end"] for f in in_flight] + [start])
+        following = [f for f in fetches if f["start"] >= settled]
+        flight = ", ".join(f"fetch {f['n']} {f['result']}" for f in in_flight) or "no fetch"
+        if not following:
+            problems.append(f"{what}: no fetch started after the one(s) in flight ({flight})")
+            continue
+        nxt = min(following, key=lambda f: f["start"])
+        line = (f"{what} at {start:g} s: in flight {flight}; the next, fetch {nxt['n']} at "
+                f"{nxt['start']:g} s: {nxt['result']}")
+        (details if nxt["ok"] else problems).append(line)
+    if not problems and not details:
+        return Verdict("next_fetch", False, "no fault was applied: nothing to judge")
+    if problems:
+        return Verdict("next_fetch", False, f"{len(problems)} fault(s) not followed by a good fetch",
+                       problems + details)
+    return Verdict("next_fetch", True, f"after each of {len(details)} fault(s) the next fetch succeeded",
+                   details)
+
+
 def check_lab_state(history: Sequence[dict], *, grace: float, max_nacks: int) -> Verdict:
     """From the `lab_state` samples: once no fault has been in place for `grace` seconds, every intro point
     the service lists must be held at its relay (an intro point that is not, in two samples running, is
@@ -199,19 +235,6 @@ def check_lab_state(history: Sequence[dict], *, grace: float, max_nacks: int) ->
                                       f"intro point listed was held; no NACK storm")
 
 
-def judge(history: Sequence[dict], checkers: Checkers) -> list[Verdict]:
-    verdicts = [check_no_wrong_bytes(history), check_faults(history),
-                check_lab_state(history, grace=checkers.lab_state_grace,
-                                max_nacks=checkers.lab_state_max_nacks)]
-    if checkers.availability_min is not None or checkers.availability_after_heal is not None:
-        verdicts.append(check_availability(history, min_ok=checkers.availability_min,
-                                           after_heal=checkers.availability_after_heal,
-                                           grace=checkers.availability_grace))
-    if checkers.recovers_within is not None:
-        verdicts.append(check_recovers(history, within=checkers.recovers_within))
-    return verdicts
-
-
 def fetch_stats(history: Sequence[dict]) -> dict:
     fetches = _fetches(history)
     latencies = sorted(f["latency_ms"] for f in fetches if f["ok"])
@@ -225,5 +248,11 @@ def fetch_stats(history: Sequence[dict]) -> dict:
     def pct(p: float) -> float | None:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
 
+    recovered = sorted(t for t in recovery_times(history) if t is not None)
+    heals = len(heal_points(history))
     return {"fetches": len(fetches), "ok": sum(f["ok"] for f in fetches), "failed": reasons,
-            "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "max": latencies[-1] if latencies else None}}
+            "availability": round(sum(f["ok"] for f in fetches) / len(fetches), 4) if fetches else None,
+            "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "max": latencies[-1] if latencies else None},
+            "recovery_s": {"heals": heals, "recovered": len(recovered),
+                           "median": statistics.median(recovered) if recovered else None,
+                           "max": recovered[-1] if recovered else None}}

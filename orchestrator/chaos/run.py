@@ -16,7 +16,7 @@ from typing import Final
 
 from ..backends.base import FaultBackend
 from ..signals import signal_of, signals_deferred, sigterm_interrupts
-from .checkers import Verdict, fetch_stats, judge
+from .checkers import Verdict, fetch_stats
 from .faults import (
     apply_fault,
     compare_snapshots,
@@ -29,10 +29,20 @@ from .faults import (
     write_journal,
 )
 from .history import History
+from .invariants import node_event_fields, service_secrets
+from .judge import judge
 from .scenario import WORKLOAD_KEYS, ChaosRefused, Scenario, ScenarioError
 from .schedule import Op, check_workload, lab_problems, make_schedule
 from .targets import choose_live, choose_static, parse_target
-from .workload import LAB_STATE_EVERY, LabSampler, WorkloadThread, fetch_once, lab_state
+from .workload import (
+    LAB_STATE_EVERY,
+    LabSampler,
+    WorkloadThread,
+    credentials_for,
+    fetch_once,
+    lab_state,
+    node_events,
+)
 
 BASELINE_RETRY: Final = 0.5  # seconds between two tries of the onion before the run
 # A live target that names nobody when its fault starts (no rendezvous circuit yet) is tried again this often,
@@ -125,6 +135,7 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
     address = socks()
     if not onion or not address:
         raise ChaosRefused(f"{service} has no onion address or {client} no SOCKS port: is the lab ready?")
+    since_wall = time.time()  # node events from here on are the run's
     deadline = time.monotonic() + scenario.ready_timeout
     while True:  # the baseline: the onion must be reachable before any fault
         started = time.monotonic()
@@ -138,26 +149,33 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                                f"({scenario.ready_timeout:g} s of tries): {first['error']}")
         time.sleep(BASELINE_RETRY)
     before = lab_snapshot(backend, [name for name, _ in lab])
+    addresses = {n["name"]: sorted({n.get("address"), *(before[n["name"]].get("networks") or {}).values()}
+                                   - {None, ""}) for n in status["nodes"]}
     history = History(history_path)
     try:
         current = {"socks": address}
         w = scenario.workload
 
-        def one_fetch() -> dict:
-            return fetch(current["socks"], onion, port=w.port, n_bytes=w.bytes, timeout=w.timeout)
+        credentials = credentials_for(w.credentials, w.concurrency)
+
+        def one_fetch(fetcher: int) -> dict:
+            extra = {"credentials": c} if (c := credentials(fetcher)) is not None else {}
+            return fetch(current["socks"], onion, port=w.port, n_bytes=w.bytes, timeout=w.timeout, **extra)
 
         def stamp(line: str) -> None:
             say(f"[{history.now():6.1f}s] {line}")
 
         history.record("run", scenario=scenario.name, source=scenario.source, seed=seed,
                        duration=scenario.duration, lab=[{"name": n, "role": r} for n, r in lab],
-                       client=client, service=service, onion=onion,
+                       client=client, service=service, onion=onion, addresses=addresses,
                        workload={k: getattr(w, k) for k in WORKLOAD_KEYS},
                        schedule=[op.to_dict() for op in schedule])
         history.record("baseline", ok=True, latency_ms=round(1000 * seconds, 1))
-        workload = WorkloadThread(history, one_fetch, w.interval, stamp)
+        workload = WorkloadThread(history, one_fetch, w.interval, stamp, concurrency=w.concurrency,
+                                  fetches=w.fetches)
         relays = [name for name, role in lab if role == "relay"]
-        sampler = LabSampler(history, lambda: lab_state(backend, service, client, relays))
+        secrets = service_secrets(onion)
+        sampler = LabSampler(history, lambda: lab_state(backend, service, client, relays, secrets))
         active: dict[int, tuple[Op, list[dict]]] = {}
         in_place: list[dict] = []
         interrupted = False
@@ -247,6 +265,8 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                     next_end = min((op.until for op, _ in active.values()), default=math.inf)
                     next_start = pending[0].at if pending else math.inf
                     following = min(next_end, next_start, scenario.duration)
+                    if not pending and not active and not workload.is_alive():
+                        break  # a workload of so many fetches is done, and so is the schedule
                     if following > now:
                         workload.stopping.wait(min(following - now, 0.25))
                         continue
@@ -281,6 +301,11 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
         if arrived:
             interrupted = True
             interrupted_by = interrupted_by or signal.Signals(arrived[0]).name
+        events, missing = node_events(backend, lab, since_wall, time.time())
+        t0_wall = next(r["t0_wall"] for r in history.records if r["type"] == "start")
+        for fields in node_event_fields(events, t0_wall):
+            history.record("node_event", **fields)
+        history.record("node_events", count=len(events), missing=missing)
         verdicts = judge(history.records, scenario.checkers)
         for v in verdicts:
             history.record("verdict", **v.to_dict())

@@ -47,11 +47,18 @@ SHAPING: Final = SHAPING_FAULTS
 UNTARGETED: Final = ("split",)  # faults whose nodes come from their parameters, not `target`
 TOP_KEYS: Final = ("name", "description", "seed", "duration", "ready_timeout", "workload", "faults",
                    "checkers")
-WORKLOAD_KEYS: Final = ("client", "service", "port", "bytes", "interval", "timeout")
+WORKLOAD_KEYS: Final = ("client", "service", "port", "bytes", "interval", "timeout", "concurrency", "fetches",
+                        "credentials")
+# SOCKS credentials of the workload's fetches: fresh (new ones every fetch: a new rendezvous each time),
+# shared (one pair for every fetch of every fetcher: one circuit carries them all), per_fetcher (each
+# fetcher its own pair for all its fetches), mixed (even fetchers share one pair, odd ones their own)
+CREDENTIALS: Final = ("fresh", "shared", "per_fetcher", "mixed")
 FAULT_KEYS: Final = ("fault", "target", "count", "at", "for", "repeat", "every")
 CHECKERS: Final = {"availability": ("min", "after_heal", "grace"), "recovers": ("within",),
-                   "lab_state": ("grace", "max_nacks"), "no_wrong_bytes": (), "faults": ()}
-ALWAYS: Final = ("no_wrong_bytes", "faults", "lab_state")  # every run is judged by these, listed or not
+                   "lab_state": ("grace", "max_nacks"), "no_wrong_bytes": (), "faults": (), "anonymity": (),
+                   "consensus_health": ("fresh_within", "stalled_after"), "next_guard": (), "next_fetch": ()}
+# every run is judged by these, listed or not
+ALWAYS: Final = ("no_wrong_bytes", "faults", "lab_state", "anonymity", "consensus_health")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _NODE = NAME
 
@@ -82,6 +89,9 @@ class Workload:
     bytes: int = 10_000
     interval: float = 1.0  # seconds from one fetch's start to the next one's (or back to back when slower)
     timeout: float = 15.0  # seconds one fetch may take
+    concurrency: int = 1  # fetchers running side by side, each its own SOCKS connection
+    fetches: int | None = None  # fetches per fetcher; None: until the run ends
+    credentials: str = "fresh"  # CREDENTIALS
     where: Where = field(default=Where("<string>"), compare=False)
 
 
@@ -112,6 +122,10 @@ class Checkers:
     recovers_within: float | None = None
     lab_state_grace: float = 10.0
     lab_state_max_nacks: int = 1
+    consensus_fresh_within: float | None = None
+    consensus_stalled_after: float | None = None
+    next_guard: bool = False
+    next_fetch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +277,19 @@ class _ScenarioChecker(_Checker):
             found["interval"] = self.number(v["interval"], "workload.interval", lo=0.05, hi=3600)
         if "timeout" in v:
             found["timeout"] = self.number(v["timeout"], "workload.timeout", lo=1, hi=3600)
+        if "concurrency" in v:
+            found["concurrency"] = self.integer(v["concurrency"], "workload.concurrency",
+                                                "a number of fetchers (1 or more)", hi=1000)
+        if "fetches" in v:
+            found["fetches"] = self.integer(v["fetches"], "workload.fetches",
+                                            "a number of fetches per fetcher (1 or more)", hi=1_000_000)
+        if "credentials" in v:
+            value = self.value(v["credentials"], "workload.credentials")
+            if value not in CREDENTIALS:
+                self.error(v["credentials"], "workload.credentials",
+                           f"expected one of {', '.join(CREDENTIALS)}, got {_describe(value)}")
+            else:
+                found["credentials"] = value
         return Workload(**{k: x for k, x in found.items() if x is not None}, where=self.where(node))
 
     def fault(self, node: yaml.Node, path: str, duration: float | None) -> FaultSpec | None:
@@ -420,8 +447,10 @@ class _ScenarioChecker(_Checker):
             if not CHECKERS[name]:
                 if not (isinstance(vnode, yaml.MappingNode) and not vnode.value) and \
                         self.value(vnode, path) not in (None, True):
-                    self.error(vnode, path,
-                               f"{name} takes no settings (write `{name}: {{}}`); it always runs")
+                    self.error(vnode, path, f"{name} takes no settings (write `{name}: {{}}`)"
+                                            + ("; it always runs" if name in ALWAYS else ""))
+                elif name not in ALWAYS:
+                    found[name] = True
                 continue
             settings = {k: p[1] for k, p in (self.mapping(vnode, path, CHECKERS[name]) or {}).items()}
             if name == "availability":
@@ -438,6 +467,11 @@ class _ScenarioChecker(_Checker):
                 if "max_nacks" in settings:
                     n = self.number(settings["max_nacks"], f"{path}.max_nacks", hi=1e6)
                     found["lab_state_max_nacks"] = None if n is None else int(n)
+            elif name == "consensus_health":
+                for key in ("fresh_within", "stalled_after"):
+                    if key in settings:
+                        found[f"consensus_{key}"] = self.number(settings[key], f"{path}.{key}", above=True,
+                                                                hi=3600)
             elif name == "recovers":
                 if "within" not in settings:
                     self.error(vnode, path, "recovers needs 'within' (seconds)")

@@ -69,6 +69,24 @@ async def test_circuits_share_one_link_per_peer_pair():
         nursery.cancel_scope.cancel()
 
 
+async def test_links_come_from_the_node_own_address_and_say_both_ends():
+    """A node on its own loopback address (the local backend's 127.0.0.x) dials from it, so the relay sees
+    who connected (the chaos anonymity checker relies on it); link_up names both ends."""
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, "relay0", dir_handler=echo)
+        client = await start_client(nursery)
+        client.channels.source_address = "127.0.0.3"
+        with trio.fail_after(20):
+            await client.channels.get_channel(HOST, relay.status.or_port)
+            while not relay.events.records("link_up"):
+                await trio.sleep(0.01)
+        inbound, = relay.events.records("link_up")
+        assert (inbound["peer"], inbound["local"], inbound["direction"]) == ("127.0.0.3", HOST, "in")
+        outbound, = client.events.records("link_up")
+        assert (outbound["peer"], outbound["local"], outbound["direction"]) == (HOST, "127.0.0.3", "out")
+        nursery.cancel_scope.cancel()
+
+
 async def _append_built(client, path, out):
     out.append(await client.circuits.build([x.status for x in path]))
 

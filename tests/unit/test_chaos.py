@@ -9,6 +9,7 @@ import os
 import signal
 import textwrap
 import threading
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def test_every_shipped_scenario_parses_and_schedules(path: Path) -> None:
     scenario = chaos.load_scenario(path)
     assert scenario.name == path.stem
     ops = make_schedule(scenario, 1, LAB)
-    assert ops and all(op.until <= scenario.duration for op in ops)
+    assert len(ops) == sum(spec.repeat for spec in scenario.faults)  # many-clients has none: load alone
+    assert all(op.until <= scenario.duration for op in ops)
 
 
 def test_the_schema_knows_every_key_the_parser_knows() -> None:
@@ -206,11 +208,38 @@ def sample(t: float, held: dict[str, bool] | None = None, nacks: dict[str, int] 
     return {"type": "lab_state", "t": t, "intro_points": held, "nacks": nacks or {}}
 
 
+ADDRESSES = {"hs": ["10.0.0.10"], "client": ["10.0.0.11"],
+             **{f"relay{i}": [f"10.0.0.{i}"] for i in range(1, 7)}}
+GUARDS = {"hs": {"primary": ["relay4"], "order": ["relay4", "relay5", "relay6"]},
+          "client": {"primary": ["relay1"], "order": ["relay1", "relay2", "relay3"]}}
+
+
+def node_event(t: float, node: str, event: str, role: str = "relay", **fields) -> dict:
+    return {"type": "node_event", "t": t, "ts": 1000.0 + t, "node": node, "role": role, "event": event,
+            **fields}
+
+
+def evidence(onion: str = "x.onion") -> list[dict]:
+    """What the invariant checkers need, healthy: the run's nodes and addresses, the nodes' events (each
+    guard's link from the service or the client, consensuses listing relays) and that they were all read."""
+    return [{"type": "run", "t": 0.0, "service": "hs", "client": "client", "onion": onion,
+             "addresses": ADDRESSES},
+            node_event(0.5, "relay4", "link_up", peer="10.0.0.10", local="10.0.0.4", direction="in"),
+            node_event(0.6, "relay1", "link_up", peer="10.0.0.11", local="10.0.0.1", direction="in"),
+            node_event(0.7, "relay2", "link_up", peer="10.0.0.1", local="10.0.0.2", direction="in"),
+            node_event(1.0, "client", "consensus_received", role="client", relays=6, valid_after=1),
+            {"type": "node_events", "t": 0.0, "count": 4, "missing": []}]
+
+
 def history(*parts, cleanup: bool = True, left: tuple[str, ...] = (), healthy: bool = True) -> list[dict]:
-    """The records, sorted by time; with `healthy`, a healthy lab_state sample every 2 s as well."""
+    """The records, sorted by time; with `healthy`, a healthy lab_state sample every 2 s as well, and the
+    evidence() of a healthy lab."""
     records = [r for part in parts for r in (part if isinstance(part, list) else [part])]
     if healthy:
-        records += [sample(float(t)) for t in range(0, int(max(r["t"] for r in records)) + 1, 2)]
+        records += [{**sample(float(t)), "guards": GUARDS, "service_seen_by": [],
+                     "links_from": {"relay4": ["10.0.0.10"], "relay1": ["10.0.0.11"]}}
+                    for t in range(0, int(max(r["t"] for r in records)) + 1, 2)]
+        records += evidence()
     records.sort(key=lambda r: r["t"])
     if cleanup:
         records.append({"type": "cleanup", "t": records[-1]["t"] + 0.1, "ok": not left, "left": list(left),
@@ -229,9 +258,9 @@ def verdicts(records: list[dict], checkers: Checkers = CHECK_ALL) -> dict[str, b
 def test_a_healthy_run_passes_every_checker() -> None:
     fetches = [fetch(i, float(i), ok=not 10 <= i < 14) for i in range(30)]
     records = history(*fetches, fault(0, "relay1", 10.0, 15.0))
-    assert verdicts(records) == {"no_wrong_bytes": True, "faults": True, "lab_state": True,
-                                 "availability": True, "recovers": True}
-    recovers = judge(records, CHECK_ALL)[4]
+    assert verdicts(records) == {"no_wrong_bytes": True, "faults": True, "lab_state": True, "anonymity": True,
+                                 "consensus_health": True, "availability": True, "recovers": True}
+    recovers = judge(records, CHECK_ALL)[6]
     assert "slowest recovery 0.5 s" in recovers.summary  # fetch 15 (15.0-15.5 s) is the first after the heal
 
 
@@ -240,7 +269,8 @@ def test_wrong_bytes_always_fail_the_run() -> None:
     fetches[7] = fetch(7, 7.0, ok=False, result="wrong_bytes")
     result = judge(history(*fetches), Checkers())
     assert [(v.name, v.ok) for v in result] == [("no_wrong_bytes", False), ("faults", True),
-                                                 ("lab_state", True)]
+                                                 ("lab_state", True), ("anonymity", True),
+                                                 ("consensus_health", True)]
     assert result[0].details == ["fetch 7 at 7 s: x"]
 
 
@@ -379,6 +409,17 @@ class FakeBackend:
                     "intro_auth_keys": {f"relay{i}": f"key{i}" for i in (1, 2, 3)}, **control}
         return {"guards": {"primary": ["relay4"]},
                 "intro_auth_keys": [f"key{name[-1]}"] if name in self.holding else [], **control}
+
+    def logs(self, name: str) -> str:
+        """Node events of a healthy lab: the guard relay4 has links from the service and the client, each
+        accepted a consensus listing relays (stamped just now: inside the run that reads them)."""
+        ts = time.time() - 0.01
+        address = {n: net["labnet"] for n, net in ((n, s["networks"]) for n, s in self.state.items())}
+        events = [{"ts": ts, "node": "relay4", "role": "relay", "event": "link_up", "peer": address[peer],
+                   "local": address["relay4"], "direction": "in"} for peer in ("hs", "client")]
+        if name != "relay4":
+            events = [{"ts": ts, "node": name, "role": "x", "event": "consensus_received", "relays": 6}]
+        return "\n".join(json.dumps(e) for e in events)
 
     def node_metrics(self, name: str) -> list[tuple[str, dict[str, str], float]]:
         return [("onionlab_introductions_total", {"intro": "relay1", "result": "nack"}, self.nacks)]

@@ -19,6 +19,11 @@ def test_round_trip(tmp_path):
     assert load_config(path) == config
 
 
+def test_links_come_from_the_node_address_unless_it_listens_everywhere():
+    assert _config().source_address == "127.0.0.5"  # the local backend: not the kernel's 127.0.0.1
+    assert _config(listen_address="0.0.0.0").source_address is None  # a container: the kernel picks
+
+
 @pytest.mark.parametrize("text, message", [
     ("{", "x.json:1:2: not JSON"),
     ("[]", "expected a JSON object"),

@@ -51,7 +51,8 @@ def test_peer_direction_and_loss(tmp_path: Path) -> None:
     out = prepare_fault(backend, "bandwidth", "relay1", {"rate": "1mbit", "direction": "out"}, NODES)
     assert [(e["node"], e["rule"]["rate"]) for e in out["shaper_rules"]] == [("relay1", 125000.0)]
     inbound = prepare_fault(backend, "delay", "relay1", {"delay": "5ms", "direction": "in"}, NODES)
-    assert "relay1" not in {e["node"] for e in inbound["shaper_rules"]} and len(inbound["shaper_rules"]) == len(NODES) - 1
+    assert "relay1" not in {e["node"] for e in inbound["shaper_rules"]}
+    assert len(inbound["shaper_rules"]) == len(NODES) - 1
 
 
 LINKS = textwrap.dedent("""\
@@ -208,8 +209,8 @@ def test_delay_with_loss_is_one_netem_qdisc_or_one_rule(tmp_path: Path) -> None:
     params = {"delay": "100ms", "jitter": "20ms", "loss": 2.0}
     assert _qdisc("delay", params) == ["netem", "delay", "100ms", "20ms", "loss", "2%"]
     undo = prepare_fault(link_layer(tmp_path), "delay", "hs", {**params, "direction": "out"}, NODES)
-    assert [e["rule"] for e in undo["shaper_rules"]] == [{"id": undo["shaper_rules"][0]["rule"]["id"], "peers": "all",
-                                                   "delay": 0.1, "jitter": 0.02, "loss": 0.02}]
+    rules = [e["rule"] for e in undo["shaper_rules"]]
+    assert rules == [{"id": rules[0]["id"], "peers": "all", "delay": 0.1, "jitter": 0.02, "loss": 0.02}]
     assert parse_scenario(Path(__file__).resolve().parents[2].joinpath(
         "topologies/chaos/latency-loss.yaml").read_text()).faults[0].params == tuple(sorted(
             {**params, "direction": "out", "network": None, "peer": None}.items()))
