@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -170,10 +171,10 @@ def _load(pipe: _Pipe, path: Path, width: int) -> RenderResult:
                     returnByValue=True)["result"]["value"]
     size = pipe.call("Runtime.evaluate", session, returnByValue=True, expression=(
         "(() => { const e = document.documentElement, b = e.getBoundingClientRect();"
-        " return [Math.ceil(Math.max(e.scrollWidth, b.width)), Math.ceil(Math.max(e.scrollHeight, b.height))]"
-        " })()"))["result"]["value"]
-    w, h = max(int(size[0]), 1), max(int(size[1]), 1)
-    pipe.call("Emulation.setDeviceMetricsOverride", session, width=max(w, width), height=h,
+        " return e instanceof SVGElement ? [b.width, b.height] : [e.scrollWidth, e.scrollHeight] })()"
+    ))["result"]["value"]
+    w, h = max(math.ceil(size[0]), 1), max(math.ceil(size[1]), 1)
+    pipe.call("Emulation.setDeviceMetricsOverride", session, width=w, height=h,
               deviceScaleFactor=1, mobile=False)
     shot = pipe.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True)
     return RenderResult(dom=dom, errors=_errors(pipe.events), png=base64.b64decode(shot["data"]), width=w,

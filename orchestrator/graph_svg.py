@@ -1,0 +1,104 @@
+"""`onionlab graph --format svg`: the topology drawn by our own layout, no Graphviz.
+
+One lane per network (titled with its name and subnet) holds the nodes on that network alone, a row per role
+(authorities, relays, then onion services and clients); nodes on several networks get a lane of their own
+that names each network they are on. Every box shows the node's name, role and address; with `live`
+(`--live`), also what it is right now (orchestrator.live_roles), and each live rendezvous circuit is drawn as
+a green chain of arcs from its owner through its relays to the rendezvous point.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .graph import ROLE_COLOURS, label_lines, rendezvous_hops
+from .live_roles import LiveRoles
+from .svg import attrs, document, tag, text
+from .topology import Topology
+
+BOX_W, LINE_H, GAP_X, GAP_Y, PAD, TITLE_H = 226, 14, 16, 26, 16, 30
+ROW_ROLES = (("authority",), ("relay",), ("onion_service", "client"))
+GREEN = "#1e9a4b"
+LIVE_COLOURS = {"intro point": "#8e44ad", "HSDir": "#b7950b", "guard": "#2c3e50", "rendezvous": "#117a65",
+                "NOT READY": "#c0392b"}
+CSS = ".name{font-weight:bold;font-size:12px}.small{font-size:10.5px}.lane{font-weight:bold;font-size:13px}"
+
+
+def _box_height(lines: list[str], addresses: int) -> float:
+    return 12 + LINE_H * (len(lines) + addresses)
+
+
+def render_svg(topology: Topology, live: LiveRoles | None = None) -> str:
+    lanes: list[tuple[str, list[int]]] = [
+        (f"{net.name}  {net.subnet}", [i for i, n in enumerate(topology.nodes)
+                                       if len(n.interfaces) == 1 and n.networks[0] == net.name])
+        for net in topology.networks]
+    several = [i for i, n in enumerate(topology.nodes) if len(n.interfaces) > 1]
+    if several:
+        lanes.append(("on several networks", several))
+    labels = {i: label_lines(n, live) for i, n in enumerate(topology.nodes)}
+    heights = {i: _box_height(labels[i], len(n.interfaces)) for i, n in enumerate(topology.nodes)}
+    per_row = max(1, min(6, max((sum(1 for i in members if topology.nodes[i].role in roles)
+                                 for _, members in lanes for roles in ROW_ROLES), default=1)))
+    width = 2 * PAD + per_row * BOX_W + (per_row - 1) * GAP_X + 2 * PAD
+    where: dict[int, tuple[float, float, float]] = {}  # node -> (centre x, top y, height)
+    body: list[str] = []
+    y = 58.0
+    for title, members in lanes:
+        lane_top = y
+        y += TITLE_H
+        rows = []
+        for roles in ROW_ROLES:
+            row = [i for i in members if topology.nodes[i].role in roles]
+            rows += [row[k:k + per_row] for k in range(0, len(row), per_row)]
+        for row in rows:
+            tallest = max(heights[i] for i in row)
+            for k, i in enumerate(row):
+                where[i] = (2 * PAD + BOX_W / 2 + k * (BOX_W + GAP_X), y, heights[i])
+            y += tallest + GAP_Y
+        body.append(tag("rect", x=float(PAD), y=lane_top, width=width - 2 * PAD, height=y - lane_top, rx=10,
+                        fill="#f7f8fb", stroke="#9aa0ab", class_="lane"))
+        body.append(text(PAD + 12, lane_top + 20, title, class_="lane", fill="#34495e"))
+        y += GAP_Y
+    hops = rendezvous_hops(topology, live)
+    for k, a, b in hops:  # under the boxes: each hop an arc, so that a hop along a row clears the boxes
+        (x1, t1, h1), (x2, t2, h2) = where[a], where[b]
+        y1, y2 = t1 + h1 / 2, t2 + h2 / 2
+        mx, my = (x1 + x2) / 2, (y1 + y2) / 2
+        length = math.hypot(x2 - x1, y2 - y1) or 1.0
+        bend = 0.18 * length + 12 * (k - 1)
+        cx, cy = mx - (y2 - y1) / length * bend, my + (x2 - x1) / length * bend
+        arc = f"M{x1:.1f},{y1:.1f} Q{cx:.1f},{cy:.1f} {x2:.1f},{y2:.1f}"
+        shape = attrs(class_="rendezvous", data_circuit=k, d=arc, fill="none", stroke=GREEN, stroke_width=3.5,
+                      opacity=0.8)
+        body.append(f"<path {shape}><title>rendezvous circuit {k}</title></path>")
+    for i, node in enumerate(topology.nodes):
+        if i not in where:
+            continue
+        x, top, h = where[i]
+        lines = labels[i]
+        extra = lines[2:]
+        stroke = next((c for word, c in LIVE_COLOURS.items() if any(line.startswith(word) or word in line
+                                                                   for line in extra)), "#333")
+        body.append(f'<g {attrs(class_=f"node {node.role}", data_node=node.name)}>')
+        body.append(tag("rect", x=x - BOX_W / 2, y=top, width=float(BOX_W), height=h, rx=7,
+                        fill=ROLE_COLOURS[node.role], stroke=stroke, stroke_width=2.5 if extra else 1.2))
+        body.append(text(x, top + 15, lines[0], class_="name", text_anchor="middle"))
+        body.append(text(x, top + 15 + LINE_H, lines[1], class_="small", text_anchor="middle"))
+        addresses = [str(itf.address) if len(node.interfaces) == 1 else f"{itf.network}: {itf.address}"
+                     for itf in node.interfaces]
+        for j, line in enumerate(addresses):
+            body.append(text(x, top + 15 + LINE_H * (2 + j), line, class_="small", text_anchor="middle",
+                             fill="#444"))
+        for j, line in enumerate(extra):
+            colour = next((c for word, c in LIVE_COLOURS.items() if line.startswith(word)), "#333")
+            body.append(text(x, top + 15 + LINE_H * (2 + len(addresses) + j), line, class_="small live",
+                             text_anchor="middle", fill=colour, font_weight="bold"))
+        body.append("</g>")
+    title = (f"onionlab topology {topology.name}: {len(topology.nodes)} nodes, "
+             f"{len(topology.networks)} network(s)")
+    subtitle = ("live roles from every node's /status (HSDir of S: the time periods it holds S's descriptor "
+                "for); green arcs: live rendezvous circuits, owner to rendezvous point"
+                if live is not None else "every node with its role and address")
+    head = [text(PAD, 26, title, font_size=16, font_weight="bold"), text(PAD, 44, subtitle, fill="#555")]
+    return document(width, y, head + body, title=title, css=CSS)
