@@ -66,6 +66,7 @@ RETRIES: tuple[tuple[int, str, str, str], ...] = (
 )
 PER_PEER = {"introduce_sent", "introduce_nack"}  # one record per intro point tried, not per node
 PEER_FIELDS = ("intro", "hsdir", "rendezvous")  # the relay a step event names, in this order
+DROPPED_INTRO = {"intro_lost", "intro_rotated"}  # the service no longer holds that intro point
 BEFORE_FLOW = {1, 2}  # steps done when the service came up
 MAY_BE_CACHED = {"descriptor_fetched"}
 STEP_OF_REPLY = {0xF0: 3, 0xF1: 3, 0xF6: 3, 0xF2: 4, 0xF7: 4, 0xF3: 5}
@@ -261,9 +262,12 @@ def timeline(events: Iterable[dict], info: RunInfo, *, flow_start: float, flow_e
     roles = {n.name: n.role for n in info.nodes}
     name_of = {nickname_for(n.name): n.name for n in info.nodes}  # events name relays by nickname
     chosen: dict[tuple[str, str, str], dict] = {}
+    dropped: dict[str, float] = {}  # intro points the service let go (lost, rotated): when, last time
     ordered = sorted(events, key=lambda e: e["ts"])
     for e in ordered:
         node = e.get("node")
+        if node == service and e["event"] in DROPPED_INTRO and e["ts"] < flow_end and "intro" in e:
+            dropped[str(e["intro"])] = e["ts"]
         for step, _, event, role in STEPS + RETRIES:
             if e["event"] != event or roles.get(node) != role:
                 continue
@@ -278,6 +282,8 @@ def timeline(events: Iterable[dict], info: RunInfo, *, flow_start: float, flow_e
                     chosen[key] = e  # the latest one
             elif flow_start <= e["ts"] <= flow_end and key not in chosen:
                 chosen[key] = e  # the first one
+    chosen = {k: e for k, e in chosen.items()  # not the ones it had and let go before the flow ended
+              if k[0] != "intro_established" or e["ts"] > dropped.get(str(e.get("intro")), -1.0)}
     held = {name_of.get(e["intro"], e["intro"]) for k, e in chosen.items()
             if k[0] == "intro_established" and "intro" in e}
     if held:

@@ -57,7 +57,7 @@ def _at(r: StepRecord, result: FlowResult) -> str:
     """When it happened: since the lab's first event for steps one and two (done when the service came up),
     since the fetch started for the rest."""
     if r.step <= 2:
-        return f"{r.ms:,.1f} ms"
+        return f"{r.ms:,.0f} ms"
     return f"+{r.ms - result.flow_started_ms:,.1f} ms"
 
 
@@ -79,7 +79,7 @@ def panels(result: FlowResult) -> list[Panel]:
     client = result.client
     out = [Panel(n) for n in range(1, 7)]
     for panel in out:
-        panel.ms = [r.ms for r in by_step[panel.step]]
+        panel.ms = [r.ms for r in by_step[panel.step] if not r.cached]
 
     p = out[0]  # step 1: intro circuits, the relays that registered
     registered = {r.node: r for r in by_step[1] if r.event == "intro_point_registered"}
@@ -113,7 +113,7 @@ def panels(result: FlowResult) -> list[Panel]:
         if r.event == "descriptor_fetched":
             if r.cached:
                 p.caption.append(f"descriptor from {client}'s cache (fetched from {r.peer} at "
-                                 f"{r.ms:,.1f} ms)")
+                                 f"{r.ms:,.0f} ms)")
             else:
                 p.lines.append(_circuit(client, r, "BEGIN_DIR"))
                 p.parts[r.peer or r.path[-1]] = "HSDir"
@@ -280,9 +280,9 @@ def _panel(panel: Panel, result: FlowResult, relays: list[str], service: str, ox
     out += _node(result.client, "client", *where[result.client], None, False)
     out += _node(service, "onion_service", *where[service], None, False)
     caption = panel.caption or (["no event for this step: the flow failed here" if failed else "no event"])
-    if len(caption) > CAPTION_LINES:
-        caption = [*caption[:CAPTION_LINES - 1], f"... and {len(caption) - CAPTION_LINES + 1} more"]
     caption = [part for line_text in caption for part in _wrap(line_text)]
+    if len(caption) > CAPTION_LINES:
+        caption = [*caption[:CAPTION_LINES - 1], f"... {len(caption) - CAPTION_LINES + 1} more lines"]
     for i, line_text in enumerate(caption):
         out.append(text(16, CAPTION_TOP + 14 + i * CAPTION_LINE, line_text, class_="caption",
                         fill=RED if failed and not panel.caption else None))
