@@ -88,8 +88,8 @@ def panels(result: FlowResult) -> list[Panel]:
             p.lines.append(_circuit(service, r))
             p.parts[r.peer or r.path[-1]] = "intro point"
             reg = registered.get(r.peer or "")
-            p.caption.append(f"{r.peer}: established {_at(r, result)}{_via(r)}"
-                             + (f"; registered {_at(reg, result)}" if reg else ""))
+            p.caption.append(f"{r.peer}: set up at {_at(r, result)}{_via(r)}"
+                             + (f", registered {_at(reg, result)}" if reg else ""))
     intro_circuits = {r.peer: r for r in by_step[1] if r.event == "intro_established"}
 
     p = out[1]  # step 2: uploads to each HSDir, the HSDirs that stored it

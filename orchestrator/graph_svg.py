@@ -60,18 +60,6 @@ def render_svg(topology: Topology, live: LiveRoles | None = None) -> str:
                         fill="#f7f8fb", stroke="#9aa0ab", class_="lane"))
         body.append(text(PAD + 12, lane_top + 20, title, class_="lane", fill="#34495e"))
         y += GAP_Y
-    hops = rendezvous_hops(topology, live)
-    for k, a, b in hops:  # under the boxes: each hop an arc, so that a hop along a row clears the boxes
-        (x1, t1, h1), (x2, t2, h2) = where[a], where[b]
-        y1, y2 = t1 + h1 / 2, t2 + h2 / 2
-        mx, my = (x1 + x2) / 2, (y1 + y2) / 2
-        length = math.hypot(x2 - x1, y2 - y1) or 1.0
-        bend = 0.18 * length + 12 * (k - 1)
-        cx, cy = mx - (y2 - y1) / length * bend, my + (x2 - x1) / length * bend
-        arc = f"M{x1:.1f},{y1:.1f} Q{cx:.1f},{cy:.1f} {x2:.1f},{y2:.1f}"
-        shape = attrs(class_="rendezvous", data_circuit=k, d=arc, fill="none", stroke=GREEN, stroke_width=3.5,
-                      opacity=0.8)
-        body.append(f"<path {shape}><title>rendezvous circuit {k}</title></path>")
     for i, node in enumerate(topology.nodes):
         if i not in where:
             continue
@@ -95,10 +83,26 @@ def render_svg(topology: Topology, live: LiveRoles | None = None) -> str:
             body.append(text(x, top + 15 + LINE_H * (2 + len(addresses) + j), line, class_="small live",
                              text_anchor="middle", fill=colour, font_weight="bold"))
         body.append("</g>")
+    hops = rendezvous_hops(topology, live)
+    for k, a, b in hops:  # over the boxes, see-through: each hop an arc, so that hops along a row stay apart
+        (x1, t1, h1), (x2, t2, h2) = where[a], where[b]
+        y1, y2 = t1 + h1 / 2, t2 + h2 / 2
+        mx, my = (x1 + x2) / 2, (y1 + y2) / 2
+        length = math.hypot(x2 - x1, y2 - y1) or 1.0
+        bend = 0.18 * length + 12 * (k - 1)
+        cx, cy = mx - (y2 - y1) / length * bend, my + (x2 - x1) / length * bend
+        arc = f"M{x1:.1f},{y1:.1f} Q{cx:.1f},{cy:.1f} {x2:.1f},{y2:.1f}"
+        shape = attrs(class_="rendezvous", data_circuit=k, d=arc, fill="none", stroke=GREEN, stroke_width=3.5,
+                      opacity=0.55, marker_end="url(#hop)")
+        body.append(f"<path {shape}><title>rendezvous circuit {k}</title></path>")
     title = (f"onionlab topology {topology.name}: {len(topology.nodes)} nodes, "
              f"{len(topology.networks)} network(s)")
     subtitle = ("live roles from every node's /status (HSDir of S: the time periods it holds S's descriptor "
                 "for); green arcs: live rendezvous circuits, owner to rendezvous point"
                 if live is not None else "every node with its role and address")
-    head = [text(PAD, 26, title, font_size=16, font_weight="bold"), text(PAD, 44, subtitle, fill="#555")]
+    arrow = (f'<defs><marker id="hop" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" markerHeight="9" '
+             f'markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{GREEN}"/>'
+             "</marker></defs>")
+    head = [arrow, text(PAD, 26, title, font_size=16, font_weight="bold"),
+            text(PAD, 44, subtitle, fill="#555")]
     return document(width, y, head + body, title=title, css=CSS)
