@@ -3,15 +3,13 @@
 One lane per network (titled with its name and subnet) holds the nodes on that network alone, a row per role
 (authorities, relays, then onion services and clients); nodes on several networks get a lane of their own
 that names each network they are on. Every box shows the node's name, role and address; with `live`
-(`--live`), also what it is right now (orchestrator.live_roles), and each live rendezvous circuit is drawn as
-a green chain of arcs from its owner through its relays to the rendezvous point.
+(`--live`), also what it is right now (orchestrator.live_roles), and under the lanes each live rendezvous
+circuit as a chain: its owner, then its relays, the rendezvous point last.
 """
 
 from __future__ import annotations
 
-import math
-
-from .graph import ROLE_COLOURS, label_lines, rendezvous_hops
+from .graph import ROLE_COLOURS, label_lines
 from .live_roles import LiveRoles
 from .svg import attrs, document, tag, text
 from .topology import Topology
@@ -83,22 +81,36 @@ def render_svg(topology: Topology, live: LiveRoles | None = None) -> str:
             body.append(text(x, top + 15 + LINE_H * (2 + len(addresses) + j), line, class_="small live",
                              text_anchor="middle", fill=colour, font_weight="bold"))
         body.append("</g>")
-    hops = rendezvous_hops(topology, live)
-    for k, a, b in hops:  # over the boxes, see-through: each hop an arc, so that hops along a row stay apart
-        (x1, t1, h1), (x2, t2, h2) = where[a], where[b]
-        y1, y2 = t1 + h1 / 2, t2 + h2 / 2
-        mx, my = (x1 + x2) / 2, (y1 + y2) / 2
-        length = math.hypot(x2 - x1, y2 - y1) or 1.0
-        bend = 0.18 * length + 12 * (k - 1)
-        cx, cy = mx - (y2 - y1) / length * bend, my + (x2 - x1) / length * bend
-        arc = f"M{x1:.1f},{y1:.1f} Q{cx:.1f},{cy:.1f} {x2:.1f},{y2:.1f}"
-        shape = attrs(class_="rendezvous", data_circuit=k, d=arc, fill="none", stroke=GREEN, stroke_width=3.5,
-                      opacity=0.55, marker_end="url(#hop)")
-        body.append(f"<path {shape}><title>rendezvous circuit {k}</title></path>")
+    if live is not None and live.rendezvous:  # each circuit as a chain of its nodes, under the lanes
+        body.append(text(PAD, y + 4, "live rendezvous circuits (owner first, rendezvous point last)",
+                         class_="lane", fill=GREEN))
+        y += 16
+        role_of = {n.name: n.role for n in topology.nodes}
+        for k, circuit in enumerate(live.rendezvous, 1):
+            chain = [circuit.owner, *circuit.path]
+            body.append(f'<g {attrs(class_="rendezvous", data_circuit=k, data_path=" ".join(chain))}>')
+            x = float(PAD)
+            for j, name in enumerate(chain):
+                w = 7.2 * len(name) + 18
+                last = j == len(chain) - 1
+                body.append(tag("rect", x=x, y=y, width=w, height=20.0, rx=10,
+                                fill=ROLE_COLOURS.get(role_of.get(name, "relay"), "#eee"),
+                                stroke=GREEN if last else "#333", stroke_width=2.5 if last else 1.0))
+                body.append(text(x + w / 2, y + 14, name, class_="name", text_anchor="middle"))
+                x += w
+                if not last:
+                    body.append(tag("line", x1=x + 2, y1=y + 10, x2=x + 24, y2=y + 10, stroke=GREEN,
+                                    stroke_width=3.0, marker_end="url(#hop)"))
+                    x += 28
+            if circuit.onion:
+                body.append(text(x + 10, y + 14, f"to {circuit.onion}", class_="small", fill="#555"))
+            body.append("</g>")
+            y += 28
+        y += 8
     title = (f"onionlab topology {topology.name}: {len(topology.nodes)} nodes, "
              f"{len(topology.networks)} network(s)")
     subtitle = ("live roles from every node's /status (HSDir of S: the time periods it holds S's descriptor "
-                "for); green arcs: live rendezvous circuits, owner to rendezvous point"
+                "for), and the live rendezvous circuits"
                 if live is not None else "every node with its role and address")
     arrow = (f'<defs><marker id="hop" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" markerHeight="9" '
              f'markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{GREEN}"/>'

@@ -142,7 +142,9 @@ def test_pictures_of_a_local_lab(tmp_path: Path) -> None:
             assert "intro point of hs" in label[relay], label[relay]
         for relay in backend.node_status("client")["guards"]["primary"]:
             assert "guard of client" in label[relay], label[relay]
-        assert any(p.get("class") == "rendezvous" for p in root.iter(f"{SVG}path"))  # the flows' circuits
+        chains = {g.get("data-path") for g in root.iter(f"{SVG}g") if g.get("class") == "rendezvous"}
+        assert chains  # the flows' circuits, the owner first
+        assert all(c.split()[0] in ("client", "hs") and len(c.split()) == 4 for c in chains), chains
         _shot("graph-live.png", shot, tmp_path)
 
         # the chaos report of a short real run

@@ -223,4 +223,5 @@ def test_live_graph_labels_roles_and_draws_rendezvous_circuits():
     dot = render_dot(topology, LIVE)
     assert "NOT READY" in dot and dot.count('color="#1e9a4b", penwidth=3') == 6
     svg = render_svg(topology, LIVE)
-    assert svg.count('class="rendezvous"') == 6 and "intro point of hs" in svg and "<script" not in svg
+    assert svg.count('class="rendezvous"') == 2 and "intro point of hs" in svg and "<script" not in svg
+    assert 'data-path="client relay3 relay4 relay6"' in svg and 'data-path="hs relay3 relay2 relay6"' in svg
