@@ -503,7 +503,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
     backend = _lab(args)
     info = read_state(backend.run_dir)
     topology = load_topology(args.topology or Path(info.topology))
-    roles = live_roles((n.name for n in info.nodes), backend.node_status)
+    roles = live_roles((n.name for n in info.nodes), backend.node_status,
+                       addresses={n.name: n.address for n in info.nodes})
     sys.stdout.write(render_graph(topology, args.format, roles))
     return 0
 

@@ -159,8 +159,13 @@ def render_graph(topology: Topology, fmt: str = "mermaid", live: LiveRoles | Non
 
 
 def label_lines(node: Node, live: LiveRoles | None) -> list[str]:
-    """A node's label: its name, its role, and with `live` what it is right now."""
-    return [node.name, _role_label(node), *(live.lines(node.name) if live else [])]
+    """A node's label: its name, its role, and with `live` what it is right now (and where it runs when that
+    is not the topology's address, as on the local backend)."""
+    if live is None:
+        return [node.name, _role_label(node)]
+    runs_at = live.addresses.get(node.name)
+    moved = runs_at and runs_at not in {str(itf.address) for itf in node.interfaces}
+    return [node.name, _role_label(node), *([f"runs at {runs_at}"] if moved else []), *live.lines(node.name)]
 
 
 

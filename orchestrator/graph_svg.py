@@ -18,7 +18,7 @@ BOX_W, LINE_H, GAP_X, GAP_Y, PAD, TITLE_H = 226, 14, 16, 26, 16, 30
 ROW_ROLES = (("authority",), ("relay",), ("onion_service", "client"))
 GREEN = "#1e9a4b"
 LIVE_COLOURS = {"intro point": "#8e44ad", "HSDir": "#b7950b", "guard": "#2c3e50", "rendezvous": "#117a65",
-                "NOT READY": "#c0392b"}
+                "NOT READY": "#c0392b", "runs at": "#555555"}
 CSS = ".name{font-weight:bold;font-size:12px}.small{font-size:10.5px}.lane{font-weight:bold;font-size:13px}"
 
 
@@ -64,11 +64,11 @@ def render_svg(topology: Topology, live: LiveRoles | None = None) -> str:
         x, top, h = where[i]
         lines = labels[i]
         extra = lines[2:]
-        stroke = next((c for word, c in LIVE_COLOURS.items() if any(line.startswith(word) or word in line
-                                                                   for line in extra)), "#333")
+        parts = [line for line in extra if not line.startswith("runs at")]  # what it is, not where
+        stroke = next((c for word, c in LIVE_COLOURS.items() if any(word in line for line in parts)), "#333")
         body.append(f'<g {attrs(class_=f"node {node.role}", data_node=node.name)}>')
         body.append(tag("rect", x=x - BOX_W / 2, y=top, width=float(BOX_W), height=h, rx=7,
-                        fill=ROLE_COLOURS[node.role], stroke=stroke, stroke_width=2.5 if extra else 1.2))
+                        fill=ROLE_COLOURS[node.role], stroke=stroke, stroke_width=2.5 if parts else 1.2))
         body.append(text(x, top + 15, lines[0], class_="name", text_anchor="middle"))
         body.append(text(x, top + 15 + LINE_H, lines[1], class_="small", text_anchor="middle"))
         addresses = [str(itf.address) if len(node.interfaces) == 1 else f"{itf.network}: {itf.address}"

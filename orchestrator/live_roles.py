@@ -28,6 +28,7 @@ class LiveRoles:
     hsdir_of: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # relay -> (service, period)
     guard_of: dict[str, list[str]] = field(default_factory=dict)  # relay -> clients and services
     rendezvous: list[RendezvousCircuit] = field(default_factory=list)
+    addresses: dict[str, str] = field(default_factory=dict)  # where each runs (local backend: 127.0.0.x)
 
     def lines(self, name: str) -> list[str]:
         """What `name` is right now, one short line each, for a node's label."""
@@ -49,15 +50,17 @@ class LiveRoles:
         return out
 
 
-def live_roles(names: Iterable[str], status_of: Callable[[str], dict | None]) -> LiveRoles:
-    """Ask every node for its /status (`status_of` returns None for one that does not answer)."""
+def live_roles(names: Iterable[str], status_of: Callable[[str], dict | None], *,
+               addresses: dict[str, str] | None = None) -> LiveRoles:
+    """Ask every node for its /status (`status_of` returns None for one that does not answer); `addresses`:
+    where each node runs, when the backend knows."""
     names = list(names)
     name_of = {nickname_for(n): n for n in names}
 
     def node(nickname: object) -> str:
         return name_of.get(str(nickname), str(nickname))
 
-    roles = LiveRoles()
+    roles = LiveRoles(addresses=dict(addresses or {}))
     for name in names:
         status = status_of(name)
         roles.ready[name] = bool(status and status.get("ready"))

@@ -222,6 +222,9 @@ def test_live_graph_labels_roles_and_draws_rendezvous_circuits():
         assert f'n{index[a]} ==>|"rend {1 + k // 3}"| n{index[b]}' in mermaid
     dot = render_dot(topology, LIVE)
     assert "NOT READY" in dot and dot.count('color="#1e9a4b", penwidth=3') == 6
+    relay2_address = str(topology.nodes[index["relay2"]].interfaces[0].address)
+    moved = render_mermaid(topology, LiveRoles(addresses={"relay1": "127.0.0.5", "relay2": relay2_address}))
+    assert moved.count("runs at") == 1 and "relay1<br/>relay<br/>runs at 127.0.0.5" in moved
     svg = render_svg(topology, LIVE)
     assert svg.count('class="rendezvous"') == 2 and "intro point of hs" in svg and "<script" not in svg
     assert 'data-path="client relay3 relay4 relay6"' in svg and 'data-path="hs relay3 relay2 relay6"' in svg
