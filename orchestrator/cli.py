@@ -6,8 +6,8 @@
     onionlab down [--keep]                      stop every node; remove the run dir unless --keep
     onionlab logs NODE                          a node's events and stderr
     onionlab kill NODE [--signal SIG] / restart NODE  crash a node / start it again and wait until ready
-    onionlab flow [--json] [--bytes N] [--svg FILE]  fetch from the onion via SOCKS; the six steps as a
-                                                timeline (and drawn as six panels)
+    onionlab flow [--json] [--bytes N] [--svg FILE] [--html FILE]  fetch from the onion via SOCKS; the six
+                                                steps as a timeline (and drawn as six panels)
     onionlab reap [--all]                       remove the Docker objects of runs no orchestrator owns
     onionlab chaos SCENARIO [--seed N] [--json] [--history FILE] [--html FILE]  faults on a schedule, judged
     onionlab export compose [TOPOLOGY] [-o FILE]  the topology as a docker-compose.yml
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--svg", type=Path, metavar="FILE",
                       help="also draw the six steps as the seed's six figures into FILE (a self-contained "
                            "SVG: the real nodes, each circuit through its relays, the ms of each step)")
+    flow.add_argument("--html", type=Path, metavar="FILE",
+                      help="the same picture and the timeline as a self-contained HTML page")
     _add_chaos(commands, common)
     _add_export_and_graph(commands, common)
     return parser
@@ -381,11 +383,13 @@ def cmd_flow(args: argparse.Namespace) -> int:
     result = run_flow(info, backend.logs, onion=service["onion"], service=service["name"],
                       client=client["name"], socks=client["socks"], n_bytes=args.n_bytes)
     print(json.dumps(result.to_dict(), indent=2) if args.json else render(result))
-    if args.svg is not None:
-        from .flow_svg import render_svg
+    if args.svg is not None or args.html is not None:
+        from .flow_svg import render_html, render_svg
 
-        args.svg.write_text(render_svg(result))
-        print(f"six steps drawn in {args.svg}", file=sys.stderr if args.json else sys.stdout)
+        for path, draw in ((args.svg, render_svg), (args.html, render_html)):
+            if path is not None:
+                path.write_text(draw(result))
+                print(f"six steps drawn in {path}", file=sys.stderr if args.json else sys.stdout)
     return 0 if result.ok else 1
 
 

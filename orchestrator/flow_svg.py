@@ -12,11 +12,12 @@ point, HSDir, rendezvous point), and a caption under each panel gives the ms of 
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from dataclasses import dataclass, field
 
-from .flow import FlowResult, StepRecord
+from .flow import FlowResult, StepRecord, render
 from .graph import ROLE_COLOURS
 from .svg import attrs, document, offset_polyline, points, tag, text
 
@@ -357,3 +358,13 @@ def render_svg(result: FlowResult) -> str:
         body += _panel(panel, result, relays, service, ox, oy, failed=result.failed_step == panel.step)
     body += _legend(HEADER + 2 * (PANEL_H + GAP) + 14, width)
     return document(width, height, body, title=f"onionlab flow: {result.client} to {result.onion}", css=CSS)
+
+
+def render_html(result: FlowResult) -> str:
+    """A self-contained page: the six panels (the SVG inline), then the text timeline. No scripts."""
+    title = html.escape(f"onionlab flow: {result.client} to {result.onion}")
+    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title><style>'
+            "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:1.5em}"
+            "svg{max-width:100%;height:auto}"
+            f"</style></head><body>{render_svg(result)}<h2>Timeline</h2>"
+            f"<pre>{html.escape(render(result))}</pre></body></html>\n")

@@ -54,7 +54,8 @@ def _shot(name: str, result: RenderResult, tmp_path: Path) -> None:
 
 
 def _flow(env: dict, svg: Path) -> dict:
-    run = _onionlab(env, "flow", "--json", "--svg", str(svg), timeout=120)
+    run = _onionlab(env, "flow", "--json", "--svg", str(svg), "--html", str(svg.with_suffix(".html")),
+                    timeout=120)
     assert run.returncode in (0, 1) and svg.exists(), run.stdout + run.stderr
     flow = json.loads(run.stdout)
     assert flow["ok"] == (run.returncode == 0)
@@ -105,6 +106,10 @@ def test_pictures_of_a_local_lab(tmp_path: Path) -> None:
         assert flow["ok"], flow
         _, shot = _check_flow_picture(flow, tmp_path / "flow.svg")
         _shot("flow.png", shot, tmp_path)
+        page = render(tmp_path / "flow.html")  # the same picture inline, and the timeline
+        assert not page.errors, page.errors
+        assert page.dom.count('class="panel"') == 6 and "flow OK: all six steps happened" in page.dom
+        _shot("flow-page.png", page, tmp_path)
 
         # a retried intro point: NACK from one whose service circuit is gone, then the next one
         held = {r["peer"]: r["path"] for r in flow["steps"] if r["event"] == "intro_established"}

@@ -4,7 +4,7 @@
 from xml.etree import ElementTree
 
 from orchestrator.flow import FlowResult, StepRecord
-from orchestrator.flow_svg import panels, render_svg
+from orchestrator.flow_svg import panels, render_html, render_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -88,3 +88,9 @@ def test_a_failed_flow_marks_its_step():
     four = next(g for g in root.iter(f"{SVG}g") if g.get("data-step") == "4")
     assert "no event for this step: the flow failed here" in "".join(four.itertext())
     assert "flow FAILED at step 4: boom" in text
+
+
+def test_the_html_page_holds_the_picture_and_the_timeline():
+    page = render_html(result())
+    assert page.startswith("<!doctype html>") and "<script" not in page
+    assert page.count('class="panel"') == 6 and "<pre>STEP  WHAT" in page and "flow OK" in page
