@@ -6,13 +6,16 @@
     onionlab down [--keep]                      stop every node; remove the run dir unless --keep
     onionlab logs NODE                          a node's events and stderr
     onionlab kill NODE [--signal SIG] / restart NODE  crash a node / start it again and wait until ready
-    onionlab flow [--json] [--bytes N]          fetch from the onion via SOCKS; the six steps as a timeline
+    onionlab flow [--json] [--bytes N] [--svg FILE] [--html FILE]  fetch from the onion via SOCKS; the six
+                                                steps as a timeline (and drawn as six panels)
     onionlab reap [--all]                       remove the Docker objects of runs no orchestrator owns
     onionlab chaos SCENARIO [--seed N] [--json] [--history FILE] [--html FILE]  faults on a schedule, judged
     onionlab export compose [TOPOLOGY] [-o FILE]  the topology as a docker-compose.yml
     onionlab export stack [TOPOLOGY] [-o FILE]    the topology as a Docker Swarm stack file
     onionlab export torrc [--role ROLE] [-o FILE] a torrc with which a stock tor joins the running lab
-    onionlab graph [TOPOLOGY] [--format mermaid|dot]  the topology as a Mermaid or DOT graph
+    onionlab graph [TOPOLOGY] [--format mermaid|dot|svg] [--live]  the topology as a Mermaid, DOT or SVG
+                                                graph; --live: with the running lab's intro points, HSDirs,
+                                                guards and rendezvous circuits
 
 Every command takes --run-dir (default $ONIONLAB_RUN_DIR, else .onionlab/run). Exit status: 0 done, 1 the
 run failed (a node crashed or was not ready in time; its log lines are shown), 2 a bad command line or
@@ -116,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--bytes", type=int, default=DEFAULT_FLOW_BYTES, dest="n_bytes",
                       help="how many bytes to fetch and verify (default: %(default)s)")
     flow.add_argument("--json", action="store_true", help="print the result as JSON")
+    flow.add_argument("--svg", type=Path, metavar="FILE",
+                      help="also draw the six steps as the seed's six figures into FILE (a self-contained "
+                           "SVG: the real nodes, each circuit through its relays, the ms of each step)")
+    flow.add_argument("--html", type=Path, metavar="FILE",
+                      help="the same picture and the timeline as a self-contained HTML page")
     _add_chaos(commands, common)
     _add_export_and_graph(commands, common)
     return parser
@@ -195,13 +203,22 @@ def _add_export_and_graph(commands: argparse._SubParsersAction, common: argparse
                        help="onion_service: a virtual port and its target (default: 80 127.0.0.1:8080)")
     torrc.add_argument("-o", "--output", type=Path, default=None,
                        help="write the file here instead of to standard output")
-    graph = commands.add_parser("graph", help="print a topology as a Mermaid or DOT graph",
+    graph = commands.add_parser("graph", parents=[common],
+                                help="print a topology as a Mermaid, DOT or SVG graph (--live: with the "
+                                     "running lab's roles)",
                                 description="Print a topology as a graph: networks as subgraphs, nodes "
-                                            "labelled with their role, an edge per network membership.")
+                                            "labelled with their role, an edge per network membership. "
+                                            "--live draws the running lab's topology with what each node "
+                                            "is right now, from every node's /status.")
     graph.add_argument("topology", nargs="?", type=Path, default=None,
-                       help=f"the topology file (default: {DEFAULT_TOPOLOGY})")
+                       help=f"the topology file (default: {DEFAULT_TOPOLOGY}; with --live, the lab's)")
     graph.add_argument("--format", choices=GRAPH_FORMATS, default="mermaid",
-                       help="mermaid (default; Markdown viewers draw it) or dot (Graphviz)")
+                       help="mermaid (default; Markdown viewers draw it), dot (Graphviz) or svg (a "
+                            "self-contained picture, drawn without Graphviz)")
+    graph.add_argument("--live", action="store_true",
+                       help="the running lab (--run-dir): who is an intro point (of which service), an "
+                            "HSDir (of which service and time period), whose guard, and the live "
+                            "rendezvous circuits")
 
 
 def _default_topology() -> Path:
@@ -366,6 +383,13 @@ def cmd_flow(args: argparse.Namespace) -> int:
     result = run_flow(info, backend.logs, onion=service["onion"], service=service["name"],
                       client=client["name"], socks=client["socks"], n_bytes=args.n_bytes)
     print(json.dumps(result.to_dict(), indent=2) if args.json else render(result))
+    if args.svg is not None or args.html is not None:
+        from .flow_svg import render_html, render_svg
+
+        for path, draw in ((args.svg, render_svg), (args.html, render_html)):
+            if path is not None:
+                path.write_text(draw(result))
+                print(f"six steps drawn in {path}", file=sys.stderr if args.json else sys.stdout)
     return 0 if result.ok else 1
 
 
@@ -477,7 +501,17 @@ def _export_torrc(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    sys.stdout.write(render_graph(load_topology(args.topology or _default_topology()), args.format))
+    if not args.live:
+        sys.stdout.write(render_graph(load_topology(args.topology or _default_topology()), args.format))
+        return 0
+    from .live_roles import live_roles
+
+    backend = _lab(args)
+    info = read_state(backend.run_dir)
+    topology = load_topology(args.topology or Path(info.topology))
+    roles = live_roles((n.name for n in info.nodes), backend.node_status,
+                       addresses={n.name: n.address for n in info.nodes})
+    sys.stdout.write(render_graph(topology, args.format, roles))
     return 0
 
 

@@ -33,6 +33,7 @@ from nodes.core.socks5 import (
     encode_request,
     encode_username_password,
 )
+from nodes.roles.relay import nickname_for
 
 from .backends import RunInfo
 
@@ -59,6 +60,13 @@ STEPS: tuple[tuple[int, str, str, str], ...] = (
     (6, "client got RENDEZVOUS2", "rendezvous_completed", "client"),
     (6, "stream opened at the service", "stream_opened", "onion_service"),
 )
+# Recorded when they happen, never required: an intro point that refused (NACK) before the next one was tried.
+RETRIES: tuple[tuple[int, str, str, str], ...] = (
+    (4, "intro point refused INTRODUCE1 (NACK): the next one is tried", "introduce_nack", "client"),
+)
+PER_PEER = {"introduce_sent", "introduce_nack"}  # one record per intro point tried, not per node
+PEER_FIELDS = ("intro", "hsdir", "rendezvous")  # the relay a step event names, in this order
+DROPPED_INTRO = {"intro_lost", "intro_rotated"}  # the service no longer holds that intro point
 BEFORE_FLOW = {1, 2}  # steps done when the service came up
 MAY_BE_CACHED = {"descriptor_fetched"}
 STEP_OF_REPLY = {0xF0: 3, 0xF1: 3, 0xF6: 3, 0xF2: 4, 0xF7: 4, 0xF3: 5}
@@ -82,6 +90,8 @@ class StepRecord:
     container: str | None
     ms: float  # since the run's first event
     cached: bool = False
+    peer: str | None = None  # the relay the event names (intro point, HSDir, rendezvous point), a node name
+    path: list[str] = field(default_factory=list)  # the hops of the circuit it went over, first hop first
 
 
 @dataclass(slots=True)
@@ -250,34 +260,47 @@ def timeline(events: Iterable[dict], info: RunInfo, *, flow_start: float, flow_e
     relays), steps 3-6 the first during it. Returns the records and the first step with no event."""
     containers = {n.name: n.container for n in info.nodes}
     roles = {n.name: n.role for n in info.nodes}
+    name_of = {nickname_for(n.name): n.name for n in info.nodes}  # events name relays by nickname
     chosen: dict[tuple[str, str, str], dict] = {}
+    dropped: dict[str, float] = {}  # intro points the service let go (lost, rotated): when, last time
     ordered = sorted(events, key=lambda e: e["ts"])
     for e in ordered:
         node = e.get("node")
-        for step, _, event, role in STEPS:
+        if node == service and e["event"] in DROPPED_INTRO and e["ts"] < flow_end and "intro" in e:
+            dropped[str(e["intro"])] = e["ts"]
+        for step, _, event, role in STEPS + RETRIES:
             if e["event"] != event or roles.get(node) != role:
                 continue
             if role == "onion_service" and node != service or role == "client" and node != client:
                 continue
-            # one intro point or HSDir upload of the service is one record each
-            key = (event, node, e.get("intro") or e.get("hsdir") or "" if step in BEFORE_FLOW else "")
+            # one intro point or HSDir upload of the service is one record each, as is each intro point the
+            # client tried
+            per_peer = step in BEFORE_FLOW or event in PER_PEER
+            key = (event, node, e.get("intro") or e.get("hsdir") or "" if per_peer else "")
             if step in BEFORE_FLOW or event in MAY_BE_CACHED and e["ts"] < flow_start:
                 if e["ts"] < flow_end:
                     chosen[key] = e  # the latest one
             elif flow_start <= e["ts"] <= flow_end and key not in chosen:
                 chosen[key] = e  # the first one
-    held = {e["intro"] for k, e in chosen.items() if k[0] == "intro_established" and "intro" in e}
+    chosen = {k: e for k, e in chosen.items()  # not the ones it had and let go before the flow ended
+              if k[0] != "intro_established" or e["ts"] > dropped.get(str(e.get("intro")), -1.0)}
+    held = {name_of.get(e["intro"], e["intro"]) for k, e in chosen.items()
+            if k[0] == "intro_established" and "intro" in e}
     if held:
         # only the intro points the service holds now, not every one it ever had
         chosen = {k: e for k, e in chosen.items()
                   if k[0] != "intro_point_registered" or k[1] in held}
     records = []
-    what = {event: (step, text) for step, text, event, _ in STEPS}
+    what = {event: (step, text) for step, text, event, _ in STEPS + RETRIES}
     for (event, node, _), e in chosen.items():
         step, text = what[event]
+        peer = next((e[f] for f in PEER_FIELDS if isinstance(e.get(f), str)), None)
+        path = e.get("path") if isinstance(e.get("path"), list) else []
         records.append(StepRecord(step, text, event, node, roles[node], containers.get(node),
                                   round(1000 * (e["ts"] - origin), 1),
-                                  cached=event in MAY_BE_CACHED and e["ts"] < flow_start))
+                                  cached=event in MAY_BE_CACHED and e["ts"] < flow_start,
+                                  peer=None if peer is None else name_of.get(peer, peer),
+                                  path=[name_of.get(str(hop), str(hop)) for hop in path]))
     records.sort(key=lambda r: (r.step, r.ms))
     present = {r.event for r in records}
     missing = next((step for step, _, event, _ in STEPS if event not in present), None)

@@ -9,6 +9,11 @@ coloured by role. Static impairments (`links:`) are dashed edges labelled with w
 two sides' hubs (a side that is one network), nodes (one node), or a group box joined to its members by
 dotted edges (anything else: a role, a `nodes:` entry, several names).
 
+With `live` (orchestrator.live_roles, `onionlab graph --live`), each node's label also says what it is right
+now (intro point of, HSDir of which service and period, guard of, rendezvous point of, not ready), and each
+live rendezvous circuit is drawn as a chain of thick edges from its owner through its relays. `--format svg`
+is drawn by orchestrator/graph_svg.py.
+
 Ids are positional (`n0`.. for nodes, `net0`.. for hubs, `sg0`/`cluster_0`.. for subgraphs), never derived
 from names, so no name can collide with another or with the syntax; labels are escaped for each format.
 """
@@ -18,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from orchestrator.live_roles import LiveRoles
 from orchestrator.topology import ROLES, Node, Topology
 
-FORMATS: Final = ("mermaid", "dot")
+FORMATS: Final = ("mermaid", "dot", "svg")
 ROLE_COLOURS: Final = {"authority": "#f6d365", "relay": "#a8d8f0", "onion_service": "#d7b8f3",
                        "client": "#b8e6b8"}
 ROLE_LABELS: Final = {"authority": "authority", "relay": "relay", "onion_service": "onion service",
@@ -77,14 +83,25 @@ def _mermaid_text(text: str) -> str:
             .replace("|", "#124;"))
 
 
-def render_mermaid(topology: Topology) -> str:
+def rendezvous_hops(topology: Topology, live: LiveRoles | None) -> list[tuple[int, int, int]]:
+    """(circuit number from 1, node index, next node index) for every hop of every live rendezvous circuit,
+    its owner first; hops through nodes the topology does not have are left out."""
+    index = {n.name: i for i, n in enumerate(topology.nodes)}
+    hops = []
+    for k, circuit in enumerate(live.rendezvous if live else [], 1):
+        chain = [index[n] for n in [circuit.owner, *circuit.path] if n in index]
+        hops += [(k, a, b) for a, b in zip(chain, chain[1:], strict=False)]
+    return hops
+
+
+def render_mermaid(topology: Topology, live: LiveRoles | None = None) -> str:
     inside, outside = _placement(topology)
     lines = [f"%% onionlab topology {topology.name}: {len(topology.nodes)} nodes, "
              f"{len(topology.networks)} network(s)", "flowchart LR"]
 
     def node_line(i: int, indent: str) -> str:
         node = topology.nodes[i]
-        label = f"{_mermaid_text(node.name)}<br/>{_role_label(node)}"
+        label = "<br/>".join(_mermaid_text(line) for line in label_lines(node, live))
         return f'{indent}n{i}["{label}"]'
 
     for k, network in enumerate(topology.networks):
@@ -94,6 +111,12 @@ def render_mermaid(topology: Topology) -> str:
         lines.append("  end")
     lines.extend(node_line(i, "  ") for i in outside)
     lines.extend(f'  n{i} ---|"{address}"| net{k}' for i, k, address in _edges(topology))
+    first = len(_edges(topology))
+    hops = rendezvous_hops(topology, live)
+    lines.extend(f'  n{a} ==>|"rend {k}"| n{b}' for k, a, b in hops)
+    if hops:
+        lines.append(f"  linkStyle {','.join(str(first + j) for j in range(len(hops)))} "
+                     "stroke:#1e9a4b,stroke-width:3px")
     link_edges, groups = _links(topology)
     for gid, label, members in groups:
         lines.append(f'  {gid}{{{{"{_mermaid_text(label)}"}}}}')
@@ -117,12 +140,12 @@ def _dot_string(*lines: str) -> str:
     return '"' + "\\n".join(line.replace("\\", "\\\\").replace('"', '\\"') for line in lines) + '"'
 
 
-def _dot_node(node: Node, i: int) -> str:
-    label = _dot_string(node.name, _role_label(node))
+def _dot_node(node: Node, i: int, live: LiveRoles | None) -> str:
+    label = _dot_string(*label_lines(node, live))
     return f'"n{i}" [label={label}, fillcolor="{ROLE_COLOURS[node.role]}"];'
 
 
-def render_dot(topology: Topology) -> str:
+def render_dot(topology: Topology, live: LiveRoles | None = None) -> str:
     inside, outside = _placement(topology)
     lines = [f"// onionlab topology {topology.name}: {len(topology.nodes)} nodes, "
              f"{len(topology.networks)} network(s)",
@@ -135,11 +158,13 @@ def render_dot(topology: Topology) -> str:
         lines.append(f"    label={_dot_string(network.name, str(network.subnet))};")
         lines.append('    style="rounded"; color="#666666";')
         lines.append(f'    "net{k}" [label={_dot_string(network.name)}, shape=ellipse, fillcolor="#eeeeee"];')
-        lines.extend(f"    {_dot_node(topology.nodes[i], i)}" for i in inside[network.name])
+        lines.extend(f"    {_dot_node(topology.nodes[i], i, live)}" for i in inside[network.name])
         lines.append("  }")
-    lines.extend(f"  {_dot_node(topology.nodes[i], i)}" for i in outside)
+    lines.extend(f"  {_dot_node(topology.nodes[i], i, live)}" for i in outside)
     lines.extend(f'  "n{i}" -- "net{k}" [label={_dot_string(address)}];'
                  for i, k, address in _edges(topology))
+    lines.extend(f'  "n{a}" -- "n{b}" [label={_dot_string(f"rend {k}")}, color="#1e9a4b", penwidth=3, '
+                 'dir=forward];' for k, a, b in rendezvous_hops(topology, live))
     link_edges, groups = _links(topology)
     for gid, label, members in groups:
         lines.append(f'  "{gid}" [label={_dot_string(label)}, shape=hexagon, fillcolor="#ffffff"];')
@@ -150,15 +175,34 @@ def render_dot(topology: Topology) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: Final[dict[str, Callable[[Topology], str]]] = {"mermaid": render_mermaid, "dot": render_dot}
+def _render_svg(topology: Topology, live: LiveRoles | None = None) -> str:
+    from orchestrator.graph_svg import render_svg
+
+    return render_svg(topology, live)
 
 
-def render_graph(topology: Topology, fmt: str = "mermaid") -> str:
+RENDERERS: Final[dict[str, Callable[[Topology, LiveRoles | None], str]]] = {
+    "mermaid": render_mermaid, "dot": render_dot, "svg": _render_svg}
+
+
+def render_graph(topology: Topology, fmt: str = "mermaid", live: LiveRoles | None = None) -> str:
     try:
         render = RENDERERS[fmt]
     except KeyError:
         raise ValueError(f"unknown graph format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
-    return render(topology)
+    return render(topology, live)
+
+
+def label_lines(node: Node, live: LiveRoles | None) -> list[str]:
+    """A node's label: its name, its role, and with `live` what it is right now (and where it runs when that
+    is not the topology's address, as on the local backend)."""
+    if live is None:
+        return [node.name, _role_label(node)]
+    runs_at = live.addresses.get(node.name)
+    moved = runs_at and runs_at not in {str(itf.address) for itf in node.interfaces}
+    return [node.name, _role_label(node), *([f"runs at {runs_at}"] if moved else []), *live.lines(node.name)]
+
+
 
 
 def _role_label(node: Node) -> str:

@@ -87,7 +87,7 @@ class Translator:
         self._states.add((circuit, step))
         onion = _onion(kw.get("REND_QUERY"))
         last = path[-1] if path else None
-        fields: dict[str, object] = {"onion": onion, "circuit": circuit}
+        fields: dict[str, object] = {"onion": onion, "circuit": circuit, "path": path}
         if step in ("rendezvous_established", "rendezvous_completed"):
             fields["rendezvous"] = last
             if step == "rendezvous_established" and onion and last:

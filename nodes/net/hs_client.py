@@ -31,7 +31,7 @@ from nodes.core.errors import AddressError, RemoteProtocolError
 from nodes.core.hs_descriptor import HsDescriptor, parse_descriptor
 from nodes.core.hs_intro import IntroducePlaintext, client_handle_rendezvous2, encrypt_introduce1
 from nodes.core.netview import NetworkView, Relay
-from nodes.core.onion_address import decode_onion_address
+from nodes.core.onion_address import decode_onion_address, encode_onion_address
 from nodes.core.relay import REND_COOKIE_LEN, EstablishRendezvous, IntroduceAckStatus
 from nodes.core.relay_crypto import HopCrypto
 
@@ -108,9 +108,12 @@ class OnionClient:
             metrics.describe(name, kind, text)
 
     def status(self) -> dict:
-        live = [c for c in self.rendezvous.values() if c.error is None]
+        live = [(key, c) for key, c in self.rendezvous.items() if c.error is None]
         return {"descriptors_cached": len(self.descriptors), "rendezvous_circuits": len(self.rendezvous),
-                "rendezvous_points": sorted({c.path[-1].nickname for c in live})}
+                "rendezvous_points": sorted({c.path[-1].nickname for _, c in live}),  # chaos targets
+                # the live ones' hops, for `onionlab graph --live`
+                "rendezvous": [{"onion": encode_onion_address(identity) + ".onion", "path": _hops(c)}
+                               for (identity, _), c in live]}
 
     # -- the SOCKS entry point -------------------------------------------------------------------------------
     async def connect(self, host: str, port: int, isolation: bytes = b"") -> trio.abc.Stream:
@@ -181,7 +184,7 @@ class OnionClient:
         self.metrics.inc("rendezvous_total", result="joined")
         self.metrics.observe("rendezvous_seconds", seconds)
         self.events.emit("rendezvous_completed", onion=onion, rendezvous=rend.path[-1].nickname,
-                         circuit=rend.circ_id, seconds=round(seconds, 4))
+                         circuit=rend.circ_id, path=_hops(rend), seconds=round(seconds, 4))
         return rend
 
     # -- step 3: descriptor and rendezvous point -----------------------------------------------------------
@@ -233,7 +236,8 @@ class OnionClient:
                 continue
             self.metrics.inc("descriptor_fetches_total", result="ok")
             self.events.emit("descriptor_fetched", onion=onion, hsdir=hsdir.nickname,
-                             revision=descriptor.revision_counter, intro_points=len(descriptor.intro_points))
+                             revision=descriptor.revision_counter, intro_points=len(descriptor.intro_points),
+                             circuit=circuit.circ_id, path=_hops(circuit))
             self.descriptors[identity] = _Cached(descriptor, period.num,
                                                  min(now + 60 * descriptor.lifetime, checked.expires))
             return descriptor, subcredential
@@ -267,7 +271,7 @@ class OnionClient:
                 self.metrics.inc("rendezvous_total", result="establish_failed")
                 continue
             self.events.emit("rendezvous_established", onion=onion, rendezvous=relay.nickname,
-                             circuit=rend.circ_id)
+                             circuit=rend.circ_id, path=_hops(rend))
             return rend
         raise RendezvousFailed("no rendezvous point: " + "; ".join(problems))
 
@@ -304,7 +308,8 @@ class OnionClient:
                 problems.append(f"{intro}: {e}")
                 continue
             try:
-                self.events.emit("introduce_sent", onion=onion, intro=intro, rendezvous=rp.nickname)
+                self.events.emit("introduce_sent", onion=onion, intro=intro, rendezvous=rp.nickname,
+                                 circuit=circuit.circ_id, path=_hops(circuit))
                 await circuit.send(message)
                 ack = await circuit.receive((core.IntroduceAck,), timeout=INTRO_ACK_TIMEOUT)
             except trio.TooSlowError:
@@ -321,7 +326,8 @@ class OnionClient:
             status = ack.message.status
             if status != IntroduceAckStatus.SUCCESS:
                 self._intro_failed(point.auth_key, intro, "nack")
-                self.events.emit("introduce_nack", intro=intro, status=status)
+                self.events.emit("introduce_nack", onion=onion, intro=intro, status=status,
+                                 circuit=circuit.circ_id, path=_hops(circuit))
                 problems.append(f"{intro}: INTRODUCE_ACK status {status}")
                 continue
             self.metrics.inc("introductions_total", intro=intro, result="acked")
@@ -339,3 +345,8 @@ class OnionClient:
         since, failures = self._intro_failures.get(auth_key, (trio.current_time(), 0))
         failures = failures + 1 if result == "circuit_failed" else MAX_INTRO_UNREACHABLE
         self._intro_failures[auth_key] = (since, failures)
+
+
+def _hops(circuit: OriginCircuitHandle) -> list[str]:
+    """A circuit's relays by nickname, first hop first: what the events and /status name."""
+    return [r.nickname for r in circuit.path]

@@ -146,6 +146,7 @@ class OnionService:
         self._signing: dict[int, Signer] = {}  # descriptor signing key per period
         self._answers: trio.Nursery | None = None  # run() sets it: where introductions are answered
         self._status_hsdirs: tuple[NetworkView | None, dict | None] = (None, None)  # current_hsdirs' cache
+        self._rendezvous_circuits: set[OriginCircuitHandle] = set()  # to clients' RPs, serving streams
         for name, kind, text in (
                 ("intro_points_established", "gauge", "introduction points we hold now"),
                 ("intro_point_failures_total", "counter", "introduction point setups or circuits lost"),
@@ -171,11 +172,17 @@ class OnionService:
         return c is not None and bool(self.published.get(TimePeriod.of(c).num))
 
     def status(self) -> dict:
+        c = self.directory.current
+        names = {} if c is None else {r.identity: r.nickname for r in c.relays}
         return {"intro_points": [ip.relay.nickname for ip in self.intro_points.values()],
                 "intro_auth_keys": {ip.relay.nickname: ip.auth.public_key.hex()
                                     for ip in self.intro_points.values()},
                 "published": {str(num): len(h) for num, h in sorted(self.published.items())},
-                "hsdirs": self.current_hsdirs()}
+                # who holds our descriptor, by period: what `onionlab graph --live` draws
+                "descriptor_hsdirs": {str(num): sorted(names.get(i, i.hex()) for i in h)
+                                      for num, h in sorted(self.published.items())},
+                "rendezvous": [[r.nickname for r in c.path] for c in self._rendezvous_circuits],
+                "hsdirs": self.current_hsdirs()}  # responsible now (the hash ring): chaos targets
 
     def current_hsdirs(self) -> dict | None:
         """The HSDirs responsible for our descriptor in the current time period (the hash ring, as we upload
@@ -358,6 +365,13 @@ class OnionService:
         return subcredential
 
     async def _serve_streams(self, circuit: OriginCircuitHandle) -> None:
+        self._rendezvous_circuits.add(circuit)
+        try:
+            await self._serve_streams_of(circuit)
+        finally:
+            self._rendezvous_circuits.discard(circuit)
+
+    async def _serve_streams_of(self, circuit: OriginCircuitHandle) -> None:
         async with trio.open_nursery() as nursery:
             while True:
                 try:
@@ -501,7 +515,8 @@ class OnionService:
                                          result="accepted" if status == 200 else "already_stored")
                         self.events.emit("descriptor_published", hsdir=hsdir.nickname, period=num,
                                          revision=self._revision,
-                                         blinded_key=self._blinded_key(num, periods[0].length))
+                                         blinded_key=self._blinded_key(num, periods[0].length),
+                                         circuit=circuit.circ_id, path=[r.nickname for r in circuit.path])
                     else:
                         failures += 1
                         self.metrics.inc("descriptor_uploads_total", result="refused")

@@ -69,6 +69,32 @@ def test_events_of_other_clients_are_ignored():
     assert missing == 3
 
 
+def test_intro_points_the_service_let_go_are_not_shown_as_held():
+    events = _flow_events(1000.0)
+    intro = next(e for e in events if e["event"] == "intro_established")
+    registered = next(e for e in events if e["event"] == "intro_point_registered")
+    events += [dict(intro, intro="relay2", ts=intro["ts"] - 1), dict(registered, node="relay2"),
+               {"ts": intro["ts"] - 0.5, "node": "hs", "event": "intro_lost", "intro": "relay2"}]
+    records, missing = timeline(events, INFO, flow_start=1000.0, flow_end=1001.0, origin=990.0,
+                                service="hs", client="client")
+    assert missing is None
+    assert {(r.event, r.peer) for r in records if r.step == 1} == {("intro_point_registered", "relay1"),
+                                                                    ("intro_established", "relay1")}
+
+
+def test_each_intro_point_tried_is_a_record_with_its_path():
+    events = _flow_events(1000.0)
+    sent = next(e for e in events if e["event"] == "introduce_sent")
+    events += [dict(sent, intro="relay2", ts=sent["ts"] - 0.002, path=["relay3", "relay1", "relay2"]),
+               dict(sent, event="introduce_nack", intro="relay2", ts=sent["ts"] - 0.001)]
+    records, missing = timeline(events, INFO, flow_start=1000.0, flow_end=1001.0, origin=990.0,
+                                service="hs", client="client")
+    assert missing is None
+    tried = [(r.event, r.peer, r.path) for r in records if r.step == 4 and r.node == "client"]
+    assert tried == [("introduce_sent", "relay2", ["relay3", "relay1", "relay2"]),
+                     ("introduce_nack", "relay2", []), ("introduce_sent", "relay1", [])]
+
+
 def test_parse_events_skips_what_is_not_an_event():
     text = "\n".join(["2026 INFO nodes: started", json.dumps({"ts": 1.5, "node": "a", "event": "x"}),
                       "{not json", json.dumps({"node": "a"}), json.dumps([1, 2])])

@@ -4,11 +4,14 @@ we emit, so the tests check the graph, not the spelling."""
 
 import re
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
 from orchestrator import cli
-from orchestrator.graph import FORMATS, _dot_string, _mermaid_text, render_dot, render_graph, render_mermaid
+from orchestrator.graph import _dot_string, _mermaid_text, render_dot, render_graph, render_mermaid
+from orchestrator.graph_svg import render_svg
+from orchestrator.live_roles import LiveRoles, RendezvousCircuit, live_roles
 from orchestrator.topology import Topology, load_topology, parse_topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +120,7 @@ def check_graph(topology: Topology, fmt: str) -> None:
     assert edges == expected_edges
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", sorted(PARSERS))
 @pytest.mark.parametrize("source", [DEFAULT, MULTI, HYPHENS], ids=["default", "multi-network", "hyphens"])
 def test_graph_has_networks_nodes_roles_and_membership_edges(fmt, source):
     topology = parse_topology(source) if isinstance(source, str) else load_topology(source)
@@ -147,8 +150,9 @@ def test_deterministic_and_unknown_format():
     topology = load_topology(DEFAULT)
     assert render_graph(topology) == render_mermaid(topology) == render_mermaid(load_topology(DEFAULT))
     assert render_graph(topology, "dot") == render_dot(topology)
-    with pytest.raises(ValueError, match="unknown graph format 'svg'"):
-        render_graph(topology, "svg")
+    assert render_graph(topology, "svg") == render_svg(topology)
+    with pytest.raises(ValueError, match="unknown graph format 'png'"):
+        render_graph(topology, "png")
 
 
 def test_cli_graph(capsys, monkeypatch):
@@ -160,3 +164,67 @@ def test_cli_graph(capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["graph", "--format", "png"])
     assert exit_.value.code == 2
+
+
+# -- svg and --live ------------------------------------------------------------------------------------
+
+LIVE = LiveRoles(
+    ready={"relay5": False},
+    intro_point_of={"relay1": ["hs"]}, hsdir_of={"relay2": [("hs", "7"), ("hs", "8")]},
+    guard_of={"relay3": ["client", "hs"]},
+    rendezvous=[RendezvousCircuit("client", ["relay3", "relay4", "relay6"], "x.onion"),
+                RendezvousCircuit("hs", ["relay3", "relay2", "relay6"])])
+
+
+@pytest.mark.parametrize("source", [DEFAULT, MULTI, HYPHENS], ids=["default", "multi-network", "hyphens"])
+def test_svg_draws_every_node_with_role_and_addresses_in_its_network_lane(source):
+    topology = parse_topology(source) if isinstance(source, str) else load_topology(source)
+    root = ElementTree.fromstring(render_svg(topology))
+    ns = "{http://www.w3.org/2000/svg}"
+    nodes = {g.get("data-node"): [t.text for t in g.iter(f"{ns}text")] for g in root.iter(f"{ns}g")
+             if g.get("data-node")}
+    assert sorted(nodes) == sorted(n.name for n in topology.nodes)
+    for node in topology.nodes:
+        words = nodes[node.name]
+        assert words[:2] == [node.name, ROLE_WORDS[node.role]]
+        for itf in node.interfaces:
+            assert any(str(itf.address) in w for w in words), (node.name, words)
+    lanes = [t.text for t in root.iter(f"{ns}text") if t.get("class") == "lane"]
+    assert lanes[:len(topology.networks)] == [f"{n.name}  {n.subnet}" for n in topology.networks]
+
+
+def test_live_roles_are_read_from_the_statuses():
+    statuses = {
+        "hs": {"ready": True, "intro_points": ["relay1"], "descriptor_hsdirs": {"8": ["relay2"], "7": ["relay2"]},
+               "guards": {"primary": ["relay3"]}, "rendezvous": [["relay3", "relay2", "relay6"]]},
+        "client": {"ready": True, "guards": {"primary": ["relay3"]},
+                   "rendezvous": [{"onion": "x.onion", "path": ["relay3", "relay4", "relay6"]}]},
+        "relay5": None}
+    roles = live_roles(["hs", "client", "relay5"], statuses.get)
+    assert roles.intro_point_of == {"relay1": ["hs"]} and roles.guard_of == {"relay3": ["hs", "client"]}
+    assert roles.hsdir_of == {"relay2": [("hs", "7"), ("hs", "8")]}
+    assert [(c.owner, c.path) for c in roles.rendezvous] == [("hs", ["relay3", "relay2", "relay6"]),
+                                                            ("client", ["relay3", "relay4", "relay6"])]
+    assert roles.lines("relay5") == ["NOT READY"]
+    assert roles.lines("relay2") == ["HSDir of hs: 7, 8"]
+    assert roles.lines("relay6") == ["rendezvous point of client, hs"]
+
+
+def test_live_graph_labels_roles_and_draws_rendezvous_circuits():
+    topology = load_topology(DEFAULT)
+    index = {n.name: i for i, n in enumerate(topology.nodes)}
+    mermaid = render_mermaid(topology, LIVE)
+    assert f'n{index["relay2"]}["relay2<br/>relay<br/>HSDir of hs: 7, 8"]' in mermaid
+    assert f'n{index["relay3"]}["relay3<br/>relay<br/>guard of client, hs"]' in mermaid
+    hops = [("client", "relay3"), ("relay3", "relay4"), ("relay4", "relay6"), ("hs", "relay3"),
+            ("relay3", "relay2"), ("relay2", "relay6")]
+    for k, (a, b) in enumerate(hops):
+        assert f'n{index[a]} ==>|"rend {1 + k // 3}"| n{index[b]}' in mermaid
+    dot = render_dot(topology, LIVE)
+    assert "NOT READY" in dot and dot.count('color="#1e9a4b", penwidth=3') == 6
+    relay2_address = str(topology.nodes[index["relay2"]].interfaces[0].address)
+    moved = render_mermaid(topology, LiveRoles(addresses={"relay1": "127.0.0.5", "relay2": relay2_address}))
+    assert moved.count("runs at") == 1 and "relay1<br/>relay<br/>runs at 127.0.0.5" in moved
+    svg = render_svg(topology, LIVE)
+    assert svg.count('class="rendezvous"') == 2 and "intro point of hs" in svg and "<script" not in svg
+    assert 'data-path="client relay3 relay4 relay6"' in svg and 'data-path="hs relay3 relay2 relay6"' in svg

@@ -58,10 +58,11 @@ def test_a_client_rendezvous_becomes_the_flows_events():
     assert by_name["descriptor_fetched"] == {"onion": onion, "hsdir": "relay4", "blinded_key": "dGVzdA",
                                              "via": "HS_DESC"}
     assert by_name["rendezvous_established"] == {"onion": onion, "circuit": "11", "rendezvous": "relay3",
-                                                 "via": "CIRC_MINOR"}
-    # introduce_sent names the rendezvous point, as our own client's does
+                                                 "path": ["relay1", "relay2", "relay3"], "via": "CIRC_MINOR"}
+    # introduce_sent names the rendezvous point, as our own client's does, and its circuit's hops (flow --svg)
     assert by_name["introduce_sent"] == {"onion": onion, "circuit": "12", "intro": "relay4",
-                                         "rendezvous": "relay3", "via": "CIRC_MINOR"}
+                                         "path": ["relay1", "relay3", "relay4"], "rendezvous": "relay3",
+                                         "via": "CIRC_MINOR"}
     assert by_name["rendezvous_completed"]["rendezvous"] == "relay3"
     assert by_name["stream_opened"] == {"onion": onion, "port": 80, "circuit": "11", "stream": "7",
                                         "via": "STREAM"}
