@@ -195,7 +195,8 @@ def test_svg_draws_every_node_with_role_and_addresses_in_its_network_lane(source
 
 def test_live_roles_are_read_from_the_statuses():
     statuses = {
-        "hs": {"ready": True, "intro_points": ["relay1"], "descriptor_hsdirs": {"8": ["relay2"], "7": ["relay2"]},
+        "hs": {"ready": True, "intro_points": ["relay1"],
+               "descriptor_hsdirs": {"8": ["relay2"], "7": ["relay2"]},
                "guards": {"primary": ["relay3"]}, "rendezvous": [["relay3", "relay2", "relay6"]]},
         "client": {"ready": True, "guards": {"primary": ["relay3"]},
                    "rendezvous": [{"onion": "x.onion", "path": ["relay3", "relay4", "relay6"]}]},
