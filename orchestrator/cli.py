@@ -174,6 +174,7 @@ def _add_look(commands: argparse._SubParsersAction, common: argparse.ArgumentPar
     watch.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes "
                                                                    "(default: %(default)g)")
     watch.add_argument("--once", action="store_true", help="print one frame and exit")
+    watch.add_argument("--json", action="store_true", help="with --once: print the snapshot as JSON")
 
 
 def _add_chaos(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
