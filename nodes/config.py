@@ -70,6 +70,7 @@ class NodeConfig:
     # networks advertises one address; nodes that share another network with it dial that one instead).
     address_map: dict[str, str] = field(default_factory=dict)
     impl: str = "onionlab"  # "tor": a stock tor plays the role (`python -m nodes tor --config F`)
+    petnames_file: str = ""  # clients: the petname table, NAME.pet -> onion (nodes/net/petnames.py)
 
     @property
     def bind_address(self) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Final
 import yaml
 
 from nodes.config import IMPL_ROLES, IMPLS
+from orchestrator.topology_petnames import check_petnames
 
 ROLES: Final = ("authority", "relay", "onion_service", "client")
 BUILTIN_TARGETS: Final = ("http", "echo")
@@ -82,7 +83,7 @@ BUILTIN_ROLE_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType
 )
 MIN_MEMORY: Final = 32 * MIB
 MAX_PIDS: Final = 1_000_000
-TOP_KEYS: Final = ("name", "networks", "timing", "defaults", "roles", "nodes")
+TOP_KEYS: Final = ("name", "networks", "timing", "defaults", "roles", "nodes", "petnames")
 ENTRY_KEYS: Final = ("name", "role", "count", "addresses")
 DEFAULT_NETWORK: Final = "onionnet"
 DEFAULT_SUBNET: Final = "10.77.0.0/24"
@@ -255,6 +256,8 @@ class Topology:
     timing: Timing
     nodes: tuple[Node, ...]
     source: str = field(default="<string>", compare=False)
+    # NAME -> onion service node or onion address: the clients' petname tables (topology_petnames.py)
+    petnames: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def nodes_by_role(self, role: str) -> tuple[Node, ...]:
         if role not in ROLES:
@@ -280,6 +283,7 @@ class Topology:
             "networks": {n.name: {"subnet": str(n.subnet)} for n in self.networks},
             "timing": {f.name: getattr(self.timing, f.name) for f in fields(Timing)},
             "nodes": [n.to_dict() for n in self.nodes],
+            **({"petnames": dict(self.petnames)} if self.petnames else {}),
         }
 
 
@@ -590,8 +594,10 @@ class _Checker:
             )
             for i, n in enumerate(expanded)
         )
+        petnames = check_petnames(self, vnode["petnames"], nodes)
+        self.raise_if_any()
         nets = tuple(Network(net, spec.subnet) for net, spec in networks.items())
-        return Topology(name, nets, timing, nodes, self.filename)
+        return Topology(name, nets, timing, nodes, self.filename, MappingProxyType(petnames))
 
     def networks(self, node: yaml.Node | None) -> dict[str, _NetSpec]:
         if node is None:
