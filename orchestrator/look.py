@@ -77,7 +77,7 @@ def format_inspect(data: dict) -> str:
         if node.get("published"):
             lines.append("  published  " + ", ".join(f"{port} -> {' '.join(hosts)}"
                                                      for port, hosts in node["published"].items()))
-        for key in ("socks", "onion", "dir", "config"):
+        for key in ("socks", "onion", "dir", "config", "petnames"):
             if node.get(key):
                 lines.append(f"  {key:<10} {node[key]}")
         for volume in node.get("volumes") or []:

@@ -37,7 +37,7 @@ from nodes.__main__ import FATAL_PREFIX
 from nodes.init import CONFIG_FILE as CONFIG
 from nodes.init import render_state
 from orchestrator import readiness
-from orchestrator.plan import make_plan
+from orchestrator.plan import PETNAMES_FILE, make_plan
 from orchestrator.signals import signals_deferred
 from orchestrator.topology import Topology
 
@@ -167,6 +167,7 @@ class LocalBackend:
                            **({"socks": node.socks} if node.socks else {}),
                            **({"onion": node.onion} if node.onion else {}),
                            "dir": str(where), "config": str(where / CONFIG),
+                           **({"petnames": str(where / PETNAMES_FILE)} if node.role == "client" else {}),
                            "logs": [str(where / EVENTS), str(where / STDERR)]})
         return {"backend": self.name, "run_dir": str(self.run_dir), "lab": info.lab,
                 "topology": info.topology, "failed": info.failed, "nodes": nodes_}

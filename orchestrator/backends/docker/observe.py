@@ -10,7 +10,7 @@ from datetime import datetime
 import docker.errors
 import requests
 
-from orchestrator.plan import DATA_ROOT
+from orchestrator.plan import DATA_ROOT, PETNAMES_FILE
 
 from .. import BackendError, node_env
 from ..base import ExecSpec, LogLine
@@ -85,6 +85,8 @@ class Observe(Engine):
             container = containers.get(node.name)
             entry: dict = {"name": node.name, "role": node.role, "impl": node.impl,
                            "container": node.container, "ports": node.ports,
+                           **({"petnames": f"{DATA_ROOT}/{node.name}/{PETNAMES_FILE}"}
+                              if node.role == "client" else {}),
                            **({"socks": node.socks} if node.socks else {}),
                            **({"onion": node.onion} if node.onion else {})}
             if container is None:
