@@ -108,6 +108,15 @@ def test_exec_inspect_logs_and_petnames_in_containers(lab, docker_client: docker
             proc.kill()
             proc.wait()
 
+    # exec passes stdin on: a new petname table written into the running client's volume works at once
+    write = subprocess.run([sys.executable, "-m", "orchestrator.cli", "exec", "client", "--", "sh", "-c",
+                            "cat > /var/lib/onionlab/client/petnames.json"], env=env, capture_output=True,
+                           input=json.dumps({"store": onion}).encode(), timeout=60)
+    assert write.returncode == 0, write.stderr
+    with socks_connect(client.socks, "store.pet", 80, credentials=fresh_credentials("look"),
+                       timeout=60) as sock:
+        assert fetch_pattern(sock, "store.pet", 1000) == 1000
+
     # logs of every node, merged in time order, with the engine's timestamps for stderr
     merged = [json.loads(line) for line in _onionlab(env, "logs", "--json").stdout.splitlines()]
     assert {r["node"] for r in merged} == {n.name for n in info.nodes}
