@@ -117,6 +117,13 @@ def test_exec_inspect_logs_and_petnames_in_containers(lab, docker_client: docker
                        timeout=60) as sock:
         assert fetch_pattern(sock, "store.pet", 1000) == 1000
 
+    # watch: the same values from the containers' /status and /metrics
+    snapshot = json.loads(_onionlab(env, "watch", "--once", "--json").stdout)
+    assert (snapshot["backend"], len(snapshot["nodes"]), snapshot["ready"]) == ("docker", len(info.nodes),
+                                                                              len(info.nodes))
+    assert all(0 <= n["consensus_age"] < 30 for n in snapshot["nodes"]), snapshot["nodes"]
+    assert next(n for n in snapshot["nodes"] if n["name"] == "client")["fetches"] >= 2
+
     # logs of every node, merged in time order, with the engine's timestamps for stderr
     merged = [json.loads(line) for line in _onionlab(env, "logs", "--json").stdout.splitlines()]
     assert {r["node"] for r in merged} == {n.name for n in info.nodes}
