@@ -72,6 +72,7 @@ class NodeConfig:
     impl: str = "onionlab"  # "tor": a stock tor plays the role (`python -m nodes tor --config F`)
     # Link shaping from the start (the topology's `links:`): nodes/net/shaper.py rules, as JSON objects
     shaping: tuple[dict, ...] = ()
+    petnames_file: str = ""  # clients: the petname table, NAME.pet -> onion (nodes/net/petnames.py)
 
     @property
     def bind_address(self) -> str:

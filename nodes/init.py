@@ -5,7 +5,9 @@ which exist only once this program has made their keys. `render_state` makes eac
 `<out>/<authority>/keys/` (directory 0700, files 0600, never overwritten, so a second run keeps them): the
 Ed25519 and RSA relay identities its OR port proves, its ntor key, and its v3 identity and signing keys. It
 fills the two fingerprints a DirAuthority line names (v3ident, the relay fingerprint) into every config and
-writes `<out>/<node>/config.json`. Under Docker this runs as a one-shot service of the node image that
+writes `<out>/<node>/config.json`. It also makes each onion service's identity key (so its address is known
+before it starts) and writes each client's petname table (`petnames.json`, NAME -> onion address, from the
+plan's petnames). Under Docker this runs as a one-shot service of the node image that
 writes into the run's state volume: key material never passes through the repository, an image layer or the
 compose file.
 
@@ -26,7 +28,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from nodes.config import ConfigError, NodeConfig, parse_config
-from nodes.net.node_keys import load_or_create_authority_keys, load_or_create_node_keys
+from nodes.core.ed25519 import Signer
+from nodes.core.onion_address import encode_onion_address
+from nodes.core.petnames import name_problem, onion_problem, render_table
+from nodes.net.node_keys import (
+    HS_IDENTITY_KEY,
+    KEYS_DIR,
+    load_or_create_authority_keys,
+    load_or_create_node_keys,
+    load_or_create_seed,
+)
 
 PLAN_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -40,11 +51,13 @@ class PlanError(ValueError):
 # ------------------------------------------------------------------------------------------- the plan
 
 
-def plan_data(lab: str, configs: list[NodeConfig]) -> dict:
-    """The plan as plain data: the configs with every AuthorityRef's v3ident and fingerprint blank ("")."""
+def plan_data(lab: str, configs: list[NodeConfig], petnames: Mapping[str, str] | None = None) -> dict:
+    """The plan as plain data: the configs with every AuthorityRef's v3ident and fingerprint blank (""), and
+    the petnames (NAME -> onion service node or onion address) when there are any."""
     blank = [replace(c, authorities=tuple(replace(a, v3ident="", fingerprint="") for a in c.authorities))
              for c in configs]
-    return {"format": PLAN_FORMAT, "lab": lab, "nodes": [_plain(c) for c in blank]}
+    data = {"format": PLAN_FORMAT, "lab": lab, "nodes": [_plain(c) for c in blank]}
+    return {**data, "petnames": dict(petnames)} if petnames else data
 
 
 def _plain(config: NodeConfig) -> dict:
@@ -55,8 +68,8 @@ def _plain(config: NodeConfig) -> dict:
     return data
 
 
-def parse_plan(text: str) -> tuple[str, list[NodeConfig]]:
-    """(lab, configs) from a plan's JSON; PlanError names what is wrong."""
+def parse_plan(text: str) -> tuple[str, list[NodeConfig], dict[str, str]]:
+    """(lab, configs, petnames) from a plan's JSON; PlanError names what is wrong."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -81,7 +94,20 @@ def parse_plan(text: str) -> tuple[str, list[NodeConfig]]:
                 raise PlanError(f"plan: node {config.name} names {ref.name!r}, no authority of the plan")
             if ref.v3ident or ref.fingerprint:
                 raise PlanError(f"plan: node {config.name}: the identities of {ref.name} must be blank")
-    return data["lab"], configs
+    return data["lab"], configs, _plan_petnames(data.get("petnames", {}), configs)
+
+
+def _plan_petnames(petnames: object, configs: list[NodeConfig]) -> dict[str, str]:
+    """The plan's petnames: each NAME -> an onion service node of the plan or a v3 onion address."""
+    if not isinstance(petnames, dict):
+        raise PlanError("plan: petnames: expected an object {name: onion service node or onion address}")
+    services = {c.name for c in configs if c.role == "onion_service"}
+    for name, target in petnames.items():
+        problem = name_problem(name) or (None if target in services else
+                                         onion_problem(target) if isinstance(target, str) else "not a string")
+        if problem:
+            raise PlanError(f"plan: petnames: {name}: {problem}")
+    return dict(petnames)
 
 
 def fill_identities(configs: list[NodeConfig],
@@ -103,6 +129,13 @@ def make_authority_keys(data_dir: Path) -> tuple[str, str]:
     return load_or_create_authority_keys(data_dir).v3ident, node.fingerprint
 
 
+def make_onion_key(data_dir: Path) -> str:
+    """An onion service's identity key, made once (the service loads the same file): its onion address,
+    which the clients' petname tables need before any node starts."""
+    seed = load_or_create_seed(data_dir / KEYS_DIR / HS_IDENTITY_KEY)
+    return encode_onion_address(Signer.from_seed(seed).public_key) + ".onion"
+
+
 # --------------------------------------------------------------------------------------------- files
 
 
@@ -117,16 +150,22 @@ def render_state(plan_json: str, out_dir: str | os.PathLike[str]) -> dict[str, N
     """Make (or keep) the authorities' identity keys under `out_dir`, write every node's config.json there,
     and return the configs by node name. Keys are written before any config, so a config that exists
     names keys that exist."""
-    _, configs = parse_plan(plan_json)
+    _, configs, petnames = parse_plan(plan_json)
     out = Path(out_dir)
     identities: dict[str, tuple[str, str]] = {}
+    onions: dict[str, str] = {}
     for config in configs:
         node_dir = out / config.name
         node_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if config.role == "authority":
             identities[config.name] = make_authority_keys(node_dir)
+        elif config.role == "onion_service":
+            onions[config.name] = make_onion_key(node_dir)
     filled = fill_identities(configs, identities)
+    table = render_table({name: onions.get(target, target) for name, target in petnames.items()})
     for name, config in filled.items():
+        if config.petnames_file:  # where the client reads it; written here in its own data dir
+            _write_atomically(out / name / Path(config.petnames_file).name, table)
         _write_atomically(out / name / CONFIG_FILE, config.to_json() + "\n")
     return filled
 

@@ -4,7 +4,10 @@
                                                 it is ready
     onionlab status [--json]                    what runs, what is ready, the onion and SOCKS addresses
     onionlab down [--keep]                      stop every node; remove the run dir unless --keep
-    onionlab logs NODE                          a node's events and stderr
+    onionlab logs [NODE] [-f] [--since S] [--json]  the nodes' events and stderr, readable, in time order
+    onionlab exec NODE -- CMD...                run a command in a node (docker: its container)
+    onionlab inspect [--json]                   what runs where: containers/processes, networks, ports
+    onionlab watch [--once] [--interval S]      a live view: readiness, consensus, descriptors, fetches
     onionlab kill NODE [--signal SIG] / restart NODE  crash a node / start it again and wait until ready
     onionlab flow [--json] [--bytes N] [--svg FILE] [--html FILE]  fetch from the onion via SOCKS; the six
                                                 steps as a timeline (and drawn as six panels)
@@ -88,8 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     down = commands.add_parser("down", parents=[common], help="stop every node and remove the run dir")
     down.add_argument("--keep", action="store_true", help="keep the run dir (configs, keys, logs)")
 
-    logs = commands.add_parser("logs", parents=[common], help="print a node's events and stderr")
-    logs.add_argument("node", help="the node's name, e.g. auth1")
+    _add_look(commands, common)
 
     reap = commands.add_parser(
         "reap", parents=[common], help="remove leftover Docker objects of runs that no orchestrator owns",
@@ -140,6 +142,47 @@ def signal_name(text: str) -> str:
     except (KeyError, ValueError):
         raise argparse.ArgumentTypeError(f"no signal {text!r}: give a name such as SIGKILL, SIGTERM, SIGSTOP "
                                          "or SIGCONT, or its number (1 or more)") from None
+
+
+def _add_look(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """logs, exec, inspect, watch: looking into the running lab (orchestrator/look.py, watch/)."""
+    logs = commands.add_parser(
+        "logs", parents=[common], help="print the nodes' events and diagnostics, readable, in time order",
+        description="Print a node's events (docs/events.md) and stderr as readable lines: time, node, "
+                    "event and its fields; other lines (logging, tracebacks) as they are, marked !. Without "
+                    "NODE every node's lines, merged in time order.")
+    logs.add_argument("node", nargs="?", help="the node's name, e.g. auth1 (default: every node)")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing new lines as the nodes write them, until Ctrl-C or `down`")
+    logs.add_argument("--since", metavar="S",
+                      help="only lines from S on: a duration back from now (30s, 5m, 2h, 1d; a bare number "
+                           "is seconds) or a timestamp (2026-12-07T10:00:00, local time; Z for UTC)")
+    logs.add_argument("--json", action="store_true",
+                      help="print JSON lines: the events as the nodes wrote them, other lines as "
+                           "{ts, node, stream, text}")
+    run = commands.add_parser(
+        "exec", parents=[common], help="run a command in a node (docker: in its container)",
+        description="docker: `docker exec` in the node's container as the node's user, with a terminal when "
+                    "stdin is one. local: the command runs on this host in the node's directory. Both set "
+                    "$ONIONLAB_NODE, _ROLE, _CONFIG, _ADDRESS, _CONTROL (and _SOCKS for a client). The exit "
+                    "status is the command's.")
+    run.add_argument("node", help="the node's name, e.g. client")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD", help="the command, after --")
+    inspect = commands.add_parser(
+        "inspect", parents=[common], help="show what runs where: containers or processes, networks, ports",
+        description="Show what runs where. docker: each node's container (id, image, state, pid), its "
+                    "addresses, published ports and volume, and the run's networks (subnet) and volumes. "
+                    "local: each node's process (pid, state), address, ports and files.")
+    inspect.add_argument("--json", action="store_true", help="print it as JSON")
+    watch = commands.add_parser(
+        "watch", parents=[common], help="a live view of the lab in the terminal",
+        description="A live view of the running lab, refreshed from every node's /status and /metrics: "
+                    "nodes and readiness, consensus age, descriptors, intro points, circuits, fetch rate and "
+                    "errors, chaos faults in place. q or Ctrl-C quits.")
+    watch.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes "
+                                                                   "(default: %(default)g)")
+    watch.add_argument("--once", action="store_true", help="print one frame and exit")
+    watch.add_argument("--json", action="store_true", help="with --once: print the snapshot as JSON")
 
 
 def _add_chaos(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -340,9 +383,27 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    backend = _lab(args, failed_too=True)
-    sys.stdout.write(backend.logs(args.node))
-    return 0
+    from .look import logs
+
+    return logs(_lab(args, failed_too=True), args)
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from .look import exec_in
+
+    return exec_in(_lab(args), args)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .look import inspect
+
+    return inspect(_lab(args, failed_too=True), args)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .watch import watch
+
+    return watch(_lab(args), args)
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
@@ -568,6 +629,7 @@ def format_status(status: dict) -> str:
 
 
 COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_logs, "reap": cmd_reap,
+            "exec": cmd_exec, "inspect": cmd_inspect, "watch": cmd_watch,
             "flow": cmd_flow, "kill": cmd_kill, "restart": cmd_restart, "chaos": cmd_chaos,
             "export": cmd_export, "graph": cmd_graph}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from nodes.config import AuthorityRef, NodeConfig, ServicePort, Timing
 from nodes.init import fill_identities, parse_plan, plan_data
@@ -24,12 +24,14 @@ from orchestrator.topology import Node, Topology
 DATA_ROOT = "/var/lib/onionlab"  # the node image's state directory (images/node/Dockerfile)
 INIT_MEMORY = 256 * 2**20  # the one-shot init container's limits (the nodes' come from the topology)
 INIT_PIDS = 64
+PETNAMES_FILE = "petnames.json"  # in each client's data dir: its petname table (nodes/net/petnames.py)
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     lab: str
     nodes: tuple[NodeConfig, ...]  # topology order; every AuthorityRef.identity is "" (made by init)
+    petnames: Mapping[str, str] = field(default_factory=dict)  # NAME -> onion service node or onion address
 
     @property
     def authorities(self) -> tuple[str, ...]:
@@ -42,19 +44,22 @@ class Plan:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        return plan_data(self.lab, list(self.nodes))
+        return plan_data(self.lab, list(self.nodes), self.petnames)
 
     def to_json(self) -> str:
         """Deterministic JSON, one node a line (readable and diffable where it is embedded)."""
         data = self.to_dict()
         lines = ",\n".join(json.dumps(n, sort_keys=True) for n in data["nodes"])
-        return f'{{"format": {data["format"]}, "lab": {json.dumps(data["lab"])}, "nodes": [\n{lines}\n]}}\n'
+        petnames = (f', "petnames": {json.dumps(data["petnames"], sort_keys=True)}' if "petnames" in data
+                    else "")
+        return (f'{{"format": {data["format"]}, "lab": {json.dumps(data["lab"])}{petnames}, '
+                f'"nodes": [\n{lines}\n]}}\n')
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
         """The plan in `text`; nodes.init.PlanError says what is wrong with it."""
-        lab, configs = parse_plan(text)
-        return cls(lab, tuple(configs))
+        lab, configs, petnames = parse_plan(text)
+        return cls(lab, tuple(configs), petnames)
 
     def configs(self, identities: Mapping[str, str]) -> dict[str, NodeConfig]:
         """Every node's complete config by name, given each authority's identity (hex of the Ed25519 public
@@ -114,5 +119,7 @@ def make_plan(
             # containers: a node on several networks is reached at each of its addresses
             listen_address=listen_address if listen_address is not None else "0.0.0.0" if addresses is None
             else "", address_map=address_map, impl=node.impl,
-            shaping=link_rules(topology, node.name, addresses), **optional))
-    return Plan(topology.name, tuple(configs))
+            shaping=link_rules(topology, node.name, addresses),
+            petnames_file=os.path.join(os.fspath(data_root), node.name, PETNAMES_FILE)
+            if node.role == "client" else "", **optional))
+    return Plan(topology.name, tuple(configs), dict(topology.petnames))

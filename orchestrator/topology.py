@@ -23,6 +23,7 @@ from typing import Any, Final
 import yaml
 
 from nodes.config import IMPL_ROLES, IMPLS
+from orchestrator.topology_petnames import check_petnames
 
 ROLES: Final = ("authority", "relay", "onion_service", "client")
 BUILTIN_TARGETS: Final = ("http", "echo")
@@ -82,7 +83,7 @@ BUILTIN_ROLE_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType
 )
 MIN_MEMORY: Final = 32 * MIB
 MAX_PIDS: Final = 1_000_000
-TOP_KEYS: Final = ("name", "networks", "timing", "defaults", "roles", "nodes", "links")
+TOP_KEYS: Final = ("name", "networks", "timing", "defaults", "roles", "nodes", "links", "petnames")
 LINK_KEYS: Final = ("between", "latency", "jitter", "loss", "bandwidth")
 ENTRY_KEYS: Final = ("name", "role", "count", "addresses")
 DEFAULT_NETWORK: Final = "onionnet"
@@ -280,6 +281,8 @@ class Topology:
     nodes: tuple[Node, ...]
     source: str = field(default="<string>", compare=False)
     links: tuple[Link, ...] = ()
+    # NAME -> onion service node or onion address: the clients' petname tables (topology_petnames.py)
+    petnames: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def nodes_by_role(self, role: str) -> tuple[Node, ...]:
         if role not in ROLES:
@@ -306,6 +309,7 @@ class Topology:
             "timing": {f.name: getattr(self.timing, f.name) for f in fields(Timing)},
             "nodes": [n.to_dict() for n in self.nodes],
             **({"links": [link.to_dict() for link in self.links]} if self.links else {}),
+            **({"petnames": dict(self.petnames)} if self.petnames else {}),
         }
 
 
@@ -616,10 +620,12 @@ class _Checker:
             )
             for i, n in enumerate(expanded)
         )
+        petnames = check_petnames(self, vnode["petnames"], nodes)
         nets = tuple(Network(net, spec.subnet) for net, spec in networks.items())
         links = self.links(vnode["links"], expanded) if vnode["links"] is not None else ()
         self.raise_if_any()
-        return Topology(name, nets, timing, nodes, self.filename, links)
+        return Topology(name, nets, timing, nodes, self.filename, links=links,
+                        petnames=MappingProxyType(petnames))
 
     # -- links: static impairments between groups of nodes ---------------------------------------------------
 

@@ -9,6 +9,8 @@
      point of the descriptor is left, the descriptor is fetched anew.
   6. RENDEZVOUS2 arrives on the rendezvous circuit: finish hs-ntor, add the virtual hop, open the stream.
 
+A petname (NAME.pet) is first looked up in the client's petname table (nodes/net/petnames.py).
+
 A live rendezvous circuit is kept per (onion, SOCKS credentials) and reused by later connections with the
 same credentials (new streams on it); concurrent connects with one key share one setup. Entries of circuits
 that died are dropped as new connections come, so the tables hold only live circuits and setups under way.
@@ -32,6 +34,7 @@ from nodes.core.hs_descriptor import HsDescriptor, parse_descriptor
 from nodes.core.hs_intro import IntroducePlaintext, client_handle_rendezvous2, encrypt_introduce1
 from nodes.core.netview import NetworkView, Relay
 from nodes.core.onion_address import decode_onion_address, encode_onion_address
+from nodes.core.petnames import is_petname
 from nodes.core.relay import REND_COOKIE_LEN, EstablishRendezvous, IntroduceAckStatus
 from nodes.core.relay_crypto import HopCrypto
 
@@ -52,6 +55,7 @@ from .hs_paths import (
 from .hsdir import FETCH_PREFIX
 from .httpio import request
 from .metrics import Metrics
+from .petnames import PetnameTable
 from .socks import (
     DescriptorInvalid,
     DescriptorNotFound,
@@ -84,13 +88,15 @@ class _Cached:
 
 class OnionClient:
     def __init__(self, *, circuits: CircuitManager, guards: GuardManager, directory: FollowingDirectoryClient,
-                 metrics: Metrics, events: EventLog, rng: Rng = os.urandom) -> None:
+                 metrics: Metrics, events: EventLog, rng: Rng = os.urandom,
+                 petnames: PetnameTable | None = None) -> None:
         self.circuits = circuits
         self.guards = guards
         self.directory = directory
         self.metrics = metrics
         self.events = events
         self.rng = rng
+        self.petnames = petnames if petnames is not None else PetnameTable(None, metrics, events)
         self.control_port = 0  # the role sets it once its status server listens
         self.descriptors: dict[bytes, _Cached] = {}  # by service identity key
         # live joined circuits by (identity key, SOCKS isolation key): other credentials, another circuit
@@ -117,6 +123,8 @@ class OnionClient:
 
     # -- the SOCKS entry point -------------------------------------------------------------------------------
     async def connect(self, host: str, port: int, isolation: bytes = b"") -> trio.abc.Stream:
+        if is_petname(host):
+            host = self.petnames.resolve(host)  # UnknownPetname when the table has no such name
         try:
             identity = decode_onion_address(host)
         except AddressError as e:

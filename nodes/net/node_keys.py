@@ -32,6 +32,7 @@ RSA_IDENTITY_KEY = "rsa_identity.pem"
 TAP_ONION_KEY = "tap_onion.pem"
 AUTHORITY_IDENTITY_KEY = "authority_identity.pem"
 AUTHORITY_SIGNING_KEY = "authority_signing.pem"
+HS_IDENTITY_KEY = "hs_identity.key"  # an onion service's Ed25519 identity seed: its onion address
 SEED_BYTES = 32
 
 

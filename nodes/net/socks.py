@@ -7,6 +7,8 @@ streams with different credentials never share a circuit; any credentials are ac
 failures by raising the exceptions below; the table in `reply_code` turns them into what the application sees:
 
     OnionAddressInvalid           0xF6 HS_BAD_ADDRESS          (checksum, version, length)
+    UnknownPetname                0x04 HOST_UNREACHABLE        (NAME.pet not in the client's petname table,
+                                                                as tor answers a name it cannot resolve)
     DescriptorNotFound            0xF0 HS_DESCRIPTOR_NOT_FOUND (no HSDir had it)
     DescriptorInvalid             0xF1 HS_DESCRIPTOR_INVALID   (signature, expiry, decryption)
     IntroFailed                   0xF2 HS_INTRO_FAILED         (every introduction point refused or died)
@@ -23,7 +25,7 @@ failures by raising the exceptions below; the table in `reply_code` turns them i
 
 The 0xF0-0xF7 codes are Tor's (proposal 304; tor sends them with the ExtendedErrors SocksPort flag, we always
 do). Anything else `connect` raises is a bug and propagates. A testbed client only reaches onions: any other
-host gets NOT_ALLOWED unless `allow_clearnet` is set.
+host but a petname (NAME.pet, nodes/net/petnames.py) gets NOT_ALLOWED unless `allow_clearnet` is set.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import ClassVar
 import trio
 
 from nodes.core.errors import RemoteProtocolError
+from nodes.core.petnames import is_petname
 from nodes.core.relay import EndReason
 from nodes.core.socks5 import (
     NEED_DATA,
@@ -125,7 +128,9 @@ def reply_code(error: BaseException) -> ReplyCode:
 
 
 def is_onion(request: ConnectRequest) -> bool:
-    return request.atyp is Atyp.DOMAINNAME and request.host.lower().endswith(".onion")
+    """An onion address, or a petname for one."""
+    return request.atyp is Atyp.DOMAINNAME and (request.host.lower().endswith(".onion")
+                                                 or is_petname(request.host))
 
 
 def describe_metrics(metrics: Metrics) -> None:
@@ -223,7 +228,7 @@ class _SocksFrontEnd:
         remote: trio.abc.Stream | None = None
         reason = ""
         if not (self.allow_clearnet or is_onion(request)):
-            code, reason = ReplyCode.NOT_ALLOWED, "only .onion destinations are allowed"
+            code, reason = ReplyCode.NOT_ALLOWED, "only .onion (and .pet) destinations are allowed"
         else:
             try:
                 with trio.fail_after(self.connect_timeout):

@@ -1,5 +1,6 @@
 """The client: a SOCKS5 port (nodes.net.socks) whose onion connections go through the rendezvous flow
-(nodes.net.hs_client). Guards persist in `<data_dir>/guards.json`. /status conditions:
+(nodes.net.hs_client); NAME.pet is looked up in the petname file (config.petnames_file, reread when it
+changes: nodes.net.petnames). Guards persist in `<data_dir>/guards.json`. /status conditions:
 
     consensus         we hold a consensus that is still valid
     socks_listening   the SOCKS port accepts connections
@@ -14,6 +15,7 @@ import trio
 from nodes.config import NodeConfig
 from nodes.net.hs_client import OnionClient
 from nodes.net.origin import OriginStack
+from nodes.net.petnames import PetnameTable
 from nodes.net.socks import serve_socks
 from nodes.net.status import serve_status
 
@@ -21,8 +23,9 @@ from nodes.net.status import serve_status
 async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run the client until cancelled. `task_status.started(client)` once SOCKS and status listen."""
     stack = OriginStack(config, "client")
+    petnames = PetnameTable(config.petnames_file or None, stack.metrics, stack.events)
     client = OnionClient(circuits=stack.circuits, guards=stack.guards, directory=stack.directory,
-                         metrics=stack.metrics, events=stack.events)
+                         metrics=stack.metrics, events=stack.events, petnames=petnames)
     socks_host = config.socks_address or config.address
     socks: dict[str, int] = {}
 

@@ -1,8 +1,8 @@
 """The onion service: establishes introduction points, publishes its descriptor to the HSDirs, answers
 introductions at the clients' rendezvous points and serves their streams (nodes.net.hs_service).
 
-Its identity key lives in `<data_dir>/keys/hs_identity.key` (made on first start), so the onion address stays
-the same across restarts; its guards in `<data_dir>/guards.json`. /status conditions:
+Its identity key lives in `<data_dir>/keys/hs_identity.key` (made by `nodes init`, or on first start), so the
+onion address stays the same across restarts; its guards in `<data_dir>/guards.json`. /status conditions:
 
     consensus                   we hold a consensus that is still valid
     intro_points_established    every intro point slot (config.intro_points) holds a live intro circuit
@@ -19,12 +19,10 @@ import trio
 from nodes.config import ConfigError, NodeConfig
 from nodes.core.ed25519 import Signer
 from nodes.net.hs_service import OnionService
-from nodes.net.node_keys import KEYS_DIR, load_or_create_seed
+from nodes.net.node_keys import HS_IDENTITY_KEY, KEYS_DIR, load_or_create_seed
 from nodes.net.origin import OriginStack
 from nodes.net.status import serve_status
 from nodes.net.targets import TargetError, make_target, parse_target
-
-IDENTITY_KEY = "hs_identity.key"
 
 
 def _targets(config: NodeConfig, service: OnionService) -> dict:
@@ -43,7 +41,7 @@ def _targets(config: NodeConfig, service: OnionService) -> dict:
 async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run the onion service until cancelled. `task_status.started(service)` once its ports listen."""
     stack = OriginStack(config, "onion_service")
-    identity = Signer.from_seed(load_or_create_seed(Path(config.data_dir, KEYS_DIR, IDENTITY_KEY)))
+    identity = Signer.from_seed(load_or_create_seed(Path(config.data_dir, KEYS_DIR, HS_IDENTITY_KEY)))
     service = OnionService(identity, n_intro_points=config.intro_points, targets={}, circuits=stack.circuits,
                            guards=stack.guards, directory=stack.directory, metrics=stack.metrics,
                            events=stack.events)

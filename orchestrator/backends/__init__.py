@@ -99,6 +99,16 @@ class RunInfo:
         return cls(**{**data, "nodes": [RunNode(**n) for n in data["nodes"]]})
 
 
+def node_env(node: RunNode, config: Path | str) -> dict[str, str]:
+    """What `onionlab exec` tells a command about the node it runs in (both backends set these)."""
+    env = {"ONIONLAB_NODE": node.name, "ONIONLAB_ROLE": node.role, "ONIONLAB_CONFIG": str(config),
+           "ONIONLAB_ADDRESS": node.address,
+           "ONIONLAB_CONTROL": f"{node.address}:{node.ports['control_port']}"}
+    if node.role == "client":
+        env["ONIONLAB_SOCKS"] = f"{node.address}:{node.ports['socks_port']}"
+    return env
+
+
 def write_state(info: RunInfo) -> None:
     """Replace the state file atomically: a reader never sees half of it."""
     path = Path(info.run_dir, STATE_FILE)

@@ -17,9 +17,10 @@ same parameters (names, kinds, whether they have defaults) and same annotations.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from orchestrator.topology import Topology
@@ -27,6 +28,27 @@ if TYPE_CHECKING:
     from . import RunInfo
 
 Progress = Callable[[str], None]
+STREAMS: Final = ("stdout", "stderr")  # a node's events, its diagnostics
+
+
+class LogLine(NamedTuple):
+    """One line a node wrote (without its newline). `ts`: when the engine says it was written (docker's
+    timestamps), None when only the line itself can tell (orchestrator/logview.py)."""
+
+    node: str
+    stream: str  # "stdout" (JSON events) or "stderr"
+    text: str
+    ts: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecSpec:
+    """How to run a command in a node (`onionlab exec`): a host command, with its environment and directory
+    (None: the caller's)."""
+
+    argv: list[str]
+    env: dict[str, str] | None = None
+    cwd: str | None = None
 
 # every fault kind a chaos scenario can name (orchestrator/chaos/scenario.py: FAULTS has their parameters)
 PROCESS_FAULTS: Final = frozenset({"kill", "stop", "pause"})
@@ -67,6 +89,22 @@ class Backend(Protocol):
 
     def logs(self, name: str) -> str:
         """The node's events (stdout) and diagnostics (stderr)."""
+        ...
+
+    def log_lines(self, name: str, stream: str, *, follow: bool = False,
+                  since: float | None = None) -> Iterator[LogLine | None]:
+        """The node's lines on `stream` (STREAMS) in the order written, from `since` (unix seconds) when the
+        backend can select by time (it may give more). With `follow`, one None once what was written is all
+        given, then new lines as they come, until the node's logs are gone (the run was taken down)."""
+        ...
+
+    def exec_spec(self, name: str, command: list[str], *, tty: bool = False) -> ExecSpec:
+        """How to run `command` in the node (with a terminal when `tty`); BackendError when it cannot run."""
+        ...
+
+    def inspect(self) -> dict:
+        """What runs where: {"backend", "run_dir", "lab", "nodes": [{name, role, ...}], ...} (the backend
+        names what it has: containers, networks, volumes or processes, run dirs)."""
         ...
 
     def kill(self, name: str, signal: str = "SIGKILL") -> None:

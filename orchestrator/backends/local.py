@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from signal import Signals
@@ -38,11 +39,12 @@ from nodes.init import render_state
 from nodes.net.control import write_secret
 from orchestrator import readiness
 from orchestrator.control import new_secret, post_control, run_secret
-from orchestrator.plan import make_plan
+from orchestrator.plan import PETNAMES_FILE, make_plan
 from orchestrator.signals import signals_deferred
 from orchestrator.topology import Topology
 
 from . import (
+    STATE_FILE,
     BackendError,
     NodeFailed,
     RunInfo,
@@ -52,11 +54,22 @@ from . import (
     failure_reason,
     fresh_run_dir,
     lab_status,
+    node_env,
     read_state,
     require_state,
     write_state,
 )
-from .base import CLOCK_FAULTS, FAULT_KINDS, LINK_LAYER, PROCESS_FAULTS, SHAPING_FAULTS, Progress
+from .base import (
+    CLOCK_FAULTS,
+    FAULT_KINDS,
+    LINK_LAYER,
+    PROCESS_FAULTS,
+    SHAPING_FAULTS,
+    ExecSpec,
+    LogLine,
+    Progress,
+)
+from .filetail import tail_file
 
 FIRST_ADDRESS = IPv4Address("127.0.0.2")  # 127.0.0.1 stays free for whatever else runs here
 BLOCKS = 64  # 127.0.N.2.. for N below this: room for as many labs side by side
@@ -136,6 +149,40 @@ class LocalBackend:
             parts.append(f"==> {path} <==\n{text}")
         return "\n".join(parts)
 
+    def log_lines(self, name: str, stream: str, *, follow: bool = False,
+                  since: float | None = None) -> Iterator[LogLine | None]:
+        """The node's events.jsonl (stdout) or stderr.log, followed until the run dir goes (`down`). `since`
+        is left to the caller: the files hold no engine timestamps to select by."""
+        self._state().node(name)
+        path = self._node_dir(name) / (EVENTS if stream == "stdout" else STDERR)
+        return tail_file(path, name, stream, follow=follow, alive=(self.run_dir / STATE_FILE).exists)
+
+    def exec_spec(self, name: str, command: list[str], *, tty: bool = False) -> ExecSpec:
+        """A local node has no container to enter: the command runs on this host, in the node's directory,
+        with the node's Python path and $ONIONLAB_NODE, _ROLE, _CONFIG, _ADDRESS, _CONTROL (and _SOCKS for
+        a client) set, whether the node runs or not. `tty` changes nothing: the command has the terminal."""
+        node = self._state().node(name)
+        where = self._node_dir(name)
+        return ExecSpec(argv=command, env={**self._node_env(), **node_env(node, where / CONFIG)},
+                        cwd=str(where))
+
+    def inspect(self) -> dict:
+        """The run dir, and per node: its process (pid, state), address, ports and files."""
+        info = self._state()
+        nodes_ = []
+        for node in info.nodes:
+            state = self.node_state(node.name)["status"]
+            where = self._node_dir(node.name)
+            nodes_.append({"name": node.name, "role": node.role, "impl": node.impl, "pid": node.pid,
+                           "state": state, "address": node.address, "ports": node.ports,
+                           **({"socks": node.socks} if node.socks else {}),
+                           **({"onion": node.onion} if node.onion else {}),
+                           "dir": str(where), "config": str(where / CONFIG),
+                           **({"petnames": str(where / PETNAMES_FILE)} if node.role == "client" else {}),
+                           "logs": [str(where / EVENTS), str(where / STDERR)]})
+        return {"backend": self.name, "run_dir": str(self.run_dir), "lab": info.lab,
+                "topology": info.topology, "failed": info.failed, "nodes": nodes_}
+
     # -- up, step by step ------------------------------------------------------------------------------------
 
     def _node_dir(self, name: str) -> Path:
@@ -178,11 +225,15 @@ class LocalBackend:
         for node in info.nodes:
             write_secret(self._node_dir(node.name), secret)
 
-    def _start(self, info: RunInfo, nodes_: list[RunNode] | None = None) -> None:
+    @staticmethod
+    def _node_env() -> dict[str, str]:
         # the nodes import the same `nodes` package as we do, whatever their working directory
         source_root = str(Path(nodes.__file__).resolve().parents[1])
         path = os.pathsep.join(p for p in (source_root, os.environ.get("PYTHONPATH")) if p)
-        env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+        return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+    def _start(self, info: RunInfo, nodes_: list[RunNode] | None = None) -> None:
+        env = self._node_env()
         for node in info.nodes if nodes_ is None else nodes_:
             where = self._node_dir(node.name)
             with open(where / EVENTS, "ab") as out, open(where / STDERR, "ab") as err:

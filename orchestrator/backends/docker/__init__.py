@@ -6,6 +6,7 @@ The only package of onionlab that imports docker-py, one concern a module:
     lifecycle.py  DockerBackend: up, status, down, logs, kill, restart, and `up` step by step (Backend)
     reaper.py     who owns a run, removing a run by label, `reap` (class Reaper)
     faults.py     stop, start, pause, partition and a look at a node, for chaos (FaultBackend; class Faults)
+    observe.py    log lines, a command in a container, what runs where (logs, exec, inspect; class Observe)
     shaping.py    tc qdiscs on the containers' host-side veths (NetworkFaultBackend; class Shaping)
     firewall.py   iptables rules in the containers' network namespaces, via nsenter: partitions by rules
                   (one-way, from some nodes only, splits), and reap's sweep of rules left behind

@@ -44,6 +44,7 @@ STOP_TIMEOUT = 10  # seconds from SIGTERM to SIGKILL in `down`
 STATUS_TIMEOUT = 1.0  # `status` asks every node once; a node slower than this is not ready
 TAIL_LINES = 20
 LOGS_DIR = "logs"
+NODE_USER = "10001:10001"  # the node image's user (images/node/Dockerfile)
 
 
 def labels_from_env() -> dict[str, str]:

@@ -46,6 +46,7 @@ from .engine import (
     LOGS_DIR,
     NETWORK,
     NODE,
+    NODE_USER,
     ROLE,
     RUN,
     RUN_DIR,
@@ -61,6 +62,7 @@ from .engine import (
     node_order,
 )
 from .faults import Faults
+from .observe import Observe
 from .reaper import Reaper, owner_labels
 
 SUBNET_TRIES = 5  # subnets tried per network when others keep taking them (labs starting side by side)
@@ -73,10 +75,9 @@ INIT_TIMEOUT = 60.0
 MAX_PLAN_BYTES = 120_000  # an environment variable must stay under Linux's MAX_ARG_STRLEN (128 KiB)
 
 PLAN_ENV = "ONIONLAB_PLAN"
-NODE_USER = "10001:10001"  # the node image's user (images/node/Dockerfile)
 
 
-class DockerBackend(Faults, Reaper):
+class DockerBackend(Faults, Reaper, Observe):
     def up(self, topology: Topology, *, timeout: float = 60.0, progress: Progress | None = None) -> RunInfo:
         """Make the run's networks, volumes and containers and wait until every node is ready. A container
         that exits meanwhile raises NodeFailed at once, with its own log; on any failure everything of the
