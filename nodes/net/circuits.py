@@ -180,13 +180,22 @@ class OriginCircuitHandle:
     async def wait_writable(self) -> None:
         await self.channel.wait_writable()
 
+    @property
+    def stream_count(self) -> int:
+        """Streams open on this circuit."""
+        return len(self._streams)
+
     # -- closing -------------------------------------------------------------------------------------------
     async def aclose(self) -> None:
         """DESTROY the circuit (unless a relay already did); idempotent."""
+        self.close_nowait()
+        await trio.lowlevel.checkpoint()
+
+    def close_nowait(self) -> None:
+        """aclose without its checkpoint."""
         if self.core.state is not CircuitState.DESTROYED:
             self.channel.send_nowait([self.core.destroy()])
         self._fail(CircuitClosed("circuit closed by us", kind="closed"))
-        await trio.lowlevel.checkpoint()
 
     def _check_usable(self) -> None:
         if self.error is not None:

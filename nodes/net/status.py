@@ -1,4 +1,5 @@
-"""The read-only control endpoint of a node: GET /status (JSON) and GET /metrics (Prometheus text).
+"""The control endpoint of a node: GET /status (JSON) and GET /metrics (Prometheus text), and the POST
+actions a role offers (a client's POST /newnym); nothing else changes a node from here.
 
 HTTP/1.1 parsing is h11's job; this module only routes. Every connection is bounded in time and size, so a
 stuck or hostile client cannot tie the node up.
@@ -7,7 +8,7 @@ stuck or hostile client cannot tie the node up.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import h11
 import trio
@@ -17,14 +18,16 @@ from .metrics import Metrics
 REQUEST_TIMEOUT = 5.0
 MAX_REQUESTS_PER_CONNECTION = 100
 
+Actions = Mapping[str, Callable[[], dict]]  # POST path -> what it does; its result is the JSON answer
+
 
 async def serve_status(host: str, port: int, status: Callable[[], dict], metrics: Metrics, *,
-                       task_status=trio.TASK_STATUS_IGNORED) -> None:
+                       actions: Actions | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled. `task_status.started()` reports the bound port (useful with port 0)."""
 
     async def handler(stream: trio.SocketStream) -> None:
         try:
-            await _serve_connection(stream, status, metrics)
+            await _serve_connection(stream, status, metrics, actions or {})
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.ProtocolError):
             metrics.inc("status_bad_requests_total")
         finally:
@@ -44,7 +47,16 @@ def _route(target: str, status: Callable[[], dict], metrics: Metrics) -> tuple[i
     return 404, "text/plain", b"not found: try /status or /metrics\n"
 
 
-async def _serve_connection(stream: trio.SocketStream, status: Callable[[], dict], metrics: Metrics) -> None:
+def _act(target: str, actions: Actions) -> tuple[int, str, bytes]:
+    action = actions.get(target.split("?", 1)[0])
+    if action is None:
+        allowed = ", ".join(actions) or "nothing (read-only endpoint)"
+        return 405, "text/plain", f"POST goes to {allowed}\n".encode()
+    return 200, "application/json", json.dumps(action(), sort_keys=True).encode() + b"\n"
+
+
+async def _serve_connection(stream: trio.SocketStream, status: Callable[[], dict], metrics: Metrics,
+                            actions: Actions) -> None:
     conn = h11.Connection(h11.SERVER)
     for _ in range(MAX_REQUESTS_PER_CONNECTION):
         with trio.fail_after(REQUEST_TIMEOUT):
@@ -54,8 +66,10 @@ async def _serve_connection(stream: trio.SocketStream, status: Callable[[], dict
             assert isinstance(event, h11.Request)
             while not isinstance(await _next_event(conn, stream), h11.EndOfMessage):
                 pass  # a GET has no body worth reading; drain whatever was sent
-            if event.method not in (b"GET", b"HEAD"):
-                code, ctype, body = 405, "text/plain", b"read-only endpoint: GET only\n"
+            if event.method == b"POST":
+                code, ctype, body = _act(event.target.decode("ascii", "replace"), actions)
+            elif event.method not in (b"GET", b"HEAD"):
+                code, ctype, body = 405, "text/plain", b"GET, HEAD or POST only\n"
             else:
                 code, ctype, body = _route(event.target.decode("ascii", "replace"), status, metrics)
             metrics.inc("status_requests_total", code=str(code))

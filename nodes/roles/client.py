@@ -1,11 +1,14 @@
 """The client: a SOCKS5 port (nodes.net.socks) whose onion connections go through the rendezvous flow
-(nodes.net.hs_client). Guards persist in `<data_dir>/guards.json`. /status conditions:
+(nodes.net.hs_client). Guards persist in `<data_dir>/guards.json`. POST /newnym on the control port forgets
+the onion-service client state, as tor's SIGNAL NEWNYM does (OnionClient.newnym). /status conditions:
 
     consensus         we hold a consensus that is still valid
     socks_listening   the SOCKS port accepts connections
 """
 
 from __future__ import annotations
+
+import functools
 
 import trio
 
@@ -31,8 +34,9 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
                 "ready": all(conditions.values()), "conditions": conditions, **client.status()}
 
     async with trio.open_nursery() as nursery:
-        client.control_port = await nursery.start(serve_status, config.bind_address, config.control_port,
-                                                  status, stack.metrics)
+        serve = functools.partial(serve_status, actions={"/newnym": client.newnym})
+        client.control_port = await nursery.start(serve, config.bind_address, config.control_port, status,
+                                                  stack.metrics)
         await nursery.start(stack.run)
         socks["port"] = await nursery.start(serve_socks, socks_host, config.socks_port, client.connect,
                                             stack.metrics, stack.events)

@@ -1,5 +1,6 @@
 """The status endpoint over real TCP: JSON status, Prometheus metrics, bad requests counted, never fatal."""
 
+import functools
 import json
 
 import trio
@@ -49,4 +50,25 @@ async def test_status_metrics_and_errors():
         reply = await _request(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert b"onionlab_status_bad_requests_total 1" in reply
         assert b'onionlab_status_requests_total{code="404"} 1' in reply
+        nursery.cancel_scope.cancel()
+
+
+async def test_post_runs_only_the_roles_actions():
+    calls = []
+
+    def newnym() -> dict:
+        calls.append(1)
+        return {"descriptors": 2}
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(functools.partial(serve_status, actions={"/newnym": newnym}),
+                                   "127.0.0.1", 0, lambda: {}, Metrics())
+        post = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        reply = await _request(port, post % b"/newnym")
+        assert reply.startswith(b"HTTP/1.1 200") and json.loads(reply.split(b"\r\n\r\n", 1)[1]) == {
+            "descriptors": 2}
+        assert (await _request(port, post % b"/status")).startswith(b"HTTP/1.1 405")
+        get = await _request(port, b"GET /newnym HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert get.startswith(b"HTTP/1.1 404")  # actions answer POST only
+        assert calls == [1]
         nursery.cancel_scope.cancel()
