@@ -57,6 +57,7 @@ EXPECTED_WARNINGS = ("You have used DirAuthority", "TestingTorNetwork is set",
                      "V3AuthVotingInterval is very low",
                      "Your log may contain sensitive", "You are running Tor as root",
                      "Cannot open fingerprint file", "Could not open \"", "SR: Unable to read SR state")
+WARNINGS_SHOWN = 10
 GOALS = {"bulk": 3.0, "warm_ttfb_p50": 0.3}
 # the lab's timing (topologies/default.yaml), which is also C tor's TestingTorNetwork floor
 TIMING = ("V3AuthVotingInterval 10", "V3AuthVoteDelay 2", "V3AuthDistDelay 2",
@@ -223,14 +224,14 @@ class TorNetwork:
             control.close()
 
     def warnings(self) -> dict[str, int]:
-        """Every distinct [warn] of the network (timestamps cut) and how many tors logged it, but for the
-        ones every private network logs at start."""
+        """The most common distinct [warn]s of the network (timestamps cut) and how many tors logged each,
+        but for the ones every private network logs at start."""
         seen: dict[str, int] = {}
         for process in self.processes.values():
             for message in {line.split("] ", 1)[-1] for line in process.warnings()}:
                 if not message.startswith(EXPECTED_WARNINGS):
                     seen[message] = seen.get(message, 0) + 1
-        return seen
+        return dict(sorted(seen.items(), key=lambda item: -item[1])[:WARNINGS_SHOWN])
 
     def stop(self) -> None:
         if self.http is not None:
