@@ -232,25 +232,38 @@ class OriginCircuitHandle:
                 break
             queued = False
             receive = self.core.receive_cell
+            # The bulk of the cells: DATA alone. Consecutive DATA of one stream reaches it in one delivery;
+            # anything else first delivers what was collected, so the stream sees everything in order.
+            data_stream, data = 0, []
             for cell in cells:
                 if self.error is not None:
                     return
                 try:
                     events = receive(cell)
                 except RemoteProtocolError as e:
+                    await self._deliver_data(data_stream, data)
                     self._protocol_error(e)
                     return
-                if len(events) == 1 and type(events[0]) is core.StreamData:  # the bulk of the cells
-                    if (stream := self._streams.get(events[0].stream_id)) is not None:
-                        await stream._deliver(events[0].data)
+                if len(events) == 1 and type(events[0]) is core.StreamData:
+                    if events[0].stream_id != data_stream:
+                        await self._deliver_data(data_stream, data)
+                        data_stream, data = events[0].stream_id, []
+                    data.append(events[0].data)
                 elif events:
+                    await self._deliver_data(data_stream, data)
+                    data_stream, data = 0, []
                     queued = await self._handle(events) or queued
+            await self._deliver_data(data_stream, data)
             # Once per batch: whoever waits for a window or a hop re-checks after all of it.
             self._changed.unpark_all()
             if queued:
                 await self.channel.wait_room()
         # The inbox ends when the link dies (or after _fail removed the circuit: then this does nothing).
         self._fail(CircuitClosed(f"link to {self.channel.address} closed", kind="link_closed"))
+
+    async def _deliver_data(self, stream_id: int, data: list[bytes]) -> None:
+        if data and (stream := self._streams.get(stream_id)) is not None:
+            await stream._deliver(data[0] if len(data) == 1 else b"".join(data))
 
     async def _handle(self, events: list) -> bool:
         """Act on one cell's events; True if it queued cells (the caller then waits for the link)."""
