@@ -3,8 +3,9 @@
 Needs py-spy (`pip install py-spy` into the venv; not a project dependency).
 
 It starts the default topology on the local backend, warms a rendezvous circuit, then samples every node
-process with `py-spy record --format raw` while the client fetches /bytes/N, and prints per node the CPU
-seconds sampled and its top functions by own time (JSON). The nodes that carry no cell of the fetch
+process with `py-spy record --format raw --gil` (only while it holds the GIL: waiting in epoll is not
+counted) while the client fetches /bytes/N, and prints per node the seconds sampled and its top functions
+by own time (JSON). The nodes that carry no cell of the fetch
 (authorities, relays off the path) show up with a few samples only.
 """
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             samplers = {}
             for node in info.nodes:
                 out = Path(tmp, f"{node.name}.txt")
-                command = [py_spy, "record", "--format", "raw", "--rate", str(RATE), "--nonblocking",
+                command = [py_spy, "record", "--format", "raw", "--rate", str(RATE), "--nonblocking", "--gil",
                            "--pid", str(node.pid), "--output", str(out)] + (["--idle"] if args.idle else [])
                 samplers[node.name] = (subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                                         stderr=subprocess.DEVNULL), out)

@@ -300,8 +300,6 @@ class Channel:
             while True:
                 while not self._outbox:
                     await self._writer.park()
-                # Let the tasks that are ready run first: what they queue joins this write.
-                await trio.lowlevel.cancel_shielded_checkpoint()
                 # Everything queued meanwhile goes in one TLS write.
                 batch, self._outbox = self._outbox, []
                 with trio.move_on_after(WRITE_TIMEOUT) as write:
