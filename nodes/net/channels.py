@@ -11,8 +11,13 @@ queue cells synchronously (`send_nowait`) right after the core returns them, and
 
 Batching: Python pays per task switch, not per byte, so cells move in batches. The reader hands each circuit
 every cell of its read at once (`CellInbox.put`), circuit tasks take everything queued (`receive_batch`),
-and the writer sends everything queued in one TLS write. A task switch per cell per hop was most of the
-cost of a byte through the onion.
+and what is queued goes out in one TLS write. A task switch per cell per hop was most of the cost of a byte
+through the onion.
+
+Writing: every cell a channel sends leaves through `_write_queued` (one `Link.send_cells` per batch): the
+one place where a per-peer hook on the write path sits. A circuit task that queued cells and then waits for
+room (`wait_room`) writes them itself when no one else is writing: one task switch less per hop, which is
+latency on every hop of a circuit. Otherwise the channel's writer task does, woken by `send_nowait`.
 """
 
 from __future__ import annotations
@@ -183,7 +188,8 @@ class Channel:
         self._recently_closed: deque[int] = deque(maxlen=RECENTLY_CLOSED)
         self._outbox: list[Cell] = []  # queued, not yet handed to the writer
         self._queued = 0  # cells queued or being written
-        self._writer = trio.lowlevel.ParkingLot()  # the write loop, while the outbox is empty
+        self._writing = False  # a task is in _write_queued: it writes whatever is queued meanwhile too
+        self._writer = trio.lowlevel.ParkingLot()  # the write loop, while there is nothing for it to write
         self._room = trio.lowlevel.ParkingLot()
         self._circuit_nursery: trio.Nursery | None = None
         self._io_scope = trio.CancelScope()
@@ -204,7 +210,7 @@ class Channel:
             return
         self._queued += len(cells)
         self._outbox.extend(cells)
-        if self._writer:
+        if self._writer and not self._writing:
             self._writer.unpark()
 
     async def wait_writable(self) -> None:
@@ -214,7 +220,11 @@ class Channel:
 
     async def wait_room(self) -> None:
         """wait_writable without its checkpoint, for circuit tasks: they park on their inbox next anyway,
-        and a yield per batch per channel is a cost the data path pays per cell."""
+        and a yield per batch per channel is a cost the data path pays per cell. Writes what is queued
+        first when no one is writing (see the module docstring)."""
+        if self._outbox and not self._writing and not self.closed:
+            with trio.CancelScope(shield=True):  # a circuit task cancelled midway must not cut the link
+                await self._write_queued()
         while self._queued > OUTBOX_HIGH_WATER and not self.closed:
             await self._room.park()
 
@@ -275,7 +285,7 @@ class Channel:
             try:
                 with self._io_scope:
                     async with trio.open_nursery() as io:
-                        io.start_soon(self._write_loop, io.cancel_scope)
+                        io.start_soon(self._write_loop)
                         await self._read_loop(io.cancel_scope)
             finally:
                 self._shutdown(self.close_reason or "closed locally")
@@ -295,19 +305,24 @@ class Channel:
             self.close_reason = f"protocol error ({e.kind}): {e}"
         io_scope.cancel()
 
-    async def _write_loop(self, io_scope: trio.CancelScope) -> None:
+    async def _write_loop(self) -> None:
+        while not self.closed:
+            while not self._outbox or self._writing:
+                await self._writer.park()
+            await self._write_queued()
+
+    async def _write_queued(self) -> None:
+        """Write what is queued, a batch (everything queued) per TLS write, until nothing is; one task at a
+        time. A write the peer does not take within WRITE_TIMEOUT, or a broken link, closes the channel."""
+        self._writing = True
         try:
-            while True:
-                while not self._outbox:
-                    await self._writer.park()
-                # Everything queued meanwhile goes in one TLS write.
+            while self._outbox and not self.closed:
                 batch, self._outbox = self._outbox, []
                 with trio.move_on_after(WRITE_TIMEOUT) as write:
                     await self.link.send_cells(batch)
                 if write.cancelled_caught:
                     self._manager.metrics.inc("link_errors_total", kind="write_timeout")
-                    self.close_reason = f"peer took no cells for {WRITE_TIMEOUT} s"
-                    io_scope.cancel()
+                    self._close_for(f"peer took no cells for {WRITE_TIMEOUT} s")
                     return
                 self._manager.metrics.inc("cells_out_total", len(batch))
                 self._queued -= len(batch)
@@ -315,8 +330,14 @@ class Channel:
                     self._room.unpark_all()
         except LinkClosed as e:
             self._manager.metrics.inc("link_errors_total", kind="write")
-            self.close_reason = f"link closed while sending: {e}"
-            io_scope.cancel()
+            self._close_for(f"link closed while sending: {e}")
+        finally:
+            self._writing = False
+
+    def _close_for(self, reason: str) -> None:
+        if not self.close_reason:
+            self.close_reason = reason
+        self._io_scope.cancel()
 
     async def _dispatch(self, cells: list[Cell]) -> None:
         """Hand one read's cells to their circuits: each circuit's cells in one batch, in arrival order."""
