@@ -134,6 +134,7 @@ class OriginCircuitHandle:
         self.channel.send_nowait([cell])
         try:
             with trio.fail_after(timeout):
+                await self.channel.wait_room()  # writes the BEGIN now when the link is idle
                 await stream._wait_connected()
         except BaseException:
             if stream.end_reason is None:  # timed out or cancelled: tell the other end
@@ -154,6 +155,7 @@ class OriginCircuitHandle:
                 continue  # the client ended it meanwhile (and may have reused its id for a later BEGIN)
             self.channel.send_nowait([self.core.accept_stream(stream.stream_id)])
             stream._set_connected()
+            await self.channel.wait_room()  # writes the CONNECTED now when the link is idle
             return stream, port
 
     # StreamHost: each call makes the cells and queues them at once (encryption order is sending order).
