@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -53,6 +54,8 @@ NEWNYM_GAP = 10.5  # tor delays a NEWNYM within 10 s of the previous one
 READY_TIMEOUT = 300.0
 POLL = 0.2
 ADDRESS = "127.0.0.1"
+PORTS = (20000, 32000)
+_given: set[int] = set()  # handed out by this process: tors bind theirs some time later
 EXPECTED_WARNINGS = ("You have used DirAuthority", "TestingTorNetwork is set",
                      "V3AuthVotingInterval is very low",
                      "Your log may contain sensitive", "You are running Tor as root",
@@ -66,9 +69,19 @@ TIMING = ("V3AuthVotingInterval 10", "V3AuthVoteDelay 2", "V3AuthDistDelay 2",
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((ADDRESS, 0))
-        return s.getsockname()[1]
+    """A port free on ADDRESS now, below Linux's ephemeral range (32768+): a port the kernel handed out for
+    binding to 0 may go to some outgoing connection before tor binds it."""
+    for _ in range(1000):
+        port = random.randrange(*PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind((ADDRESS, port))
+            except OSError:
+                continue
+        if port not in _given:
+            _given.add(port)
+            return port
+    raise BenchError(f"no free port in {PORTS} on {ADDRESS}")
 
 
 class Control:
@@ -214,7 +227,7 @@ class TorNetwork:
         for name, process in self.processes.items():
             if process.process is not None and process.process.poll() is not None:
                 raise BenchError(f"tor {name} exited with {process.process.returncode}:\n"
-                                 + process.log()[-3000:])
+                                 + process.tail())
 
     def newnym(self) -> None:
         control = self._control("client")
