@@ -40,12 +40,14 @@ fuzz: $(STAMP)
 	$(PY) -m tests.fuzz.driver --cases 100000
 
 ## cell crypto, a 3-hop stream in one process, the default topology on the local backend, a stock tor client
-## beside ours against it (Debian's tor), then in containers (several minutes; JSON each)
+## beside ours against it (Debian's tor), a whole tor network beside ours (same shape, same run: the ratios),
+## then in containers (several minutes; JSON each)
 bench: $(STAMP) image
 	$(PY) -m bench.cells
 	$(PY) -m bench.stream
 	$(PY) -m bench.network
 	$(PY) -m bench.tor_peer
+	$(PY) -m bench.vs_tor
 	$(PY) -m bench.docker
 
 ## the chaos suite (docs/chaos.md): every scenario on three seeds against the default lab in containers,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 from bench.network import BenchError, socks_connect, summary_ms
+from bench.vs_tor import Control, free_port
 from orchestrator import flow
 from orchestrator.backends.local import LocalBackend
 from orchestrator.topology import load_topology
@@ -38,12 +38,6 @@ TOPOLOGY = REPO / "topologies" / "default.yaml"
 ROUNDS = 20
 BULK_BYTES = 10_000_000
 NEWNYM_GAP = 10.5  # tor rate-limits NEWNYM to one per 10 s
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _connect_once(socks: tuple[str, int], onion: str) -> float:
@@ -64,24 +58,6 @@ def _bulk(socks: tuple[str, int], onion: str, n: int) -> float:
         return n / (time.perf_counter() - started) / 1e6
 
 
-class Control:
-    """Just enough of tor's control protocol (control-spec) for SIGNAL NEWNYM, cookie authenticated."""
-
-    def __init__(self, port: int, cookie_file: Path) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.file = self.sock.makefile("rb")
-        self.command(f"AUTHENTICATE {cookie_file.read_bytes().hex()}")
-
-    def command(self, line: str) -> None:
-        self.sock.sendall(line.encode() + b"\r\n")
-        reply = self.file.readline()
-        if not reply.startswith(b"250"):
-            raise BenchError(f"tor control: {line.split()[0]} -> {reply!r}")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def run(rounds: int, bulk_bytes: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="onionlab-bench-tor-") as tmp:
         backend = LocalBackend(Path(tmp, "run"))
@@ -92,8 +68,8 @@ def run(rounds: int, bulk_bytes: int) -> dict:
             onion = status["onion_services"][0]["onion"]
             host, _, port = status["clients"][0]["socks"].rpartition(":")
             ours = (host, int(port))
-            theirs = ("127.0.0.1", _free_port())
-            control_port = _free_port()
+            theirs = ("127.0.0.1", free_port())
+            control_port = free_port()
             torrc = subprocess.run(
                 [sys.executable, "-m", "orchestrator.cli", "export", "torrc",
                  "--run-dir", str(Path(tmp, "run")), "--socks-port", f"{theirs[0]}:{theirs[1]}",
@@ -114,7 +90,7 @@ def run(rounds: int, bulk_bytes: int) -> dict:
             cold = []
             try:
                 for _ in range(rounds):
-                    control.command("SIGNAL NEWNYM")
+                    control.command("SIGNAL", "NEWNYM")
                     time.sleep(NEWNYM_GAP)
                     cold.append(_connect_once(theirs, onion))
             finally:

@@ -70,16 +70,17 @@ class TorProcess:
                 return time.monotonic() - self.started_at
             if self.process.poll() is not None:
                 raise TorError(f"tor exited with status {self.process.returncode} before bootstrapping:\n"
-                               + self._tail())
+                               + self.tail())
             if time.monotonic() > deadline:
                 raise TorError(f"tor did not bootstrap within {timeout:.0f} s (at "
-                               f"{self.bootstrap_percent()}%):\n" + self._tail())
+                               f"{self.bootstrap_percent()}%):\n" + self.tail())
             time.sleep(POLL)
 
     def warnings(self) -> list[str]:
         return [line for line in self.log().splitlines() if "[warn]" in line or "[err]" in line]
 
-    def _tail(self, lines: int = 40) -> str:
+    def tail(self, lines: int = 40) -> str:
+        """The end of tor's log (of its stdout when it logged nothing: it failed before opening the log)."""
         text = self.log() or (self.workdir / "stdout.log").read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 

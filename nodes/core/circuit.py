@@ -17,7 +17,7 @@ Streams and the circuit-level flow-control windows live in nodes.core.stream.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -33,7 +33,7 @@ from .create_fast import (
 from .errors import CryptoError, DecodeError, LocalProtocolError, RemoteProtocolError, UnexpectedMessage
 from .ntor import NtorClientState, ntor_client_finish, ntor_client_start, ntor_server_handshake
 from .relay import EndReason, RelayCommand, decode_data_body, decode_msg, decode_relay_body, encode_relay_body
-from .relay_crypto import HopCrypto, OriginCrypto, RelayLayer
+from .relay_crypto import BODY_LEN, HopCrypto, OriginCrypto, RelayLayer
 from .stream import (
     CircuitWindow,
     Stream,
@@ -615,6 +615,7 @@ class RelayCircuit(_StreamEnds):
         self.next_circ_id: int | None = None  # our circuit id on the link to the next hop
         self._streams: Streams | None = None
         self.joined: RelayCircuit | None = None
+        self._unlayered: tuple[Cell, bytes] | None = None  # pass_on_run stopped at this cell, layer removed
 
     @classmethod
     def accept(cls, cell: Cell, *, node_id: bytes, onion_secret: bytes,
@@ -664,6 +665,8 @@ class RelayCircuit(_StreamEnds):
         """A cell from the previous hop (towards the origin)."""
         if cell.circ_id != self.circ_id:
             raise LocalProtocolError(f"cell for circuit {cell.circ_id} fed to circuit {self.circ_id}")
+        if self._unlayered is not None and self._unlayered[0] is not cell:
+            raise LocalProtocolError("receive_forward must get the cell pass_on_run stopped at first")
         if self._state is _S.DESTROYED or (self._state is _S.FAILED and cell.command != Command.DESTROY):
             return []
         try:  # _guard, inlined: this runs for every cell a relay passes on
@@ -685,7 +688,12 @@ class RelayCircuit(_StreamEnds):
             self._early_seen += 1
             if self._early_seen > MAX_RELAY_EARLY:
                 raise UnexpectedMessage(f"more than {MAX_RELAY_EARLY} RELAY_EARLY cells on one circuit")
-        recognized, body = self._layer.decrypt_forward(cell.payload)
+        unlayered, self._unlayered = self._unlayered, None
+        if unlayered is None:
+            recognized, body = self._layer.decrypt_forward(cell.payload)
+        else:
+            body = unlayered[1]
+            recognized = self._layer.recognize(body)
         if not recognized:
             return self._pass_on(command, body)
         if body[0] == _C.DATA and self._state is _S.EXIT:
@@ -702,6 +710,41 @@ class RelayCircuit(_StreamEnds):
         actions = self._handle(rc.command, rc.stream_id, message)
         self._state = transitions[rc.command]
         return actions
+
+    def pass_on_run(self, cells: Sequence[Cell]) -> tuple[list[Cell], int]:
+        """The bulk path of receive_forward: the leading RELAY cells of `cells` that are only passed on (to
+        the next hop while EXTENDED; to the joined circuit's origin, under its layer, while JOINED), as the
+        cells to send there, and how many of `cells` that took. The same cells as receive_forward on each,
+        with one keystream call for the joined circuit's layer and no action objects.
+
+        Feed the rest to receive_forward in order. The first of them is a cell left to the full path:
+        another command or state, or a body that may be for this relay (recognized 0), whose layer this
+        method already removed: receive_forward takes it from there (and refuses any other cell first)."""
+        state = self._state
+        if self._unlayered is not None or (state is not _S.EXTENDED and state is not _S.JOINED):
+            return [], 0
+        other = self.joined
+        if state is _S.JOINED and other._state is not _S.JOINED:
+            return [], 0
+        circ_id = self.circ_id
+        remove = self._layer.remove_forward_layer
+        bodies = []
+        for cell in cells:
+            if cell.command != Command.RELAY or cell.circ_id != circ_id or len(cell.payload) != BODY_LEN:
+                break
+            body = remove(cell.payload)
+            if body[1:3] == b"\0\0":
+                self._unlayered = (cell, body)
+                break
+            bodies.append(body)
+        if not bodies:
+            return [], 0
+        if state is _S.EXTENDED:
+            next_id = self.next_circ_id
+            return [Cell(next_id, Command.RELAY, body) for body in bodies], len(bodies)
+        other_id = other.circ_id
+        layered = other._layer.encrypt_backward_relayed_many(bodies)
+        return [Cell(other_id, Command.RELAY, body) for body in layered], len(bodies)
 
     def _pass_on(self, command: int, body: bytes) -> list[RelayAction]:
         if self._state is _S.EXTENDED:
@@ -794,6 +837,24 @@ class RelayCircuit(_StreamEnds):
         except RemoteProtocolError:
             self._state = _S.FAILED
             raise
+
+    def relay_backward_run(self, cells: Sequence[Cell]) -> tuple[list[Cell], int]:
+        """The bulk path of receive_backward: the leading RELAY cells of `cells` from the next hop while
+        EXTENDED, under this relay's layer (one keystream call), and how many of `cells` that took. The same
+        cells as receive_backward on each; feed the rest to receive_backward."""
+        if self._state is not _S.EXTENDED:
+            return [], 0
+        next_id = self.next_circ_id
+        n = 0
+        for cell in cells:
+            if cell.command != Command.RELAY or cell.circ_id != next_id or len(cell.payload) != BODY_LEN:
+                break
+            n += 1
+        if not n:
+            return [], 0
+        circ_id = self.circ_id
+        bodies = self._layer.encrypt_backward_relayed_many([cell.payload for cell in cells[:n]])
+        return [Cell(circ_id, Command.RELAY, body) for body in bodies], n
 
     def _backward(self, cell: Cell) -> Cell:
         command = cell.command

@@ -172,16 +172,8 @@ class RelayLayer:
 
     def decrypt_forward(self, body: bytes) -> tuple[bool, bytes]:
         """Remove this layer: (recognized here?, body). Unrecognized bodies are to be passed on unchanged."""
-        if len(body) != BODY_LEN:  # _check_incoming, inlined on the per-cell paths
-            _check_incoming(body)
-        h = self._hop
-        body = h.fwd_update(body)
-        if body[1:3] == _ZERO2:
-            d = _matching_digest(h.fwd_digest, body)
-            if d is not None:
-                h.fwd_digest = d
-                return True, body
-        return False, body
+        body = self.remove_forward_layer(body)
+        return self.recognize(body), body
 
     def encrypt_backward_originated(self, body: bytes) -> bytes:
         """Originate `body` (recognized 0, digest 0) towards the origin: set the digest, add this layer."""
@@ -196,6 +188,33 @@ class RelayLayer:
         if len(body) != BODY_LEN:
             _check_incoming(body)
         return self._hop.bwd_update(body)
+
+    def encrypt_backward_relayed_many(self, bodies: list[bytes]) -> list[bytes]:
+        """encrypt_backward_relayed over many bodies in order, with one keystream call: CTR over their
+        concatenation is CTR over each in turn."""
+        for body in bodies:
+            if len(body) != BODY_LEN:
+                _check_incoming(body)
+        out = self._hop.bwd_update(b"".join(bodies))
+        return [out[i:i + BODY_LEN] for i in range(0, len(out), BODY_LEN)]
+
+    def remove_forward_layer(self, body: bytes) -> bytes:
+        """decrypt_forward's first half: this layer removed, nothing checked. Pair it with `recognize`."""
+        if len(body) != BODY_LEN:
+            _check_incoming(body)
+        return self._hop.fwd_update(body)
+
+    def recognize(self, body: bytes) -> bool:
+        """decrypt_forward's second half on a body `remove_forward_layer` returned: is it for this relay?
+        (recognized 0 and the digest matches; the running digest then takes the body)."""
+        if body[1:3] != _ZERO2:
+            return False
+        h = self._hop
+        d = _matching_digest(h.fwd_digest, body)
+        if d is None:
+            return False
+        h.fwd_digest = d
+        return True
 
     def last_received_digest(self) -> bytes:
         return self._hop.fwd_digest.digest()[:SENDME_DIGEST_LEN]

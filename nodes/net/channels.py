@@ -11,11 +11,16 @@ queue cells synchronously (`send_nowait`) right after the core returns them, and
 
 Batching: Python pays per task switch, not per byte, so cells move in batches. The reader hands each circuit
 every cell of its read at once (`CellInbox.put`), circuit tasks take everything queued (`receive_batch`),
-and the writer sends everything queued in one TLS write. A task switch per cell per hop was most of the
-cost of a byte through the onion.
+and what is queued goes out in one TLS write. A task switch per cell per hop was most of the cost of a byte
+through the onion.
 
-Shaping (nodes/net/shaper.py): while the node has shaping rules, the writer holds each batch in a ShapedQueue
-until it is due; without rules it pays one attribute test per batch.
+Writing: every cell a channel sends leaves through `_send_batch` (one `Link.send_cells` per batch). A
+circuit task that queued cells and then waits for room (`wait_room`) writes them itself when no one else is
+writing: one task switch less per hop, which is latency on every hop of a circuit. Otherwise the channel's
+writer task does, woken by `send_nowait`.
+
+Shaping (nodes/net/shaper.py): while the node has shaping rules, only the writer task writes, and it holds
+each batch in a ShapedQueue until it is due; without rules it pays one attribute test per batch.
 """
 
 from __future__ import annotations
@@ -187,7 +192,8 @@ class Channel:
         self._recently_closed: deque[int] = deque(maxlen=RECENTLY_CLOSED)
         self._outbox: list[Cell] = []  # queued, not yet handed to the writer
         self._queued = 0  # cells queued or being written
-        self._writer = trio.lowlevel.ParkingLot()  # the write loop, while the outbox is empty
+        self._writing = False  # a task is in _write_queued: it writes whatever is queued meanwhile too
+        self._writer = trio.lowlevel.ParkingLot()  # the write loop, while there is nothing for it to write
         self._held: ShapedQueue | None = None  # cells the shaper holds back (None: not shaped)
         self._room = trio.lowlevel.ParkingLot()
         self._circuit_nursery: trio.Nursery | None = None
@@ -209,7 +215,7 @@ class Channel:
             return
         self._queued += len(cells)
         self._outbox.extend(cells)
-        if self._writer:
+        if self._writer and not self._writing:
             self._writer.unpark()
 
     async def wait_writable(self) -> None:
@@ -219,7 +225,11 @@ class Channel:
 
     async def wait_room(self) -> None:
         """wait_writable without its checkpoint, for circuit tasks: they park on their inbox next anyway,
-        and a yield per batch per channel is a cost the data path pays per cell."""
+        and a yield per batch per channel is a cost the data path pays per cell. Writes what is queued
+        first when no one is writing (see the module docstring)."""
+        if self._outbox and not self._writing and not self.closed and not self._shaped():
+            with trio.CancelScope(shield=True):  # a circuit task cancelled midway must not cut the link
+                await self._write_queued()
         while self._queued > OUTBOX_HIGH_WATER and not self.closed:
             await self._room.park()
 
@@ -280,7 +290,7 @@ class Channel:
             try:
                 with self._io_scope:
                     async with trio.open_nursery() as io:
-                        io.start_soon(self._write_loop, io.cancel_scope)
+                        io.start_soon(self._write_loop)
                         await self._read_loop(io.cancel_scope)
             finally:
                 self._shutdown(self.close_reason or "closed locally")
@@ -300,33 +310,55 @@ class Channel:
             self.close_reason = f"protocol error ({e.kind}): {e}"
         io_scope.cancel()
 
-    async def _write_loop(self, io_scope: trio.CancelScope) -> None:
+    async def _write_loop(self) -> None:
         shaper = self._manager.shaper
+        while not self.closed:
+            while (not self._outbox and self._held is None) or self._writing:
+                await self._writer.park()
+            if shaper.active or self._held is not None:
+                batch = await self._shaped_batch(shaper)
+                if batch:
+                    await self._write(batch)
+            else:
+                await self._write_queued()
+
+    def _shaped(self) -> bool:
+        return self._manager.shaper.active or self._held is not None
+
+    async def _write_queued(self) -> None:
+        """Write what is queued, a batch (everything queued) per TLS write, until nothing is."""
+        while self._outbox and not self.closed:
+            batch, self._outbox = self._outbox, []
+            if not await self._write(batch):
+                return
+
+    async def _write(self, batch: list[Cell]) -> bool:
+        """One TLS write, one task at a time. A write the peer does not take within WRITE_TIMEOUT, or a
+        broken link, closes the channel (False)."""
+        self._writing = True
         try:
-            while True:
-                while not self._outbox and self._held is None:
-                    await self._writer.park()
-                if shaper.active or self._held is not None:
-                    batch = await self._shaped_batch(shaper)
-                    if not batch:
-                        continue
-                else:  # Everything queued meanwhile goes in one TLS write.
-                    batch, self._outbox = self._outbox, []
-                with trio.move_on_after(WRITE_TIMEOUT) as write:
-                    await self.link.send_cells(batch)
-                if write.cancelled_caught:
-                    self._manager.metrics.inc("link_errors_total", kind="write_timeout")
-                    self.close_reason = f"peer took no cells for {WRITE_TIMEOUT} s"
-                    io_scope.cancel()
-                    return
-                self._manager.metrics.inc("cells_out_total", len(batch))
-                self._queued -= len(batch)
-                if self._queued <= OUTBOX_HIGH_WATER and self._room:
-                    self._room.unpark_all()
+            with trio.move_on_after(WRITE_TIMEOUT) as write:
+                await self.link.send_cells(batch)
+            if write.cancelled_caught:
+                self._manager.metrics.inc("link_errors_total", kind="write_timeout")
+                self._close_for(f"peer took no cells for {WRITE_TIMEOUT} s")
+                return False
+            self._manager.metrics.inc("cells_out_total", len(batch))
+            self._queued -= len(batch)
+            if self._queued <= OUTBOX_HIGH_WATER and self._room:
+                self._room.unpark_all()
+            return True
         except LinkClosed as e:
             self._manager.metrics.inc("link_errors_total", kind="write")
-            self.close_reason = f"link closed while sending: {e}"
-            io_scope.cancel()
+            self._close_for(f"link closed while sending: {e}")
+            return False
+        finally:
+            self._writing = False
+
+    def _close_for(self, reason: str) -> None:
+        if not self.close_reason:
+            self.close_reason = reason
+        self._io_scope.cancel()
 
     async def _shaped_batch(self, shaper: Shaper) -> list[Cell]:
         """The cells due now (shaper.py); [] after waiting until one may be due or something changed."""

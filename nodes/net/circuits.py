@@ -135,6 +135,7 @@ class OriginCircuitHandle:
         self.channel.send_nowait([cell])
         try:
             with trio.fail_after(timeout):
+                await self.channel.wait_room()  # writes the BEGIN now when the link is idle
                 await stream._wait_connected()
         except BaseException:
             if stream.end_reason is None:  # timed out or cancelled: tell the other end
@@ -155,6 +156,7 @@ class OriginCircuitHandle:
                 continue  # the client ended it meanwhile (and may have reused its id for a later BEGIN)
             self.channel.send_nowait([self.core.accept_stream(stream.stream_id)])
             stream._set_connected()
+            await self.channel.wait_room()  # writes the CONNECTED now when the link is idle
             return stream, port
 
     # StreamHost: each call makes the cells and queues them at once (encryption order is sending order).
@@ -181,13 +183,22 @@ class OriginCircuitHandle:
     async def wait_writable(self) -> None:
         await self.channel.wait_writable()
 
+    @property
+    def stream_count(self) -> int:
+        """Streams open on this circuit."""
+        return len(self._streams)
+
     # -- closing -------------------------------------------------------------------------------------------
     async def aclose(self) -> None:
         """DESTROY the circuit (unless a relay already did); idempotent."""
+        self.close_nowait()
+        await trio.lowlevel.checkpoint()
+
+    def close_nowait(self) -> None:
+        """aclose without its checkpoint."""
         if self.core.state is not CircuitState.DESTROYED:
             self.channel.send_nowait([self.core.destroy()])
         self._fail(CircuitClosed("circuit closed by us", kind="closed"))
-        await trio.lowlevel.checkpoint()
 
     def _check_usable(self) -> None:
         if self.error is not None:
@@ -224,25 +235,38 @@ class OriginCircuitHandle:
                 break
             queued = False
             receive = self.core.receive_cell
+            # The bulk of the cells: DATA alone. Consecutive DATA of one stream reaches it in one delivery;
+            # anything else first delivers what was collected, so the stream sees everything in order.
+            data_stream, data = 0, []
             for cell in cells:
                 if self.error is not None:
                     return
                 try:
                     events = receive(cell)
                 except RemoteProtocolError as e:
+                    await self._deliver_data(data_stream, data)
                     self._protocol_error(e)
                     return
-                if len(events) == 1 and type(events[0]) is core.StreamData:  # the bulk of the cells
-                    if (stream := self._streams.get(events[0].stream_id)) is not None:
-                        await stream._deliver(events[0].data)
+                if len(events) == 1 and type(events[0]) is core.StreamData:
+                    if events[0].stream_id != data_stream:
+                        await self._deliver_data(data_stream, data)
+                        data_stream, data = events[0].stream_id, []
+                    data.append(events[0].data)
                 elif events:
+                    await self._deliver_data(data_stream, data)
+                    data_stream, data = 0, []
                     queued = await self._handle(events) or queued
+            await self._deliver_data(data_stream, data)
             # Once per batch: whoever waits for a window or a hop re-checks after all of it.
             self._changed.unpark_all()
             if queued:
                 await self.channel.wait_room()
         # The inbox ends when the link dies (or after _fail removed the circuit: then this does nothing).
         self._fail(CircuitClosed(f"link to {self.channel.address} closed", kind="link_closed"))
+
+    async def _deliver_data(self, stream_id: int, data: list[bytes]) -> None:
+        if data and (stream := self._streams.get(stream_id)) is not None:
+            await stream._deliver(data[0] if len(data) == 1 else b"".join(data))
 
     async def _handle(self, events: list) -> bool:
         """Act on one cell's events; True if it queued cells (the caller then waits for the link)."""

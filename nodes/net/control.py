@@ -14,6 +14,7 @@ A command is one JSON object:
     {"command": "unshape", "ids": [ID, ...]}      remove those rules; without "ids": every non-static rule
     {"command": "skew", "offset": SECONDS}        set the clock offset (positive: ahead)
     {"command": "unskew"}                         back to true time
+    {"command": ACTION}                           what the role offers (a client: "newnym"), add_action
 
 The answer is JSON: {"ok": true, ...what changed} or {"ok": false, "error": KIND, "message": ...} with 400
 (a malformed command), 401 (no or a wrong secret) or 403 (no secret configured). Each result is counted in
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -64,15 +66,21 @@ class Skew:
     offset: float  # 0.0: true time
 
 
-Command = Shape | Unshape | Skew
+@dataclass(frozen=True, slots=True)
+class Action:
+    name: str  # one the role registered (NodeControl.add_action)
+
+
+Command = Shape | Unshape | Skew | Action
 
 
 def _bad(message: str) -> ControlError:
     return ControlError(400, "bad_request", message)
 
 
-def parse_command(body: bytes) -> Command:
-    """The command in a request body; ControlError (400) names what is wrong."""
+def parse_command(body: bytes, actions: Collection[str] = ()) -> Command:
+    """The command in a request body (`actions`: the role's own commands, which take nothing); ControlError
+    (400) names what is wrong."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -104,7 +112,11 @@ def parse_command(body: bytes) -> Command:
         if fields:
             raise _bad("unskew takes nothing")
         return Skew(0.0)
-    raise _bad(f"unknown command {command!r} (shape, unshape, skew, unskew)")
+    if command in actions:
+        if fields:
+            raise _bad(f"{command} takes nothing")
+        return Action(command)
+    raise _bad(f"unknown command {command!r} ({', '.join(('shape', 'unshape', 'skew', 'unskew', *actions))})")
 
 
 # -- the secret ----------------------------------------------------------------------------------------------
@@ -146,14 +158,19 @@ class NodeControl:
         self.clock = clock
         self.metrics = metrics
         self.events = events
+        self._actions: dict[str, Callable[[], dict]] = {}
         metrics.describe("control_requests_total", "counter",
                          "POST /control requests, by result (ok, unauthorized, bad_request, no_secret)")
+
+    def add_action(self, name: str, action: Callable[[], dict]) -> None:
+        """A command of the role's own, `{"command": NAME}`; its result is the answer."""
+        self._actions[name] = action
 
     def handle(self, authorization: str | None, body: bytes) -> tuple[int, dict]:
         """(HTTP status, JSON answer) for one request; counts the result."""
         try:
             self._authorize(authorization)
-            answer = self.execute(parse_command(body))
+            answer = self.execute(parse_command(body, self._actions))
         except ControlError as e:
             self.metrics.inc("control_requests_total", result=e.kind)
             return e.status, {"ok": False, "error": e.kind, "message": str(e)}
@@ -169,6 +186,8 @@ class NodeControl:
                                                     "with the run's secret")
 
     def execute(self, command: Command) -> dict:
+        if isinstance(command, Action):
+            return self._actions[command.name]()
         if isinstance(command, Shape):
             for rule in command.rules:
                 try:

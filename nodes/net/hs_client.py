@@ -152,6 +152,21 @@ class OnionClient:
         self.events.emit("stream_opened", onion=host, port=port, circuit=circuit.circ_id)
         return stream
 
+    def newnym(self) -> dict:
+        """What tor's SIGNAL NEWNYM does to its onion-service client state: forget every cached descriptor
+        and intro-point failure, and reuse no rendezvous circuit for new connections. Rendezvous circuits
+        without a stream are closed; those carrying streams are left to them, as tor leaves them."""
+        forgotten = {"descriptors": len(self.descriptors), "rendezvous_circuits": len(self.rendezvous)}
+        self.descriptors.clear()
+        self._intro_failures.clear()
+        circuits, self.rendezvous = self.rendezvous, {}
+        for circuit in circuits.values():
+            if not circuit.stream_count:
+                circuit.close_nowait()
+        self._forget_dead()
+        self.events.emit("newnym", **forgotten)
+        return forgotten
+
     def _forget_dead(self) -> None:
         """Drop rendezvous circuits that died, and the locks nobody holds or waits for with them."""
         self.rendezvous = {k: c for k, c in self.rendezvous.items() if c.error is None}

@@ -114,7 +114,12 @@ class Link:
         await self._send_raw(encode_cells(cells))
 
     async def _send_raw(self, data: bytes) -> None:
-        async with self._send_lock:
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()  # uncontended (the usual case): no pass through trio's scheduler
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self._stream is None:
                 raise LinkClosed("link already closed")
             try:
@@ -122,6 +127,8 @@ class Link:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
                 self.closed = True
                 raise LinkClosed(str(e) or "link closed while sending") from e
+        finally:
+            lock.release()
 
     async def receive_cell(self) -> Cell:
         while not self._pending:

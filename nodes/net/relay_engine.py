@@ -224,15 +224,26 @@ class RelayEngine:
     async def _forward_batch(self, ref: RelayCircuitRef, cells: list[Cell]) -> bool:
         """Feed a batch of cells from the origin's side to the core; False once the circuit is gone.
 
-        The common case, a cell passed on (to the next hop or the joined circuit), only collects the cell:
-        what was collected is queued before anything that may wait and at the end, so cells still leave
-        in the order they were encrypted. The circuit can only go away in _execute or while we wait."""
+        Runs of cells that are only passed on (the bulk of the data) go through the core's pass_on_run; the
+        others, one by one, through receive_forward. What they make for the next hop or the joined circuit
+        is collected and queued before anything that may wait and at the end, so cells still leave in the
+        order they were encrypted. The circuit can only go away in _execute or while we wait."""
         if ref.error is not None:
             return False
-        receive = ref.core.receive_forward
+        core_circuit = ref.core
+        receive, pass_on = core_circuit.receive_forward, core_circuit.pass_on_run
         onward: list[Cell] = []  # to ref.next
         joined: list[Cell] = []  # to ref.joined's previous hop
-        for cell in cells:
+        i, n = 0, len(cells)
+        while i < n:
+            passed, taken = pass_on(cells[i:] if i else cells)
+            if taken:
+                (joined if core_circuit.state is RelayState.JOINED else onward).extend(passed)
+                i += taken
+                if i == n:
+                    break
+            cell = cells[i]
+            i += 1
             try:
                 actions = receive(cell)
             except RemoteProtocolError as e:
@@ -273,9 +284,19 @@ class RelayEngine:
                 break
             if ref.error is not None or ref.next_circ_id != next_circ_id:
                 return
-            # Nothing here waits, so the batch's cells are queued together, in the order they were made.
-            out = []
-            for cell in cells:
+            # Nothing here waits, so the batch's cells are queued together, in the order they were made. Runs
+            # of RELAY cells take the core's bulk path (relay_backward_run); the others go one by one.
+            out: list[Cell] = []
+            run = ref.core.relay_backward_run
+            i, n = 0, len(cells)
+            while i < n:
+                passed, taken = run(cells[i:] if i else cells)
+                if taken:
+                    out += passed
+                    i += taken
+                    continue
+                cell = cells[i]
+                i += 1
                 try:
                     cell_out = ref.core.receive_backward(cell)
                 except RemoteProtocolError as e:

@@ -12,11 +12,18 @@ for it per cell. `TLSStream` reads everything the socket has (up to RECEIVE_SIZE
 it in one call. It suits links: one reader task and one writer, no renegotiation (TLS 1.3 or 1.2 with it
 refused); it still handles what TLS 1.3 sends after the handshake (session tickets, key updates) whichever
 task meets it.
+
+It also moves bytes with os.read and os.write on the (non-blocking) socket's descriptor, waiting with
+trio.lowlevel.wait_readable/wait_writable only when the socket has nothing or is full. trio's socket
+methods yield to the scheduler after every call that succeeded at once, and an uncontended trio.Lock yields
+too: on a busy link that was several passes of the scheduler (each an epoll_wait) per batch of cells.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
+import os
 import ssl
 import tempfile
 from pathlib import Path
@@ -85,13 +92,16 @@ class TLSStream(trio.abc.Stream):
 
     Errors are trio's: BrokenResourceError (TLS error, the transport broke, or a send was cancelled midway:
     the stream is then unusable), ClosedResourceError after aclose, BusyResourceError for two concurrent
-    senders or receivers. receive_some returns b"" at the peer's close_notify or a bare TCP EOF."""
+    senders or receivers. receive_some returns b"" at the peer's close_notify or a bare TCP EOF. receive_some
+    is a checkpoint; send_all is one only when the socket is full (the link's writer yields once a batch)."""
 
     def __init__(self, transport: trio.SocketStream, context: ssl.SSLContext, *, server_side: bool) -> None:
         self.transport_stream = transport
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side)
+        self._fd = transport.socket.fileno()
+        self._parked = False
         # Whoever holds it sends everything the SSL object has written so far, in order.
         self._send_lock = trio.StrictFIFOLock()
         self._sending = False
@@ -161,7 +171,6 @@ class TLSStream(trio.abc.Stream):
                 if self._outgoing.pending and not self._send_lock.locked():
                     # A TLS 1.3 key update wants an answer. If a send is under way, it sends this too.
                     await self._flush()
-                    waited = True
                 if data or self._eof:
                     if not waited:
                         await trio.lowlevel.checkpoint()
@@ -171,7 +180,7 @@ class TLSStream(trio.abc.Stream):
                     data = self._decrypt(limit)
                     self._eof = True
                     return data
-                waited = True
+                waited = waited or self._parked
         finally:
             self._receiving = False
 
@@ -222,12 +231,20 @@ class TLSStream(trio.abc.Stream):
         return b"".join(parts)
 
     async def _fill(self) -> bool:
-        """One socket read into the TLS engine; False at EOF."""
-        try:
-            data = await self.transport_stream.receive_some(RECEIVE_SIZE)
-        except trio.BrokenResourceError:
-            self._broken = True
-            raise
+        """One socket read into the TLS engine; False at EOF. `_parked`: it waited for the socket (a
+        checkpoint), so a reader that found bytes at once still owes one."""
+        self._parked = False
+        while True:
+            self._check()
+            try:
+                data = os.read(self._fd, RECEIVE_SIZE)
+                break
+            except BlockingIOError:
+                self._parked = True
+                await trio.lowlevel.wait_readable(self._fd)
+            except OSError as e:
+                self._broken = True
+                raise _transport_error(e, "receiving") from e
         if not data:
             self._incoming.write_eof()
             return False
@@ -235,14 +252,35 @@ class TLSStream(trio.abc.Stream):
         return True
 
     async def _flush(self) -> None:
-        async with self._send_lock:
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()  # uncontended: no pass through the scheduler
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             while self._outgoing.pending:
-                data = self._outgoing.read()
+                data = memoryview(self._outgoing.read())
                 try:
-                    await self.transport_stream.send_all(data)
+                    while data:
+                        self._check()
+                        try:
+                            data = data[os.write(self._fd, data):]
+                        except BlockingIOError:
+                            await trio.lowlevel.wait_writable(self._fd)
+                except OSError as e:
+                    self._broken = True
+                    raise _transport_error(e, "sending") from e
                 except BaseException:
                     self._broken = True  # some unknown part of it went out: the record stream is cut
                     raise
+        finally:
+            lock.release()
+
+
+def _transport_error(error: OSError, doing: str) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    if error.errno == errno.EBADF:
+        return trio.ClosedResourceError(f"the socket was closed while {doing}")
+    return trio.BrokenResourceError(f"socket error while {doing}: {error}")
 
 
 async def open_tls_stream(host: str, port: int, context: ssl.SSLContext, *,

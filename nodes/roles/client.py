@@ -1,6 +1,7 @@
 """The client: a SOCKS5 port (nodes.net.socks) whose onion connections go through the rendezvous flow
 (nodes.net.hs_client); NAME.pet is looked up in the petname file (config.petnames_file, reread when it
-changes: nodes.net.petnames). Guards persist in `<data_dir>/guards.json`. /status conditions:
+changes: nodes.net.petnames). Guards persist in `<data_dir>/guards.json`. The control call's `newnym`
+forgets the onion-service client state, as tor's SIGNAL NEWNYM does (OnionClient.newnym). /status conditions:
 
     consensus         we hold a consensus that is still valid
     socks_listening   the SOCKS port accepts connections
@@ -36,6 +37,7 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
                 "ready": all(conditions.values()), "conditions": conditions, **client.status()}
 
     async with trio.open_nursery() as nursery:
+        stack.control.add_action("newnym", client.newnym)
         client.control_port = await nursery.start(functools.partial(
             serve_status, config.bind_address, config.control_port, status, stack.metrics,
             control=stack.control))

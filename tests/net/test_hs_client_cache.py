@@ -164,3 +164,16 @@ async def test_when_every_intro_point_failed_us_the_descriptor_is_fetched_anew(m
     with pytest.raises(IntroFailed, match="failed us"):
         await introduce()  # nobody is asked again meanwhile
     assert asked == []
+
+
+async def test_newnym_forgets_descriptors_failures_and_circuits(monkeypatch):
+    client, built = _client(monkeypatch)
+    await client.connect(ONION, 80, b"a")
+    built[0].stream_count = 0
+    closed = []
+    built[0].close_nowait = lambda: closed.append(built[0])
+    client.descriptors[b"k"] = object()
+    client._intro_failures[b"i"] = (0.0, 1)
+    assert client.newnym() == {"descriptors": 1, "rendezvous_circuits": 1}
+    assert client.descriptors == {} and client._intro_failures == {} and closed == [built[0]]
+    assert await client.connect(ONION, 80, b"a") == (1, 80)  # the same credentials: a new rendezvous

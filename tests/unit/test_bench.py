@@ -2,7 +2,8 @@
 
 import json
 
-from bench import cells
+from bench import cells, vs_tor
+from bench.network import summary_ms
 
 
 def test_bench_prints_json_with_every_case(capsys):
@@ -13,3 +14,17 @@ def test_bench_prints_json_with_every_case(capsys):
     assert all(isinstance(rate, int) and rate > 0 for rate in out["results"].values())
     assert out["goal"] == 100_000 and out["cells"] == 300
     assert out["meets_goal"] == all(rate >= 100_000 for rate in out["results"].values())
+
+
+def test_vs_tor_ratios_are_onionlab_over_tor_with_the_goals():
+    def result(bulk_ours, ttfb_ours):
+        return {"bulk_MBps": {"tor": vs_tor.rates([4.0, 5.0, 6.0]), "onionlab": vs_tor.rates(bulk_ours)},
+                "warm_ttfb_ms": {"tor": summary_ms([0.030, 0.040]), "onionlab": summary_ms(ttfb_ours)},
+                "cold_connect_ms": {"tor": summary_ms([0.5]), "onionlab": summary_ms([0.25])}}
+
+    ratios = vs_tor.ratios(result([14.0, 15.0, 99.0], [0.009, 0.012]))
+    # medians: bulk 15 / 5; p50 of [30, 40] ms is the median 35; ours 10.5
+    assert ratios["bulk"] == 3.0 and ratios["warm_ttfb_p50"] == 0.3 and ratios["cold_connect_p50"] == 0.5
+    assert ratios["meets_goals"] is True
+    assert vs_tor.ratios(result([14.0, 14.9, 99.0], [0.009, 0.012]))["meets_goals"] is False
+    assert vs_tor.ratios(result([15.0], [0.011, 0.012]))["meets_goals"] is False

@@ -8,10 +8,10 @@ import pytest
 
 from nodes.core import relay
 from nodes.core.cells import Cell, Command, encode_cell, encode_cells
-from nodes.core.circuit import CircuitState, RelayState, StreamData
+from nodes.core.circuit import CircuitState, RelayState, SendForward, SendJoined, StreamData
 from nodes.core.errors import DecodeError, LocalProtocolError, UnexpectedMessage
 from nodes.core.relay import decode_data_body, decode_relay_body
-from tests.unit.test_circuit import Harness, open_stream
+from tests.unit.test_circuit import Harness, open_stream, rendezvous
 
 
 def _to_origin(h: Harness, o, exit_, body_cell: Cell) -> list:
@@ -97,3 +97,111 @@ def test_encode_cells_is_encode_cell_joined():
                 Cell(1, Command.RELAY, bytes(510))):
         with pytest.raises(LocalProtocolError):
             encode_cells([bad])
+
+
+# -- the relays' bulk paths: pass_on_run and relay_backward_run give what receive_forward and
+# receive_backward give cell by cell, with a cell for the relay itself (or another command) anywhere
+
+
+def _passed(actions: list) -> list:
+    return [a.cell if isinstance(a, SendForward | SendJoined) else a for a in actions]
+
+
+def _forward_each(circuit, cells: list[Cell]) -> list:
+    return [out for cell in cells for out in _passed(circuit.receive_forward(cell))]
+
+
+def _forward_runs(circuit, cells: list[Cell]) -> list:
+    out, i = [], 0
+    while i < len(cells):
+        passed, taken = circuit.pass_on_run(cells[i:])
+        out += passed
+        i += taken
+        if i < len(cells):
+            out += _passed(circuit.receive_forward(cells[i]))
+            i += 1
+    return out
+
+
+def _middle_cells(h: Harness):
+    """A 3-hop circuit's first relay (EXTENDED) and cells for it: DROPs for hop 2 (passed on), DROPs for
+    hop 0 itself (recognized there) among them, and a DESTROY last."""
+    o = h.origin([0, 1, 2])
+    cells = [o.send_relay(relay.Drop(), hop=0 if i in (0, 7, 8, 30) else 2) for i in range(40)]
+    return h.first_circ[o], [*cells, o.destroy()]
+
+
+def test_pass_on_run_matches_receive_forward_on_a_middle_relay():
+    reference, bulk = Harness(seed=3), Harness(seed=3)
+    (circuit_a, cells_a), (circuit_b, cells_b) = _middle_cells(reference), _middle_cells(bulk)
+    assert cells_a == cells_b
+    expected = _forward_each(circuit_a, cells_a)
+    relayed = (Command.RELAY, Command.RELAY_EARLY)
+    assert sum(isinstance(x, Cell) and x.command in relayed for x in expected) == 36
+    assert _forward_runs(circuit_b, cells_b) == expected
+    assert circuit_b.state is circuit_a.state is RelayState.DESTROYED
+
+
+def _joined_cells(h: Harness):
+    client, service, rp_client, rp_service = rendezvous(h)
+    stream_id, cell = client.open_stream(relay.Begin("", 80))
+    h.send(client, cell)
+    h.pump()
+    h.send(service, service.accept_stream(stream_id))
+    h.pump()
+    cells = [*service.send_data(stream_id, bytes(range(256)) * 10),
+             service.send_relay(relay.Drop(), hop=2),  # for the rendezvous point itself
+             *service.send_data(stream_id, bytes(range(256)) * 30)]
+    arriving = []  # the service's cells as the rendezvous point gets them: through the service's relays
+    for cell in cells:
+        for middle in h.chain(service)[:-1]:
+            (action,) = middle.receive_forward(cell)
+            cell = action.cell
+        arriving.append(cell)
+    return rp_service, arriving
+
+
+def test_pass_on_run_matches_receive_forward_on_a_rendezvous_point():
+    reference, bulk = Harness(seed=4), Harness(seed=4)
+    (rp_a, cells_a), (rp_b, cells_b) = _joined_cells(reference), _joined_cells(bulk)
+    expected = _forward_each(rp_a, cells_a)
+    assert len(expected) == len(cells_a) - 1  # the DROP was for the rendezvous point: nothing to pass on
+    assert _forward_runs(rp_b, cells_b) == expected
+
+
+def test_relay_backward_run_matches_receive_backward():
+    def setup(h: Harness):
+        o = h.origin([0, 1, 2])
+        middle, last = h.chain(o)[1], h.chain(o)[2]
+        cells = [Cell(middle.next_circ_id, Command.RELAY, last.originate(relay.Drop()).payload)
+                 for _ in range(20)]
+        return middle, [*cells[:10], Cell(middle.next_circ_id, Command.DESTROY, bytes(509)), *cells[10:]]
+
+    (a, cells_a), (b, cells_b) = setup(Harness(seed=5)), setup(Harness(seed=5))
+    expected = [a.receive_backward(cell) for cell in cells_a]
+    got, i = [], 0
+    while i < len(cells_b):
+        passed, taken = b.relay_backward_run(cells_b[i:])
+        got += passed
+        i += taken
+        if i < len(cells_b):
+            got.append(b.receive_backward(cells_b[i]))
+            i += 1
+    assert got == expected and got[10].command == Command.DESTROY and got[11:] == [None] * 10
+
+
+def test_pass_on_run_leaves_a_cell_that_may_be_for_the_relay_to_receive_forward():
+    h = Harness(seed=6)
+    o = h.origin([0, 1, 2])
+    circuit = h.first_circ[o]
+    for _ in range(6):  # the origin's RELAY_EARLY cells: pass_on_run leaves those to receive_forward too
+        early = o.send_relay(relay.Drop(), hop=2)
+        assert early.command == Command.RELAY_EARLY and circuit.pass_on_run([early]) == ([], 0)
+        circuit.receive_forward(early)
+    mine, onward = o.send_relay(relay.Drop(), hop=0), o.send_relay(relay.Drop(), hop=2)
+    assert circuit.pass_on_run([mine, onward]) == ([], 0)
+    with pytest.raises(LocalProtocolError):
+        circuit.receive_forward(onward)  # not the cell whose layer pass_on_run removed
+    assert circuit.receive_forward(mine) == []  # a DROP for this relay
+    passed, taken = circuit.pass_on_run([onward])
+    assert taken == 1 and passed[0].circ_id == circuit.next_circ_id

@@ -1,7 +1,7 @@
 """Channel cells: framing, the cell bodies, arti's published encodings, round trips and bad input."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodes.core.cells import (
@@ -392,3 +392,29 @@ def test_impossible_bodies_are_local_errors(build):
 
 def test_netinfo_normalises_address_text():
     assert Netinfo(0, "2001:DB8:0::1", ("::FFFF:1.2.3.4",)) == Netinfo(0, "2001:db8::1", ("::ffff:1.2.3.4",))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["relay", "padding", "versions", "vpadding"]), max_size=12),
+       st.lists(st.integers(1, 3000), max_size=8))
+def test_framer_bulk_path_frames_any_mix_in_any_chunks(kinds, cuts):
+    """Runs of fixed cells take the framer's bulk path; var cells among them, and reads that end anywhere,
+    give the same cells as framing them one by one."""
+    made = {"relay": lambda i: Cell(0x80000000 | i, Command.RELAY, bytes([i % 256]) * PAYLOAD_LEN),
+            "padding": lambda i: Cell(0, Command.PADDING, bytes(PAYLOAD_LEN)),
+            "versions": lambda i: Cell(0, Command.VERSIONS, b"\0\4\0\5"),
+            "vpadding": lambda i: Cell(0, Command.VPADDING, bytes(i))}
+    cells = [made[kind](i) for i, kind in enumerate(kinds)]
+    wire = b"".join(encode_cell(c) for c in cells)
+    framer, got, start = CellFramer(), [], 0
+    for cut in [*sorted(cuts), len(wire)]:
+        got += framer.feed(wire[start:max(start, cut)])
+        start = max(start, cut)
+    assert got == cells and framer.buffered == 0
+
+
+def test_framer_bulk_path_stops_at_an_unknown_command():
+    good = encode_cell(Cell(1, Command.RELAY, bytes(PAYLOAD_LEN)))
+    framer = CellFramer()
+    with pytest.raises(DecodeError):
+        framer.feed(good * 3 + b"\0\0\0\1" + bytes([101]) + bytes(PAYLOAD_LEN) + good)

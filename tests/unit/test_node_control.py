@@ -92,3 +92,15 @@ def test_secret_file(tmp_path):
     assert load_secret(tmp_path) == b"abc"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_a_roles_own_commands_need_the_secret_and_take_nothing():
+    c, _ = control()
+    calls = []
+    c.add_action("newnym", lambda: calls.append(1) or {"descriptors": 2})
+    assert post(c, {"command": "newnym"}, auth=None)[0] == 401 and calls == []
+    assert post(c, {"command": "newnym", "now": True}) == (400, {
+        "ok": False, "error": "bad_request", "message": "newnym takes nothing"})
+    assert post(c, {"command": "newnym"}) == (200, {"ok": True, "descriptors": 2}) and calls == [1]
+    code, answer = post(control()[0], {"command": "newnym"})  # a node whose role offers none
+    assert code == 400 and "unknown command 'newnym'" in answer["message"]
