@@ -93,6 +93,7 @@ class FakeIntroCircuit:
 
     def __init__(self, relay: Relay, answer) -> None:
         self.relay, self.answer = relay, answer
+        self.circ_id, self.path = 1, [relay]  # what the client's events name
 
     async def send(self, message) -> None:
         await trio.lowlevel.checkpoint()
@@ -115,7 +116,7 @@ def _introducer(monkeypatch, answers: dict[str, object]):
                          events=EventLog("c", "client", io.StringIO()))
     asked: list[str] = []
 
-    async def build(consensus, relay):
+    async def build(consensus, relay, purpose="intro"):
         asked.append(relay.nickname)
         if answers.get(relay.nickname) == "unreachable":
             raise CircuitBuildError("no link", kind="connect", hop=2)
