@@ -78,7 +78,7 @@ from nodes.core.errors import RemoteProtocolError, SignatureError, UnexpectedMes
 from nodes.core.microdesc import Microdescriptor, microdescriptor_for
 from nodes.core.netview import Flag
 from nodes.core.ntor import ntor_client_finish, ntor_client_start
-from nodes.core.server_descriptor import ServerDescriptor, parse_server_descriptor
+from nodes.core.server_descriptor import ServerDescriptor, parse_server_descriptor, split_upload
 from nodes.core.vote import DirAuthority, Vote, VoteRouter, compute_consensus, make_vote, parse_vote
 from nodes.net import dircache, tls
 from nodes.net.addresses import resolve_ip
@@ -243,6 +243,7 @@ class Authority:
         self._published_event = trio.Event()
         for name, kind, text in (
             ("descriptor_uploads_total", "counter", "relay descriptor uploads by result"),
+            ("extra_info_ignored_total", "counter", "extra-info documents C tor uploaded with a descriptor"),
             ("votes_received_total", "counter", "votes accepted from other authorities"),
             ("signatures_received_total", "counter", "consensus signatures accepted from other authorities"),
             ("reachability_checks_total", "counter", "relay reachability tests by result"),
@@ -332,7 +333,10 @@ class Authority:
 
     def _post_descriptor(self, body: bytes) -> tuple[int, str, bytes]:
         try:
-            desc = parse_server_descriptor(body).check(int(time.time()), max_age=self.descriptor_max_age,
+            document, extra_infos = split_upload(body)
+            if extra_infos:
+                self.metrics.inc("extra_info_ignored_total", extra_infos)
+            desc = parse_server_descriptor(document).check(int(time.time()), max_age=self.descriptor_max_age,
                                                        max_skew=self.interval * 3 + 60)
             if desc.node_id not in self.descriptors and len(self.descriptors) >= MAX_RELAYS:
                 raise UnexpectedMessage(f"already holding {MAX_RELAYS} relays")
