@@ -49,7 +49,9 @@ need hours of history to mean anything:
              slow answer on a loaded machine must not drop a relay; Tor keeps a relay Running for 45 minutes)
     Stable   Running (no uptime history at seconds-scale intervals)
     Fast     Running and bandwidth >= 100 kB/s (Tor's AuthDirFastGuarantee)
-    HSDir    Running and its descriptor says hidden-service-dir (Tor also wants 96 h of uptime)
+    HSDir    Running and its descriptor says hidden-service-dir and tunnelled-dir-server (C tor's
+             voteflags.c: every C tor relay says hidden-service-dir, even one with DirCache 0 that refuses
+             BEGIN_DIR; Tor also wants 96 h of uptime)
     V2Dir    Running and its descriptor says tunnelled-dir-server: a directory cache (C tor's clients take
              their guards only among these, and fetch the directory from them)
     Guard    Running, while at most SMALL_NETWORK relays run; beyond that Fast with bandwidth at least the
@@ -130,7 +132,7 @@ def assign_flags(descriptors: Iterable[ServerDescriptor],
             f |= {Flag.Running, Flag.Stable}
             if d.tunnelled_dir_server:  # it answers BEGIN_DIR as a directory cache (C tor's guards must)
                 f.add(Flag.V2Dir)
-            if d.hidden_service_dir:
+            if d.hidden_service_dir and d.tunnelled_dir_server:  # descriptors travel over BEGIN_DIR
                 f.add(Flag.HSDir)
             fast = d.bandwidth_observed >= FAST_MIN_BANDWIDTH
             if fast:

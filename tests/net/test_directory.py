@@ -685,6 +685,10 @@ def test_flag_rules():
                                                               slow.node_id})
     assert flags[descs[0].node_id] == RELAY_FLAGS
     assert flags[descs[1].node_id] == RELAY_FLAGS - {"V2Dir", "HSDir"}
+    # a C tor relay with DirCache 0 says hidden-service-dir but refuses BEGIN_DIR: no HSDir (voteflags.c)
+    dircache0 = dataclasses.replace(descs[1], tunnelled_dir_server=False)
+    assert authority.assign_flags([dircache0], {dircache0.node_id})[dircache0.node_id] \
+        == RELAY_FLAGS - {"V2Dir", "HSDir"}
     assert flags[slow.node_id] == RELAY_FLAGS - {"Fast"}  # small network: every running relay guards
     assert authority.assign_flags(descs, set()) == {d.node_id: {"Valid"} for d in descs}
     # beyond SMALL_NETWORK running relays, Guard wants Fast and at least the (low) median bandwidth; only
