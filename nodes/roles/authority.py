@@ -48,7 +48,8 @@ need hours of history to mean anything:
     Running  passed a reachability test in this round or one of the RUNNING_GRACE_ROUNDS before it (one
              slow answer on a loaded machine must not drop a relay; Tor keeps a relay Running for 45 minutes)
     Stable   Running (no uptime history at seconds-scale intervals)
-    Fast     Running and bandwidth >= 100 kB/s (Tor's AuthDirFastGuarantee)
+    Fast     Running and bandwidth at least C tor's threshold under TestingTorNetwork (fast_threshold: the
+             12.5th percentile of the running relays' bandwidths, at most 100 kB/s, AuthDirFastGuarantee)
     HSDir    Running and its descriptor says hidden-service-dir and tunnelled-dir-server (C tor's
              voteflags.c: every C tor relay says hidden-service-dir, even one with DirCache 0 that refuses
              BEGIN_DIR; Tor also wants 96 h of uptime)
@@ -105,7 +106,8 @@ log = logging.getLogger(__name__)
 VOTE_PATH = "/tor/status-vote/next/authority"
 REACHABILITY_TIMEOUT = 5.0  # upper bound; the round's own deadline usually cuts it shorter
 MAX_RELAYS = 1000  # descriptors held at most: each costs a reachability test per round
-FAST_MIN_BANDWIDTH = 100_000
+FAST_GUARANTEE = 100_000  # C tor's AuthDirFastGuarantee: at least this much is always Fast
+RELAY_MIN_BANDWIDTH = 75 * 1024  # C tor's RELAY_REQUIRED_MIN_BANDWIDTH
 SMALL_NETWORK = 50
 CERT_LIFETIME = 365 * 86400  # the key certificate made at start (tor-gencert's default is 12 months)
 NEW_RELAY_QUEUE = 64  # uploads of new relays waiting for their first reachability test
@@ -125,6 +127,7 @@ def assign_flags(descriptors: Iterable[ServerDescriptor],
     running = [d for d in descriptors if d.node_id in reachable]
     small = len(running) <= SMALL_NETWORK
     median = statistics.median_low(d.bandwidth_observed for d in running) if running else 0
+    fast_min = fast_threshold([d.bandwidth_observed for d in running])
     flags = {}
     for d in descriptors:
         f = {Flag.Valid}
@@ -134,13 +137,28 @@ def assign_flags(descriptors: Iterable[ServerDescriptor],
                 f.add(Flag.V2Dir)
             if d.hidden_service_dir and d.tunnelled_dir_server:  # descriptors travel over BEGIN_DIR
                 f.add(Flag.HSDir)
-            fast = d.bandwidth_observed >= FAST_MIN_BANDWIDTH
+            fast = d.bandwidth_observed >= fast_min
             if fast:
                 f.add(Flag.Fast)
             if small or (fast and d.bandwidth_observed >= median):
                 f.add(Flag.Guard)
         flags[d.node_id] = frozenset(str(x) for x in f)
     return flags
+
+
+def fast_threshold(bandwidths: list[int]) -> int:
+    """The bandwidth a running relay needs for Fast, as C tor's authorities compute it (voteflags.c) with
+    TestingMinFastFlagThreshold 0 (TestingTorNetwork): the 12.5th percentile (the 25th if that is under
+    half of RELAY_MIN_BANDWIDTH), at most FAST_GUARANTEE. A C tor relay starts with the bandwidth its
+    self-test observed (tens of kB/s on loopback), so a fixed 100 kB/s floor left it without Fast, and C tor
+    builds its onion-service circuits (they need capacity) only through Fast relays."""
+    if not bandwidths:
+        return FAST_GUARANTEE
+    ranked = sorted(bandwidths)
+    threshold = ranked[len(ranked) // 8]
+    if threshold < RELAY_MIN_BANDWIDTH // 2:
+        threshold = ranked[len(ranked) // 4]
+    return min(threshold, FAST_GUARANTEE)
 
 
 async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, str] | None = None) -> bool:

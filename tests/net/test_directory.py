@@ -689,7 +689,17 @@ def test_flag_rules():
     dircache0 = dataclasses.replace(descs[1], tunnelled_dir_server=False)
     assert authority.assign_flags([dircache0], {dircache0.node_id})[dircache0.node_id] \
         == RELAY_FLAGS - {"V2Dir", "HSDir"}
-    assert flags[slow.node_id] == RELAY_FLAGS - {"Fast"}  # small network: every running relay guards
+    # Fast as C tor votes it under TestingTorNetwork: the 12.5th percentile (here the slowest of three)
+    assert flags[slow.node_id] == RELAY_FLAGS  # small network: every running relay guards
+    assert authority.fast_threshold([10, 10**6, 10**6]) == 10
+    # the 12.5th percentile of nine relays is the second slowest; 25th when that is under 37.5 KiB/s
+    assert authority.fast_threshold([10, 50_000] + [10**6] * 7) == 50_000
+    assert authority.fast_threshold([10, 20] + [10**6] * 7) == authority.FAST_GUARANTEE  # the 3rd: 10**6
+    assert authority.fast_threshold([10**6] * 9) == authority.FAST_GUARANTEE
+    nine = [types.SimpleNamespace(node_id=os.urandom(20), bandwidth_observed=bw, tunnelled_dir_server=True,
+                                  hidden_service_dir=True) for bw in [10, 50_000] + [10**6] * 7]
+    flags = authority.assign_flags(nine, {d.node_id for d in nine})
+    assert [("Fast" in flags[d.node_id]) for d in nine] == [False] + [True] * 8
     assert authority.assign_flags(descs, set()) == {d.node_id: {"Valid"} for d in descs}
     # beyond SMALL_NETWORK running relays, Guard wants Fast and at least the (low) median bandwidth; only
     # these fields matter to the rules
