@@ -6,14 +6,25 @@ stdout, tor's own log on stderr. Readiness and events come from tor's control po
 cookie authentication): GETINFO status/bootstrap-phase once, then STATUS_CLIENT BOOTSTRAP events, and CIRC,
 CIRC_MINOR, STREAM and HS_DESC events translated into the flow's events (nodes/core/tor_events.py).
 
-/status conditions:  bootstrapped   tor reports 100% (it can build circuits)
+/status conditions:  bootstrapped          tor reports 100% (it can build circuits)
+                     descriptor_uploaded   onion service: an HSDir took its descriptor (HS_DESC UPLOADED);
+                                           relay: an authority accepted its descriptor (STATUS_SERVER
+                                           ACCEPTED_SERVER_DESCRIPTOR)
+                     listed                relay: the latest consensus lists it (GETINFO ns/id/FP, asked
+                                           after every CONSENSUS_ARRIVED)
 
-If tor exits, so does the node, with tor's status and the end of tor's log on stderr. Only role client is
-supported so far (nodes/config.py IMPL_ROLES).
+An onion service's built-in targets (http, echo) are served by the node itself on 127.0.0.1 at ports the
+OS picks (nodes/net/targets.py serve_local_targets); tor's HiddenServicePort lines point there, and each
+connection tor opens is a stream opened at the service (`stream_opened`). tor makes the service's key in
+its HiddenServiceDir at first start; the node reads the onion address from the hostname file.
+
+If tor exits, so does the node, with tor's status and the end of tor's log on stderr. tor plays clients,
+onion services and relays (nodes/config.py IMPL_ROLES).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -33,8 +44,9 @@ from nodes.core.torcontrol import (
 from nodes.net.events import EventLog
 from nodes.net.metrics import Metrics
 from nodes.net.status import serve_status
+from nodes.net.targets import ServiceInfo, Target, serve_local_targets
 from nodes.net.tor_child import TorChild, TorExited
-from nodes.net.torcontrol import TorControl, open_control
+from nodes.net.torcontrol import CommandRefused, TorControl, open_control
 from nodes.torrc import node_paths, node_torrc
 
 CONTROL_WAIT = 60.0  # seconds for tor to open its control port (it does within a second or two)
@@ -64,21 +76,49 @@ class TorNode:
         self.pid: int | None = None
         self.last_warning: str | None = None
         self.tor_done = trio.Event()
+        self.descriptors_uploaded = 0  # HS_DESC UPLOADED (service) / ACCEPTED_SERVER_DESCRIPTOR (relay)
+        self.fingerprint: str | None = None  # a relay's, from GETINFO fingerprint
+        self.listed = False
+        self.new_consensus = trio.Event()
         self.metrics.describe("tor_bootstrap_percent", "gauge", "tor's bootstrap progress (100: ready)")
 
-    def status(self) -> dict:
+    def conditions(self) -> dict[str, bool]:
         conditions = {"bootstrapped": self.bootstrap.done}
-        return {"role": self.config.role, "impl": "tor", "name": self.config.name,
-                "address": self.config.address, "ready": all(conditions.values()), "conditions": conditions,
-                "bootstrap": self.bootstrap.progress, "bootstrap_tag": self.bootstrap.tag,
-                "bootstrap_warning": self.bootstrap.warning, "socks": self.socks, "tor_pid": self.pid,
-                "tor_version": self.version, "last_warning": self.last_warning}
+        if self.config.role in ("onion_service", "relay"):
+            conditions["descriptor_uploaded"] = self.descriptors_uploaded > 0
+        if self.config.role == "relay":
+            conditions["listed"] = self.listed
+        return conditions
+
+    def status(self) -> dict:
+        conditions = self.conditions()
+        status = {"role": self.config.role, "impl": "tor", "name": self.config.name,
+                  "address": self.config.address, "ready": all(conditions.values()), "conditions": conditions,
+                  "bootstrap": self.bootstrap.progress, "bootstrap_tag": self.bootstrap.tag,
+                  "bootstrap_warning": self.bootstrap.warning, "tor_pid": self.pid,
+                  "tor_version": self.version, "last_warning": self.last_warning}
+        if self.config.role == "client":
+            status["socks"] = self.socks
+        elif self.config.role == "onion_service":
+            status.update(onion=self.onion(), ports=sorted(s.port for s in self.config.services),
+                          descriptors_uploaded=self.descriptors_uploaded)
+        else:
+            status.update(fingerprint=self.fingerprint, or_port=self.config.or_port,
+                          descriptors_accepted=self.descriptors_uploaded)
+        return status
+
+    def onion(self) -> str | None:
+        """The service's address, once tor has written it (at start, before it bootstraps)."""
+        try:
+            return Path(self.paths["hostname"]).read_text().strip() or None
+        except OSError:
+            return None
 
     # -- files --------------------------------------------------------------------------------------------
 
-    def prepare(self) -> str:
+    def prepare(self, service_ports: list[tuple[int, str]]) -> str:
         """Write the torrc (atomically) and make tor's DataDirectory (0700: tor insists); the torrc's path."""
-        text = node_torrc(self.config)
+        text = node_torrc(self.config, service_ports)
         Path(self.config.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         data = Path(self.paths["data_directory"])
         data.mkdir(mode=0o700, exist_ok=True)
@@ -123,6 +163,30 @@ class TorNode:
         self.set_bootstrap(parse_bootstrap(info["status/bootstrap-phase"]))
         self.socks = next(iter(quoted_list(info["net/listeners/socks"])), self.socks)
         self.version = info["version"]
+        if self.config.role == "relay":
+            self.fingerprint = (await control.getinfo("fingerprint"))["fingerprint"]
+            self.new_consensus.set()  # it may have one already
+
+    async def watch_listing(self, control: TorControl) -> None:
+        """A relay: after each new consensus, ask tor whether it lists this relay (552 when it does not)."""
+        while True:
+            await self.new_consensus.wait()
+            self.new_consensus = trio.Event()
+            try:
+                await control.getinfo(f"ns/id/{self.fingerprint}")
+                listed = True
+            except CommandRefused:
+                listed = False
+            if listed != self.listed:
+                self.listed = listed
+                self.events.emit("relay_listed" if listed else "relay_unlisted", fingerprint=self.fingerprint)
+
+    def note(self, name: str, fields: dict) -> None:
+        """What an emitted event changes in the node's own state."""
+        if name in ("descriptor_published", "descriptor_uploaded"):
+            self.descriptors_uploaded += 1
+        elif name == "consensus_received":
+            self.new_consensus.set()
 
     async def consume(self, control: TorControl) -> None:
         """Tor's events -> our events, until the connection ends."""
@@ -137,6 +201,7 @@ class TorNode:
                 self.events.emit("error", kind=e.kind, detail=f"tor {event.name} event: {e}")
                 continue
             for name, fields in emitted:
+                self.note(name, fields)
                 self.events.emit(name, **fields)
 
     async def control(self, status_port: int, task_status) -> None:
@@ -144,20 +209,54 @@ class TorNode:
         host, control_port = await self.control_address()
         async with open_control(await trio.open_tcp_stream(host, control_port)) as control:
             await self.attach(control)
-            self.events.emit("client_started", socks=self.socks, control_port=status_port, impl="tor",
-                             version=self.version)
+            name, fields = self.started_event(status_port)
+            self.events.emit(name, **fields)
             task_status.started(self)
-            await self.consume(control)
+            async with trio.open_nursery() as nursery:
+                if self.config.role == "relay":
+                    nursery.start_soon(self.watch_listing, control)
+                await self.consume(control)
+                nursery.cancel_scope.cancel()
+
+    def started_event(self, status_port: int) -> tuple:
+        """(name, fields) of the event that says this node is up, as our own nodes of the role say it."""
+        common = {"control_port": status_port, "impl": "tor", "version": self.version}
+        if self.config.role == "relay":
+            return "relay_started", {**common, "fingerprint": self.fingerprint,
+                                     "or_port": f"{self.config.address}:{self.config.or_port}"}
+        if self.config.role == "onion_service":
+            return "service_started", {**common, "onion": self.onion(),
+                                       "ports": sorted(s.port for s in self.config.services)}
+        return "client_started", {**common, "socks": self.socks}
+
+    # -- an onion service's targets ------------------------------------------------------------------------
+
+    async def serve_stream(self, target: Target, stream: trio.abc.Stream, port: int) -> None:
+        """One stream tor opened to a built-in target (as hs_service serves ours)."""
+        self.metrics.inc("streams_total", port=str(port), result="opened")
+        self.events.emit("stream_opened", onion=self.onion(), port=port)
+        try:
+            async with stream:
+                await target(stream)
+        except RemoteProtocolError as e:  # e.g. junk HTTP from the client
+            self.metrics.inc("errors_total", kind=e.kind)
+            self.events.emit("error", kind=e.kind, detail=f"stream on port {port}: {e}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as e:
+            self.events.emit("stream_closed", port=port, error=str(e) or type(e).__name__)
 
     # -- the whole node ----------------------------------------------------------------------------------
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        torrc = self.prepare()
-        child = TorChild(torrc, on_line=self.on_log, binary=self.binary)
         try:
             async with trio.open_nursery() as nursery:
                 port = await nursery.start(serve_status, self.config.bind_address, self.config.control_port,
                                            self.status, self.metrics)
+                services = [(s.port, s.target) for s in self.config.services]
+                forwards = await nursery.start(functools.partial(
+                    serve_local_targets, services, lambda: ServiceInfo(self.config.name, self.onion() or ""),
+                    serve_stream=self.serve_stream)) if self.config.role == "onion_service" else []
+                torrc = self.prepare(forwards)
+                child = TorChild(torrc, on_line=self.on_log, binary=self.binary)
 
                 async def run_tor(task_status=trio.TASK_STATUS_IGNORED) -> None:
                     try:

@@ -125,7 +125,7 @@ async def test_a_silent_tor_times_the_command_out(autojump_clock):
 
 async def test_the_node_status_follows_tors_bootstrap(tmp_path, capsys):
     node = TorNode(node_config(tmp_path), binary="/bin/true")
-    node.prepare()
+    node.prepare([])
     (tmp_path / "torclient" / "tor" / "control_auth_cookie").write_bytes(COOKIE)
     assert node.status()["ready"] is False and node.status()["bootstrap"] == 0
     ours, theirs = trio.testing.memory_stream_pair()
