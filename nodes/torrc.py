@@ -50,10 +50,11 @@ def build_torrc(authorities: Iterable[Mapping], *, header: str, role: str = "cli
                 control_port: str | None = None, control_port_file: str | None = None,
                 log: str | None = None, entry_guards: int | None = None, service_dir: str | None = None,
                 service_ports: Iterable[tuple[int, str]] = (), intro_points: int | None = None,
-                relay: Mapping | None = None) -> str:
+                relay: Mapping | None = None, disable_network: bool = False) -> str:
     """The whole torrc. `role` client: a SocksPort; onion_service: HiddenServiceDir and HiddenServicePort
     lines (`service_ports`: (virtual port, "HOST:PORT" target)); relay: `relay_lines(**relay)`.
-    `control_port` gets cookie authentication; `log` is a Log line's value ("notice stdout")."""
+    `control_port` gets cookie authentication; `log` is a Log line's value ("notice stdout");
+    `disable_network`: tor stays off the network until a controller says `SETCONF DisableNetwork=0`."""
     if role not in ROLES:
         raise TorrcError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     lines = [
@@ -67,6 +68,8 @@ def build_torrc(authorities: Iterable[Mapping], *, header: str, role: str = "cli
     ]
     if entry_guards:
         lines.append(f"NumEntryGuards {entry_guards}")
+    if disable_network:
+        lines.append("DisableNetwork 1")
     if control_port:
         lines += [f"ControlPort {control_port}", "CookieAuthentication 1"]
         if control_port_file:
@@ -116,8 +119,8 @@ def node_torrc(config: NodeConfig, service_ports: Iterable[tuple[int, str]] = ()
     """The torrc of a tor node (`impl: tor`): a client's SOCKS port where the config says, an onion
     service's HiddenServicePort lines (`service_ports`, made by the node: it serves the built-in targets
     itself), a relay's OR port; a control port on 127.0.0.1 at a port tor picks and writes into a file
-    (several tor nodes share 127.0.0.1 in the local backend), cookie authentication, and tor's log on its
-    stdout, which the node reads."""
+    (several tor nodes share 127.0.0.1 in the local backend), cookie authentication, tor's log on its
+    stdout, which the node reads, and DisableNetwork 1: the node lifts it once the lab has a consensus."""
     if config.role not in ROLES:
         raise TorrcError(f"a tor node cannot run role {config.role}")
     paths = node_paths(config)
@@ -129,5 +132,5 @@ def node_torrc(config: NodeConfig, service_ports: Iterable[tuple[int, str]] = ()
         socks_port=f"{config.socks_address or config.address}:{config.socks_port} ExtendedErrors",
         control_port="127.0.0.1:auto", control_port_file=paths["control_port_file"], log="notice stdout",
         entry_guards=config.guards, service_dir=paths["service_dir"], service_ports=service_ports,
-        intro_points=config.intro_points,
+        intro_points=config.intro_points, disable_network=True,  # until the lab has a consensus (tor_node)
         relay={"nickname": nickname(config.name), "address": config.address, "or_port": config.or_port})

@@ -12,6 +12,8 @@ CIRC_MINOR, STREAM and HS_DESC events translated into the flow's events (nodes/c
                                            ACCEPTED_SERVER_DESCRIPTOR)
                      listed                relay: the latest consensus lists it (GETINFO ns/id/FP, asked
                                            after every CONSENSUS_ARRIVED)
+                     weighted              relay: with a weight from the bandwidth tor observed (a new
+                                           tor relay reports none until its bandwidth self-test)
 
 An onion service's built-in targets (http, echo) are served by the node itself on 127.0.0.1 at ports the
 OS picks (nodes/net/targets.py serve_local_targets); tor's HiddenServicePort lines point there, and each
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -41,7 +44,9 @@ from nodes.core.torcontrol import (
     parse_control_port_file,
     quoted_list,
 )
+from nodes.net.dirclient import CONSENSUS_PATH
 from nodes.net.events import EventLog
+from nodes.net.httpio import HttpError, request_tcp
 from nodes.net.metrics import Metrics
 from nodes.net.status import serve_status
 from nodes.net.targets import ServiceInfo, Target, serve_local_targets
@@ -52,10 +57,24 @@ from nodes.torrc import node_paths, node_torrc
 CONTROL_WAIT = 60.0  # seconds for tor to open its control port (it does within a second or two)
 CONTROL_GRACE = 5.0  # after the control connection ends: how long tor gets to exit before that is an error
 POLL_MIN, POLL_MAX = 0.02, 0.5
+# A new tor relay's first descriptor reports the bandwidth it has observed: none, before its bandwidth
+# self-test; the authorities list it with weight 1 (kB/s), so paths almost never use it. About a minute after
+# start it publishes what the self-test observed (~50 kB/s on loopback): then it is `weighted`.
+UNOBSERVED_WEIGHT = 1
+_WEIGHT = re.compile(r"^w Bandwidth=([0-9]+)", re.M)
+CONSENSUS_POLL_MAX = 2.0  # between asking the authorities whether they have a consensus yet
+DIR_TIMEOUT = 5.0
 # warnings every tor of a lab prints at start, by the lab's design (a container publishes SocksPort on
 # 0.0.0.0): not news for /status' last_warning
 EXPECTED_WARNINGS = ("TestingTorNetwork is set", "alternate directory authorities", "running Tor as root",
-                     "for SocksPort. Other people on the Internet")
+                     "for SocksPort. Other people on the Internet",
+                     "DirCache is disabled and we are configured as a relay")  # relays: nodes/torrc.py
+
+
+def consensus_weight(entry: str) -> int:
+    """The `w Bandwidth=N` of a consensus entry (GETINFO ns/id/...), 0 when there is none."""
+    found = _WEIGHT.search(entry)
+    return int(found.group(1)) if found else 0
 
 
 class ControlLost(Exception):
@@ -79,6 +98,7 @@ class TorNode:
         self.descriptors_uploaded = 0  # HS_DESC UPLOADED (service) / ACCEPTED_SERVER_DESCRIPTOR (relay)
         self.fingerprint: str | None = None  # a relay's, from GETINFO fingerprint
         self.listed = False
+        self.weight = 0  # kB/s: its consensus weight (the `w Bandwidth=` of its entry)
         self.new_consensus = trio.Event()
         self.metrics.describe("tor_bootstrap_percent", "gauge", "tor's bootstrap progress (100: ready)")
 
@@ -88,6 +108,7 @@ class TorNode:
             conditions["descriptor_uploaded"] = self.descriptors_uploaded > 0
         if self.config.role == "relay":
             conditions["listed"] = self.listed
+            conditions["weighted"] = self.weight > UNOBSERVED_WEIGHT
         return conditions
 
     def status(self) -> dict:
@@ -104,7 +125,7 @@ class TorNode:
                           descriptors_uploaded=self.descriptors_uploaded)
         else:
             status.update(fingerprint=self.fingerprint, or_port=self.config.or_port,
-                          descriptors_accepted=self.descriptors_uploaded)
+                          descriptors_accepted=self.descriptors_uploaded, consensus_weight=self.weight)
         return status
 
     def onion(self) -> str | None:
@@ -149,6 +170,29 @@ class TorNode:
                 delay = min(2 * delay, POLL_MAX)
         return parse_control_port_file(port_file.read_text())
 
+    async def wait_for_consensus(self) -> None:
+        """Until an authority serves a consensus (backoff, no deadline: `up` has its own). tor starts with
+        DisableNetwork 1 and gets the network only then (enable_network): a tor that asks before the lab's
+        first consensus warns at every 404 and backs off between tries; asked after, it bootstraps in
+        seconds."""
+        delay = POLL_MIN
+        while True:
+            for authority in self.config.authorities:
+                try:
+                    status, _, _ = await request_tcp(authority.address, authority.dir_port, "HEAD",
+                                                     CONSENSUS_PATH, timeout=DIR_TIMEOUT)
+                except (OSError, HttpError, trio.TooSlowError):
+                    continue
+                if status == 200:
+                    self.events.emit("consensus_available", authority=authority.name)
+                    return
+            await trio.sleep(delay)
+            delay = min(2 * delay, CONSENSUS_POLL_MAX)
+
+    async def enable_network(self, control: TorControl) -> None:
+        await self.wait_for_consensus()
+        await control.command("SETCONF", "DisableNetwork=0")
+
     # -- the control connection --------------------------------------------------------------------------
 
     def set_bootstrap(self, bootstrap: Bootstrap) -> None:
@@ -173,13 +217,14 @@ class TorNode:
             await self.new_consensus.wait()
             self.new_consensus = trio.Event()
             try:
-                await control.getinfo(f"ns/id/{self.fingerprint}")
-                listed = True
+                entry = (await control.getinfo(f"ns/id/{self.fingerprint}"))[f"ns/id/{self.fingerprint}"]
             except CommandRefused:
-                listed = False
-            if listed != self.listed:
-                self.listed = listed
-                self.events.emit("relay_listed" if listed else "relay_unlisted", fingerprint=self.fingerprint)
+                entry = None
+            listed, weight = entry is not None, consensus_weight(entry or "")
+            if (listed, weight) != (self.listed, self.weight):
+                self.listed, self.weight = listed, weight
+                self.events.emit("relay_listed" if listed else "relay_unlisted", fingerprint=self.fingerprint,
+                                 weight=weight)
 
     def note(self, name: str, fields: dict) -> None:
         """What an emitted event changes in the node's own state."""
@@ -213,6 +258,7 @@ class TorNode:
             self.events.emit(name, **fields)
             task_status.started(self)
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.enable_network, control)
                 if self.config.role == "relay":
                     nursery.start_soon(self.watch_listing, control)
                 await self.consume(control)

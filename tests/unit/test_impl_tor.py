@@ -68,6 +68,7 @@ def test_node_torrc():
         "ClientUseIPv6 0",
         "ProtocolWarnings 1",
         "NumEntryGuards 1",
+        "DisableNetwork 1",  # until the lab has a consensus: the node lifts it through the control port
         "ControlPort 127.0.0.1:auto",
         "CookieAuthentication 1",
         "ControlPortWriteToFile /var/lib/onionlab/torclient/tor/control-port",
