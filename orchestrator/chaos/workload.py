@@ -79,14 +79,18 @@ class WorkloadThread(threading.Thread):
 
 def lab_state(backend: FaultBackend, service: str, client: str, relays: Sequence[str]) -> dict:
     """The fields of a `lab_state` record: `intro_points`, for each intro point the service's /status lists,
-    whether a relay holds the service's circuit under its auth key (does it answer clients? None: the service
-    does not answer); `nacks`, the NACKs the client's /metrics count per intro point (None: no answer)."""
+    whether a relay holds the service's circuit under its auth key (does it answer clients? None for an intro
+    point on a tor relay, which cannot tell; `intro_points` None: the service does not answer); `nacks`, the
+    NACKs the client's /metrics count per intro point (None: no answer)."""
     status = backend.node_status(service)
     intro = None
     if status is not None:
-        held = {key for relay in relays
-                for key in (backend.node_status(relay) or {}).get("intro_auth_keys", ())}
-        intro = {name: key in held for name, key in (status.get("intro_auth_keys") or {}).items()}
+        relay_status = {relay: backend.node_status(relay) or {} for relay in relays}
+        held = {key for s in relay_status.values() for key in s.get("intro_auth_keys", ())}
+        # a tor relay does not say which intro circuits it holds: None, unknown (not "not held")
+        silent = {relay for relay, s in relay_status.items() if s.get("impl") == "tor"}
+        intro = {name: None if name in silent else key in held
+                 for name, key in (status.get("intro_auth_keys") or {}).items()}
     metrics = backend.node_metrics(client)
     nacks = None if metrics is None else {
         labels.get("intro", "?"): value for name, labels, value in metrics
