@@ -94,6 +94,10 @@ class Translator:
                                                  "error": kw.get("REMOTE_REASON", kw.get("REASON", ""))}))
         if status in ("CLOSED", "FAILED"):
             self._states = {s for s in self._states if s[0] != circuit}  # tor reuses circuit ids
+            if purpose == "HS_SERVICE_INTRO" and kw.get("HS_STATE") == "HSSI_ESTABLISHED":
+                out.append(("intro_lost", {"onion": _onion(kw.get("REND_QUERY")), "circuit": circuit,
+                                           "intro": path[-1] if path else None,
+                                           "error": kw.get("REASON", "")}))
             return out
         step = _HS_STATES.get((purpose, kw.get("HS_STATE", "")))
         if step is None or (circuit, step) in self._states:

@@ -99,6 +99,7 @@ class TorNode:
         self.fingerprint: str | None = None  # a relay's, from GETINFO fingerprint
         self.listed = False
         self.weight = 0  # kB/s: its consensus weight (the `w Bandwidth=` of its entry)
+        self.intro_circuits: dict[str, str] = {}  # an onion service's established intro circuits -> relay
         self.new_consensus = trio.Event()
         self.metrics.describe("tor_bootstrap_percent", "gauge", "tor's bootstrap progress (100: ready)")
 
@@ -122,7 +123,8 @@ class TorNode:
             status["socks"] = self.socks
         elif self.config.role == "onion_service":
             status.update(onion=self.onion(), ports=sorted(s.port for s in self.config.services),
-                          descriptors_uploaded=self.descriptors_uploaded)
+                          descriptors_uploaded=self.descriptors_uploaded,
+                          intro_points=sorted(set(self.intro_circuits.values())))
         else:
             status.update(fingerprint=self.fingerprint, or_port=self.config.or_port,
                           descriptors_accepted=self.descriptors_uploaded, consensus_weight=self.weight)
@@ -230,6 +232,10 @@ class TorNode:
         """What an emitted event changes in the node's own state."""
         if name in ("descriptor_published", "descriptor_uploaded"):
             self.descriptors_uploaded += 1
+        elif name == "intro_established":
+            self.intro_circuits[str(fields["circuit"])] = str(fields["intro"])
+        elif name == "intro_lost":
+            self.intro_circuits.pop(str(fields["circuit"]), None)
         elif name == "consensus_received":
             self.new_consensus.set()
 

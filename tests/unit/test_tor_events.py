@@ -132,6 +132,8 @@ HS_STATE=HSSR_CONNECTING REND_QUERY={ONION}
 REND_QUERY={ONION}
 650 CIRC_MINOR 35 PURPOSE_CHANGED {A}~relay3,{C}~torrelay2,{B}~relay1 PURPOSE=HS_SERVICE_REND \
 HS_STATE=HSSR_JOINED REND_QUERY={ONION} OLD_PURPOSE=HS_SERVICE_REND OLD_HS_STATE=HSSR_CONNECTING
+650 CIRC 37 CLOSED {A}~relay3,{B}~relay1,{C}~torrelay1 BUILD_FLAGS=IS_INTERNAL,NEED_UPTIME \
+PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_ESTABLISHED REND_QUERY={ONION} REASON=FINISHED
 650 STATUS_SERVER NOTICE ACCEPTED_SERVER_DESCRIPTOR DIRAUTH=127.0.1.2:9030
 650 STATUS_SERVER WARN BAD_SERVER_DESCRIPTOR DIRAUTH=127.0.1.3:9030 REASON="descriptor rejected"
 650 STATUS_SERVER NOTICE REACHABILITY_SUCCEEDED ORADDRESS=127.0.1.9:9001
@@ -143,7 +145,7 @@ def test_a_tor_services_steps_and_a_tor_relays_descriptor_become_the_flows_event
     onion = f"{ONION}.onion"
     assert [name for name, _ in events] == [
         "intro_established", "descriptor_upload_started", "descriptor_published", "introduce_received",
-        "circuit_built", "rendezvous_sent", "descriptor_uploaded", "descriptor_upload_failed",
+        "circuit_built", "rendezvous_sent", "intro_lost", "descriptor_uploaded", "descriptor_upload_failed",
         "reachability_succeeded"]
     by_name = dict(events)
     assert by_name["intro_established"] == {"onion": onion, "circuit": "37", "intro": "torrelay1",
@@ -153,5 +155,7 @@ def test_a_tor_services_steps_and_a_tor_relays_descriptor_become_the_flows_event
     assert by_name["introduce_received"] == {"onion": None, "circuit": "35", "via": "CIRC"}
     assert by_name["rendezvous_sent"] == {"onion": onion, "circuit": "35", "rendezvous": "relay1",
                                           "via": "CIRC_MINOR"}
+    assert by_name["intro_lost"] == {"onion": onion, "circuit": "37", "intro": "torrelay1",
+                                     "error": "FINISHED", "via": "CIRC"}
     assert by_name["descriptor_uploaded"] == {"authority": "127.0.1.2:9030", "via": "STATUS_SERVER"}
     assert by_name["descriptor_upload_failed"]["reason"] == "descriptor rejected"
