@@ -146,7 +146,10 @@ class TorNode:
         data = Path(self.paths["data_directory"])
         data.mkdir(mode=0o700, exist_ok=True)
         data.chmod(0o700)
-        Path(self.paths["control_port_file"]).unlink(missing_ok=True)  # a previous run's port is not ours
+        # a previous run's port and cookie are not ours: tor writes both anew, and until it has, reading the
+        # old cookie fails authentication (a restarted node did, and exited)
+        Path(self.paths["control_port_file"]).unlink(missing_ok=True)
+        Path(self.paths["cookie"]).unlink(missing_ok=True)
         torrc = Path(self.paths["torrc"])
         tmp = torrc.with_name(f".torrc.{os.getpid()}.tmp")
         tmp.write_text(text)
