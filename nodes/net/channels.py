@@ -509,7 +509,7 @@ class ChannelManager:
                 stream = await tls.open_tls_stream(address, port, self._client_ctx)
                 link = Link(stream, initiator=True)
                 await link.handshake(now=int(time.time()), peer_address=_ip_or_empty(address),
-                                     my_addresses=self._my_addresses(),
+                                     my_addresses=self._my_addresses(), identity=self.link_identity,
                                      peer_tls_cert_der=stream.peer_cert_der())
             # TCP connect, TLS and the link handshake: what a new link costs before its first circuit
             self.metrics.observe("link_handshake_seconds", trio.current_time() - started)
