@@ -46,6 +46,7 @@ bench: $(STAMP) image
 	$(PY) -m bench.stream
 	$(PY) -m bench.network
 	$(PY) -m bench.tor_peer
+	$(PY) -m bench.pairings
 	$(PY) -m bench.docker
 
 ## the one node image, built without a container registry (images/node/README.md); needs no venv
