@@ -48,6 +48,7 @@ bench: $(STAMP) image
 	$(PY) -m bench.network
 	$(PY) -m bench.tor_peer
 	$(PY) -m bench.vs_tor
+	$(PY) -m bench.pairings
 	$(PY) -m bench.docker
 
 ## the chaos suite (docs/chaos.md): every scenario on three seeds against the default lab in containers,

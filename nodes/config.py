@@ -14,8 +14,8 @@ from pathlib import Path
 ROLES = ("authority", "relay", "onion_service", "client")
 # What plays a node: our own node software, or a stock C tor (Debian's package; nodes/roles/tor_node.py).
 IMPLS = ("onionlab", "tor")
-# The roles each implementation can play; tor joins as a client first (the "mixed labs" issue: the rest).
-IMPL_ROLES = {"onionlab": ROLES, "tor": ("client",)}
+# The roles each implementation can play: tor is never an authority (our authorities vote in our own format).
+IMPL_ROLES = {"onionlab": ROLES, "tor": ("relay", "onion_service", "client")}
 
 
 class ConfigError(ValueError):
@@ -138,7 +138,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
         raise ConfigError(f"{source}: impl: expected one of {IMPLS}, got {config.impl!r}")
     if config.role not in IMPL_ROLES[config.impl]:
         raise ConfigError(f"{source}: impl: {config.impl} cannot run role {config.role} (only "
-                          f"{', '.join(IMPL_ROLES[config.impl])}; see the \"mixed labs\" issue)")
+                          f"{', '.join(IMPL_ROLES[config.impl])})")
     return config
 
 

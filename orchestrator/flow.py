@@ -69,6 +69,13 @@ PEER_FIELDS = ("intro", "hsdir", "rendezvous")  # the relay a step event names, 
 DROPPED_INTRO = {"intro_lost", "intro_rotated"}  # the service no longer holds that intro point
 BEFORE_FLOW = {1, 2}  # steps done when the service came up
 MAY_BE_CACHED = {"descriptor_fetched"}
+# a relay's step event -> (the event that names that relay, and its field): when that relay is a tor node,
+# which reports nothing of what it relays, the step is shown as not visible instead of missing
+RELAY_PART = {"intro_point_registered": ("intro_established", "intro"),
+              "rendezvous_point_registered": ("rendezvous_established", "rendezvous"),
+              "rendezvous_joined": ("rendezvous_established", "rendezvous"),
+              "introduce_forwarded": ("introduce_sent", "intro"),
+              "descriptor_stored": ("descriptor_published", "hsdir")}
 STEP_OF_REPLY = {0xF0: 3, 0xF1: 3, 0xF6: 3, 0xF2: 4, 0xF7: 4, 0xF3: 5}
 REPLY_NAMES = {0x01: "general failure", 0x04: "host unreachable", 0x05: "connection refused",
                0x06: "TTL expired", 0xF0: "onion descriptor not found", 0xF1: "onion descriptor invalid",
@@ -92,6 +99,7 @@ class StepRecord:
     cached: bool = False
     peer: str | None = None  # the relay the event names (intro point, HSDir, rendezvous point), a node name
     path: list[str] = field(default_factory=list)  # the hops of the circuit it went over, first hop first
+    unseen: bool = False  # a tor relay played this part: it has no event for it (ms: its counterpart's)
 
 
 @dataclass(slots=True)
@@ -301,10 +309,28 @@ def timeline(events: Iterable[dict], info: RunInfo, *, flow_start: float, flow_e
                                   cached=event in MAY_BE_CACHED and e["ts"] < flow_start,
                                   peer=None if peer is None else name_of.get(peer, peer),
                                   path=[name_of.get(str(hop), str(hop)) for hop in path]))
+    records += _tor_relay_parts(chosen, info, origin, what)
     records.sort(key=lambda r: (r.step, r.ms))
     present = {r.event for r in records}
     missing = next((step for step, _, event, _ in STEPS if event not in present), None)
     return records, missing
+
+
+def _tor_relay_parts(chosen: dict[tuple[str, str, str], dict], info: RunInfo, origin: float,
+                     what: dict[str, tuple[int, str]]) -> list[StepRecord]:
+    """Records for the relay steps a tor relay played (named by the service's or client's event)."""
+    nodes = {n.name: n for n in info.nodes}
+    records, done = [], set()
+    for event, (counterpart, field_name) in RELAY_PART.items():
+        for (name, _, _), e in chosen.items():
+            relay = nodes.get(e.get(field_name) or "")
+            if name != counterpart or relay is None or relay.impl != "tor" or (event, relay.name) in done:
+                continue
+            done.add((event, relay.name))
+            step, text = what[event]
+            records.append(StepRecord(step, text, event, relay.name, relay.role, relay.container,
+                                      round(1000 * (e["ts"] - origin), 1), unseen=True))
+    return records
 
 
 def run_flow(info: RunInfo, logs: Callable[[str], str], *, onion: str, service: str, client: str,
@@ -344,8 +370,8 @@ def render(result: FlowResult) -> str:
     """The timeline as a text table, then the verdict."""
     rows = [("STEP", "WHAT", "NODE", "CONTAINER", "MS")]
     for r in result.steps:
-        rows.append((str(r.step), r.what + (" (cached)" if r.cached else ""), r.node, r.container or "-",
-                     f"{r.ms:.1f}"))
+        note = " (cached)" if r.cached else " (tor relay: no event; counterpart's time)" if r.unseen else ""
+        rows.append((str(r.step), r.what + note, r.node, r.container or "-", f"{r.ms:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
 
     def line(row: tuple[str, ...]) -> str:

@@ -1210,8 +1210,8 @@ def _impl_problem(impl: str, role: str) -> str | None:
     """Why `impl` cannot play `role` (None: it can)."""
     if role in IMPL_ROLES.get(impl, ROLES):
         return None
-    return (f"impl '{impl}' cannot run role {role} yet (only {', '.join(IMPL_ROLES[impl])}); tor "
-            "authorities, relays and onion services in a lab are the \"mixed labs\" issue")
+    return (f"impl '{impl}' cannot run role {role} (only {', '.join(IMPL_ROLES[impl])}): a lab's authorities "
+            "exchange votes in onionlab's own format, which tor does not speak")
 
 
 def _ipv4(value: Any) -> IPv4Address | None:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from nodes.torrc import ROLES, TorrcError, build_torrc, dir_authority_lines
+from nodes.torrc import TorrcError, build_torrc, dir_authority_lines
 
 __all__ = ["ROLES", "TOR_MIN_VOTING_INTERVAL", "TorrcError", "check_timing", "dir_authority_lines", "torrc"]
 
 TOR_MIN_VOTING_INTERVAL = 10
+# what a person's own tor joins a lab as (a relay is a lab node: `impl: tor` in the topology)
+ROLES = ("client", "onion_service")
 
 
 def check_timing(voting_interval: int) -> None:
@@ -38,6 +40,9 @@ def torrc(authorities: Iterable[Mapping], *, role: str = "client", data_director
           service_dir: str | None = None, service_ports: Iterable[tuple[int, str]] = ()) -> str:
     """The whole torrc. `role` client: a SocksPort; onion_service: HiddenServiceDir and HiddenServicePort
     lines (`service_ports`: (virtual port, "HOST:PORT" target))."""
+    if role not in ROLES:
+        raise TorrcError(f"role must be one of {', '.join(ROLES)}, not {role!r} (a tor relay joins a lab as "
+                         "a node of its topology: `impl: tor`)")
     return build_torrc(authorities, header=f"made by `onionlab export torrc`: joins the running lab as a "
                        f"{role.replace('_', ' ')}", role=role, data_directory=data_directory,
                        socks_port=socks_port, control_port=control_port,

@@ -310,6 +310,19 @@ def _ed25519_signed_end(raw: bytes) -> int:
 # Parsing
 
 
+def split_upload(body: bytes) -> tuple[bytes, int]:
+    """A relay's `POST /tor/` body: (its server descriptor, how many extra-info documents followed it).
+
+    C tor uploads its descriptor and its extra-info document in one body (router.c
+    router_upload_dir_desc_to_dirservers), and its authorities take every document of the body
+    (dirserv_add_multiple_descriptors). We publish no extra-info, so those are only counted.
+    """
+    at = body.find(b"\nextra-info ")
+    if at < 0:
+        return body, 0
+    return body[:at + 1], body.count(b"\nextra-info ")
+
+
 def parse_server_descriptor(data: bytes) -> UncheckedServerDescriptor:
     """Parse one server descriptor (as uploaded to /tor/ or served from /tor/server/...); nothing checked.
 

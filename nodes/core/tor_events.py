@@ -1,4 +1,5 @@
-"""tor's control events -> onionlab's events (docs/events.md), for a tor that plays a client.
+"""tor's control events -> onionlab's events (docs/events.md), for a tor that plays a client, an onion
+service or a relay.
 
 The orchestrator judges the rendezvous flow from onionlab event names (`descriptor_fetched`,
 `rendezvous_established`, `introduce_sent`, `rendezvous_completed`, ...). A stock tor says the same things in
@@ -7,6 +8,11 @@ PURPOSE_CHANGED events) walks through the client's half of the flow:
 
     HS_CLIENT_REND  HSCR_CONNECTING -> HSCR_ESTABLISHED_IDLE | _WAITING -> HSCR_JOINED
     HS_CLIENT_INTRO HSCI_CONNECTING -> HSCI_INTRO_SENT -> HSCI_DONE
+
+and the service's half: HS_SERVICE_INTRO HSSI_ESTABLISHED (an intro point answered INTRO_ESTABLISHED),
+HS_SERVICE_REND HSSR_CONNECTING (INTRODUCE2 decrypted: a circuit to the rendezvous point is under way) ->
+HSSR_JOINED (RENDEZVOUS1 sent); HS_DESC UPLOADED is a descriptor an HSDir took. A relay's STATUS_SERVER
+events say what the authorities made of its descriptor.
 
 `Translator` is a small state machine (it remembers each onion's rendezvous point so that `introduce_sent`
 can name it, as ours does) that returns (event name, fields) pairs; the caller emits them. Every event
@@ -28,8 +34,15 @@ _HS_STATES = {
     ("HS_CLIENT_INTRO", "HSCI_INTRO_SENT"): "introduce_sent",
     ("HS_CLIENT_INTRO", "HSCI_DONE"): "introduce_acked",
     ("HS_CLIENT_REND", "HSCR_JOINED"): "rendezvous_completed",
+    ("HS_SERVICE_INTRO", "HSSI_ESTABLISHED"): "intro_established",
+    ("HS_SERVICE_REND", "HSSR_CONNECTING"): "introduce_received",
+    ("HS_SERVICE_REND", "HSSR_JOINED"): "rendezvous_sent",
 }
-SUBSCRIBED = ("CIRC", "CIRC_MINOR", "STREAM", "HS_DESC", "STATUS_CLIENT")  # what SETEVENTS asks for
+# which field a step's last hop fills (None: the path is not built yet, its last hop means nothing)
+_LAST_HOP = {"rendezvous_established": "rendezvous", "rendezvous_completed": "rendezvous",
+             "rendezvous_sent": "rendezvous", "introduce_sent": "intro", "introduce_acked": "intro",
+             "intro_established": "intro", "introduce_received": None}
+SUBSCRIBED = ("CIRC", "CIRC_MINOR", "STREAM", "HS_DESC", "STATUS_CLIENT", "STATUS_SERVER")  # SETEVENTS
 
 
 def hop_name(hop: str) -> str:
@@ -57,7 +70,8 @@ class Translator:
 
     def translate(self, event: TorEvent) -> list[Emitted]:
         handler = {"CIRC": self._circ, "CIRC_MINOR": self._circ, "STREAM": self._stream,
-                   "HS_DESC": self._hs_desc, "STATUS_CLIENT": self._status}.get(event.name)
+                   "HS_DESC": self._hs_desc, "STATUS_CLIENT": self._status,
+                   "STATUS_SERVER": self._server}.get(event.name)
         if handler is None:
             return []
         return [(name, {**fields, "via": event.name}) for name, fields in handler(event)]
@@ -80,6 +94,10 @@ class Translator:
                                                  "error": kw.get("REMOTE_REASON", kw.get("REASON", ""))}))
         if status in ("CLOSED", "FAILED"):
             self._states = {s for s in self._states if s[0] != circuit}  # tor reuses circuit ids
+            if purpose == "HS_SERVICE_INTRO" and kw.get("HS_STATE") == "HSSI_ESTABLISHED":
+                out.append(("intro_lost", {"onion": _onion(kw.get("REND_QUERY")), "circuit": circuit,
+                                           "intro": path[-1] if path else None,
+                                           "error": kw.get("REASON", "")}))
             return out
         step = _HS_STATES.get((purpose, kw.get("HS_STATE", "")))
         if step is None or (circuit, step) in self._states:
@@ -88,14 +106,12 @@ class Translator:
         onion = _onion(kw.get("REND_QUERY"))
         last = path[-1] if path else None
         fields: dict[str, object] = {"onion": onion, "circuit": circuit, "path": path}
-        if step in ("rendezvous_established", "rendezvous_completed"):
-            fields["rendezvous"] = last
-            if step == "rendezvous_established" and onion and last:
-                self._rendezvous[onion] = last
-        else:
-            fields["intro"] = last
-            if step == "introduce_sent":
-                fields["rendezvous"] = self._rendezvous.get(onion or "")
+        if (hop := _LAST_HOP[step]) is not None:
+            fields[hop] = last
+        if step == "rendezvous_established" and onion and last:
+            self._rendezvous[onion] = last
+        if step == "introduce_sent":
+            fields["rendezvous"] = self._rendezvous.get(onion or "")
         out.append((step, fields))
         return out
 
@@ -131,6 +147,24 @@ class Translator:
             return [("descriptor_fetch_failed", {**fields, "error": event.keywords.get("REASON", "")})]
         if action == "REQUESTED":
             return [("descriptor_requested", fields)]
+        if action == "UPLOADED":
+            return [("descriptor_published", fields)]
+        if action == "UPLOAD":
+            return [("descriptor_upload_started", fields)]
+        return []
+
+    def _server(self, event: TorEvent) -> list[Emitted]:
+        """A relay's descriptor at the authorities: ACCEPTED_SERVER_DESCRIPTOR DIRAUTH=ADDR:PORT (one
+        authority took it), BAD_SERVER_DESCRIPTOR DIRAUTH= REASON= (one refused it)."""
+        kind = event.positional[1] if len(event.positional) > 1 else ""
+        authority = event.keywords.get("DIRAUTH", "")
+        if kind == "ACCEPTED_SERVER_DESCRIPTOR":
+            return [("descriptor_uploaded", {"authority": authority})]
+        if kind == "BAD_SERVER_DESCRIPTOR":
+            return [("descriptor_upload_failed", {"authority": authority,
+                                                  "reason": event.keywords.get("REASON", "")})]
+        if kind == "REACHABILITY_SUCCEEDED":
+            return [("reachability_succeeded", {"address": event.keywords.get("ORADDRESS", "")})]
         return []
 
     def _status(self, event: TorEvent) -> list[Emitted]:

@@ -589,7 +589,7 @@ class ChannelManager:
                 local = _local_address(stream.transport_stream)
                 link = Link(stream, initiator=True)
                 await link.handshake(now=int(clock.wall()), peer_address=_ip_or_empty(address),
-                                     my_addresses=self._my_addresses(),
+                                     my_addresses=self._my_addresses(), identity=self.link_identity,
                                      peer_tls_cert_der=stream.peer_cert_der())
             # TCP connect, TLS and the link handshake: what a new link costs before its first circuit
             self.metrics.observe("link_handshake_seconds", trio.current_time() - started)

@@ -20,6 +20,7 @@ MAX_HEADER_BYTES = 16384
 MAX_REQUEST_BODY = 512 * 1024  # a server descriptor is at most 20,000 bytes, a vote of 1000 relays ~400 KiB
 MAX_RESPONSE_BODY = 4 * 1024 * 1024
 REQUEST_TIMEOUT = 10.0
+MAX_REASON = 300  # characters of an error message in a status line
 
 Handler = Callable[[str, str, bytes], Awaitable[tuple[int, str, bytes]]]
 
@@ -84,6 +85,8 @@ async def request(stream: trio.abc.Stream, method: str, target: str, body: bytes
             if not isinstance(event, h11.InformationalResponse):
                 raise HttpError(f"connection ended before the response ({type(event).__name__})")
         payload = await _read_body(conn, stream, max_body)
+    if event.status_code != 200 and not payload:
+        payload = event.reason  # what went wrong, from the status line (status_reason)
     names = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
     if names.get("content-encoding", "identity") == "deflate":
         payload = _inflate(payload, max_body)
@@ -140,17 +143,29 @@ async def serve_http(stream: trio.abc.Stream, handler: Handler, *, timeout: floa
     deflate = target.endswith(".z") or _accepts_deflate(event.headers)
     target = target.removesuffix(".z")
     status, content_type, payload = await handler(method, target, body)
+    reason = b""
+    if status != 200 and content_type == "text/plain":
+        reason, payload = status_reason(payload), b""
     # C tor matches "Content-Encoding: " case-sensitively (directory.c parse_http_response): Tor's casing
     headers = [("Content-Type", content_type), ("Connection", "close")]
     if deflate and status == 200:
         payload = zlib.compress(payload)
         headers.append(("Content-Encoding", "deflate"))
     headers.append(("Content-Length", str(len(payload))))
-    data = conn.send(h11.Response(status_code=status, headers=headers))
+    data = conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
     if method != "HEAD":
         data += conn.send(h11.Data(data=payload))
     with trio.fail_after(timeout):
         await stream.send_all(data + conn.send(h11.EndOfMessage()))
+
+
+def status_reason(message: bytes) -> bytes:
+    """A text answer as an HTTP reason phrase: C tor's directory servers answer errors with the reason in the
+    status line and no body (write_short_http_response), and C tor's client warns about a short body
+    ("labeled as uncompressed, but it seems to be confusing binary junk": dirclient.c body_is_plausible
+    wants 32 printable bytes)."""
+    text = " ".join(message.decode("ascii", "replace").split())
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:MAX_REASON].encode("ascii")
 
 
 def _accepts_deflate(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -6,29 +6,55 @@ our OR ports and we can use theirs:
     initiator                                   responder
     VERSIONS             -->
                          <--   VERSIONS, CERTS (types 2, 4, 5, 7), AUTH_CHALLENGE, NETINFO
-    NETINFO              -->
+    [CERTS, AUTHENTICATE] NETINFO  -->
 
 The initiator checks the responder's CERTS exactly as tor-spec 4.2 says (nodes/core/link_certs.py), with the
 certificate the TLS handshake showed, and refuses a link to anyone but the node it meant to reach
-(IdentityMismatch). Our initiators do not answer AUTH_CHALLENGE: the method (AUTH0003) binds the link with
-the TLS exporter of RFC 5705, which Python's ssl module does not expose, so they take the client's path of
-the spec (NETINFO at once), and the responder treats them as clients; an initiator that authenticates is
-accepted all the same, as a client (docs/differences.md). Backpressure comes for free: `send_cells` waits in
+(IdentityMismatch). An initiating relay (one with a LinkIdentity) answers AUTH_CHALLENGE with CERTS (types
+2, 4, 6, 7) and AUTHENTICATE (AUTH0003, bound to the link by the RFC 5705 exporter that
+nodes/net/tls_exporter.py reaches), as C tor's relays do; a client takes the client's path (NETINFO at once).
+Our responders accept an initiator that authenticates as a client all the same (docs/differences.md).
+Backpressure comes for free: `send_cells` waits in
 `send_all` while the peer is slow, and the reader stops reading while its consumer is busy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 import trio
 
-from nodes.core.cells import Cell, CellFramer, Certs, Command, Netinfo, Versions, encode_cell, encode_cells
+from nodes.core.cells import (
+    AuthChallenge,
+    Cell,
+    CellFramer,
+    Certs,
+    Command,
+    Netinfo,
+    Versions,
+    encode_cell,
+    encode_cells,
+)
 from nodes.core.errors import DecodeError, UnexpectedMessage
-from nodes.core.link_auth import make_auth_challenge
-from nodes.core.link_certs import LinkIdentity, PeerIdentity, responder_certs, verify_responder_certs
+from nodes.core.link_auth import (
+    TLS_EXPORTER_LABEL,
+    TLS_EXPORTER_LENGTH,
+    choose_auth_method,
+    make_auth_challenge,
+    make_authenticate,
+)
+from nodes.core.link_certs import (
+    LinkIdentity,
+    PeerIdentity,
+    initiator_certs,
+    responder_certs,
+    verify_responder_certs,
+)
+
+from .tls_exporter import ExporterUnavailable
 
 LINK_PROTOCOLS = (4, 5)  # C tor 0.4.9 offers 3-5; 3 lacks 4-byte circuit ids, which we always use
 HANDSHAKE_TIMEOUT = 10.0
@@ -36,7 +62,6 @@ READ_SIZE = 256 * 1024  # one read takes every cell TLSStream has: bigger batche
 _PADDING = frozenset((Command.PADDING, Command.VPADDING))
 # what an initiator may send the responder after VERSIONS: a relay's CERTS and AUTHENTICATE, then NETINFO
 _INITIATOR_AUTH = frozenset((Command.CERTS, Command.AUTHENTICATE))
-_AUTH_CHALLENGE = frozenset((Command.AUTH_CHALLENGE,))
 
 class LinkClosed(Exception):
     """The peer closed the connection (or it broke) while we wanted to read or write."""
@@ -54,6 +79,7 @@ class Link:
         self.protocol = 0
         self.peer_netinfo: Netinfo | None = None
         self.peer: PeerIdentity | None = None  # who the responder proved to be (initiators only)
+        self.authenticated = False  # we sent AUTHENTICATE (an initiating relay: _authentication)
         self.cells_in = 0
         self.cells_out = 0
         self.closed = False
@@ -81,13 +107,20 @@ class Link:
             self._framer.circ_id_len = 4
             self._pending.extend(self._framer.feed(b""))
             if self.initiator:
-                certs = Certs.decode((await self._receive_handshake_cell(Command.CERTS)).payload)
-                self.peer = verify_responder_certs(certs, peer_tls_cert_der, now,
+                slog = hashlib.sha256(encode_cell(theirs, circ_id_len=2))  # what the responder sent ...
+                certs_cell = await self._receive_handshake_cell(Command.CERTS, log=slog)
+                self.peer = verify_responder_certs(Certs.decode(certs_cell.payload), peer_tls_cert_der, now,
                                                    expected_node_id=expected_node_id)
-                # AUTH_CHALLENGE is for initiators that authenticate; we do not (module docstring)
-                hello = await self._receive_handshake_cell(Command.NETINFO, also=_AUTH_CHALLENGE)
-                self.peer_netinfo = Netinfo.decode(hello.payload)
-                await self.send_cells([netinfo])
+                # ... up to and including AUTH_CHALLENGE (C tor sends it right after CERTS)
+                cell = await self._receive_handshake_cell(Command.AUTH_CHALLENGE, Command.NETINFO, log=slog)
+                challenge = None
+                if cell.command == Command.AUTH_CHALLENGE:
+                    challenge = AuthChallenge.decode(cell.payload)
+                    cell = await self._receive_handshake_cell(Command.NETINFO)
+                self.peer_netinfo = Netinfo.decode(cell.payload)
+                proof = self._authentication(identity, challenge, versions, slog.digest(), peer_tls_cert_der,
+                                             now, rng)
+                await self.send_cells([*proof, netinfo])
             else:
                 if identity is None:
                     raise ValueError("a responder needs the LinkIdentity it proves")
@@ -99,14 +132,41 @@ class Link:
                 self.peer_netinfo = Netinfo.decode(
                     (await self._receive_handshake_cell(Command.NETINFO, also=_INITIATOR_AUTH)).payload)
 
-    async def _receive_handshake_cell(self, want: Command, *, also: frozenset[int] = frozenset()) -> Cell:
-        """The next cell of command `want`, skipping padding (and the commands in `also`)."""
+    async def _receive_handshake_cell(self, *want: Command, also: frozenset[int] = frozenset(),
+                                      log: hashlib._Hash | None = None) -> Cell:
+        """The next cell of a command in `want`, skipping padding and the commands in `also`; with `log`,
+        every cell read is hashed into it as it was on the wire (an initiator's SLOG)."""
         while True:
             cell = await self.receive_cell()
-            if cell.command == want:
+            if log is not None:
+                log.update(encode_cell(cell, circ_id_len=self._framer.circ_id_len))
+            if cell.command in want:
                 return cell
             if cell.command not in _PADDING and cell.command not in also:
-                raise UnexpectedMessage(f"link handshake: expected {want.name}, got command {cell.command}")
+                raise UnexpectedMessage(f"link handshake: expected {' or '.join(w.name for w in want)}, got "
+                                        f"command {cell.command}")
+
+    def _authentication(self, identity: LinkIdentity | None, challenge: AuthChallenge | None,
+                        versions: bytes, slog: bytes, peer_tls_cert_der: bytes, now: int,
+                        rng: Callable[[int], bytes]) -> list[Cell]:
+        """An initiating relay's CERTS and AUTHENTICATE (tor-spec 4.4.2), or nothing: for a client (no
+        `identity`), a responder that offered no method 3, or a TLS stream without the RFC 5705 exporter
+        (nodes/net/tls_exporter.py). A C tor relay takes a link whose initiator did not authenticate for a
+        client's, and refuses ESTABLISH_INTRO and INTRODUCE1 on circuits that arrive over it."""
+        exporter = getattr(self._stream, "export_keying_material", None)
+        if identity is None or challenge is None or choose_auth_method(challenge) is None or exporter is None:
+            return []
+        try:
+            tls_secrets = exporter(TLS_EXPORTER_LABEL, identity.rsa_id_digest, TLS_EXPORTER_LENGTH)
+        except ExporterUnavailable:
+            return []
+        certs = Cell(0, Command.CERTS, initiator_certs(identity, now).encode())
+        clog = hashlib.sha256(versions + encode_cell(certs, circ_id_len=4)).digest()
+        assert self.peer is not None  # verified above
+        auth = make_authenticate(identity, self.peer, slog=slog, clog=clog,
+                                 responder_tls_cert_der=peer_tls_cert_der, tls_secrets=tls_secrets, rng=rng)
+        self.authenticated = True
+        return [certs, Cell(0, Command.AUTHENTICATE, auth.encode())]
 
     # -- cells ---------------------------------------------------------------------------------------------
     async def send_cells(self, cells: Sequence[Cell]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import h11
@@ -180,3 +180,30 @@ async def forward_tcp(stream: trio.abc.Stream, host: str, port: int) -> None:
                 nursery.start_soon(onion_to_tcp)
                 await pump(upstream, stream)
                 nursery.cancel_scope.cancel()
+
+
+# -- the built-in targets over TCP, for an onion service that a stock tor runs ----------------------------
+
+
+async def serve_local_targets(services: Iterable[tuple[int, str]], info: Callable[[], ServiceInfo], *,
+                              serve_stream: Callable[[Target, trio.abc.Stream, int], Awaitable[None]],
+                              host: str = "127.0.0.1", task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve each built-in target of `services` ((virtual port, target spec)) on `host` at a port the OS
+    picks, until cancelled; `task_status.started([(virtual port, "HOST:PORT"), ...])`: what tor's
+    HiddenServicePort lines point at (HOST:PORT targets go to tor as they are). Each connection is one onion
+    stream that tor opened: `serve_stream(target, stream, virtual port)` serves it. `info()` is read per
+    stream (tor writes the onion address after the ports are needed)."""
+    forwards = []
+    async with trio.open_nursery() as nursery:
+        for virtual, spec in services:
+            if parse_target(spec) not in BUILTIN:
+                forwards.append((virtual, spec))
+                continue
+            listeners = await trio.open_tcp_listeners(0, host=host)
+            forwards.append((virtual, f"{host}:{listeners[0].socket.getsockname()[1]}"))
+
+            async def connection(stream: trio.SocketStream, spec: str = spec, virtual: int = virtual) -> None:
+                await serve_stream(make_target(spec, info()), stream, virtual)
+
+            nursery.start_soon(trio.serve_listeners, connection, listeners)
+        task_status.started(forwards)

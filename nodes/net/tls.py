@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from .tls_exporter import export_keying_material
+
 TLS_KEY_BITS = 2048  # C tor's RSA_LINK_KEY_BITS
 RECEIVE_SIZE = 256 * 1024  # one socket read: a loopback link often has this much waiting
 
@@ -128,6 +130,10 @@ class TLSStream(trio.abc.Stream):
             if not await self._fill():
                 self._broken = True
                 raise trio.BrokenResourceError("the peer closed the connection during the TLS handshake")
+
+    def export_keying_material(self, label: bytes, context: bytes, length: int) -> bytes:
+        """RFC 5705's exporter for this link (ExporterUnavailable when this Python cannot reach it)."""
+        return export_keying_material(self._ssl, label, context, length)
 
     def peer_cert_der(self) -> bytes:
         """The certificate the peer showed in the TLS handshake (DER), verified or not; b"" if none."""

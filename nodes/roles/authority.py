@@ -48,8 +48,11 @@ need hours of history to mean anything:
     Running  passed a reachability test in this round or one of the RUNNING_GRACE_ROUNDS before it (one
              slow answer on a loaded machine must not drop a relay; Tor keeps a relay Running for 45 minutes)
     Stable   Running (no uptime history at seconds-scale intervals)
-    Fast     Running and bandwidth >= 100 kB/s (Tor's AuthDirFastGuarantee)
-    HSDir    Running and its descriptor says hidden-service-dir (Tor also wants 96 h of uptime)
+    Fast     Running and bandwidth at least C tor's threshold under TestingTorNetwork (fast_threshold: the
+             12.5th percentile of the running relays' bandwidths, at most 100 kB/s, AuthDirFastGuarantee)
+    HSDir    Running and its descriptor says hidden-service-dir and tunnelled-dir-server (C tor's
+             voteflags.c: every C tor relay says hidden-service-dir, even one with DirCache 0 that refuses
+             BEGIN_DIR; Tor also wants 96 h of uptime)
     V2Dir    Running and its descriptor says tunnelled-dir-server: a directory cache (C tor's clients take
              their guards only among these, and fetch the directory from them)
     Guard    Running, while at most SMALL_NETWORK relays run; beyond that Fast with bandwidth at least the
@@ -77,7 +80,7 @@ from nodes.core.errors import RemoteProtocolError, SignatureError, UnexpectedMes
 from nodes.core.microdesc import Microdescriptor, microdescriptor_for
 from nodes.core.netview import Flag
 from nodes.core.ntor import ntor_client_finish, ntor_client_start
-from nodes.core.server_descriptor import ServerDescriptor, parse_server_descriptor
+from nodes.core.server_descriptor import ServerDescriptor, parse_server_descriptor, split_upload
 from nodes.core.vote import DirAuthority, Vote, VoteRouter, compute_consensus, make_vote, parse_vote
 from nodes.net import clock, dircache, tls
 from nodes.net.addresses import resolve_ip
@@ -103,7 +106,8 @@ log = logging.getLogger(__name__)
 VOTE_PATH = "/tor/status-vote/next/authority"
 REACHABILITY_TIMEOUT = 5.0  # upper bound; the round's own deadline usually cuts it shorter
 MAX_RELAYS = 1000  # descriptors held at most: each costs a reachability test per round
-FAST_MIN_BANDWIDTH = 100_000
+FAST_GUARANTEE = 100_000  # C tor's AuthDirFastGuarantee: at least this much is always Fast
+RELAY_MIN_BANDWIDTH = 75 * 1024  # C tor's RELAY_REQUIRED_MIN_BANDWIDTH
 SMALL_NETWORK = 50
 CERT_LIFETIME = 365 * 86400  # the key certificate made at start (tor-gencert's default is 12 months)
 NEW_RELAY_QUEUE = 64  # uploads of new relays waiting for their first reachability test
@@ -123,6 +127,7 @@ def assign_flags(descriptors: Iterable[ServerDescriptor],
     running = [d for d in descriptors if d.node_id in reachable]
     small = len(running) <= SMALL_NETWORK
     median = statistics.median_low(d.bandwidth_observed for d in running) if running else 0
+    fast_min = fast_threshold([d.bandwidth_observed for d in running])
     flags = {}
     for d in descriptors:
         f = {Flag.Valid}
@@ -130,15 +135,30 @@ def assign_flags(descriptors: Iterable[ServerDescriptor],
             f |= {Flag.Running, Flag.Stable}
             if d.tunnelled_dir_server:  # it answers BEGIN_DIR as a directory cache (C tor's guards must)
                 f.add(Flag.V2Dir)
-            if d.hidden_service_dir:
+            if d.hidden_service_dir and d.tunnelled_dir_server:  # descriptors travel over BEGIN_DIR
                 f.add(Flag.HSDir)
-            fast = d.bandwidth_observed >= FAST_MIN_BANDWIDTH
+            fast = d.bandwidth_observed >= fast_min
             if fast:
                 f.add(Flag.Fast)
             if small or (fast and d.bandwidth_observed >= median):
                 f.add(Flag.Guard)
         flags[d.node_id] = frozenset(str(x) for x in f)
     return flags
+
+
+def fast_threshold(bandwidths: list[int]) -> int:
+    """The bandwidth a running relay needs for Fast, as C tor's authorities compute it (voteflags.c) with
+    TestingMinFastFlagThreshold 0 (TestingTorNetwork): the 12.5th percentile (the 25th if that is under
+    half of RELAY_MIN_BANDWIDTH), at most FAST_GUARANTEE. A C tor relay starts with the bandwidth its
+    self-test observed (tens of kB/s on loopback), so a fixed 100 kB/s floor left it without Fast, and C tor
+    builds its onion-service circuits (they need capacity) only through Fast relays."""
+    if not bandwidths:
+        return FAST_GUARANTEE
+    ranked = sorted(bandwidths)
+    threshold = ranked[len(ranked) // 8]
+    if threshold < RELAY_MIN_BANDWIDTH // 2:
+        threshold = ranked[len(ranked) // 4]
+    return min(threshold, FAST_GUARANTEE)
 
 
 async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, str] | None = None,
@@ -245,6 +265,7 @@ class Authority:
         self._published_event = trio.Event()
         for name, kind, text in (
             ("descriptor_uploads_total", "counter", "relay descriptor uploads by result"),
+            ("extra_info_ignored_total", "counter", "extra-info documents C tor uploaded with a descriptor"),
             ("votes_received_total", "counter", "votes accepted from other authorities"),
             ("signatures_received_total", "counter", "consensus signatures accepted from other authorities"),
             ("reachability_checks_total", "counter", "relay reachability tests by result"),
@@ -334,7 +355,10 @@ class Authority:
 
     def _post_descriptor(self, body: bytes) -> tuple[int, str, bytes]:
         try:
-            desc = parse_server_descriptor(body).check(int(clock.wall()), max_age=self.descriptor_max_age,
+            document, extra_infos = split_upload(body)
+            if extra_infos:
+                self.metrics.inc("extra_info_ignored_total", extra_infos)
+            desc = parse_server_descriptor(document).check(int(clock.wall()), max_age=self.descriptor_max_age,
                                                        max_skew=self.interval * 3 + 60)
             if desc.node_id not in self.descriptors and len(self.descriptors) >= MAX_RELAYS:
                 raise UnexpectedMessage(f"already holding {MAX_RELAYS} relays")

@@ -211,7 +211,7 @@ def check_lab_state(history: Sequence[dict], *, grace: float, max_nacks: int) ->
             failing = set()
             continue
         calm += 1
-        now = {name for name, held in intro.items() if not held}
+        now = {name for name, held in intro.items() if held is False}  # None: a relay that cannot tell
         for name in now & failing:  # two samples running: not the moment between a loss and its notice
             lost.setdefault(name, [t, t])[1] = t
         failing = now

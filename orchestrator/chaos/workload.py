@@ -113,12 +113,12 @@ class WorkloadThread(threading.Thread):
 def lab_state(backend: FaultBackend, service: str, client: str, relays: Sequence[str],
               secrets: Sequence[str] = ()) -> dict:
     """The fields of a `lab_state` record: `intro_points`, for each intro point the service's /status lists,
-    whether a relay holds the service's circuit under its auth key (does it answer clients? None: the service
-    does not answer); `nacks`, the NACKs the client's /metrics count per intro point (None: no answer);
-    `guards`, the service's and the client's guards ({node: {primary, order}}, a node that does not answer
-    left out); `links_from`, the addresses each relay has a link from now (its /status); `service_seen_by`,
-    the relays whose /status contains one of `secrets` (what names the service: its onion address, its
-    identity key)."""
+    whether a relay holds the service's circuit under its auth key (does it answer clients? None for an intro
+    point on a tor relay, which cannot tell; `intro_points` None: the service does not answer); `nacks`, the
+    NACKs the client's /metrics count per intro point (None: no answer); `guards`, the service's and the
+    client's guards ({node: {primary, order}}, a node that does not answer left out); `links_from`, the
+    addresses each relay has a link from now (its /status); `service_seen_by`, the relays whose /status
+    contains one of `secrets` (what names the service: its onion address, its identity key)."""
     status = backend.node_status(service)
     relay_status = {relay: backend.node_status(relay) or {} for relay in relays}
     seen_by = sorted(relay for relay, st in relay_status.items()
@@ -126,7 +126,10 @@ def lab_state(backend: FaultBackend, service: str, client: str, relays: Sequence
     intro = None
     if status is not None:
         held = {key for st in relay_status.values() for key in st.get("intro_auth_keys", ())}
-        intro = {name: key in held for name, key in (status.get("intro_auth_keys") or {}).items()}
+        # a tor relay does not say which intro circuits it holds: None, unknown (not "not held")
+        silent = {relay for relay, st in relay_status.items() if st.get("impl") == "tor"}
+        intro = {name: None if name in silent else key in held
+                 for name, key in (status.get("intro_auth_keys") or {}).items()}
     guards = {}
     for node, st in ((service, status), (client, backend.node_status(client))):
         if st is not None and st.get("guards"):

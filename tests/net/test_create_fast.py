@@ -59,7 +59,7 @@ async def test_one_hop_create_fast_circuit_carries_begin_dir_http():
             # HTTP over BEGIN_DIR: publish a descriptor, then fetch it back, each on its own stream.
             blinded_key, document = _descriptor()
             stored = await _http(circuit, "POST", "/tor/hs/3/publish", document)
-            assert stored == (200, b"descriptor stored\n")
+            assert stored == (200, b"")  # no body: C tor warns about short ones
             key = base64.b64encode(blinded_key).decode()
             assert await _http(circuit, "GET", f"/tor/hs/3/{key}") == (200, document)
             status, _ = await _http(circuit, "GET", "/tor/hs/3/" + base64.b64encode(os.urandom(32)).decode())

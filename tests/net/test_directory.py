@@ -700,7 +700,21 @@ def test_flag_rules():
                                                               slow.node_id})
     assert flags[descs[0].node_id] == RELAY_FLAGS
     assert flags[descs[1].node_id] == RELAY_FLAGS - {"V2Dir", "HSDir"}
-    assert flags[slow.node_id] == RELAY_FLAGS - {"Fast"}  # small network: every running relay guards
+    # a C tor relay with DirCache 0 says hidden-service-dir but refuses BEGIN_DIR: no HSDir (voteflags.c)
+    dircache0 = dataclasses.replace(descs[1], tunnelled_dir_server=False)
+    assert authority.assign_flags([dircache0], {dircache0.node_id})[dircache0.node_id] \
+        == RELAY_FLAGS - {"V2Dir", "HSDir"}
+    # Fast as C tor votes it under TestingTorNetwork: the 12.5th percentile (here the slowest of three)
+    assert flags[slow.node_id] == RELAY_FLAGS  # small network: every running relay guards
+    assert authority.fast_threshold([10, 10**6, 10**6]) == 10
+    # the 12.5th percentile of nine relays is the second slowest; 25th when that is under 37.5 KiB/s
+    assert authority.fast_threshold([10, 50_000] + [10**6] * 7) == 50_000
+    assert authority.fast_threshold([10, 20] + [10**6] * 7) == authority.FAST_GUARANTEE  # the 3rd: 10**6
+    assert authority.fast_threshold([10**6] * 9) == authority.FAST_GUARANTEE
+    nine = [types.SimpleNamespace(node_id=os.urandom(20), bandwidth_observed=bw, tunnelled_dir_server=True,
+                                  hidden_service_dir=True) for bw in [10, 50_000] + [10**6] * 7]
+    flags = authority.assign_flags(nine, {d.node_id for d in nine})
+    assert [("Fast" in flags[d.node_id]) for d in nine] == [False] + [True] * 8
     assert authority.assign_flags(descs, set()) == {d.node_id: {"Valid"} for d in descs}
     # beyond SMALL_NETWORK running relays, Guard wants Fast and at least the (low) median bandwidth; only
     # these fields matter to the rules
@@ -794,3 +808,30 @@ async def test_http_deflate_for_dot_z_targets_and_accept_encoding():
 def zlib_len(raw: bytes) -> int:
     head = raw.partition(b"\r\n\r\n")[0].lower()
     return int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+
+
+async def test_error_answers_have_their_reason_in_the_status_line_and_no_body():
+    """C tor's client warns about any body under 32 bytes that is not a document ("labeled as uncompressed,
+    but it seems to be confusing binary junk"): our 404 "no such microdescriptor\\n" drew that warning from a
+    C tor relay. Error answers carry their text in the status line, as C tor's, and request() returns it."""
+
+    async def handler(method, target, body):
+        return 404, "text/plain", b"no such microdescriptor\n"
+
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_http, server, handler)
+        await client.send_all(b"GET /tor/micro/d/x HTTP/1.0\r\n\r\n")
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            raw += await client.receive_some()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 no such microdescriptor\r\n") and b"Content-Length: 0" in head
+    assert body == b""
+
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_http, server, handler)
+        assert await request(client, "GET", "/tor/micro/d/x", timeout=5) == (
+            404, {"content-type": "text/plain", "connection": "close", "content-length": "0"},
+            b"no such microdescriptor")

@@ -2,13 +2,27 @@
 identity the initiator meant), cell exchange, typed errors on junk, timeouts."""
 
 import functools
+import hashlib
+import os
 import time
 
 import pytest
 import trio
 
-from nodes.core.cells import Cell, Command, Create2, Netinfo
+from nodes.core.cells import (
+    Authenticate,
+    Cell,
+    Certs,
+    Command,
+    Create2,
+    Netinfo,
+    Versions,
+    encode_cell,
+    encode_cells,
+)
 from nodes.core.errors import DecodeError, IdentityMismatch, SignatureError, UnexpectedMessage
+from nodes.core.link_auth import TLS_EXPORTER_LABEL, make_auth_challenge, verify_authenticate
+from nodes.core.link_certs import responder_certs, verify_initiator_certs
 from nodes.net import tls
 from nodes.net.link import Link, LinkClosed
 from tests.net.helpers import make_keys
@@ -163,3 +177,42 @@ async def test_peer_closing_raises_link_closed():
         with pytest.raises(LinkClosed):
             await client.handshake(now=0)
         nursery.cancel_scope.cancel()
+
+
+async def test_an_initiating_relay_authenticates_and_the_responder_can_check_it():
+    """An initiator with a LinkIdentity (a relay) answers AUTH_CHALLENGE with CERTS and AUTHENTICATE, as C
+    tor's relays do: a C tor relay refused ESTABLISH_INTRO and INTRODUCE1 arriving over our relays' links
+    ("Single hop client was rejected") while they did not. Checked here as C tor checks it: transcripts,
+    the TLS exporter of the responder's side, the signature (link_auth.verify_authenticate)."""
+    _, _, initiator_identity = make_keys()
+    checked = []
+
+    async def server(link, cert):
+        now = int(time.time())
+        theirs = await link.receive_cell()  # VERSIONS, 2-byte circuit ID
+        versions = encode_cell(Cell(0, Command.VERSIONS, Versions((4, 5)).encode()), circ_id_len=2)
+        sent = versions + encode_cells([
+            Cell(0, Command.CERTS, responder_certs(IDENTITY, cert, now).encode()),
+            Cell(0, Command.AUTH_CHALLENGE, make_auth_challenge(os.urandom).encode())])
+        await link._send_raw(sent + encode_cells([Cell(0, Command.NETINFO, Netinfo(now, "", ()).encode())]))
+        link._framer.circ_id_len = 4
+        link._pending.extend(link._framer.feed(b""))
+        certs, auth = await link.receive_cell(), await link.receive_cell()
+        assert (certs.command, auth.command) == (Command.CERTS, Command.AUTHENTICATE)
+        assert (await link.receive_cell()).command == Command.NETINFO
+        initiator = verify_initiator_certs(Certs.decode(certs.payload), now)
+        clog = hashlib.sha256(encode_cell(theirs, circ_id_len=2) + encode_cell(certs, circ_id_len=4)).digest()
+        secrets = link._stream.export_keying_material(TLS_EXPORTER_LABEL, initiator.claimed.rsa_id_digest, 32)
+        checked.append(verify_authenticate(Authenticate.decode(auth.payload), initiator, IDENTITY.public,
+                                           slog=hashlib.sha256(sent).digest(), clog=clog,
+                                           responder_tls_cert_der=cert, tls_secrets=secrets))
+
+    async with trio.open_nursery() as nursery:
+        client, _, cert = await _pair(nursery, server)
+        await client.handshake(now=int(time.time()), identity=initiator_identity, peer_tls_cert_der=cert)
+        assert client.authenticated
+        with trio.fail_after(5):
+            while not checked:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert checked == [initiator_identity.public]

@@ -8,6 +8,7 @@ Without `tor` on PATH the real-tor tests fail under CI=true and are skipped else
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pytest
 import trio
 
 from nodes.config import AuthorityRef, NodeConfig
+from nodes.net.dirclient import CONSENSUS_PATH
 from nodes.net.tor_child import TorChild, TorExited
 from orchestrator.readiness import fetch_status
 
@@ -163,10 +166,24 @@ def _wait_status(address: str, node: subprocess.Popen, tmp_path: Path, want) -> 
                 + (tmp_path / "stderr.log").read_text()[-3000:])
 
 
+class _ConsensusHere(http.server.BaseHTTPRequestHandler):
+    """An authority's dir port that says it has a consensus: the node lifts tor's DisableNetwork then."""
+
+    def do_HEAD(self) -> None:
+        self.send_response(200 if self.path == CONSENSUS_PATH else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 def test_real_tor_reports_bootstrap_progress_events_and_stops_cleanly(tmp_path):
     _real_tor()
     address = _free_address()
-    with socket.socket() as authority:  # an OR port that accepts and then says nothing: tor gets to 10%
+    dir_port = http.server.HTTPServer((address, 9030), _ConsensusHere)
+    threading.Thread(target=dir_port.serve_forever, daemon=True).start()
+    with dir_port, socket.socket() as authority:  # an OR port that accepts, says nothing: tor gets to 10%
         authority.bind((address, 0))
         authority.listen()
         node = _start(_config(tmp_path, address, authority.getsockname()), tmp_path)
@@ -180,6 +197,7 @@ def test_real_tor_reports_bootstrap_progress_events_and_stops_cleanly(tmp_path):
             node.send_signal(signal.SIGTERM)
             assert node.wait(timeout=30) == 0
         finally:
+            dir_port.shutdown()
             if node.poll() is None:
                 node.kill()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]

@@ -7,34 +7,18 @@ There is no skip: without `tor` on PATH the test fails, saying so (`.ci/run` ins
 """
 
 import json
-import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 from orchestrator.flow import fetch_pattern, fresh_credentials, socks_connect
 from orchestrator.tor_process import TorProcess, tor_binary
 
-REPO = Path(__file__).resolve().parents[2]
-ONIONLAB = [sys.executable, "-m", "orchestrator.cli"]
+from .tor_lab import free_port, local_lab, unexpected_warnings
+
 BOOTSTRAP_TIMEOUT = 180
 FETCH_DEADLINE = 120
 BULK = 1_000_000
-# tor warns about its own configuration whatever network it joins: nothing about our documents or cells
-BENIGN_WARNINGS = (
-    "TestingTorNetwork is set",  # "... only advised if you are building a testing Tor network!"
-    "You have used DirAuthority",  # "... to specify alternate directory authorities"
-    "You are running Tor as root",  # CI runs as root
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fetch(socks: str, onion: str, n: int, deadline: float) -> float:
@@ -56,38 +40,29 @@ def test_stock_tor_client_reaches_an_onionlab_onion_service(tmp_path):
     tor_binary()  # fails loudly when tor is missing
     curl = shutil.which("curl")
     assert curl is not None, "this test needs curl (.ci/run installs it)"
-    env = {**os.environ, "ONIONLAB_RUN_DIR": str(tmp_path / "run")}
-    up = subprocess.run([*ONIONLAB, "up", "--backend", "local", "--timeout", "90",
-                         str(REPO / "topologies" / "default.yaml")],
-                        env=env, capture_output=True, text=True, timeout=180)
     tor = None
     try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        status = json.loads(subprocess.run([*ONIONLAB, "status", "--json"], env=env, capture_output=True,
-                                           text=True, timeout=30, check=True).stdout)
-        onion = status["onion_services"][0]["onion"]
-        socks = f"127.0.0.1:{_free_port()}"
-        torrc = tmp_path / "torrc"
-        export = subprocess.run([*ONIONLAB, "export", "torrc", "--socks-port", socks, "--data-directory",
-                                 str(tmp_path / "tor" / "data"), "-o", str(torrc)],
-                                env=env, capture_output=True, text=True, timeout=30)
-        assert export.returncode == 0, export.stderr
-        tor = TorProcess(tmp_path / "tor", torrc.read_text())
-        tor.start()
-        bootstrap_s = tor.wait_bootstrapped(BOOTSTRAP_TIMEOUT)
+        with local_lab(tmp_path / "run") as lab:
+            onion = lab.status()["onion_services"][0]["onion"]
+            socks = f"127.0.0.1:{free_port()}"
+            torrc = lab.export_torrc(tmp_path / "torrc", "--socks-port", socks, "--data-directory",
+                                     str(tmp_path / "tor" / "data"))
+            tor = TorProcess(tmp_path / "tor", torrc)
+            tor.start()
+            bootstrap_s = tor.wait_bootstrapped(BOOTSTRAP_TIMEOUT)
 
-        deadline = time.monotonic() + FETCH_DEADLINE
-        first_s = _fetch(socks, onion, 1000, deadline)
-        page = subprocess.run([curl, "--silent", "--show-error", "--max-time", "60", "--socks5-hostname",
-                               socks, f"http://{onion}/"], capture_output=True, timeout=90)
-        assert page.returncode == 0, page.stderr.decode()
-        assert page.stdout.startswith(b"<!doctype html>") and onion.encode() in page.stdout
-        bulk_s = _fetch(socks, onion, BULK, time.monotonic() + 60)
+            deadline = time.monotonic() + FETCH_DEADLINE
+            first_s = _fetch(socks, onion, 1000, deadline)
+            page = subprocess.run([curl, "--silent", "--show-error", "--max-time", "60", "--socks5-hostname",
+                                   socks, f"http://{onion}/"], capture_output=True, timeout=90)
+            assert page.returncode == 0, page.stderr.decode()
+            assert page.stdout.startswith(b"<!doctype html>") and onion.encode() in page.stdout
+            bulk_s = _fetch(socks, onion, BULK, time.monotonic() + 60)
 
-        print(json.dumps({"tor_bootstrap_s": round(bootstrap_s, 2), "first_fetch_s": round(first_s, 2),
-                          "bulk_1MB_s": round(bulk_s, 2), "bulk_MBps": round(BULK / bulk_s / 1e6, 2)}))
-        warnings = [w for w in tor.warnings() if not any(b in w for b in BENIGN_WARNINGS)]
-        assert not warnings, "tor warned:\n" + "\n".join(warnings)
+            print(json.dumps({"tor_bootstrap_s": round(bootstrap_s, 2), "first_fetch_s": round(first_s, 2),
+                              "bulk_1MB_s": round(bulk_s, 2), "bulk_MBps": round(BULK / bulk_s / 1e6, 2)}))
+            warnings = unexpected_warnings(tor)
+            assert not warnings, "tor warned:\n" + "\n".join(warnings)
     except BaseException:
         if tor is not None:
             print("==> tor's log <==\n" + tor.log()[-8000:])
@@ -95,5 +70,3 @@ def test_stock_tor_client_reaches_an_onionlab_onion_service(tmp_path):
     finally:
         if tor is not None:
             tor.stop()
-        down = subprocess.run([*ONIONLAB, "down"], env=env, capture_output=True, text=True, timeout=60)
-        assert down.returncode == 0, down.stderr

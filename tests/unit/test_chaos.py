@@ -337,6 +337,16 @@ def test_an_intro_point_listed_but_held_by_no_relay_after_the_heal_fails_the_run
         "relay3: listed by the service as an intro point but held by no relay (from 28 to 38 s)"]
 
 
+def test_an_intro_point_on_a_tor_relay_is_unknown_not_lost() -> None:
+    """A tor relay does not say which intro circuits it holds (lab_state gives None): in a mixed lab, an
+    intro point on one must not fail the run, while one on our relays that is lost still does."""
+    fetches = [fetch(i, float(i)) for i in range(40)]
+    states = [sample(float(t), {"relay1": True, "torrelay1": None}) for t in range(0, 40, 2)]
+    assert verdicts(history(*fetches, *states, healthy=False), Checkers())["lab_state"]
+    states = [sample(float(t), {"relay1": False, "torrelay1": None}) for t in range(0, 40, 2)]
+    assert not verdicts(history(*fetches, *states, healthy=False), Checkers())["lab_state"]
+
+
 def test_what_a_fault_does_and_a_passing_moment_are_not_a_degraded_lab() -> None:
     fetches = [fetch(i, float(i)) for i in range(40)]
     # not held while the fault is in place and for the grace after it (10 s by default), then held again;

@@ -50,6 +50,25 @@ def test_a_missing_step_is_named():
     assert missing == 4
 
 
+def test_a_tor_relays_part_is_shown_unseen_not_missing():
+    """A tor relay (impl: tor) as rendezvous point writes no rendezvous_point_registered or
+    rendezvous_joined: the client's event names it, so the step is shown as not visible, and an onionlab
+    relay that stays silent is still a missing step."""
+    info = RunInfo("local", "/x", "t", "t", [*INFO.nodes, RunNode("torrelay1", "relay", "127.0.0.1", {},
+                                                                    impl="tor")])
+    events = [dict(e, rendezvous="torrelay1") if e["event"] == "rendezvous_established" else e
+              for e in _flow_events(1000.0) if e["event"] not in ("rendezvous_point_registered",
+                                                                  "rendezvous_joined")]
+    records, missing = timeline(events, info, flow_start=1000.0, flow_end=1001.0, origin=990.0, service="hs",
+                                client="client")
+    assert missing is None
+    unseen = [(r.event, r.node) for r in records if r.unseen]
+    assert unseen == [("rendezvous_point_registered", "torrelay1"), ("rendezvous_joined", "torrelay1")]
+    _, missing = timeline(events, INFO, flow_start=1000.0, flow_end=1001.0, origin=990.0, service="hs",
+                          client="client")
+    assert missing == 3  # no such tor relay in this run: relay events are simply missing
+
+
 def test_steps_three_to_six_must_happen_during_the_flow():
     events = _flow_events(1000.0)
     # an old rendezvous (before the flow) does not count for this flow; a cached descriptor does

@@ -46,7 +46,7 @@ def test_config_round_trips_impl_and_names_its_command():
 
 @pytest.mark.parametrize("impl, role, message", [
     ("arti", "client", "impl: expected one of ('onionlab', 'tor'), got 'arti'"),
-    ("tor", "relay", 'impl: tor cannot run role relay (only client; see the "mixed labs" issue)'),
+    ("tor", "authority", "impl: tor cannot run role authority (only relay, onion_service, client)"),
 ])
 def test_config_refuses_what_no_impl_can_play(impl, role, message):
     with pytest.raises(ConfigError) as refused:
@@ -68,6 +68,7 @@ def test_node_torrc():
         "ClientUseIPv6 0",
         "ProtocolWarnings 1",
         "NumEntryGuards 1",
+        "DisableNetwork 1",  # until the lab has a consensus: the node lifts it through the control port
         "ControlPort 127.0.0.1:auto",
         "CookieAuthentication 1",
         "ControlPortWriteToFile /var/lib/onionlab/torclient/tor/control-port",
@@ -75,6 +76,25 @@ def test_node_torrc():
     ]
     assert "SocksPort 10.78.0.13:9050 ExtendedErrors" in node_torrc(tor_config(socks_address=""))
     assert node_paths(tor_config())["cookie"] == "/var/lib/onionlab/torclient/tor/control_auth_cookie"
+
+
+def test_relay_node_torrc_listens_and_advertises_its_address_and_caches_no_directory():
+    lines = node_torrc(tor_config(name="tor-relay-1", role="relay", or_port=9001)).splitlines()
+    assert "SocksPort 0" in lines and not any(line.startswith("HiddenService") for line in lines)
+    assert lines[-8:] == ["Nickname torrelay1", "Address 10.78.0.13", "ORPort 10.78.0.13:9001", "DirCache 0",
+                          "ExitRelay 0", "ExitPolicy reject *:*", "AssumeReachable 1",
+                          "ContactInfo onionlab lab relay"]
+
+
+def test_onion_service_node_torrc_points_tor_at_the_targets_the_node_serves():
+    config = tor_config(name="torhs", role="onion_service", intro_points=2,
+                        data_dir="/var/lib/onionlab/torhs")
+    lines = node_torrc(config, [(80, "127.0.0.1:40001"), (7, "127.0.0.1:40002")]).splitlines()
+    assert "SocksPort 0" in lines
+    assert lines[-4:] == ["HiddenServiceDir /var/lib/onionlab/torhs/tor/hs",
+                          "HiddenServicePort 80 127.0.0.1:40001", "HiddenServicePort 7 127.0.0.1:40002",
+                          "HiddenServiceNumIntroductionPoints 2"]
+    assert node_paths(config)["hostname"] == "/var/lib/onionlab/torhs/tor/hs/hostname"
 
 
 def test_node_torrc_needs_the_authorities_identities():

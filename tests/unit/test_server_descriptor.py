@@ -34,6 +34,7 @@ from nodes.core.server_descriptor import (
     make_server_descriptor,
     ntor_crosscert_signer,
     parse_server_descriptor,
+    split_upload,
 )
 
 VECTORS = Path(__file__).parent / "dirspec_vectors"
@@ -536,3 +537,17 @@ def test_ipv6_policy_summaries_as_c_tor_reads_them():
     for summary in (b"", b"accept", b"allow 80", b"accept 0", b"accept 80-70", b"accept 80x", b"accept x"):
         with pytest.raises(DecodeError):
             _check(_edit(b"reject *:*\n", b"reject *:*\nipv6-policy " + summary + b"\n"))
+
+
+def test_a_c_tor_relays_upload_is_its_descriptor_then_its_extra_info():
+    """C tor POSTs its descriptor and its extra-info in one body; our authorities refused the whole body
+    (`bad keyword line ''` at the blank line between them) until split_upload took the descriptor out."""
+    body = (VECTORS / "ctor-relay-upload.txt").read_bytes()
+    document, extra_infos = split_upload(body)
+    assert extra_infos == 1 and document.startswith(b"router caprelay ")
+    with pytest.raises(DecodeError):
+        parse_server_descriptor(body)
+    unchecked = parse_server_descriptor(document)
+    desc = unchecked.check(unchecked.published, max_age=3600, max_skew=60)
+    assert desc.nickname == "caprelay" and desc.hidden_service_dir and desc.tunnelled_dir_server
+    assert split_upload(DESC.raw) == (DESC.raw, 0)

@@ -477,20 +477,10 @@ ERRORS = {
         edit("    role: client\n", "    role: client\n    impl: [tor]\n"),
         "lab.yaml:19:11: nodes.client.impl: expected one of onionlab, tor, got a list",
     ),
-    "tor relay": (
-        edit("    count: 6\n", "    count: 6\n    impl: tor\n"),
-        "lab.yaml:13:11: nodes.relay.impl: impl 'tor' cannot run role relay yet (only client); tor "
-        'authorities, relays and onion services in a lab are the "mixed labs" issue',
-    ),
-    "tor onion services": (
-        edit("  client: {socks_port: 9050}", "  client: {socks_port: 9050}\n  onion_service: {impl: tor}"),
-        "lab.yaml:6:25: roles.onion_service.impl: impl 'tor' cannot run role onion_service yet (only "
-        'client); tor authorities, relays and onion services in a lab are the "mixed labs" issue',
-    ),
-    "tor everywhere": (  # `defaults` is blamed, once, for the first node it cannot be
+    "tor authorities": (  # `defaults` is blamed, once, for the first node it cannot be
         edit("roles:\n", "defaults: {impl: tor}\nroles:\n"),
-        "lab.yaml:4:18: defaults.impl: impl 'tor' cannot run role authority yet (only client); tor "
-        'authorities, relays and onion services in a lab are the "mixed labs" issue',
+        "lab.yaml:4:18: defaults.impl: impl 'tor' cannot run role authority (only relay, onion_service, "
+        "client): a lab's authorities exchange votes in onionlab's own format, which tor does not speak",
     ),
     "empty file": ("", "lab.yaml:1:1: empty file: a topology needs 'name' and 'nodes'"),
     "not a mapping": ("- a\n", "lab.yaml:1:1: expected a mapping, got a list"),

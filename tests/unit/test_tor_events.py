@@ -116,3 +116,47 @@ def test_hop_names():
     assert hop_name(f"{A}~relay1") == "relay1"
     assert hop_name(f"{A}=relay1") == "relay1"
     assert hop_name(A) == "A" * 40
+
+
+# What a tor onion service (0.4.9.11, in a mixed lab) sent for one introduction, lines shortened to the
+# fields the translator reads; and a tor relay's STATUS_SERVER events (control-spec 4.1.10).
+SERVICE = f"""\
+650 CIRC_MINOR 37 PURPOSE_CHANGED {A}~relay3,{B}~relay1,{C}~torrelay1 BUILD_FLAGS=IS_INTERNAL,NEED_UPTIME \
+PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_ESTABLISHED REND_QUERY={ONION} OLD_PURPOSE=HS_SERVICE_INTRO \
+OLD_HS_STATE=HSSI_CONNECTING
+650 HS_DESC UPLOAD {ONION} UNKNOWN {D}~relay2 3vqfGfENguX5BrFlm0etKB01qXFdNuLsF8ao8n5QiZE HSDIR_INDEX=96
+650 HS_DESC UPLOADED {ONION} UNKNOWN {D}~relay2
+650 CIRC 35 LAUNCHED BUILD_FLAGS=IS_INTERNAL,NEED_CAPACITY PURPOSE=HS_SERVICE_REND HS_STATE=HSSR_CONNECTING
+650 CIRC 35 EXTENDED {A}~relay3 BUILD_FLAGS=IS_INTERNAL,NEED_CAPACITY PURPOSE=HS_SERVICE_REND \
+HS_STATE=HSSR_CONNECTING REND_QUERY={ONION}
+650 CIRC 35 BUILT {A}~relay3,{C}~torrelay2,{B}~relay1 PURPOSE=HS_SERVICE_REND HS_STATE=HSSR_CONNECTING \
+REND_QUERY={ONION}
+650 CIRC_MINOR 35 PURPOSE_CHANGED {A}~relay3,{C}~torrelay2,{B}~relay1 PURPOSE=HS_SERVICE_REND \
+HS_STATE=HSSR_JOINED REND_QUERY={ONION} OLD_PURPOSE=HS_SERVICE_REND OLD_HS_STATE=HSSR_CONNECTING
+650 CIRC 37 CLOSED {A}~relay3,{B}~relay1,{C}~torrelay1 BUILD_FLAGS=IS_INTERNAL,NEED_UPTIME \
+PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_ESTABLISHED REND_QUERY={ONION} REASON=FINISHED
+650 STATUS_SERVER NOTICE ACCEPTED_SERVER_DESCRIPTOR DIRAUTH=127.0.1.2:9030
+650 STATUS_SERVER WARN BAD_SERVER_DESCRIPTOR DIRAUTH=127.0.1.3:9030 REASON="descriptor rejected"
+650 STATUS_SERVER NOTICE REACHABILITY_SUCCEEDED ORADDRESS=127.0.1.9:9001
+"""
+
+
+def test_a_tor_services_steps_and_a_tor_relays_descriptor_become_the_flows_events():
+    events = translate(SERVICE)
+    onion = f"{ONION}.onion"
+    assert [name for name, _ in events] == [
+        "intro_established", "descriptor_upload_started", "descriptor_published", "introduce_received",
+        "circuit_built", "rendezvous_sent", "intro_lost", "descriptor_uploaded", "descriptor_upload_failed",
+        "reachability_succeeded"]
+    by_name = dict(events)
+    assert by_name["intro_established"] == {"onion": onion, "circuit": "37", "intro": "torrelay1",
+                                            "via": "CIRC_MINOR"}
+    assert by_name["descriptor_published"] == {"onion": onion, "hsdir": "relay2", "via": "HS_DESC"}
+    # LAUNCHED names no onion and no path yet: INTRODUCE2 arrived, the rendezvous point is not reached
+    assert by_name["introduce_received"] == {"onion": None, "circuit": "35", "via": "CIRC"}
+    assert by_name["rendezvous_sent"] == {"onion": onion, "circuit": "35", "rendezvous": "relay1",
+                                          "via": "CIRC_MINOR"}
+    assert by_name["intro_lost"] == {"onion": onion, "circuit": "37", "intro": "torrelay1",
+                                     "error": "FINISHED", "via": "CIRC"}
+    assert by_name["descriptor_uploaded"] == {"authority": "127.0.1.2:9030", "via": "STATUS_SERVER"}
+    assert by_name["descriptor_upload_failed"]["reason"] == "descriptor rejected"

@@ -123,9 +123,21 @@ async def test_a_silent_tor_times_the_command_out(autojump_clock):
             await control.getinfo("version")
 
 
+def test_a_restarted_node_waits_for_the_new_cookie_not_the_old_one(tmp_path):
+    """A tor node killed and started again found the last run's cookie before tor wrote its new one and
+    failed to authenticate ("515 Authentication failed"), exiting: prepare() removes both files."""
+    node = TorNode(node_config(tmp_path), binary="/bin/true")
+    node.prepare([])
+    old = [tmp_path / "torclient" / "tor" / name for name in ("control_auth_cookie", "control-port")]
+    for path in old:
+        path.write_bytes(b"from the last run")
+    node.prepare([])
+    assert not any(path.exists() for path in old)
+
+
 async def test_the_node_status_follows_tors_bootstrap(tmp_path, capsys):
     node = TorNode(node_config(tmp_path), binary="/bin/true")
-    node.prepare()
+    node.prepare([])
     (tmp_path / "torclient" / "tor" / "control_auth_cookie").write_bytes(COOKIE)
     assert node.status()["ready"] is False and node.status()["bootstrap"] == 0
     ours, theirs = trio.testing.memory_stream_pair()
