@@ -150,12 +150,12 @@ def test_a_tor_services_steps_and_a_tor_relays_descriptor_become_the_flows_event
         "reachability_succeeded"]
     by_name = dict(events)
     assert by_name["intro_established"] == {"onion": onion, "circuit": "37", "intro": "torrelay1",
-                                            "via": "CIRC_MINOR"}
+                                            "path": ["relay3", "relay1", "torrelay1"], "via": "CIRC_MINOR"}
     assert by_name["descriptor_published"] == {"onion": onion, "hsdir": "relay2", "via": "HS_DESC"}
     # LAUNCHED names no onion and no path yet: INTRODUCE2 arrived, the rendezvous point is not reached
-    assert by_name["introduce_received"] == {"onion": None, "circuit": "35", "via": "CIRC"}
+    assert by_name["introduce_received"] == {"onion": None, "circuit": "35", "path": [], "via": "CIRC"}
     assert by_name["rendezvous_sent"] == {"onion": onion, "circuit": "35", "rendezvous": "relay1",
-                                          "via": "CIRC_MINOR"}
+                                          "path": ["relay3", "torrelay2", "relay1"], "via": "CIRC_MINOR"}
     assert by_name["intro_lost"] == {"onion": onion, "circuit": "37", "intro": "torrelay1",
                                      "error": "FINISHED", "via": "CIRC"}
     assert by_name["descriptor_uploaded"] == {"authority": "127.0.1.2:9030", "via": "STATUS_SERVER"}
