@@ -2,8 +2,10 @@
 is the cause, the extra labels from the environment."""
 
 import dataclasses
+import io
 import subprocess
 import sys
+import tarfile
 from ipaddress import ip_network
 
 import docker.errors
@@ -12,7 +14,7 @@ import pytest
 from orchestrator.backends import BackendError, RunInfo, RunNode, write_state
 from orchestrator.backends import docker as backend
 from orchestrator.backends.docker import engine, lifecycle, reaper
-from orchestrator.plan import INIT_MEMORY, INIT_PIDS
+from orchestrator.plan import INIT_MEMORY, INIT_PIDS, Plan, make_plan
 from orchestrator.topology import parse_topology
 
 
@@ -190,11 +192,17 @@ class Recorder:
 
     def __init__(self):
         self.created = {}
+        self.archives = {}  # container name -> [(path, tar bytes)] copied in before start
+        self.volumes_made, self.volumes_removed = [], []
         client = self
 
         class Container:
             def __init__(self, name):
                 self.name = name
+
+            def put_archive(self, path, data):
+                client.archives.setdefault(self.name, []).append((path, data))
+                return True
 
             def start(self):
                 pass
@@ -210,14 +218,29 @@ class Recorder:
 
         class Containers:
             def create(self, image, command, **kwargs):
-                client.created[kwargs["name"]] = kwargs
+                client.created[kwargs["name"]] = {**kwargs, "command": command}
                 return Container(kwargs["name"])
+
+        class Volume:
+            def __init__(self, name):
+                self.name = name
+
+            def remove(self):
+                client.volumes_removed.append(self.name)
+
+        class Volumes:
+            def create(self, name, labels):
+                client.volumes_made.append(name)
+                return Volume(name)
+
+            def get(self, name):
+                return Volume(name)
 
         class Api:
             def create_endpoint_config(self, **kwargs):
                 return kwargs
 
-        self.containers, self.api = Containers(), Api()
+        self.containers, self.api, self.volumes = Containers(), Api(), Volumes()
 
 
 def test_every_container_gets_the_memory_and_pids_limits_of_its_node(tmp_path):
@@ -240,3 +263,32 @@ def test_every_container_gets_the_memory_and_pids_limits_of_its_node(tmp_path):
         "hs": (256 * 2**20, 256 * 2**20, 128),
         "client": (256 * 2**20, 256 * 2**20, 128),
     }
+
+
+def test_init_reads_a_plan_of_any_size_from_a_file_copied_into_its_own_volume(tmp_path):
+    """A 300-node plan (about 300 KB) is more than an environment variable holds (128 KiB): init gets it as a
+    file, in a volume made for it and removed once init is done."""
+    topology = parse_topology("""\
+name: big
+networks: {onionnet: {subnet: 10.79.0.0/23}}
+nodes:
+  - {name: auth, role: authority, count: 5}
+  - {name: relay, role: relay, count: 280}
+  - {name: hs, role: onion_service, services: [{port: 80, target: http}]}
+""")
+    dock = backend.DockerBackend(tmp_path, labels={})
+    dock._client = Recorder()
+    info = dock._plan(topology, "r1")
+    dock._init(topology, info, {}, lambda line: None)
+    init = dock._client.created["onionlab-r1-init"]
+    assert "environment" not in init
+    assert init["volumes"]["onionlab-r1-init"]["bind"] == "/plan"
+    ((path, data),) = dock._client.archives["onionlab-r1-init"]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        (member,) = tar.getmembers()
+        text = tar.extractfile(member).read().decode()
+    assert (path, member.name) == ("/plan", "plan.json")
+    assert len(text) > 200_000
+    assert Plan.from_json(text).nodes == make_plan(topology, socks_address="0.0.0.0").nodes
+    assert init["command"][:2] == ["init", "/plan/plan.json"]
+    assert dock._client.volumes_removed == ["onionlab-r1-init"]

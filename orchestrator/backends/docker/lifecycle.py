@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import secrets
 import shutil
+import tarfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,9 +67,8 @@ CHECK_EVERY = 0.5  # seconds between two looks at the containers' states while w
 PARALLEL = 4  # engine calls in flight while creating and starting containers
 
 INIT_TIMEOUT = 60.0
-MAX_PLAN_BYTES = 120_000  # an environment variable must stay under Linux's MAX_ARG_STRLEN (128 KiB)
-
-PLAN_ENV = "ONIONLAB_PLAN"
+PLAN_DIR = "/plan"  # where the init container mounts the run's plan volume
+PLAN_FILE = "plan.json"
 NODE_USER = "10001:10001"  # the node image's user (images/node/Dockerfile)
 
 
@@ -317,25 +318,29 @@ class DockerBackend(Faults, Reaper):
 
     def _init(self, topology: Topology, info: RunInfo, labels: dict[str, str], say: Progress) -> None:
         """The one-shot init container: keys and configs into the volumes, then the volumes to the node user.
-        It runs as root (fresh volumes are root's) with only the capabilities that needs."""
+        It runs as root (fresh volumes are root's) with only the capabilities that needs. The plan reaches it
+        as a file in a volume of its own, copied in before it starts (an environment variable or argument
+        could hold at most 128 KiB: about 120 nodes); that volume goes once init is done."""
         plan = make_plan(topology, socks_address="0.0.0.0").to_json()
-        if len(plan) > MAX_PLAN_BYTES:
-            raise BackendError(f"the plan of {len(topology.nodes)} nodes is {len(plan)} bytes, more than one "
-                               f"environment variable can hold ({MAX_PLAN_BYTES})")
         dirs = [f"{DATA_ROOT}/{n.name}" for n in info.nodes]
-        script = ('python3 -m nodes.init --plan-env "$1" --out "$2" && shift 2 && chmod 0700 "$@" '
+        script = ('python3 -m nodes.init --plan "$1" --out "$2" && shift 2 && chmod 0700 "$@" '
                   '&& chown -R 10001:10001 "$@"')
+        plan_volume = self._object_name(info.run_id, INIT)
+        self.client.volumes.create(plan_volume, labels={**labels, NODE: INIT, ROLE: INIT})
         volumes = {self._object_name(info.run_id, n.name): {"bind": d, "mode": "rw"}
                    for n, d in zip(info.nodes, dirs, strict=True)}
+        volumes[plan_volume] = {"bind": PLAN_DIR, "mode": "rw"}  # rw: a read-only mount refuses the copy
         image = topology.nodes[0].image
         name = self._object_name(info.run_id, INIT)
         try:
             container = self.client.containers.create(
-                image, ["init", PLAN_ENV, DATA_ROOT, *dirs], entrypoint=["sh", "-c", script],
-                name=name, hostname=INIT, user="0:0", environment={PLAN_ENV: plan}, volumes=volumes,
+                image, ["init", f"{PLAN_DIR}/{PLAN_FILE}", DATA_ROOT, *dirs], entrypoint=["sh", "-c", script],
+                name=name, hostname=INIT, user="0:0", volumes=volumes,
                 network_mode="none", cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE"],
                 security_opt=["no-new-privileges:true"], read_only=True, **_limits(INIT_MEMORY, INIT_PIDS),
                 labels={**labels, NODE: INIT, ROLE: INIT})
+            if not container.put_archive(PLAN_DIR, _tar_file(PLAN_FILE, plan.encode())):
+                raise BackendError(f"init ({name}): the engine did not take the plan file")
             container.start()
             code = container.wait(timeout=INIT_TIMEOUT)["StatusCode"]
         except requests.exceptions.ConnectionError:
@@ -350,8 +355,9 @@ class DockerBackend(Faults, Reaper):
                                    f"{log_report(f'init ({name})', lines[-TAIL_LINES:])}")
         authorities = sum(n.role == "authority" for n in info.nodes)
         say(f"init: {len(info.nodes)} configs and {authorities} authority identity keys written into the "
-            "run's volumes")
+            f"run's volumes (plan: {len(plan) // 1024} KiB)")
         container.remove(v=True)
+        self.client.volumes.get(plan_volume).remove()
 
     def _start_nodes(self, topology: Topology, info: RunInfo, labels: dict[str, str]) -> None:
         """Create every container (attached to all its networks), then start them all, authorities first.
@@ -424,13 +430,19 @@ class DockerBackend(Faults, Reaper):
             say(f"{name}: {condition} ({len(have)} node{'s' if len(have) != 1 else ''})" if value
                 else f"{name}: lost {condition}")
 
+        if total > readiness.SUMMARY_ABOVE:
+            on_change = readiness.ConditionCounts(say, {n.name: n.role for n in info.nodes})
         endpoints = [control_endpoint(n) for n in info.nodes]
         try:
             statuses = readiness.wait_until_ready(endpoints, timeout=timeout, on_change=on_change,
                                                   check=self._exit_check(info))
         except readiness.ReadinessTimeout as e:
+            if isinstance(on_change, readiness.ConditionCounts):
+                on_change.flush()
             tails = "\n".join(self._tail_report(info, name, 5) for name in e.waiting)
             raise StartFailed(f"{e}\n{tails}") from None
+        if isinstance(on_change, readiness.ConditionCounts):
+            on_change.flush()
         say(f"all {total} nodes ready in {time.monotonic() - started:.1f} s")
         return statuses
 
@@ -538,6 +550,16 @@ def _host_routes() -> list[IPv4Network]:
         if route.prefixlen:
             routes.append(route)
     return routes
+
+
+def _tar_file(name: str, data: bytes) -> bytes:
+    """A tar archive holding one file `name` (mode 0444) with `data`: what put_archive copies in."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        entry = tarfile.TarInfo(name)
+        entry.size, entry.mode, entry.mtime = len(data), 0o444, int(time.time())
+        tar.addfile(entry, io.BytesIO(data))
+    return out.getvalue()
 
 
 def _limits(memory: int | None, pids: int | None) -> dict[str, int]:
