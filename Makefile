@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TOPOLOGY ?= topologies/default.yaml
 ONIONLAB := $(VENV)/bin/onionlab
 
-.PHONY: venv up down test test-unit test-docker fuzz bench lint clean image
+.PHONY: venv up down test test-unit test-docker fuzz bench bench-scale lint clean image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ bench: $(STAMP) image
 	$(PY) -m bench.network
 	$(PY) -m bench.tor_peer
 	$(PY) -m bench.docker
+
+## labs of 10 to 300 nodes on both backends, one at a time under the shared lock (not CI; about half an hour):
+## time to ready and to the first fetch, memory by role, idle CPU, consensus size (JSON and a PNG plot)
+bench-scale: $(STAMP) image
+	$(PY) -m bench.scale
 
 ## the one node image, built without a container registry (images/node/README.md); needs no venv
 image:
