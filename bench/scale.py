@@ -15,7 +15,8 @@ shared lock (/tmp/onionlab-docker.lock: every helper's Docker work and large lab
                      beyond the page cache); under Docker the container's main process, plus shim_rss_mb:
                      the engine's per-container shim process
   idle_cpu_cores     the CPU time every node process (and, under Docker, its shim) used over IDLE_SECONDS
-                     once the lab was ready and the fetch done, divided by those seconds
+                     once the lab was ready and the fetch done, divided by those seconds (idle_cpu_by_role:
+                     the node processes' share by role)
   consensus          the published consensus from the first authority: bytes, relays listed; build_s:
                      from computing (round start + 0.2 V + vote delay) to publishing it (median of the rounds
                      seen; signing and gathering a majority of signatures included); voting_interval_s
@@ -124,7 +125,12 @@ def memory_and_cpu(pids: dict[str, tuple[str, int]], docker: bool) -> dict:
     time.sleep(IDLE_SECONDS)
     after = {pid: _proc(pid) for pid in watched}
     ticks = sum(after[p][0] - before[p][0] for p in watched if before[p] and after[p])
-    result: dict = {"idle_cpu_cores": round(ticks / TICK / IDLE_SECONDS, 3)}
+    by_role: dict[str, int] = {}
+    for role, pid in pids.values():
+        if before.get(pid) and after.get(pid):
+            by_role[role] = by_role.get(role, 0) + after[pid][0] - before[pid][0]
+    result: dict = {"idle_cpu_cores": round(ticks / TICK / IDLE_SECONDS, 3),
+                    "idle_cpu_by_role": {r: round(t / TICK / IDLE_SECONDS, 3) for r, t in by_role.items()}}
     for key, kind in (("rss_mb", "Rss"), ("pss_mb", "Pss"), ("anon_mb", "Anonymous")):
         by_role: dict[str, list[float]] = {}
         for role, pid in pids.values():
