@@ -16,7 +16,8 @@ shared lock (/tmp/onionlab-docker.lock: every helper's Docker work and large lab
                      the engine's per-container shim process
   idle_cpu_cores     the CPU time every node process (and, under Docker, its shim) used over IDLE_SECONDS
                      once the lab was ready and the fetch done, divided by those seconds (idle_cpu_by_role:
-                     the node processes' share by role)
+                     the node processes' share by role; idle_wakeups_per_s: a node's voluntary context
+                     switches a second, mean by role: how often it wakes up)
   consensus          the published consensus from the first authority: bytes, relays listed; build_s:
                      from computing (round start + 0.2 V + vote delay) to publishing it (median of the rounds
                      seen; signing and gathering a majority of signatures included); voting_interval_s
@@ -90,16 +91,20 @@ def machine_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _proc(pid: int) -> tuple[int, dict[str, int], int] | None:
-    """(CPU ticks used, {Rss, Pss, Anonymous} in KiB, parent PID) of a process, or None when it is gone."""
+def _proc(pid: int) -> tuple[int, dict[str, int], int, int] | None:
+    """(CPU ticks used, {Rss, Pss, Anonymous} in KiB, parent PID, voluntary context switches: its wakeups)
+    of a process, or None when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
         return None
     memory = {key.rstrip(":"): int(value) for key, value, *_ in (line.split() for line in rollup[1:])
               if key.rstrip(":") in ("Rss", "Pss", "Anonymous")}
-    return int(stat[11]) + int(stat[12]), memory, int(stat[1])
+    switches = next((int(line.split()[1]) for line in status if line.startswith("voluntary_ctxt_switches")),
+                    0)
+    return int(stat[11]) + int(stat[12]), memory, int(stat[1]), switches
 
 
 def node_pids(backend, run_dir: Path) -> dict[str, tuple[str, int]]:
@@ -126,11 +131,15 @@ def memory_and_cpu(pids: dict[str, tuple[str, int]], docker: bool) -> dict:
     after = {pid: _proc(pid) for pid in watched}
     ticks = sum(after[p][0] - before[p][0] for p in watched if before[p] and after[p])
     by_role: dict[str, int] = {}
+    wakeups: dict[str, list[int]] = {}
     for role, pid in pids.values():
         if before.get(pid) and after.get(pid):
             by_role[role] = by_role.get(role, 0) + after[pid][0] - before[pid][0]
+            wakeups.setdefault(role, []).append(after[pid][3] - before[pid][3])
     result: dict = {"idle_cpu_cores": round(ticks / TICK / IDLE_SECONDS, 3),
-                    "idle_cpu_by_role": {r: round(t / TICK / IDLE_SECONDS, 3) for r, t in by_role.items()}}
+                    "idle_cpu_by_role": {r: round(t / TICK / IDLE_SECONDS, 3) for r, t in by_role.items()},
+                    "idle_wakeups_per_s": {r: round(statistics.mean(w) / IDLE_SECONDS, 1)
+                                           for r, w in wakeups.items()}}
     for key, kind in (("rss_mb", "Rss"), ("pss_mb", "Pss"), ("anon_mb", "Anonymous")):
         by_role: dict[str, list[float]] = {}
         for role, pid in pids.values():
