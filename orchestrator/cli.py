@@ -253,23 +253,25 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _check_onions(status: dict, progress, *, deadline: float) -> bool:
-    """Fetch from every onion service through the first client (the last phase of `up`). False, with the
-    reason said, when one is not reachable before the deadline; the lab is left running to look at."""
-    if not status["clients"] or not status["clients"][0].get("socks"):
-        return True
-    client = status["clients"][0]
+    """Fetch from every onion service through every client (the last phase of `up`). False, with the reason
+    said, when one is not reachable before the deadline; the lab is left running to look at."""
+    clients = [c for c in status["clients"] if c.get("socks")]
     deadline = max(deadline, time.monotonic() + MIN_REACH_TIME)
     ok = True
     for service in status["onion_services"]:
-        try:
-            seconds = check_reachable(client["socks"], service["onion"], deadline=deadline)
-        except OSError as e:
-            print(f"onionlab: {service['name']} is not reachable through {client['name']}: {e}. The lab is "
-                  "still running: `onionlab flow` shows which step fails, `onionlab logs NODE` the details",
-                  file=sys.stderr)
-            ok = False
-            continue
-        progress(f"{service['name']}: onion reachable via {client['name']} ({1000 * seconds:.0f} ms)")
+        reached = []
+        for client in clients:
+            try:
+                seconds = check_reachable(client["socks"], service["onion"], deadline=deadline)
+            except OSError as e:
+                print(f"onionlab: {service['name']} is not reachable through {client['name']}: {e}. The lab "
+                      "is still running: `onionlab flow` shows which step fails, `onionlab logs NODE` the "
+                      "details", file=sys.stderr)
+                ok = False
+                continue
+            reached.append(f"{client['name']} ({1000 * seconds:.0f} ms)")
+        if reached:
+            progress(f"{service['name']}: onion reachable via {', '.join(reached)}")
     return ok
 
 
