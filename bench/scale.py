@@ -199,19 +199,20 @@ def measure(backend_name: str, nodes: int, image: str, run_root: Path) -> dict:
 
 
 def plot(results: list[dict]) -> bytes:
-    def series(key) -> list[Series]:
+    def series(key, suffix: str = "") -> list[Series]:
         out = []
         for backend in BACKENDS:
             points = [(r["nodes"], key(r)) for r in results if r["backend"] == backend and "error" not in r]
             if points:
-                out.append(Series(backend, points))
+                out.append(Series(backend + suffix, points))
         return out
 
     return render([
         Panel("time to ready (s)", "nodes", series(lambda r: r["ready_s"])),
         Panel("first verified fetch (s)", "nodes", series(lambda r: r["first_fetch_s"])),
         Panel("idle cpu (cores)", "nodes", series(lambda r: r["idle_cpu_cores"])),
-        Panel("relay rss (mb)", "nodes", series(lambda r: r["rss_mb"]["relay"]["mean"])),
+        Panel("relay memory (mb)", "nodes", series(lambda r: r["rss_mb"]["relay"]["mean"], " rss")
+              + series(lambda r: r["anon_mb"]["relay"]["mean"], " anon")),
     ])
 
 
@@ -222,8 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default=",".join(BACKENDS), help="default: %(default)s")
     parser.add_argument("--image", default="onionlab/node:latest", help="docker: the node image")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: %(default)s")
+    parser.add_argument("--plot", type=Path, nargs="+", metavar="JSON",
+                        help="only draw scale.png into --out from these scale.json files (merged)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.plot:
+        merged = [r for path in args.plot for r in json.loads(path.read_text())["results"]]
+        (args.out / "scale.png").write_bytes(plot(merged))
+        return 0
     results: list[dict] = []
     report = {"machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()}, "results": results}
     with tempfile.TemporaryDirectory(prefix="onionlab-bench-scale-") as tmp:
