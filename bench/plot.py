@@ -105,10 +105,10 @@ def _label(value: float) -> str:
     return f"{value:.3g}"
 
 
-def render(panels: Sequence[Panel], *, panel_width: int = 420, height: int = 320) -> bytes:
+def render(panels: Sequence[Panel], *, panel_width: int = 420, height: int = 340) -> bytes:
     """The PNG of `panels` side by side; each panel's y axis starts at 0, its x axis spans the points."""
     canvas = Canvas(panel_width * len(panels), height)
-    left, right, top, bottom = 60, 20, 40, 60
+    left, right, top, bottom = 60, 20, 40, 80
     for p, panel in enumerate(panels):
         ox = p * panel_width
         points = [pt for s in panel.series for pt in s.points]
@@ -138,6 +138,7 @@ def render(panels: Sequence[Panel], *, panel_width: int = 420, height: int = 320
             label = _label(x_value)
             canvas.text(x - text_width(label) // 2, top + h + 8, label)
         canvas.text(ox + left + (w - text_width(panel.x_label)) // 2, top + h + 24, panel.x_label)
+        legend_x, legend_y = ox + left, top + h + 42
         for s, series in enumerate(panel.series):
             color = COLORS[s % len(COLORS)]
             pts = [at(x, y) for x, y in sorted(series.points)]
@@ -145,7 +146,10 @@ def render(panels: Sequence[Panel], *, panel_width: int = 420, height: int = 320
                 canvas.line(*a, *b, color, width=2)
             for x, y in pts:
                 canvas.rect(x - 3, y - 3, 7, 7, color)
-            lx = ox + left + 10 + s * (panel_width - left - right) // max(1, len(panel.series))
-            canvas.rect(lx, top + h + 42, 10, 10, color)
-            canvas.text(lx + 14, top + h + 42, series.label)
+            entry = 24 + text_width(series.label)
+            if legend_x + entry > ox + panel_width - right:  # wrap onto the next legend row
+                legend_x, legend_y = ox + left, legend_y + 16
+            canvas.rect(legend_x, legend_y, 10, 10, color)
+            canvas.text(legend_x + 14, legend_y, series.label)
+            legend_x += entry
     return canvas.png()
