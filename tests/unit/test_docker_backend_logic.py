@@ -292,3 +292,28 @@ nodes:
     assert Plan.from_json(text).nodes == make_plan(topology, socks_address="0.0.0.0").nodes
     assert init["command"][:2] == ["init", "/plan/plan.json"]
     assert dock._client.volumes_removed == ["onionlab-r1-init"]
+
+
+def test_a_lab_that_overflows_the_kernels_neighbour_table_is_warned_about(tmp_path, monkeypatch):
+    """Linux keeps one ARP table for all containers (gc_thresh3, 1024 by default); a 300-node lab needs
+    thousands of entries, and past the limit the kernel drops packets between the containers."""
+    small = parse_topology(LAB)
+    large = parse_topology("""\
+name: big
+networks: {onionnet: {subnet: 10.79.0.0/23}}
+nodes:
+  - {name: auth, role: authority, count: 5}
+  - {name: relay, role: relay, count: 280}
+  - {name: hs, role: onion_service, services: [{port: 80, target: http}]}
+""")
+    limit = tmp_path / "gc_thresh3"
+    limit.write_text("1024\n")
+    monkeypatch.setattr(lifecycle, "NEIGHBOUR_LIMIT", limit)
+    dock = backend.DockerBackend(tmp_path, labels={})
+    dock._client = type("Client", (), {"api": type("Api", (), {"base_url": "http+docker://localhost"})()})()
+    assert lifecycle.neighbour_entries(small) < 1024 < lifecycle.neighbour_entries(large)
+    assert dock._neighbour_warning(small) is None
+    warning = dock._neighbour_warning(large)
+    assert "gc_thresh3" in warning and str(lifecycle.neighbour_entries(large)) in warning
+    limit.write_text("16384\n")
+    assert dock._neighbour_warning(large) is None

@@ -68,6 +68,12 @@ PARALLEL = 4  # engine calls in flight while creating and starting containers
 # The image's HEALTHCHECK (every 5 s) starts a Python in the container each time; the engine's exec costs
 # as much again. A large lab spaces them out: at most this many checks a second across the lab.
 HEALTH_CHECKS_PER_SECOND = 2
+# Linux keeps one neighbour (ARP) table for every network namespace, capped by gc_thresh3 (1024 by default);
+# past it the kernel drops packets between containers ("neighbour table overflow" in its log) and a lab's
+# nodes time out talking to each other. A lab needs an entry on both sides of every pair that talks: each
+# authority tests every relay, and every node links to a few relays of its circuits.
+NEIGHBOUR_LIMIT = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+NEIGHBOURS_PER_NODE = 8
 
 INIT_TIMEOUT = 60.0
 PLAN_DIR = "/plan"  # where the init container mounts the run's plan volume
@@ -82,6 +88,8 @@ class DockerBackend(Faults, Reaper):
         run is removed (the containers' logs are saved in the run dir first)."""
         say = progress or (lambda _: None)
         self._check_images(topology)  # connects first: BackendError when no engine answers
+        if (warning := self._neighbour_warning(topology)) is not None:
+            say(warning)
         self._prepare_run_dir()
         run_id = secrets.token_hex(4)
         info = self._plan(topology, run_id)
@@ -221,6 +229,24 @@ class DockerBackend(Faults, Reaper):
                 hint = " (build it with `make image`)" if image.startswith("onionlab/node") else ""
                 raise BackendError(f"image {image} is not on this Docker engine{hint}; onionlab never pulls"
                                    ) from None
+
+    def _neighbour_warning(self, topology: Topology) -> str | None:
+        """A warning when the lab needs more neighbour-table entries than this host's kernel keeps (checked
+        only when the engine runs on this Linux host: it shares our kernel)."""
+        if not self.client.api.base_url.startswith("http+docker://localhost"):
+            return None
+        try:
+            limit = int(NEIGHBOUR_LIMIT.read_text())
+        except (OSError, ValueError):
+            return None
+        needed = neighbour_entries(topology)
+        if needed <= limit:
+            return None
+        return (f"warning: this lab needs about {needed} ARP entries and the kernel keeps {limit} for all "
+                "containers together (net.ipv4.neigh.default.gc_thresh3): past that it drops packets between "
+                "containers and nodes time out. Raise it first, e.g. `sudo sysctl -w "
+                f"net.ipv4.neigh.default.gc_thresh3={2 * needed} net.ipv4.neigh.default.gc_thresh2={needed}` "
+                "(docs/scale.md)")
 
     def _prepare_run_dir(self) -> None:
         """An empty run dir: a previous run's files go, unless that run still has containers."""
@@ -479,6 +505,13 @@ class DockerBackend(Faults, Reaper):
                                        f"{log_report(f'{name} ({container.name})', lines[-TAIL_LINES:])}")
 
         return check
+
+
+def neighbour_entries(topology: Topology) -> int:
+    """About how many neighbour-table entries the lab's containers need together (NEIGHBOUR_LIMIT)."""
+    authorities = len(topology.nodes_by_role("authority"))
+    relays = len(topology.nodes_by_role("relay"))
+    return 2 * authorities * (relays + authorities) + NEIGHBOURS_PER_NODE * len(topology.nodes)
 
 
 def choose_subnet(wanted: IPv4Network, taken: Iterable[IPv4Network]) -> IPv4Network | None:
