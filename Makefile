@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TOPOLOGY ?= topologies/default.yaml
 ONIONLAB := $(VENV)/bin/onionlab
 
-.PHONY: venv up down test test-unit test-docker fuzz bench lint clean image chaos-suite
+.PHONY: venv up down test test-unit test-docker fuzz bench bench-scale lint clean image chaos-suite
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ SEEDS ?= 1 2 3
 chaos-suite: $(STAMP) image
 	$(ONIONLAB) up $(TOPOLOGY)
 	$(PY) -m orchestrator.chaos.suite --seeds $(SEEDS) --out chaos-suite; status=$$?; $(ONIONLAB) down; exit $$status
+
+## labs of 10 to 300 nodes on both backends, one at a time under the shared lock (not CI; about half an hour):
+## time to ready and to the first fetch, memory by role, idle CPU, consensus size (JSON and a PNG plot)
+bench-scale: $(STAMP) image
+	$(PY) -m bench.scale
 
 ## the one node image, built without a container registry (images/node/README.md); needs no venv
 image:

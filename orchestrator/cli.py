@@ -49,6 +49,7 @@ from .flow import DEFAULT_BYTES as DEFAULT_FLOW_BYTES
 from .flow import check_reachable, render, run_flow
 from .graph import FORMATS as GRAPH_FORMATS
 from .graph import render_graph
+from .scale import ready_timeout, voting_interval_for
 from .signals import exit_status, signal_of, sigterm_interrupts
 from .topology import TopologyError, load_topology
 from .torrc import ROLES as TORRC_ROLES
@@ -79,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="docker (the default): every node a container of onionlab/node on the "
                          "topology's Docker networks; local: every node a process on its own 127.0.0.x "
                          "address")
-    up.add_argument("--timeout", type=float, default=120.0,
-                    help="seconds to wait for every node to be ready (default: %(default)g)")
+    up.add_argument("--timeout", type=float, default=None,
+                    help="seconds to wait for every node to be ready (default: 120, more for a large lab: "
+                         "5 voting intervals + 0.5 s a node)")
     up.add_argument("--exact-subnets", action="store_true",
                     help="docker: fail when another network holds a subnet of the topology, instead of "
                          "moving that network to the next free subnet of the same size (the default)")
@@ -278,6 +280,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"[{time.monotonic() - started:5.1f}s] {line}", flush=True)
 
     print(f"starting lab {topology.name!r}: {len(topology.nodes)} nodes, {args.backend} backend", flush=True)
+    relays = len(topology.nodes_by_role("relay"))
+    interval = voting_interval_for(relays, topology.timing.voting_interval)
+    if interval != topology.timing.voting_interval:
+        print(f"timing: a consensus every {interval} s for {relays} relays (the topology asks "
+              f"{topology.timing.voting_interval} s; docs/scale.md)", flush=True)
+    if args.timeout is None:
+        args.timeout = ready_timeout(len(topology.nodes), interval)
     try:
         backend.up(topology, timeout=args.timeout, progress=progress)
     except KeyboardInterrupt:
@@ -304,23 +313,25 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _check_onions(status: dict, progress, *, deadline: float) -> bool:
-    """Fetch from every onion service through the first client (the last phase of `up`). False, with the
-    reason said, when one is not reachable before the deadline; the lab is left running to look at."""
-    if not status["clients"] or not status["clients"][0].get("socks"):
-        return True
-    client = status["clients"][0]
+    """Fetch from every onion service through every client (the last phase of `up`). False, with the reason
+    said, when one is not reachable before the deadline; the lab is left running to look at."""
+    clients = [c for c in status["clients"] if c.get("socks")]
     deadline = max(deadline, time.monotonic() + MIN_REACH_TIME)
     ok = True
     for service in status["onion_services"]:
-        try:
-            seconds = check_reachable(client["socks"], service["onion"], deadline=deadline)
-        except OSError as e:
-            print(f"onionlab: {service['name']} is not reachable through {client['name']}: {e}. The lab is "
-                  "still running: `onionlab flow` shows which step fails, `onionlab logs NODE` the details",
-                  file=sys.stderr)
-            ok = False
-            continue
-        progress(f"{service['name']}: onion reachable via {client['name']} ({1000 * seconds:.0f} ms)")
+        reached = []
+        for client in clients:
+            try:
+                seconds = check_reachable(client["socks"], service["onion"], deadline=deadline)
+            except OSError as e:
+                print(f"onionlab: {service['name']} is not reachable through {client['name']}: {e}. The lab "
+                      "is still running: `onionlab flow` shows which step fails, `onionlab logs NODE` the "
+                      "details", file=sys.stderr)
+                ok = False
+                continue
+            reached.append(f"{client['name']} ({1000 * seconds:.0f} ms)")
+        if reached:
+            progress(f"{service['name']}: onion reachable via {', '.join(reached)}")
     return ok
 
 

@@ -2,8 +2,11 @@
 
 Everything is filled in except the authorities' identity keys, which exist only once `python -m nodes init`
 (nodes/init.py) has made them where the nodes keep their state; `Plan.configs(identities)` fills them in. The
-plan is plain JSON, holds no secret and travels as it is (the docker exports pass it to the init service in
-an environment variable).
+plan is plain JSON, holds no secret and travels as it is (the docker backend copies it as a file into the
+init container, since a 300-node plan is about 300 KB; the compose and stack exports embed it in the init
+service's environment, which holds at most 128 KiB).
+
+The consensus timing is the topology's, made longer for a large lab (orchestrator/scale.py).
 
 Addresses and data dirs are parameters: Docker uses the topology's addresses and `/var/lib/onionlab/<node>`
 (the image's state directory), the local backend 127.0.0.x and its run dir, Swarm the service names.
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from nodes.config import AuthorityRef, NodeConfig, ServicePort, Timing
 from nodes.init import fill_identities, parse_plan, plan_data
 from orchestrator.impairments import link_rules
+from orchestrator.scale import scaled_timing
 from orchestrator.topology import Node, Topology
 
 DATA_ROOT = "/var/lib/onionlab"  # the node image's state directory (images/node/Dockerfile)
@@ -86,6 +90,7 @@ def make_plan(
     t = topology.timing
     timing = Timing(voting_interval=t.voting_interval, vote_delay=t.vote_delay, dist_delay=t.dist_delay)
     authorities = topology.nodes_by_role("authority")
+    relays = len(topology.nodes_by_role("relay"))
 
     def address(node: Node, seen_from: Node) -> str | None:
         """Where `seen_from` reaches `node`: its address on the first network they share (None: none)."""
@@ -104,8 +109,8 @@ def make_plan(
                        if (advertised := address(s, s)) != (reached := address(s, node)) and reached}
         optional = {key: value for key in ("guards", "intro_points", "bandwidth")
                     if (value := getattr(node, key)) is not None}
-        node_timing = timing if node.descriptor_refresh is None else replace(
-            timing, descriptor_refresh=node.descriptor_refresh)
+        node_timing = scaled_timing(timing if node.descriptor_refresh is None else replace(
+            timing, descriptor_refresh=node.descriptor_refresh), relays)
         refs = tuple(AuthorityRef(a.name, address(a, node) or address(a, a), a.dir_port or 0, a.or_port or 0)
                      for a in authorities)
         configs.append(NodeConfig(

@@ -25,6 +25,9 @@ STATUS_TIMEOUT = 2.0  # per request: a node that takes longer is not ready
 MAX_STATUS_BYTES = 1 << 20
 FIRST_DELAY = 0.05
 MAX_DELAY = 0.5
+DELAY_PER_NODE = 0.01  # a large lab is asked less often: 300 nodes every 3 s, not a request storm
+SUMMARY_ABOVE = 30  # labs with more nodes get a progress line of counts, not a line per node and condition
+SUMMARY_EVERY = 5.0  # seconds between two such lines (while something changes)
 
 #: on_change(node, condition, value): condition None means "answers /status" (value False: stopped answering)
 OnChange = Callable[[str, str | None, bool], None]
@@ -144,7 +147,42 @@ def wait_until_ready(endpoints: Iterable[Endpoint], *, timeout: float = 60.0,
             raise ReadinessTimeout(timeout, {e.name: lacking(e, statuses[e.name])
                                              for e in endpoints if not is_ready(statuses[e.name])})
         time.sleep(min(delay, left))
-        delay = min(2 * delay, MAX_DELAY)
+        delay = min(2 * delay, max(MAX_DELAY, DELAY_PER_NODE * len(endpoints)))
+
+
+class ConditionCounts:
+    """An OnChange for large labs: says how many nodes have each condition, one line at most every
+    SUMMARY_EVERY seconds ("answering 300/300 · consensus 212/300 · listed 180/280 ..."), and at once when a
+    node stops answering. `flush()` says the last counts."""
+
+    def __init__(self, say: Callable[[str], None], roles: dict[str, str], *,
+                 every: float = SUMMARY_EVERY) -> None:
+        self.say = say
+        self.roles = roles  # node -> role: a condition counts among the nodes of the roles that report it
+        self.every = every
+        self.have: dict[str | None, set[str]] = {}
+        self.known: dict[str | None, set[str]] = {}  # the roles that report each condition
+        self.last = time.monotonic()
+        self.dirty = False
+
+    def __call__(self, name: str, condition: str | None, value: bool) -> None:
+        if condition is None and not value and name in self.have.get(None, ()):
+            self.say(f"{name}: stopped answering /status")
+        self.known.setdefault(condition, set()).add(self.roles.get(name, ""))
+        have = self.have.setdefault(condition, set())
+        (have.add if value else have.discard)(name)
+        self.dirty = True
+        if time.monotonic() - self.last >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        parts = [f"answering {len(self.have.get(None, ()))}/{len(self.roles)}"]
+        parts += [f"{c} {len(self.have.get(c, ()))}/{sum(r in roles for r in self.roles.values())}"
+                  for c, roles in self.known.items() if c]
+        self.say(" · ".join(parts))
+        self.last, self.dirty = time.monotonic(), False
 
 
 AUTHORITY_FIELDS = ("or_port", "dir_port", "v3ident", "fingerprint", "voting_interval")

@@ -20,6 +20,11 @@ Refresh schedule. Authorities publish the consensus for the round starting at T 
 newer document is available yet: the client refetches at a random moment between half and all of an
 interval after fresh-until (Tor also spreads clients over a window after fresh-until), and soon again if it
 got nothing newer. The document it holds meanwhile stays valid until valid-until = T + 3 intervals.
+
+Before its first consensus a node asks again soon (a fresh lab's first one is about an interval away), at a
+random moment within FIRST_RETRY_SHARE of the voting interval (at least FIRST_RETRY_MAX): the jitter keeps
+a few hundred nodes started together from asking in step, and the interval (larger in larger labs,
+orchestrator/scale.py) bounds the rate of those requests by the lab's size.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ DESCRIPTOR_PATH = "/tor/"
 REQUEST_TIMEOUT = 10.0
 RETRY_MIN = 0.25  # seconds before retrying when no authority answered well; doubles up to RETRY_MAX
 RETRY_MAX = 10.0
-FIRST_RETRY_MAX = 0.5  # the retry delay's cap while we have no consensus at all
+FIRST_RETRY_MAX = 0.5  # the retry delay's cap while we have no consensus at all (at least)...
+FIRST_RETRY_SHARE = 0.05  # ... or this share of the voting interval, whichever is larger
 # A consensus counts this far outside its validity, as C tor's "reasonably live" one (REASONABLY_LIVE_TIME,
 # 24 h): a node whose clock is off still takes the newest consensus, and HS time periods come from its
 # valid-after, not from our clock. Beyond EARLY_SKEW seconds we say our clock looks wrong (as C tor warns).
@@ -94,7 +100,7 @@ REQUEST_FAILURES = (RemoteProtocolError, UnexpectedStatus, trio.TooSlowError, OS
 
 class DirectoryClient:
     def __init__(self, authorities: Sequence[AuthorityRef], metrics: Metrics, events: EventLog, *,
-                 timeout: float = REQUEST_TIMEOUT) -> None:
+                 timeout: float = REQUEST_TIMEOUT, voting_interval: float = 10.0) -> None:
         if not authorities:
             raise ValueError("a directory client needs at least one authority")
         self.authorities = tuple(authorities)
@@ -102,6 +108,7 @@ class DirectoryClient:
         self.metrics = metrics
         self.events = events
         self.timeout = timeout
+        self.first_retry_max = max(FIRST_RETRY_MAX, FIRST_RETRY_SHARE * voting_interval)
         self.certs: dict[bytes, AuthorityCert] = {}  # v3ident -> its newest checked certificate
         self.microdescs: dict[bytes, Microdescriptor] = {}  # digest -> microdescriptor of the consensus
         self.signed: SignedConsensus | None = None
@@ -177,10 +184,12 @@ class DirectoryClient:
             try:
                 signed, raw = await self.fetch_consensus(int(clock.wall()))
             except NoConsensusError:
-                await trio.sleep(retry)
-                # Until the first consensus, ask often: a fresh lab's first one is seconds away, and every
-                # node waits for it (a few small requests to the authorities are cheap).
-                retry = min(2 * retry, RETRY_MAX if self.current is not None else FIRST_RETRY_MAX)
+                if self.current is None:  # a fresh lab's first consensus: soon, at a random moment
+                    await trio.sleep(retry * _random.uniform(0.5, 1.0))
+                    retry = min(2 * retry, self.first_retry_max)
+                else:
+                    await trio.sleep(retry)
+                    retry = min(2 * retry, RETRY_MAX)
                 continue
             retry = RETRY_MIN
             if self.signed is None or signed.consensus.valid_after > self.signed.consensus.valid_after:

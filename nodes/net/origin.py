@@ -35,7 +35,8 @@ class OriginStack:
         self.guards = GuardManager(Path(config.data_dir, GUARD_STATE), config.guards, metrics=self.metrics,
                                    events=self.events)
         self.directory = FollowingDirectoryClient(config.authorities, self.metrics, self.events,
-                                                  on_consensus=lambda c: self.guards.sample(usable(c)))
+                                                  on_consensus=lambda c: self.guards.sample(usable(c)),
+                                                  voting_interval=config.timing.voting_interval)
 
     def has_consensus(self) -> bool:
         c = self.directory.current

@@ -26,15 +26,21 @@ Rounds start on wall-clock multiples of V, so authorities agree on them without 
 at T makes the consensus with valid-after T, fresh-until T + V, valid-until T + 3V (a client keeps a usable
 consensus through two missed rounds):
 
-    T                  test every known relay's reachability (CREATE2 with ntor over a fresh link, which
-                       proves the relay's identity in CERTS), until T + 0.2 V (new relays are also tested
-                       as soon as they upload, so a short window suffices)
-    T + 0.2 V          vote and push the vote to every other authority; accept theirs all the time
+    T + 0.2 V          vote (from the reachability tests so far, below) and push the vote to every other
+                       authority; accept theirs all the time
     T + 0.2 V + D_v    fetch votes still missing, compute the consensus from the votes for T, sign it and
                        push the signature for D_d; publish once floor(n/2)+1 signatures are valid
 
 (the topology keeps 0.2 V + D_v + D_d within V). So the first consensus appears at most about V + 0.2 V + D_v
 after start: 14 s with the defaults.
+
+Reachability (CREATE2 with ntor over a fresh link, which proves the relay's identity in CERTS) is tested all
+the time, not in a window of the round: every relay held once per V, the tests spread evenly over the
+interval in a fresh random order each cycle (C tor's authorities likewise test a slice of their relays every
+10 s), and every new or moved relay as soon as it uploads. Testing all relays at once at the round's start
+was a burst of TLS handshakes that, at a few hundred relays on a small machine, outlasted the round and
+starved the votes (issue 10). A relay is Running when it passed a test within the last
+(1 + RUNNING_GRACE_ROUNDS) V: one failed or slow test does not drop it.
 
 With fewer votes than a majority of the authorities the round produces nothing (the previous consensus stays
 valid). An authority does not sign a consensus that lists no relay when a vote it used lists one: after a
@@ -45,7 +51,7 @@ Flags (assign_flags), simple rules for a small testbed, where Tor's uptime and b
 need hours of history to mean anything:
 
     Valid    every relay whose descriptor checked and is not older than the maximum age
-    Running  passed a reachability test in this round or one of the RUNNING_GRACE_ROUNDS before it (one
+    Running  passed a reachability test within the last (1 + RUNNING_GRACE_ROUNDS) voting intervals (one
              slow answer on a loaded machine must not drop a relay; Tor keeps a relay Running for 45 minutes)
     Stable   Running (no uptime history at seconds-scale intervals)
     Fast     Running and bandwidth at least C tor's threshold under TestingTorNetwork (fast_threshold: the
@@ -65,6 +71,7 @@ import functools
 import logging
 import math
 import os
+import random
 import statistics
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -114,10 +121,11 @@ NEW_RELAY_QUEUE = 64  # uploads of new relays waiting for their first reachabili
 MAX_FETCH = 96  # descriptors asked of one peer at once (C tor asks for at most 96 per request)
 EARLY_CLAIMS = 4  # unchecked signature claims kept per authority until our consensus is computed
 RUNNING_GRACE_ROUNDS = 2  # a relay reached in one of the last rounds is still Running
-MIN_TEST_TIME = 0.2  # of V: the round's reachability tests (module docstring)
+MIN_TEST_TIME = 0.2  # of V: from the round's start to the vote (module docstring)
 PUSH_MARGIN = 0.1  # of a delay: pushes stop this much before the next step, so late answers do not stall it
 
 Reachable = Callable[[ServerDescriptor], Awaitable[bool]]
+_random = random.SystemRandom()
 
 
 def assign_flags(descriptors: Iterable[ServerDescriptor],
@@ -237,7 +245,7 @@ class Authority:
         self.timing = config.timing
         self.interval = config.timing.voting_interval
         self.reachable = reachable
-        self.last_reached: dict[bytes, int] = {}  # relay node ID -> the round it last passed the test
+        self.last_reached: dict[bytes, float] = {}  # relay node ID -> when it last passed the test (wall)
         self._new_relays_send, self._new_relays = trio.open_memory_channel(NEW_RELAY_QUEUE)
         self.metrics = metrics
         self.events = events
@@ -462,10 +470,37 @@ class Authority:
 
     async def test_new_relays(self) -> None:
         """Test every new (or moved) relay's reachability as soon as it uploads, so that the next round can
-        vote it Running even when that round's own tests run short on a loaded machine."""
+        vote it Running without waiting for its turn in the cycle."""
         async for desc in self._new_relays:
-            if await self.reachable(desc):
-                self.last_reached[desc.node_id] = self._round_of(clock.wall())
+            await self._test(desc)
+
+    async def test_reachability(self) -> None:
+        """Test every relay held once per voting interval, the tests spread evenly over it in a random order
+        (module docstring). Each test runs on its own (a slow relay delays no other) within
+        REACHABILITY_TIMEOUT, so at most about that many seconds' worth of tests run at once."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                relays = list(self.descriptors.values())
+                if not relays:
+                    await trio.sleep(MIN_TEST_TIME * self.interval)
+                    continue
+                gap = self.interval / len(relays)
+                for desc in _random.sample(relays, len(relays)):
+                    if self.descriptors.get(desc.node_id) is desc:  # not replaced or expired meanwhile
+                        nursery.start_soon(self._test, desc)
+                    await trio.sleep(gap)
+
+    async def _test(self, desc: ServerDescriptor) -> None:
+        passed = await self.reachable(desc)
+        if passed:
+            self.last_reached[desc.node_id] = clock.wall()
+        self.metrics.inc("reachability_checks_total", result="reachable" if passed else "unreachable")
+
+    def running(self, now: float) -> set[bytes]:
+        """The node IDs of the relays held that passed a test recently enough to be Running."""
+        window = (1 + RUNNING_GRACE_ROUNDS) * self.interval
+        self.last_reached = {i: t for i, t in self.last_reached.items() if i in self.descriptors}
+        return {i for i, t in self.last_reached.items() if now - t <= window}
 
     # -- voting rounds ---------------------------------------------------------------------------------------
     async def run_rounds(self) -> None:
@@ -501,6 +536,7 @@ class Authority:
         v = self.interval
         self.round = start
         self.votes = {t: votes for t, votes in self.votes.items() if t >= start}
+        await trio.sleep_until(self._trio_time(vote_at))
         now = int(clock.wall())
         oldest = now - self.descriptor_max_age
         self.descriptors = {k: d for k, d in self.descriptors.items() if d.published >= oldest}
@@ -509,11 +545,7 @@ class Authority:
         self.microdescs = {m.digest: m for m in by_node.values()}
         self.metrics.set("relays_known", len(self.descriptors))
 
-        for node_id in await self._test_reachability(descriptors, vote_at):
-            self.last_reached[node_id] = start
-        self.last_reached = {i: t for i, t in self.last_reached.items() if i in self.descriptors}
-        reachable = {i for i, t in self.last_reached.items() if start - t <= RUNNING_GRACE_ROUNDS * v}
-        flags = assign_flags(descriptors, reachable)
+        flags = assign_flags(descriptors, self.running(now))
         vote = make_vote(self.cert, self.keys.signing, published=int(clock.wall()), valid_after=start,
                          fresh_until=start + v, valid_until=start + 3 * v, vote_delay=self.timing.vote_delay,
                          dist_delay=self.timing.dist_delay,
@@ -583,22 +615,6 @@ class Authority:
                     missing = [r.node_id for r in vote.routers if r.node_id not in self.descriptors]
                     if vote.authority in refs and missing:
                         nursery.start_soon(fetch, refs[vote.authority], missing[:MAX_FETCH])
-
-    async def _test_reachability(self, descriptors: list[ServerDescriptor], until: float) -> set[bytes]:
-        """Node IDs of the relays that passed; a test still running at `until` counts as a failure."""
-        passed: set[bytes] = set()
-
-        async def test(desc: ServerDescriptor) -> None:
-            if await self.reachable(desc):
-                passed.add(desc.node_id)
-
-        with trio.move_on_at(self._trio_time(until)):
-            async with trio.open_nursery() as nursery:
-                for d in descriptors:
-                    nursery.start_soon(test, d)
-        self.metrics.inc("reachability_checks_total", len(passed), result="reachable")
-        self.metrics.inc("reachability_checks_total", len(descriptors) - len(passed), result="unreachable")
-        return passed
 
     async def _push(self, path: str, body: bytes, what: str, until: float) -> None:
         async def push(peer: AuthorityRef) -> None:
@@ -696,6 +712,7 @@ async def serve(config: NodeConfig, *, reachable: Reachable | None = None,
             control=control))
         nursery.start_soon(authority.run_rounds)
         nursery.start_soon(authority.test_new_relays)
+        nursery.start_soon(authority.test_reachability)
         events.emit("authority_started", v3ident=authority.v3ident.hex().upper(),
                     fingerprint=node_keys.fingerprint, dir_port=authority.dir_port, or_port=authority.or_port,
                     control_port=authority.control_port, authorities=len(authority.configured),

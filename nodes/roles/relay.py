@@ -94,7 +94,8 @@ class Relay:
         self.channels = ChannelManager(self.link_identity, metrics, events, address=config.address,
                                        address_map=config.address_map, shaper=self.control.shaper,
                                        source_address=config.source_address)
-        self.directory = DirectoryClient(config.authorities, metrics, events)
+        self.directory = DirectoryClient(config.authorities, metrics, events,
+                                         voting_interval=config.timing.voting_interval)
         self.hsdir = HsDirStore(metrics, events, documents=self.directory)  # and a directory cache (V2Dir)
         handlers = onion_service_handlers(metrics, events)
         self.intro_point: IntroPoint = handlers[IntroPoint.COMMANDS[0]]

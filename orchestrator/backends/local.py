@@ -360,13 +360,19 @@ class LocalBackend:
             else:
                 say(f"{name}: {condition}" if value else f"{name}: lost {condition}")
 
+        if len(info.nodes) > readiness.SUMMARY_ABOVE:
+            on_change = readiness.ConditionCounts(say, {n.name: n.role for n in info.nodes})
         endpoints = [readiness.Endpoint(n.name, n.address, n.ports["control_port"]) for n in info.nodes]
         try:
             statuses = readiness.wait_until_ready(endpoints, timeout=timeout, on_change=on_change,
                                                   check=lambda: self._check_alive(info.nodes))
         except readiness.ReadinessTimeout as e:
+            if isinstance(on_change, readiness.ConditionCounts):
+                on_change.flush()
             tails = "\n".join(self._tail_report(info.node(name), 5) for name in e.waiting)
             raise StartFailed(f"{e}\n{tails}") from None
+        if isinstance(on_change, readiness.ConditionCounts):
+            on_change.flush()
         say(f"all {len(info.nodes)} nodes ready in {time.monotonic() - started:.1f} s")
         return statuses
 

@@ -30,7 +30,7 @@ def parse(*argv):
 def test_up_defaults():
     args = parse("up")
     assert (args.command, args.backend, args.topology) == ("up", "docker", None)
-    assert (args.timeout, args.run_dir) == (120.0, None)
+    assert (args.timeout, args.run_dir) == (None, None)  # None: chosen from the lab's size
 
 
 def test_up_arguments():
@@ -373,3 +373,24 @@ def test_an_interrupted_up_exits_128_plus_the_signal_and_status_says_it_failed(s
     assert cli.main(["logs", "auth1", "--run-dir", str(run_dir)]) == 0  # what it left is still readable
     assert cli.main(["down", "--run-dir", str(run_dir)]) == 0
     assert not run_dir.exists()
+
+
+def test_up_checks_every_onion_through_every_client(monkeypatch, capsys):
+    asked = []
+
+    def reach(socks, onion, *, deadline):
+        asked.append((socks, onion))
+        if (socks, onion) == ("c2:9050", "b.onion"):
+            raise OSError("no route")
+        return 0.25
+
+    monkeypatch.setattr(cli, "check_reachable", reach)
+    status = {"clients": [{"name": "client1", "socks": "c1:9050"}, {"name": "client2", "socks": "c2:9050"}],
+              "onion_services": [{"name": "hs1", "onion": "a.onion"}, {"name": "hs2", "onion": "b.onion"}]}
+    said = []
+    assert not cli._check_onions(status, said.append, deadline=0)
+    assert sorted(asked) == [("c1:9050", "a.onion"), ("c1:9050", "b.onion"), ("c2:9050", "a.onion"),
+                             ("c2:9050", "b.onion")]
+    assert said == ["hs1: onion reachable via client1 (250 ms), client2 (250 ms)",
+                    "hs2: onion reachable via client1 (250 ms)"]
+    assert "hs2 is not reachable through client2: no route" in capsys.readouterr().err

@@ -2,8 +2,10 @@
 is the cause, the extra labels from the environment."""
 
 import dataclasses
+import io
 import subprocess
 import sys
+import tarfile
 from ipaddress import ip_network
 
 import docker.errors
@@ -12,7 +14,7 @@ import pytest
 from orchestrator.backends import BackendError, RunInfo, RunNode, write_state
 from orchestrator.backends import docker as backend
 from orchestrator.backends.docker import engine, lifecycle, reaper
-from orchestrator.plan import INIT_MEMORY, INIT_PIDS
+from orchestrator.plan import INIT_MEMORY, INIT_PIDS, Plan, make_plan
 from orchestrator.topology import parse_topology
 
 
@@ -190,7 +192,8 @@ class Recorder:
 
     def __init__(self):
         self.created = {}
-        self.archives = []  # (container, path, tar bytes) of put_archive
+        self.archives = {}  # container name -> [(path, tar bytes)] copied in before start
+        self.volumes_made, self.volumes_removed = [], []
         client = self
 
         class Container:
@@ -198,7 +201,7 @@ class Recorder:
                 self.name = name
 
             def put_archive(self, path, data):
-                client.archives.append((self.name, path, data))
+                client.archives.setdefault(self.name, []).append((path, data))
                 return True
 
             def start(self):
@@ -215,14 +218,29 @@ class Recorder:
 
         class Containers:
             def create(self, image, command, **kwargs):
-                client.created[kwargs["name"]] = kwargs
+                client.created[kwargs["name"]] = {**kwargs, "command": command}
                 return Container(kwargs["name"])
+
+        class Volume:
+            def __init__(self, name):
+                self.name = name
+
+            def remove(self):
+                client.volumes_removed.append(self.name)
+
+        class Volumes:
+            def create(self, name, labels):
+                client.volumes_made.append(name)
+                return Volume(name)
+
+            def get(self, name):
+                return Volume(name)
 
         class Api:
             def create_endpoint_config(self, **kwargs):
                 return kwargs
 
-        self.containers, self.api = Containers(), Api()
+        self.containers, self.api, self.volumes = Containers(), Api(), Volumes()
 
 
 def test_every_container_gets_the_memory_and_pids_limits_of_its_node(tmp_path):
@@ -250,9 +268,7 @@ def test_every_container_gets_the_memory_and_pids_limits_of_its_node(tmp_path):
 def test_the_control_secret_reaches_each_volume_not_the_environment(tmp_path):
     """The run's control secret: 0600 in the run dir, and keys/control.secret (0600, the node user's) put
     into every node's volume through the init container before it starts; never in its environment."""
-    import io
     import stat
-    import tarfile
 
     topology = parse_topology(LAB)
     dock = backend.DockerBackend(tmp_path, labels={})
@@ -261,12 +277,65 @@ def test_the_control_secret_reaches_each_volume_not_the_environment(tmp_path):
     dock._init(topology, info, {}, lambda line: None)
     secret = (tmp_path / "control.secret").read_text().strip()
     assert len(secret) >= 32 and stat.S_IMODE((tmp_path / "control.secret").stat().st_mode) == 0o600
-    archives = dock._client.archives
-    assert [(c, p) for c, p, _ in archives] == [("onionlab-r1-init", f"/var/lib/onionlab/{n.name}")
-                                                for n in info.nodes]
-    with tarfile.open(fileobj=io.BytesIO(archives[0][2])) as tar:
+    archives = [(p, data) for p, data in dock._client.archives["onionlab-r1-init"] if p != "/plan"]
+    assert [p for p, _ in archives] == [f"/var/lib/onionlab/{n.name}" for n in info.nodes]
+    with tarfile.open(fileobj=io.BytesIO(archives[0][1])) as tar:
         entry = tar.getmember("keys/control.secret")
         assert (entry.mode, entry.uid, entry.gid) == (0o600, 10001, 10001)
         assert tar.getmember("keys").mode == 0o700
         assert tar.extractfile(entry).read().decode().strip() == secret
     assert secret not in repr(dock._client.created)
+
+
+def test_init_reads_a_plan_of_any_size_from_a_file_copied_into_its_own_volume(tmp_path):
+    """A 300-node plan (about 300 KB) is more than an environment variable holds (128 KiB): init gets it as a
+    file, in a volume made for it and removed once init is done."""
+    topology = parse_topology("""\
+name: big
+networks: {onionnet: {subnet: 10.79.0.0/23}}
+nodes:
+  - {name: auth, role: authority, count: 5}
+  - {name: relay, role: relay, count: 280}
+  - {name: hs, role: onion_service, services: [{port: 80, target: http}]}
+""")
+    dock = backend.DockerBackend(tmp_path, labels={})
+    dock._client = Recorder()
+    info = dock._plan(topology, "r1")
+    dock._init(topology, info, {}, lambda line: None)
+    init = dock._client.created["onionlab-r1-init"]
+    assert "environment" not in init
+    assert init["volumes"]["onionlab-r1-init"]["bind"] == "/plan"
+    ((path, data),) = [(p, d) for p, d in dock._client.archives["onionlab-r1-init"] if p == "/plan"]
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        (member,) = tar.getmembers()
+        text = tar.extractfile(member).read().decode()
+    assert (path, member.name) == ("/plan", "plan.json")
+    assert len(text) > 200_000
+    assert Plan.from_json(text).nodes == make_plan(topology, socks_address="0.0.0.0").nodes
+    assert init["command"][:2] == ["init", "/plan/plan.json"]
+    assert dock._client.volumes_removed == ["onionlab-r1-init"]
+
+
+def test_a_lab_that_overflows_the_kernels_neighbour_table_is_warned_about(tmp_path, monkeypatch):
+    """Linux keeps one ARP table for all containers (gc_thresh3, 1024 by default); a 300-node lab needs
+    thousands of entries, and past the limit the kernel drops packets between the containers."""
+    small = parse_topology(LAB)
+    large = parse_topology("""\
+name: big
+networks: {onionnet: {subnet: 10.79.0.0/23}}
+nodes:
+  - {name: auth, role: authority, count: 5}
+  - {name: relay, role: relay, count: 280}
+  - {name: hs, role: onion_service, services: [{port: 80, target: http}]}
+""")
+    limit = tmp_path / "gc_thresh3"
+    limit.write_text("1024\n")
+    monkeypatch.setattr(lifecycle, "NEIGHBOUR_LIMIT", limit)
+    dock = backend.DockerBackend(tmp_path, labels={})
+    dock._client = type("Client", (), {"api": type("Api", (), {"base_url": "http+docker://localhost"})()})()
+    assert lifecycle.neighbour_entries(small) < 1024 < lifecycle.neighbour_entries(large)
+    assert dock._neighbour_warning(small) is None
+    warning = dock._neighbour_warning(large)
+    assert "gc_thresh3" in warning and str(lifecycle.neighbour_entries(large)) in warning
+    limit.write_text("16384\n")
+    assert dock._neighbour_warning(large) is None

@@ -93,3 +93,17 @@ nodes:
     assert (configs["slow"].bandwidth, configs["slow"].timing.descriptor_refresh) == (50_000, 5)
     assert (configs["hs"].intro_points, configs["hs"].guards) == (2, 2)
     assert configs["slow"].timing.voting_interval == configs["auth1"].timing.voting_interval
+
+
+def test_a_300_node_plan_is_read_from_a_file(tmp_path, capsys):
+    """The docker backend hands init the plan as a file: a 300-node plan is more than an environment variable
+    may hold (128 KiB), and init takes it whole."""
+    large = Path(__file__).resolve().parents[2] / "topologies" / "large.yaml"
+    plan = make_plan(load_topology(large), data_root=tmp_path / "state").to_json()
+    assert len(plan) > 128 * 1024
+    (tmp_path / "plan.json").write_text(plan)
+    assert main(["--plan", str(tmp_path / "plan.json"), "--out", str(tmp_path / "state")]) == 0
+    assert "wrote 300 node configs" in capsys.readouterr().out
+    assert load_config(tmp_path / "state" / "relay280" / "config.json").timing.voting_interval == 60
+    assert main(["--plan", str(tmp_path / "missing.json"), "--out", str(tmp_path / "state")]) == 1
+    assert "missing.json" in capsys.readouterr().err

@@ -22,8 +22,9 @@ run's id (`onionlab.run`) and with who made it (`onionlab.owner-*`):
                 container that mounts it (config.json, and the keys the node makes)
     init        a one-shot container of the node image (`python -m nodes init`, nodes/init.py) with every
                 volume mounted: it makes the authorities' identity keys, writes every node's config.json
-                from the plan (orchestrator/plan.py, passed in $ONIONLAB_PLAN) and hands the volumes to the
-                node user (uid 10001). Key material never leaves the run's volumes.
+                from the plan (orchestrator/plan.py; copied as a file into a volume of its own,
+                `onionlab-<run>-init`, removed once init is done: no size limit) and hands the volumes to
+                the node user (uid 10001). Key material never leaves the run's volumes.
     containers  one per node, `onionlab-<run>-<node>` (hostname: the node's name) running
                 `ROLE --config /var/lib/onionlab/<node>/config.json` (`tor --config ...` for a node that a
                 stock tor plays, `impl: tor`: the same image and labels, plus onionlab.impl) at its static

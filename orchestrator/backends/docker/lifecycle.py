@@ -70,11 +70,19 @@ PRIVATE_BLOCKS = tuple(IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "
 
 CHECK_EVERY = 0.5  # seconds between two looks at the containers' states while waiting for readiness
 PARALLEL = 4  # engine calls in flight while creating and starting containers
+# The image's HEALTHCHECK (every 5 s) starts a Python in the container each time; the engine's exec costs
+# as much again. A large lab spaces them out: at most this many checks a second across the lab.
+HEALTH_CHECKS_PER_SECOND = 2
+# Linux keeps one neighbour (ARP) table for every network namespace, capped by gc_thresh3 (1024 by default);
+# past it the kernel drops packets between containers ("neighbour table overflow" in its log) and a lab's
+# nodes time out talking to each other. A lab needs an entry on both sides of every pair that talks: each
+# authority tests every relay, and every node links to a few relays of its circuits.
+NEIGHBOUR_LIMIT = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+NEIGHBOURS_PER_NODE = 8
 
 INIT_TIMEOUT = 60.0
-MAX_PLAN_BYTES = 120_000  # an environment variable must stay under Linux's MAX_ARG_STRLEN (128 KiB)
-
-PLAN_ENV = "ONIONLAB_PLAN"
+PLAN_DIR = "/plan"  # where the init container mounts the run's plan volume
+PLAN_FILE = "plan.json"
 
 
 class DockerBackend(Faults, Reaper, Observe):
@@ -84,6 +92,8 @@ class DockerBackend(Faults, Reaper, Observe):
         run is removed (the containers' logs are saved in the run dir first)."""
         say = progress or (lambda _: None)
         self._check_images(topology)  # connects first: BackendError when no engine answers
+        if (warning := self._neighbour_warning(topology)) is not None:
+            say(warning)
         self._prepare_run_dir()
         run_id = secrets.token_hex(4)
         info = self._plan(topology, run_id)
@@ -224,6 +234,24 @@ class DockerBackend(Faults, Reaper, Observe):
                 raise BackendError(f"image {image} is not on this Docker engine{hint}; onionlab never pulls"
                                    ) from None
 
+    def _neighbour_warning(self, topology: Topology) -> str | None:
+        """A warning when the lab needs more neighbour-table entries than this host's kernel keeps (checked
+        only when the engine runs on this Linux host: it shares our kernel)."""
+        if not self.client.api.base_url.startswith("http+docker://localhost"):
+            return None
+        try:
+            limit = int(NEIGHBOUR_LIMIT.read_text())
+        except (OSError, ValueError):
+            return None
+        needed = neighbour_entries(topology)
+        if needed <= limit:
+            return None
+        return (f"warning: this lab needs about {needed} ARP entries and the kernel keeps {limit} for all "
+                "containers together (net.ipv4.neigh.default.gc_thresh3): past that it drops packets between "
+                "containers and nodes time out. Raise it first, e.g. `sudo sysctl -w "
+                f"net.ipv4.neigh.default.gc_thresh3={2 * needed} net.ipv4.neigh.default.gc_thresh2={needed}` "
+                "(docs/scale.md)")
+
     def _prepare_run_dir(self) -> None:
         """An empty run dir: a previous run's files go, unless that run still has containers."""
         old = read_state(self.run_dir)
@@ -323,28 +351,32 @@ class DockerBackend(Faults, Reaper, Observe):
 
     def _init(self, topology: Topology, info: RunInfo, labels: dict[str, str], say: Progress) -> None:
         """The one-shot init container: keys and configs into the volumes, then the volumes to the node user.
-        It runs as root (fresh volumes are root's) with only the capabilities that needs."""
+        It runs as root (fresh volumes are root's) with only the capabilities that needs. The plan reaches it
+        as a file in a volume of its own, copied in before it starts (an environment variable or argument
+        could hold at most 128 KiB: about 120 nodes); that volume goes once init is done."""
         plan = make_plan(topology, socks_address="0.0.0.0").to_json()
-        if len(plan) > MAX_PLAN_BYTES:
-            raise BackendError(f"the plan of {len(topology.nodes)} nodes is {len(plan)} bytes, more than one "
-                               f"environment variable can hold ({MAX_PLAN_BYTES})")
         dirs = [f"{DATA_ROOT}/{n.name}" for n in info.nodes]
-        script = ('python3 -m nodes.init --plan-env "$1" --out "$2" && shift 2 && chmod 0700 "$@" '
+        script = ('python3 -m nodes.init --plan "$1" --out "$2" && shift 2 && chmod 0700 "$@" '
                   '&& chown -R 10001:10001 "$@"')
+        plan_volume = self._object_name(info.run_id, INIT)
+        self.client.volumes.create(plan_volume, labels={**labels, NODE: INIT, ROLE: INIT})
         volumes = {self._object_name(info.run_id, n.name): {"bind": d, "mode": "rw"}
                    for n, d in zip(info.nodes, dirs, strict=True)}
+        volumes[plan_volume] = {"bind": PLAN_DIR, "mode": "rw"}  # rw: a read-only mount refuses the copy
         image = topology.nodes[0].image
         name = self._object_name(info.run_id, INIT)
         try:
             container = self.client.containers.create(
-                image, ["init", PLAN_ENV, DATA_ROOT, *dirs], entrypoint=["sh", "-c", script],
-                name=name, hostname=INIT, user="0:0", environment={PLAN_ENV: plan}, volumes=volumes,
+                image, ["init", f"{PLAN_DIR}/{PLAN_FILE}", DATA_ROOT, *dirs], entrypoint=["sh", "-c", script],
+                name=name, hostname=INIT, user="0:0", volumes=volumes,
                 network_mode="none", cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE"],
                 security_opt=["no-new-privileges:true"], read_only=True, **_limits(INIT_MEMORY, INIT_PIDS),
                 labels={**labels, NODE: INIT, ROLE: INIT})
             secret = secret_archive(new_secret(self.run_dir))
             for d in dirs:  # into each volume before init runs: never in an environment variable or image
                 container.put_archive(d, secret)
+            if not container.put_archive(PLAN_DIR, _tar_file(PLAN_FILE, plan.encode())):
+                raise BackendError(f"init ({name}): the engine did not take the plan file")
             container.start()
             code = container.wait(timeout=INIT_TIMEOUT)["StatusCode"]
         except requests.exceptions.ConnectionError:
@@ -359,8 +391,9 @@ class DockerBackend(Faults, Reaper, Observe):
                                    f"{log_report(f'init ({name})', lines[-TAIL_LINES:])}")
         authorities = sum(n.role == "authority" for n in info.nodes)
         say(f"init: {len(info.nodes)} configs and {authorities} authority identity keys written into the "
-            "run's volumes")
+            f"run's volumes (plan: {len(plan) // 1024} KiB)")
         container.remove(v=True)
+        self.client.volumes.get(plan_volume).remove()
 
     def _start_nodes(self, topology: Topology, info: RunInfo, labels: dict[str, str]) -> None:
         """Create every container (attached to all its networks), then start them all, authorities first.
@@ -401,6 +434,7 @@ class DockerBackend(Faults, Reaper, Observe):
                 networking_config={primary_net: self.client.api.create_endpoint_config(
                     ipv4_address=str(primary.address))},
                 ports=published, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+                healthcheck=_health_interval(len(info.nodes)),
                 read_only=True, tmpfs={"/tmp": "size=16m,mode=1777"}, **_limits(planned.memory, planned.pids),
                 log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "2"}},
                 labels={**labels, NODE: node.name, ROLE: node.role, IMPL: node.impl})
@@ -433,13 +467,19 @@ class DockerBackend(Faults, Reaper, Observe):
             say(f"{name}: {condition} ({len(have)} node{'s' if len(have) != 1 else ''})" if value
                 else f"{name}: lost {condition}")
 
+        if total > readiness.SUMMARY_ABOVE:
+            on_change = readiness.ConditionCounts(say, {n.name: n.role for n in info.nodes})
         endpoints = [control_endpoint(n) for n in info.nodes]
         try:
             statuses = readiness.wait_until_ready(endpoints, timeout=timeout, on_change=on_change,
                                                   check=self._exit_check(info))
         except readiness.ReadinessTimeout as e:
+            if isinstance(on_change, readiness.ConditionCounts):
+                on_change.flush()
             tails = "\n".join(self._tail_report(info, name, 5) for name in e.waiting)
             raise StartFailed(f"{e}\n{tails}") from None
+        if isinstance(on_change, readiness.ConditionCounts):
+            on_change.flush()
         say(f"all {total} nodes ready in {time.monotonic() - started:.1f} s")
         return statuses
 
@@ -472,6 +512,13 @@ class DockerBackend(Faults, Reaper, Observe):
                                        f"{log_report(f'{name} ({container.name})', lines[-TAIL_LINES:])}")
 
         return check
+
+
+def neighbour_entries(topology: Topology) -> int:
+    """About how many neighbour-table entries the lab's containers need together (NEIGHBOUR_LIMIT)."""
+    authorities = len(topology.nodes_by_role("authority"))
+    relays = len(topology.nodes_by_role("relay"))
+    return 2 * authorities * (relays + authorities) + NEIGHBOURS_PER_NODE * len(topology.nodes)
 
 
 def choose_subnet(wanted: IPv4Network, taken: Iterable[IPv4Network]) -> IPv4Network | None:
@@ -561,6 +608,22 @@ def secret_archive(secret: str) -> bytes:
         data = (secret + "\n").encode()
         entry = tarfile.TarInfo(f"{KEYS_DIR}/{SECRET_FILE}")
         entry.size, entry.mode, entry.uid, entry.gid = len(data), 0o600, uid, gid
+        tar.addfile(entry, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _health_interval(nodes: int) -> dict | None:
+    """The image's health check (its test kept: an empty one inherits it) spaced out for a large lab."""
+    seconds = nodes / HEALTH_CHECKS_PER_SECOND
+    return None if seconds <= 5 else {"test": [], "interval": int(seconds * 1e9)}
+
+
+def _tar_file(name: str, data: bytes) -> bytes:
+    """A tar archive holding one file `name` (mode 0444) with `data`: what put_archive copies in."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        entry = tarfile.TarInfo(name)
+        entry.size, entry.mode, entry.mtime = len(data), 0o444, int(time.time())
         tar.addfile(entry, io.BytesIO(data))
     return out.getvalue()
 
