@@ -215,7 +215,7 @@ def render_suite_html(runs: Sequence[dict], *, title: str = "onionlab chaos suit
             share, median, worst = figures(run) if not run.get("refused") else ("-", "-", "-")
             table.append(f"<tr><td>{run['seed']}</td><td>{verdict_word(run)}</td>"
                          f"<td>{verdict_cells(run)}</td><td>{share}</td><td>{median}</td><td>{worst}</td>"
-                         f"<td>{run['seconds']:.0f} s</td></tr>")
+                         f"<td>{run['seconds']:.0f}&nbsp;s</td></tr>")
             if run.get("refused"):
                 timelines.append(f'<h3>seed {run["seed"]}</h3><p class="fail">refused: '
                                  f'{html.escape(run["refused"])}</p>')

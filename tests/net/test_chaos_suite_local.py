@@ -1,9 +1,10 @@
 """The reliability suite (orchestrator/chaos/suite.py) on the local backend: one lab of the default topology
 as processes on 127.0.x.y for the whole module, and every scenario of the suite whose faults the local
 backend has (all but partition-heal: kill, stop and pause are signals), once each, one after another. A
-checker that fails fails the test with the run's summary. Then every node process is gone.
+checker that fails fails the test with the run's summary; after the last one every node runs as it did
+before the first.
 
-About 13 minutes on two cores (random-chaos alone is 3 minutes)."""
+About 12 minutes on two cores (random-chaos alone is 3 minutes)."""
 
 from __future__ import annotations
 

@@ -84,8 +84,8 @@ def test_the_report_has_a_section_per_scenario_with_its_figures(tmp_path: Path) 
     assert header == ["seed", "verdict", "checkers", "availability", "recovery median", "recovery max", "run"]
     checkers = "no_wrong_bytes faults lab_state anonymity consensus_health recovers"
     # 27 of 30 fetches ok; fetch 13 (13.0-13.5 s) is the first good one after the heal at 12 s
-    assert rows == [["1", "PASS", checkers, "90.0%", "1.5 s", "1.5 s", "31 s"],
-                    ["2", "FAIL", checkers, "90.0%", "1.5 s", "1.5 s", "31 s"]]
+    assert rows == [["1", "PASS", checkers, "90.0%", "1.5 s", "1.5 s", "31\xa0s"],
+                    ["2", "FAIL", checkers, "90.0%", "1.5 s", "1.5 s", "31\xa0s"]]
     assert "refused: fault partition is not supported" in "".join(page.text["partition-heal"])
     summary = "".join(page.text[None])
     assert "2 of 4 runs passed" in summary and "1 of 2" in summary
