@@ -6,7 +6,8 @@
   4. INTRODUCE1, encrypted to the service's intro point keys, through one intro point after another (in
      random order) until one answers INTRODUCE_ACK with success. As Tor's client does, an intro point that
      NACKed or timed out, or could not be reached five times, is left alone for two minutes; when no intro
-     point of the descriptor is left, the descriptor is fetched anew.
+     point of the descriptor is left, the descriptor is dropped, fetched anew and the introduction retried,
+     once per connection (as Tor's client does).
   6. RENDEZVOUS2 arrives on the rendezvous circuit: finish hs-ntor, add the virtual hop, open the stream.
 
 A petname (NAME.pet) is first looked up in the client's petname table (nodes/net/petnames.py).
@@ -106,6 +107,8 @@ class OnionClient:
         self._intro_failures: dict[bytes, tuple[float, int]] = {}
         for name, kind, text in (
                 ("descriptor_fetches_total", "counter", "descriptor fetches from HSDirs by result"),
+                ("descriptor_refetches_total", "counter",
+                 "descriptors dropped within a connection because no intro point of theirs took it"),
                 ("introductions_total", "counter", "INTRODUCE1 attempts by intro point and result"),
                 ("rendezvous_total", "counter", "rendezvous setups by result"),
                 ("rendezvous_seconds", "summary", "connect() to a joined rendezvous circuit"),
@@ -187,7 +190,8 @@ class OnionClient:
         cookie = self.rng(REND_COOKIE_LEN)
         rend = await self._establish_rendezvous(consensus, cookie, onion)
         try:
-            state = await self._introduce(consensus, descriptor, subcredential, cookie, rend, onion)
+            state = await self._introduce_or_refetch(consensus, identity, descriptor, subcredential, cookie,
+                                                     rend, onion)
             try:
                 with trio.fail_after(RENDEZVOUS_TIMEOUT):
                     event = await rend.receive((core.Rendezvous2,), timeout=RENDEZVOUS_TIMEOUT)
@@ -219,6 +223,13 @@ class OnionClient:
         cached = self.descriptors.get(identity)
         if cached is not None and cached.period == period.num and clock.wall() < cached.expires:
             return cached.descriptor, subcredential
+        descriptor, expires = await self._fetch(consensus, period, blinded, subcredential, onion)
+        self.descriptors[identity] = _Cached(descriptor, period.num, expires)
+        return descriptor, subcredential
+
+    async def _fetch(self, consensus: NetworkView, period: TimePeriod, blinded: bytes, subcredential: bytes,
+                     onion: str) -> tuple[HsDescriptor, float]:
+        """The descriptor from the first responsible HSDir that has a valid one, and when it expires."""
         hsdirs = responsible_hsdirs(consensus, blinded, period, spread=hs_common.HSDIR_SPREAD_FETCH)
         _random.shuffle(hsdirs)
         invalid: list[str] = []
@@ -261,9 +272,7 @@ class OnionClient:
             self.events.emit("descriptor_fetched", onion=onion, hsdir=hsdir.nickname,
                              revision=descriptor.revision_counter, intro_points=len(descriptor.intro_points),
                              circuit=circuit.circ_id, path=_hops(circuit))
-            self.descriptors[identity] = _Cached(descriptor, period.num,
-                                                 min(now + 60 * descriptor.lifetime, checked.expires))
-            return descriptor, subcredential
+            return descriptor, min(now + 60 * descriptor.lifetime, checked.expires)
         if invalid:
             raise DescriptorInvalid("; ".join(invalid))
         raise DescriptorNotFound(f"none of {len(hsdirs)} responsible HSDirs had a descriptor for {onion}")
@@ -299,17 +308,53 @@ class OnionClient:
         raise RendezvousFailed("no rendezvous point: " + "; ".join(problems))
 
     # -- step 4: introduction ------------------------------------------------------------------------------
+    async def _introduce_or_refetch(self, consensus: NetworkView, identity: bytes, descriptor: HsDescriptor,
+                                    subcredential: bytes, cookie: bytes, rend: OriginCircuitHandle,
+                                    onion: str):
+        """_introduce; when no intro point of the descriptor took the introduction, the descriptor is stale
+        (the service has likely moved its intro points and published new ones): as Tor's client does when
+        none is usable (hs_client_any_intro_points_usable), drop it, fetch it anew and retry within this
+        connection, on the same rendezvous point. Once only: failures are remembered by intro point auth
+        key, so a new descriptor's points are tried fresh while the same one's fail at once, and the
+        connection then fails with the first error, the descriptor dropped so the next one fetches again."""
+        try:
+            return await self._introduce(consensus, descriptor, subcredential, cookie, rend, onion)
+        except (IntroFailed, IntroTimedOut) as e:
+            failure = e
+        self._drop_descriptor(identity, descriptor)
+        self.metrics.inc("descriptor_refetches_total")
+        self.events.emit("descriptor_refetch", onion=onion, error=str(failure))
+        descriptor, _ = await self._descriptor(consensus, identity, onion)  # a concurrent one's, if newer
+        try:
+            if not self._usable_points(descriptor):  # the HSDirs still serve the intro points that failed
+                raise failure
+            return await self._introduce(consensus, descriptor, subcredential, cookie, rend, onion)
+        except (IntroFailed, IntroTimedOut):
+            self._drop_descriptor(identity, descriptor)
+            raise
+
+    def _drop_descriptor(self, identity: bytes, descriptor: HsDescriptor) -> None:
+        """Uncache `descriptor`, not a fresher one a concurrent connection has fetched meanwhile."""
+        cached = self.descriptors.get(identity)
+        if cached is not None and cached.descriptor is descriptor:
+            del self.descriptors[identity]
+
+    def _usable_points(self, descriptor: HsDescriptor) -> list:
+        """The descriptor's intro points that have not failed us lately (forgetting older failures)."""
+        now = trio.current_time()
+        self._intro_failures = {k: f for k, f in self._intro_failures.items()
+                                if f[0] + INTRO_FAILURE_MEMORY > now}
+        return [p for p in descriptor.intro_points if self._usable(p.auth_key)]
+
+    def _usable(self, auth_key: bytes) -> bool:
+        return self._intro_failures.get(auth_key, (0, 0))[1] < MAX_INTRO_UNREACHABLE
+
     async def _introduce(self, consensus: NetworkView, descriptor: HsDescriptor, subcredential: bytes,
                          cookie: bytes, rend: OriginCircuitHandle, onion: str):
         rp = rend.path[-1]
         plaintext = IntroducePlaintext(cookie, (), 1, rp.ntor_onion_key, hop_spec(rp).link_specs())
-        now = trio.current_time()
-        self._intro_failures = {k: f for k, f in self._intro_failures.items()
-                                if f[0] + INTRO_FAILURE_MEMORY > now}
-        points = [p for p in descriptor.intro_points
-                  if self._intro_failures.get(p.auth_key, (0, 0))[1] < MAX_INTRO_UNREACHABLE]
+        points = self._usable_points(descriptor)
         if not points:
-            self.descriptors.pop(decode_onion_address(onion), None)  # a new one may list other intro points
             raise IntroFailed(f"every intro point of the descriptor failed us in the last "
                               f"{INTRO_FAILURE_MEMORY:g} s")
         _random.shuffle(points)
@@ -319,6 +364,9 @@ class OnionClient:
             relay = relay_for(consensus, point.link_specs, point.onion_key)
             if relay is None:
                 problems.append("an intro point without an address and identity")
+                continue
+            if not self._usable(point.auth_key):  # a concurrent connection's introduction failed there
+                problems.append(f"{relay.nickname}: failed another connection meanwhile")
                 continue
             message, state = encrypt_introduce1(auth_key=point.auth_key, service_enc_key=point.enc_key,
                                                 subcredential=subcredential, plaintext=plaintext,
@@ -356,7 +404,6 @@ class OnionClient:
             self.metrics.inc("introductions_total", intro=intro, result="acked")
             self.events.emit("introduce_acked", onion=onion, intro=relay.nickname)
             return state
-        self.descriptors.pop(decode_onion_address(onion), None)  # every intro point failed: fetch it anew
         if timed_out and timed_out == len(problems):
             raise IntroTimedOut("; ".join(problems))
         raise IntroFailed("; ".join(problems) or "the descriptor lists no introduction point")

@@ -84,8 +84,10 @@ async def test_the_table_is_bounded_and_the_oldest_circuit_closed(monkeypatch):
 
 FLAGS = frozenset({"Running", "Valid", "Fast", "Stable", "Guard", "HSDir"})
 RELAYS = [Relay(f"relay{i}", os.urandom(20), os.urandom(32), public_key(os.urandom(32)), f"10.0.0.{i + 2}",
-                9001, 0, 1000, FLAGS, "") for i in range(4)]
-CONSENSUS = SimpleNamespace(routers=RELAYS)
+                9001, 0, 1000, FLAGS, "") for i in range(6)]
+# what TimePeriod.of reads besides the relays
+CONSENSUS = SimpleNamespace(routers=RELAYS, valid_after=1_800_000_000, hs_period_minutes=1440,
+                            hs_rotation_offset_minutes=720, shared_rand_current=None)
 
 
 class FakeIntroCircuit:
@@ -110,7 +112,8 @@ class FakeIntroCircuit:
 
 def _introducer(monkeypatch, answers: dict[str, object]):
     """A client, a descriptor listing relay1..relay3 as intro points (in that order: tried in that order),
-    and the list of intro relays asked, in order."""
+    and the list of intro relays asked, in order. `answers` by relay nickname: an IntroduceAckStatus,
+    "silent" or "unreachable"; SUCCESS for the others."""
     monkeypatch.setattr(hs_client._random, "shuffle", lambda points: None)
     client = OnionClient(circuits=None, guards=None, directory=None, metrics=Metrics(),
                          events=EventLog("c", "client", io.StringIO()))
@@ -123,15 +126,65 @@ def _introducer(monkeypatch, answers: dict[str, object]):
         return FakeIntroCircuit(relay, answers.get(relay.nickname, IntroduceAckStatus.SUCCESS))
 
     monkeypatch.setattr(client, "_build", build)
-    points = tuple(IntroPointDesc(hop_spec(r).link_specs(), r.ntor_onion_key, os.urandom(32),
-                                  public_key(os.urandom(32))) for r in RELAYS[1:])
-    descriptor = SimpleNamespace(intro_points=points)
+    descriptor = _descriptor(RELAYS[1:4])
     rend = SimpleNamespace(path=[RELAYS[0]])
 
     async def introduce():
         return await client._introduce(CONSENSUS, descriptor, bytes(32), bytes(20), rend, ONION)
 
     return client, introduce, asked
+
+
+def _descriptor(intro_relays: list[Relay]) -> SimpleNamespace:
+    """A decrypted descriptor listing `intro_relays` as intro points, each with fresh keys."""
+    return SimpleNamespace(intro_points=tuple(
+        IntroPointDesc(hop_spec(r).link_specs(), r.ntor_onion_key, os.urandom(32), public_key(os.urandom(32)))
+        for r in intro_relays))
+
+
+class FakeRendezvousCircuit:
+    """A rendezvous point whose RENDEZVOUS2 comes right after an INTRODUCE_ACK."""
+
+    def __init__(self) -> None:
+        self.circ_id, self.path, self.error = 7, [RELAYS[0]], None
+
+    async def receive(self, allowed, *, timeout: float):
+        await trio.lowlevel.checkpoint()
+        return SimpleNamespace(message=None)
+
+    def add_virtual_hop(self, hop_crypto) -> None:
+        pass
+
+    async def open_stream(self, target: str, port: int):
+        return ("stream", port)
+
+    async def aclose(self) -> None:
+        self.error = trio.BrokenResourceError("closed by us")
+
+
+def _connector(monkeypatch, answers: dict[str, object], served: list):
+    """_introducer's client behind connect(): the HSDirs serve `served[0]`, `served[1]`, ... (the last one
+    from then on); returns the client, the intro relays asked and the descriptors fetched."""
+    client, _, asked = _introducer(monkeypatch, answers)
+    fetched: list = []
+
+    async def consensus():
+        return CONSENSUS
+
+    async def fetch(consensus, period, blinded, subcredential, onion):
+        await trio.lowlevel.checkpoint()
+        fetched.append(served[min(len(fetched), len(served) - 1)])
+        return fetched[-1], hs_client.clock.wall() + 3600
+
+    async def establish_rendezvous(consensus, cookie, onion):
+        return FakeRendezvousCircuit()
+
+    monkeypatch.setattr(client, "_consensus", consensus)
+    monkeypatch.setattr(client, "_fetch", fetch)
+    monkeypatch.setattr(client, "_establish_rendezvous", establish_rendezvous)
+    monkeypatch.setattr(hs_client, "client_handle_rendezvous2", lambda state, message: None)
+    monkeypatch.setattr(hs_client.HopCrypto, "hs_virtual", staticmethod(lambda keys, service_side: None))
+    return client, asked, fetched
 
 
 async def test_an_intro_point_that_nacked_us_is_left_alone_for_two_minutes(monkeypatch, autojump_clock):
@@ -156,7 +209,7 @@ async def test_an_unreachable_intro_point_is_left_alone_after_five_failures(monk
     assert asked.count("relay1") == 5  # Tor: MAX_INTRO_POINT_REACHABILITY_FAILURES
 
 
-async def test_when_every_intro_point_failed_us_the_descriptor_is_fetched_anew(monkeypatch, autojump_clock):
+async def test_when_every_intro_point_failed_us_none_is_asked_again(monkeypatch, autojump_clock):
     client, introduce, asked = _introducer(monkeypatch, {f"relay{i}": IntroduceAckStatus.UNKNOWN_ID
                                                          for i in range(1, 4)})
     with pytest.raises(IntroFailed):
@@ -178,3 +231,67 @@ async def test_newnym_forgets_descriptors_failures_and_circuits(monkeypatch):
     assert client.newnym() == {"descriptors": 1, "rendezvous_circuits": 1}
     assert client.descriptors == {} and client._intro_failures == {} and closed == [built[0]]
     assert await client.connect(ONION, 80, b"a") == (1, 80)  # the same credentials: a new rendezvous
+
+
+NACK = IntroduceAckStatus.UNKNOWN_ID
+NACKS_A = {"relay1": NACK, "relay2": NACK, "relay3": NACK}  # descriptor A's intro points: relay1..3
+
+
+async def test_a_descriptor_whose_intro_points_all_nack_is_refetched_within_the_connection(
+        monkeypatch, autojump_clock):
+    """The service moved its intro points (B on relay4, relay5) after we cached A: as Tor's client does, the
+    same connection drops A, fetches B and is introduced through it."""
+    a, b = _descriptor(RELAYS[1:4]), _descriptor(RELAYS[4:6])
+    client, asked, fetched = _connector(monkeypatch, NACKS_A, [a, b])
+    assert await client.connect(ONION, 80) == ("stream", 80)
+    assert asked == ["relay1", "relay2", "relay3", "relay4"]
+    assert fetched == [a, b]
+    assert client.metrics.value("descriptor_refetches_total") == 1
+    assert [c.descriptor for c in client.descriptors.values()] == [b]
+
+
+async def test_a_refetched_descriptor_with_the_same_failed_intro_points_fails_once_and_is_dropped(
+        monkeypatch, autojump_clock):
+    """The HSDirs still serve A: one refetch, no intro point asked twice, SOCKS 0xF2 (IntroFailed), and the
+    descriptor is not cached, so the next connection fetches again: B, once the service has published it."""
+    a, b = _descriptor(RELAYS[1:4]), _descriptor(RELAYS[4:6])
+    served = [a]
+    client, asked, fetched = _connector(monkeypatch, NACKS_A, served)
+    with pytest.raises(IntroFailed, match="INTRODUCE_ACK status"):
+        await client.connect(ONION, 80)
+    assert asked == ["relay1", "relay2", "relay3"]
+    assert fetched == [a, a]
+    assert client.metrics.value("descriptor_refetches_total") == 1
+    assert client.descriptors == {}
+    served[0] = b  # the service published its new intro points
+    assert await client.connect(ONION, 80) == ("stream", 80)
+    assert fetched == [a, a, b] and asked[3:] == ["relay4"]
+
+
+async def test_a_cancelled_connect_stops_introducing(monkeypatch, autojump_clock):
+    """A SOCKS connect_timeout cancels connect(): no intro point is asked after that."""
+    silent = {"relay1": "silent", "relay2": "silent"}
+    client, asked, _ = _connector(monkeypatch, silent, [_descriptor(RELAYS[1:4])])
+    with trio.move_on_after(hs_client.INTRO_ACK_TIMEOUT + 1):
+        await client.connect(ONION, 80)
+    assert asked == ["relay1", "relay2"]
+    await trio.sleep(3 * hs_client.INTRO_ACK_TIMEOUT)
+    assert asked == ["relay1", "relay2"]
+
+
+async def test_concurrent_connects_skip_intro_points_the_other_found_failed(monkeypatch, autojump_clock):
+    """Two connections with other credentials: the later one does not ask again the intro points the first
+    one found failed meanwhile, and takes the descriptor it refetched from the cache."""
+    a, b = _descriptor(RELAYS[1:4]), _descriptor(RELAYS[4:6])
+    client, asked, fetched = _connector(monkeypatch, {"relay1": "silent", "relay2": NACK, "relay3": NACK},
+                                        [a, b])
+
+    async def later():
+        await trio.sleep(hs_client.INTRO_ACK_TIMEOUT / 2)
+        assert await client.connect(ONION, 80, b"later") == ("stream", 80)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.connect, ONION, 80, b"first")
+        nursery.start_soon(later)
+    assert asked.count("relay2") == asked.count("relay3") == 1
+    assert fetched == [a, b]
