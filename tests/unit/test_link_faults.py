@@ -213,3 +213,12 @@ def test_delay_with_loss_is_one_netem_qdisc_or_one_rule(tmp_path: Path) -> None:
     assert parse_scenario(Path(__file__).resolve().parents[2].joinpath(
         "topologies/chaos/latency-loss.yaml").read_text()).faults[0].params == tuple(sorted(
             {**params, "direction": "out", "network": None, "peer": None}.items()))
+
+
+def test_a_node_side_interface_that_went_needs_no_undo() -> None:
+    """A partition takes the node's interface away (and its qdisc with it): unshape has nothing to do there;
+    a namespace whose process is gone neither. Read from this process's own namespace."""
+    assert shaping._exists(f"{os.getpid()}:lo")
+    assert not shaping._exists(f"{os.getpid()}:olgone0")
+    assert not shaping._exists("999999999:eth0")
+    assert shaping.Shaping.unshape([f"{os.getpid()}:olgone0", "999999999:eth0"]) == []
