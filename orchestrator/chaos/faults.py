@@ -258,13 +258,15 @@ def compare_snapshots(before: dict[str, dict], after: dict[str, dict]) -> list[s
             left.append(f"{name}: on networks {now.get('networks')}, was on {was.get('networks')}")
         if now.get("qdiscs") != was.get("qdiscs"):
             left.append(f"{name}: qdiscs {now.get('qdiscs')}, were {was.get('qdiscs')}")
-        if now.get("shaping") != was.get("shaping"):
-            left.append(f"{name}: link-layer rules {now.get('shaping')}, were {was.get('shaping')}")
-        if now.get("clock_offset") != was.get("clock_offset"):
-            left.append(f"{name}: clock offset {now.get('clock_offset')}, was {was.get('clock_offset')}")
         if now.get("rules", []) != was.get("rules", []):
             extra = [r for r in now.get("rules", []) if r not in was.get("rules", [])]
             left.append(f"{name}: firewall rules {extra or now.get('rules')}, were {was.get('rules')}")
+        if "shaping" not in now or "shaping" not in was:
+            continue  # it did not answer /status (e.g. started again without waiting): nothing to compare
+        if now["shaping"] != was["shaping"]:
+            left.append(f"{name}: link-layer rules {now['shaping']}, were {was['shaping']}")
+        if now["clock_offset"] != was["clock_offset"]:
+            left.append(f"{name}: clock offset {now['clock_offset']}, was {was['clock_offset']}")
     return left
 
 

@@ -41,10 +41,15 @@ def qdisc_command(interface: str, verb: str, qdisc: list[str] | None = None) -> 
 
 
 def _exists(interface: str) -> bool:
-    """Is the interface still there (a host veth, or the namespace of a node's side: its process lives)?"""
+    """Is the interface still there: a host veth, or a node's side in its process's network namespace (a
+    restarted container has a new namespace; a partitioned one lost the interface, and its qdisc with it)?"""
     pid, colon, dev = interface.partition(":")
     if colon:
-        return Path("/proc", pid, "net").exists()
+        try:
+            lines = Path("/proc", pid, "net", "dev").read_text().splitlines()[2:]
+        except OSError:
+            return False
+        return any(line.split(":", 1)[0].strip() == dev for line in lines)
     return Path("/sys/class/net", interface).exists()
 
 
