@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 TOPOLOGY ?= topologies/default.yaml
 ONIONLAB := $(VENV)/bin/onionlab
 
-.PHONY: venv up down test test-unit test-docker fuzz bench bench-scale lint clean image chaos-suite
+.PHONY: venv up down test test-chaos test-chaos-local test-unit test-docker fuzz bench bench-scale lint clean \
+	image chaos-suite
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +26,18 @@ up: $(STAMP) image
 down: $(STAMP)
 	$(ONIONLAB) down
 
-## everything CI runs: lint, unit, whole networks on loopback, real containers (builds the image)
+## lint, unit, whole networks on loopback, real containers (builds the image); CI runs this, then test-chaos
 test: $(STAMP) lint
-	$(PY) -m pytest tests/unit tests/net tests/docker
+	$(PY) -m pytest tests/unit tests/net tests/docker --ignore=tests/docker/test_chaos_suite.py
+
+## the reliability suite (topologies/chaos/), every scenario once against one lab in containers (about 20
+## minutes; CI runs it after `make test`)
+test-chaos: $(STAMP)
+	$(PY) -m pytest tests/docker/test_chaos_suite.py
+
+## the suite's scenarios that need no container, once each on the local backend (about 15 minutes)
+test-chaos-local: $(STAMP)
+	$(PY) -m pytest tests/chaos_local
 
 test-docker: $(STAMP)
 	$(PY) -m pytest tests/docker

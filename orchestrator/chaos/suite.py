@@ -25,7 +25,7 @@ SCENARIOS: Final = Path(__file__).resolve().parents[2] / "topologies" / "chaos"
 # in the order they run: random-chaos, the longest and roughest, last
 SUITE: Final = ("intro-point-failure", "hsdir-failures", "authority-minority-loss", "authority-majority-loss",
                 "rendezvous-point-dies-mid-transfer", "onion-service-restart", "guard-failure",
-                "partition-heal", "relay-pause", "many-clients", "random-chaos")
+                "partition-heal", "relay-pause", "many-clients", "latency-loss", "clock-skew", "random-chaos")
 
 
 def load_suite(names: Sequence[str] = SUITE) -> list[Scenario]:
@@ -33,7 +33,7 @@ def load_suite(names: Sequence[str] = SUITE) -> list[Scenario]:
 
 
 def supported(scenario: Scenario, backend: FaultBackend) -> bool:
-    """Can this backend apply every fault of the scenario at all (local: no partition, no shaping)?"""
+    """Can this backend apply every fault of the scenario at all (local: no partition)?"""
     return {spec.fault for spec in scenario.faults} <= backend.supported_faults()
 
 

@@ -1,10 +1,10 @@
 """The reliability suite (orchestrator/chaos/suite.py) on the local backend: one lab of the default topology
 as processes on 127.0.x.y for the whole module, and every scenario of the suite whose faults the local
-backend has (all but partition-heal: kill, stop and pause are signals), once each, one after another. A
-checker that fails fails the test with the run's summary; after the last one every node runs as it did
-before the first.
+backend has (all but partition-heal: kill, stop and pause are signals; shaping and skew the nodes' control
+call), once each, one after another. A checker that fails fails the test with the run's summary; after the
+last one every node runs as it did before the first. `make test-chaos-local`, not in `make test`.
 
-About 12 minutes on two cores (random-chaos alone is 3 minutes)."""
+About 18 minutes on two cores (random-chaos alone is 3 minutes)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from ipaddress import ip_network
 import pytest
 
 from orchestrator import chaos
-from orchestrator.backends.base import PROCESS_FAULTS
+from orchestrator.backends.base import CLOCK_FAULTS, PROCESS_FAULTS, SHAPING_FAULTS
 from orchestrator.backends.local import LocalBackend
 from orchestrator.chaos.suite import SUITE, load_suite
 
 from ..chaos_suite import assert_scenario_passes, suite_lab
 
 UP_TIMEOUT = 120
-LOCAL = [s for s in load_suite(SUITE) if {spec.fault for spec in s.faults} <= PROCESS_FAULTS]
+LOCAL = [s for s in load_suite(SUITE)
+         if {spec.fault for spec in s.faults} <= PROCESS_FAULTS | SHAPING_FAULTS | CLOCK_FAULTS]
 
 
 def test_the_local_suite_leaves_out_only_network_faults() -> None:
