@@ -97,5 +97,5 @@ def test_the_report_has_a_section_per_scenario_with_its_figures(tmp_path: Path) 
 
 
 def test_every_suite_scenario_has_its_file() -> None:
-    assert len(SUITE) == len(set(SUITE)) == 11
+    assert len(SUITE) == len(set(SUITE)) == 13
     assert all((SCENARIOS / f"{name}.yaml").is_file() for name in SUITE)
