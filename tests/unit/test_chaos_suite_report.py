@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orchestrator import chaos, report
 from orchestrator.chaos.suite import SCENARIOS, SUITE, write_report
+from tests.render import render, require_chromium
 
 from .test_chaos import fault, fetch, history
 
@@ -99,3 +100,15 @@ def test_the_report_has_a_section_per_scenario_with_its_figures(tmp_path: Path) 
 def test_every_suite_scenario_has_its_file() -> None:
     assert len(SUITE) == len(set(SUITE)) == 13
     assert all((SCENARIOS / f"{name}.yaml").is_file() for name in SUITE)
+
+
+def test_the_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """The suite's page as a browser shows it: no console error, a section per scenario, a timeline a run."""
+    require_chromium()
+    runs = [run("guard-failure", 1), run("guard-failure", 2, ok=False), run("relay-pause", 1)]
+    _, html_path = write_report(runs, tmp_path / "out")
+    shown = render(html_path)
+    assert shown.errors == []
+    assert shown.png.startswith(b"\x89PNG") and shown.height > 400
+    assert shown.dom.count("<section") == 2 and shown.dom.count("<svg") == 3
+    assert 'id="guard-failure"' in shown.dom and 'id="relay-pause"' in shown.dom
