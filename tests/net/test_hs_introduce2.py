@@ -67,7 +67,7 @@ def _service() -> OnionService:
                            metrics=Metrics(), events=EventLog("hs", "onion_service", io.StringIO()))
     built: list[FakeIntroCircuit] = []
 
-    async def build(consensus, relay):
+    async def build(consensus, relay, purpose="intro"):
         built.append(FakeIntroCircuit(relay))
         return built[-1]
 

@@ -140,6 +140,7 @@ class _DirCircuit:
 
     def __init__(self, nursery: trio.Nursery, store: HsDirStore) -> None:
         self.nursery, self.store = nursery, store
+        self.circ_id, self.path = 1, []  # what the service's events name
 
     async def open_dir_stream(self):
         client, server = trio.testing.memory_stream_pair()
@@ -164,7 +165,7 @@ async def test_an_hsdir_that_comes_back_holding_our_revision_counts_as_published
               for r in ROUTERS}
     uploads: list[bytes] = []
     async with trio.open_nursery() as nursery:
-        async def build(consensus, hsdir):
+        async def build(consensus, hsdir, purpose="hsdir"):
             uploads.append(hsdir.identity)
             return _DirCircuit(nursery, stores[hsdir.identity])
 
