@@ -64,7 +64,7 @@ from .hs_paths import (
 from .hsdir import ALREADY_STORED, PUBLISH_PATH
 from .httpio import request
 from .metrics import Metrics
-from .targets import ServiceInfo, Target
+from .targets import ServiceInfo, Target, serve_target
 
 Rng = Callable[[int], bytes]
 
@@ -386,17 +386,7 @@ class OnionService:
                     continue
                 self.metrics.inc("streams_total", port=str(port), result="opened")
                 self.events.emit("stream_opened", onion=self.onion, port=port, circuit=circuit.circ_id)
-                nursery.start_soon(self._serve_stream, target, stream, port)
-
-    async def _serve_stream(self, target: Target, stream, port: int) -> None:
-        try:
-            async with stream:
-                await target(stream)
-        except RemoteProtocolError as e:  # e.g. junk HTTP from the client
-            self.metrics.inc("errors_total", kind=e.kind)
-            self.events.emit("error", kind=e.kind, detail=f"stream on port {port}: {e}")
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as e:
-            self.events.emit("stream_closed", port=port, error=str(e) or type(e).__name__)
+                nursery.start_soon(serve_target, target, stream, port, self.metrics, self.events)
 
     # -- step 2: descriptors -------------------------------------------------------------------------------
     async def keep_descriptors_published(self) -> None:

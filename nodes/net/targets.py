@@ -25,7 +25,11 @@ from dataclasses import dataclass
 import h11
 import trio
 
+from nodes.core.errors import RemoteProtocolError
+
+from .events import EventLog
 from .httpio import MAX_HEADER_BYTES, next_event
+from .metrics import Metrics
 
 PATTERN_MODULUS = 251
 MAX_BYTES = 1 << 40  # /bytes/N beyond this is a 404: nobody means it, and it keeps N a sane integer
@@ -40,6 +44,20 @@ _BLOCK = bytes(range(PATTERN_MODULUS)) * (CHUNK // PATTERN_MODULUS + 2)
 _BYTES_PATH = re.compile(r"/bytes/(0|[1-9][0-9]{0,12})")
 
 Target = Callable[[trio.abc.Stream], Awaitable[None]]
+
+
+async def serve_target(target: Target, stream: trio.abc.Stream, port: int, metrics: Metrics,
+                       events: EventLog) -> None:
+    """Run one stream through a target: junk from the client is counted as an error, a stream that breaks
+    off is recorded as closed; neither reaches the caller (one bad stream must not end a service)."""
+    try:
+        async with stream:
+            await target(stream)
+    except RemoteProtocolError as e:  # e.g. junk HTTP from the client
+        metrics.inc("errors_total", kind=e.kind)
+        events.emit("error", kind=e.kind, detail=f"stream on port {port}: {e}")
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as e:
+        events.emit("stream_closed", port=port, error=str(e) or type(e).__name__)
 
 
 class TargetError(ValueError):

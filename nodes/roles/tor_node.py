@@ -49,7 +49,7 @@ from nodes.net.events import EventLog
 from nodes.net.httpio import HttpError, request_tcp
 from nodes.net.metrics import Metrics
 from nodes.net.status import serve_status
-from nodes.net.targets import ServiceInfo, Target, serve_local_targets
+from nodes.net.targets import ServiceInfo, Target, serve_local_targets, serve_target
 from nodes.net.tor_child import TorChild, TorExited
 from nodes.net.torcontrol import CommandRefused, TorControl, open_control
 from nodes.torrc import node_paths, node_torrc
@@ -290,14 +290,7 @@ class TorNode:
         """One stream tor opened to a built-in target (as hs_service serves ours)."""
         self.metrics.inc("streams_total", port=str(port), result="opened")
         self.events.emit("stream_opened", onion=self.onion(), port=port)
-        try:
-            async with stream:
-                await target(stream)
-        except RemoteProtocolError as e:  # e.g. junk HTTP from the client
-            self.metrics.inc("errors_total", kind=e.kind)
-            self.events.emit("error", kind=e.kind, detail=f"stream on port {port}: {e}")
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as e:
-            self.events.emit("stream_closed", port=port, error=str(e) or type(e).__name__)
+        await serve_target(target, stream, port, self.metrics, self.events)
 
     # -- the whole node ----------------------------------------------------------------------------------
 
