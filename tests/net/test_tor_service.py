@@ -80,7 +80,7 @@ def test_onionlab_client_reaches_a_stock_tor_onion_service(tmp_path):
             # our client fetched it, and our relays were tor's intro points and joined its RENDEZVOUS1
             events = {}
             for node in lab.status()["nodes"]:
-                for event in parse_events(lab.run("logs", node["name"]).stdout):
+                for event in parse_events(lab.run("logs", node["name"], "--json").stdout):
                     events.setdefault(event["event"], []).append(event)
             for name in ("descriptor_stored", "intro_point_registered", "introduce_forwarded",
                          "rendezvous_joined"):
