@@ -133,7 +133,8 @@ def test_kill_the_intro_point_and_recover(lab, docker_client):
     # after the last heal the onion answers again
     assert any(f["ok"] and f["start"] > r["t"] for f in fetches for r in ends)
     assert {v.name: v.ok for v in result.verdicts} == {"no_wrong_bytes": True, "faults": True,
-                                                       "lab_state": True, "availability": True,
+                                                       "lab_state": True, "anonymity": True,
+                                                       "consensus_health": True, "availability": True,
                                                        "recovers": True}, summary
     # the killed intro point was replaced at once: no later sample lists an intro point no relay holds
     assert any(r["type"] == "lab_state" and r["intro_points"] for r in history)
