@@ -26,12 +26,12 @@ up: $(STAMP) image
 down: $(STAMP)
 	$(ONIONLAB) down
 
-## lint, unit, whole networks on loopback, real containers (builds the image); CI runs this, then test-chaos
+## everything CI runs: lint, unit, whole networks on loopback, real containers (builds the image)
 test: $(STAMP) lint
 	$(PY) -m pytest tests/unit tests/net tests/docker --ignore=tests/docker/test_chaos_suite.py
 
 ## the reliability suite (topologies/chaos/), every scenario once against one lab in containers (about 20
-## minutes; CI runs it after `make test`)
+## minutes; not yet in CI: random-chaos reached 88% of the 90% it asks for in the last run)
 test-chaos: $(STAMP)
 	$(PY) -m pytest tests/docker/test_chaos_suite.py
 
