@@ -66,5 +66,5 @@ def test_kill_intro_point_passes_on_the_mixed_lab(mixed_lab):
     summary = report.render_summary(result.history)
     print("\n" + "\n".join(lines) + "\n\n" + summary)
     kill = next(r for r in result.history if r["type"] == "fault" and r["event"] == "start")
-    assert kill["fault"] == "kill" and kill["chosen_from"].startswith("hs's intro points")
+    assert kill["fault"] == "kill" and kill["chosen_from"].startswith("intro points of hs")
     assert result.ok, summary
