@@ -150,7 +150,11 @@ def check_consensus_health(history: Sequence[dict], *, fresh_within: float | Non
     authorities is down (from the fault that took the majority down until the undo that restores it
     begins) nothing new can be signed: no node accepts a consensus valid from more than `stalled_after`
     seconds into that time until its end, so nodes keep the last one."""
-    received = _node_events(history, "consensus_received")
+    # a stock tor node's consensus_received (translated from its control events) says neither how many relays
+    # nor from when: it cannot be judged here
+    every = _node_events(history, "consensus_received")
+    received = [r for r in every if "relays" in r]
+    unjudged = len(every) - len(received)
     collected = _collected(history)
     problems = []
     if collected is None or collected.get("missing"):
@@ -161,7 +165,8 @@ def check_consensus_health(history: Sequence[dict], *, fresh_within: float | Non
     empty = [r for r in received if not r.get("relays")]
     problems += [f"{r['node']} accepted a consensus listing {r.get('relays')} relays (valid-after "
                  f"{r.get('valid_after')}) at {r['t']:.1f} s" for r in empty]
-    summary = f"{len(received)} consensus(es) accepted, each listing relays"
+    summary = f"{len(received)} consensus(es) accepted, each listing relays" + (
+        f" ({unjudged} more from tor nodes, which do not say)" if unjudged else "")
     if stalled_after is not None:
         start = next((r for r in history if r.get("type") == "start"), None)
         if start is None:

@@ -290,3 +290,20 @@ def test_no_consensus_is_made_while_a_majority_of_authorities_is_down() -> None:
     # one authority down is no majority: nothing to judge, which fails the scenario that asks
     minority = with_lab(healthy(start, fault(0, "auth1", 5.0, 25.0)))
     assert not verdict("consensus_health", minority, checkers).ok
+
+
+def test_a_tor_nodes_consensus_events_are_not_judged_for_their_relays() -> None:
+    """A stock tor node's consensus_received (translated from its control events) has no relay count: it is
+    neither a failure nor counted as a healthy consensus."""
+    from orchestrator.chaos.invariants import check_consensus_health
+
+    ours = {"type": "node_event", "t": 1.0, "node": "client", "event": "consensus_received", "relays": 6,
+            "valid_after": 1}
+    tors = {"type": "node_event", "t": 2.0, "node": "torclient", "event": "consensus_received",
+            "via": "NEWCONSENSUS"}
+    collected = {"type": "node_events", "t": 3.0, "count": 2, "missing": []}
+    verdict = check_consensus_health([ours, tors, collected])
+    assert verdict.ok and "1 consensus(es) accepted" in verdict.summary
+    assert "1 more from tor" in verdict.summary
+    empty = dict(ours, relays=0)
+    assert not check_consensus_health([empty, tors, collected]).ok
