@@ -78,6 +78,27 @@ def socks_connect(socks: tuple[str, int], host: str, port: int,
                               timeout=IO_TIMEOUT)
 
 
+def fresh_connect(socks: tuple[str, int], onion: str) -> float:
+    """SOCKS connect with fresh credentials (a new rendezvous) to the reply: seconds; the stream is then
+    checked (1000 pattern bytes)."""
+    started = time.perf_counter()
+    sock = socks_connect(socks, onion, 80, flow.fresh_credentials("bench"))
+    elapsed = time.perf_counter() - started
+    with sock:
+        if flow.fetch_pattern(sock, onion, 1000) != 1000:
+            raise BenchError("short body")
+    return elapsed
+
+
+def pattern_MBps(socks: tuple[str, int], onion: str, n: int) -> float:
+    """n pattern bytes over a new rendezvous, every byte checked: MB/s from the request to the last byte."""
+    with socks_connect(socks, onion, 80, credentials=flow.fresh_credentials("bulk")) as sock:
+        started = time.perf_counter()
+        if flow.fetch_pattern(sock, onion, n) != n:
+            raise BenchError("short body")
+        return n / (time.perf_counter() - started) / 1e6
+
+
 # -- HTTP over a connected socket ----------------------------------------------------------------------------
 
 @dataclass(slots=True)

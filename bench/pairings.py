@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.network import BenchError, socks_connect, summary_ms
-from orchestrator import flow
+from bench.network import fresh_connect, pattern_MBps, summary_ms
 from orchestrator.backends.local import LocalBackend
 from orchestrator.topology import load_topology
 
@@ -45,24 +44,6 @@ def _address(socks: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _connect_once(socks: tuple[str, int], onion: str) -> float:
-    started = time.perf_counter()
-    sock = socks_connect(socks, onion, 80, credentials=flow.fresh_credentials("bench"))
-    elapsed = time.perf_counter() - started
-    with sock:
-        if flow.fetch_pattern(sock, onion, 1000) != 1000:
-            raise BenchError("short body")
-    return elapsed
-
-
-def _bulk(socks: tuple[str, int], onion: str, n: int) -> float:
-    with socks_connect(socks, onion, 80, credentials=flow.fresh_credentials("bulk")) as sock:
-        started = time.perf_counter()
-        if flow.fetch_pattern(sock, onion, n) != n:
-            raise BenchError("short body")
-        return n / (time.perf_counter() - started) / 1e6
-
-
 def run(rounds: int, bulk_bytes: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="onionlab-bench-pairings-") as tmp:
         backend = LocalBackend(Path(tmp, "run"))
@@ -73,12 +54,12 @@ def run(rounds: int, bulk_bytes: int) -> dict:
             status = backend.status()
             onions = {s["name"]: s["onion"] for s in status["onion_services"]}
             socks = {c["name"]: _address(c["socks"]) for c in status["clients"]}
-            cold = {name: _connect_once(socks[c], onions[s]) for name, (c, s) in PAIRINGS.items()}
+            cold = {name: fresh_connect(socks[c], onions[s]) for name, (c, s) in PAIRINGS.items()}
             connect: dict[str, list[float]] = {name: [] for name in PAIRINGS}
             for _ in range(rounds):
                 for name, (c, s) in PAIRINGS.items():
-                    connect[name].append(_connect_once(socks[c], onions[s]))
-            bulk = {name: _bulk(socks[c], onions[s], bulk_bytes) for name, (c, s) in PAIRINGS.items()}
+                    connect[name].append(fresh_connect(socks[c], onions[s]))
+            bulk = {name: pattern_MBps(socks[c], onions[s], bulk_bytes) for name, (c, s) in PAIRINGS.items()}
             warnings = {n["name"]: (backend.node_status(n["name"]) or {}).get("last_warning")
                         for n in status["nodes"] if n["name"].startswith("tor")}
         finally:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.network import BenchError, socks_connect, summary_ms
+from bench.network import fresh_connect, pattern_MBps, summary_ms
 from bench.vs_tor import Control, free_port
 from orchestrator import flow
 from orchestrator.backends.local import LocalBackend
@@ -38,24 +38,6 @@ TOPOLOGY = REPO / "topologies" / "default.yaml"
 ROUNDS = 20
 BULK_BYTES = 10_000_000
 NEWNYM_GAP = 10.5  # tor rate-limits NEWNYM to one per 10 s
-
-
-def _connect_once(socks: tuple[str, int], onion: str) -> float:
-    started = time.perf_counter()
-    sock = socks_connect(socks, onion, 80, credentials=flow.fresh_credentials("bench"))
-    elapsed = time.perf_counter() - started
-    with sock:
-        if flow.fetch_pattern(sock, onion, 1000) != 1000:
-            raise BenchError("short body")
-    return elapsed
-
-
-def _bulk(socks: tuple[str, int], onion: str, n: int) -> float:
-    with socks_connect(socks, onion, 80, credentials=flow.fresh_credentials("bulk")) as sock:
-        started = time.perf_counter()
-        if flow.fetch_pattern(sock, onion, n) != n:
-            raise BenchError("short body")
-        return n / (time.perf_counter() - started) / 1e6
 
 
 def run(rounds: int, bulk_bytes: int) -> dict:
@@ -84,18 +66,19 @@ def run(rounds: int, bulk_bytes: int) -> dict:
 
             connect = {"tor": [], "onionlab": []}
             for _ in range(rounds):  # interleaved, so both see the same machine load
-                connect["tor"].append(_connect_once(theirs, onion))
-                connect["onionlab"].append(_connect_once(ours, onion))
+                connect["tor"].append(fresh_connect(theirs, onion))
+                connect["onionlab"].append(fresh_connect(ours, onion))
             control = Control(control_port, Path(tmp, "tor", "data", "control_auth_cookie"))
             cold = []
             try:
                 for _ in range(rounds):
                     control.command("SIGNAL", "NEWNYM")
                     time.sleep(NEWNYM_GAP)
-                    cold.append(_connect_once(theirs, onion))
+                    cold.append(fresh_connect(theirs, onion))
             finally:
                 control.close()
-            bulk = {"tor": _bulk(theirs, onion, bulk_bytes), "onionlab": _bulk(ours, onion, bulk_bytes)}
+            bulk = {"tor": pattern_MBps(theirs, onion, bulk_bytes),
+                    "onionlab": pattern_MBps(ours, onion, bulk_bytes)}
             warnings = tor.warnings()
         finally:
             if tor is not None:

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.network import BenchError, http_get, socks_connect, summary_ms
+from bench.network import BenchError, fresh_connect, http_get, socks_connect, summary_ms
 from nodes.core.torcontrol import ControlParser, Reply, authenticate_command, encode_command, getinfo_values
 from nodes.torrc import build_torrc, dir_authority_lines
 from orchestrator import flow
@@ -284,17 +284,6 @@ def ttfb(socks: tuple[str, int], onion: str, credentials: tuple[bytes, bytes]) -
     return fetch.first_byte - started
 
 
-def connect(socks: tuple[str, int], onion: str) -> float:
-    """SOCKS connect with fresh credentials (a new rendezvous) to the reply; the stream is then checked."""
-    started = time.perf_counter()
-    sock = socks_connect(socks, onion, 80, flow.fresh_credentials("cold"))
-    elapsed = time.perf_counter() - started
-    with sock:
-        if flow.fetch_pattern(sock, onion, 1000) != 1000:
-            raise BenchError("short body")
-    return elapsed
-
-
 def ratios(result: dict) -> dict:
     """onionlab / tor for bulk (higher is better), warm TTFB p50 and cold connect p50 (lower is better),
     and whether the goals are met."""
@@ -330,7 +319,7 @@ def measure(ends: dict[str, dict], *, rounds: int, samples: int, cold_rounds: in
             end["newnym"]()
         last_newnym = time.monotonic()
         for name, end in ends.items():
-            cold[name].append(connect(end["socks"], end["onion"]))
+            cold[name].append(fresh_connect(end["socks"], end["onion"]))
     result = {"bulk_MBps": {k: rates(v) for k, v in bulk.items()},
               "warm_ttfb_ms": {k: summary_ms(v) for k, v in first_byte.items()},
               "cold_connect_ms": {k: summary_ms(v) for k, v in cold.items()}}
