@@ -215,24 +215,30 @@ class OnionClient:
         return rend
 
     # -- step 3: descriptor and rendezvous point -----------------------------------------------------------
-    async def _descriptor(self, consensus: NetworkView, identity: bytes,
-                          onion: str) -> tuple[HsDescriptor, bytes]:
+    async def _descriptor(self, consensus: NetworkView, identity: bytes, onion: str,
+                          newer_than: int = -1) -> tuple[HsDescriptor, bytes]:
+        """The cached descriptor, else one fetched; either of a revision above `newer_than` if any HSDir has
+        one (after a stale one's intro points all failed us)."""
         period = TimePeriod.of(consensus)
         blinded = hs_common.blinded_public_key(identity, period.num, period.length)
         subcredential = hs_common.subcredential(identity, blinded)
         cached = self.descriptors.get(identity)
-        if cached is not None and cached.period == period.num and clock.wall() < cached.expires:
+        if (cached is not None and cached.period == period.num and clock.wall() < cached.expires
+                and cached.descriptor.revision_counter > newer_than):
             return cached.descriptor, subcredential
-        descriptor, expires = await self._fetch(consensus, period, blinded, subcredential, onion)
+        descriptor, expires = await self._fetch(consensus, period, blinded, subcredential, onion, newer_than)
         self.descriptors[identity] = _Cached(descriptor, period.num, expires)
         return descriptor, subcredential
 
     async def _fetch(self, consensus: NetworkView, period: TimePeriod, blinded: bytes, subcredential: bytes,
-                     onion: str) -> tuple[HsDescriptor, float]:
-        """The descriptor from the first responsible HSDir that has a valid one, and when it expires."""
+                     onion: str, newer_than: int) -> tuple[HsDescriptor, float]:
+        """The descriptor from the first responsible HSDir that has a valid one of a revision above
+        `newer_than`, and when it expires; when none has, the freshest seen. (An HSDir the service could not
+        reach lately, paused or cut off, still serves the revision before.)"""
         hsdirs = responsible_hsdirs(consensus, blinded, period, spread=hs_common.HSDIR_SPREAD_FETCH)
         _random.shuffle(hsdirs)
         invalid: list[str] = []
+        stale: tuple[HsDescriptor, float] | None = None
         target = FETCH_PREFIX + base64.b64encode(blinded).decode().rstrip("=")
         for hsdir in hsdirs:
             try:
@@ -268,11 +274,21 @@ class OnionClient:
             if not descriptor.intro_points:
                 invalid.append(f"{hsdir.nickname}: the descriptor lists no introduction point")
                 continue
+            expires = min(now + 60 * descriptor.lifetime, checked.expires)
+            if descriptor.revision_counter <= newer_than:
+                self.metrics.inc("descriptor_fetches_total", result="stale")
+                self.events.emit("descriptor_stale", onion=onion, hsdir=hsdir.nickname,
+                                 revision=descriptor.revision_counter, wanted_above=newer_than)
+                if stale is None or descriptor.revision_counter > stale[0].revision_counter:
+                    stale = descriptor, expires
+                continue
             self.metrics.inc("descriptor_fetches_total", result="ok")
             self.events.emit("descriptor_fetched", onion=onion, hsdir=hsdir.nickname,
                              revision=descriptor.revision_counter, intro_points=len(descriptor.intro_points),
                              circuit=circuit.circ_id, path=_hops(circuit))
-            return descriptor, min(now + 60 * descriptor.lifetime, checked.expires)
+            return descriptor, expires
+        if stale is not None:
+            return stale
         if invalid:
             raise DescriptorInvalid("; ".join(invalid))
         raise DescriptorNotFound(f"none of {len(hsdirs)} responsible HSDirs had a descriptor for {onion}")
@@ -324,7 +340,8 @@ class OnionClient:
         self._drop_descriptor(identity, descriptor)
         self.metrics.inc("descriptor_refetches_total")
         self.events.emit("descriptor_refetch", onion=onion, error=str(failure))
-        descriptor, _ = await self._descriptor(consensus, identity, onion)  # a concurrent one's, if newer
+        # a concurrent connection's, if newer; else from the HSDirs, asking each until one has a newer one
+        descriptor, _ = await self._descriptor(consensus, identity, onion, descriptor.revision_counter)
         try:
             if not self._usable_points(descriptor):  # the HSDirs still serve the intro points that failed
                 raise failure

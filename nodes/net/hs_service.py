@@ -417,10 +417,33 @@ class OnionService:
                               for num, dirs in wanted.items()}
             missing = {num: [h for h in dirs if h.identity not in self.published[num]]
                        for num, dirs in wanted.items()}
-            ok = not any(missing.values()) or await self._publish(consensus, periods, missing)
-            await self._wait_for_change(consensus, refresh_at - time.monotonic() if ok else retry)
-            retry = RETRY_MIN if ok else min(2 * retry, RETRY_MAX)
+            ok = (not any(missing.values())
+                  or await self._publish_until_intro_change(consensus, periods, missing))
+            if ok is not None:  # None: the intro points changed meanwhile, and the loop publishes them now
+                await self._wait_for_change(consensus, refresh_at - time.monotonic() if ok else retry)
+                retry = RETRY_MIN if ok else min(2 * retry, RETRY_MAX)
             consensus = self.directory.current
+
+    async def _publish_until_intro_change(self, consensus: NetworkView, periods: list[TimePeriod],
+                                          missing: dict[int, list[Relay]]) -> bool | None:
+        """_publish, given up (None) when the intro points change before every upload has ended: an upload to
+        an HSDir that hangs (paused, unreachable: up to a minute of circuit and upload timeouts) must not hold
+        back the revision that drops a dead intro point. Uploads that ended count as they ended."""
+        changed = self._intro_changed
+        result: bool | None = None
+        async with trio.open_nursery() as nursery:
+            async def publish() -> None:
+                nonlocal result
+                result = await self._publish(consensus, periods, missing)
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                await changed.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(publish)
+            nursery.start_soon(watch)
+        return result
 
     async def _wait_for_change(self, consensus: NetworkView, timeout: float) -> None:
         """Until the intro points change, a newer consensus arrives, or `timeout` seconds pass."""

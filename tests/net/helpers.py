@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 import trio
+import trio.testing
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from nodes.core import ed25519, tor_rsa
@@ -170,3 +171,20 @@ async def open_link(port: int, *, expected_node_id: bytes | None = None, host: s
     await link.handshake(now=int(time.time()), peer_tls_cert_der=stream.peer_cert_der(),
                          expected_node_id=expected_node_id)
     return link
+
+
+class StoreCircuit:
+    """What an onion service's upload and a client's fetch need of a circuit to an HSDir: BEGIN_DIR streams
+    answered by that HSDir's store (an HsDirStore), each in a task of `nursery`."""
+
+    def __init__(self, nursery: trio.Nursery, store) -> None:
+        self.nursery, self.store = nursery, store
+        self.circ_id, self.path = 1, []  # what the events name
+
+    async def open_dir_stream(self):
+        client, server = trio.testing.memory_stream_pair()
+        self.nursery.start_soon(self.store.handle_stream, server)
+        return client
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()

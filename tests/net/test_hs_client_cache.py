@@ -9,7 +9,9 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from nodes.core.hs_descriptor import IntroPointDesc
+from nodes.core import hs_common
+from nodes.core.ed25519 import Signer
+from nodes.core.hs_descriptor import IntroPointDesc, build_descriptor
 from nodes.core.hs_ntor import public_key
 from nodes.core.netview import Relay
 from nodes.core.relay import IntroduceAck, IntroduceAckStatus
@@ -17,8 +19,12 @@ from nodes.net import hs_client
 from nodes.net.circuits import CircuitBuildError, hop_spec
 from nodes.net.events import EventLog
 from nodes.net.hs_client import OnionClient
+from nodes.net.hs_paths import TimePeriod, responsible_hsdirs
+from nodes.net.hsdir import HsDirStore
 from nodes.net.metrics import Metrics
 from nodes.net.socks import IntroFailed
+
+from .helpers import StoreCircuit
 
 ONION = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion"
 
@@ -135,11 +141,14 @@ def _introducer(monkeypatch, answers: dict[str, object]):
     return client, introduce, asked
 
 
-def _descriptor(intro_relays: list[Relay]) -> SimpleNamespace:
+def _intro_points(intro_relays: list[Relay]) -> tuple[IntroPointDesc, ...]:
+    return tuple(IntroPointDesc(hop_spec(r).link_specs(), r.ntor_onion_key, Signer.from_seed(os.urandom(32))
+                                .public_key, public_key(os.urandom(32))) for r in intro_relays)
+
+
+def _descriptor(intro_relays: list[Relay], revision: int = 1) -> SimpleNamespace:
     """A decrypted descriptor listing `intro_relays` as intro points, each with fresh keys."""
-    return SimpleNamespace(intro_points=tuple(
-        IntroPointDesc(hop_spec(r).link_specs(), r.ntor_onion_key, os.urandom(32), public_key(os.urandom(32)))
-        for r in intro_relays))
+    return SimpleNamespace(intro_points=_intro_points(intro_relays), revision_counter=revision)
 
 
 class FakeRendezvousCircuit:
@@ -171,7 +180,7 @@ def _connector(monkeypatch, answers: dict[str, object], served: list):
     async def consensus():
         return CONSENSUS
 
-    async def fetch(consensus, period, blinded, subcredential, onion):
+    async def fetch(consensus, period, blinded, subcredential, onion, newer_than):
         await trio.lowlevel.checkpoint()
         fetched.append(served[min(len(fetched), len(served) - 1)])
         return fetched[-1], hs_client.clock.wall() + 3600
@@ -241,7 +250,7 @@ async def test_a_descriptor_whose_intro_points_all_nack_is_refetched_within_the_
         monkeypatch, autojump_clock):
     """The service moved its intro points (B on relay4, relay5) after we cached A: as Tor's client does, the
     same connection drops A, fetches B and is introduced through it."""
-    a, b = _descriptor(RELAYS[1:4]), _descriptor(RELAYS[4:6])
+    a, b = _descriptor(RELAYS[1:4]), _descriptor(RELAYS[4:6], revision=2)
     client, asked, fetched = _connector(monkeypatch, NACKS_A, [a, b])
     assert await client.connect(ONION, 80) == ("stream", 80)
     assert asked == ["relay1", "relay2", "relay3", "relay4"]
@@ -254,7 +263,7 @@ async def test_a_refetched_descriptor_with_the_same_failed_intro_points_fails_on
         monkeypatch, autojump_clock):
     """The HSDirs still serve A: one refetch, no intro point asked twice, SOCKS 0xF2 (IntroFailed), and the
     descriptor is not cached, so the next connection fetches again: B, once the service has published it."""
-    a, b = _descriptor(RELAYS[1:4]), _descriptor(RELAYS[4:6])
+    a, b = _descriptor(RELAYS[1:4]), _descriptor(RELAYS[4:6], revision=2)
     served = [a]
     client, asked, fetched = _connector(monkeypatch, NACKS_A, served)
     with pytest.raises(IntroFailed, match="INTRODUCE_ACK status"):
@@ -282,7 +291,7 @@ async def test_a_cancelled_connect_stops_introducing(monkeypatch, autojump_clock
 async def test_concurrent_connects_skip_intro_points_the_other_found_failed(monkeypatch, autojump_clock):
     """Two connections with other credentials: the later one does not ask again the intro points the first
     one found failed meanwhile, and takes the descriptor it refetched from the cache."""
-    a, b = _descriptor(RELAYS[1:4]), _descriptor(RELAYS[4:6])
+    a, b = _descriptor(RELAYS[1:4]), _descriptor(RELAYS[4:6], revision=2)
     client, asked, fetched = _connector(monkeypatch, {"relay1": "silent", "relay2": NACK, "relay3": NACK},
                                         [a, b])
 
@@ -295,3 +304,42 @@ async def test_concurrent_connects_skip_intro_points_the_other_found_failed(monk
         nursery.start_soon(later)
     assert asked.count("relay2") == asked.count("relay3") == 1
     assert fetched == [a, b]
+
+
+async def test_a_refetch_asks_the_other_hsdirs_for_a_newer_revision(monkeypatch):
+    """After a descriptor's intro points all failed us, the refetch wants a newer revision: an HSDir the
+    service could not reach lately (paused, cut off) still serves the old one, and the client goes on to the
+    next responsible HSDir instead of taking it again; when no HSDir has a newer one, the freshest seen."""
+    identity = Signer.from_seed(os.urandom(32))
+    period = TimePeriod.of(CONSENSUS)
+    blinded = hs_common.blinded_signer(identity, period.num, period.length)
+    subcredential = hs_common.subcredential(identity.public_key, blinded.public_key)
+    signing = Signer.from_seed(os.urandom(32))
+
+    def document(revision: int, intro_relays: list[Relay]) -> bytes:
+        return build_descriptor(identity=identity, blinded=blinded, signing=signing,
+                                subcredential=subcredential, revision_counter=revision,
+                                intro_points=_intro_points(intro_relays),
+                                now=int(hs_client.clock.wall()), rng=os.urandom)
+
+    hsdirs = responsible_hsdirs(CONSENSUS, blinded.public_key, period, spread=hs_common.HSDIR_SPREAD_FETCH)
+    stores = {r.identity: HsDirStore(Metrics(), EventLog(r.nickname, "relay", io.StringIO())) for r in RELAYS}
+    for hsdir in hsdirs[:-1]:
+        stores[hsdir.identity].publish(document(5, RELAYS[1:4]))
+    stores[hsdirs[-1].identity].publish(document(6, RELAYS[4:6]))  # the only one the service reached lately
+    monkeypatch.setattr(hs_client._random, "shuffle", lambda hsdirs: None)  # the stale ones are asked first
+    client = OnionClient(circuits=None, guards=None, directory=None, metrics=Metrics(),
+                         events=EventLog("c", "client", io.StringIO()))
+    async with trio.open_nursery() as nursery:
+        async def build(consensus, relay, purpose="hsdir"):
+            return StoreCircuit(nursery, stores[relay.identity])
+
+        monkeypatch.setattr(client, "_build", build)
+        fetch = client._fetch
+        assert (await fetch(CONSENSUS, period, blinded.public_key, subcredential, ONION, -1))[0] \
+            .revision_counter == 5  # a first fetch takes the first valid one
+        assert (await fetch(CONSENSUS, period, blinded.public_key, subcredential, ONION, 5))[0] \
+            .revision_counter == 6
+        assert client.metrics.value("descriptor_fetches_total", result="stale") == len(hsdirs) - 1
+        assert (await fetch(CONSENSUS, period, blinded.public_key, subcredential, ONION, 6))[0] \
+            .revision_counter == 6  # nobody has a newer one: the freshest seen

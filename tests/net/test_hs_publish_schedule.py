@@ -21,6 +21,8 @@ from nodes.net.hs_service import IntroPoint, OnionService
 from nodes.net.hsdir import HsDirStore
 from nodes.net.metrics import Metrics
 
+from .helpers import StoreCircuit
+
 FLAGS = frozenset({"Running", "Valid", "Guard", "HSDir", "Fast", "Stable"})
 PERIOD = 24  # minutes
 OFFSET = 12
@@ -135,22 +137,6 @@ async def test_a_refusing_hsdir_is_retried_with_growing_backoff_and_the_rest_not
     assert gaps == sorted(gaps) and gaps[-1] > gaps[0]
 
 
-class _DirCircuit:
-    """What `_publish` needs of a circuit to an HSDir: BEGIN_DIR streams answered by that HSDir's store."""
-
-    def __init__(self, nursery: trio.Nursery, store: HsDirStore) -> None:
-        self.nursery, self.store = nursery, store
-        self.circ_id, self.path = 1, []  # what the service's events name
-
-    async def open_dir_stream(self):
-        client, server = trio.testing.memory_stream_pair()
-        self.nursery.start_soon(self.store.handle_stream, server)
-        return client
-
-    async def aclose(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-
 async def test_an_hsdir_that_comes_back_holding_our_revision_counts_as_published(autojump_clock):
     """An HSDir drops out of the consensus and comes back still holding our descriptor: it refuses the same
     revision ("already stored"), and the service takes that as published instead of retrying for 90 min."""
@@ -167,7 +153,7 @@ async def test_an_hsdir_that_comes_back_holding_our_revision_counts_as_published
     async with trio.open_nursery() as nursery:
         async def build(consensus, hsdir, purpose="hsdir"):
             uploads.append(hsdir.identity)
-            return _DirCircuit(nursery, stores[hsdir.identity])
+            return StoreCircuit(nursery, stores[hsdir.identity])
 
         service._build = build
         nursery.start_soon(service.keep_descriptors_published)
@@ -190,4 +176,42 @@ async def test_an_hsdir_that_comes_back_holding_our_revision_counts_as_published
         assert store.value("hsdir_publishes_total", result="already_stored") >= 1
         assert store.value("errors_total", kind="revision") == 0  # our own revision again is no attack
         assert service.metrics.value("descriptor_uploads_total", result="refused") == 0
+        nursery.cancel_scope.cancel()
+
+
+
+async def test_a_hung_upload_does_not_hold_back_the_revision_with_new_intro_points(autojump_clock):
+    """One HSDir never answers (paused: building a circuit to it takes 3 paths x 10 s, then the upload 15 s).
+    An intro point changes meanwhile: the new revision reaches the other HSDirs at once, not after the hung
+    upload gives up. (random-chaos on docker: 11 fetches in a row got 0xF2, the HSDirs serving a descriptor
+    whose intro points were gone while the service's publisher waited for a paused HSDir.)"""
+    directory = FakeDirectory()
+    service = OnionService(Signer.from_seed(os.urandom(32)), n_intro_points=1, targets={}, circuits=None,
+                           guards=None, directory=directory, metrics=Metrics(),
+                           events=EventLog("hs", "onion_service", io.StringIO()))
+    service.intro_points[0] = IntroPoint(ROUTERS[0], None, Signer.from_seed(os.urandom(32)), os.urandom(32),
+                                         os.urandom(32))
+    service._intro_changed.set()
+    stores = {r.identity: HsDirStore(Metrics(), EventLog(r.nickname, "relay", io.StringIO()))
+              for r in ROUTERS}
+    directory.install(_consensus(4000))
+    hung = next(iter(_responsible(service, 4000)))
+    others = _responsible(service, 4000) - {hung}
+    async with trio.open_nursery() as nursery:
+        async def build(consensus, hsdir, purpose="hsdir"):
+            if hsdir.identity == hung:
+                await trio.sleep(45)
+                raise trio.TooSlowError
+            return StoreCircuit(nursery, stores[hsdir.identity])
+
+        service._build = build
+        nursery.start_soon(service.keep_descriptors_published)
+        await _until(lambda: service.published.get(4000) == others)
+        first = service._revision
+        service.intro_points[0] = IntroPoint(ROUTERS[1], None, Signer.from_seed(os.urandom(32)),
+                                             os.urandom(32), os.urandom(32))
+        service._intro_changed.set()
+        changed_at = trio.current_time()
+        await _until(lambda: service._revision > first and service.published.get(4000) == others)
+        assert trio.current_time() - changed_at < 5
         nursery.cancel_scope.cancel()
