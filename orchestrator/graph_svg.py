@@ -4,7 +4,8 @@ One lane per network (titled with its name and subnet) holds the nodes on that n
 (authorities, relays, then onion services and clients); nodes on several networks get a lane of their own
 that names each network they are on. Every box shows the node's name, role and address; with `live`
 (`--live`), also what it is right now (orchestrator.live_roles), and under the lanes each live rendezvous
-circuit as a chain: its owner, then its relays, the rendezvous point last.
+circuit as a chain: its owner, then its relays, the rendezvous point last. The static impairments
+(`links:`) are listed last, a dashed line each with the two sides and what the link adds.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .topology import Topology
 BOX_W, LINE_H, GAP_X, GAP_Y, PAD, TITLE_H = 226, 14, 16, 26, 16, 30
 ROW_ROLES = (("authority",), ("relay",), ("onion_service", "client"))
 GREEN = "#1e9a4b"
+LINK_COLOUR = "#c0392b"  # the dashed `links:` edges of the Mermaid and DOT drawings too
 LIVE_COLOURS = {"intro point": "#8e44ad", "HSDir": "#b7950b", "guard": "#2c3e50", "rendezvous": "#117a65",
                 "NOT READY": "#c0392b", "runs at": "#555555"}
 CSS = ".name{font-weight:bold;font-size:12px}.small{font-size:10.5px}.lane{font-weight:bold;font-size:13px}"
@@ -106,6 +108,19 @@ def render_svg(topology: Topology, live: LiveRoles | None = None) -> str:
                 body.append(text(x + 10, y + 14, f"to {circuit.onion}", class_="small", fill="#555"))
             body.append("</g>")
             y += 28
+        y += 8
+    if topology.links:
+        body.append(text(PAD, y + 4, "static links (links:), both directions", class_="lane",
+                         fill=LINK_COLOUR))
+        y += 16
+        for link in topology.links:
+            a, b = (", ".join(side) for side in link.sides)
+            body.append(f'<g {attrs(class_="link", data_between=f"{a} | {b}")}>')
+            body.append(tag("line", x1=float(PAD), y1=y + 10, x2=PAD + 40.0, y2=y + 10, stroke=LINK_COLOUR,
+                            stroke_width=2.5, stroke_dasharray="6 4"))
+            body.append(text(PAD + 50, y + 14, f"{a}  \u21c4  {b}: {link.text}", class_="small", fill="#333"))
+            body.append("</g>")
+            y += 22
         y += 8
     title = (f"onionlab topology {topology.name}: {len(topology.nodes)} nodes, "
              f"{len(topology.networks)} network(s)")

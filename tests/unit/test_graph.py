@@ -229,3 +229,18 @@ def test_live_graph_labels_roles_and_draws_rendezvous_circuits():
     svg = render_svg(topology, LIVE)
     assert svg.count('class="rendezvous"') == 2 and "intro point of hs" in svg and "<script" not in svg
     assert 'data-path="client relay3 relay4 relay6"' in svg and 'data-path="hs relay3 relay2 relay6"' in svg
+
+
+def test_svg_lists_every_static_link_with_its_sides_and_what_it_adds():
+    topology = load_topology(ROOT / "topologies" / "geo.yaml")
+    assert topology.links  # the file declares some
+    root = ElementTree.fromstring(render_svg(topology))
+    ns = "{http://www.w3.org/2000/svg}"
+    drawn = [g for g in root.iter(f"{ns}g") if g.get("class") == "link"]
+    assert len(drawn) == len(topology.links)
+    for g, link in zip(drawn, topology.links, strict=True):
+        words = "".join(t.text or "" for t in g.iter(f"{ns}text"))
+        assert link.text in words and all(name in words for side in link.sides for name in side)
+        assert g.find(f"{ns}line").get("stroke-dasharray")
+    plain = ElementTree.fromstring(render_svg(load_topology(ROOT / "topologies" / "default.yaml")))
+    assert not [g for g in plain.iter(f"{ns}g") if g.get("class") == "link"]
