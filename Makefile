@@ -31,7 +31,7 @@ test: $(STAMP) lint
 	$(PY) -m pytest tests/unit tests/net tests/docker --ignore=tests/docker/test_chaos_suite.py
 
 ## the reliability suite (topologies/chaos/), every scenario once against one lab in containers (about 20
-## minutes; not yet in CI: random-chaos reached 88% of the 90% it asks for in the last run)
+## minutes; CI runs it after `make test`, .ci/run)
 test-chaos: $(STAMP)
 	$(PY) -m pytest tests/docker/test_chaos_suite.py
 
