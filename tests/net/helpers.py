@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import textwrap
 import time
 from dataclasses import dataclass
 
@@ -188,3 +189,28 @@ class StoreCircuit:
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
+
+
+def small_lab(name: str, subnet: str, *, relays: int, intro_points: int) -> str:
+    """A topology for a whole lab on loopback: 3 authorities, `relays` relays, an onion service `hs` (a web
+    server on port 80) and a `client`, with the default lab's timing and ports."""
+    return textwrap.dedent(f"""\
+        name: {name}
+        networks:
+          lab: {{subnet: {subnet}}}
+        timing: {{voting_interval: 10, vote_delay: 2, dist_delay: 2}}
+        defaults: {{image: onionlab/node:latest, control_port: 9052}}
+        roles:
+          authority: {{or_port: 9001, dir_port: 9030}}
+          relay: {{or_port: 9001}}
+          onion_service: {{intro_points: {intro_points}, guards: 1}}
+          client: {{socks_port: 9050, guards: 1}}
+        nodes:
+          - {{name: auth, role: authority, count: 3}}
+          - {{name: relay, role: relay, count: {relays}}}
+          - name: hs
+            role: onion_service
+            services:
+              - {{port: 80, target: http}}
+          - {{name: client, role: client}}
+        """)

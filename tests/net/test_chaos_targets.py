@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,26 +30,9 @@ from orchestrator.chaos.targets import choose_static
 from orchestrator.chaos.workload import fetch_once
 from orchestrator.topology import parse_topology
 
-TOPOLOGY = textwrap.dedent("""\
-    name: livetargets
-    networks:
-      lab: {subnet: 10.97.0.0/24}
-    timing: {voting_interval: 10, vote_delay: 2, dist_delay: 2}
-    defaults: {image: onionlab/node:latest, control_port: 9052}
-    roles:
-      authority: {or_port: 9001, dir_port: 9030}
-      relay: {or_port: 9001}
-      onion_service: {intro_points: 3, guards: 1}
-      client: {socks_port: 9050, guards: 1}
-    nodes:
-      - {name: auth, role: authority, count: 3}
-      - {name: relay, role: relay, count: 10}
-      - name: hs
-        role: onion_service
-        services:
-          - {port: 80, target: http}
-      - {name: client, role: client}
-    """)
+from .helpers import small_lab
+
+TOPOLOGY = small_lab("livetargets", "10.97.0.0/24", relays=10, intro_points=3)
 DEADLINE = 60.0
 
 

@@ -17,26 +17,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-TOPOLOGY = textwrap.dedent("""\
-    name: localchaos
-    networks:
-      lab: {subnet: 10.98.0.0/24}
-    timing: {voting_interval: 10, vote_delay: 2, dist_delay: 2}
-    defaults: {image: onionlab/node:latest, control_port: 9052}
-    roles:
-      authority: {or_port: 9001, dir_port: 9030}
-      relay: {or_port: 9001}
-      onion_service: {intro_points: 2, guards: 1}
-      client: {socks_port: 9050, guards: 1}
-    nodes:
-      - {name: auth, role: authority, count: 3}
-      - {name: relay, role: relay, count: 5}
-      - name: hs
-        role: onion_service
-        services:
-          - {port: 80, target: http}
-      - {name: client, role: client}
-    """)
+from .helpers import small_lab
+
+TOPOLOGY = small_lab("localchaos", "10.98.0.0/24", relays=5, intro_points=2)
 
 SCENARIO = textwrap.dedent("""\
     name: local-kill-and-pause

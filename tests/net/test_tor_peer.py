@@ -6,7 +6,6 @@ warning about our documents, certificates or cells.
 There is no skip: without `tor` on PATH the test fails, saying so (`.ci/run` installs it).
 """
 
-import json
 import shutil
 import subprocess
 import time
@@ -14,7 +13,7 @@ import time
 from orchestrator.flow import fetch_pattern, fresh_credentials, socks_connect
 from orchestrator.tor_process import TorProcess, tor_binary
 
-from .tor_lab import free_port, local_lab, unexpected_warnings
+from .tor_lab import free_port, local_lab, report_run
 
 BOOTSTRAP_TIMEOUT = 180
 FETCH_DEADLINE = 120
@@ -59,10 +58,7 @@ def test_stock_tor_client_reaches_an_onionlab_onion_service(tmp_path):
             assert page.stdout.startswith(b"<!doctype html>") and onion.encode() in page.stdout
             bulk_s = _fetch(socks, onion, BULK, time.monotonic() + 60)
 
-            print(json.dumps({"tor_bootstrap_s": round(bootstrap_s, 2), "first_fetch_s": round(first_s, 2),
-                              "bulk_1MB_s": round(bulk_s, 2), "bulk_MBps": round(BULK / bulk_s / 1e6, 2)}))
-            warnings = unexpected_warnings(tor)
-            assert not warnings, "tor warned:\n" + "\n".join(warnings)
+            report_run(tor, bootstrap_s=bootstrap_s, first_s=first_s, bulk_s=bulk_s, bulk=BULK)
     except BaseException:
         if tor is not None:
             print("==> tor's log <==\n" + tor.log()[-8000:])

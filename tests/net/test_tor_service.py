@@ -8,7 +8,6 @@ joins tor's RENDEZVOUS1. tor's log must hold no warning besides its notes on its
 There is no skip: without `tor` or `curl` on PATH the test fails, saying so (`.ci/run` installs them).
 """
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import time
 from orchestrator.flow import parse_events
 from orchestrator.tor_process import TorProcess, tor_binary
 
-from .tor_lab import free_port, local_lab, unexpected_warnings
+from .tor_lab import free_port, local_lab, report_run
 
 BOOTSTRAP_TIMEOUT = 180
 PUBLISH_DEADLINE = 120  # tor uploads once its three intro points answered; our client retries until then
@@ -88,10 +87,7 @@ def test_onionlab_client_reaches_a_stock_tor_onion_service(tmp_path):
             assert any(e.get("onion") == onion for e in events.get("descriptor_fetched", [])), \
                 "our client did not report fetching tor's descriptor"
 
-            print(json.dumps({"tor_bootstrap_s": round(bootstrap_s, 2), "first_fetch_s": round(first_s, 2),
-                              "bulk_1MB_s": round(bulk_s, 2), "bulk_MBps": round(BULK / bulk_s / 1e6, 2)}))
-            warnings = unexpected_warnings(tor)
-            assert not warnings, "tor warned:\n" + "\n".join(warnings)
+            report_run(tor, bootstrap_s=bootstrap_s, first_s=first_s, bulk_s=bulk_s, bulk=BULK)
     except BaseException:
         if tor is not None:
             print("==> tor's log <==\n" + tor.log()[-8000:])

@@ -67,3 +67,12 @@ def local_lab(run_dir: Path, topology: str = "default.yaml") -> Iterator[LocalLa
 
 def unexpected_warnings(tor: TorProcess) -> list[str]:
     return [w for w in tor.warnings() if not any(b in w for b in BENIGN_WARNINGS)]
+
+
+def report_run(tor: TorProcess, *, bootstrap_s: float, first_s: float, bulk_s: float, bulk: int) -> None:
+    """Print what a run with a stock tor measured (JSON), and fail on any warning tor logged that is not
+    known to be benign."""
+    print(json.dumps({"tor_bootstrap_s": round(bootstrap_s, 2), "first_fetch_s": round(first_s, 2),
+                      "bulk_1MB_s": round(bulk_s, 2), "bulk_MBps": round(bulk / bulk_s / 1e6, 2)}))
+    warnings = unexpected_warnings(tor)
+    assert not warnings, "tor warned:\n" + "\n".join(warnings)
