@@ -61,11 +61,12 @@ def render_png(data: dict) -> bytes:
     # with one guard: located at the first circuit if the guard is the adversary's (probability about f,
     # its share of the Guard-flagged bandwidth), never otherwise
     flat = Series(f"theory with a guard: f={f:.3f}", [(n, f) for n in ticks])
+    # the observed curve last, so that it is drawn over a theory line it coincides with
     panels = [
         Panel(f"no guards: P(located by circuit n), {c['no guards']['trials']} seeds", "circuits n",
-              [series(c["no guards"]["observed"], "observed"), theory]),
+              [theory, series(c["no guards"]["observed"], "observed")]),
         Panel(f"one guard: P(located by circuit n), {c['guards']['trials']} seeds", "circuits n",
-              [series(c["guards"]["observed"], "observed"), flat, theory]),
+              [theory, flat, series(c["guards"]["observed"], "observed")]),
     ]
     return render(panels, panel_width=520, height=360)
 
