@@ -47,6 +47,7 @@ def guard_discovery(topology_path: Path, *, backend_name: str, run_dir: Path | N
         data = result_data(trials, lab, topology, circuits=circuits, cells=cells,
                            seconds=time.monotonic() - attack_started)
         data["lab_up_seconds"] = round(attack_started - started, 1)
+        data["backend"] = info.backend if running else backend_name
         return write_report(data, out)
     finally:
         if not running and not keep:

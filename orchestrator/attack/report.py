@@ -20,8 +20,8 @@ PAPER = {
                "(the paper's introduction)",
     "adversary": "\"Using a single hostile Tor node we have located deployed hidden servers in a matter of "
                  "minutes.\" (the paper's abstract)",
-    "countermeasure": "entry guards (the paper's \"helper nodes\"): a hidden service keeps a few first hops; "
-                      "Tor adopted them (seed, step five)",
+    "countermeasure": "\"We recommend changes to route selection design and implementation for Tor. [...] "
+                      "They have been implemented.\" (the abstract): entry guards, the seed's step five",
 }
 
 
@@ -88,22 +88,23 @@ def render_html(data: dict, png_name: str) -> str:
     no_guards = [k for k in c["no guards"]["located_at"] if k is not None]
     mean = f"{sum(no_guards) / len(no_guards):.1f}" if no_guards else "n/a"
     guarded_located = sum(1 for t in data["trials"] if t["mode"] == "guards" and t["located_at"])
-    ours = [
-        ("network", f"{data['relays']} relays of our own on one machine (local backend, loopback), "
-                    f"{data['adversary_relays']} of them the adversary's"),
-        ("adversary share f", f"{f:.3f} of the consensus bandwidth weight (1/f = "
-                              f"{expected_circuits(f):.1f} circuits)"),
+    backend = data.get("backend", "local")
+    rows_setting = [  # (what, here, the paper)
+        ("network", f"{data['relays']} relays of our own on one machine ({backend} backend)",
+         PAPER["network"]),
+        ("adversary", f"{data['adversary_relays']} relays of one operator, f = {f:.3f} of the consensus "
+                      f"bandwidth weight (1/f = {expected_circuits(f):.1f} circuits)", PAPER["adversary"]),
         ("attacker", "one client; a rendezvous point of the adversary's each attempt; the mark: "
-                     f"{data['mark_cells']} DROP cells at once to the service"),
+                     f"{data['mark_cells']} DROP cells at once to the service", ""),
+        ("countermeasure", "one entry guard (the default) against `guards: 0`", PAPER["countermeasure"]),
         ("result without guards", f"located in {len(no_guards)} of {c['no guards']['trials']} seeds, "
-                                  f"mean {mean} circuits"),
+                                  f"mean {mean} circuits", ""),
         ("result with guards", f"located in {guarded_located} of {c['guards']['trials']} seeds; the "
-                               f"service's guard was the adversary's in {c['guards']['adversarial_guards']}"),
+                               f"service's guard was the adversary's in {c['guards']['adversarial_guards']}",
+         ""),
     ]
-    paper = [(k, PAPER[k]) for k in ("network", "adversary", "countermeasure")]
     table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td><td>{esc(p)}</td></tr>"
-                    for (k, v), (_, p) in zip(ours[:3], paper, strict=True))
-    table += "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td><td></td></tr>" for k, v in ours[3:])
+                    for k, v, p in rows_setting)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>guard discovery: {esc(data['lab'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:3px 8px;text-align:left;
