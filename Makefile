@@ -8,7 +8,7 @@ TOPOLOGY ?= topologies/default.yaml
 ONIONLAB := $(VENV)/bin/onionlab
 
 .PHONY: venv up down test test-chaos test-chaos-local test-unit test-docker fuzz bench bench-scale lint clean \
-	image chaos-suite
+	image chaos-suite attack
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,13 @@ chaos-suite: $(STAMP) image
 ## time to ready and to the first fetch, memory by role, idle CPU, consensus size (JSON and a PNG plot)
 bench-scale: $(STAMP) image
 	$(PY) -m bench.scale
+
+## the guard-discovery attack (docs/attack.md): 10 seeds with one guard and without, 100 relays, local
+## backend (no image needed); about 5 minutes here. Not part of `test`.
+ATTACK_OUT ?= attack-report
+attack: $(STAMP)
+	$(VENV)/bin/onionlab attack guard-discovery topologies/attack.yaml --seeds 10 --circuits 60 \
+		--out $(ATTACK_OUT) --run-dir .onionlab/attack-run
 
 ## the one node image, built without a container registry (images/node/README.md); needs no venv
 image:

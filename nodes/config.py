@@ -59,7 +59,7 @@ class NodeConfig:
     or_port: int = 0  # authorities and relays
     dir_port: int = 0  # authorities
     timing: Timing = field(default_factory=Timing)
-    guards: int = 3
+    guards: int = 3  # 0: no entry guards, a fresh first hop per circuit (nodes/net/guards.py NoGuards)
     bandwidth: int = 1_000_000  # relays: advertised bytes/s, their weight in path selection
     intro_points: int = 3  # onion services
     services: tuple[ServicePort, ...] = ()  # onion services
@@ -72,6 +72,7 @@ class NodeConfig:
     impl: str = "onionlab"  # "tor": a stock tor plays the role (`python -m nodes tor --config F`)
     # Link shaping from the start (the topology's `links:`): nodes/net/shaper.py rules, as JSON objects
     shaping: tuple[dict, ...] = ()
+    adversary: bool = False  # relays: one of the attacker's (nodes/net/adversary.py)
     petnames_file: str = ""  # clients: the petname table, NAME.pet -> onion (nodes/net/petnames.py)
 
     @property

@@ -61,10 +61,13 @@ def plan_data(lab: str, configs: list[NodeConfig], petnames: Mapping[str, str] |
 
 
 def _plain(config: NodeConfig) -> dict:
-    """A config as plain data; without `shaping` when it has none (most labs: the plan stays as it was)."""
+    """A config as plain data; without `shaping` when it has none and without `adversary` when false (most
+    labs: the plan stays as it was)."""
     data = asdict(config)
     if not data["shaping"]:
         del data["shaping"]
+    if not data["adversary"]:
+        del data["adversary"]
     return data
 
 

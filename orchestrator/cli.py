@@ -16,6 +16,8 @@
     onionlab export compose [TOPOLOGY] [-o FILE]  the topology as a docker-compose.yml
     onionlab export stack [TOPOLOGY] [-o FILE]    the topology as a Docker Swarm stack file
     onionlab export torrc [--role ROLE] [-o FILE] a torrc with which a stock tor joins the running lab
+    onionlab attack guard-discovery TOPOLOGY [--seeds N] [--circuits N] [--out DIR]  Øverlier and Syverson's
+                                                attack with and without entry guards: JSON, HTML, PNG
     onionlab graph [TOPOLOGY] [--format mermaid|dot|svg] [--live]  the topology as a Mermaid, DOT or SVG
                                                 graph; --live: with the running lab's intro points, HSDirs,
                                                 guards and rendezvous circuits
@@ -248,6 +250,25 @@ def _add_export_and_graph(commands: argparse._SubParsersAction, common: argparse
                        help="onion_service: a virtual port and its target (default: 80 127.0.0.1:8080)")
     torrc.add_argument("-o", "--output", type=Path, default=None,
                        help="write the file here instead of to standard output")
+    attack = commands.add_parser(
+        "attack", help="run an attack on a lab and report it",
+        description="Attacks from the literature, run on a lab of their own (docs/attack.md).")
+    attacks = attack.add_subparsers(dest="attack", metavar="ATTACK", required=True)
+    guard = attacks.add_parser(
+        "guard-discovery", parents=[common],
+        help="locate an onion service with adversary relays, with and without entry guards",
+        description="Bring the topology up, make its onion service build marked rendezvous circuits until an "
+                    "adversary relay (adversary: true) is its first hop, for each seed with one entry guard "
+                    "and with none; write attack.json, attack.png and attack.html; take the lab down.")
+    guard.add_argument("topology", type=Path, help="a topology with adversary relays, a service and a client")
+    guard.add_argument("--seeds", type=int, default=5, help="trials per mode (default: %(default)s)")
+    guard.add_argument("--circuits", type=int, default=60,
+                       help="marked circuits per trial at most (default: %(default)s)")
+    guard.add_argument("--cells", type=int, default=None, help="cells in the mark (default: 40)")
+    guard.add_argument("--out", type=Path, default=Path("attack-report"), help="default: %(default)s")
+    guard.add_argument("--backend", choices=BACKENDS, default="local", help="default: %(default)s")
+    guard.add_argument("--running", action="store_true", help="use the lab running in --run-dir")
+    guard.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
     graph = commands.add_parser("graph", parents=[common],
                                 help="print a topology as a Mermaid, DOT or SVG graph (--live: with the "
                                      "running lab's roles)",
@@ -587,6 +608,26 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    from nodes.core.attack_signature import BURST_CELLS
+
+    from .attack.command import guard_discovery
+    from .attack.run import AttackFailed
+
+    if args.seeds < 1 or args.circuits < 1:
+        raise BackendError("--seeds and --circuits must be at least 1")
+    try:
+        paths = guard_discovery(args.topology, backend_name=args.backend, run_dir=args.run_dir,
+                                seeds=args.seeds, circuits=args.circuits, cells=args.cells or BURST_CELLS,
+                                out=args.out, running=args.running, keep=args.keep,
+                                say=lambda line: print(line, flush=True))
+    except AttackFailed as e:
+        print(f"onionlab: {e}", file=sys.stderr)
+        return 1
+    print("report: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def cmd_reap(args: argparse.Namespace) -> int:
     backend = open_backend("docker", args.run_dir)
     report = backend.reap(everything=args.everything)
@@ -642,7 +683,7 @@ def format_status(status: dict) -> str:
 COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_logs, "reap": cmd_reap,
             "exec": cmd_exec, "inspect": cmd_inspect, "watch": cmd_watch,
             "flow": cmd_flow, "kill": cmd_kill, "restart": cmd_restart, "chaos": cmd_chaos,
-            "export": cmd_export, "graph": cmd_graph}
+            "export": cmd_export, "graph": cmd_graph, "attack": cmd_attack}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,7 +107,7 @@ def make_plan(
         own = address(node, node)
         address_map = {advertised: reached for s in servers
                        if (advertised := address(s, s)) != (reached := address(s, node)) and reached}
-        optional = {key: value for key in ("guards", "intro_points", "bandwidth")
+        optional = {key: value for key in ("guards", "intro_points", "bandwidth", "adversary")
                     if (value := getattr(node, key)) is not None}
         node_timing = scaled_timing(timing if node.descriptor_refresh is None else replace(
             timing, descriptor_refresh=node.descriptor_refresh), relays)

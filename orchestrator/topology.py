@@ -47,6 +47,7 @@ APPLIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "socks_port": ("client",),
         "bandwidth": ("relay",),
         "descriptor_refresh": ("relay",),
+        "adversary": ("relay",),  # one of the attacker's relays (docs/attack.md)
         "guards": ("onion_service", "client"),
         "intro_points": ("onion_service",),
         "services": ("onion_service",),
@@ -66,6 +67,7 @@ BUILTIN_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
         "socks_port": 9050,
         "bandwidth": 1_000_000,
         "descriptor_refresh": 30,
+        "adversary": False,
         "guards": 1,
         "intro_points": 3,
     }
@@ -210,7 +212,8 @@ class Node:
     socks_port: int | None = None
     bandwidth: int | None = None
     descriptor_refresh: int | None = None
-    guards: int | None = None
+    adversary: bool | None = None  # relays: one of the attacker's
+    guards: int | None = None  # 0: no entry guards
     intro_points: int | None = None
     services: tuple[Service, ...] = ()
     memory: int | None = None  # container memory limit in bytes (swap included: none beyond it)
@@ -237,8 +240,8 @@ class Node:
             "addresses": {i.network: str(i.address) for i in self.interfaces},
             "control_port": self.control_port,
         }
-        for key in ("or_port", "dir_port", "socks_port", "bandwidth", "descriptor_refresh", "guards",
-                    "intro_points"):
+        for key in ("or_port", "dir_port", "socks_port", "bandwidth", "descriptor_refresh", "adversary",
+                    "guards", "intro_points"):
             if (value := getattr(self, key)) is not None:
                 out[key] = value
         if self.services:
@@ -844,8 +847,15 @@ class _Checker:
             return self.integer(node, path, "a positive integer (bytes per second)")
         if key == "descriptor_refresh":
             return self.integer(node, path, "seconds from 1 to 86400", 1, 86400)
-        if key == "guards":
-            return self.integer(node, path, "a positive integer", 1, MAX_COUNT)
+        if key == "guards":  # 0: none, a fresh first hop per circuit (the attack's pre-guard setting)
+            return self.integer(node, path, "a number of guards (0: none)", 0, MAX_COUNT)
+        if key == "adversary":
+            value = self.value(node, path)
+            if value is _UNREADABLE:
+                return None
+            if not isinstance(value, bool):
+                return self.error(node, path, f"expected true or false, got {_describe(value)}")
+            return value
         if key == "intro_points":
             return self.integer(node, path, "a positive integer", 1, MAX_INTRO_POINTS)
         if key == "networks":
@@ -1126,6 +1136,12 @@ class _Checker:
                     "networks",
                     f"{node.name} shares no network with any authority, so it cannot bootstrap",
                 )
+            impl = node.settings.get("impl")
+            if impl is not None and impl.value == "tor":
+                for key, bad in (("adversary", True), ("guards", 0)):
+                    if (s := node.settings.get(key)) is not None and s.value == bad:
+                        self.error_setting(s, node.entry, key, f"{key}: {str(bad).lower()} needs impl "
+                                                               "onionlab (a stock tor has no such mode here)")
             if len(relays) < MIN_RELAYS:
                 continue
             if (guards := node.settings.get("guards")) and guards.value > (

@@ -14,7 +14,8 @@ A command is one JSON object:
     {"command": "unshape", "ids": [ID, ...]}      remove those rules; without "ids": every non-static rule
     {"command": "skew", "offset": SECONDS}        set the clock offset (positive: ahead)
     {"command": "unskew"}                         back to true time
-    {"command": ACTION}                           what the role offers (a client: "newnym"), add_action
+    {"command": ACTION, ...}                      what the role offers (a client: "newnym"), add_action;
+                                                  the fields it takes are the action's own
 
 The answer is JSON: {"ok": true, ...what changed} or {"ok": false, "error": KIND, "message": ...} with 400
 (a malformed command), 401 (no or a wrong secret) or 403 (no secret configured). Each result is counted in
@@ -26,7 +27,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -69,6 +70,7 @@ class Skew:
 @dataclass(frozen=True, slots=True)
 class Action:
     name: str  # one the role registered (NodeControl.add_action)
+    args: tuple[tuple[str, object], ...] = ()  # the fields it was given, each one the action takes
 
 
 Command = Shape | Unshape | Skew | Action
@@ -78,9 +80,9 @@ def _bad(message: str) -> ControlError:
     return ControlError(400, "bad_request", message)
 
 
-def parse_command(body: bytes, actions: Collection[str] = ()) -> Command:
-    """The command in a request body (`actions`: the role's own commands, which take nothing); ControlError
-    (400) names what is wrong."""
+def parse_command(body: bytes, actions: Collection[str] | Mapping[str, Collection[str]] = ()) -> Command:
+    """The command in a request body (`actions`: the role's own commands, or a mapping from each to the
+    fields it takes); ControlError (400) names what is wrong."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -113,9 +115,11 @@ def parse_command(body: bytes, actions: Collection[str] = ()) -> Command:
             raise _bad("unskew takes nothing")
         return Skew(0.0)
     if command in actions:
-        if fields:
-            raise _bad(f"{command} takes nothing")
-        return Action(command)
+        takes = set(actions[command]) if isinstance(actions, Mapping) else set()
+        if fields - takes:
+            raise _bad(f"{command} takes nothing" if not takes else
+                       f"{command} takes {', '.join(sorted(takes))}, not {', '.join(sorted(fields - takes))}")
+        return Action(command, tuple(sorted((k, data[k]) for k in fields)))
     raise _bad(f"unknown command {command!r} ({', '.join(('shape', 'unshape', 'skew', 'unskew', *actions))})")
 
 
@@ -158,19 +162,22 @@ class NodeControl:
         self.clock = clock
         self.metrics = metrics
         self.events = events
-        self._actions: dict[str, Callable[[], dict]] = {}
+        self._actions: dict[str, Callable[..., dict]] = {}
+        self._action_fields: dict[str, tuple[str, ...]] = {}
         metrics.describe("control_requests_total", "counter",
                          "POST /control requests, by result (ok, unauthorized, bad_request, no_secret)")
 
-    def add_action(self, name: str, action: Callable[[], dict]) -> None:
-        """A command of the role's own, `{"command": NAME}`; its result is the answer."""
+    def add_action(self, name: str, action: Callable[..., dict], fields: tuple[str, ...] = ()) -> None:
+        """A command of the role's own, `{"command": NAME, FIELD: VALUE...}`: `action(**given fields)` is
+        the answer. A ValueError from it is the caller's fault (400, its message)."""
         self._actions[name] = action
+        self._action_fields[name] = fields
 
     def handle(self, authorization: str | None, body: bytes) -> tuple[int, dict]:
         """(HTTP status, JSON answer) for one request; counts the result."""
         try:
             self._authorize(authorization)
-            answer = self.execute(parse_command(body, self._actions))
+            answer = self.execute(parse_command(body, self._action_fields))
         except ControlError as e:
             self.metrics.inc("control_requests_total", result=e.kind)
             return e.status, {"ok": False, "error": e.kind, "message": str(e)}
@@ -187,7 +194,10 @@ class NodeControl:
 
     def execute(self, command: Command) -> dict:
         if isinstance(command, Action):
-            return self._actions[command.name]()
+            try:
+                return self._actions[command.name](**dict(command.args))
+            except ValueError as e:
+                raise _bad(f"{command.name}: {e}") from None
         if isinstance(command, Shape):
             for rule in command.rules:
                 try:

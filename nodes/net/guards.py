@@ -203,6 +203,69 @@ class GuardManager:
             self._events.emit("guard_state_unsaved", path=str(self.path), error=str(e))
 
 
+class NoGuards:
+    """`guards: 0`: no entry guards, as before Tor had them. Every circuit's first hop is drawn afresh from
+    the Running and Valid relays, weighted by bandwidth: the setting that Øverlier and Syverson's attack
+    locates after about 1/f circuits for an adversary with a bandwidth share f (nodes/net/adversary.py).
+
+    It offers what the path code asks a GuardManager for. ordered() returns two distinct weighted draws, so
+    that three_hop_path's "the first that is not the last hop" is a weighted draw among the relays other
+    than the last hop. Nothing is persisted; mark_* only count."""
+
+    n_guards = 0
+
+    def __init__(self, *, metrics: Metrics, events: EventLog, rng: Rng = os.urandom) -> None:
+        self._rng = rng
+        self._metrics = metrics
+        self._events = events
+        self._listed: list[Relay] = []
+        metrics.describe("guards_sampled", "gauge", "relays in the persisted guard sample")
+        metrics.describe("guard_failures_total", "counter", "guards marked failed (a circuit through failed)")
+        metrics.set("guards_sampled", 0)
+
+    def sample(self, candidates: Sequence[Relay]) -> list[str]:
+        self._listed = [r for r in candidates if Flag.Running in r.flags]
+        return []
+
+    def _draw(self, k: int) -> list[Relay]:
+        pool = list(self._listed)
+        out: list[Relay] = []
+        while pool and len(out) < k:
+            i = _weighted_index(self._rng, [max(r.bandwidth, 1) for r in pool])
+            out.append(pool.pop(i))
+        return out
+
+    def primary(self) -> list[Relay]:
+        return []  # nothing to keep clear of when choosing intro and rendezvous points
+
+    def ordered(self) -> list[Relay]:
+        return self._draw(2)
+
+    def pick(self) -> Relay:
+        drawn = self._draw(1)
+        if not drawn:
+            raise NoGuardAvailable("the consensus we were given lists no Running relay")
+        return drawn[0]
+
+    def mark_failed(self, identity: bytes | str) -> None:
+        self._metrics.inc("guard_failures_total")
+
+    def mark_succeeded(self, identity: bytes | str) -> None:
+        pass
+
+    def status(self) -> dict:
+        return {"sampled": 0, "confirmed": 0, "primary": [], "order": [], "failed": [], "mode": "no guards"}
+
+
+def _weighted_index(rng: Rng, weights: list[int]) -> int:
+    point = _randbelow(rng, sum(weights))
+    for i, w in enumerate(weights):
+        if point < w:
+            return i
+        point -= w
+    raise AssertionError("unreachable: point < sum(weights)")
+
+
 def _check_state(data: object) -> str:
     """What is wrong with a loaded state file, or "" if nothing is."""
     if not isinstance(data, dict) or set(data) != {"version", "sampled", "confirmed"}:

@@ -52,6 +52,7 @@ from .hs_paths import (
     pick_relays,
     relay_for,
     responsible_hsdirs,
+    usable,
 )
 from .hsdir import FETCH_PREFIX
 from .httpio import request
@@ -155,6 +156,20 @@ class OnionClient:
         self.events.emit("stream_opened", onion=host, port=port, circuit=circuit.circ_id)
         return stream
 
+    async def rendezvous_via(self, onion: str, rendezvous: str) -> OriginCircuitHandle:
+        """A fresh joined rendezvous circuit to `onion` through the relay nicknamed `rendezvous`, neither
+        cached nor reused: one more circuit the service must build (the guard-discovery attack's step,
+        nodes/net/attack_client.py). The caller closes it."""
+        try:
+            identity = decode_onion_address(onion)
+        except AddressError as e:
+            raise OnionAddressInvalid(f"{onion}: {e}") from None
+        consensus = await self._consensus()
+        relay = next((r for r in usable(consensus) if r.nickname == rendezvous), None)
+        if relay is None:
+            raise RendezvousFailed(f"our consensus lists no usable relay {rendezvous}")
+        return await self._rendezvous(identity, onion, only=relay)
+
     def newnym(self) -> dict:
         """What tor's SIGNAL NEWNYM does to its onion-service client state: forget every cached descriptor
         and intro-point failure, and reuse no rendezvous circuit for new connections. Rendezvous circuits
@@ -183,12 +198,13 @@ class OnionClient:
     async def _build(self, consensus: NetworkView, last: Relay, purpose: str) -> OriginCircuitHandle:
         return await build_guarded(self.circuits, self.guards, consensus, last, purpose)
 
-    async def _rendezvous(self, identity: bytes, onion: str) -> OriginCircuitHandle:
+    async def _rendezvous(self, identity: bytes, onion: str, *,
+                          only: Relay | None = None) -> OriginCircuitHandle:
         started = trio.current_time()
         consensus = await self._consensus()
         descriptor, subcredential = await self._descriptor(consensus, identity, onion)
         cookie = self.rng(REND_COOKIE_LEN)
-        rend = await self._establish_rendezvous(consensus, cookie, onion)
+        rend = await self._establish_rendezvous(consensus, cookie, onion, only=only)
         try:
             state = await self._introduce_or_refetch(consensus, identity, descriptor, subcredential, cookie,
                                                      rend, onion)
@@ -293,13 +309,15 @@ class OnionClient:
             raise DescriptorInvalid("; ".join(invalid))
         raise DescriptorNotFound(f"none of {len(hsdirs)} responsible HSDirs had a descriptor for {onion}")
 
-    async def _establish_rendezvous(self, consensus: NetworkView, cookie: bytes,
-                                    onion: str) -> OriginCircuitHandle:
+    async def _establish_rendezvous(self, consensus: NetworkView, cookie: bytes, onion: str, *,
+                                    only: Relay | None = None) -> OriginCircuitHandle:
         """A rendezvous point for `cookie`: up to RENDEZVOUS_ATTEMPTS relays (not our guards while others
-        are left), the next when one cannot be reached or refuses (it may have gone since the consensus)."""
+        are left), the next when one cannot be reached or refuses (it may have gone since the consensus);
+        `only` that relay when given."""
         guards = {g.identity for g in self.guards.primary()}
-        candidates = (pick_relays(consensus, RENDEZVOUS_ATTEMPTS, exclude=guards)
-                      or pick_relays(consensus, RENDEZVOUS_ATTEMPTS))
+        candidates = [only] if only is not None else (
+            pick_relays(consensus, RENDEZVOUS_ATTEMPTS, exclude=guards)
+            or pick_relays(consensus, RENDEZVOUS_ATTEMPTS))
         if not candidates:
             raise RendezvousFailed("the consensus lists no relay to be a rendezvous point")
         problems = []

@@ -4,7 +4,8 @@ Every circuit of an onion service or a client has three hops: a guard, a middle 
 circuit is for (an intro point, an HSDir, a rendezvous point). The first hop is always one of the node's
 primary guards (nodes.net.guards): the first that is not also the last hop, so that a circuit never uses one
 relay twice (seed, step five: a service that stuck to no guards could be made to build circuits until an
-attacker's relay is its first hop). Middles are drawn at random, weighted by advertised bandwidth.
+attacker's relay is its first hop; `guards: 0` reproduces that with guards.NoGuards, docs/attack.md).
+Middles are drawn at random, weighted by advertised bandwidth.
 
 Time periods and the HSDir ring (rend-spec-v3 2.2) use the consensus both ends hold: the period of its
 valid-after time, its `hs-period-minutes` and `hs-rotation-offset-minutes`, and its shared random value,

@@ -77,6 +77,7 @@ UPLOAD_TIMEOUT = 15.0
 RETRY_MIN, RETRY_MAX = 0.5, 15.0
 PERIOD_LOOKAHEAD = 2  # current and next period
 REFRESH_AFTER = 60 * DESCRIPTOR_LIFETIME_MINUTES / 2  # seconds before a new revision goes everywhere
+RECENT_PATHS = 16  # rendezvous circuit paths kept for /status
 AVOID_FAILED_INTRO = 60.0  # seconds a relay that failed as our intro point is not chosen again
 SETTLE_TIME = 1.0  # after an intro point change, how long to wait for the others still being set up
 
@@ -147,6 +148,8 @@ class OnionService:
         self._answers: trio.Nursery | None = None  # run() sets it: where introductions are answered
         self._status_hsdirs: tuple[NetworkView | None, dict | None] = (None, None)  # current_hsdirs' cache
         self._rendezvous_circuits: set[OriginCircuitHandle] = set()  # to clients' RPs, serving streams
+        self.rendezvous_sent = 0  # rendezvous circuits built (RENDEZVOUS1 sent)
+        self._recent_paths: list[list[str]] = []  # the latest RECENT_PATHS of them, first hop first
         for name, kind, text in (
                 ("intro_points_established", "gauge", "introduction points we hold now"),
                 ("intro_point_failures_total", "counter", "introduction point setups or circuits lost"),
@@ -182,6 +185,8 @@ class OnionService:
                 "descriptor_hsdirs": {str(num): sorted(names.get(i, i.hex()) for i in h)
                                       for num, h in sorted(self.published.items())},
                 "rendezvous": [[r.nickname for r in c.path] for c in self._rendezvous_circuits],
+                # every rendezvous circuit, closed ones too: how `onionlab attack` sees the first hops
+                "rendezvous_sent": {"count": self.rendezvous_sent, "recent": self._recent_paths},
                 "hsdirs": self.current_hsdirs()}  # responsible now (the hash ring): chaos targets
 
     def current_hsdirs(self) -> dict | None:
@@ -336,6 +341,8 @@ class OnionService:
             self.events.emit("rendezvous_failed", rendezvous=rend.nickname, error=str(e))
             return
         self.metrics.inc("rendezvous_total", result="sent")
+        self.rendezvous_sent += 1
+        self._recent_paths = [*self._recent_paths, [r.nickname for r in circuit.path]][-RECENT_PATHS:]
         self.events.emit("rendezvous_sent", rendezvous=rend.nickname, circuit=circuit.circ_id,
                          path=[r.nickname for r in circuit.path])
         await self._serve_streams(circuit)

@@ -3,6 +3,8 @@ a consensus that follows the authorities. The roles compose it with their own pa
 
 from __future__ import annotations
 
+import os
+import random
 from pathlib import Path
 
 import trio
@@ -14,7 +16,7 @@ from .channels import ChannelManager
 from .circuits import CircuitManager
 from .control import node_control
 from .events import EventLog
-from .guards import GuardManager
+from .guards import GuardManager, NoGuards, Rng
 from .hs_paths import FollowingDirectoryClient, usable
 from .metrics import Metrics
 
@@ -32,11 +34,30 @@ class OriginStack:
                                        address_map=config.address_map, shaper=self.control.shaper,
                                        source_address=config.source_address)
         self.circuits = CircuitManager(self.channels, self.metrics, self.events)
-        self.guards = GuardManager(Path(config.data_dir, GUARD_STATE), config.guards, metrics=self.metrics,
-                                   events=self.events)
+        self.guards = self.make_guards(config.guards)
         self.directory = FollowingDirectoryClient(config.authorities, self.metrics, self.events,
                                                   on_consensus=lambda c: self.guards.sample(usable(c)),
                                                   voting_interval=config.timing.voting_interval)
+
+    def make_guards(self, n_guards: int, rng: Rng = os.urandom) -> GuardManager | NoGuards:
+        """Guards from the state file, or none at all (`guards: 0`: a fresh first hop per circuit)."""
+        if n_guards == 0:
+            return NoGuards(metrics=self.metrics, events=self.events, rng=rng)
+        return GuardManager(Path(self.config.data_dir, GUARD_STATE), n_guards, rng, metrics=self.metrics,
+                            events=self.events)
+
+    def reset_guards(self, n_guards: int, seed: int | None = None) -> GuardManager | NoGuards:
+        """Forget the guard sample (its state file too) and start over with `n_guards` (0: none), sampled from
+        the consensus we hold: what a fresh install of the node would do. With `seed`, the guard draws (or,
+        without guards, every first-hop draw) come from a PRNG seeded with it, so that a trial of the attack
+        can be repeated on the same consensus (docs/attack.md); middles stay random."""
+        Path(self.config.data_dir, GUARD_STATE).unlink(missing_ok=True)
+        rng = os.urandom if seed is None else random.Random(seed).randbytes
+        self.guards = self.make_guards(n_guards, rng)
+        if self.directory.current is not None:
+            self.guards.sample(usable(self.directory.current))
+        self.events.emit("guards_reset", guards=n_guards, seed=seed)
+        return self.guards
 
     def has_consensus(self) -> bool:
         c = self.directory.current

@@ -85,6 +85,17 @@ class MessageHandler(Protocol):
         """Forget whatever refers to `circuit` (it delivered a message to this handler earlier)."""
 
 
+class CircuitObserver(Protocol):
+    """Watches circuits through this relay from the outside, as a relay operator could (an adversary's relay:
+    nodes/net/adversary.py): when they open, the RELAY cells that travel back to their origin, their end."""
+
+    def opened(self, circuit: RelayCircuitRef) -> None: ...
+
+    def backward(self, circuit: RelayCircuitRef, cells: int) -> None: ...
+
+    def closed(self, circuit: RelayCircuitRef) -> None: ...
+
+
 class CircuitGone(trio.BrokenResourceError):
     """The relay circuit a stream or handler used is gone."""
 
@@ -160,8 +171,10 @@ class RelayEngine:
 
     def __init__(self, channels: ChannelManager, keys: RelayKeys, metrics: Metrics, events: EventLog, *,
                  handlers: Mapping[int, MessageHandler] | None = None,
-                 dir_handler: StreamHandler | None = None, rng: Callable[[int], bytes] = os.urandom) -> None:
+                 dir_handler: StreamHandler | None = None, rng: Callable[[int], bytes] = os.urandom,
+                 observer: CircuitObserver | None = None) -> None:
         self.channels = channels
+        self.observer = observer
         self.keys = keys
         self.metrics = metrics
         self.events = events
@@ -193,6 +206,8 @@ class RelayEngine:
         ref = RelayCircuitRef(self, circuit, prev)
         prev.send_nowait([created])
         self.circuits.add(ref)
+        if self.observer is not None:
+            self.observer.opened(ref)
         self.metrics.inc("relay_circuits_total")
         if circuit.created_fast:
             self.metrics.inc("create_fast_total")
@@ -284,6 +299,8 @@ class RelayEngine:
                 break
             if ref.error is not None or ref.next_circ_id != next_circ_id:
                 return
+            if self.observer is not None:
+                self.observer.backward(ref, sum(1 for c in cells if c.command == Command.RELAY))
             # Nothing here waits, so the batch's cells are queued together, in the order they were made. Runs
             # of RELAY cells take the core's bulk path (relay_backward_run); the others go one by one.
             out: list[Cell] = []
@@ -451,6 +468,8 @@ class RelayEngine:
         for handler in ref.handlers:
             handler.circuit_closed(ref)
         self.circuits.discard(ref)
+        if self.observer is not None:
+            self.observer.closed(ref)
         self.metrics.set("relay_circuits_open", len(self.circuits))
         joined = ref.joined
         if joined is not None:  # the core destroyed it with us (SendJoined DESTROY)

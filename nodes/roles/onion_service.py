@@ -7,6 +7,10 @@ onion address stays the same across restarts; its guards in `<data_dir>/guards.j
     consensus                   we hold a consensus that is still valid
     intro_points_established    every intro point slot (config.intro_points) holds a live intro circuit
     descriptor_published        an HSDir of the current time period accepted our latest descriptor
+
+The control call `{"command": "reset_guards", "guards": N, "seed": S}` forgets the guard sample and starts
+over with N guards (0: none, a fresh first hop per circuit), drawn with a PRNG seeded with S (optional): the
+guard-discovery attack's trials (docs/attack.md).
 """
 
 from __future__ import annotations
@@ -55,7 +59,16 @@ async def serve(config: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
                 "ports": sorted(service.targets), "ready": all(conditions.values()), "conditions": conditions,
                 **service.status()}
 
+    def reset_guards(guards: object = None, seed: object = None) -> dict:
+        if type(guards) is not int or not 0 <= guards <= 1000:
+            raise ValueError("guards: 0 (none) to 1000")
+        if seed is not None and type(seed) is not int:
+            raise ValueError("seed: an integer")
+        service.guards = stack.reset_guards(guards, seed)
+        return {"guards": service.guards.status()}
+
     async with trio.open_nursery() as nursery:
+        stack.control.add_action("reset_guards", reset_guards, ("guards", "seed"))
         service.control_port = await nursery.start(functools.partial(
             serve_status, config.bind_address, config.control_port, status, stack.metrics,
             control=stack.control))

@@ -34,6 +34,7 @@ from nodes.core.link_certs import LinkIdentity
 from nodes.core.server_descriptor import ServerDescriptor, make_server_descriptor
 from nodes.net import clock
 from nodes.net.addresses import is_canonical_ip, resolve_ip
+from nodes.net.adversary import AdversaryObserver
 from nodes.net.channels import ChannelManager
 from nodes.net.control import node_control
 from nodes.net.dirclient import DirectoryClient
@@ -99,8 +100,12 @@ class Relay:
         self.hsdir = HsDirStore(metrics, events, documents=self.directory)  # and a directory cache (V2Dir)
         handlers = onion_service_handlers(metrics, events)
         self.intro_point: IntroPoint = handlers[IntroPoint.COMMANDS[0]]
+        # an adversary's relay (topology `adversary: true`) also watches its circuits for the attack's mark
+        self.adversary = (AdversaryObserver(events, metrics, self.relay_addresses) if config.adversary
+                          else None)
+        self._addresses: tuple[object, frozenset[str]] = (None, frozenset())
         self.engine = RelayEngine(self.channels, keys, metrics, events, handlers=handlers,
-                                  dir_handler=self.hsdir.handle_stream)
+                                  dir_handler=self.hsdir.handle_stream, observer=self.adversary)
         self.or_port = config.or_port  # the bound ports, once serve() has them (config may say 0)
         self.control_port = config.control_port
         self.descriptor_uploaded = False
@@ -120,6 +125,13 @@ class Relay:
         return c is not None and any(
             r.node_id == self.keys.node_id and r.address == self.config.address and r.or_port == self.or_port
             and r.ntor_onion_key == self.keys.ntor_public for r in c.routers)
+
+    def relay_addresses(self) -> frozenset[str]:
+        """The addresses of the relays our consensus lists (cached per consensus)."""
+        c = self.directory.current
+        if self._addresses[0] is not c:
+            self._addresses = (c, frozenset() if c is None else frozenset(r.address for r in c.routers))
+        return self._addresses[1]
 
     def status(self) -> dict:
         conditions = {"descriptor_uploaded": self.descriptor_uploaded, "consensus": self.has_consensus(),
@@ -143,6 +155,7 @@ class Relay:
             # whom we introduce to, by intro auth key: what `onionlab chaos` matches with the services' lists
             "intro_auth_keys": sorted(key.hex() for key in self.intro_point.auth_keys()),
             "consensus": None if c is None else {"valid_after": c.valid_after, "relays": len(c.routers)},
+            **({"adversary": self.adversary.status()} if self.adversary is not None else {}),
         }
 
     # -- descriptor ----------------------------------------------------------------------------------------

@@ -185,7 +185,7 @@ def _connector(monkeypatch, answers: dict[str, object], served: list):
         fetched.append(served[min(len(fetched), len(served) - 1)])
         return fetched[-1], hs_client.clock.wall() + 3600
 
-    async def establish_rendezvous(consensus, cookie, onion):
+    async def establish_rendezvous(consensus, cookie, onion, *, only=None):
         return FakeRendezvousCircuit()
 
     monkeypatch.setattr(client, "_consensus", consensus)

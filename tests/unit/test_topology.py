@@ -579,8 +579,12 @@ def setting_values(draw, key, network_names, role=None):
         return draw(st.integers(1, 2**31 - 1))
     if key == "descriptor_refresh":
         return draw(st.integers(1, 86400))
-    if key in ("guards", "intro_points"):
-        return draw(st.integers(1, 3))  # at most the 3 relays that every node can reach
+    if key == "guards":
+        return draw(st.integers(1, 3))  # at most the 3 relays that every node can reach (0: test_attack_*)
+    if key == "intro_points":
+        return draw(st.integers(1, 3))
+    if key == "adversary":
+        return draw(st.booleans())
     if key == "memory":
         return draw(st.sampled_from(["32m", "200m", "1g", "33554433"]))  # as to_dict writes them
     if key == "pids":
