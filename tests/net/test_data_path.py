@@ -172,3 +172,37 @@ async def test_a_reader_that_stops_stalls_the_sender_three_hops_away():
                 got += len(data)
             await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+class _RecordingStream(trio.abc.HalfCloseableStream):
+    """Hands over `request` and then EOF; records every send_all."""
+
+    def __init__(self, request: bytes) -> None:
+        self._incoming = [request]
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data) -> None:
+        self.writes.append(bytes(data))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        pass
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def receive_some(self, max_bytes=None) -> bytes:
+        return self._incoming.pop(0) if self._incoming else b""
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_http_target_sends_a_small_page_with_its_head_in_one_write():
+    """One write is one cell through every hop (warm TTFB): the head and a small body go out together."""
+    from nodes.net.targets import ServiceInfo, serve_http_target
+
+    stream = _RecordingStream(b"GET / HTTP/1.1\r\nHost: x.onion\r\n\r\n")
+    await serve_http_target(stream, ServiceInfo("hs", "x.onion"))
+    data = [w for w in stream.writes if w]
+    assert len(data) == 1
+    assert data[0].startswith(b"HTTP/1.1 200 ") and b"This is x.onion" in data[0]
