@@ -6,9 +6,9 @@ In one run it starts
             (TestingTorNetwork, the lab's timing: 10 s votes): 3 authorities, 6 relays, an onion service
             whose port 80 goes to onionlab's own `http` target (run in a child process), a client
   onionlab  topologies/default.yaml on the local backend (3 authorities, 6 relays, hs, client)
-  onionlab@REV  with --baseline REV: the same lab again from `git archive REV` of this repository (or from
-            the source tree in directory REV), so a change is measured against its parent in the same run,
-            under the same load
+  onionlab@REV  with --baseline REV (repeatable): the same lab again from `git archive REV` of this
+            repository (or from the source tree in directory REV), so a change is measured against its
+            parent in the same run, under the same load
 and measures them the same way, alternating between them so all see the same machine load. In each of
 `rounds` rounds:
 
@@ -43,6 +43,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.network import BenchError, fresh_connect, http_get, socks_connect, summary_ms
@@ -414,14 +415,15 @@ def _lab_end(backend: LocalBackend) -> dict:
             "newnym": lambda: backend.control(client.name, {"command": "newnym"})}
 
 
-def run(*, rounds: int, samples: int, cold_rounds: int, bulk_bytes: int, baseline: str | None = None) -> dict:
+def run(*, rounds: int, samples: int, cold_rounds: int, bulk_bytes: int,
+        baselines: Sequence[str] = ()) -> dict:
     with tempfile.TemporaryDirectory(prefix="onionlab-vs-tor-") as tmp:
         tor = TorNetwork(Path(tmp, "tor"))
         backends = {"onionlab": LocalBackend(Path(tmp, "lab"))}
-        if baseline:
+        for i, baseline in enumerate(baselines):
             source = (Path(baseline) if Path(baseline).is_dir()
-                      else export_revision(baseline, Path(tmp, "baseline-src")))
-            backends[f"onionlab@{baseline}"] = SourceBackend(Path(tmp, "baseline-lab"), source)
+                      else export_revision(baseline, Path(tmp, f"baseline-src{i}")))
+            backends[f"onionlab@{Path(baseline).name}"] = SourceBackend(Path(tmp, f"baseline-lab{i}"), source)
         try:
             started = time.monotonic()
             tor.start()
@@ -452,8 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=TTFB_SAMPLES, help="warm TTFB samples per implementation")
     ap.add_argument("--cold-rounds", type=int, default=COLD_ROUNDS)
     ap.add_argument("--bulk-bytes", type=int, default=BULK_BYTES)
-    ap.add_argument("--baseline", metavar="REV", help="also run the lab of git revision REV (e.g. HEAD~1), "
-                    "or of the source tree in directory REV")
+    ap.add_argument("--baseline", metavar="REV", action="append", default=[],
+                    help="also run the lab of git revision REV (e.g. HEAD~1), or of the source tree in "
+                    "directory REV (repeatable)")
     ap.add_argument("--serve-http", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--onion", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -461,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_http(args.serve_http, args.onion)
         return 0
     result = run(rounds=args.rounds, samples=args.samples, cold_rounds=args.cold_rounds,
-                 bulk_bytes=args.bulk_bytes, baseline=args.baseline)
+                 bulk_bytes=args.bulk_bytes, baselines=args.baseline)
     print(table(result), file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
