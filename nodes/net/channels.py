@@ -14,7 +14,8 @@ every cell of its read at once (`CellInbox.put`), circuit tasks take everything 
 and what is queued goes out in one TLS write. A task switch per cell per hop was most of the cost of a byte
 through the onion.
 
-Writing: every cell a channel sends leaves through `_send_batch` (one `Link.send_cells` per batch). A
+Writing: every cell a channel sends leaves through `_write` (one `Link.send_cells_nowait` per batch, and
+`Link.flush` under the write timeout only when the socket did not take it all at once). A
 circuit task that queued cells and then waits for room (`wait_room`) writes them itself when no one else is
 writing: one task switch less per hop, which is latency on every hop of a circuit. Otherwise the channel's
 writer task does, woken by `send_nowait`.
@@ -337,12 +338,14 @@ class Channel:
         broken link, closes the channel (False)."""
         self._writing = True
         try:
-            with trio.move_on_after(WRITE_TIMEOUT) as write:
-                await self.link.send_cells(batch)
-            if write.cancelled_caught:
-                self._manager.metrics.inc("link_errors_total", kind="write_timeout")
-                self._close_for(f"peer took no cells for {WRITE_TIMEOUT} s")
-                return False
+            # Usually the socket takes the batch at once: no timeout scope, lock or await for that.
+            if not self.link.send_cells_nowait(batch):
+                with trio.move_on_after(WRITE_TIMEOUT) as write:
+                    await self.link.flush()
+                if write.cancelled_caught:
+                    self._manager.metrics.inc("link_errors_total", kind="write_timeout")
+                    self._close_for(f"peer took no cells for {WRITE_TIMEOUT} s")
+                    return False
             self._manager.metrics.inc("cells_out_total", len(batch))
             self._queued -= len(batch)
             if self._queued <= OUTBOX_HIGH_WATER and self._room:

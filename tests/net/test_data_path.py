@@ -129,6 +129,44 @@ async def test_tls_stream_server_against_trio_client_sees_eof():
         nursery.cancel_scope.cancel()
 
 
+async def test_tls_write_nowait_sends_at_once_or_leaves_the_rest_for_send_all():
+    """A link's writer writes without waiting when the socket takes the bytes (True); when it does not, the
+    rest goes out, in order and after anything written before, with the next send_all."""
+    received = bytearray()
+    reading = trio.Event()
+    got_first = trio.Event()
+
+    async def handler(transport):
+        stream = tls.TLSStream(transport, tls.server_context()[0], server_side=True)
+        await stream.do_handshake()
+        while data := await stream.receive_some():
+            received.extend(data)
+            if len(received) >= 1000:
+                got_first.set()
+                await reading.wait()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host=HOST))
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(20):
+            stream = await tls.open_tls_stream(HOST, port, tls.client_context())
+            first = os.urandom(1000)
+            assert stream.write_nowait(first)  # an idle socket takes 1000 bytes at once
+            await got_first.wait()  # ... and the peer stops reading now
+            big = os.urandom(20_000_000)  # more than loopback's socket buffers hold
+            assert not stream.write_nowait(big)
+            assert stream._unsent or stream._outgoing.pending
+            reading.set()
+            await stream.send_all(b"")  # sends the rest
+            assert not stream._unsent and not stream._outgoing.pending
+            tail = b"the end"
+            assert stream.write_nowait(tail) or await stream.send_all(b"") is None
+            while len(received) < len(first) + len(big) + len(tail):
+                await trio.sleep(0.01)
+        assert bytes(received) == first + big + tail
+        nursery.cancel_scope.cancel()
+
+
 async def test_tls_handshake_with_a_peer_that_is_not_tls_fails_cleanly():
     async def handler(transport):
         await transport.send_all(b"HTTP/1.0 400 no\r\n\r\n")
