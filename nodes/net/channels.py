@@ -194,6 +194,7 @@ class Channel:
         self._outbox: list[Cell] = []  # queued, not yet handed to the writer
         self._queued = 0  # cells queued or being written
         self._writing = False  # a task is in _write_queued: it writes whatever is queued meanwhile too
+        self._unflushed = 0  # cells of a _write_nowait batch that the link still holds (socket was full)
         self._writer = trio.lowlevel.ParkingLot()  # the write loop, while there is nothing for it to write
         self._held: ShapedQueue | None = None  # cells the shaper holds back (None: not shaped)
         self._room = trio.lowlevel.ParkingLot()
@@ -229,8 +230,9 @@ class Channel:
         and a yield per batch per channel is a cost the data path pays per cell. Writes what is queued
         first when no one is writing (see the module docstring)."""
         if self._outbox and not self._writing and not self.closed and not self._shaped():
-            with trio.CancelScope(shield=True):  # a circuit task cancelled midway must not cut the link
-                await self._write_queued()
+            if not self._write_nowait():  # the socket did not take it all: the rest waits for it
+                with trio.CancelScope(shield=True):  # a circuit task cancelled midway must not cut the link
+                    await self._write_queued()
         while self._queued > OUTBOX_HIGH_WATER and not self.closed:
             await self._room.park()
 
@@ -327,29 +329,44 @@ class Channel:
         return self._manager.shaper.active or self._held is not None
 
     async def _write_queued(self) -> None:
-        """Write what is queued, a batch (everything queued) per TLS write, until nothing is."""
-        while self._outbox and not self.closed:
+        """Write what is queued, a batch (everything queued) per TLS write, until nothing is (and what an
+        earlier _write_nowait left with the link is out)."""
+        while (self._outbox or self._unflushed) and not self.closed:
             batch, self._outbox = self._outbox, []
             if not await self._write(batch):
                 return
 
+    def _write_nowait(self) -> bool:
+        """Hand everything queued to the link as one batch, without waiting (no one else may be writing).
+        True when the socket took it all (or the link is gone); False when part of it waits in the link for
+        `_write_queued`, which must follow before anything else awaits."""
+        batch, self._outbox = self._outbox, []
+        try:
+            if self.link.send_cells_nowait(batch):
+                self._sent(len(batch))
+                return True
+        except LinkClosed as e:
+            self._manager.metrics.inc("link_errors_total", kind="write")
+            self._close_for(f"link closed while sending: {e}")
+            return True
+        self._unflushed = len(batch)
+        return False
+
     async def _write(self, batch: list[Cell]) -> bool:
         """One TLS write, one task at a time. A write the peer does not take within WRITE_TIMEOUT, or a
-        broken link, closes the channel (False)."""
+        broken link, closes the channel (False). An empty batch flushes what _write_nowait left."""
         self._writing = True
         try:
             # Usually the socket takes the batch at once: no timeout scope, lock or await for that.
-            if not self.link.send_cells_nowait(batch):
+            if not batch or not self.link.send_cells_nowait(batch):
                 with trio.move_on_after(WRITE_TIMEOUT) as write:
                     await self.link.flush()
                 if write.cancelled_caught:
                     self._manager.metrics.inc("link_errors_total", kind="write_timeout")
                     self._close_for(f"peer took no cells for {WRITE_TIMEOUT} s")
                     return False
-            self._manager.metrics.inc("cells_out_total", len(batch))
-            self._queued -= len(batch)
-            if self._queued <= OUTBOX_HIGH_WATER and self._room:
-                self._room.unpark_all()
+            self._sent(len(batch) + self._unflushed)
+            self._unflushed = 0
             return True
         except LinkClosed as e:
             self._manager.metrics.inc("link_errors_total", kind="write")
@@ -357,6 +374,12 @@ class Channel:
             return False
         finally:
             self._writing = False
+
+    def _sent(self, n: int) -> None:
+        self._manager.metrics.inc("cells_out_total", n)
+        self._queued -= n
+        if self._queued <= OUTBOX_HIGH_WATER and self._room:
+            self._room.unpark_all()
 
     def _close_for(self, reason: str) -> None:
         if not self.close_reason:
