@@ -20,6 +20,12 @@ circuit task that queued cells and then waits for room (`wait_room`) writes them
 writing: one task switch less per hop, which is latency on every hop of a circuit. Otherwise the channel's
 writer task does, woken by `send_nowait`.
 
+Passing on without a task switch: a relay circuit's task may give its inbox a `fast` handler. While the task
+is parked on its empty inbox, the link's reader hands a batch to that handler instead (the cells a relay
+only passes on: its layer, then `Channel.push_nowait` onto the outgoing link, written at once when the
+socket takes it); whatever the handler leaves goes to the task as before, in order. Per hop that saves
+waking the circuit's task, which is latency on every cell of a quiet circuit.
+
 Shaping (nodes/net/shaper.py): while the node has shaping rules, only the writer task writes, and it holds
 each batch in a ShapedQueue until it is due; without rules it pays one attribute test per batch.
 """
@@ -63,13 +69,17 @@ class CellInbox:
     after the queued cells: the link died or the circuit was removed); the task's `aclose` (or leaving
     `async with`) drops what is queued and every later cell."""
 
-    __slots__ = ("_cells", "_limit", "_ended", "_abandoned", "_readable", "_room")
+    __slots__ = ("_cells", "_limit", "_ended", "_abandoned", "_readable", "_room", "_parked", "fast")
 
     def __init__(self, limit: int = CIRCUIT_INBOX) -> None:
         self._cells: deque[Cell] = deque()
         self._limit = limit
         self._ended = False
         self._abandoned = False
+        self._parked = False  # the circuit's task waits on the empty inbox
+        # Set by the circuit's task: takes the leading cells of a batch without waiting and says how many
+        # it took (module docstring). Only called while the task is parked here and nothing is queued.
+        self.fast: Callable[[list[Cell]], int] | None = None
         self._readable = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
 
@@ -86,8 +96,15 @@ class CellInbox:
             self._readable.unpark()
         return True
 
-    async def put(self, cells: Sequence[Cell]) -> bool:
-        """Queue cells, then wait while more than `limit` are queued. False if the cells were dropped."""
+    async def put(self, cells: list[Cell]) -> bool:
+        """Queue cells (those `fast` does not take), then wait while more than `limit` are queued. False if
+        the cells were dropped."""
+        fast = self.fast
+        if fast is not None and self._parked and not self._cells and not (self._ended or self._abandoned):
+            taken = fast(cells)
+            if taken == len(cells):
+                return True
+            cells = cells[taken:]
         if not self.put_nowait(cells):
             return False
         while len(self._cells) > self._limit and not (self._ended or self._abandoned):
@@ -128,7 +145,11 @@ class CellInbox:
                 raise trio.ClosedResourceError("the inbox is closed")
             if self._ended:
                 raise trio.EndOfChannel
-            await self._readable.park()
+            self._parked = True
+            try:
+                await self._readable.park()
+            finally:
+                self._parked = False
 
     def __aiter__(self) -> CellInbox:
         return self
@@ -219,6 +240,21 @@ class Channel:
         self._outbox.extend(cells)
         if self._writer and not self._writing:
             self._writer.unpark()
+
+    @property
+    def above_high_water(self) -> bool:
+        return self._queued > OUTBOX_HIGH_WATER
+
+    def push_nowait(self, cells: Sequence[Cell]) -> None:
+        """send_nowait, then write at once when no one is writing and the link is not shaped (for a link's
+        reader passing cells on: no task to wake when the socket takes them); else the writer task does."""
+        if self.closed or not cells:
+            return
+        self._queued += len(cells)
+        self._outbox.extend(cells)
+        if self._writing or self._shaped() or not self._write_nowait():
+            if self._writer and not self._writing:
+                self._writer.unpark()  # also to flush what _write_nowait left with the link
 
     async def wait_writable(self) -> None:
         """Wait while the outbox is above its high-water mark (returns at once on a closed channel)."""
@@ -316,9 +352,11 @@ class Channel:
     async def _write_loop(self) -> None:
         shaper = self._manager.shaper
         while not self.closed:
-            while (not self._outbox and self._held is None) or self._writing:
+            while (not self._outbox and not self._unflushed and self._held is None) or self._writing:
                 await self._writer.park()
-            if shaper.active or self._held is not None:
+            if self._unflushed:  # a push_nowait batch the socket did not take at once (unshaped then)
+                await self._write([])
+            elif shaper.active or self._held is not None:
                 batch = await self._shaped_batch(shaper)
                 if batch:
                     await self._write(batch)
@@ -349,7 +387,7 @@ class Channel:
             self._manager.metrics.inc("link_errors_total", kind="write")
             self._close_for(f"link closed while sending: {e}")
             return True
-        self._unflushed = len(batch)
+        self._unflushed += len(batch)
         return False
 
     async def _write(self, batch: list[Cell]) -> bool:

@@ -65,6 +65,36 @@ async def test_inbox_ends_after_the_queued_cells_and_drops_cells_once_abandoned(
     assert not await inbox.put(_cells(1)) and len(inbox) == 0
 
 
+async def test_inbox_hands_a_batch_to_fast_only_while_its_task_waits_on_it_empty():
+    """The reader's shortcut (channels.py): `fast` takes the leading cells while the circuit's task is
+    parked on its empty inbox; the rest is queued for the task, in order; a busy task gets everything."""
+    inbox = CellInbox()
+    taken: list[int] = []
+
+    def fast(cells):
+        n = min(2, len(cells))
+        taken.extend(int.from_bytes(c.payload, "big") for c in cells[:n])
+        return n
+
+    inbox.fast = fast
+    assert await inbox.put(_cells(1))  # no task parked yet: queued
+    assert taken == [] and len(inbox) == 1
+    got = []
+
+    async def task():
+        got.extend(await inbox.receive_batch())  # takes the queued cell at once, without parking
+        got.extend(await inbox.receive_batch())  # parks: the next put goes to fast first
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(task)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await inbox.put(_cells(5, 1))  # cells 1, 2 to fast; 3, 4, 5 to the task
+        assert taken == [1, 2]
+    assert [int.from_bytes(c.payload, "big") for c in got] == [0, 3, 4, 5]
+    assert await inbox.put(_cells(2, 6))  # the task is gone, not parked: queued
+    assert taken == [1, 2] and len(inbox) == 2
+
+
 async def _tls_echo_server(stream: trio.abc.Stream) -> None:
     while data := await stream.receive_some(100_000):
         await stream.send_all(data)
@@ -244,3 +274,48 @@ async def test_http_target_sends_a_small_page_with_its_head_in_one_write():
     data = [w for w in stream.writes if w]
     assert len(data) == 1
     assert data[0].startswith(b"HTTP/1.1 200 ") and b"This is x.onion" in data[0]
+
+
+async def test_quiet_circuit_cells_pass_relays_without_waking_their_circuit_tasks(monkeypatch):
+    """Once a circuit is built, requests and answers cross the first two relays in their links' readers
+    (RelayEngine._forward_nowait, _backward_nowait): no circuit task there takes a cell."""
+
+    async def echo(stream):
+        while data := await stream.receive_some():
+            await stream.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        relays = [await start_relay(nursery, f"relay{i}", dir_handler=echo) for i in range(3)]
+        client = await start_client(nursery)
+        with trio.fail_after(30):
+            circuit = await client.circuits.build([r.status for r in relays])
+            stream = await circuit.open_dir_stream()
+
+            async def ping(i: int) -> None:
+                await stream.send_all(b"ping %02d" % i)
+                got = b""
+                while len(got) < 7:
+                    got += await stream.receive_some()
+                assert got == b"ping %02d" % i
+
+            for i in range(8):  # past the first cells, which ride RELAY_EARLY and take the full path
+                await ping(i)
+            await trio.testing.wait_all_tasks_blocked()
+            middle = {id(inbox) for relay in relays[:2] for channel in relay.channels.channels
+                      for inbox in channel._inboxes.values()}
+            assert len(middle) == 4  # both directions at both relays
+            woken = []
+            receive_batch = CellInbox.receive_batch
+
+            async def counted(self):
+                cells = await receive_batch(self)
+                if id(self) in middle:
+                    woken.append(len(cells))
+                return cells
+
+            monkeypatch.setattr(CellInbox, "receive_batch", counted)
+            for i in range(8, 16):
+                await ping(i)
+            assert woken == []
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
