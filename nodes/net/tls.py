@@ -257,15 +257,20 @@ class TLSStream(trio.abc.Stream):
 
     def _decrypt(self, limit: int) -> bytes:
         """Every plaintext byte the buffered records hold, up to `limit`, without waiting."""
+        incoming, tls = self._incoming, self._ssl
+        if not incoming.pending and not tls.pending():
+            return b""  # nothing buffered: spare the read that would raise SSLWantReadError
         parts = []
         n = 0
         try:
             while n < limit:
-                chunk = self._ssl.read(limit - n)
+                chunk = tls.read(limit - n)
                 if not chunk:
                     break
                 parts.append(chunk)
                 n += len(chunk)
+                if not incoming.pending and not tls.pending():
+                    break
         except ssl.SSLWantReadError:
             pass
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):

@@ -197,6 +197,35 @@ async def test_tls_write_nowait_sends_at_once_or_leaves_the_rest_for_send_all():
         nursery.cancel_scope.cancel()
 
 
+async def test_tls_receive_reads_the_tls_engine_only_while_it_holds_bytes():
+    """Each SSLObject.read past the buffered records raises SSLWantReadError, per batch on every hop:
+    _decrypt stops once the incoming BIO and the engine are empty, and still gets every byte."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_ssl_over_tcp, _tls_echo_server, 0,
+                                                          tls.server_context()[0], host=HOST))
+        port = listeners[0].transport_listener.socket.getsockname()[1]
+        with trio.fail_after(20):
+            stream = await tls.open_tls_stream(HOST, port, tls.client_context())
+            reads = []
+            real = stream._ssl
+
+            class Counting:
+                def __getattr__(self, name):
+                    return getattr(real, name)
+
+                def read(self, n):
+                    reads.append(n)
+                    return real.read(n)
+
+            stream._ssl = Counting()
+            assert stream._decrypt(1000) == b"" and reads == []  # nothing buffered: no read at all
+            payload = os.urandom(50_000)
+            assert await _exchange(stream, payload) == payload
+            stream._ssl = real
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
 async def test_tls_handshake_with_a_peer_that_is_not_tls_fails_cleanly():
     async def handler(transport):
         await transport.send_all(b"HTTP/1.0 400 no\r\n\r\n")
