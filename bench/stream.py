@@ -7,6 +7,10 @@ and the client reads them in 64 KiB reads and checks them. Everything shares one
 of a lab of processes. `cpu_MBps` divides by the process's CPU time instead of the wall clock, which other
 load on the machine disturbs less. `--profile FILE` writes a cProfile of the timed fetch. Best of `--repeat`
 runs. Not a test: numbers depend on the machine and its load (reported as load_avg).
+
+`--pings N` measures latency instead: N round trips of one small cell each way (an echo at the exit; the
+first 8 cells, which ride RELAY_EARLY, are not timed), as `rtt_us` (median wall clock) and `cpu_us` (CPU per
+round trip): what a warm request pays per hop, in one process, so without scheduling noise.
 """
 
 from __future__ import annotations
@@ -67,12 +71,62 @@ async def _fetch(n: int, profile: cProfile.Profile | None) -> tuple[float, float
     return n / elapsed / 1e6, n / cpu / 1e6
 
 
+async def _echo(stream) -> None:
+    while data := await stream.receive_some():
+        await stream.send_all(data)
+
+
+async def _pings(n: int, profile: cProfile.Profile | None) -> tuple[float, float]:
+    """(median wall-clock seconds, CPU seconds per round trip) of n one-cell round trips over 3 hops."""
+    async with trio.open_nursery() as nursery:
+        relays = [await start_relay(nursery, f"relay{i}", dir_handler=_echo) for i in range(3)]
+        client = await start_client(nursery)
+        circuit = await client.circuits.build([r.status for r in relays])
+        stream = await circuit.open_dir_stream()
+
+        async def ping() -> float:
+            started = time.perf_counter()
+            await stream.send_all(b"ping")
+            got = b""
+            while len(got) < 4:
+                got += await stream.receive_some()
+            return time.perf_counter() - started
+
+        for _ in range(8):
+            await ping()
+        if profile is not None:
+            profile.enable()
+        cpu_started = time.process_time()
+        times = sorted([await ping() for _ in range(n)])
+        cpu = (time.process_time() - cpu_started) / n
+        if profile is not None:
+            profile.disable()
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    return times[n // 2], cpu
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bytes", type=int, default=BYTES)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", help="write a cProfile of the (last) timed fetch here")
+    ap.add_argument("--pings", type=int, default=0, metavar="N", help="N one-cell round trips instead")
     args = ap.parse_args(argv)
+    if args.pings:
+        runs = []
+        for i in range(args.repeat):
+            profile = cProfile.Profile() if args.profile and i == args.repeat - 1 else None
+            runs.append(trio.run(_pings, args.pings, profile))
+            if profile is not None:
+                profile.dump_stats(args.profile)
+        print(json.dumps({"benchmark": "3-hop one-cell round trips, one process", "pings": args.pings,
+                          "rtt_us": round(min(r[0] for r in runs) * 1e6),
+                          "cpu_us": round(min(r[1] for r in runs) * 1e6),
+                          "runs_rtt_us": [round(r[0] * 1e6) for r in runs],
+                          "runs_cpu_us": [round(r[1] * 1e6) for r in runs],
+                          "load_avg": [round(x, 2) for x in os.getloadavg()]}))
+        return 0
     runs = []
     for i in range(args.repeat):
         profile = cProfile.Profile() if args.profile and i == args.repeat - 1 else None

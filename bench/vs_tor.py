@@ -6,15 +6,24 @@ In one run it starts
             (TestingTorNetwork, the lab's timing: 10 s votes): 3 authorities, 6 relays, an onion service
             whose port 80 goes to onionlab's own `http` target (run in a child process), a client
   onionlab  topologies/default.yaml on the local backend (3 authorities, 6 relays, hs, client)
-and measures both the same way, alternating between them so both see the same machine load:
+  onionlab@REV  with --baseline REV (repeatable): the same lab again from `git archive REV` of this
+            repository (or from the source tree in directory REV), so a change is measured against its
+            parent in the same run, under the same load
+and measures them the same way, alternating between them so all see the same machine load. In each of
+`rounds` rounds:
 
-  bulk_MBps         GET /bytes/N over a warm rendezvous circuit, every byte checked; the median of `rounds`
-  warm_ttfb_ms      SOCKS connect (a new stream on a warm circuit) + GET / to the first response byte
+  warm_ttfb_ms      SOCKS connect (a new stream on a warm circuit) + GET / to the first response byte,
+                    `samples` times each
+  bulk_MBps         GET /bytes/N over the warm rendezvous circuit, every byte checked, once each
+then, `cold_rounds` times:
   cold_connect_ms   SOCKS connect to the reply after the client forgot its onion-service state (tor: SIGNAL
                     NEWNYM; onionlab: the client's control call `newnym`), so each one fetches the
                     descriptor from an HSDir, introduces and rendezvouses. tor delays NEWNYMs closer than
                     10 s apart; the wait is not measured.
-  ratios            onionlab / tor: bulk (goal >= 3), warm TTFB p50 (goal <= 0.3), cold connect p50
+  ratios            onionlab / tor: bulk (goal >= 3), warm TTFB p50 (goal <= 0.3), cold connect p50, from
+                    all samples pooled, and per round (median, min, max: the spread a loaded machine gives)
+
+stdout gets one JSON object; stderr a table of the same figures.
 
 Readiness is polled, never slept: tor's control ports (GETINFO status/bootstrap-phase, the client's
 consensus listing every relay) and a verified fetch through each client. Nothing is asserted.
@@ -23,6 +32,7 @@ consensus listing every relay) and a verified fetch through each client. Nothing
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -30,8 +40,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.network import BenchError, fresh_connect, http_get, socks_connect, summary_ms
@@ -46,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOPOLOGY = REPO / "topologies" / "default.yaml"
 AUTHORITIES, RELAYS = 3, 6  # the default topology's shape
 ROUNDS = 5
-TTFB_SAMPLES = 40
+TTFB_SAMPLES = 15  # per round
 COLD_ROUNDS = 5
 BULK_BYTES = 20_000_000
 NEWNYM_GAP = 10.5  # tor delays a NEWNYM within 10 s of the previous one
@@ -266,6 +278,27 @@ def serve_http(port: int, onion: str) -> None:
 
 # -- the measurements --------------------------------------------------------------------------------------
 
+class SourceBackend(LocalBackend):
+    """The local backend running its nodes from another source tree (a baseline's `git archive`)."""
+
+    def __init__(self, run_dir: Path, source: Path) -> None:
+        super().__init__(run_dir)
+        self.source = source
+
+    def _node_env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(self.source), "PYTHONUNBUFFERED": "1"}
+
+
+def export_revision(rev: str, into: Path) -> Path:
+    """`git archive REV` of this repository, unpacked in `into`."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], check=True,
+                             capture_output=True).stdout
+    into.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
 def bulk_MBps(socks: tuple[str, int], onion: str, credentials: tuple[bytes, bytes], n: int) -> float:
     with socks_connect(socks, onion, 80, credentials) as sock:
         fetch = http_get(sock, onion, f"/bytes/{n}", pattern=True)
@@ -284,33 +317,51 @@ def ttfb(socks: tuple[str, int], onion: str, credentials: tuple[bytes, bytes]) -
     return fetch.first_byte - started
 
 
-def ratios(result: dict) -> dict:
-    """onionlab / tor for bulk (higher is better), warm TTFB p50 and cold connect p50 (lower is better),
-    and whether the goals are met."""
-    bulk = result["bulk_MBps"]["onionlab"]["median"] / result["bulk_MBps"]["tor"]["median"]
-    ttfb_ratio = result["warm_ttfb_ms"]["onionlab"]["p50"] / result["warm_ttfb_ms"]["tor"]["p50"]
-    cold = result["cold_connect_ms"]["onionlab"]["p50"] / result["cold_connect_ms"]["tor"]["p50"]
-    return {"bulk": round(bulk, 3), "warm_ttfb_p50": round(ttfb_ratio, 3), "cold_connect_p50": round(cold, 3),
-            "goals": GOALS, "meets_goals": bulk >= GOALS["bulk"] and ttfb_ratio <= GOALS["warm_ttfb_p50"]}
+def spread(values: list[float], digits: int = 3) -> dict:
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits), "rounds": [round(v, digits) for v in values]}
+
+
+def ratios(result: dict, ours: str = "onionlab") -> dict:
+    """`ours` / tor for bulk (higher is better), warm TTFB p50 and cold connect p50 (lower is better), from
+    the pooled samples; per round too when the result has rounds; and whether the goals are met."""
+    bulk = result["bulk_MBps"][ours]["median"] / result["bulk_MBps"]["tor"]["median"]
+    ttfb_ratio = result["warm_ttfb_ms"][ours]["p50"] / result["warm_ttfb_ms"]["tor"]["p50"]
+    cold = result["cold_connect_ms"][ours]["p50"] / result["cold_connect_ms"]["tor"]["p50"]
+    out = {"bulk": round(bulk, 3), "warm_ttfb_p50": round(ttfb_ratio, 3), "cold_connect_p50": round(cold, 3)}
+    if "round_p50" in result["warm_ttfb_ms"][ours]:
+        bulk_runs = zip(result["bulk_MBps"][ours]["runs"], result["bulk_MBps"]["tor"]["runs"], strict=True)
+        ttfb_runs = zip(result["warm_ttfb_ms"][ours]["round_p50"], result["warm_ttfb_ms"]["tor"]["round_p50"],
+                        strict=True)
+        out["bulk_per_round"] = spread([a / b for a, b in bulk_runs])
+        out["warm_ttfb_p50_per_round"] = spread([a / b for a, b in ttfb_runs])
+    return {**out, "goals": GOALS,
+            "meets_goals": bulk >= GOALS["bulk"] and ttfb_ratio <= GOALS["warm_ttfb_p50"]}
 
 
 def rates(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 2), "runs": [round(v, 2) for v in values]}
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2), "runs": [round(v, 2) for v in values]}
 
 
 def measure(ends: dict[str, dict], *, rounds: int, samples: int, cold_rounds: int, bulk_bytes: int) -> dict:
-    """`ends`: per implementation its socks, onion and newnym(). Alternates between them in every step."""
+    """`ends`: per implementation (tor first) its socks, onion and newnym(). Alternates between them in
+    every step."""
     warm = {name: flow.fresh_credentials(f"warm-{name}") for name in ends}
     for name, end in ends.items():  # the warm circuits
         ttfb(end["socks"], end["onion"], warm[name])
     first_byte: dict[str, list[float]] = {name: [] for name in ends}
-    for _ in range(samples):
-        for name, end in ends.items():
-            first_byte[name].append(ttfb(end["socks"], end["onion"], warm[name]))
+    round_p50: dict[str, list[float]] = {name: [] for name in ends}
     bulk: dict[str, list[float]] = {name: [] for name in ends}
     for _ in range(rounds):
+        this_round: dict[str, list[float]] = {name: [] for name in ends}
+        for _ in range(samples):
+            for name, end in ends.items():
+                this_round[name].append(ttfb(end["socks"], end["onion"], warm[name]))
         for name, end in ends.items():
             bulk[name].append(bulk_MBps(end["socks"], end["onion"], warm[name], bulk_bytes))
+            first_byte[name] += this_round[name]
+            round_p50[name].append(statistics.median(this_round[name]) * 1e3)
     cold: dict[str, list[float]] = {name: [] for name in ends}
     last_newnym = 0.0
     for _ in range(cold_rounds):
@@ -321,40 +372,79 @@ def measure(ends: dict[str, dict], *, rounds: int, samples: int, cold_rounds: in
         for name, end in ends.items():
             cold[name].append(fresh_connect(end["socks"], end["onion"]))
     result = {"bulk_MBps": {k: rates(v) for k, v in bulk.items()},
-              "warm_ttfb_ms": {k: summary_ms(v) for k, v in first_byte.items()},
+              "warm_ttfb_ms": {k: {**summary_ms(v), "round_p50": [round(p, 1) for p in round_p50[k]]}
+                               for k, v in first_byte.items()},
               "cold_connect_ms": {k: summary_ms(v) for k, v in cold.items()}}
     result["ratios_onionlab_over_tor"] = ratios(result)
+    for name in ends:
+        if name.startswith("onionlab@"):
+            result[f"ratios_{name}_over_tor"] = ratios(result, name)
     return result
 
 
-def run(*, rounds: int, samples: int, cold_rounds: int, bulk_bytes: int) -> dict:
+def table(result: dict) -> str:
+    """The figures for people: per implementation, then each onionlab's ratios to tor."""
+    lines = [f"{'':16} {'bulk MB/s median [min-max]':>28} {'warm TTFB ms p50 [round p50s]':>34} "
+             f"{'cold connect ms p50 [max]':>26}"]
+    for name, bulk in result["bulk_MBps"].items():
+        warm, cold = result["warm_ttfb_ms"][name], result["cold_connect_ms"][name]
+        lines.append(f"{name:16} {bulk['median']:>10.2f} [{bulk['min']:.2f}-{bulk['max']:.2f}]".ljust(46)
+                     + f"{warm['p50']:>9.1f} {warm['round_p50']}".ljust(36)
+                     + f"{cold['p50']:>9.1f} [{cold['max']:.1f}]")
+    for key, r in result.items():
+        if key.startswith("ratios_") and key.endswith("_over_tor"):
+            name = key[len("ratios_"):-len("_over_tor")]
+            line = (f"{name} / tor: bulk {r['bulk']:.2f}x (goal >= {GOALS['bulk']}), warm TTFB "
+                    f"{r['warm_ttfb_p50']:.2f}x (goal <= {GOALS['warm_ttfb_p50']}), cold connect "
+                    f"{r['cold_connect_p50']:.2f}x")
+            if "bulk_per_round" in r:
+                b, t = r["bulk_per_round"], r["warm_ttfb_p50_per_round"]
+                line += (f"; per round: bulk {b['median']:.2f} [{b['min']:.2f}-{b['max']:.2f}], "
+                         f"TTFB {t['median']:.2f} [{t['min']:.2f}-{t['max']:.2f}]")
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _lab_end(backend: LocalBackend) -> dict:
+    info = backend.up(load_topology(TOPOLOGY), timeout=120)
+    client = next(n for n in info.nodes if n.role == "client")
+    onion = next(n for n in info.nodes if n.role == "onion_service").onion
+    host, _, port = client.socks.rpartition(":")
+    flow.check_reachable(client.socks, onion, deadline=time.monotonic() + 60)
+    return {"socks": (host, int(port)), "onion": onion,
+            "newnym": lambda: backend.control(client.name, {"command": "newnym"})}
+
+
+def run(*, rounds: int, samples: int, cold_rounds: int, bulk_bytes: int,
+        baselines: Sequence[str] = ()) -> dict:
     with tempfile.TemporaryDirectory(prefix="onionlab-vs-tor-") as tmp:
         tor = TorNetwork(Path(tmp, "tor"))
-        backend = LocalBackend(Path(tmp, "lab"))
+        backends = {"onionlab": LocalBackend(Path(tmp, "lab"))}
+        for i, baseline in enumerate(baselines):
+            source = (Path(baseline) if Path(baseline).is_dir()
+                      else export_revision(baseline, Path(tmp, f"baseline-src{i}")))
+            backends[f"onionlab@{Path(baseline).name}"] = SourceBackend(Path(tmp, f"baseline-lab{i}"), source)
         try:
             started = time.monotonic()
             tor.start()
-            info = backend.up(load_topology(TOPOLOGY), timeout=120)
-            lab_up = time.monotonic() - started
-            client = next(n for n in info.nodes if n.role == "client")
-            onion = next(n for n in info.nodes if n.role == "onion_service").onion
-            host, _, port = client.socks.rpartition(":")
-            ours = {"socks": (host, int(port)), "onion": onion,
-                    "newnym": lambda: backend.control(client.name, {"command": "newnym"})}
-            flow.check_reachable(client.socks, onion, deadline=time.monotonic() + 60)
-            tor_ready = tor.wait_ready()
+            ours, ready = {}, {}
+            for name, backend in backends.items():
+                ours[name] = _lab_end(backend)
+                ready[name] = round(time.monotonic() - started, 1)
+            ready["tor"] = round(tor.wait_ready(), 1)
             theirs = {"socks": tor.socks, "onion": tor.onion, "newnym": tor.newnym}
-            result = measure({"tor": theirs, "onionlab": ours}, rounds=rounds, samples=samples,
+            result = measure({"tor": theirs, **ours}, rounds=rounds, samples=samples,
                              cold_rounds=cold_rounds, bulk_bytes=bulk_bytes)
             warnings = tor.warnings()
         finally:
             tor.stop()
-            backend.down()
+            for backend in backends.values():
+                backend.down()
     return {"benchmark": "C tor vs onionlab, same topology shape, same run",
             "shape": f"{AUTHORITIES} authorities, {RELAYS} relays, an onion service, a client",
             "tor_version": subprocess.run([tor_binary(), "--version"], capture_output=True,
                                           text=True).stdout.splitlines()[0],
-            "bulk_bytes": bulk_bytes, "ready_s": {"tor": round(tor_ready, 1), "onionlab": round(lab_up, 1)},
+            "bulk_bytes": bulk_bytes, "rounds": rounds, "ttfb_samples_per_round": samples, "ready_s": ready,
             **result, "load_avg": [round(x, 2) for x in os.getloadavg()], "tor_warnings": warnings}
 
 
@@ -364,14 +454,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=TTFB_SAMPLES, help="warm TTFB samples per implementation")
     ap.add_argument("--cold-rounds", type=int, default=COLD_ROUNDS)
     ap.add_argument("--bulk-bytes", type=int, default=BULK_BYTES)
+    ap.add_argument("--baseline", metavar="REV", action="append", default=[],
+                    help="also run the lab of git revision REV (e.g. HEAD~1), or of the source tree in "
+                    "directory REV (repeatable)")
     ap.add_argument("--serve-http", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--onion", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve_http:
         serve_http(args.serve_http, args.onion)
         return 0
-    print(json.dumps(run(rounds=args.rounds, samples=args.samples, cold_rounds=args.cold_rounds,
-                         bulk_bytes=args.bulk_bytes), indent=2))
+    result = run(rounds=args.rounds, samples=args.samples, cold_rounds=args.cold_rounds,
+                 bulk_bytes=args.bulk_bytes, baselines=args.baseline)
+    print(table(result), file=sys.stderr)
+    print(json.dumps(result, indent=2))
     return 0
 
 

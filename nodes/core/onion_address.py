@@ -7,6 +7,7 @@ a torsion component (rend-spec-v3 2.2.7), so one service cannot hide behind seve
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 from . import ed25519
@@ -30,6 +31,7 @@ def encode_onion_address(public_key: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").lower()
 
 
+@functools.lru_cache(maxsize=1024)  # a client decodes one address on every connect; errors are not cached
 def decode_onion_address(text: str) -> bytes:
     """The service's Ed25519 identity key; accepts upper or lower case, with or without ".onion"."""
     if not text.isascii():  # before lower(): str.lower() maps e.g. the Kelvin sign to "k"

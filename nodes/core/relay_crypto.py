@@ -14,6 +14,7 @@ Relay body layout: command(1) recognized(2) stream(2) digest(4) length(2) data.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -127,6 +128,26 @@ class OriginCrypto:
         for i in range(hop, -1, -1):
             body = hops[i].fwd_update(body)
         return body
+
+    def encrypt_many(self, bodies: list[bytes], hop: int, after_each: Callable[[], object] | None = None
+                     ) -> list[bytes]:
+        """encrypt() over many bodies in order, the same bytes: each body's digest in turn (`after_each`
+        runs right after each, when last_sent_digest is that cell's), then each layer in one keystream
+        call over all of them (CTR over their concatenation is CTR over each in turn)."""
+        target = self._hop(hop)
+        d = target.fwd_digest
+        sealed = []
+        for body in bodies:
+            _check_outgoing(body)
+            d.update(body)
+            sealed.append(body[:5] + d.digest()[:4] + body[9:])
+            if after_each is not None:
+                after_each()
+        data = b"".join(sealed)
+        hops = self._hops
+        for i in range(hop, -1, -1):
+            data = hops[i].fwd_update(data)
+        return [data[i:i + BODY_LEN] for i in range(0, len(data), BODY_LEN)]
 
     def decrypt(self, body: bytes) -> tuple[int, bytes]:
         """Peel layers from hop 0 outward until one hop recognizes the cell: (hop index, plaintext body)."""

@@ -20,6 +20,7 @@ request without waiting for our reply (Tor's "optimistic data") are kept in `tra
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -193,21 +194,26 @@ def _decode_address(raw: bytes, atyp: int) -> tuple[str, int]:
     return name.decode("ascii"), port
 
 
+@functools.lru_cache(maxsize=256)  # a server replies with the same bound address every time
+def _parse_ip(host: str) -> tuple[int, bytes] | None:
+    """(4 or 6, packed address) for an IP address literal, None for anything else."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return address.version, address.packed
+
+
 def _encode_address(host: str, port: int, atyp: Atyp | None) -> bytes:
     if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
         raise LocalProtocolError(f"SOCKS5 port must be 0..65535, not {port!r}")
+    ip = _parse_ip(host) if isinstance(host, str) else None
     if atyp is None:
-        try:
-            atyp = Atyp.IPV4 if ipaddress.ip_address(host).version == 4 else Atyp.IPV6
-        except ValueError:
-            atyp = Atyp.DOMAINNAME
-    try:
-        if atyp == Atyp.IPV4:
-            return u8(atyp) + ipaddress.IPv4Address(host).packed + u16(port)
-        if atyp == Atyp.IPV6:
-            return u8(atyp) + ipaddress.IPv6Address(host).packed + u16(port)
-    except ValueError:
-        raise LocalProtocolError(f"not an IPv{4 if atyp == Atyp.IPV4 else 6} address: {host!r}") from None
+        atyp = Atyp.DOMAINNAME if ip is None else Atyp.IPV4 if ip[0] == 4 else Atyp.IPV6
+    if atyp == Atyp.IPV4 or atyp == Atyp.IPV6:
+        if ip is None or ip[0] != (4 if atyp == Atyp.IPV4 else 6):
+            raise LocalProtocolError(f"not an IPv{4 if atyp == Atyp.IPV4 else 6} address: {host!r}")
+        return u8(atyp) + ip[1] + u16(port)
     name = host.encode("ascii", "replace")
     if not 1 <= len(name) <= 255 or not all(0x21 <= b <= 0x7E for b in name):
         raise LocalProtocolError(f"SOCKS5 domain name must be 1-255 printable ASCII characters: {host!r}")

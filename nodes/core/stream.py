@@ -30,6 +30,9 @@ STREAMWINDOW_INCREMENT = 50
 
 Seal = Callable[[int, object], Cell]  # (stream_id, message) -> the encrypted cell for the peer
 Digest = Callable[[], bytes]  # running digest right after the last cell sent / received
+# (stream_id, DATA payloads, account) -> their cells, the same as Seal on each in turn; account() runs right
+# after each cell is sealed (its digest is then the last sent one)
+SealData = Callable[[int, list[bytes], Callable[[], None]], list[Cell]]
 
 
 def chunk_data(data: bytes, size: int = RELAY_DATA_MAX) -> list[bytes]:
@@ -133,10 +136,13 @@ ACCEPTOR_RECEIVES = frozenset({_C.BEGIN, _C.BEGIN_DIR, _C.DATA, _C.END, _C.SENDM
 class Streams:
     """The stream layer of one hop pair. The initiator picks stream ids: non-zero, unique per circuit."""
 
-    __slots__ = ("_seal", "_sent_digest", "_received_digest", "initiator", "window", "_streams", "_next_id")
+    __slots__ = ("_seal", "_seal_data", "_sent_digest", "_received_digest", "initiator", "window", "_streams",
+                 "_next_id")
 
-    def __init__(self, seal: Seal, sent_digest: Digest, received_digest: Digest, *, initiator: bool) -> None:
+    def __init__(self, seal: Seal, sent_digest: Digest, received_digest: Digest, *, initiator: bool,
+                 seal_data: SealData | None = None) -> None:
         self._seal = seal
+        self._seal_data = seal_data  # a batch of DATA at once (OriginCircuit: one keystream call per layer)
         self._sent_digest = sent_digest
         self._received_digest = received_digest
         self.initiator = initiator
@@ -192,6 +198,14 @@ class Streams:
             raise LocalProtocolError(f"{len(chunks)} DATA cells exceed the package windows (stream "
                                      f"{stream.package_window}, circuit {self.window.package}): "
                                      "check capacity()")
+        if self._seal_data is not None:
+            window, sent_digest = self.window, self._sent_digest
+
+            def account() -> None:
+                stream.package_window -= 1
+                window.packaged(sent_digest)
+
+            return self._seal_data(stream_id, chunks, account)
         cells = []
         for chunk in chunks:
             cells.append(self._seal(stream_id, Data(chunk)))

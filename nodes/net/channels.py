@@ -14,10 +14,17 @@ every cell of its read at once (`CellInbox.put`), circuit tasks take everything 
 and what is queued goes out in one TLS write. A task switch per cell per hop was most of the cost of a byte
 through the onion.
 
-Writing: every cell a channel sends leaves through `_send_batch` (one `Link.send_cells` per batch). A
+Writing: every cell a channel sends leaves through `_write` (one `Link.send_cells_nowait` per batch, and
+`Link.flush` under the write timeout only when the socket did not take it all at once). A
 circuit task that queued cells and then waits for room (`wait_room`) writes them itself when no one else is
 writing: one task switch less per hop, which is latency on every hop of a circuit. Otherwise the channel's
 writer task does, woken by `send_nowait`.
+
+Passing on without a task switch: a relay circuit's task may give its inbox a `fast` handler. While the task
+is parked on its empty inbox, the link's reader hands a batch to that handler instead (the cells a relay
+only passes on: its layer, then `Channel.push_nowait` onto the outgoing link, written at once when the
+socket takes it); whatever the handler leaves goes to the task as before, in order. Per hop that saves
+waking the circuit's task, which is latency on every cell of a quiet circuit.
 
 Shaping (nodes/net/shaper.py): while the node has shaping rules, only the writer task writes, and it holds
 each batch in a ShapedQueue until it is due; without rules it pays one attribute test per batch.
@@ -62,13 +69,17 @@ class CellInbox:
     after the queued cells: the link died or the circuit was removed); the task's `aclose` (or leaving
     `async with`) drops what is queued and every later cell."""
 
-    __slots__ = ("_cells", "_limit", "_ended", "_abandoned", "_readable", "_room")
+    __slots__ = ("_cells", "_limit", "_ended", "_abandoned", "_readable", "_room", "_parked", "fast")
 
     def __init__(self, limit: int = CIRCUIT_INBOX) -> None:
         self._cells: deque[Cell] = deque()
         self._limit = limit
         self._ended = False
         self._abandoned = False
+        self._parked = False  # the circuit's task waits on the empty inbox
+        # Set by the circuit's task: takes the leading cells of a batch without waiting and says how many
+        # it took (module docstring). Only called while the task is parked here and nothing is queued.
+        self.fast: Callable[[list[Cell]], int] | None = None
         self._readable = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
 
@@ -85,8 +96,15 @@ class CellInbox:
             self._readable.unpark()
         return True
 
-    async def put(self, cells: Sequence[Cell]) -> bool:
-        """Queue cells, then wait while more than `limit` are queued. False if the cells were dropped."""
+    async def put(self, cells: list[Cell]) -> bool:
+        """Queue cells (those `fast` does not take), then wait while more than `limit` are queued. False if
+        the cells were dropped."""
+        fast = self.fast
+        if fast is not None and self._parked and not self._cells and not (self._ended or self._abandoned):
+            taken = fast(cells)
+            if taken == len(cells):
+                return True
+            cells = cells[taken:]
         if not self.put_nowait(cells):
             return False
         while len(self._cells) > self._limit and not (self._ended or self._abandoned):
@@ -127,7 +145,11 @@ class CellInbox:
                 raise trio.ClosedResourceError("the inbox is closed")
             if self._ended:
                 raise trio.EndOfChannel
-            await self._readable.park()
+            self._parked = True
+            try:
+                await self._readable.park()
+            finally:
+                self._parked = False
 
     def __aiter__(self) -> CellInbox:
         return self
@@ -193,6 +215,7 @@ class Channel:
         self._outbox: list[Cell] = []  # queued, not yet handed to the writer
         self._queued = 0  # cells queued or being written
         self._writing = False  # a task is in _write_queued: it writes whatever is queued meanwhile too
+        self._unflushed = 0  # cells of a _write_nowait batch that the link still holds (socket was full)
         self._writer = trio.lowlevel.ParkingLot()  # the write loop, while there is nothing for it to write
         self._held: ShapedQueue | None = None  # cells the shaper holds back (None: not shaped)
         self._room = trio.lowlevel.ParkingLot()
@@ -218,6 +241,21 @@ class Channel:
         if self._writer and not self._writing:
             self._writer.unpark()
 
+    @property
+    def above_high_water(self) -> bool:
+        return self._queued > OUTBOX_HIGH_WATER
+
+    def push_nowait(self, cells: Sequence[Cell]) -> None:
+        """send_nowait, then write at once when no one is writing and the link is not shaped (for a link's
+        reader passing cells on: no task to wake when the socket takes them); else the writer task does."""
+        if self.closed or not cells:
+            return
+        self._queued += len(cells)
+        self._outbox.extend(cells)
+        if self._writing or self._shaped() or not self._write_nowait():
+            if self._writer and not self._writing:
+                self._writer.unpark()  # also to flush what _write_nowait left with the link
+
     async def wait_writable(self) -> None:
         """Wait while the outbox is above its high-water mark (returns at once on a closed channel)."""
         await self.wait_room()
@@ -228,8 +266,9 @@ class Channel:
         and a yield per batch per channel is a cost the data path pays per cell. Writes what is queued
         first when no one is writing (see the module docstring)."""
         if self._outbox and not self._writing and not self.closed and not self._shaped():
-            with trio.CancelScope(shield=True):  # a circuit task cancelled midway must not cut the link
-                await self._write_queued()
+            if not self._write_nowait():  # the socket did not take it all: the rest waits for it
+                with trio.CancelScope(shield=True):  # a circuit task cancelled midway must not cut the link
+                    await self._write_queued()
         while self._queued > OUTBOX_HIGH_WATER and not self.closed:
             await self._room.park()
 
@@ -313,9 +352,11 @@ class Channel:
     async def _write_loop(self) -> None:
         shaper = self._manager.shaper
         while not self.closed:
-            while (not self._outbox and self._held is None) or self._writing:
+            while (not self._outbox and not self._unflushed and self._held is None) or self._writing:
                 await self._writer.park()
-            if shaper.active or self._held is not None:
+            if self._unflushed:  # a push_nowait batch the socket did not take at once (unshaped then)
+                await self._write([])
+            elif shaper.active or self._held is not None:
                 batch = await self._shaped_batch(shaper)
                 if batch:
                     await self._write(batch)
@@ -326,27 +367,44 @@ class Channel:
         return self._manager.shaper.active or self._held is not None
 
     async def _write_queued(self) -> None:
-        """Write what is queued, a batch (everything queued) per TLS write, until nothing is."""
-        while self._outbox and not self.closed:
+        """Write what is queued, a batch (everything queued) per TLS write, until nothing is (and what an
+        earlier _write_nowait left with the link is out)."""
+        while (self._outbox or self._unflushed) and not self.closed:
             batch, self._outbox = self._outbox, []
             if not await self._write(batch):
                 return
 
+    def _write_nowait(self) -> bool:
+        """Hand everything queued to the link as one batch, without waiting (no one else may be writing).
+        True when the socket took it all (or the link is gone); False when part of it waits in the link for
+        `_write_queued`, which must follow before anything else awaits."""
+        batch, self._outbox = self._outbox, []
+        try:
+            if self.link.send_cells_nowait(batch):
+                self._sent(len(batch))
+                return True
+        except LinkClosed as e:
+            self._manager.metrics.inc("link_errors_total", kind="write")
+            self._close_for(f"link closed while sending: {e}")
+            return True
+        self._unflushed += len(batch)
+        return False
+
     async def _write(self, batch: list[Cell]) -> bool:
         """One TLS write, one task at a time. A write the peer does not take within WRITE_TIMEOUT, or a
-        broken link, closes the channel (False)."""
+        broken link, closes the channel (False). An empty batch flushes what _write_nowait left."""
         self._writing = True
         try:
-            with trio.move_on_after(WRITE_TIMEOUT) as write:
-                await self.link.send_cells(batch)
-            if write.cancelled_caught:
-                self._manager.metrics.inc("link_errors_total", kind="write_timeout")
-                self._close_for(f"peer took no cells for {WRITE_TIMEOUT} s")
-                return False
-            self._manager.metrics.inc("cells_out_total", len(batch))
-            self._queued -= len(batch)
-            if self._queued <= OUTBOX_HIGH_WATER and self._room:
-                self._room.unpark_all()
+            # Usually the socket takes the batch at once: no timeout scope, lock or await for that.
+            if not batch or not self.link.send_cells_nowait(batch):
+                with trio.move_on_after(WRITE_TIMEOUT) as write:
+                    await self.link.flush()
+                if write.cancelled_caught:
+                    self._manager.metrics.inc("link_errors_total", kind="write_timeout")
+                    self._close_for(f"peer took no cells for {WRITE_TIMEOUT} s")
+                    return False
+            self._sent(len(batch) + self._unflushed)
+            self._unflushed = 0
             return True
         except LinkClosed as e:
             self._manager.metrics.inc("link_errors_total", kind="write")
@@ -354,6 +412,12 @@ class Channel:
             return False
         finally:
             self._writing = False
+
+    def _sent(self, n: int) -> None:
+        self._manager.metrics.inc("cells_out_total", n)
+        self._queued -= n
+        if self._queued <= OUTBOX_HIGH_WATER and self._room:
+            self._room.unpark_all()
 
     def _close_for(self, reason: str) -> None:
         if not self.close_reason:

@@ -76,6 +76,7 @@ class Link:
         self._framer = CellFramer(circ_id_len=2)
         self._pending: deque[Cell] = deque()
         self._send_lock = trio.StrictFIFOLock()
+        self._unflushed = bytearray()  # cells send_cells_nowait took but could not hand to the stream yet
         self.protocol = 0
         self.peer_netinfo: Netinfo | None = None
         self.peer: PeerIdentity | None = None  # who the responder proved to be (initiators only)
@@ -172,6 +173,30 @@ class Link:
     async def send_cells(self, cells: Sequence[Cell]) -> None:
         self.cells_out += len(cells)
         await self._send_raw(encode_cells(cells))
+
+    def send_cells_nowait(self, cells: Sequence[Cell]) -> bool:
+        """Take `cells` and send what the stream takes without waiting (a TLSStream's write_nowait): True
+        when all of it went out, False when `flush()` must send the rest. Cells taken go out in order before
+        any later cells. LinkClosed when the link is gone."""
+        self.cells_out += len(cells)
+        data = encode_cells(cells)
+        stream = self._stream
+        if stream is None:
+            raise LinkClosed("link already closed")
+        write_nowait = getattr(stream, "write_nowait", None)
+        if self._unflushed or write_nowait is None or self._send_lock.locked():
+            self._unflushed += data
+            return False
+        try:
+            return write_nowait(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            self.closed = True
+            raise LinkClosed(str(e) or "link closed while sending") from e
+
+    async def flush(self) -> None:
+        """Send what send_cells_nowait left, waiting for the stream."""
+        data, self._unflushed = bytes(self._unflushed), bytearray()
+        await self._send_raw(data)
 
     async def _send_raw(self, data: bytes) -> None:
         lock = self._send_lock

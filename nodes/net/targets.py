@@ -153,11 +153,14 @@ async def _respond(conn: h11.Connection, stream: trio.abc.Stream, request: h11.R
         "application/octet-stream" if size is not None else "text/plain")
     length = size if size is not None else len(body)
     headers = [("content-type", ctype), ("content-length", str(length)), ("server", "onionlab")]
-    await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
-    if not head:
-        if size is None:
-            await stream.send_all(conn.send(h11.Data(data=body)))
-        else:
+    response = conn.send(h11.Response(status_code=status, headers=headers))
+    if size is None and not head:
+        # A small body goes out with the head in one write: one cell, where two writes were two cells and a
+        # pass through every hop each.
+        await stream.send_all(response + conn.send(h11.Data(data=body)))
+    else:
+        await stream.send_all(response)
+        if not head:
             for offset in range(0, size, CHUNK):
                 chunk = pattern_bytes(offset, min(CHUNK, size - offset))
                 await stream.send_all(conn.send(h11.Data(data=chunk)))

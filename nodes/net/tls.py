@@ -106,6 +106,7 @@ class TLSStream(trio.abc.Stream):
         self._parked = False
         # Whoever holds it sends everything the SSL object has written so far, in order.
         self._send_lock = trio.StrictFIFOLock()
+        self._unsent = memoryview(b"")  # TLS bytes read from the SSL object that the socket has not taken yet
         self._sending = False
         self._receiving = False
         self._eof = False
@@ -147,16 +148,27 @@ class TLSStream(trio.abc.Stream):
         try:
             self._check()
             if not data:
-                await trio.lowlevel.checkpoint()
+                if self._unsent or self._outgoing.pending:  # what write_nowait left
+                    await self._flush()
+                else:
+                    await trio.lowlevel.checkpoint()
                 return
-            try:
-                self._ssl.write(data)  # a memory BIO takes all of it (as records) at once
-            except ssl.SSLError as e:
-                self._broken = True
-                raise trio.BrokenResourceError(f"TLS error while sending: {e}") from e
+            self._encrypt(data)
             await self._flush()
         finally:
             self._sending = False
+
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> bool:
+        """send_all without waiting: encrypt `data` and write what the socket takes now. True when every byte
+        is out; False when some wait for the socket (or for another task's send under way), and an
+        `await send_all(b"")` sends them. A link's writer pays no lock or scope for the usual write so."""
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this TLS stream")
+        self._check()
+        self._encrypt(data)
+        if self._send_lock.locked():
+            return False
+        return self._write_out()
 
     async def wait_send_all_might_not_block(self) -> None:
         self._check()
@@ -210,6 +222,33 @@ class TLSStream(trio.abc.Stream):
             await self.transport_stream.aclose()
 
     # -- internals -------------------------------------------------------------------------------------
+    def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self._ssl.write(data)  # a memory BIO takes all of it (as records) at once
+        except ssl.SSLError as e:
+            self._broken = True
+            raise trio.BrokenResourceError(f"TLS error while sending: {e}") from e
+
+    def _write_out(self) -> bool:
+        """Write TLS bytes to the socket while it takes them, in order; True once none are left. The caller
+        holds the send lock or knows it is free (nothing awaits between its check and this)."""
+        unsent = self._unsent
+        try:
+            while True:
+                if not unsent:
+                    if not self._outgoing.pending:
+                        return True
+                    unsent = memoryview(self._outgoing.read())
+                try:
+                    unsent = unsent[os.write(self._fd, unsent):]
+                except BlockingIOError:
+                    return False
+        except OSError as e:
+            self._broken = True
+            raise _transport_error(e, "sending") from e
+        finally:
+            self._unsent = unsent
+
     def _check(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the TLS stream is closed")
@@ -218,15 +257,20 @@ class TLSStream(trio.abc.Stream):
 
     def _decrypt(self, limit: int) -> bytes:
         """Every plaintext byte the buffered records hold, up to `limit`, without waiting."""
+        incoming, tls = self._incoming, self._ssl
+        if not incoming.pending and not tls.pending():
+            return b""  # nothing buffered: spare the read that would raise SSLWantReadError
         parts = []
         n = 0
         try:
             while n < limit:
-                chunk = self._ssl.read(limit - n)
+                chunk = tls.read(limit - n)
                 if not chunk:
                     break
                 parts.append(chunk)
                 n += len(chunk)
+                if not incoming.pending and not tls.pending():
+                    break
         except ssl.SSLWantReadError:
             pass
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -264,20 +308,14 @@ class TLSStream(trio.abc.Stream):
         except trio.WouldBlock:
             await lock.acquire()
         try:
-            while self._outgoing.pending:
-                data = memoryview(self._outgoing.read())
+            while True:
+                self._check()
+                if self._write_out():
+                    return
                 try:
-                    while data:
-                        self._check()
-                        try:
-                            data = data[os.write(self._fd, data):]
-                        except BlockingIOError:
-                            await trio.lowlevel.wait_writable(self._fd)
-                except OSError as e:
-                    self._broken = True
-                    raise _transport_error(e, "sending") from e
+                    await trio.lowlevel.wait_writable(self._fd)
                 except BaseException:
-                    self._broken = True  # some unknown part of it went out: the record stream is cut
+                    self._broken = True  # cancelled with records half sent: the stream is cut
                     raise
         finally:
             lock.release()

@@ -46,3 +46,22 @@ async def test_a_writer_cancelled_midway_leaves_the_link_working():
         await _received(relay, before + 2005)
         assert not channel.closed
         nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_the_socket_does_not_take_at_once_is_flushed_and_counted_once():
+    """The circuit task hands its batch over without waiting; what the socket did not take is flushed
+    before wait_room returns, and every cell is counted once, whichever way it left."""
+    async with trio.open_nursery() as nursery:
+        relay = await start_relay(nursery, "relay")
+        client = await start_client(nursery)
+        channel = await client.channels.get_channel(HOST, relay.channels.or_port)
+        out_before = client.metrics.value("cells_out_total")
+        in_before = relay.metrics.value("cells_in_total")
+        channel.send_nowait(_padding(3000))  # ~1.5 MB: more than loopback takes at once
+        await channel.wait_room()
+        channel.send_nowait(_padding(7))
+        await channel.wait_room()
+        assert channel._queued == 0 and channel._unflushed == 0 and not channel.link._unflushed
+        assert client.metrics.value("cells_out_total") == out_before + 3007
+        await _received(relay, in_before + 3007)
+        nursery.cancel_scope.cancel()

@@ -28,3 +28,21 @@ def test_vs_tor_ratios_are_onionlab_over_tor_with_the_goals():
     assert ratios["meets_goals"] is True
     assert vs_tor.ratios(result([14.0, 14.9, 99.0], [0.009, 0.012]))["meets_goals"] is False
     assert vs_tor.ratios(result([15.0], [0.011, 0.012]))["meets_goals"] is False
+
+
+def test_vs_tor_reports_per_round_ratios_with_their_spread_and_a_table():
+    result = {"bulk_MBps": {"tor": vs_tor.rates([4.0, 5.0, 2.0]), "onionlab": vs_tor.rates([12.0, 10.0, 8.0]),
+                            "onionlab@HEAD~1": vs_tor.rates([4.0, 5.0, 2.0])},
+              "warm_ttfb_ms": {name: {**summary_ms([0.01]), "round_p50": p50s} for name, p50s in (
+                  ("tor", [30.0, 40.0, 20.0]), ("onionlab", [9.0, 20.0, 4.0]),
+                  ("onionlab@HEAD~1", [30.0] * 3))},
+              "cold_connect_ms": {name: summary_ms([0.5]) for name in ("tor", "onionlab", "onionlab@HEAD~1")}}
+    ratios = vs_tor.ratios(result)
+    assert ratios["bulk_per_round"] == {"median": 3.0, "min": 2.0, "max": 4.0, "rounds": [3.0, 2.0, 4.0]}
+    assert ratios["warm_ttfb_p50_per_round"] == {"median": 0.3, "min": 0.2, "max": 0.5,
+                                                 "rounds": [0.3, 0.5, 0.2]}
+    result["ratios_onionlab_over_tor"] = ratios
+    result["ratios_onionlab@HEAD~1_over_tor"] = vs_tor.ratios(result, "onionlab@HEAD~1")
+    text = vs_tor.table(result)
+    assert "onionlab / tor: bulk 2.50x" in text and "per round: bulk 3.00 [2.00-4.00]" in text
+    assert "onionlab@HEAD~1 / tor: bulk 1.00x" in text

@@ -205,3 +205,29 @@ def test_pass_on_run_leaves_a_cell_that_may_be_for_the_relay_to_receive_forward(
     assert circuit.receive_forward(mine) == []  # a DROP for this relay
     passed, taken = circuit.pass_on_run([onward])
     assert taken == 1 and passed[0].circ_id == circuit.next_circ_id
+
+
+def _service_data(h: Harness, batched: bool, n: int):
+    client, service, _, _ = rendezvous(h)
+    stream_id, cell = client.open_stream(relay.Begin("", 80))
+    h.send(client, cell)
+    h.pump()
+    h.send(service, service.accept_stream(stream_id))
+    h.pump()
+    if not batched:
+        service._streams._seal_data = None  # the reference: _seal on each cell
+    cells = []
+    for size in (5, 498 * 3 + 1, n):  # the first cells still ride RELAY_EARLY past hop 0 (cell by cell)
+        cells += service.send_data(stream_id, bytes(range(256)) * (size // 256) + bytes(size % 256))
+    window = service._streams.window
+    return cells, (window.package, list(window._expected), service._streams.get(stream_id).package_window)
+
+
+def test_an_origin_seals_data_in_batches_as_it_would_cell_by_cell():
+    """OriginCircuit._seal_data (one keystream call per layer) makes the same cells as _seal on each, and
+    the windows and the SENDME v1 digests they expect come out the same."""
+    n = 498 * 250  # past two SENDME increments of the circuit window
+    reference, batched = _service_data(Harness(seed=5), False, n), _service_data(Harness(seed=5), True, n)
+    assert len(reference[0]) == 1 + 4 + 250
+    assert batched == reference
+    assert {c.command for c in reference[0]} == {Command.RELAY, Command.RELAY_EARLY}

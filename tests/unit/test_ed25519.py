@@ -125,6 +125,24 @@ def _negate_and_add_order2(public_key):
     return ed25519.encode_point((x, y, 1, x * y % ed25519.P))
 
 
+def test_subgroup_check_remembers_only_good_keys(monkeypatch):
+    """The check is cached for speed (a client decodes its onion address on every connect): a key that
+    passed is not multiplied again, and a refused key is refused every time."""
+    good = h(RFC8032[0]["public_key"])
+    bad = _negate_and_add_order2(good)
+    ed25519._checked_public_key.cache_clear()
+    ed25519.check_public_key(good)
+    multiplied = []
+    real_mul = ed25519._mul
+    monkeypatch.setattr(ed25519, "_mul", lambda k, p: multiplied.append(k) or real_mul(k, p))
+    ed25519.check_public_key(bytearray(good))
+    assert multiplied == []
+    for _ in range(2):
+        with pytest.raises(CryptoError, match="torsion"):
+            ed25519.check_public_key(bad)
+    assert len(multiplied) == 2
+
+
 def test_point_decoding_and_subgroup_check():
     good = h(RFC8032[0]["public_key"])
     ed25519.check_public_key(good)

@@ -122,3 +122,22 @@ def test_bad_character_names_it():
 def test_encode_rejects_wrong_key_length():
     with pytest.raises(LocalProtocolError):
         encode_onion_address(bytes(31))
+
+
+def test_decoding_remembers_good_addresses_only(monkeypatch):
+    """A client decodes its onion on every SOCKS connect: a good address is decoded once; a bad one is
+    refused every time."""
+    from nodes.core import onion_address
+
+    key = ed25519.public_from_expanded(ed25519.expand_seed(bytes(range(32))))
+    good = encode_onion_address(key) + ".onion"
+    decode_onion_address.cache_clear()
+    first = decode_onion_address(good)
+    checks = []
+    monkeypatch.setattr(onion_address, "_checksum", lambda *a: checks.append(a) or b"")
+    assert decode_onion_address(good) == first and checks == []
+    bad = good[:10] + ("a" if good[10] != "a" else "b") + good[11:]
+    for _ in range(2):
+        with pytest.raises(AddressError):
+            decode_onion_address(bad)
+    assert len(checks) == 2

@@ -295,3 +295,29 @@ def test_wrong_lengths_and_misuse():
         HopCrypto.tor1(bytes(71))
     with pytest.raises(LocalProtocolError):
         HopCrypto.hs_virtual(bytes(127), service_side=True)
+
+
+def _three_hops_and_virtual() -> OriginCrypto:
+    origin = OriginCrypto()
+    for i in range(3):
+        origin.add_hop(HopCrypto.tor1(shake256(b"hop %d" % i, 72)))
+    origin.add_hop(HopCrypto.hs_virtual(shake256(b"virtual", 128), service_side=True))
+    return origin
+
+
+def test_encrypt_many_is_encrypt_on_each_with_the_digest_after_each():
+    """The batch of DATA an origin sends: the same bytes as encrypt() cell by cell, and after_each sees the
+    running digest of exactly the cells sealed so far (what SENDME v1 bookkeeping reads)."""
+    bodies = [bytes([2, 0, 0, 0, 7, 0, 0, 0, 0, 1, 242]) + shake256(b"body %d" % i, BODY_LEN - 11)
+              for i in range(7)]
+    one, many = _three_hops_and_virtual(), _three_hops_and_virtual()
+    expected, digests = [], []
+    for body in bodies:
+        expected.append(one.encrypt(body, 3))
+        digests.append(one.last_sent_digest(3))
+    seen = []
+    assert many.encrypt_many(bodies, 3, lambda: seen.append(many.last_sent_digest(3))) == expected
+    assert seen == digests
+    assert many.encrypt(bodies[0], 1) == one.encrypt(bodies[0], 1)  # the keystreams went on in step
+    with pytest.raises(LocalProtocolError):
+        many.encrypt_many([bodies[0][:-1]], 3)
