@@ -306,13 +306,15 @@ class RelayEngine:
         onward.push_nowait(passed)
         return taken
 
-    @staticmethod
-    def _backward_nowait(ref: RelayCircuitRef, next_circ_id: int, cells: list[Cell]) -> int:
-        """_forward_nowait for cells from the next hop: the leading RELAY cells, under our layer."""
+    def _backward_nowait(self, ref: RelayCircuitRef, next_circ_id: int, cells: list[Cell]) -> int:
+        """_forward_nowait for cells from the next hop: the leading RELAY cells, under our layer. The
+        observer sees them as it sees the task's: an adversary relay must not miss what the shortcut takes."""
         if ref.error is not None or ref.next_circ_id != next_circ_id or ref.prev.above_high_water:
             return 0
         passed, taken = ref.core.relay_backward_run(cells)
         ref.prev.push_nowait(passed)
+        if self.observer is not None and taken:
+            self.observer.backward(ref, taken)
         return taken
 
     @staticmethod
