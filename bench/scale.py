@@ -109,24 +109,25 @@ def _proc(pid: int) -> tuple[int, dict[str, int], int, int] | None:
     return int(stat[11]) + int(stat[12]), memory, int(stat[1]), switches
 
 
-def _cgroup_memory(pid: int) -> dict[str, int] | None:
+def _cgroup_memory(pid: int, proc: Path = Path("/proc"),
+                   cgroup_root: Path = Path("/sys/fs/cgroup")) -> dict[str, int] | None:
     """{usage, anon, file} in KiB that the memory cgroup of a process is charged (cgroup v1 or v2), or
     None when it cannot be read."""
     try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
     except OSError:
         return None
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if "memory" in controllers.split(","):  # v1: its own hierarchy
-            base = Path("/sys/fs/cgroup/memory", path.lstrip("/"))
+            base = cgroup_root / "memory" / path.lstrip("/")
             usage, anon, file = "memory.usage_in_bytes", "total_rss", "total_cache"
             break
     else:  # v2: the one unified hierarchy
         path = next((line.split(":", 2)[2] for line in lines if line.startswith("0::")), None)
         if path is None:
             return None
-        base, usage, anon, file = Path("/sys/fs/cgroup", path.lstrip("/")), "memory.current", "anon", "file"
+        base, usage, anon, file = cgroup_root / path.lstrip("/"), "memory.current", "anon", "file"
     try:
         stat = dict(line.split() for line in (base / "memory.stat").read_text().splitlines())
         return {"usage": int((base / usage).read_text()) // 1024, "anon": int(stat[anon]) // 1024,
@@ -233,11 +234,20 @@ def measure(backend_name: str, nodes: int, image: str, run_root: Path) -> dict:
     return result
 
 
+def _get(key, result: dict):
+    """key(result), or None when the result lacks it (cgroup_mb: docker only)."""
+    try:
+        return key(result)
+    except KeyError:
+        return None
+
+
 def plot(results: list[dict]) -> bytes:
     def series(key, suffix: str = "") -> list[Series]:
         out = []
         for backend in BACKENDS:
-            points = [(r["nodes"], key(r)) for r in results if r["backend"] == backend and "error" not in r]
+            points = [(r["nodes"], value) for r in results if r["backend"] == backend and "error" not in r
+                      and (value := _get(key, r)) is not None]
             if points:
                 out.append(Series(backend + suffix, points))
         return out
@@ -247,7 +257,8 @@ def plot(results: list[dict]) -> bytes:
         Panel("first verified fetch (s)", "nodes", series(lambda r: r["first_fetch_s"])),
         Panel("idle cpu (cores)", "nodes", series(lambda r: r["idle_cpu_cores"])),
         Panel("relay memory (mb)", "nodes", series(lambda r: r["rss_mb"]["relay"]["mean"], " rss")
-              + series(lambda r: r["anon_mb"]["relay"]["mean"], " anon")),
+              + series(lambda r: r["anon_mb"]["relay"]["mean"], " anon")
+              + series(lambda r: r["cgroup_mb"]["relay"]["usage"]["mean"], " cgroup")),
     ])
 
 
