@@ -345,3 +345,34 @@ nodes:
     (neigh / "gc_thresh3").write_text("1024\n")
     dock._client.api.base_url = "tcp://remote:2376"  # another machine's kernel: not ours to judge
     dock._check_host(large)
+
+
+def test_an_engine_that_does_not_answer_a_start_in_time_fails_the_node_not_the_orchestrator(tmp_path,
+                                                                                             monkeypatch):
+    """300 containers starting on 2 cores: one start took longer than docker-py's 60 s and `up` died with a
+    traceback. The client now waits ENGINE_TIMEOUT, and a call that still times out is a NodeFailed."""
+    import requests
+
+    seen = {}
+
+    class Client:
+        def ping(self):
+            return True
+
+    def from_env(**kwargs):
+        seen.update(kwargs)
+        return Client()
+
+    monkeypatch.setattr(engine.docker, "from_env", from_env)
+    engine.connect()
+    assert seen["timeout"] == engine.ENGINE_TIMEOUT >= 300
+
+    class Slow:
+        def start(self):
+            raise requests.exceptions.ReadTimeout("Read timed out. (read timeout=300)")
+
+    dock = backend.DockerBackend(tmp_path, labels={})
+    node = RunNode("relay1", "relay", "10.0.0.3", {}, container="onionlab-r1-relay1")
+    with pytest.raises(lifecycle.NodeFailed, match="did not answer its start"):
+        info = RunInfo("docker", str(tmp_path), "lab.yaml", "lab", [node], run_id="r1")
+        dock._start_node(info, node, Slow())

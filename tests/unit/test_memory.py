@@ -1,4 +1,5 @@
-"""nodes/memory.py: freed heap pages go back to the kernel (glibc's malloc_trim), at start and periodically."""
+"""nodes/memory.py: freed heap pages go back to the kernel (glibc's malloc_trim), at start and then
+periodically."""
 
 from __future__ import annotations
 

@@ -428,6 +428,9 @@ class DockerBackend(Faults, Reaper, Observe):
                     container, ipv4_address=str(interface.address))
         except docker.errors.APIError as e:
             raise BackendError(f"{node.name}: creating its container failed: {api_error(e)}") from None
+        except requests.RequestException as e:  # the engine did not answer in time (ENGINE_TIMEOUT)
+            raise BackendError(f"{node.name}: the Docker engine did not answer creating its container ({e})"
+                               ) from None
         return container
 
     def _start_node(self, info: RunInfo, node: RunNode, container: Container) -> None:
@@ -436,6 +439,9 @@ class DockerBackend(Faults, Reaper, Observe):
         except docker.errors.APIError as e:
             raise NodeFailed(node.name, f"{node.name} ({node.container}) did not start: {api_error(e)}"
                              f"\n{self._tail_report(info, node.name, TAIL_LINES)}") from None
+        except requests.RequestException as e:  # the engine did not answer in time (ENGINE_TIMEOUT)
+            raise NodeFailed(node.name, f"{node.name} ({node.container}): the Docker engine did not answer "
+                             f"its start ({e})") from None
 
     def _wait_ready(self, info: RunInfo, timeout: float, say: Progress) -> dict[str, dict]:
         started = time.monotonic()
