@@ -26,7 +26,6 @@ from pathlib import Path
 
 import trio
 
-from nodes import memory
 from nodes.config import ConfigError, NodeConfig, load_config
 from nodes.roles import COMMANDS, serve_for
 
@@ -67,7 +66,6 @@ async def run_node(serve: Callable[..., Awaitable[None]], config: NodeConfig) ->
                     return
 
             nursery.start_soon(stop_on_signal)
-            nursery.start_soon(memory.trim_periodically)
             await serve(config)
             nursery.cancel_scope.cancel()  # serve returned by itself: stop the signal watcher too
 
@@ -131,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{FATAL_PREFIX}{args.config}: {e}", file=sys.stderr)
             return 2
     try:
-        serve = serve_for(config.command)  # imports the role's modules
-        memory.trim()  # the start's temporary buffers (unmarshalling ~400 modules) back to the kernel
-        trio.run(run_node, serve, config)
+        trio.run(run_node, serve_for(config.command), config)
     except KeyboardInterrupt:  # SIGINT before the signal receiver was installed
         return 0
     except BaseException as e:  # noqa: B036 -- any crash: show it all, then the cause on one line
