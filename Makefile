@@ -69,7 +69,8 @@ chaos-suite: $(STAMP) image
 	$(PY) -m orchestrator.chaos.suite --seeds $(SEEDS) --out chaos-suite; status=$$?; $(ONIONLAB) down; exit $$status
 
 ## labs of 10 to 300 nodes on both backends, one at a time under the shared lock (not CI; about half an hour):
-## time to ready and to the first fetch, memory by role, idle CPU, consensus size (JSON and a PNG plot)
+## time to ready and to the first fetch, memory by role (process and cgroup), idle CPU, consensus size (JSON
+## and a PNG plot). Docker labs of more than about 100 nodes need `onionlab host tune` first (docs/scale.md)
 bench-scale: $(STAMP) image
 	$(PY) -m bench.scale
 

@@ -13,7 +13,9 @@ shared lock (/tmp/onionlab-docker.lock: every helper's Docker work and large lab
   anon_mb            libraries counted in full in every process), proportional (Pss: shared pages divided
                      among their users), anonymous (the process's own: what a container's cgroup is charged
                      beyond the page cache); under Docker the container's main process, plus shim_rss_mb:
-                     the engine's per-container shim process
+                     the engine's per-container shim process, and cgroup_mb: what each container's memory
+                     cgroup is charged, by role: all of it (usage: the process's own memory, the page cache
+                     of the files it read, kernel memory), anonymous (anon) and page cache (file)
   idle_cpu_cores     the CPU time every node process (and, under Docker, its shim) used over IDLE_SECONDS
                      once the lab was ready and the fetch done, divided by those seconds (idle_cpu_by_role:
                      the node processes' share by role; idle_wakeups_per_s: a node's voluntary context
@@ -107,6 +109,33 @@ def _proc(pid: int) -> tuple[int, dict[str, int], int, int] | None:
     return int(stat[11]) + int(stat[12]), memory, int(stat[1]), switches
 
 
+def _cgroup_memory(pid: int, proc: Path = Path("/proc"),
+                   cgroup_root: Path = Path("/sys/fs/cgroup")) -> dict[str, int] | None:
+    """{usage, anon, file} in KiB that the memory cgroup of a process is charged (cgroup v1 or v2), or
+    None when it cannot be read."""
+    try:
+        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):  # v1: its own hierarchy
+            base = cgroup_root / "memory" / path.lstrip("/")
+            usage, anon, file = "memory.usage_in_bytes", "total_rss", "total_cache"
+            break
+    else:  # v2: the one unified hierarchy
+        path = next((line.split(":", 2)[2] for line in lines if line.startswith("0::")), None)
+        if path is None:
+            return None
+        base, usage, anon, file = cgroup_root / path.lstrip("/"), "memory.current", "anon", "file"
+    try:
+        stat = dict(line.split() for line in (base / "memory.stat").read_text().splitlines())
+        return {"usage": int((base / usage).read_text()) // 1024, "anon": int(stat[anon]) // 1024,
+                "file": int(stat[file]) // 1024}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def node_pids(backend, run_dir: Path) -> dict[str, tuple[str, int]]:
     """node name -> (role, PID of its node process, as this host sees it)."""
     info = read_state(run_dir)
@@ -150,6 +179,13 @@ def memory_and_cpu(pids: dict[str, tuple[str, int]], docker: bool) -> dict:
     if docker:
         shim_rss = [after[p][1]["Rss"] / 1024 for p in shims if after.get(p)]
         result["shim_rss_mb"] = round(statistics.mean(shim_rss), 1) if shim_rss else None
+        charged: dict[str, dict[str, list[float]]] = {}
+        for role, pid in pids.values():
+            if (cgroup := _cgroup_memory(pid)) is not None:
+                for kind, kib in cgroup.items():
+                    charged.setdefault(role, {}).setdefault(kind, []).append(kib / 1024)
+        result["cgroup_mb"] = {role: {kind: {"mean": round(statistics.mean(v), 1), "max": round(max(v), 1)}
+                                      for kind, v in kinds.items()} for role, kinds in charged.items()}
     return result
 
 
@@ -198,11 +234,20 @@ def measure(backend_name: str, nodes: int, image: str, run_root: Path) -> dict:
     return result
 
 
+def _get(key, result: dict):
+    """key(result), or None when the result lacks it (cgroup_mb: docker only)."""
+    try:
+        return key(result)
+    except KeyError:
+        return None
+
+
 def plot(results: list[dict]) -> bytes:
     def series(key, suffix: str = "") -> list[Series]:
         out = []
         for backend in BACKENDS:
-            points = [(r["nodes"], key(r)) for r in results if r["backend"] == backend and "error" not in r]
+            points = [(r["nodes"], value) for r in results if r["backend"] == backend and "error" not in r
+                      and (value := _get(key, r)) is not None]
             if points:
                 out.append(Series(backend + suffix, points))
         return out
@@ -212,7 +257,8 @@ def plot(results: list[dict]) -> bytes:
         Panel("first verified fetch (s)", "nodes", series(lambda r: r["first_fetch_s"])),
         Panel("idle cpu (cores)", "nodes", series(lambda r: r["idle_cpu_cores"])),
         Panel("relay memory (mb)", "nodes", series(lambda r: r["rss_mb"]["relay"]["mean"], " rss")
-              + series(lambda r: r["anon_mb"]["relay"]["mean"], " anon")),
+              + series(lambda r: r["anon_mb"]["relay"]["mean"], " anon")
+              + series(lambda r: r["cgroup_mb"]["relay"]["usage"]["mean"], " cgroup")),
     ])
 
 

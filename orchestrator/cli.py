@@ -18,6 +18,8 @@
     onionlab export torrc [--role ROLE] [-o FILE] a torrc with which a stock tor joins the running lab
     onionlab attack guard-discovery TOPOLOGY [--seeds N] [--circuits N] [--out DIR]  Øverlier and Syverson's
                                                 attack with and without entry guards: JSON, HTML, PNG
+    onionlab host check|tune [TOPOLOGY]         what a lab in containers needs of the host's kernel (its
+                                                neighbour table) and what it has; tune raises it (as root)
     onionlab graph [TOPOLOGY] [--format mermaid|dot|svg] [--live]  the topology as a Mermaid, DOT or SVG
                                                 graph; --live: with the running lab's intro points, HSDirs,
                                                 guards and rendezvous circuits
@@ -36,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, host
 from .backends import (
     BACKENDS,
     DEFAULT_BACKEND,
@@ -269,6 +271,14 @@ def _add_export_and_graph(commands: argparse._SubParsersAction, common: argparse
     guard.add_argument("--backend", choices=BACKENDS, default="local", help="default: %(default)s")
     guard.add_argument("--running", action="store_true", help="use the lab running in --run-dir")
     guard.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
+    host = commands.add_parser("host", help="check or prepare this host's kernel for a lab in containers",
+                               description="What a lab in containers needs of this host's kernel (the "
+                                           "neighbour table all containers share) against what it has "
+                                           "(check; exit status 1 when short), or raise it (tune, as root: "
+                                           "prints every change and how to undo it). docs/scale.md")
+    host.add_argument("action", choices=("check", "tune"))
+    host.add_argument("topology", nargs="?", type=Path, default=None,
+                      help=f"the topology file (default: {DEFAULT_TOPOLOGY})")
     graph = commands.add_parser("graph", parents=[common],
                                 help="print a topology as a Mermaid, DOT or SVG graph (--live: with the "
                                      "running lab's roles)",
@@ -628,6 +638,31 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_host(args: argparse.Namespace) -> int:
+    topology = load_topology(args.topology or _default_topology())
+    print(f"lab {topology.name!r}: {len(topology.nodes)} nodes, about {host.neighbour_entries(topology)} "
+          "neighbour-table entries in containers (none on the local backend)")
+    if args.action == "check":
+        lines, ok = host.check_lines(topology)
+        print("\n".join(lines))
+        if not ok:
+            print(f"to raise it: sudo onionlab host tune {host.shown(topology.source)}")
+        return 0 if ok else 1
+    try:
+        changes = host.tune(topology)
+    except OSError as e:
+        print(f"onionlab: cannot change the kernel's settings ({e}): run it as root, on the host (not in a "
+              "container)", file=sys.stderr)
+        return 1
+    if not changes:
+        print("nothing to change: the host carries this lab")
+        return 0
+    for c in changes:
+        print(f"set {c.name} = {c.new} (was {c.old})")
+    print(f"until the next reboot; undo: {host.undo_command(changes)}")
+    return 0
+
+
 def cmd_reap(args: argparse.Namespace) -> int:
     backend = open_backend("docker", args.run_dir)
     report = backend.reap(everything=args.everything)
@@ -683,7 +718,8 @@ def format_status(status: dict) -> str:
 COMMANDS = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "logs": cmd_logs, "reap": cmd_reap,
             "exec": cmd_exec, "inspect": cmd_inspect, "watch": cmd_watch,
             "flow": cmd_flow, "kill": cmd_kill, "restart": cmd_restart, "chaos": cmd_chaos,
-            "export": cmd_export, "graph": cmd_graph, "attack": cmd_attack}
+            "export": cmd_export, "graph": cmd_graph, "attack": cmd_attack,
+            "host": cmd_host}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -316,9 +316,10 @@ nodes:
     assert dock._client.volumes_removed == ["onionlab-r1-init"]
 
 
-def test_a_lab_that_overflows_the_kernels_neighbour_table_is_warned_about(tmp_path, monkeypatch):
+def test_up_refuses_a_lab_that_overflows_the_kernels_neighbour_table(tmp_path, monkeypatch):
     """Linux keeps one ARP table for all containers (gc_thresh3, 1024 by default); a 300-node lab needs
-    thousands of entries, and past the limit the kernel drops packets between the containers."""
+    thousands of entries, and past the limit the kernel drops packets between the containers: `up` refuses
+    before making anything, naming `onionlab host tune`."""
     small = parse_topology(LAB)
     large = parse_topology("""\
 name: big
@@ -327,15 +328,51 @@ nodes:
   - {name: auth, role: authority, count: 5}
   - {name: relay, role: relay, count: 280}
   - {name: hs, role: onion_service, services: [{port: 80, target: http}]}
-""")
-    limit = tmp_path / "gc_thresh3"
-    limit.write_text("1024\n")
-    monkeypatch.setattr(lifecycle, "NEIGHBOUR_LIMIT", limit)
-    dock = backend.DockerBackend(tmp_path, labels={})
+""", "topologies/big.yaml")
+    neigh = tmp_path / "net/ipv4/neigh/default"
+    neigh.mkdir(parents=True)
+    (neigh / "gc_thresh3").write_text("1024\n")
+    (neigh / "gc_thresh2").write_text("512\n")
+    monkeypatch.setattr(lifecycle, "SYSCTL_ROOT", tmp_path)
+    dock = backend.DockerBackend(tmp_path / "run", labels={})
     dock._client = type("Client", (), {"api": type("Api", (), {"base_url": "http+docker://localhost"})()})()
-    assert lifecycle.neighbour_entries(small) < 1024 < lifecycle.neighbour_entries(large)
-    assert dock._neighbour_warning(small) is None
-    warning = dock._neighbour_warning(large)
-    assert "gc_thresh3" in warning and str(lifecycle.neighbour_entries(large)) in warning
-    limit.write_text("16384\n")
-    assert dock._neighbour_warning(large) is None
+    dock._check_host(small)
+    with pytest.raises(BackendError, match="onionlab host tune topologies/big.yaml") as refused:
+        dock._check_host(large)
+    assert "gc_thresh3 is 1024" in str(refused.value)
+    (neigh / "gc_thresh3").write_text("16384\n")
+    dock._check_host(large)  # the soft limit is advice only
+    (neigh / "gc_thresh3").write_text("1024\n")
+    dock._client.api.base_url = "tcp://remote:2376"  # another machine's kernel: not ours to judge
+    dock._check_host(large)
+
+
+def test_an_engine_that_does_not_answer_a_start_in_time_fails_the_node_not_the_orchestrator(tmp_path,
+                                                                                             monkeypatch):
+    """300 containers starting on 2 cores: one start took longer than docker-py's 60 s and `up` died with a
+    traceback. The client now waits ENGINE_TIMEOUT, and a call that still times out is a NodeFailed."""
+    import requests
+
+    seen = {}
+
+    class Client:
+        def ping(self):
+            return True
+
+    def from_env(**kwargs):
+        seen.update(kwargs)
+        return Client()
+
+    monkeypatch.setattr(engine.docker, "from_env", from_env)
+    engine.connect()
+    assert seen["timeout"] == engine.ENGINE_TIMEOUT >= 300
+
+    class Slow:
+        def start(self):
+            raise requests.exceptions.ReadTimeout("Read timed out. (read timeout=300)")
+
+    dock = backend.DockerBackend(tmp_path, labels={})
+    node = RunNode("relay1", "relay", "10.0.0.3", {}, container="onionlab-r1-relay1")
+    with pytest.raises(lifecycle.NodeFailed, match="did not answer its start"):
+        info = RunInfo("docker", str(tmp_path), "lab.yaml", "lab", [node], run_id="r1")
+        dock._start_node(info, node, Slow())

@@ -63,11 +63,16 @@ def labels_from_env() -> dict[str, str]:
 def connect() -> docker.DockerClient:
     """A client of the engine DOCKER_HOST (or the default socket) names; BackendError when none answers."""
     try:
-        client = docker.from_env()
+        client = docker.from_env(timeout=ENGINE_TIMEOUT)
         client.ping()
     except (docker.errors.DockerException, requests.RequestException) as e:
         raise BackendError(f"no Docker engine answers ({e}); start one, or use `--backend local`") from None
     return client
+
+
+# Seconds one engine call may take. docker-py's default (60 s) was too short while 300 containers started on
+# 2 cores (load average 500): one container's start answered later and `up` failed with a traceback.
+ENGINE_TIMEOUT = 300
 
 
 def api_error(e: docker.errors.APIError) -> str:

@@ -20,7 +20,7 @@ from docker.models.containers import Container
 
 from nodes.net.control import SECRET_FILE
 from nodes.net.node_keys import KEYS_DIR
-from orchestrator import readiness
+from orchestrator import host, readiness
 from orchestrator.control import new_secret
 from orchestrator.plan import DATA_ROOT, INIT_MEMORY, INIT_PIDS, make_plan
 from orchestrator.signals import signals_deferred
@@ -73,12 +73,8 @@ PARALLEL = 4  # engine calls in flight while creating and starting containers
 # The image's HEALTHCHECK (every 5 s) starts a Python in the container each time; the engine's exec costs
 # as much again. A large lab spaces them out: at most this many checks a second across the lab.
 HEALTH_CHECKS_PER_SECOND = 2
-# Linux keeps one neighbour (ARP) table for every network namespace, capped by gc_thresh3 (1024 by default);
-# past it the kernel drops packets between containers ("neighbour table overflow" in its log) and a lab's
-# nodes time out talking to each other. A lab needs an entry on both sides of every pair that talks: each
-# authority tests every relay, and every node links to a few relays of its circuits.
-NEIGHBOUR_LIMIT = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
-NEIGHBOURS_PER_NODE = 8
+# The kernel settings a lab needs (orchestrator/host.py) are read here (tests point it elsewhere).
+SYSCTL_ROOT = host.SYSCTL_ROOT
 
 INIT_TIMEOUT = 60.0
 PLAN_DIR = "/plan"  # where the init container mounts the run's plan volume
@@ -92,8 +88,7 @@ class DockerBackend(Faults, Reaper, Observe):
         run is removed (the containers' logs are saved in the run dir first)."""
         say = progress or (lambda _: None)
         self._check_images(topology)  # connects first: BackendError when no engine answers
-        if (warning := self._neighbour_warning(topology)) is not None:
-            say(warning)
+        self._check_host(topology)
         self._prepare_run_dir()
         run_id = secrets.token_hex(4)
         info = self._plan(topology, run_id)
@@ -234,23 +229,13 @@ class DockerBackend(Faults, Reaper, Observe):
                 raise BackendError(f"image {image} is not on this Docker engine{hint}; onionlab never pulls"
                                    ) from None
 
-    def _neighbour_warning(self, topology: Topology) -> str | None:
-        """A warning when the lab needs more neighbour-table entries than this host's kernel keeps (checked
-        only when the engine runs on this Linux host: it shares our kernel)."""
+    def _check_host(self, topology: Topology) -> None:
+        """Refuse a lab this host's kernel cannot carry (orchestrator/host.py: its neighbour table), naming
+        `onionlab host tune`. Checked only when the engine runs on this Linux host: it shares our kernel."""
         if not self.client.api.base_url.startswith("http+docker://localhost"):
-            return None
-        try:
-            limit = int(NEIGHBOUR_LIMIT.read_text())
-        except (OSError, ValueError):
-            return None
-        needed = neighbour_entries(topology)
-        if needed <= limit:
-            return None
-        return (f"warning: this lab needs about {needed} ARP entries and the kernel keeps {limit} for all "
-                "containers together (net.ipv4.neigh.default.gc_thresh3): past that it drops packets between "
-                "containers and nodes time out. Raise it first, e.g. `sudo sysctl -w "
-                f"net.ipv4.neigh.default.gc_thresh3={2 * needed} net.ipv4.neigh.default.gc_thresh2={needed}` "
-                "(docs/scale.md)")
+            return
+        if (why := host.refusal(topology, SYSCTL_ROOT)) is not None:
+            raise BackendError(why)
 
     def _prepare_run_dir(self) -> None:
         """An empty run dir: a previous run's files go, unless that run still has containers."""
@@ -443,6 +428,9 @@ class DockerBackend(Faults, Reaper, Observe):
                     container, ipv4_address=str(interface.address))
         except docker.errors.APIError as e:
             raise BackendError(f"{node.name}: creating its container failed: {api_error(e)}") from None
+        except requests.RequestException as e:  # the engine did not answer in time (ENGINE_TIMEOUT)
+            raise BackendError(f"{node.name}: the Docker engine did not answer creating its container ({e})"
+                               ) from None
         return container
 
     def _start_node(self, info: RunInfo, node: RunNode, container: Container) -> None:
@@ -451,6 +439,9 @@ class DockerBackend(Faults, Reaper, Observe):
         except docker.errors.APIError as e:
             raise NodeFailed(node.name, f"{node.name} ({node.container}) did not start: {api_error(e)}"
                              f"\n{self._tail_report(info, node.name, TAIL_LINES)}") from None
+        except requests.RequestException as e:  # the engine did not answer in time (ENGINE_TIMEOUT)
+            raise NodeFailed(node.name, f"{node.name} ({node.container}): the Docker engine did not answer "
+                             f"its start ({e})") from None
 
     def _wait_ready(self, info: RunInfo, timeout: float, say: Progress) -> dict[str, dict]:
         started = time.monotonic()
@@ -512,13 +503,6 @@ class DockerBackend(Faults, Reaper, Observe):
                                        f"{log_report(f'{name} ({container.name})', lines[-TAIL_LINES:])}")
 
         return check
-
-
-def neighbour_entries(topology: Topology) -> int:
-    """About how many neighbour-table entries the lab's containers need together (NEIGHBOUR_LIMIT)."""
-    authorities = len(topology.nodes_by_role("authority"))
-    relays = len(topology.nodes_by_role("relay"))
-    return 2 * authorities * (relays + authorities) + NEIGHBOURS_PER_NODE * len(topology.nodes)
 
 
 def choose_subnet(wanted: IPv4Network, taken: Iterable[IPv4Network]) -> IPv4Network | None:
