@@ -146,7 +146,12 @@ def lab_state(backend: FaultBackend, service: str, client: str, relays: Sequence
 
 # what node_events keeps of each node's events: every relay event (what relays learn is what the anonymity
 # checker judges), and of the other nodes their links and consensuses
-KEPT_EVENTS: Final = ("link_up", "consensus_received", "consensus_refused")
+KEPT_EVENTS: Final = ("link_up", "consensus_received", "consensus_refused",
+                      # why a service or a client was unreachable: its intro points and descriptors
+                      "intro_established", "intro_lost", "intro_failed", "intro_rotated",
+                      "descriptor_published", "descriptor_upload_failed", "introduce_nack",
+                      "descriptor_refetch", "descriptor_stale", "descriptor_fetched",
+                      "descriptor_fetch_failed")
 
 
 def node_events(backend: FaultBackend, nodes: Sequence[tuple[str, str]], since: float,
