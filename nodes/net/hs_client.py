@@ -48,6 +48,7 @@ from .hs_paths import (
     STREAM_FAILURES,
     FollowingDirectoryClient,
     TimePeriod,
+    UnreachableRelays,
     build_guarded,
     pick_relays,
     relay_for,
@@ -94,6 +95,7 @@ class OnionClient:
                  petnames: PetnameTable | None = None) -> None:
         self.circuits = circuits
         self.guards = guards
+        self.unreachable = UnreachableRelays()  # relays our circuits could not reach lately
         self.directory = directory
         self.metrics = metrics
         self.events = events
@@ -196,7 +198,8 @@ class OnionClient:
             return await self.directory.wait_newer(None)
 
     async def _build(self, consensus: NetworkView, last: Relay, purpose: str) -> OriginCircuitHandle:
-        return await build_guarded(self.circuits, self.guards, consensus, last, purpose)
+        return await build_guarded(self.circuits, self.guards, consensus, last, purpose,
+                                   unreachable=self.unreachable)
 
     async def _rendezvous(self, identity: bytes, onion: str, *,
                           only: Relay | None = None) -> OriginCircuitHandle:
@@ -316,7 +319,8 @@ class OnionClient:
         `only` that relay when given."""
         guards = {g.identity for g in self.guards.primary()}
         candidates = [only] if only is not None else (
-            pick_relays(consensus, RENDEZVOUS_ATTEMPTS, exclude=guards)
+            pick_relays(consensus, RENDEZVOUS_ATTEMPTS, exclude=guards | self.unreachable.recent())
+            or pick_relays(consensus, RENDEZVOUS_ATTEMPTS, exclude=guards)
             or pick_relays(consensus, RENDEZVOUS_ATTEMPTS))
         if not candidates:
             raise RendezvousFailed("the consensus lists no relay to be a rendezvous point")

@@ -34,6 +34,7 @@ from .streams import StreamRefused
 
 _random = secrets.SystemRandom()
 BUILD_ATTEMPTS = 3  # paths tried for one circuit before its caller hears of the failure
+UNREACHABLE_MEMORY = 30.0  # seconds a relay our circuits could not reach is left out of new paths
 
 
 class PathError(Exception):
@@ -122,32 +123,58 @@ def pick_relays(consensus: NetworkView, n: int, *, exclude: Iterable[bytes] = ()
     return picked
 
 
-def three_hop_path(consensus: NetworkView, guards: Sequence[Relay],
-                   last: Relay) -> list[Relay]:
+class UnreachableRelays:
+    """Relays that a circuit of ours could not reach lately. A stopped or cut-off relay stays listed until a
+    consensus or two later, and an extend to it costs a whole step timeout (on a Docker network a SYN to a
+    stopped container gets no answer at all): new paths leave such relays out while others are left."""
+
+    def __init__(self, memory: float = UNREACHABLE_MEMORY) -> None:
+        self.memory = memory
+        self._until: dict[bytes, float] = {}
+
+    def mark(self, identity: bytes) -> None:
+        self._until[identity] = trio.current_time() + self.memory
+
+    def recent(self) -> set[bytes]:
+        now = trio.current_time()
+        self._until = {k: until for k, until in self._until.items() if until > now}
+        return set(self._until)
+
+
+def three_hop_path(consensus: NetworkView, guards: Sequence[Relay], last: Relay, *,
+                   avoid: Iterable[bytes] = ()) -> list[Relay]:
     """[guard, middle, last]: the first of `guards` (primary guards, in order) that is not `last`, and a
-    random middle relay that is neither. NoGuardAvailable / PathError when there is no such relay."""
+    random middle relay that is neither, and not in `avoid` while another is left. NoGuardAvailable /
+    PathError when there is no such relay."""
     first = next((g for g in guards if g.identity != last.identity), None)
     if first is None:
         raise NoGuardAvailable(f"no primary guard other than {last.nickname}, the circuit's last hop")
-    middle = pick_relays(consensus, 1, exclude=(first.identity, last.identity))
+    ends = {first.identity, last.identity}
+    middle = (pick_relays(consensus, 1, exclude=ends | set(avoid))
+              or pick_relays(consensus, 1, exclude=ends))
     if not middle:
         raise PathError(f"no relay left for the middle of a circuit from {first.nickname} to {last.nickname}")
     return [first, middle[0], last]
 
 
 async def build_guarded(circuits: CircuitManager, guards: GuardManager, consensus: NetworkView,
-                        last: Relay, purpose: str, *, attempts: int = BUILD_ATTEMPTS) -> OriginCircuitHandle:
+                        last: Relay, purpose: str, *, attempts: int = BUILD_ATTEMPTS,
+                        unreachable: UnreachableRelays | None = None) -> OriginCircuitHandle:
     """A 3-hop circuit to `last` whose first hop is one of our guards (three_hop_path). A guard that fails
     is marked so the next one takes its place, and a failed middle is replaced by another, up to `attempts`
     paths; when `last` itself cannot be reached the error is raised at once (the caller picks another).
-    `purpose` (hsdir, intro, rendezvous) labels the circuit in the node's /status."""
+    A middle or last hop that could not be reached goes into `unreachable`, whose relays later paths leave
+    out. `purpose` (hsdir, intro, rendezvous) labels the circuit in the node's /status."""
     for attempt in range(attempts):
-        path = three_hop_path(consensus, guards.ordered(), last)
+        avoid = unreachable.recent() if unreachable is not None else ()
+        path = three_hop_path(consensus, guards.ordered(), last, avoid=avoid)
         try:
             circuit = await circuits.build(path)
         except CircuitBuildError as e:
             if e.hop == 0:
                 guards.mark_failed(path[0].identity)
+            elif unreachable is not None and 0 < e.hop < len(path):
+                unreachable.mark(path[e.hop].identity)
             if e.hop == len(path) - 1 or attempt == attempts - 1:
                 raise
             continue

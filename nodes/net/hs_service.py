@@ -55,6 +55,7 @@ from .hs_paths import (
     STREAM_FAILURES,
     FollowingDirectoryClient,
     TimePeriod,
+    UnreachableRelays,
     build_guarded,
     pick_relays,
     relay_for,
@@ -131,6 +132,7 @@ class OnionService:
         self.targets = dict(targets)
         self.circuits = circuits
         self.guards = guards
+        self.unreachable = UnreachableRelays()  # relays our circuits could not reach lately
         self.directory = directory
         self.metrics = metrics
         self.events = events
@@ -211,7 +213,8 @@ class OnionService:
 
     # -- paths -----------------------------------------------------------------------------------------------
     async def _build(self, consensus: NetworkView, last: Relay, purpose: str) -> OriginCircuitHandle:
-        return await build_guarded(self.circuits, self.guards, consensus, last, purpose)
+        return await build_guarded(self.circuits, self.guards, consensus, last, purpose,
+                                   unreachable=self.unreachable)
 
     def _intro_candidates(self, consensus: NetworkView) -> list[Relay]:
         """Relays for a new intro point: not one another slot uses or is setting up; our guards only when
@@ -219,7 +222,8 @@ class OnionService:
         now = time.monotonic()
         taken = set(self._claimed.values()) | {i for i, until in self._avoid.items() if until > now}
         guards = {g.identity for g in self.guards.primary()}
-        others = pick_relays(consensus, 1, exclude=taken | guards)
+        others = (pick_relays(consensus, 1, exclude=taken | guards | self.unreachable.recent())
+                  or pick_relays(consensus, 1, exclude=taken | guards))
         return others or pick_relays(consensus, 1, exclude=taken)
 
     # -- step 1: intro points ------------------------------------------------------------------------------
