@@ -97,9 +97,9 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _LAB_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _NODE_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")  # a DNS label: it becomes a hostname
 _NET_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
-_IMAGE = re.compile(r"\S{1,255}")
+_IMAGE = re.compile(r"\S{1,255}")  # Docker checks the reference itself; we only catch blanks
 # a Swarm placement constraint: an attribute, == or !=, a value (Swarm checks the attribute names itself)
-_CONSTRAINT = re.compile(r"(node|engine)\.[A-Za-z0-9_.-]+ *(==|!=) *[^\s=!][^\s]*")  # Docker checks the reference itself; we only catch blanks
+_CONSTRAINT = re.compile(r"(node|engine)\.[A-Za-z0-9_.-]+ *(==|!=) *[^\s=!][^\s]*")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 _SIZE = re.compile(r"(\d+)\s*([kmg]?)b?", re.IGNORECASE)
@@ -876,7 +876,8 @@ class _Checker:
                 return None
             if not isinstance(value, str) or not _CONSTRAINT.fullmatch(value.strip()):
                 return self.error(item, f"{path}[{i}]", "expected a Swarm placement constraint such as "
-                                  f"'node.labels.onionlab==relays' or 'node.role!=manager', got {_describe(value)}")
+                                  "'node.labels.onionlab==relays' or 'node.role!=manager', got "
+                                  f"{_describe(value)}")
             out.append(value.strip())
         return tuple(out)
 
