@@ -1,0 +1,83 @@
+"""The swarm backend's stack file and material, without an engine: keys only as Swarm secrets (never in the
+stack file, the environment or an image), configs as Swarm configs, dnsrr, placement from the topology."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from orchestrator.backends.swarm.material import SECRET_PREFIX, entry_script, make_material, remove_material
+from orchestrator.backends.swarm.stackfile import render_stack
+from orchestrator.compose import stack_plan
+from orchestrator.topology import load_topology, parse_topology
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _stack(tmp_path, topology):
+    material = make_material(stack_plan(topology), tmp_path, "the-secret")
+    ports = {n.name: {"control_port": 20000 + n.index} for n in topology.nodes}
+    ports["client"]["socks_port"] = 30000
+    return material, json.loads(render_stack(topology, material, ports, {"onionlab.run": "r1"}))
+
+
+def test_keys_are_secrets_configs_are_configs_and_the_stack_file_holds_no_key(tmp_path):
+    topology = load_topology(REPO / "topologies" / "default.yaml")
+    material, stack = _stack(tmp_path, topology)
+    text = json.dumps(stack)
+    key_files = [p for p in (tmp_path / "material").rglob("keys/*")]
+    assert key_files, "init made the authorities' and the onion service's keys"
+    for path in key_files:
+        assert path.read_bytes().decode(errors="replace").strip()[:40] not in text
+    assert "the-secret" not in text
+    hs = stack["services"]["hs"]
+    assert {s["target"] for s in hs["secrets"]} == {SECRET_PREFIX + "control.secret",
+                                                     SECRET_PREFIX + "hs_identity.key"}
+    assert all(s["uid"] == "10001" and s["mode"] == 0o400 for s in hs["secrets"])
+    assert [c["target"] for c in stack["services"]["client"]["configs"]] == [
+        "/etc/onionlab/config.json", "/etc/onionlab/petnames.json"]
+    for name, service in stack["services"].items():
+        assert "environment" not in service, name
+        assert service["deploy"]["endpoint_mode"] == "dnsrr"
+        assert service["deploy"]["restart_policy"] == {"condition": "none"}
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"] and service["user"] == "10001"
+        assert all(p["mode"] == "host" for p in service["ports"])
+    assert stack["services"]["client"]["ports"][1] == {"target": 9050, "published": 30000, "protocol": "tcp",
+                                                        "mode": "host"}
+    assert set(stack["secrets"]) >= {"control-secret", "key-hs-hs_identity.key"}
+    remove_material(tmp_path)
+    assert not (tmp_path / "material").exists()
+
+
+def test_placement_comes_from_the_topology_and_relays_spread_over_hosts(tmp_path):
+    text = (REPO / "topologies" / "default.yaml").read_text().replace(
+        "  client: {socks_port: 9050, guards: 1}",
+        "  client: {socks_port: 9050, guards: 1, placement: [node.labels.onionlab==clients]}")
+    topology = parse_topology(text, "lab.yaml")
+    _, stack = _stack(tmp_path, topology)
+    assert stack["services"]["client"]["deploy"]["placement"] == {
+        "constraints": ["node.labels.onionlab==clients"]}
+    assert stack["services"]["relay3"]["deploy"]["placement"] == {"preferences": [{"spread": "node.id"}]}
+    assert "placement" not in stack["services"]["auth1"]["deploy"]
+
+
+def test_the_entry_puts_the_secrets_into_the_keys_dir_and_starts_the_node(tmp_path):
+    secrets = tmp_path / "run-secrets"
+    secrets.mkdir()
+    (secrets / f"{SECRET_PREFIX}identity.key").write_text("k1")
+    (secrets / f"{SECRET_PREFIX}control.secret").write_text("s")
+    (tmp_path / "petnames.json").write_text("{}")
+    data = tmp_path / "data" / "auth1"
+    script = entry_script(str(data), ["echo", "started"], petnames=True)
+    script = script.replace("/run/secrets/", f"{secrets}/").replace("/etc/onionlab", str(tmp_path))
+    # the stack deploy's interpolation turns $$ into $
+    done = subprocess.run(["sh", "-c", script.replace("$$", "$")], capture_output=True, text=True, check=True)
+    assert done.stdout == "started\n"
+    assert (data / "keys" / "identity.key").read_text() == "k1"
+    assert (data / "keys" / "control.secret").read_text() == "s"
+    assert oct((data / "keys").stat().st_mode & 0o777) == "0o700"
+    assert oct((data / "keys" / "identity.key").stat().st_mode & 0o777) == "0o600"
+    assert (data / "petnames.json").exists()
+    again = subprocess.run(["sh", "-c", script.replace("$$", "$")], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr  # a restarted task overwrites its own 0600 copies
