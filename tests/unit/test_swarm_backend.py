@@ -81,3 +81,14 @@ def test_the_entry_puts_the_secrets_into_the_keys_dir_and_starts_the_node(tmp_pa
     assert (data / "petnames.json").exists()
     again = subprocess.run(["sh", "-c", script.replace("$$", "$")], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr  # a restarted task overwrites its own 0600 copies
+
+
+def test_secret_and_config_names_fit_swarm_limits_with_the_stack_prefix():
+    from orchestrator.backends.swarm.material import MAX_KEY, _key
+
+    short = _key("auth1", "key", "identity.key")
+    assert short == "key-auth1-identity.key"
+    long_a = _key("relay-with-a-really-long-name-indeed", "key", "authority_identity.pem")
+    long_b = _key("relay-with-a-really-long-name-indeed", "key", "authority_signing.pem")
+    assert len(long_a) <= MAX_KEY and len(long_b) <= MAX_KEY and long_a != long_b
+    assert len("ol0123456789_" + long_a) <= 64

@@ -56,12 +56,12 @@ def docker(*args: str, input: str | None = None, timeout: float = COMMAND_TIMEOU
     return result
 
 
-def inspect(*ids: str) -> list[dict]:
-    """`docker inspect` of swarm objects (tasks, nodes); [] for none. Objects that vanished meanwhile are
-    left out (docker still prints the others)."""
+def inspect(kind: str, *ids: str) -> list[dict]:
+    """`docker inspect` of swarm objects of one kind (task, service, node); [] for none. Objects that
+    vanished meanwhile are left out (docker still prints the others)."""
     if not ids:
         return []
-    result = docker("inspect", *ids, check=False)
+    result = docker("inspect", "--type", kind, *ids, check=False)
     try:
         return json.loads(result.stdout or "[]")
     except ValueError:
@@ -95,13 +95,13 @@ def stack_tasks(stack: str) -> list[Task]:
             return []
         raise BackendError(f"`docker stack ps {stack}` failed: {result.stderr.strip()}")
     ids = result.stdout.split()
-    tasks = inspect(*ids)
+    tasks = inspect("task", *ids)
     names = service_names({t.get("ServiceID", "") for t in tasks})
     return [_task(t, names) for t in tasks]
 
 
 def service_names(ids: set[str]) -> dict[str, str]:
-    found = inspect(*sorted(i for i in ids if i))
+    found = inspect("service", *sorted(i for i in ids if i))
     return {s["ID"]: s["Spec"]["Name"] for s in found}
 
 
@@ -130,7 +130,7 @@ def node_hosts(node_ids: set[str], local_node: str) -> dict[str, tuple[str, str]
     127.0.0.1 when that engine runs here; the others their advertised address (a manager may report
     0.0.0.0 as its Status.Addr: then the address of its manager endpoint)."""
     out = {}
-    for node in inspect(*sorted(i for i in node_ids if i)):
+    for node in inspect("node", *sorted(i for i in node_ids if i)):
         hostname = (node.get("Description") or {}).get("Hostname", "")
         address = (node.get("Status") or {}).get("Addr", "")
         if address in ("", "0.0.0.0"):

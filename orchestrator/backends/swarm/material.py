@@ -15,6 +15,7 @@ What a node gets:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ from orchestrator.plan import PETNAMES_FILE, Plan
 CONFIG_DIR = "/etc/onionlab"  # where a node's Swarm configs are mounted
 SECRET_PREFIX = "onionlab-"  # /run/secrets/onionlab-<file>: copied into <data dir>/keys/<file>
 MATERIAL_DIR = "material"  # in the run dir, while deploying
+MAX_KEY = 64 - len("ol0123456789_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +49,12 @@ class NodeMaterial:
 
 
 def _key(node: str, kind: str, file: str) -> str:
-    """A stack-wide name: Swarm object names allow [a-zA-Z0-9_.-]."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{kind}-{node}-{file}")[:60]
+    """A stack-wide name: Swarm object names allow [a-zA-Z0-9_.-] and 64 characters, of which the stack's
+    `ol<10 hex>_` takes 13; a longer one is cut and made unique by a hash of the whole."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{kind}-{node}-{file}")
+    if len(name) <= MAX_KEY:
+        return name
+    return f"{name[:MAX_KEY - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def make_material(plan: Plan, run_dir: Path, control_secret: str) -> dict[str, NodeMaterial]:
