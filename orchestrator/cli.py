@@ -45,7 +45,7 @@ from .backends import (
     open_backend,
     read_state,
 )
-from .compose import ComposeError, display_source, export_compose, export_stack
+from .compose import ComposeError, display_source, export_compose, export_stack, plan_file_name
 from .flow import DEFAULT_BYTES as DEFAULT_FLOW_BYTES
 from .flow import check_reachable, render, run_flow
 from .graph import FORMATS as GRAPH_FORMATS
@@ -550,8 +550,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     if args.output is None:
         sys.stdout.write(text)
+        if args.export_format == "stack":
+            print("onionlab: the stack needs its plan file next to it: `onionlab export stack -o FILE` "
+                  "writes both", file=sys.stderr)
     else:
-        print(f"wrote {args.output} ({len(topology.nodes)} node services and the init service)")
+        plan = f" and its plan {plan_file_name(args.output.name)}" if args.export_format == "stack" else ""
+        print(f"wrote {args.output}{plan} ({len(topology.nodes)} node services and the init service)")
     return 0
 
 

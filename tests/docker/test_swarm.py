@@ -35,7 +35,7 @@ import yaml
 
 from orchestrator.backends import read_state
 from orchestrator.backends.swarm import SwarmBackend
-from orchestrator.compose import render_stack, socks_variable
+from orchestrator.compose import export_stack, socks_variable
 from orchestrator.flow import run_flow
 from orchestrator.topology import Topology, load_topology
 from tests.docker.helpers import free_port, wait_for_free_subnets
@@ -203,9 +203,8 @@ def label_override(labels: dict[str, str], stack: dict) -> dict:
 @pytest.fixture
 def stack(swarm, node_image, labels, tmp_path) -> Iterator[Stack]:
     topology = load_topology(TOPOLOGY)
-    text = render_stack(topology, "topologies/default.yaml")
     stack_file = tmp_path / "onionlab-stack.yml"
-    stack_file.write_text(text)
+    text = export_stack(topology, "topologies/default.yaml", stack_file)  # and the plan next to it
     override = tmp_path / "test-labels.yml"
     override.write_text(yaml.safe_dump(label_override(labels, yaml.safe_load(text)), sort_keys=False))
     lab = Stack(swarm, f"olt{uuid.uuid4().hex[:10]}", topology, free_port())
