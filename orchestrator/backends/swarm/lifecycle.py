@@ -318,7 +318,7 @@ class SwarmBackend:
                            "addresses": task.addresses if task else {}, "ports": node.ports,
                            "control": node.control, **({"socks": node.socks} if node.socks else {}),
                            **({"onion": node.onion} if node.onion else {})})
-        return {"backend": self.name, "run_dir": str(self.run_dir), "lab": info.lab,
+        return {"backend": self.name, "run_dir": str(self.run_dir), "lab": info.lab, "run_id": info.run_id,
                 "stack": self._stack(info), "topology": info.topology, "failed": info.failed, "nodes": nodes_}
 
     def kill(self, name: str, signal: str = "SIGKILL") -> None:
