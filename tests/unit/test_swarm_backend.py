@@ -92,3 +92,28 @@ def test_secret_and_config_names_fit_swarm_limits_with_the_stack_prefix():
     long_b = _key("relay-with-a-really-long-name-indeed", "key", "authority_signing.pem")
     assert len(long_a) <= MAX_KEY and len(long_b) <= MAX_KEY and long_a != long_b
     assert len("ol0123456789_" + long_a) <= 64
+
+
+def test_up_refuses_a_multi_network_topology_and_a_non_manager_before_deploying(tmp_path, monkeypatch):
+    import pytest
+
+    from orchestrator.backends import BackendError
+    from orchestrator.backends.swarm import SwarmBackend, lifecycle
+
+    deployed = []
+    monkeypatch.setattr(lifecycle, "docker", lambda *args, **kw: deployed.append(args))
+    monkeypatch.setattr(lifecycle, "require_manager", lambda: {"LocalNodeState": "active"})
+    backend = SwarmBackend(tmp_path / "run")
+    with pytest.raises(BackendError, match="has 2 networks; the swarm backend runs one-network topologies"):
+        backend.up(load_topology(REPO / "topologies" / "multi-network.yaml"))
+    from orchestrator.backends.swarm import engine
+
+    monkeypatch.setattr(lifecycle, "require_manager", engine.require_manager)
+    monkeypatch.setattr(engine, "swarm_info", lambda: {"LocalNodeState": "inactive"})
+    with pytest.raises(BackendError, match=r"not in a swarm \(state: inactive\); make it a one-node swarm "
+                                           r"with `docker swarm init`"):
+        backend.up(load_topology(REPO / "topologies" / "default.yaml"))
+    monkeypatch.setattr(engine, "swarm_info", lambda: {"LocalNodeState": "active", "ControlAvailable": False})
+    with pytest.raises(BackendError, match="is a swarm worker"):
+        backend.up(load_topology(REPO / "topologies" / "default.yaml"))
+    assert deployed == [] and not (tmp_path / "run").exists()
