@@ -47,6 +47,30 @@ def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
+CAPABILITIES = ("CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
+                "NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO "
+                "SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME "
+                "SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG "
+                "WAKE_ALARM BLOCK_SUSPEND AUDIT_READ").split()  # by number (linux/capability.h)
+
+
+def engine_options() -> list[str]:
+    """How a Docker-in-Docker engine runs: --privileged, unless the outer engine itself lacks a capability
+    (it runs in a container of its own, as on the machine this was written on, which has no SYS_RESOURCE):
+    then runc cannot grant "all" and refuses --privileged, so the engine gets every capability there is
+    here, no seccomp or AppArmor profile and unmasked /proc and /sys paths (what --privileged also does,
+    less the devices, of which dockerd needs /dev/fuse at most)."""
+    bounding = int(Path("/proc/self/status").read_text().split("CapBnd:")[1].split()[0], 16)
+    missing = [name for bit, name in enumerate(CAPABILITIES) if not bounding >> bit & 1]
+    if not missing:
+        return ["--privileged"]
+    say(f"this machine lacks {', '.join(missing)}: the engines get every other capability instead of "
+        "--privileged")
+    return ["--cap-add", "ALL", *(f"--cap-drop={name}" for name in missing), "--security-opt",
+            "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--security-opt",
+            "systempaths=unconfined", *(["--device", "/dev/fuse"] if Path("/dev/fuse").exists() else [])]
+
+
 def base_image() -> str:
     return sh(str(REPO / "images" / "node" / "build-base.sh")).stdout.decode().strip().splitlines()[-1]
 
@@ -63,8 +87,9 @@ class Swarm:
 
     def start(self) -> None:
         sh("docker", "network", "create", "--label", f"{LABEL}={self.run}", self.network)
+        options = engine_options()
         for engine in self.engines:
-            sh("docker", "run", "-d", "--privileged", "--name", engine, "--hostname",
+            sh("docker", "run", "-d", *options, "--name", engine, "--hostname",
                f"host{engine.rsplit('-', 1)[1]}", "--network", self.network, "--label", f"{LABEL}={self.run}",
                DIND_IMAGE)
         for engine in self.engines:
