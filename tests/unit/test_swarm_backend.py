@@ -117,3 +117,12 @@ def test_up_refuses_a_multi_network_topology_and_a_non_manager_before_deploying(
     with pytest.raises(BackendError, match="is a swarm worker"):
         backend.up(load_topology(REPO / "topologies" / "default.yaml"))
     assert deployed == [] and not (tmp_path / "run").exists()
+
+
+def test_service_log_lines_keep_the_engines_nanosecond_timestamps():
+    from orchestrator.backends.swarm.observe import _split
+
+    line = _split("relay1", "stdout", '2026-12-07T13:56:01.793123456Z {"event": "link_up"}')
+    assert (line.text, line.ts) == ('{"event": "link_up"}', 1796651761.793123)
+    assert _split("relay1", "stderr", "2026-12-07T13:56:01Z fatal: x").ts == 1796651761.0
+    assert _split("relay1", "stderr", "no stamp here") == ("relay1", "stderr", "no stamp here", None)

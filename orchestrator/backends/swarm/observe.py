@@ -23,11 +23,11 @@ def service_logs(service: str, *, tail: int | None = None) -> tuple[str, str]:
 
 
 def _split(node: str, stream: str, line: str) -> LogLine:
-    """`--timestamps` puts the RFC 3339 time first."""
+    """`--timestamps` puts the RFC 3339 time first, in nanoseconds (Python reads microseconds)."""
     stamp, _, text = line.partition(" ")
+    whole, dot, fraction = stamp.removesuffix("Z").partition(".")
     try:
-        ts = datetime.fromisoformat(stamp.replace("Z", "+00:00")[:26] + "+00:00"
-                                    if "." in stamp else stamp.replace("Z", "+00:00")).timestamp()
+        ts = datetime.fromisoformat(f"{whole}{dot}{fraction[:6]}+00:00").timestamp()
     except ValueError:
         return LogLine(node, stream, line, None)
     return LogLine(node, stream, text, ts)
