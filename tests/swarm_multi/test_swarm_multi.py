@@ -29,6 +29,7 @@ NODE_IMAGE = "onionlab/node:latest"
 DIND_IMAGE = "onionlab/dind:latest"
 LABEL = "onionlab.test.swarm-multi"
 ENGINES = 3
+CGROUPS = "/sys/fs/cgroup"
 ENGINE_TIMEOUT = 120.0
 UP_TIMEOUT = 300
 
@@ -66,9 +67,29 @@ def engine_options() -> list[str]:
         return ["--privileged"]
     say(f"this machine lacks {', '.join(missing)}: the engines get every other capability instead of "
         "--privileged")
+    # cgroup v1 is mounted read-only in a container that is not privileged: the inner engines get the
+    # machine's hierarchy read-write, each under a cgroup parent of its own (Swarm.start), removed afterwards
     return ["--cap-add", "ALL", *(f"--cap-drop={name}" for name in missing), "--security-opt",
             "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--security-opt",
-            "systempaths=unconfined", *(["--device", "/dev/fuse"] if Path("/dev/fuse").exists() else [])]
+            "systempaths=unconfined", "--volume", f"{CGROUPS}:{CGROUPS}:rw",
+            *(["--device", "/dev/fuse"] if Path("/dev/fuse").exists() else [])]
+
+
+def remove_cgroups(parent: str) -> None:
+    """The empty cgroups an inner engine left under its parent in the machine's hierarchy (deepest first)."""
+    for _ in range(20):  # the killed engine's processes leave their cgroups within moments
+        trees = list(Path(CGROUPS).glob(f"*/{parent}"))
+        for tree in trees:
+            dirs = [tree, *(p for p in tree.rglob("*") if p.is_dir())]
+            for path in sorted(dirs, key=lambda p: -len(p.parts)):
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+        if not trees:
+            return
+        time.sleep(0.5)
+    say(f"cgroups left under {CGROUPS}/*/{parent}")
 
 
 def base_image() -> str:
@@ -88,10 +109,11 @@ class Swarm:
     def start(self) -> None:
         sh("docker", "network", "create", "--label", f"{LABEL}={self.run}", self.network)
         options = engine_options()
+        self.shared_cgroups = "--privileged" not in options
         for engine in self.engines:
             sh("docker", "run", "-d", *options, "--name", engine, "--hostname",
                f"host{engine.rsplit('-', 1)[1]}", "--network", self.network, "--label", f"{LABEL}={self.run}",
-               DIND_IMAGE)
+               DIND_IMAGE, *([f"--cgroup-parent=/{engine}"] if self.shared_cgroups else []))
         for engine in self.engines:
             deadline = time.monotonic() + ENGINE_TIMEOUT
             while self.docker(engine, "info", check=False).returncode != 0:
@@ -125,6 +147,9 @@ class Swarm:
     def remove(self) -> None:
         sh("docker", "rm", "--force", "--volumes", *self.engines, check=False)
         sh("docker", "network", "rm", self.network, check=False)
+        if getattr(self, "shared_cgroups", False):
+            for engine in self.engines:
+                remove_cgroups(engine)
 
 
 @pytest.fixture
