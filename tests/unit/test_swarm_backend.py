@@ -126,3 +126,25 @@ def test_service_log_lines_keep_the_engines_nanosecond_timestamps():
     assert (line.text, line.ts) == ('{"event": "link_up"}', 1796651761.793123)
     assert _split("relay1", "stderr", "2026-12-07T13:56:01Z fatal: x").ts == 1796651761.0
     assert _split("relay1", "stderr", "no stamp here") == ("relay1", "stderr", "no stamp here", None)
+
+
+def test_a_task_that_failed_stops_up_at_once_though_swarm_marks_it_to_shut_down(tmp_path, monkeypatch):
+    import pytest
+
+    from orchestrator.backends import NodeFailed, RunInfo, RunNode
+    from orchestrator.backends.swarm import lifecycle
+    from orchestrator.backends.swarm.engine import Task
+
+    error = "mkdir /sys/fs/cgroup/cpuset/docker: read-only file system"
+    tasks = [Task("t1", "olr1_auth1", "n1", "running", "running", "", "c1", "2026-01-01T00:00:00Z"),
+             Task("t2", "olr1_relay1", "n1", "failed", "shutdown", error, "", "2026-01-01T00:00:01Z")]
+    monkeypatch.setattr(lifecycle, "stack_tasks", lambda stack: tasks)
+    monkeypatch.setattr(lifecycle.observe, "service_logs", lambda service, tail=None: ("", ""))
+    backend = lifecycle.SwarmBackend(tmp_path)
+    info = RunInfo("swarm", str(tmp_path), "t.yaml", "lab", run_id="r1", nodes=[
+        RunNode("auth1", "authority", "auth1", {}, container="olr1_auth1"),
+        RunNode("relay1", "relay", "relay1", {}, container="olr1_relay1")])
+    current = backend._current(info)
+    assert current["relay1"].state == "failed"  # the newest task, whatever Swarm wants of it now
+    with pytest.raises(NodeFailed, match=f"relay1 \\(relay\\): task failed: {error}"):
+        backend._check_tasks(info, current)

@@ -182,12 +182,12 @@ class SwarmBackend:
         return stack_name(info.run_id or "")
 
     def _current(self, info: RunInfo) -> dict[str, Task]:
-        """Each node's current task (the newest one Swarm wants running), by node name."""
+        """Each node's newest task, by node name. Not only those Swarm wants running: a task that failed
+        (restart_policy none) is marked to shut down at once, and its failure is what `up` must report."""
         prefix = self._stack(info) + "_"
         out: dict[str, Task] = {}
         for task in sorted(stack_tasks(self._stack(info)), key=lambda t: t.created):
-            if task.current:
-                out[task.service.removeprefix(prefix)] = task
+            out[task.service.removeprefix(prefix)] = task
         return out
 
     def _endpoints(self, info: RunInfo) -> dict[str, tuple[str, int]]:
