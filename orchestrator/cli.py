@@ -1,7 +1,7 @@
 """The `onionlab` command line.
 
-    onionlab up [--backend docker|local] [--timeout S] [--exact-subnets] [TOPOLOGY]  start a lab, wait until
-                                                it is ready
+    onionlab up [--backend docker|local|swarm] [--timeout S] [--exact-subnets] [TOPOLOGY]  start a lab,
+                                                wait until it is ready
     onionlab status [--json]                    what runs, what is ready, the onion and SOCKS addresses
     onionlab down [--keep]                      stop every node; remove the run dir unless --keep
     onionlab logs [NODE] [-f] [--since S] [--json]  the nodes' events and stderr, readable, in time order
@@ -11,7 +11,8 @@
     onionlab kill NODE [--signal SIG] / restart NODE  crash a node / start it again and wait until ready
     onionlab flow [--json] [--bytes N] [--svg FILE] [--html FILE]  fetch from the onion via SOCKS; the six
                                                 steps as a timeline (and drawn as six panels)
-    onionlab reap [--all]                       remove the Docker objects of runs no orchestrator owns
+    onionlab reap [--all] [--backend swarm]     remove the Docker objects (or Swarm stacks) of runs no
+                                                orchestrator owns
     onionlab chaos SCENARIO [--seed N] [--json] [--history FILE] [--html FILE]  faults on a schedule, judged
     onionlab export compose [TOPOLOGY] [-o FILE]  the topology as a docker-compose.yml
     onionlab export stack [TOPOLOGY] [-o FILE]    the topology as a Docker Swarm stack file
@@ -48,7 +49,7 @@ from .backends import (
     open_backend,
     read_state,
 )
-from .compose import ComposeError, display_source, export_compose, export_stack
+from .compose import ComposeError, display_source, export_compose, export_stack, plan_file_name
 from .flow import DEFAULT_BYTES as DEFAULT_FLOW_BYTES
 from .flow import check_reachable, render, run_flow
 from .graph import FORMATS as GRAPH_FORMATS
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "state file no longer exists. Complete runs with a state file are left alone.")
     reap.add_argument("--all", action="store_true", dest="everything",
                       help="remove every onionlab run on this engine, running ones included")
+    reap.add_argument("--backend", choices=("docker", "swarm"), default="docker",
+                      help="docker: containers of docker runs; swarm: stacks of swarm runs on the swarm this "
+                           "engine manages (default: %(default)s)")
     kill = commands.add_parser("kill", parents=[common], help="kill a node (SIGKILL or --signal): a crash")
     kill.add_argument("node", help="the node's name, e.g. relay3")
     kill.add_argument("--signal", type=signal_name, default="SIGKILL",
@@ -321,13 +325,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         backend.up(topology, timeout=args.timeout, progress=progress)
     except KeyboardInterrupt:
-        gone = "every container, network and volume of the run is removed" if args.backend == "docker" \
-            else "every node is stopped"
+        gone = {"docker": "every container, network and volume of the run is removed",
+                "swarm": "the run's stack (services, secrets, configs, networks) is removed"}.get(
+                    args.backend, "every node is stopped")
         print(f"onionlab: `up` was interrupted: {gone}; `onionlab status` says so, `onionlab logs NODE` "
               f"shows what a node wrote, `onionlab down` removes {backend.run_dir}", file=sys.stderr)
         raise
     except StartFailed as e:
         print(f"onionlab: {e}", file=sys.stderr)
+        if args.backend == "swarm":
+            print("onionlab: the run's stack is removed; its logs went with it (the lines above are the "
+                  f"failed node's); `onionlab down` removes {backend.run_dir}", file=sys.stderr)
+            return 1
         if args.backend == "docker":
             print(f"onionlab: every container, network and volume of the run is removed; the containers' "
                   f"logs are kept in {backend.run_dir} (`onionlab logs NODE` shows a node's log, "
@@ -572,8 +581,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     if args.output is None:
         sys.stdout.write(text)
+        if args.export_format == "stack":
+            print("onionlab: the stack needs its plan file next to it: `onionlab export stack -o FILE` "
+                  "writes both", file=sys.stderr)
     else:
-        print(f"wrote {args.output} ({len(topology.nodes)} node services and the init service)")
+        plan = f" and its plan {plan_file_name(args.output.name)}" if args.export_format == "stack" else ""
+        print(f"wrote {args.output}{plan} ({len(topology.nodes)} node services and the init service)")
     return 0
 
 
@@ -664,7 +677,7 @@ def cmd_host(args: argparse.Namespace) -> int:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
-    backend = open_backend("docker", args.run_dir)
+    backend = open_backend(args.backend, args.run_dir)
     report = backend.reap(everything=args.everything)
     for run_id, why in report.removed.items():
         print(f"removed run {run_id}: {why}")

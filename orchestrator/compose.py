@@ -33,6 +33,8 @@ has no business with it (`docker compose down -v` removes it).
 - one overlay network (attachable, the topology's subnet). A topology with several networks is refused:
   a relay on two networks advertises one IP, and the plan's address map (which tells the nodes of the other
   network where to reach it instead) needs addresses known before deploy time;
+- the plan reaches init as a Swarm config from a file next to the stack file (`<stack>.plan.json`, written by
+  `export stack -o FILE`), not in the environment: no 128 KiB limit;
 - no depends_on: init and the nodes start together, and every node runs with `--wait-config`, polling for
   the config.json that init writes atomically; nodes restart on failure, init never;
 - init cannot have `network_mode: none`, so it sits alone on an internal overlay network;
@@ -63,6 +65,15 @@ DEFAULT_OUTPUT: Final = "docker-compose.yml"
 DEFAULT_STACK_OUTPUT: Final = "onionlab-stack.yml"
 WAIT_CONFIG_SECONDS: Final = 300  # how long a stack's node waits for init to write its config
 STACK_FILE_VERSION: Final = "3.9"  # the first with deploy.resources.limits.pids
+STACK_PLAN_CONFIG: Final = "plan"  # the stack's Swarm config that carries the plan to init
+STACK_PLAN_TARGET: Final = "/etc/onionlab/plan.json"
+
+
+def plan_file_name(output_name: str) -> str:
+    """The plan's file next to the stack file: onionlab-stack.yml -> onionlab-stack.plan.json."""
+    name = PurePosixPath(output_name).name
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return f"{stem}.plan.json"
 
 
 class ComposeError(ValueError):
@@ -148,23 +159,30 @@ def _limits(out: list[str], memory: int | None, pids: int | None) -> None:
         out.append(f"    pids_limit: {pids}")
 
 
-def _init_script(topology: Topology) -> tuple[list[str], str]:
-    """The init service's mount points and its shell command (chown the volumes, drop to the node user)."""
+def _init_script(topology: Topology, plan_source: list[str]) -> tuple[list[str], str]:
+    """The init service's mount points and its shell command (chown the volumes, drop to the node user);
+    `plan_source`: init's `--plan-env VAR` or `--plan FILE`."""
     mounts = [f"{INIT_MOUNT}/{n.name}" for n in topology.nodes]
     script = (f"chown {NODE_UID}:{NODE_UID} {' '.join(mounts)} && exec setpriv --reuid={NODE_UID} "
-              f"--regid={NODE_UID} --clear-groups python3 -m nodes.init --plan-env {PLAN_VARIABLE} "
+              f"--regid={NODE_UID} --clear-groups python3 -m nodes.init {' '.join(plan_source)} "
               f"--out {INIT_MOUNT}")
     return mounts, script
 
 
-def _init_service(topology: Topology, plan: Plan, name: str, image: str) -> list[str]:
-    """What the init service is in both files: runs as root only to chown the volumes, the plan in its
-    environment, every node's volume mounted; the caller adds networking and the rest."""
-    mounts, script = _init_script(topology)
+def _init_service(topology: Topology, plan: Plan | None, name: str, image: str) -> list[str]:
+    """What the init service is in both files: runs as root only to chown the volumes, every node's volume
+    mounted; the plan in its environment (compose), or, with `plan` None, in the Swarm config at
+    STACK_PLAN_TARGET (stack: no size limit); the caller adds networking and the rest."""
+    source = ["--plan-env", PLAN_VARIABLE] if plan is not None else ["--plan", STACK_PLAN_TARGET]
+    mounts, script = _init_script(topology, source)
     lines = [f"  {name}:", f"    image: {_q(image)}", '    user: "0"',
-             f"    entrypoint: {_flow(['sh', '-c', script])}", "    environment:",
-             f"      {PLAN_VARIABLE}: |"]
-    lines += [f"        {line}".replace("$", "$$") for line in plan.to_json().splitlines()]
+             f"    entrypoint: {_flow(['sh', '-c', script])}"]
+    if plan is not None:
+        lines += ["    environment:", f"      {PLAN_VARIABLE}: |"]
+        lines += [f"        {line}".replace("$", "$$") for line in plan.to_json().splitlines()]
+    else:
+        lines += ["    configs:", f"      - {{source: {STACK_PLAN_CONFIG}, target: {_q(STACK_PLAN_TARGET)}, "
+                  "mode: 0444}"]
     lines.append("    volumes:")
     lines += [f"      - {_q(f'{volume_name(node)}:{mount}')}"
               for node, mount in zip(topology.nodes, mounts, strict=True)]
@@ -272,7 +290,6 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
             " one: Swarm assigns addresses at deploy time, so a relay on several networks could only"
             " advertise one of them, and the nodes of its other networks would not know where to reach it")
     (network,) = topology.networks
-    plan = stack_plan(topology)
     init = init_service_name(topology)
     isolated = "init-isolated"
     while isolated == network.name:
@@ -288,8 +305,10 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
     add(f"# Lab {topology.name!r} as a Docker Swarm stack: {_role_counts(topology)}.")
     add(f"# Needs the node image {', '.join(images)} on the swarm's nodes (`make image`) and a swarm")
     add("# (`docker swarm init`). Then")
-    add(f"# `docker stack deploy -c {output_name} NAME`; `docker stack rm NAME` removes the services and the")
-    add("# networks, `docker volume rm NAME_state-...` the volumes, which hold the lab's keys.")
+    add(f"# `docker stack deploy -c {output_name} NAME`, with {plan_file_name(output_name)} next to it (the")
+    add("# plan, which init reads as a Swarm config: no size limit); `docker stack rm NAME` removes the")
+    add("# services and the networks, `docker volume rm NAME_state-...` the volumes, which hold the lab's")
+    add("# keys.")
     add(f"# The one-shot `{init}` service makes the authorities' identity keys and every node's config.json")
     add("# in the nodes' volumes (no key material is in this file); the nodes wait for their config.")
     add("# Nodes are found by service name (endpoint_mode: dnsrr). Published ports use mode: host, which")
@@ -337,8 +356,14 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
             add("        delay: 2s")
         _labels(out, "      ", topology, source, **labels)
 
+    add("configs:")
+    add(f"  {STACK_PLAN_CONFIG}:")
+    add(f"    file: {_q('./' + plan_file_name(output_name))}")
+    _labels(out, "    ", topology, source)
+    add("")
+
     add("services:")
-    out.extend(_init_service(topology, plan, init, images[0]))
+    out.extend(_init_service(topology, None, init, images[0]))
     add(f"    networks: [{isolated}]")
     add("    read_only: true")
     add("    cap_drop: [ALL]")
@@ -386,9 +411,12 @@ def _write(path: Path, text: str) -> None:
 
 def export_stack(topology: Topology, source: str, output: str | os.PathLike[str] | None = None, *,
                  output_name: str | None = None) -> str:
-    """Render the stack file and, when `output` is given, write it (atomically); returns the text."""
-    text = render_stack(topology, source, output_name or DEFAULT_STACK_OUTPUT)
+    """Render the stack file and, when `output` is given, write it and the plan next to it (plan_file_name;
+    both atomically); returns the stack's text."""
+    name = output_name or (Path(output).name if output is not None else DEFAULT_STACK_OUTPUT)
+    text = render_stack(topology, source, name)
     if output is not None:
+        _write(Path(output).with_name(plan_file_name(name)), stack_plan(topology).to_json())
         _write(Path(output), text)
     return text
 

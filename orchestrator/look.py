@@ -54,14 +54,18 @@ def inspect(backend: Backend, args: argparse.Namespace) -> int:
 
 
 def format_inspect(data: dict) -> str:
-    """`inspect` as text: the run, one block per node, then the networks and volumes (docker)."""
+    """`inspect` as text: the run, one block per node (a container, a process, or a swarm service on its
+    host), then the networks and volumes (docker)."""
     lines = [f"lab {data['lab']!r}, {data['backend']} backend, run dir {data['run_dir']}"
              + (f", run id {data['run_id']}" if data.get("run_id") else "")]
     if data.get("failed"):
         lines.append(f"  its `up` failed: {data['failed']} (nothing of it runs)")
     for node in data["nodes"]:
-        where = (f"container {node.get('container')} {node.get('id', '')}".rstrip() if "container" in node
-                 else "process")
+        if "service" in node:  # swarm
+            where = f"service {node['service']} on {node.get('host') or '(no host)'}"
+        else:
+            where = (f"container {node.get('container')} {node.get('id', '')}".rstrip() if "container" in node
+                     else "process")
         state = f"{node['state']}" + (f", pid {node['pid']}" if node.get("pid") else "")
         impl = f", {node['impl']}" if node.get("impl", "onionlab") != "onionlab" else ""
         lines += ["", f"{node['name']} ({node['role']}{impl}): {where}, {state}"]

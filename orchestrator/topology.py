@@ -53,6 +53,7 @@ APPLIES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "services": ("onion_service",),
         "memory": ROLES,
         "pids": ROLES,
+        "placement": ROLES,
     }
 )
 SETTINGS: Final = tuple(APPLIES)
@@ -99,6 +100,8 @@ _LAB_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _NODE_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")  # a DNS label: it becomes a hostname
 _NET_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _IMAGE = re.compile(r"\S{1,255}")  # Docker checks the reference itself; we only catch blanks
+# a Swarm placement constraint: an attribute, == or !=, a value (Swarm checks the attribute names itself)
+_CONSTRAINT = re.compile(r"(node|engine)\.[A-Za-z0-9_.-]+ *(==|!=) *[^\s=!][^\s]*")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 _SIZE = re.compile(r"(\d+)\s*([kmg]?)b?", re.IGNORECASE)
@@ -218,6 +221,7 @@ class Node:
     services: tuple[Service, ...] = ()
     memory: int | None = None  # container memory limit in bytes (swap included: none beyond it)
     pids: int | None = None  # container limit on processes and threads
+    placement: tuple[str, ...] = ()  # Swarm placement constraints (swarm backend and stack export only)
 
     @property
     def networks(self) -> tuple[str, ...]:
@@ -250,6 +254,8 @@ class Node:
             out["memory"] = size_text(self.memory)
         if self.pids is not None:
             out["pids"] = self.pids
+        if self.placement:
+            out["placement"] = list(self.placement)
         return out
 
 
@@ -864,7 +870,26 @@ class _Checker:
             return self.memory(node, path)
         if key == "pids":
             return self.integer(node, path, f"a process limit from 16 to {MAX_PIDS}", 16, MAX_PIDS)
+        if key == "placement":
+            return self.placement(node, path)
         return self.services(node, path)
+
+    def placement(self, node: yaml.Node, path: str) -> tuple[str, ...] | None:
+        """A list of Swarm placement constraints such as `node.labels.onionlab==relays` (docs/swarm.md)."""
+        if not isinstance(node, yaml.SequenceNode):
+            return self.error(node, path, "expected a list of Swarm placement constraints, got "
+                              f"{_describe(self.value(node, path))}")
+        out = []
+        for i, item in enumerate(node.value):
+            value = self.value(item, f"{path}[{i}]")
+            if value is _UNREADABLE:
+                return None
+            if not isinstance(value, str) or not _CONSTRAINT.fullmatch(value.strip()):
+                return self.error(item, f"{path}[{i}]", "expected a Swarm placement constraint such as "
+                                  "'node.labels.onionlab==relays' or 'node.role!=manager', got "
+                                  f"{_describe(value)}")
+            out.append(value.strip())
+        return tuple(out)
 
     def memory(self, node: yaml.Node, path: str) -> int | None:
         value = self.value(node, path)

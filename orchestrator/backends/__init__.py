@@ -1,5 +1,6 @@
 """Backends run a topology: `docker` (one container per node on real Docker networks, backends/docker/, the
-default) and `local` (processes on 127.0.0.x, backends/local.py). Both keep the contract of backends/base.py
+default), `local` (processes on 127.0.0.x, backends/local.py) and `swarm` (a stack on a Docker Swarm,
+backends/swarm/). Both keep the contract of backends/base.py
 (typed Protocols: Backend, FaultBackend, NetworkFaultBackend) and say which chaos faults they support.
 
 Every backend keeps what it started in `<run dir>/state.json` (RunInfo), so that `onionlab status`, `down` and
@@ -19,7 +20,7 @@ from nodes.config import command_word
 from orchestrator import readiness
 from orchestrator.signals import signal_of
 
-BACKENDS = ("docker", "local")
+BACKENDS = ("docker", "local", "swarm")
 DEFAULT_BACKEND = "docker"
 STATE_FILE = "state.json"
 
@@ -176,4 +177,8 @@ def open_backend(name: str, run_dir: str | os.PathLike[str] | None = None):
         from .docker import DockerBackend  # imports docker-py: only when the docker backend is asked for
 
         return DockerBackend(run_dir)
+    if name == "swarm":
+        from .swarm import SwarmBackend  # the `docker` command on a swarm manager (docs/swarm.md)
+
+        return SwarmBackend(run_dir)
     raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")

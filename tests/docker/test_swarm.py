@@ -1,4 +1,7 @@
-"""`onionlab export stack` on a real single-node Docker Swarm: `docker stack deploy` of the default topology's
+"""The swarm backend (`onionlab up --backend swarm`) and `onionlab export stack` on a real single-node Docker
+Swarm. The backend: up (keys as Swarm secrets, configs as Swarm configs), status, flow through the onion,
+kill and start of a relay (same identity: its volume keeps its keys), stop, and down leaving no service,
+secret, config, network or volume of the run. The export: `docker stack deploy` of the default topology's
 stack brings up the lab with no other step, curl reaches the onion's page through the client's published
 SOCKS port, and `docker stack rm` (plus removing the stack's volumes) takes all of it away.
 
@@ -30,7 +33,10 @@ import docker
 import pytest
 import yaml
 
-from orchestrator.compose import render_stack, socks_variable
+from orchestrator.backends import read_state
+from orchestrator.backends.swarm import SwarmBackend
+from orchestrator.compose import export_stack, socks_variable
+from orchestrator.flow import run_flow
 from orchestrator.topology import Topology, load_topology
 from tests.docker.helpers import free_port, wait_for_free_subnets
 
@@ -197,9 +203,8 @@ def label_override(labels: dict[str, str], stack: dict) -> dict:
 @pytest.fixture
 def stack(swarm, node_image, labels, tmp_path) -> Iterator[Stack]:
     topology = load_topology(TOPOLOGY)
-    text = render_stack(topology, "topologies/default.yaml")
     stack_file = tmp_path / "onionlab-stack.yml"
-    stack_file.write_text(text)
+    text = export_stack(topology, "topologies/default.yaml", stack_file)  # and the plan next to it
     override = tmp_path / "test-labels.yml"
     override.write_text(yaml.safe_dump(label_override(labels, yaml.safe_load(text)), sort_keys=False))
     lab = Stack(swarm, f"olt{uuid.uuid4().hex[:10]}", topology, free_port())
@@ -272,3 +277,56 @@ def test_stack_deploy_brings_up_the_default_lab_and_stack_rm_removes_it(stack: S
     advertised = json.loads(started_line)["address"]
     assert ipaddress.ip_address(advertised) in lab.topology.networks[0].subnet
     print(f"\nstack {lab.name}: page of {onion} through port {lab.socks_port} after {fetched_after:.1f} s")
+
+
+def run_objects(run_id: str) -> dict[str, list[str]]:
+    """The swarm objects labelled with the run (services, secrets, configs, networks, volumes here)."""
+    label = f"label=onionlab.run={run_id}"
+    return {kind: docker_cli(kind, "ls", "-q", "--filter", label).stdout.split()
+            for kind in ("service", "secret", "config", "network", "volume")}
+
+
+def test_swarm_backend_runs_the_default_lab_with_secrets_flow_kill_restart_and_down(swarm, node_image, labels,
+                                                                                     tmp_path, monkeypatch):
+    monkeypatch.setenv("ONIONLAB_LABELS", ",".join(f"{k}={v}" for k, v in labels.items()))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    topology = load_topology(TOPOLOGY)
+    backend = SwarmBackend(tmp_path / "run")
+    lines: list[str] = []
+    started = time.monotonic()
+    info = backend.up(topology, timeout=PAGE_TIMEOUT, progress=lines.append)
+    up_seconds = time.monotonic() - started
+    try:
+        objects = run_objects(info.run_id)
+        assert len(objects["service"]) == len(topology.nodes)
+        # key material: the control secret, 6 files per authority, the onion service's identity seed
+        assert len(objects["secret"]) == 1 + 6 * 3 + 1
+        for service in json.loads(docker_cli("service", "inspect", *objects["service"]).stdout):
+            spec = service["Spec"]["TaskTemplate"]["ContainerSpec"]
+            assert not spec.get("Env"), spec.get("Env")  # nothing in the environment
+            assert service["Spec"]["EndpointSpec"]["Mode"] == "dnsrr"
+        status = backend.status()
+        assert all(n["ready"] for n in status["nodes"]), status
+        (service,) = status["onion_services"]
+        (client,) = status["clients"]
+        result = run_flow(read_state(backend.run_dir), backend.logs, onion=service["onion"], service="hs",
+                          client="client", socks=client["socks"])
+        assert result.ok, (result.failed_step, result.error)
+
+        before = backend.node_status("relay1")["fingerprint"]
+        backend.kill("relay1")
+        deadline = time.monotonic() + 60
+        while backend.node_state("relay1")["status"] != "exited":
+            assert time.monotonic() < deadline, "relay1 still runs after kill"
+            time.sleep(0.5)
+        assert backend.node_status("relay1") is None
+        again = backend.start("relay1", timeout=120)
+        assert again["conditions"] and all(again["conditions"].values())
+        assert again["fingerprint"] == before  # the same keys, from its volume
+        backend.stop("hs", timeout=10)
+        assert backend.node_state("hs")["status"] == "exited"
+        assert backend.restart("hs", timeout=120)["onion"] == service["onion"]  # its key is a secret
+        print(f"\nswarm backend: default lab ready in {up_seconds:.1f} s; flow {result.flow_ms:.0f} ms")
+    finally:
+        backend.down()
+    assert run_objects(info.run_id) == {k: [] for k in ("service", "secret", "config", "network", "volume")}

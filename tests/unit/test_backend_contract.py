@@ -21,9 +21,11 @@ from orchestrator.backends.base import (
 )
 from orchestrator.backends.docker import DockerBackend
 from orchestrator.backends.local import LocalBackend
+from orchestrator.backends.swarm import SwarmBackend
 
 CONTRACTS = [(LocalBackend, (Backend, FaultBackend)),
-             (DockerBackend, (Backend, FaultBackend, NetworkFaultBackend))]
+             (DockerBackend, (Backend, FaultBackend, NetworkFaultBackend)),
+             (SwarmBackend, (Backend, FaultBackend))]
 
 
 def _methods(protocol: type) -> list[str]:
@@ -84,3 +86,18 @@ def test_a_partition_needs_the_network_protocol() -> None:
     for cls, protocols in CONTRACTS:
         declares = cls(None).supported_faults()
         assert bool(declares & (NETWORK_FAULTS - SHAPING_FAULTS)) == (NetworkFaultBackend in protocols)
+
+
+def test_the_swarm_backend_supports_container_faults_and_refuses_the_rest_up_front(tmp_path, monkeypatch):
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    swarm = SwarmBackend(tmp_path / "s")  # touches nothing until asked about a run
+    assert isinstance(swarm, FaultBackend) and not isinstance(swarm, NetworkFaultBackend)
+    assert swarm.supported_faults() == {"kill", "stop"}
+    assert base.refusal(swarm, "kill") is None and base.refusal(swarm, "stop") is None
+    assert "Swarm has no pause" in base.refusal(swarm, "pause")
+    for fault in FAULT_KINDS - {"kill", "stop", "pause"}:
+        assert base.refusal(swarm, fault).startswith(f"fault {fault} is not supported by the swarm backend "
+                                                     "(it supports: kill, stop): the overlay network's links")
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.2:2375")  # a manager elsewhere: no container to signal
+    assert "only works for an engine on this machine" in base.refusal(swarm, "kill")

@@ -39,7 +39,7 @@ def test_up_arguments():
                                                                                    "/tmp/r")
 
 
-@pytest.mark.parametrize("argv", [["up", "--backend", "swarm"], ["up", "a.yaml", "b.yaml"],
+@pytest.mark.parametrize("argv", [["up", "--backend", "k8s"], ["up", "a.yaml", "b.yaml"],
                                   ["logs", "a", "b"], ["exec"], ["status", "--yaml"], ["launch"],
                                   ["reap", "run1"]])
 def test_bad_arguments_exit_2(argv, capsys):
@@ -57,6 +57,8 @@ def test_other_commands():
     assert parse("reap").everything is False
     assert parse("reap", "--all").everything is True
     assert parse("up", "--backend", "local").backend == "local"
+    assert parse("up", "--backend", "swarm").backend == "swarm"
+    assert (parse("reap").backend, parse("reap", "--backend", "swarm").backend) == ("docker", "swarm")
 
 
 def test_no_command_prints_help_and_exits_2(capsys):

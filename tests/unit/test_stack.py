@@ -12,7 +12,7 @@ from orchestrator import cli
 from orchestrator.compose import (
     INIT_CAPS,
     NODE_UID,
-    PLAN_VARIABLE,
+    STACK_PLAN_TARGET,
     WAIT_CONFIG_SECONDS,
     ComposeError,
     export_stack,
@@ -121,13 +121,18 @@ def test_init_makes_keys_as_the_node_user_with_minimal_capabilities(stack):
     assert init["healthcheck"] == {"disable": True}
     script = shlex.split(init["entrypoint"][2])
     assert f"--reuid={NODE_UID}" in script and "--clear-groups" in script
-    assert script[-4:] == ["--plan-env", PLAN_VARIABLE, "--out", "/state"]
+    assert script[-4:] == ["--plan", STACK_PLAN_TARGET, "--out", "/state"]
 
 
-def test_the_plan_is_embedded_with_service_names_and_blank_identities(stack):
+def test_the_plan_reaches_init_as_a_swarm_config_with_service_names_and_blank_identities(tmp_path):
     topology = load_topology(DEFAULT)
-    text = stack["services"]["init"]["environment"][PLAN_VARIABLE].replace("$$", "$")
-    plan = Plan.from_json(text)
+    target = tmp_path / "lab-stack.yml"
+    stack = yaml.safe_load(export_stack(topology, SOURCE, target))
+    assert "environment" not in stack["services"]["init"]  # no 128 KiB limit from an environment variable
+    assert stack["services"]["init"]["configs"] == [{"source": "plan", "target": STACK_PLAN_TARGET,
+                                                      "mode": 0o444}]
+    assert stack["configs"]["plan"]["file"] == "./lab-stack.plan.json"
+    plan = Plan.from_json((tmp_path / "lab-stack.plan.json").read_text())
     assert plan == stack_plan(topology)
     for config in plan.nodes:
         assert config.address == config.name  # a node's address is its hostname

@@ -589,6 +589,10 @@ def setting_values(draw, key, network_names, role=None):
         return draw(st.sampled_from(["32m", "200m", "1g", "33554433"]))  # as to_dict writes them
     if key == "pids":
         return draw(st.integers(16, 4096))
+    if key == "placement":
+        return draw(st.lists(st.sampled_from(["node.labels.onionlab==relays", "node.role!=manager",
+                                               "node.hostname==host-2", "engine.labels.zone==b"]),
+                             max_size=2, unique=True))
     if key == "networks":
         return draw(st.permutations(network_names).map(lambda p: p[: draw(st.integers(1, len(p)))]))
     ports = draw(st.lists(st.integers(1, 65535), min_size=1, max_size=3, unique=True))
@@ -665,6 +669,8 @@ def _expected(doc, entry, key):
     if key in BUILTIN_ROLE_DEFAULTS:
         value = BUILTIN_ROLE_DEFAULTS[key][entry["role"]]
         return size_text(value) if key == "memory" else value
+    if key == "placement":
+        return []  # none: Swarm spreads the services over its nodes
     return [next(iter(doc["networks"]))] if key == "networks" else BUILTIN_DEFAULTS[key]
 
 
@@ -683,7 +689,8 @@ def test_valid_topologies_expand_by_the_rules_and_round_trip(doc):
             data = next(nodes).to_dict()
             for key in SETTINGS:
                 if entry["role"] in APPLIES[key]:
-                    assert data[key] == _expected(doc, entry, key), key
+                    found = data.get(key, []) if key == "placement" else data[key]  # written when set
+                    assert found == _expected(doc, entry, key), key
     again = parse_topology(yaml.safe_dump(topo.to_dict(), sort_keys=False))
     assert again == topo
     assert again.to_dict() == topo.to_dict()
@@ -752,3 +759,16 @@ def test_bad_limits_name_line_and_field():
         "lab.yaml:5:50: roles.client.pids: expected a process limit from 16 to 1000000, got 2",
         "lab.yaml:6:19: roles.relay.memory: 16m is too little: a node needs at least 32m",
     ]
+
+
+def test_placement_is_a_list_of_swarm_constraints_inherited_like_any_setting():
+    text = ("name: pl\nroles:\n  relay: {placement: [node.labels.onionlab==relays]}\nnodes:\n"
+            "  - {name: auth, role: authority, count: 3}\n  - {name: relay, role: relay, count: 3}\n"
+            "  - {name: hs, role: onion_service, services: [{port: 80, target: http}],"
+            " placement: ['node.role != manager']}\n  - {name: client, role: client}\n")
+    topo = parse_topology(text, "lab.yaml")
+    assert topo.node("relay2").placement == ("node.labels.onionlab==relays",)
+    assert topo.node("hs").placement == ("node.role != manager",) and topo.node("auth1").placement == ()
+    with pytest.raises(TopologyError, match=r"lab.yaml:7:\d+: nodes.hs.placement\[0\]: expected a Swarm "
+                                            r"placement constraint .* got 'role is manager'"):
+        parse_topology(text.replace("node.role != manager", "role is manager"), "lab.yaml")

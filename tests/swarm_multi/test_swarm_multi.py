@@ -1,0 +1,205 @@
+"""A real multi-node Docker Swarm on one machine: three Docker-in-Docker engines (images/dind: the project's
+base image plus Debian's docker.io, run --privileged, which dockerd in a container needs) on a bridge network
+of their own, joined into one swarm; the node image loaded into each with `docker save | docker load` (no
+registry). `onionlab up --backend swarm` runs the default lab on it from this machine (DOCKER_HOST names the
+manager), with the onion service and the client placed on different engines by node labels and the relays
+spread; `onionlab flow` must fetch a verified page through the onion, which crosses hosts over the overlay
+network (VXLAN between the engines). Then `onionlab down`, and every engine, volume and network is removed.
+
+`make test-swarm-multi` (not part of `make test`: it takes minutes). Everything carries the label
+onionlab.test.swarm-multi=<id>; a crashed run's leftovers go with `docker rm -f $(docker ps -aq --filter
+label=onionlab.test.swarm-multi)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NODE_IMAGE = "onionlab/node:latest"
+DIND_IMAGE = "onionlab/dind:latest"
+LABEL = "onionlab.test.swarm-multi"
+ENGINES = 3
+CGROUPS = "/sys/fs/cgroup"
+ENGINE_TIMEOUT = 120.0
+UP_TIMEOUT = 300
+
+
+def sh(*args: str, input: bytes | None = None, env: dict | None = None, timeout: float = 600,
+       check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(args), input=input, capture_output=True, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"`{' '.join(args)}` exited {result.returncode}:\n"
+                             f"{result.stdout.decode(errors='replace')[-3000:]}"
+                             f"{result.stderr.decode(errors='replace')[-3000:]}")
+    return result
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+CAPABILITIES = ("CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
+                "NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO "
+                "SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME "
+                "SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG "
+                "WAKE_ALARM BLOCK_SUSPEND AUDIT_READ").split()  # by number (linux/capability.h)
+
+
+def engine_options() -> list[str]:
+    """How a Docker-in-Docker engine runs: --privileged, unless the outer engine itself lacks a capability
+    (it runs in a container of its own, as on the machine this was written on, which has no SYS_RESOURCE):
+    then runc cannot grant "all" and refuses --privileged, so the engine gets every capability there is
+    here, no seccomp or AppArmor profile and unmasked /proc and /sys paths (what --privileged also does,
+    less the devices, of which dockerd needs /dev/fuse at most)."""
+    bounding = int(Path("/proc/self/status").read_text().split("CapBnd:")[1].split()[0], 16)
+    missing = [name for bit, name in enumerate(CAPABILITIES) if not bounding >> bit & 1]
+    if not missing:
+        return ["--privileged"]
+    say(f"this machine lacks {', '.join(missing)}: the engines get every other capability instead of "
+        "--privileged")
+    # cgroup v1 is mounted read-only in a container that is not privileged: the inner engines get the
+    # machine's hierarchy read-write, each under a cgroup parent of its own (Swarm.start), removed afterwards
+    return ["--cap-add", "ALL", *(f"--cap-drop={name}" for name in missing), "--security-opt",
+            "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--security-opt",
+            "systempaths=unconfined", "--volume", f"{CGROUPS}:{CGROUPS}:rw",
+            *(["--device", "/dev/fuse"] if Path("/dev/fuse").exists() else [])]
+
+
+def remove_cgroups(parent: str) -> None:
+    """The empty cgroups an inner engine left under its parent in the machine's hierarchy (deepest first)."""
+    for _ in range(20):  # the killed engine's processes leave their cgroups within moments
+        trees = list(Path(CGROUPS).glob(f"*/{parent}"))
+        for tree in trees:
+            dirs = [tree, *(p for p in tree.rglob("*") if p.is_dir())]
+            for path in sorted(dirs, key=lambda p: -len(p.parts)):
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+        if not trees:
+            return
+        time.sleep(0.5)
+    say(f"cgroups left under {CGROUPS}/*/{parent}")
+
+
+def base_image() -> str:
+    return sh(str(REPO / "images" / "node" / "build-base.sh")).stdout.decode().strip().splitlines()[-1]
+
+
+class Swarm:
+    def __init__(self, run: str) -> None:
+        self.run = run
+        self.network = f"olsm-{run}"
+        self.engines = [f"olsm-{run}-{i}" for i in range(1, ENGINES + 1)]
+        self.addresses: dict[str, str] = {}
+
+    def docker(self, engine: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return sh("docker", "exec", "-i", engine, "docker", *args, **kwargs)
+
+    def start(self) -> None:
+        sh("docker", "network", "create", "--label", f"{LABEL}={self.run}", self.network)
+        options = engine_options()
+        self.shared_cgroups = "--privileged" not in options
+        for engine in self.engines:
+            sh("docker", "run", "-d", *options, "--name", engine, "--hostname",
+               f"host{engine.rsplit('-', 1)[1]}", "--network", self.network, "--label", f"{LABEL}={self.run}",
+               DIND_IMAGE, *([f"--cgroup-parent=/{engine}"] if self.shared_cgroups else []))
+        for engine in self.engines:
+            deadline = time.monotonic() + ENGINE_TIMEOUT
+            while self.docker(engine, "info", check=False).returncode != 0:
+                if time.monotonic() > deadline:
+                    logs = sh("docker", "logs", "--tail", "30", engine, check=False)
+                    raise AssertionError(f"dockerd in {engine} did not answer within {ENGINE_TIMEOUT:g} s:\n"
+                                         f"{logs.stderr.decode(errors='replace')}")
+                time.sleep(1)
+            inspect = json.loads(sh("docker", "inspect", engine).stdout)[0]
+            self.addresses[engine] = inspect["NetworkSettings"]["Networks"][self.network]["IPAddress"]
+            driver = self.docker(engine, "info", "--format", "{{.Driver}}").stdout.decode().strip()
+            say(f"{engine}: dockerd up at {self.addresses[engine]} (storage driver {driver})")
+
+    def load_image(self) -> None:
+        saved = sh("docker", "save", NODE_IMAGE).stdout
+        for engine in self.engines:
+            self.docker(engine, "load", input=saved)
+        say(f"{NODE_IMAGE} ({len(saved) / 2**20:.0f} MiB) loaded into {len(self.engines)} engines")
+
+    def join(self) -> None:
+        manager, *workers = self.engines
+        self.docker(manager, "swarm", "init", "--advertise-addr", self.addresses[manager])
+        token = self.docker(manager, "swarm", "join-token", "-q", "worker").stdout.decode().strip()
+        for worker in workers:
+            self.docker(worker, "swarm", "join", "--token", token, f"{self.addresses[manager]}:2377")
+        for i in range(1, len(self.engines) + 1):
+            self.docker(manager, "node", "update", "--label-add", f"onionlab.host={i}", f"host{i}")
+        nodes = self.docker(manager, "node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout.decode()
+        say("swarm: " + ", ".join(nodes.split("\n")[:-1]))
+
+    def remove(self) -> None:
+        sh("docker", "rm", "--force", "--volumes", *self.engines, check=False)
+        sh("docker", "network", "rm", self.network, check=False)
+        if getattr(self, "shared_cgroups", False):
+            for engine in self.engines:
+                remove_cgroups(engine)
+
+
+@pytest.fixture
+def swarm() -> Iterator[Swarm]:
+    started = time.monotonic()
+    base = base_image()
+    sh("docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", DIND_IMAGE,
+       str(REPO / "images" / "dind"), timeout=900)
+    say(f"{DIND_IMAGE} built on {base} in {time.monotonic() - started:.0f} s")
+    lab = Swarm(uuid.uuid4().hex[:8])
+    try:
+        lab.start()
+        lab.load_image()
+        lab.join()
+        yield lab
+    finally:
+        lab.remove()
+        left = sh("docker", "ps", "-aq", "--filter", f"label={LABEL}={lab.run}").stdout.split()
+        assert not left, f"engines left: {left}"
+        say(f"engines removed; whole test {time.monotonic() - started:.0f} s")
+
+
+def test_default_lab_spread_over_three_engines_fetches_through_the_onion_across_hosts(swarm, tmp_path):
+    topology = tmp_path / "spread.yaml"
+    text = (REPO / "topologies" / "default.yaml").read_text()
+    places = {"onion_service: {intro_points: 3, guards: 1": 3, "client: {socks_port: 9050, guards: 1": 1}
+    for role, host in places.items():
+        assert role in text
+        text = text.replace(role, f"{role}, placement: [node.labels.onionlab.host=={host}]")
+    topology.write_text(text)
+    manager = swarm.engines[0]
+    env = {**os.environ, "DOCKER_HOST": f"tcp://{swarm.addresses[manager]}:2375",
+           "ONIONLAB_RUN_DIR": str(tmp_path / "run")}
+    onionlab = [str(Path(sys.executable).with_name("onionlab"))]
+    up = sh(*onionlab, "up", "--backend", "swarm", "--timeout", str(UP_TIMEOUT), str(topology), env=env,
+            timeout=UP_TIMEOUT + 120, check=False)
+    out = up.stdout.decode() + up.stderr.decode()
+    say("up:\n" + out[-2500:])
+    try:
+        assert up.returncode == 0, out
+        inspect = json.loads(sh(*onionlab, "inspect", "--json", env=env).stdout)
+        hosts = {n["name"]: n["host"] for n in inspect["nodes"]}
+        say(f"placement: {hosts}")
+        assert hosts["hs"] == "host3" and hosts["client"] == "host1"
+        assert len({hosts[n] for n in hosts if n.startswith("relay")}) == ENGINES  # spread over every engine
+        flow = sh(*onionlab, "flow", "--json", env=env, check=False, timeout=300)
+        result = json.loads(flow.stdout or b"{}")
+        say(f"flow: ok={result.get('ok')} {flow.stderr.decode()[-500:]}")
+        assert flow.returncode == 0 and result["ok"] is True, flow.stdout.decode()[-3000:]
+    finally:
+        down = sh(*onionlab, "down", env=env, check=False, timeout=300)
+        say("down: " + (down.stdout + down.stderr).decode().strip()[-500:])
+    assert down.returncode == 0
