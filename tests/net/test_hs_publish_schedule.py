@@ -137,18 +137,28 @@ async def test_a_refusing_hsdir_is_retried_with_growing_backoff_and_the_rest_not
     assert gaps == sorted(gaps) and gaps[-1] > gaps[0]
 
 
+def _intro_point(relay: Relay) -> IntroPoint:
+    return IntroPoint(relay, None, Signer.from_seed(os.urandom(32)), os.urandom(32), os.urandom(32))
+
+
+def _uploading_service(directory: FakeDirectory) -> tuple[OnionService, dict[bytes, HsDirStore]]:
+    """A service with one intro point, its real uploader, and an HSDir store for every relay (StoreCircuit
+    builds reach them)."""
+    service = OnionService(Signer.from_seed(os.urandom(32)), n_intro_points=1, targets={}, circuits=None,
+                           guards=None, directory=directory, metrics=Metrics(),
+                           events=EventLog("hs", "onion_service", io.StringIO()))
+    service.intro_points[0] = _intro_point(ROUTERS[0])
+    service._intro_changed.set()
+    stores = {r.identity: HsDirStore(Metrics(), EventLog(r.nickname, "relay", io.StringIO()))
+              for r in ROUTERS}
+    return service, stores
+
+
 async def test_an_hsdir_that_comes_back_holding_our_revision_counts_as_published(autojump_clock):
     """An HSDir drops out of the consensus and comes back still holding our descriptor: it refuses the same
     revision ("already stored"), and the service takes that as published instead of retrying for 90 min."""
     directory = FakeDirectory()
-    service = OnionService(Signer.from_seed(os.urandom(32)), n_intro_points=1, targets={}, circuits=None,
-                           guards=None, directory=directory, metrics=Metrics(),
-                           events=EventLog("hs", "onion_service", io.StringIO()))
-    service.intro_points[0] = IntroPoint(ROUTERS[0], None, Signer.from_seed(os.urandom(32)), os.urandom(32),
-                                         os.urandom(32))
-    service._intro_changed.set()
-    stores = {r.identity: HsDirStore(Metrics(), EventLog(r.nickname, "relay", io.StringIO()))
-              for r in ROUTERS}
+    service, stores = _uploading_service(directory)
     uploads: list[bytes] = []
     async with trio.open_nursery() as nursery:
         async def build(consensus, hsdir, purpose="hsdir"):
@@ -186,14 +196,7 @@ async def test_a_hung_upload_does_not_hold_back_the_revision_with_new_intro_poin
     upload gives up. (random-chaos on docker: 11 fetches in a row got 0xF2, the HSDirs serving a descriptor
     whose intro points were gone while the service's publisher waited for a paused HSDir.)"""
     directory = FakeDirectory()
-    service = OnionService(Signer.from_seed(os.urandom(32)), n_intro_points=1, targets={}, circuits=None,
-                           guards=None, directory=directory, metrics=Metrics(),
-                           events=EventLog("hs", "onion_service", io.StringIO()))
-    service.intro_points[0] = IntroPoint(ROUTERS[0], None, Signer.from_seed(os.urandom(32)), os.urandom(32),
-                                         os.urandom(32))
-    service._intro_changed.set()
-    stores = {r.identity: HsDirStore(Metrics(), EventLog(r.nickname, "relay", io.StringIO()))
-              for r in ROUTERS}
+    service, stores = _uploading_service(directory)
     directory.install(_consensus(4000))
     hung = next(iter(_responsible(service, 4000)))
     others = _responsible(service, 4000) - {hung}
@@ -208,8 +211,7 @@ async def test_a_hung_upload_does_not_hold_back_the_revision_with_new_intro_poin
         nursery.start_soon(service.keep_descriptors_published)
         await _until(lambda: service.published.get(4000) == others)
         first = service._revision
-        service.intro_points[0] = IntroPoint(ROUTERS[1], None, Signer.from_seed(os.urandom(32)),
-                                             os.urandom(32), os.urandom(32))
+        service.intro_points[0] = _intro_point(ROUTERS[1])
         service._intro_changed.set()
         changed_at = trio.current_time()
         await _until(lambda: service._revision > first and service.published.get(4000) == others)
