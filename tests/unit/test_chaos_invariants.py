@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nodes.core.onion_address import encode_onion_address
 from orchestrator import chaos
 from orchestrator.chaos import Checkers, History, WorkloadThread, parse_scenario
+from orchestrator.chaos.invariants import CONSENSUS_JUDGED_AFTER
 from orchestrator.chaos.workload import credentials_for
 
 from .test_chaos import GUARDS, evidence, fault, fetch, history, node_event, sample
@@ -140,9 +141,18 @@ def test_an_empty_consensus_accepted_by_any_node_fails() -> None:
     result = verdict("consensus_health", records)
     assert not result.ok
     assert result.details == ["hs accepted a consensus listing 0 relays (valid-after 2) at 9.0 s"]
-    # and a run in which no node accepted a consensus has nothing to show
+    # a run of 30 s or more in which no node accepted a consensus: the lab made none
     none = [r for r in healthy() if r.get("event") != "consensus_received"]
+    none.append({**none[-1], "t": CONSENSUS_JUDGED_AFTER})
     assert not verdict("consensus_health", none).ok
+
+
+def test_a_run_too_short_for_any_consensus_is_not_judged() -> None:
+    """many-clients lasts about 5 s: a healthy default lab (a consensus every 10 s) may not deliver one."""
+    none = [r for r in healthy() if r.get("event") != "consensus_received"]
+    assert max(r["t"] for r in none) < CONSENSUS_JUDGED_AFTER
+    result = verdict("consensus_health", none)
+    assert result.ok and "not judged" in result.summary
 
 
 def test_a_fresh_consensus_after_the_heal() -> None:
