@@ -12,7 +12,7 @@ from nodes.net import tls
 from nodes.net.channels import CellInbox
 from nodes.net.streams import RECEIVE_BUFFER_LIMIT
 from nodes.net.targets import pattern_bytes
-from tests.net.helpers import HOST, start_client, start_relay
+from tests.net.helpers import HOST, echo, start_client, start_relay
 
 
 def _cells(n: int, start: int = 0) -> list[Cell]:
@@ -120,12 +120,17 @@ async def _exchange(stream: trio.abc.Stream, payload: bytes) -> bytes:
     return bytes(received)
 
 
+async def _start_tls_echo_server(nursery: trio.Nursery) -> int:
+    """trio's own TLS server, echoing, on a free port of HOST: its port."""
+    listeners = await nursery.start(functools.partial(trio.serve_ssl_over_tcp, _tls_echo_server, 0,
+                                                      tls.server_context()[0], host=HOST))
+    return listeners[0].transport_listener.socket.getsockname()[1]
+
+
 async def test_tls_stream_client_against_trio_server():
     payload = os.urandom(3_000_000)
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(functools.partial(trio.serve_ssl_over_tcp, _tls_echo_server, 0,
-                                                          tls.server_context()[0], host=HOST))
-        port = listeners[0].transport_listener.socket.getsockname()[1]
+        port = await _start_tls_echo_server(nursery)
         with trio.fail_after(20):
             stream = await tls.open_tls_stream(HOST, port, tls.client_context())
             assert await _exchange(stream, payload) == payload
@@ -201,9 +206,7 @@ async def test_tls_receive_reads_the_tls_engine_only_while_it_holds_bytes():
     """Each SSLObject.read past the buffered records raises SSLWantReadError, per batch on every hop:
     _decrypt stops once the incoming BIO and the engine are empty, and still gets every byte."""
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(functools.partial(trio.serve_ssl_over_tcp, _tls_echo_server, 0,
-                                                          tls.server_context()[0], host=HOST))
-        port = listeners[0].transport_listener.socket.getsockname()[1]
+        port = await _start_tls_echo_server(nursery)
         with trio.fail_after(20):
             stream = await tls.open_tls_stream(HOST, port, tls.client_context())
             reads = []
@@ -308,10 +311,6 @@ async def test_http_target_sends_a_small_page_with_its_head_in_one_write():
 async def test_quiet_circuit_cells_pass_relays_without_waking_their_circuit_tasks(monkeypatch):
     """Once a circuit is built, requests and answers cross the first two relays in their links' readers
     (RelayEngine._forward_nowait, _backward_nowait): no circuit task there takes a cell."""
-
-    async def echo(stream):
-        while data := await stream.receive_some():
-            await stream.send_all(data)
 
     async with trio.open_nursery() as nursery:
         relays = [await start_relay(nursery, f"relay{i}", dir_handler=echo) for i in range(3)]
