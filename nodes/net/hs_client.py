@@ -50,7 +50,7 @@ from .hs_paths import (
     TimePeriod,
     UnreachableRelays,
     build_guarded,
-    pick_relays,
+    pick_relays_preferring,
     relay_for,
     responsible_hsdirs,
     usable,
@@ -318,10 +318,8 @@ class OnionClient:
         are left), the next when one cannot be reached or refuses (it may have gone since the consensus);
         `only` that relay when given."""
         guards = {g.identity for g in self.guards.primary()}
-        candidates = [only] if only is not None else (
-            pick_relays(consensus, RENDEZVOUS_ATTEMPTS, exclude=guards | self.unreachable.recent())
-            or pick_relays(consensus, RENDEZVOUS_ATTEMPTS, exclude=guards)
-            or pick_relays(consensus, RENDEZVOUS_ATTEMPTS))
+        candidates = [only] if only is not None else pick_relays_preferring(
+            consensus, RENDEZVOUS_ATTEMPTS, (guards | self.unreachable.recent(), guards, ()))
         if not candidates:
             raise RendezvousFailed("the consensus lists no relay to be a rendezvous point")
         problems = []

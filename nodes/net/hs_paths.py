@@ -123,6 +123,18 @@ def pick_relays(consensus: NetworkView, n: int, *, exclude: Iterable[bytes] = ()
     return picked
 
 
+def pick_relays_preferring(consensus: NetworkView, n: int, preferences: Iterable[Iterable[bytes]], *,
+                           exclude: Iterable[bytes] = ()) -> list[Relay]:
+    """pick_relays leaving out `exclude`, and the first of `preferences` (relays to leave out as well, in the
+    order they are given up) that leaves any relay to pick; [] when none does."""
+    excluded = set(exclude)
+    for avoided in preferences:
+        picked = pick_relays(consensus, n, exclude=excluded | set(avoided))
+        if picked:
+            return picked
+    return []
+
+
 class UnreachableRelays:
     """Relays that a circuit of ours could not reach lately. A stopped or cut-off relay stays listed until a
     consensus or two later, and an extend to it costs a whole step timeout (on a Docker network a SYN to a
@@ -149,9 +161,7 @@ def three_hop_path(consensus: NetworkView, guards: Sequence[Relay], last: Relay,
     first = next((g for g in guards if g.identity != last.identity), None)
     if first is None:
         raise NoGuardAvailable(f"no primary guard other than {last.nickname}, the circuit's last hop")
-    ends = {first.identity, last.identity}
-    middle = (pick_relays(consensus, 1, exclude=ends | set(avoid))
-              or pick_relays(consensus, 1, exclude=ends))
+    middle = pick_relays_preferring(consensus, 1, (avoid, ()), exclude=(first.identity, last.identity))
     if not middle:
         raise PathError(f"no relay left for the middle of a circuit from {first.nickname} to {last.nickname}")
     return [first, middle[0], last]

@@ -25,8 +25,9 @@ import os
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 
@@ -57,7 +58,7 @@ from .hs_paths import (
     TimePeriod,
     UnreachableRelays,
     build_guarded,
-    pick_relays,
+    pick_relays_preferring,
     relay_for,
     responsible_hsdirs,
     usable,
@@ -68,6 +69,7 @@ from .metrics import Metrics
 from .targets import ServiceInfo, Target, serve_target
 
 Rng = Callable[[int], bytes]
+T = TypeVar("T")
 
 DESCRIPTOR_LIFETIME_MINUTES = 180
 COOKIE_REPLAY_SECONDS = 5 * 60  # Tor's REND_REPLAY_TIME_INTERVAL: an answered cookie is refused this long
@@ -226,12 +228,8 @@ class OnionService:
         claimed = set(self._claimed.values())
         avoided = {i for i, until in self._avoid.items() if until > now}
         guards = {g.identity for g in self.guards.primary()}
-        unreachable = self.unreachable.recent()
-        for excluded in (avoided | guards | unreachable, avoided | guards, avoided, guards, set()):
-            picked = pick_relays(consensus, 1, exclude=claimed | excluded)
-            if picked:
-                return picked
-        return []
+        preferences = (avoided | guards | self.unreachable.recent(), avoided | guards, avoided, guards, ())
+        return pick_relays_preferring(consensus, 1, preferences, exclude=claimed)
 
     # -- step 1: intro points ------------------------------------------------------------------------------
     async def keep_intro_point(self, slot: int) -> None:
@@ -447,36 +445,30 @@ class OnionService:
         """_publish, given up (None) when the intro points change before every upload has ended: an upload to
         an HSDir that hangs (paused, unreachable: up to a minute of circuit and upload timeouts) must not hold
         back the revision that drops a dead intro point. Uploads that ended count as they ended."""
+        return await self._until_intro_change(lambda: self._publish(consensus, periods, missing))
+
+    async def _wait_for_change(self, consensus: NetworkView, timeout: float) -> None:
+        """Until the intro points change, a newer consensus arrives, or `timeout` seconds pass."""
+        with trio.move_on_after(timeout):
+            await self._until_intro_change(lambda: self.directory.wait_newer(consensus))
+
+    async def _until_intro_change(self, work: Callable[[], Awaitable[T]]) -> T | None:
+        """What `work` returns, or None when the intro points change first (`work` is cancelled then)."""
         changed = self._intro_changed
-        result: bool | None = None
+        result: T | None = None
         async with trio.open_nursery() as nursery:
-            async def publish() -> None:
+            async def run() -> None:
                 nonlocal result
-                result = await self._publish(consensus, periods, missing)
+                result = await work()
                 nursery.cancel_scope.cancel()
 
             async def watch() -> None:
                 await changed.wait()
                 nursery.cancel_scope.cancel()
 
-            nursery.start_soon(publish)
+            nursery.start_soon(run)
             nursery.start_soon(watch)
         return result
-
-    async def _wait_for_change(self, consensus: NetworkView, timeout: float) -> None:
-        """Until the intro points change, a newer consensus arrives, or `timeout` seconds pass."""
-        with trio.move_on_after(timeout):
-            async with trio.open_nursery() as nursery:
-                async def intro() -> None:
-                    await self._intro_changed.wait()
-                    nursery.cancel_scope.cancel()
-
-                async def newer() -> None:
-                    await self.directory.wait_newer(consensus)
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(intro)
-                nursery.start_soon(newer)
 
     def _periods(self, consensus: NetworkView) -> list[TimePeriod]:
         first = TimePeriod.of(consensus)
