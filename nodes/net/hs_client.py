@@ -434,8 +434,8 @@ class OnionClient:
             status = ack.message.status
             if status != IntroduceAckStatus.SUCCESS:
                 self._intro_failed(point.auth_key, intro, "nack")
-                self.events.emit("introduce_nack", onion=onion, intro=intro, status=status,
-                                 circuit=circuit.circ_id, path=_hops(circuit))
+                self.events.emit("introduce_nack", onion=onion, intro=intro, key=point.auth_key.hex(),
+                                 status=status, circuit=circuit.circ_id, path=_hops(circuit))
                 problems.append(f"{intro}: INTRODUCE_ACK status {status}")
                 continue
             self.metrics.inc("introductions_total", intro=intro, result="acked")

@@ -195,8 +195,10 @@ def check_next_fetch(history: Sequence[dict]) -> Verdict:
 def check_lab_state(history: Sequence[dict], *, grace: float, max_nacks: int) -> Verdict:
     """From the `lab_state` samples: once no fault has been in place for `grace` seconds, every intro point
     the service lists must be held at its relay (an intro point that is not, in two samples running, is
-    advertised but NACKs every client); and no intro point may NACK the client more than `max_nacks` times
-    within NACK_WINDOW seconds (the client leaves it alone that long after a NACK)."""
+    advertised but NACKs every client). From the clients' `introduce_nack` events: no intro point (a relay
+    and the auth key of one circuit there) may NACK a client more than `max_nacks` times within NACK_WINDOW
+    seconds (the client leaves it alone that long after a NACK). NACKs from one relay for several intro
+    points in turn are the service replacing them, not a storm."""
     samples = [r for r in history if r.get("type") == "lab_state"]
     if not samples:
         return Verdict("lab_state", False, "the history has no lab_state sample")
@@ -217,22 +219,41 @@ def check_lab_state(history: Sequence[dict], *, grace: float, max_nacks: int) ->
         failing = now
     details += [f"{name}: listed by the service as an intro point but held by no relay "
                 f"(from {a:g} to {b:g} s)" for name, (a, b) in lost.items()]
-    counted = [(r["t"], r["nacks"]) for r in samples if r.get("nacks") is not None]
-    storms: dict[str, int] = {}
-    for i, (t0, before) in enumerate(counted):
-        for t1, after in counted[i + 1:]:
-            if t1 - t0 > NACK_WINDOW:
-                break
-            for name, n in after.items():
-                if n - before.get(name, 0) > max_nacks:  # a restarted client counts from 0: never above
-                    storms[name] = max(storms.get(name, 0), int(n - before.get(name, 0)))
-    details += [f"{name}: {n} NACKs to the client within {NACK_WINDOW:g} s (at most {max_nacks})"
-                for name, n in storms.items()]
+    storms, unread = _nack_storms(history, max_nacks)
+    details += [f"{node}: {n} NACKs from {intro} (intro point {key[:16]}…) within {NACK_WINDOW:g} s "
+                f"(at most {max_nacks})" for (node, intro, key), n in storms.items()]
+    details += unread
     if details:
         return Verdict("lab_state", False, f"{len(lost)} intro point(s) advertised but not held, "
-                                           f"{len(storms)} NACK storm(s)", details)
+                                           f"{len(storms)} NACK storm(s)"
+                                           + (", NACKs not judged" if unread else ""), details)
     return Verdict("lab_state", True, f"{len(samples)} samples ({calm} with no fault for {grace:g} s): every "
                                       f"intro point listed was held; no NACK storm")
+
+
+NackCounts = dict[tuple[str, str, str], int]  # (client, relay, auth key) -> NACKs
+
+
+def _nack_storms(history: Sequence[dict], max_nacks: int) -> tuple[NackCounts, list[str]]:
+    """(client, relay, auth key) -> the most NACKs it got from that intro point within NACK_WINDOW seconds,
+    where above `max_nacks`; and why the NACKs cannot be judged (the clients' events were not read)."""
+    collected = next((r for r in history if r.get("type") == "node_events"), None)
+    if collected is None:
+        return {}, ["the nodes' events were not collected: NACKs cannot be judged"]
+    clients = {r.get("client") for r in history if r.get("type") == "run"} - {None}
+    unread = [f"{c}: its events could not be read: NACKs cannot be judged"
+              for c in sorted(clients & set(collected.get("missing") or ()))]
+    times: dict[tuple[str, str, str], list[float]] = {}
+    for r in history:
+        if r.get("type") == "node_event" and r.get("event") == "introduce_nack":
+            times.setdefault((r["node"], r.get("intro", "?"), r.get("key", "?")), []).append(r["t"])
+    storms = {}
+    for point, ts in times.items():
+        ts.sort()
+        most = max(sum(1 for u in ts[i:] if u - t <= NACK_WINDOW) for i, t in enumerate(ts))
+        if most > max_nacks:
+            storms[point] = most
+    return storms, unread
 
 
 def fetch_stats(history: Sequence[dict]) -> dict:

@@ -114,11 +114,10 @@ def lab_state(backend: FaultBackend, service: str, client: str, relays: Sequence
               secrets: Sequence[str] = ()) -> dict:
     """The fields of a `lab_state` record: `intro_points`, for each intro point the service's /status lists,
     whether a relay holds the service's circuit under its auth key (does it answer clients? None for an intro
-    point on a tor relay, which cannot tell; `intro_points` None: the service does not answer); `nacks`, the
-    NACKs the client's /metrics count per intro point (None: no answer); `guards`, the service's and the
-    client's guards ({node: {primary, order}}, a node that does not answer left out); `links_from`, the
-    addresses each relay has a link from now (its /status); `service_seen_by`, the relays whose /status
-    contains one of `secrets` (what names the service: its onion address, its identity key)."""
+    point on a tor relay, which cannot tell; `intro_points` None: the service does not answer); `guards`,
+    the service's and the client's guards ({node: {primary, order}}, a node that does not answer left out);
+    `links_from`, the addresses each relay has a link from now (its /status); `service_seen_by`, the relays
+    whose /status contains one of `secrets` (what names the service: its onion address, its identity key)."""
     status = backend.node_status(service)
     relay_status = {relay: backend.node_status(relay) or {} for relay in relays}
     seen_by = sorted(relay for relay, st in relay_status.items()
@@ -135,12 +134,8 @@ def lab_state(backend: FaultBackend, service: str, client: str, relays: Sequence
         if st is not None and st.get("guards"):
             guards[node] = {"primary": st["guards"].get("primary") or [],
                             "order": st["guards"].get("order") or []}
-    metrics = backend.node_metrics(client)
-    nacks = None if metrics is None else {
-        labels.get("intro", "?"): value for name, labels, value in metrics
-        if name == "onionlab_introductions_total" and labels.get("result") == "nack"}
     links_from = {relay: st["links_from"] for relay, st in relay_status.items() if "links_from" in st}
-    return {"intro_points": intro, "nacks": nacks, "guards": guards, "links_from": links_from,
+    return {"intro_points": intro, "guards": guards, "links_from": links_from,
             "service_seen_by": seen_by}
 
 
