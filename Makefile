@@ -31,7 +31,7 @@ test: $(STAMP) lint
 	$(PY) -m pytest tests/unit tests/net tests/docker --ignore=tests/docker/test_chaos_suite.py
 
 ## the reliability suite (topologies/chaos/), every scenario once against one lab in containers (about 20
-## minutes; not yet in CI: docs/chaos.md)
+## minutes; CI runs it after `test`: docs/chaos.md)
 test-chaos: $(STAMP)
 	$(PY) -m pytest tests/docker/test_chaos_suite.py
 
