@@ -21,9 +21,12 @@ def fault_rows(history: Sequence[dict]) -> list[dict]:
     """One row per fault on one node: op, fault, node, start, end (None: never undone), ok, detail."""
     rows: dict[tuple, dict] = {}
     for r in history:
+        key = (r.get("op"), r.get("node"))
+        if r.get("type") == "ready" and key in rows:  # a node started again after kill or stop
+            rows[key]["ok"] = rows[key]["ok"] and r.get("ok")
+            rows[key]["detail"] += f", ready {r['after']:g} s later" if r.get("ok") else f", {r.get('error')}"
         if r.get("type") != "fault":
             continue
-        key = (r.get("op"), r.get("node"))
         if r["event"] == "start":
             rows[key] = {"op": r.get("op"), "fault": r.get("fault"), "node": r.get("node") or "-",
                          "target": r.get("target"), "start": r["t"], "end": None, "ok": r.get("ok"),

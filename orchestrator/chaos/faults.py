@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -136,13 +135,13 @@ def apply_fault(backend: FaultBackend, undo: dict, params: dict[str, Any]) -> No
         backend.shape(node, undo["qdisc"].split(), params.get("network"), params.get("direction") or "both")
 
 
-def undo_fault(backend: FaultBackend, undo: dict, *, wait: bool, timeout: float) -> str:
-    """Undo what apply_fault did; returns a few words on how. `wait`: a restarted node must be ready."""
+def undo_fault(backend: FaultBackend, undo: dict) -> str:
+    """Undo what apply_fault did, without waiting for a restarted node to be ready; returns a few words on
+    how."""
     fault, node = undo["fault"], undo["node"]
     if fault in ("kill", "stop"):
-        started = time.monotonic()
-        backend.start(node, timeout=timeout, wait=wait)
-        return f"ready again after {time.monotonic() - started:.1f} s" if wait else "started again"
+        backend.start(node, wait=False)
+        return "started again"
     if fault == "pause":
         backend.unpause(node)
         return "unpaused"
@@ -183,7 +182,7 @@ def write_journal(backend: FaultBackend, undos: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def heal(backend: FaultBackend, *, timeout: float = 60.0) -> list[tuple[dict, str]]:
+def heal(backend: FaultBackend) -> list[tuple[dict, str]]:
     """Undo every fault a chaos run left in place (`<run dir>/chaos-faults.json`, e.g. after SIGKILL).
     Returns (fault, what was done or the error) for each."""
     path = journal_path(backend)
@@ -193,7 +192,7 @@ def heal(backend: FaultBackend, *, timeout: float = 60.0) -> list[tuple[dict, st
     done, left = [], []
     for undo in reversed(undos):
         try:
-            done.append((undo, undo_fault(backend, undo, wait=False, timeout=timeout)))
+            done.append((undo, undo_fault(backend, undo)))
         except Exception as e:  # noqa: BLE001 - reported, kept in the journal, the others still undone
             done.append((undo, f"FAILED: {e}"))
             left.append(undo)

@@ -37,6 +37,7 @@ from .targets import choose_live, choose_static, parse_target
 from .workload import (
     LAB_STATE_EVERY,
     LabSampler,
+    ReadyWatch,
     WorkloadThread,
     credentials_for,
     fetch_once,
@@ -228,12 +229,18 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                       f" until {op.until:g} s")
             return None
 
-        def undo(op: Op, undos: list[dict], why: str, wait: bool) -> None:
+        watches: list[ReadyWatch] = []
+
+        def client_restarted() -> None:
+            current["socks"] = socks()  # a restarted client publishes its SOCKS port anew
+
+        def undo(op: Op, undos: list[dict], why: str, watch: bool) -> None:
+            """Undo the op's faults; with `watch`, a node started again is watched until ready."""
             while undos:  # each leaves the list once undone: an interruption leaves the rest to the cleanup
                 u = undos[-1]
                 began = history.now()
                 try:
-                    how = undo_fault(backend, u, wait=wait, timeout=scenario.ready_timeout)
+                    how = undo_fault(backend, u)
                     ok, error = True, None
                 except Exception as e:  # noqa: BLE001 - recorded; the verification after the run sees what is left
                     how, ok, error = None, False, str(e).splitlines()[0]
@@ -241,10 +248,12 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                 if ok:  # a failed undo stays in the journal, for `onionlab chaos --heal`
                     in_place.remove(u)
                     write_journal(backend, in_place)
-                if u["fault"] in ("kill", "stop") and ok:
-                    current["socks"] = socks()  # a restarted client publishes its SOCKS port anew
                 history.record("fault", event="end", op=op.index, fault=op.fault, node=u["node"], began=began,
                                ok=ok, why=why, detail=how, error=error)
+                if u["fault"] in ("kill", "stop") and ok and watch:
+                    watches.append(ReadyWatch(history, backend, u["node"], op.index, scenario.ready_timeout,
+                                              client_restarted if u["node"] == client else lambda: None))
+                    watches[-1].start()
                 stamp(f"op {op.index}: undo {op.fault} {u['node']} ({why}): "
                       + (how if ok else f"FAILED: {error}"))
 
@@ -258,7 +267,9 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                 workload.start()
                 sampler.start()
                 while True:
-                    for what, thread in (("workload", workload), ("lab state sampler", sampler)):
+                    threads = [("workload", workload), ("lab state sampler", sampler),
+                               *((f"readiness watch of {t.node}", t) for t in watches)]
+                    for what, thread in threads:
                         if thread.error is not None:
                             raise WorkloadCrashed(f"the {what} raised {thread.error!r}") from thread.error
                     now = history.now()
@@ -272,7 +283,7 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                         continue
                     if next_end <= following:
                         index = min(active, key=lambda i: active[i][0].until)
-                        undo(*active[index], "scheduled", wait=True)
+                        undo(*active[index], "scheduled", watch=True)
                         del active[index]
                     elif next_start <= following:
                         op = pending.pop(0)
@@ -290,9 +301,11 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                 workload.stopping.set()
                 sampler.stopping.set()
                 for index in sorted(active, reverse=True):
-                    undo(*active.pop(index), "cleanup", wait=False)
+                    undo(*active.pop(index), "cleanup", watch=False)
                 workload.join(timeout=w.timeout + 5)
                 sampler.join(timeout=LAB_STATE_EVERY + 5)
+                for t in watches:  # each gives up after the ready timeout
+                    t.join(timeout=scenario.ready_timeout + 5)
                 after = lab_snapshot(backend, [name for name, _ in lab])
                 left = compare_snapshots(before, after)
                 history.record("cleanup", ok=not left, left=left, unapplied=[op.index for op in pending])

@@ -1,5 +1,5 @@
-"""The workload (verified fetches through a client's SOCKS port) and the sampler of the lab's state, each a
-thread that writes into the history."""
+"""The workload (verified fetches through a client's SOCKS port), the sampler of the lab's state and the
+watch of a restarted node's readiness, each a thread that writes into the history."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from .. import readiness
 from ..backends.base import FaultBackend
 from ..flow import (
     SocksRefused,
@@ -180,5 +181,37 @@ class LabSampler(threading.Thread):
                 self.history.record("lab_state", **self.sample())
                 if self.stopping.wait(LAB_STATE_EVERY):
                     break
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which stops the run
+            self.error = e
+
+
+class ReadyWatch(threading.Thread):
+    """After a killed or stopped node is started again: waits until its /status says it is ready, off the
+    run's main loop (so the schedule's other faults start and end on time), then records a `ready` record and
+    calls `on_ready` (a restarted client publishes its SOCKS port anew). The fault itself ended at the start:
+    the time the node takes to come back counts towards the lab's recovery."""
+
+    POLL: Final = 0.2
+
+    def __init__(self, history: History, backend: FaultBackend, node: str, op: int, timeout: float,
+                 on_ready: Callable[[], None]) -> None:
+        super().__init__(name=f"onionlab-chaos-ready-{node}", daemon=True)
+        self.history, self.backend, self.node, self.op = history, backend, node, op
+        self.timeout, self.on_ready = timeout, on_ready
+        self.started_at = history.now()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + self.timeout
+            while not readiness.is_ready(self.backend.node_status(self.node)):
+                if time.monotonic() >= deadline:
+                    self.history.record("ready", op=self.op, node=self.node, ok=False,
+                                        error=f"not ready within {self.timeout:g} s of its start")
+                    return
+                time.sleep(self.POLL)
+            self.on_ready()
+            self.history.record("ready", op=self.op, node=self.node, ok=True,
+                                after=round(self.history.now() - self.started_at, 1))
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, which stops the run
             self.error = e

@@ -3,7 +3,7 @@ of the default topology (3 authorities, 6 relays, hs, client) on a free /24 for 
 scenario once, one after another (each undoes its faults and the next waits until the onion answers). A
 checker that fails fails the test with the run's summary. Then nothing of the lab is left.
 
-About 14 minutes on two cores (random-chaos alone is 3 minutes)."""
+About 21 minutes on two cores (random-chaos alone is 3 minutes)."""
 
 from __future__ import annotations
 

@@ -91,13 +91,13 @@ def test_a_one_way_partition_blocks_only_its_direction_and_only_from_the_named_n
     assert len(during["relay1"]["rules"]) == 1
     assert chaos.compare_snapshots(before, during) == [f"relay1: firewall rules {during['relay1']['rules']}, "
                                                        "were []"]
-    assert undo_fault(lab, undo, wait=False, timeout=10) == "1 firewall rules removed"
+    assert undo_fault(lab, undo) == "1 firewall rules removed"
     assert all(reachability(lab).values())
 
     # out: connections relay1 opens to relay2 are cut, relay2's to relay1 open
     undo = apply(lab, "partition", "relay1", {"direction": "out", "from": ["relay2"], "peers": ["relay2"]})
     assert reachability(lab) == {**all_open, ("relay1", "relay2"): False}
-    undo_fault(lab, undo, wait=False, timeout=10)
+    undo_fault(lab, undo)
     assert all(reachability(lab).values())
     assert chaos.compare_snapshots(before, lab_snapshot(lab, list(RELAYS))) == []
 

@@ -108,7 +108,7 @@ def test_heal_removes_link_layer_rules_a_killed_run_left(tmp_path: Path) -> None
     chaos.apply_fault(backend, undo, {})
     backend.state["relay2"]["status"] = "exited"
     backend.control = _refuse_on(backend, "relay2")
-    how = chaos.undo_fault(backend, undo, wait=False, timeout=1)
+    how = chaos.undo_fault(backend, undo)
     assert how == "link-layer rules removed from 1 node(s); relay2 is not running (its rules went with it)"
 
 
