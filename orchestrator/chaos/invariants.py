@@ -41,15 +41,18 @@ def _collected(history: Sequence[dict]) -> dict | None:
 
 def allowed_guards(history: Sequence[dict], node: str) -> set[str]:
     """Every relay that `node` may have a link to: any of its primary guards in any sample, and the guard
-    after them (its first hop when a circuit's last hop is its primary guard: guard-spec 4.3)."""
+    after them (its first hop when a circuit's last hop is its primary guard: guard-spec 4.3). A guard that
+    is in one sample's order and gone from the next failed in between, at a moment no sample saw: from then
+    on the guards after it moved up, so they count as if it had been gone already."""
+    samples = [g for r in history
+               if r.get("type") == "lab_state" and (g := (r.get("guards") or {}).get(node))]
     allowed: set[str] = set()
-    for r in history:
-        if r.get("type") != "lab_state":
-            continue
-        guards = (r.get("guards") or {}).get(node)
-        if guards:
-            primary = guards.get("primary") or []
-            allowed |= set(primary) | set((guards.get("order") or [])[: len(primary) + 1])
+    for i, guards in enumerate(samples):
+        order = guards.get("order") or []
+        later = set(samples[i + 1].get("order") or []) if i + 1 < len(samples) else set(order)
+        primary = guards.get("primary") or []
+        allowed |= set(primary) | set(order[: len(primary) + 1])
+        allowed |= set([g for g in order if g in later][: len(primary) + 1])
     return allowed
 
 

@@ -73,6 +73,30 @@ def test_the_guard_after_the_primary_may_see_the_service() -> None:
     assert not verdict("anonymity", records).ok
 
 
+def test_the_guard_after_guards_that_failed_between_two_samples_may_see_the_client() -> None:
+    """The local suite's hsdir-failures run: the client's guard order was its primary, then two relays that
+    chaos killed, then a third; both failed as guards 0.06 s after the kill, and an intro circuit to the
+    primary guard took the third, now the next usable guard, as its first hop (guard-spec 4.3), before the
+    next sample showed the two gone. The checker counted only the primary and the one after it and failed."""
+    def guards(t: float, primary: list[str], order: list[str]) -> dict:
+        return {**sample(t), "guards": {**GUARDS, "client": {"primary": primary, "order": order}},
+                "service_seen_by": [], "links_from": {}}
+
+    client = [r for r in healthy() if r["type"] != "lab_state"] + [
+        guards(0.0, ["relay1"], ["relay1", "relay5", "relay6", "relay3", "relay4"]),
+        guards(4.0, ["relay1"], ["relay1", "relay5", "relay6", "relay3", "relay4"]),
+        guards(6.0, ["relay2"], ["relay2", "relay1", "relay3", "relay4"]),
+        node_event(5.07, "relay3", "link_up", peer="10.0.0.11", direction="in")]
+    client.sort(key=lambda r: r["t"])
+    result = verdict("anonymity", client)
+    assert result.ok, result.details
+    # relay4 comes after relay3 in every order: still no guard the client may have used
+    client.append(node_event(5.5, "relay4", "link_up", peer="10.0.0.11", direction="in"))
+    assert verdict("anonymity", client).details == [
+        "relay4 (no onion-service part seen) had a link from the client client's address 10.0.0.11 "
+        "(1 sign(s), first at 5.5 s); its guards: relay1, relay2, relay3, relay5"]
+
+
 def test_a_relay_that_is_not_a_guard_of_the_client_sees_its_address_fails() -> None:
     records = healthy(node_event(5.0, "relay6", "link_up", peer="10.0.0.11", direction="in"))
     result = verdict("anonymity", records)
