@@ -17,6 +17,7 @@ Streams and the circuit-level flow-control windows live in nodes.core.stream.
 from __future__ import annotations
 
 import ipaddress
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -33,7 +34,7 @@ from .create_fast import (
 from .errors import CryptoError, DecodeError, LocalProtocolError, RemoteProtocolError, UnexpectedMessage
 from .ntor import NtorClientState, ntor_client_finish, ntor_client_start, ntor_server_handshake
 from .relay import EndReason, RelayCommand, decode_data_body, decode_msg, decode_relay_body, encode_relay_body
-from .relay_crypto import BODY_LEN, HopCrypto, OriginCrypto, RelayLayer
+from .relay_crypto import BODY_LEN, SENDME_DIGEST_LEN, HopCrypto, OriginCrypto, RelayLayer
 from .stream import (
     CircuitWindow,
     Stream,
@@ -290,6 +291,9 @@ class OriginCircuit(_StreamEnds):
         self._virtual = False
         self._streams: Streams | None = None
         self._stream_hop = -1
+        # decrypt_ahead's results, oldest first: (cell, hop or -1, body, that hop's digest after it, layers)
+        self._ahead: deque[tuple[Cell, int, bytes, bytes, int]] = deque()
+        self._digest_now: tuple[int, bytes] | None = None  # (hop, digest) after the cell being received
 
     @property
     def state(self) -> CircuitState:
@@ -414,19 +418,57 @@ class OriginCircuit(_StreamEnds):
 
     # --- receiving
 
+    def decrypt_ahead(self, cells: Sequence[Cell]) -> int:
+        """Remove the layers of the leading RELAY cells of `cells` now, with one keystream call per layer
+        (OriginCrypto.decrypt_many), and keep the results for receive_cell, which must then get exactly
+        these cells next, in order (it refuses any other cell first). Returns how many it took. Each cell
+        comes out as it would cell by cell: decryption does not depend on what receiving a cell does, but
+        for hops added meanwhile (a cell no hop recognized continues under them) and the running digest
+        SENDME v1 reads (receive_cell gives the one right after each cell)."""
+        if not self._kh or self._state is not CircuitState.OPEN:
+            return 0
+        circ_id = self.circ_id
+        run = []
+        for cell in cells:
+            if cell.command != Command.RELAY or cell.circ_id != circ_id or len(cell.payload) != BODY_LEN:
+                break
+            run.append(cell)
+        if run:
+            layers = self._crypto.hop_count
+            results = self._crypto.decrypt_many([cell.payload for cell in run])
+            self._ahead.extend((cell, hop, body, digest, layers)
+                               for cell, (hop, body, digest) in zip(run, results, strict=True))
+        return len(run)
+
     def receive_cell(self, cell: Cell) -> list[OriginEvent]:
         """Process one cell of this circuit; after it is destroyed, cells are ignored (tor-spec 5.4)."""
         if cell.circ_id != self.circ_id:
             raise LocalProtocolError(f"cell for circuit {cell.circ_id} fed to circuit {self.circ_id}")
+        ahead = None
+        if self._ahead:
+            if self._ahead[0][0] is not cell:
+                raise LocalProtocolError("receive_cell must get the cells decrypt_ahead took first, in order")
+            ahead = self._ahead.popleft()
         if self._state is CircuitState.DESTROYED:
             return []
         if self._state is CircuitState.FAILED and cell.command != Command.DESTROY:
             return []
         try:
-            return self._receive(cell)
+            if ahead is None:
+                return self._receive(cell)
+            return self._receive_ahead(*ahead[1:])
         except RemoteProtocolError:
             self._state = CircuitState.FAILED
             raise
+
+    def _receive_ahead(self, hop: int, body: bytes, digest: bytes, layers: int) -> list[OriginEvent]:
+        if hop < 0:  # no hop recognized it then: one added since may (or this raises, as decrypt does)
+            return self._receive_relay(body, start=layers)
+        self._digest_now = (hop, digest)
+        try:
+            return self._receive_plain(hop, body)
+        finally:
+            self._digest_now = None
 
     def _receive(self, cell: Cell) -> list[OriginEvent]:
         command = cell.command
@@ -473,10 +515,14 @@ class OriginCircuit(_StreamEnds):
             allowed |= self._streams.receivable
         return frozenset(allowed)
 
-    def _receive_relay(self, payload: bytes) -> list[OriginEvent]:
+    def _receive_relay(self, payload: bytes, start: int = 0) -> list[OriginEvent]:
         if not self._kh:  # the first hop has not answered yet
             raise UnexpectedMessage("RELAY cell before the first hop answered")
-        hop, body = self._crypto.decrypt(payload)
+        hop, body = self._crypto.decrypt(payload, start)
+        return self._receive_plain(hop, body)
+
+    def _receive_plain(self, hop: int, body: bytes) -> list[OriginEvent]:
+        """A relay body `hop` recognized (its layers removed, its digest checked)."""
         streams = self._streams
         if body[0] == _C.DATA and streams is not None and hop == self._stream_hop:
             # The bulk path: DATA is always legal on the stream hop, so skip the message table and objects.
@@ -534,6 +580,14 @@ class OriginCircuit(_StreamEnds):
         return [Cell(circ_id, Command.RELAY, payload)
                 for payload in self._crypto.encrypt_many(bodies, hop, account)]
 
+    def _last_received_digest(self, hop: int) -> bytes:
+        """The hop's running backward digest right after the cell being received (SENDME v1): the running
+        digest itself has already moved past the rest of a decrypt_ahead run."""
+        now = self._digest_now
+        if now is not None and now[0] == hop:
+            return now[1][:SENDME_DIGEST_LEN]
+        return self._crypto.last_received_digest(hop)
+
     def _hop_index(self, hop: int) -> int:
         n = self.hop_count
         if not -n <= hop < n:
@@ -555,7 +609,7 @@ class OriginCircuit(_StreamEnds):
         hop = self._stream_hop = self.hop_count - 1
         crypto = self._crypto
         return Streams(lambda sid, msg: self._seal(hop, sid, msg), lambda: crypto.last_sent_digest(hop),
-                       lambda: crypto.last_received_digest(hop), initiator=initiator,
+                       lambda: self._last_received_digest(hop), initiator=initiator,
                        seal_data=lambda sid, chunks, account: self._seal_data(hop, sid, chunks, account))
 
 

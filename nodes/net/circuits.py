@@ -234,6 +234,7 @@ class OriginCircuitHandle:
             except trio.EndOfChannel:
                 break
             queued = False
+            self.core.decrypt_ahead(cells)  # the RELAY cells' layers off with one keystream call per layer
             receive = self.core.receive_cell
             # The bulk of the cells: DATA alone. Consecutive DATA of one stream reaches it in one delivery;
             # anything else first delivers what was collected, so the stream sees everything in order.

@@ -8,8 +8,8 @@ import pytest
 
 from nodes.core import relay
 from nodes.core.cells import Cell, Command, encode_cell, encode_cells
-from nodes.core.circuit import CircuitState, RelayState, SendForward, SendJoined, StreamData
-from nodes.core.errors import DecodeError, LocalProtocolError, UnexpectedMessage
+from nodes.core.circuit import CircuitState, RelayState, SendCell, SendForward, SendJoined, StreamData
+from nodes.core.errors import CryptoError, DecodeError, LocalProtocolError, UnexpectedMessage
 from nodes.core.relay import decode_data_body, decode_relay_body
 from tests.unit.test_circuit import Harness, open_stream, rendezvous
 
@@ -231,3 +231,53 @@ def test_an_origin_seals_data_in_batches_as_it_would_cell_by_cell():
     assert len(reference[0]) == 1 + 4 + 250
     assert batched == reference
     assert {c.command for c in reference[0]} == {Command.RELAY, Command.RELAY_EARLY}
+
+
+def _exit_cells(h: Harness):
+    """An origin with a stream at its exit, and what the exit and the middle relay then send it: 260 DATA
+    cells (circuit and stream SENDMEs fall due), a DROP from the middle relay among them, an END last."""
+    o = h.origin([0, 1, 2])
+    sid, exit_ = open_stream(h, o)
+    middle = h.chain(o)[1]
+    data = bytes(range(256)) * 600
+    h.relay_send(exit_, *exit_.send_data(sid, data[:498 * 130]))
+    h.relay_send(middle, middle.originate(relay.Drop()))
+    h.relay_send(exit_, *exit_.send_data(sid, data[498 * 130:498 * 260]), exit_.end_stream(sid))
+    cells = [cell for _, cell in h.to_origin]
+    h.to_origin.clear()
+    return o, cells
+
+
+def test_decrypt_ahead_then_receive_cell_matches_receive_cell_alone():
+    """The layers of a run of cells removed at once (one keystream call per layer): the same events as
+    cell by cell, SENDME v1 cells included (each echoes the digest right after the cell that made it due,
+    not the running digest at the end of the run)."""
+    (a, cells_a), (b, cells_b) = _exit_cells(Harness(seed=7)), _exit_cells(Harness(seed=7))
+    assert [c.payload for c in cells_a] == [c.payload for c in cells_b]
+    expected = [e for cell in cells_a for e in a.receive_cell(cell)]
+    assert b.decrypt_ahead(cells_b) == len(cells_b) == 262
+    with pytest.raises(LocalProtocolError):
+        b.receive_cell(cells_b[1])  # not the next cell decrypt_ahead took
+    got = [e for cell in cells_b for e in b.receive_cell(cell)]
+    assert got == expected
+    sendmes = [e for e in got if isinstance(e, SendCell)]
+    assert len(sendmes) == 2 + 5  # circuit SENDMEs at 100 and 200 DATA cells, stream ones every 50
+    assert b.decrypt_ahead([]) == 0 and not b._ahead
+
+
+def test_decrypt_ahead_takes_the_leading_relay_cells_and_nothing_after_a_failure():
+    h = Harness(seed=8)
+    o, cells = _exit_cells(h)
+    destroy = Cell(o.circ_id, Command.DESTROY, bytes(509))
+    assert o.decrypt_ahead([*cells[:3], destroy, *cells[3:]]) == 3
+    o.receive_cell(cells[0])
+    forged = Cell(o.circ_id, Command.RELAY, bytes(509))
+    with pytest.raises(LocalProtocolError):
+        o.receive_cell(forged)
+    for cell in cells[1:3]:
+        o.receive_cell(cell)
+    assert o.decrypt_ahead([forged, *cells[3:]]) == len(cells) - 2
+    with pytest.raises(CryptoError):  # a cell no hop recognizes fails the circuit, as cell by cell
+        o.receive_cell(forged)
+    assert o.state is CircuitState.FAILED
+    assert o.receive_cell(cells[3]) == [] and o.decrypt_ahead(cells[4:]) == 0
