@@ -688,7 +688,8 @@ class RelayCircuit(_StreamEnds):
         self.next_circ_id: int | None = None  # our circuit id on the link to the next hop
         self._streams: Streams | None = None
         self.joined: RelayCircuit | None = None
-        self._unlayered: tuple[Cell, bytes] | None = None  # pass_on_run stopped at this cell, layer removed
+        # (cell, body): cells whose layer pass_on_run removed ahead, not yet passed on or received, in order
+        self._unlayered: deque[tuple[Cell, bytes]] = deque()
 
     @classmethod
     def accept(cls, cell: Cell, *, node_id: bytes, onion_secret: bytes,
@@ -738,17 +739,22 @@ class RelayCircuit(_StreamEnds):
         """A cell from the previous hop (towards the origin)."""
         if cell.circ_id != self.circ_id:
             raise LocalProtocolError(f"cell for circuit {cell.circ_id} fed to circuit {self.circ_id}")
-        if self._unlayered is not None and self._unlayered[0] is not cell:
-            raise LocalProtocolError("receive_forward must get the cell pass_on_run stopped at first")
+        unlayered = None
+        if self._unlayered:
+            if self._unlayered[0][0] is not cell:
+                raise LocalProtocolError("receive_forward must get the cells pass_on_run unlayered first, "
+                                         "in order")
+            unlayered = self._unlayered.popleft()[1]
         if self._state is _S.DESTROYED or (self._state is _S.FAILED and cell.command != Command.DESTROY):
             return []
         try:  # _guard, inlined: this runs for every cell a relay passes on
-            return self._forward(cell)
+            return self._forward(cell, unlayered)
         except RemoteProtocolError:
             self._state = _S.FAILED
             raise
 
-    def _forward(self, cell: Cell) -> list[RelayAction]:
+    def _forward(self, cell: Cell, unlayered: bytes | None) -> list[RelayAction]:
+        """`unlayered`: the cell's body with this relay's layer removed already (pass_on_run), or None."""
         command = cell.command
         if command == Command.DESTROY:
             reason = Destroy.decode(cell.payload).reason
@@ -761,11 +767,10 @@ class RelayCircuit(_StreamEnds):
             self._early_seen += 1
             if self._early_seen > MAX_RELAY_EARLY:
                 raise UnexpectedMessage(f"more than {MAX_RELAY_EARLY} RELAY_EARLY cells on one circuit")
-        unlayered, self._unlayered = self._unlayered, None
         if unlayered is None:
             recognized, body = self._layer.decrypt_forward(cell.payload)
         else:
-            body = unlayered[1]
+            body = unlayered
             recognized = self._layer.recognize(body)
         if not recognized:
             return self._pass_on(command, body)
@@ -791,25 +796,28 @@ class RelayCircuit(_StreamEnds):
         with one keystream call for the joined circuit's layer and no action objects.
 
         Feed the rest to receive_forward in order. The first of them is a cell left to the full path:
-        another command or state, or a body that may be for this relay (recognized 0), whose layer this
-        method already removed: receive_forward takes it from there (and refuses any other cell first)."""
+        another command or state, or a body that may be for this relay (recognized 0). The layer of a run
+        of RELAY cells comes off in one keystream call, so those past that cell are unlayered already and
+        kept: receive_forward and the next pass_on_run take them from there (and refuse any other cell
+        first; a DESTROY or RELAY_EARLY never joins a run, so it comes after all of them)."""
         state = self._state
-        if self._unlayered is not None or (state is not _S.EXTENDED and state is not _S.JOINED):
+        if state is not _S.EXTENDED and state is not _S.JOINED:
             return [], 0
         other = self.joined
         if state is _S.JOINED and other._state is not _S.JOINED:
             return [], 0
-        circ_id = self.circ_id
-        remove = self._layer.remove_forward_layer
+        ahead = self._unlayered
         bodies = []
-        for cell in cells:
-            if cell.command != Command.RELAY or cell.circ_id != circ_id or len(cell.payload) != BODY_LEN:
+        i, n = 0, len(cells)
+        while i < n:
+            if not ahead and not self._unlayer_run(cells, i):
                 break
-            body = remove(cell.payload)
-            if body[1:3] == b"\0\0":
-                self._unlayered = (cell, body)
+            cell, body = ahead[0]
+            if cell is not cells[i] or body[1:3] == b"\0\0":
                 break
+            ahead.popleft()
             bodies.append(body)
+            i += 1
         if not bodies:
             return [], 0
         if state is _S.EXTENDED:
@@ -818,6 +826,21 @@ class RelayCircuit(_StreamEnds):
         other_id = other.circ_id
         layered = other._layer.encrypt_backward_relayed_many(bodies)
         return [Cell(other_id, Command.RELAY, body) for body in layered], len(bodies)
+
+    def _unlayer_run(self, cells: Sequence[Cell], start: int) -> int:
+        """Remove this relay's layer from the RELAY cells of this circuit leading cells[start:], in one
+        keystream call, into _unlayered; how many."""
+        circ_id = self.circ_id
+        run = []
+        for k in range(start, len(cells)):
+            cell = cells[k]
+            if cell.command != Command.RELAY or cell.circ_id != circ_id or len(cell.payload) != BODY_LEN:
+                break
+            run.append(cell)
+        if run:
+            bodies = self._layer.remove_forward_layer_many([cell.payload for cell in run])
+            self._unlayered.extend(zip(run, bodies, strict=True))
+        return len(run)
 
     def _pass_on(self, command: int, body: bytes) -> list[RelayAction]:
         if self._state is _S.EXTENDED:

@@ -279,6 +279,14 @@ class RelayLayer:
             _check_incoming(body)
         return self._hop.fwd_update(body)
 
+    def remove_forward_layer_many(self, bodies: Sequence[bytes]) -> list[bytes]:
+        """remove_forward_layer over many bodies in order, with one keystream call."""
+        for body in bodies:
+            if len(body) != BODY_LEN:
+                _check_incoming(body)
+        out = self._hop.fwd_update(b"".join(bodies))
+        return [out[i:i + BODY_LEN] for i in range(0, len(out), BODY_LEN)]
+
     def recognize(self, body: bytes) -> bool:
         """decrypt_forward's second half on a body `remove_forward_layer` returned: is it for this relay?
         (recognized 0 and the digest matches; the running digest then takes the body)."""

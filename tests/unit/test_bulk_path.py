@@ -123,6 +123,42 @@ def _forward_runs(circuit, cells: list[Cell]) -> list:
     return out
 
 
+def _forward_each_noting_errors(circuit, cells: list[Cell], runs: bool) -> list:
+    """Like _forward_each (or, with `runs`, _forward_runs), going on past a protocol error as the relay
+    engine's caller would see it: the error's kind in the output, later cells fed all the same."""
+    out, i = [], 0
+    while i < len(cells):
+        if runs:
+            passed, taken = circuit.pass_on_run(cells[i:])
+            out += passed
+            i += taken
+            if i == len(cells):
+                break
+        try:
+            out += _passed(circuit.receive_forward(cells[i]))
+        except UnexpectedMessage as e:
+            out.append(e.kind)
+        i += 1
+    return out
+
+
+def test_pass_on_run_after_a_cell_that_fails_the_circuit_in_a_run():
+    """One keystream call unlayers a whole run, so cells after one that fails the circuit were unlayered
+    ahead: they are dropped as cell by cell (the circuit is FAILED), not refused as out of order."""
+    def setup(h: Harness):
+        o = h.origin([0, 1, 2])
+        cells = [o.send_relay(relay.Drop(), hop=2) for _ in range(10)]
+        cells.append(o._seal(0, 0, relay.Begin("example.com", 80)))  # BEGIN at a middle relay: refused
+        cells += [o.send_relay(relay.Drop(), hop=2) for _ in range(5)]
+        return h.first_circ[o], cells
+
+    (a, cells_a), (b, cells_b) = setup(Harness(seed=9)), setup(Harness(seed=9))
+    expected = _forward_each_noting_errors(a, cells_a, runs=False)
+    assert expected.count("unexpected") == 1 and len(expected) == 11
+    assert _forward_each_noting_errors(b, cells_b, runs=True) == expected
+    assert a.state is b.state is RelayState.FAILED and not b._unlayered
+
+
 def _middle_cells(h: Harness):
     """A 3-hop circuit's first relay (EXTENDED) and cells for it: DROPs for hop 2 (passed on), DROPs for
     hop 0 itself (recognized there) among them, and a DESTROY last."""
