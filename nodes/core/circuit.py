@@ -440,6 +440,40 @@ class OriginCircuit(_StreamEnds):
                                for cell, (hop, body, digest) in zip(run, results, strict=True))
         return len(run)
 
+    def receive_data_run(self, cells: Sequence[Cell]) -> tuple[int, int, list[bytes], list[Cell]]:
+        """The bulk path of receive_cell, for cells decrypt_ahead took: the leading DATA cells from the
+        stream hop on one stream that receive_cell would deliver without an error, as (how many of `cells`,
+        the stream id, their data, the SENDME cells to send), the same as receive_cell on each, without
+        its event objects. Anything else ends the run: feed it to receive_cell (then call this again)."""
+        ahead, streams = self._ahead, self._streams
+        if not ahead or streams is None or self._state is not CircuitState.OPEN:
+            return 0, 0, [], []
+        hop, take = self._stream_hop, streams.take_data
+        stream_id, data, replies = 0, [], []
+        try:
+            for cell in cells:
+                if not ahead:
+                    break
+                entry = ahead[0]
+                body = entry[2]
+                if entry[0] is not cell or entry[1] != hop or body[0] != _C.DATA:
+                    break
+                try:
+                    sid, chunk = decode_data_body(body)
+                except DecodeError:
+                    break
+                if data and sid != stream_id:
+                    break
+                self._digest_now = (hop, entry[3])  # what SENDME v1 echoes: right after this cell
+                if not take(sid, replies):
+                    break
+                ahead.popleft()
+                stream_id = sid
+                data.append(chunk)
+        finally:
+            self._digest_now = None
+        return len(data), stream_id, data, replies
+
     def receive_cell(self, cell: Cell) -> list[OriginEvent]:
         """Process one cell of this circuit; after it is destroyed, cells are ignored (tor-spec 5.4)."""
         if cell.circ_id != self.circ_id:

@@ -317,3 +317,55 @@ def test_decrypt_ahead_takes_the_leading_relay_cells_and_nothing_after_a_failure
         o.receive_cell(forged)
     assert o.state is CircuitState.FAILED
     assert o.receive_cell(cells[3]) == [] and o.decrypt_ahead(cells[4:]) == 0
+
+
+def _receive_with_runs(o, cells: list[Cell]) -> tuple[list, list, list]:
+    """As circuits.py feeds a batch: decrypt_ahead, then receive_data_run, and receive_cell where a run
+    ends. (data chunks, cells to send, other events), each in order."""
+    data, sent, other = [], [], []
+    o.decrypt_ahead(cells)
+    i = 0
+    while i < len(cells):
+        taken, stream_id, run, replies = o.receive_data_run(cells[i:])
+        if taken:
+            data += [(stream_id, chunk) for chunk in run]
+            sent += replies
+            i += taken
+            continue
+        for event in o.receive_cell(cells[i]):
+            if isinstance(event, StreamData):
+                data.append((event.stream_id, event.data))
+            elif isinstance(event, SendCell):
+                sent.append(event.cell)
+            else:
+                other.append(event)
+        i += 1
+    return data, sent, other
+
+
+def test_receive_data_run_matches_receive_cell():
+    """The same data, SENDME cells (digests included) and other events as receive_cell on each cell."""
+    (a, cells_a), (b, cells_b) = _exit_cells(Harness(seed=7)), _exit_cells(Harness(seed=7))
+    events = [e for cell in cells_a for e in a.receive_cell(cell)]
+    expected = ([(e.stream_id, e.data) for e in events if isinstance(e, StreamData)],
+                [e.cell for e in events if isinstance(e, SendCell)],
+                [e for e in events if not isinstance(e, StreamData | SendCell)])
+    got = _receive_with_runs(b, cells_b)
+    assert got == expected
+    assert len(got[0]) == 260 and len(got[1]) == 7 and len(got[2]) == 1  # the END
+
+
+def test_receive_data_run_leaves_what_receive_cell_refuses_to_it():
+    h = Harness(seed=8)
+    o = h.origin([0, 1, 2])
+    sid, cell = o.open_stream(relay.Begin("example.com", 80))
+    h.send(o, cell)
+    h.pump()
+    exit_ = h.chain(o)[-1]
+    h.relay_send(exit_, exit_._send_back(relay.Data(b"too early"), sid))  # before CONNECTED
+    (pending,) = [c for _, c in h.to_origin]
+    assert o.decrypt_ahead([pending]) == 1
+    assert o.receive_data_run([pending]) == (0, 0, [], [])
+    with pytest.raises(UnexpectedMessage, match="before CONNECTED"):
+        o.receive_cell(pending)
+    assert o.state is CircuitState.FAILED and o.receive_data_run([pending]) == (0, 0, [], [])
