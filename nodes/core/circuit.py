@@ -606,9 +606,8 @@ class OriginCircuit(_StreamEnds):
                 cells.append(self._seal(hop, stream_id, relay.Data(chunk)))
                 account()
             return cells
-        for chunk in chunks:
-            relay.Data(chunk)  # the length check
         rng = self._rng
+        # encode_relay_body refuses an over-long chunk (LocalProtocolError) before any crypto state moves
         bodies = [encode_relay_body(_C.DATA, stream_id, chunk, rng) for chunk in chunks]
         circ_id = self.circ_id
         return [Cell(circ_id, Command.RELAY, payload)

@@ -369,3 +369,22 @@ def test_receive_data_run_leaves_what_receive_cell_refuses_to_it():
     with pytest.raises(UnexpectedMessage, match="before CONNECTED"):
         o.receive_cell(pending)
     assert o.state is CircuitState.FAILED and o.receive_data_run([pending]) == (0, 0, [], [])
+
+
+def test_an_origin_refuses_an_over_long_data_chunk_before_sealing_any():
+    h = Harness(seed=6)
+    client, service, _, _ = rendezvous(h)
+    stream_id, cell = client.open_stream(relay.Begin("", 80))
+    h.send(client, cell)
+    h.pump()
+    h.send(service, service.accept_stream(stream_id))
+    h.send(service, *service.send_data(stream_id, bytes(498 * 8)))  # past the cells that ride RELAY_EARLY
+    h.pump()
+    assert len(h.take_events(client, StreamData)) == 8
+    counted = []
+    with pytest.raises(LocalProtocolError):
+        service._seal_data(3, stream_id, [b"ok", bytes(499)], lambda: counted.append(1))
+    assert counted == []
+    h.send(service, *service.send_data(stream_id, b"after"))  # the keystreams and digests did not move
+    h.pump()
+    assert h.take_events(client, StreamData) == [StreamData(stream_id, b"after")]
