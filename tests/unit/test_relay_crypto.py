@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from nodes.core.errors import CryptoError, DecodeError, LocalProtocolError
 from nodes.core.kdf import shake256
-from nodes.core.relay_crypto import BODY_LEN, HopCrypto, OriginCrypto, RelayLayer
+from nodes.core.relay_crypto import BODY_LEN, HopCrypto, OriginCrypto, RelayLayer, _recognized_zero
 
 VECTORS = json.loads(Path(__file__).with_name("tor-vectors.json").read_text())["relay_crypto_3hop"]
 
@@ -404,3 +404,13 @@ def test_decrypt_many_leaves_a_cell_for_a_hop_added_later_to_decrypt_from_there(
     assert hop == 2 and same_except_digest(plain, body(b"b"))
     with pytest.raises(DecodeError):
         origin.decrypt_many([bytes(BODY_LEN), bytes(10)])
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"\0\0", b"\0\1", b"\1\0", b"\7\7"]), st.binary(min_size=507,
+                                                                                         max_size=507)),
+                max_size=20))
+def test_recognized_zero_finds_exactly_the_bodies_whose_field_is_zero(bodies):
+    data = b"".join(rest[:1] + field + rest[1:] for field, rest in bodies)
+    naive = [k for k in range(0, len(data), BODY_LEN) if data[k + 1:k + 3] == b"\0\0"]
+    assert _recognized_zero(data) == naive
+    assert len(naive) == sum(field == b"\0\0" for field, _ in bodies)
