@@ -119,8 +119,8 @@ def encode_cells(cells: Iterable[Cell]) -> bytes:
     return b"".join(parts)
 
 
-_FIXED_CELL4 = struct.Struct(">IB509s")
-_make_cell = Cell._make  # a whole fixed cell with a 4-byte CircID
+_FIXED_CELL4 = struct.Struct(">IB509s")  # a whole fixed cell with a 4-byte CircID
+_make_cell = Cell._make
 # command byte -> 0 for known fixed-length commands, 1 for anything else (a var cell, an unknown command)
 _NOT_FIXED = bytes(0 if c in _KNOWN and not is_var(c) else 1 for c in range(256))
 
