@@ -10,12 +10,11 @@ CERTS, AUTH_CHALLENGE and AUTHENTICATE, which the spec says may carry extra byte
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from .errors import DecodeError, LocalProtocolError
 from .wire import Reader, u8, u16, u32
@@ -55,8 +54,11 @@ def is_var(command: int) -> bool:
     return command == 7 or command >= 128
 
 
-@dataclass(frozen=True, slots=True)
-class Cell:
+class Cell(NamedTuple):
+    """Immutable, as a frozen dataclass would be; a NamedTuple because every cell a node frames, relays or
+    seals is one, and a tuple is made at a fraction of a frozen dataclass's cost (its __init__ sets each
+    field through object.__setattr__)."""
+
     circ_id: int
     command: int
     payload: bytes  # fixed cells: as received, 509 bytes with padding; var cells: exactly Length bytes
@@ -118,6 +120,7 @@ def encode_cells(cells: Iterable[Cell]) -> bytes:
 
 
 _FIXED_CELL4 = struct.Struct(">IB509s")  # a whole fixed cell with a 4-byte CircID
+_make_cell = Cell._make
 # command byte -> 0 for known fixed-length commands, 1 for anything else (a var cell, an unknown command)
 _NOT_FIXED = bytes(0 if c in _KNOWN and not is_var(c) else 1 for c in range(256))
 
@@ -175,7 +178,7 @@ class CellFramer:
                 run = whole if run < 0 else run
                 if run:
                     pos = run * CELL_LEN
-                    cells.extend(itertools.starmap(Cell, _FIXED_CELL4.iter_unpack(view[:pos])))
+                    cells.extend(map(_make_cell, _FIXED_CELL4.iter_unpack(view[:pos])))
             while have - pos > cid_len:
                 command = buf[pos + cid_len]
                 if command not in _KNOWN:

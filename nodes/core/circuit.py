@@ -17,6 +17,7 @@ Streams and the circuit-level flow-control windows live in nodes.core.stream.
 from __future__ import annotations
 
 import ipaddress
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -33,7 +34,7 @@ from .create_fast import (
 from .errors import CryptoError, DecodeError, LocalProtocolError, RemoteProtocolError, UnexpectedMessage
 from .ntor import NtorClientState, ntor_client_finish, ntor_client_start, ntor_server_handshake
 from .relay import EndReason, RelayCommand, decode_data_body, decode_msg, decode_relay_body, encode_relay_body
-from .relay_crypto import BODY_LEN, HopCrypto, OriginCrypto, RelayLayer
+from .relay_crypto import BODY_LEN, SENDME_DIGEST_LEN, HopCrypto, OriginCrypto, RelayLayer
 from .stream import (
     CircuitWindow,
     Stream,
@@ -290,6 +291,9 @@ class OriginCircuit(_StreamEnds):
         self._virtual = False
         self._streams: Streams | None = None
         self._stream_hop = -1
+        # decrypt_ahead's results, oldest first: (cell, hop or -1, body, that hop's digest after it, layers)
+        self._ahead: deque[tuple[Cell, int, bytes, bytes, int]] = deque()
+        self._digest_now: tuple[int, bytes] | None = None  # (hop, digest) after the cell being received
 
     @property
     def state(self) -> CircuitState:
@@ -414,19 +418,91 @@ class OriginCircuit(_StreamEnds):
 
     # --- receiving
 
+    def decrypt_ahead(self, cells: Sequence[Cell]) -> int:
+        """Remove the layers of the leading RELAY cells of `cells` now, with one keystream call per layer
+        (OriginCrypto.decrypt_many), and keep the results for receive_cell, which must then get exactly
+        these cells next, in order (it refuses any other cell first). Returns how many it took. Each cell
+        comes out as it would cell by cell: decryption does not depend on what receiving a cell does, but
+        for hops added meanwhile (a cell no hop recognized continues under them) and the running digest
+        SENDME v1 reads (receive_cell gives the one right after each cell)."""
+        if not self._kh or self._state is not CircuitState.OPEN:
+            return 0
+        circ_id = self.circ_id
+        run = []
+        for cell in cells:
+            if cell.command != Command.RELAY or cell.circ_id != circ_id or len(cell.payload) != BODY_LEN:
+                break
+            run.append(cell)
+        if run:
+            layers = self._crypto.hop_count
+            results = self._crypto.decrypt_many([cell.payload for cell in run])
+            self._ahead.extend((cell, hop, body, digest, layers)
+                               for cell, (hop, body, digest) in zip(run, results, strict=True))
+        return len(run)
+
+    def receive_data_run(self, cells: Sequence[Cell]) -> tuple[int, int, list[bytes], list[Cell]]:
+        """The bulk path of receive_cell, for cells decrypt_ahead took: the leading DATA cells from the
+        stream hop on one stream that receive_cell would deliver without an error, as (how many of `cells`,
+        the stream id, their data, the SENDME cells to send), the same as receive_cell on each, without
+        its event objects. Anything else ends the run: feed it to receive_cell (then call this again)."""
+        ahead, streams = self._ahead, self._streams
+        if not ahead or streams is None or self._state is not CircuitState.OPEN:
+            return 0, 0, [], []
+        hop, take = self._stream_hop, streams.take_data
+        stream_id, data, replies = 0, [], []
+        try:
+            for cell in cells:
+                if not ahead:
+                    break
+                entry = ahead[0]
+                body = entry[2]
+                if entry[0] is not cell or entry[1] != hop or body[0] != _C.DATA:
+                    break
+                try:
+                    sid, chunk = decode_data_body(body)
+                except DecodeError:
+                    break
+                if data and sid != stream_id:
+                    break
+                self._digest_now = (hop, entry[3])  # what SENDME v1 echoes: right after this cell
+                if not take(sid, replies):
+                    break
+                ahead.popleft()
+                stream_id = sid
+                data.append(chunk)
+        finally:
+            self._digest_now = None
+        return len(data), stream_id, data, replies
+
     def receive_cell(self, cell: Cell) -> list[OriginEvent]:
         """Process one cell of this circuit; after it is destroyed, cells are ignored (tor-spec 5.4)."""
         if cell.circ_id != self.circ_id:
             raise LocalProtocolError(f"cell for circuit {cell.circ_id} fed to circuit {self.circ_id}")
+        ahead = None
+        if self._ahead:
+            if self._ahead[0][0] is not cell:
+                raise LocalProtocolError("receive_cell must get the cells decrypt_ahead took first, in order")
+            ahead = self._ahead.popleft()
         if self._state is CircuitState.DESTROYED:
             return []
         if self._state is CircuitState.FAILED and cell.command != Command.DESTROY:
             return []
         try:
-            return self._receive(cell)
+            if ahead is None:
+                return self._receive(cell)
+            return self._receive_ahead(*ahead[1:])
         except RemoteProtocolError:
             self._state = CircuitState.FAILED
             raise
+
+    def _receive_ahead(self, hop: int, body: bytes, digest: bytes, layers: int) -> list[OriginEvent]:
+        if hop < 0:  # no hop recognized it then: one added since may (or this raises, as decrypt does)
+            return self._receive_relay(body, start=layers)
+        self._digest_now = (hop, digest)
+        try:
+            return self._receive_plain(hop, body)
+        finally:
+            self._digest_now = None
 
     def _receive(self, cell: Cell) -> list[OriginEvent]:
         command = cell.command
@@ -473,10 +549,14 @@ class OriginCircuit(_StreamEnds):
             allowed |= self._streams.receivable
         return frozenset(allowed)
 
-    def _receive_relay(self, payload: bytes) -> list[OriginEvent]:
+    def _receive_relay(self, payload: bytes, start: int = 0) -> list[OriginEvent]:
         if not self._kh:  # the first hop has not answered yet
             raise UnexpectedMessage("RELAY cell before the first hop answered")
-        hop, body = self._crypto.decrypt(payload)
+        hop, body = self._crypto.decrypt(payload, start)
+        return self._receive_plain(hop, body)
+
+    def _receive_plain(self, hop: int, body: bytes) -> list[OriginEvent]:
+        """A relay body `hop` recognized (its layers removed, its digest checked)."""
         streams = self._streams
         if body[0] == _C.DATA and streams is not None and hop == self._stream_hop:
             # The bulk path: DATA is always legal on the stream hop, so skip the message table and objects.
@@ -526,13 +606,20 @@ class OriginCircuit(_StreamEnds):
                 cells.append(self._seal(hop, stream_id, relay.Data(chunk)))
                 account()
             return cells
-        for chunk in chunks:
-            relay.Data(chunk)  # the length check
         rng = self._rng
+        # encode_relay_body refuses an over-long chunk (LocalProtocolError) before any crypto state moves
         bodies = [encode_relay_body(_C.DATA, stream_id, chunk, rng) for chunk in chunks]
         circ_id = self.circ_id
         return [Cell(circ_id, Command.RELAY, payload)
                 for payload in self._crypto.encrypt_many(bodies, hop, account)]
+
+    def _last_received_digest(self, hop: int) -> bytes:
+        """The hop's running backward digest right after the cell being received (SENDME v1): the running
+        digest itself has already moved past the rest of a decrypt_ahead run."""
+        now = self._digest_now
+        if now is not None and now[0] == hop:
+            return now[1][:SENDME_DIGEST_LEN]
+        return self._crypto.last_received_digest(hop)
 
     def _hop_index(self, hop: int) -> int:
         n = self.hop_count
@@ -555,7 +642,7 @@ class OriginCircuit(_StreamEnds):
         hop = self._stream_hop = self.hop_count - 1
         crypto = self._crypto
         return Streams(lambda sid, msg: self._seal(hop, sid, msg), lambda: crypto.last_sent_digest(hop),
-                       lambda: crypto.last_received_digest(hop), initiator=initiator,
+                       lambda: self._last_received_digest(hop), initiator=initiator,
                        seal_data=lambda sid, chunks, account: self._seal_data(hop, sid, chunks, account))
 
 
@@ -634,7 +721,8 @@ class RelayCircuit(_StreamEnds):
         self.next_circ_id: int | None = None  # our circuit id on the link to the next hop
         self._streams: Streams | None = None
         self.joined: RelayCircuit | None = None
-        self._unlayered: tuple[Cell, bytes] | None = None  # pass_on_run stopped at this cell, layer removed
+        # (cell, body): cells whose layer pass_on_run removed ahead, not yet passed on or received, in order
+        self._unlayered: deque[tuple[Cell, bytes]] = deque()
 
     @classmethod
     def accept(cls, cell: Cell, *, node_id: bytes, onion_secret: bytes,
@@ -684,17 +772,22 @@ class RelayCircuit(_StreamEnds):
         """A cell from the previous hop (towards the origin)."""
         if cell.circ_id != self.circ_id:
             raise LocalProtocolError(f"cell for circuit {cell.circ_id} fed to circuit {self.circ_id}")
-        if self._unlayered is not None and self._unlayered[0] is not cell:
-            raise LocalProtocolError("receive_forward must get the cell pass_on_run stopped at first")
+        unlayered = None
+        if self._unlayered:
+            if self._unlayered[0][0] is not cell:
+                raise LocalProtocolError("receive_forward must get the cells pass_on_run unlayered first, "
+                                         "in order")
+            unlayered = self._unlayered.popleft()[1]
         if self._state is _S.DESTROYED or (self._state is _S.FAILED and cell.command != Command.DESTROY):
             return []
         try:  # _guard, inlined: this runs for every cell a relay passes on
-            return self._forward(cell)
+            return self._forward(cell, unlayered)
         except RemoteProtocolError:
             self._state = _S.FAILED
             raise
 
-    def _forward(self, cell: Cell) -> list[RelayAction]:
+    def _forward(self, cell: Cell, unlayered: bytes | None) -> list[RelayAction]:
+        """`unlayered`: the cell's body with this relay's layer removed already (pass_on_run), or None."""
         command = cell.command
         if command == Command.DESTROY:
             reason = Destroy.decode(cell.payload).reason
@@ -707,11 +800,10 @@ class RelayCircuit(_StreamEnds):
             self._early_seen += 1
             if self._early_seen > MAX_RELAY_EARLY:
                 raise UnexpectedMessage(f"more than {MAX_RELAY_EARLY} RELAY_EARLY cells on one circuit")
-        unlayered, self._unlayered = self._unlayered, None
         if unlayered is None:
             recognized, body = self._layer.decrypt_forward(cell.payload)
         else:
-            body = unlayered[1]
+            body = unlayered
             recognized = self._layer.recognize(body)
         if not recognized:
             return self._pass_on(command, body)
@@ -737,25 +829,28 @@ class RelayCircuit(_StreamEnds):
         with one keystream call for the joined circuit's layer and no action objects.
 
         Feed the rest to receive_forward in order. The first of them is a cell left to the full path:
-        another command or state, or a body that may be for this relay (recognized 0), whose layer this
-        method already removed: receive_forward takes it from there (and refuses any other cell first)."""
+        another command or state, or a body that may be for this relay (recognized 0). The layer of a run
+        of RELAY cells comes off in one keystream call, so those past that cell are unlayered already and
+        kept: receive_forward and the next pass_on_run take them from there (and refuse any other cell
+        first; a DESTROY or RELAY_EARLY never joins a run, so it comes after all of them)."""
         state = self._state
-        if self._unlayered is not None or (state is not _S.EXTENDED and state is not _S.JOINED):
+        if state is not _S.EXTENDED and state is not _S.JOINED:
             return [], 0
         other = self.joined
         if state is _S.JOINED and other._state is not _S.JOINED:
             return [], 0
-        circ_id = self.circ_id
-        remove = self._layer.remove_forward_layer
+        ahead = self._unlayered
         bodies = []
-        for cell in cells:
-            if cell.command != Command.RELAY or cell.circ_id != circ_id or len(cell.payload) != BODY_LEN:
+        i, n = 0, len(cells)
+        while i < n:
+            if not ahead and not self._unlayer_run(cells, i):
                 break
-            body = remove(cell.payload)
-            if body[1:3] == b"\0\0":
-                self._unlayered = (cell, body)
+            cell, body = ahead[0]
+            if cell is not cells[i] or body[1:3] == b"\0\0":
                 break
+            ahead.popleft()
             bodies.append(body)
+            i += 1
         if not bodies:
             return [], 0
         if state is _S.EXTENDED:
@@ -764,6 +859,21 @@ class RelayCircuit(_StreamEnds):
         other_id = other.circ_id
         layered = other._layer.encrypt_backward_relayed_many(bodies)
         return [Cell(other_id, Command.RELAY, body) for body in layered], len(bodies)
+
+    def _unlayer_run(self, cells: Sequence[Cell], start: int) -> int:
+        """Remove this relay's layer from the RELAY cells of this circuit leading cells[start:], in one
+        keystream call, into _unlayered; how many."""
+        circ_id = self.circ_id
+        run = []
+        for k in range(start, len(cells)):
+            cell = cells[k]
+            if cell.command != Command.RELAY or cell.circ_id != circ_id or len(cell.payload) != BODY_LEN:
+                break
+            run.append(cell)
+        if run:
+            bodies = self._layer.remove_forward_layer_many([cell.payload for cell in run])
+            self._unlayered.extend(zip(run, bodies, strict=True))
+        return len(run)
 
     def _pass_on(self, command: int, body: bytes) -> list[RelayAction]:
         if self._state is _S.EXTENDED:

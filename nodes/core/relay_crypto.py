@@ -14,7 +14,7 @@ Relay body layout: command(1) recognized(2) stream(2) digest(4) length(2) data.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -44,6 +44,20 @@ def _matching_digest(running, body: bytes):
     d.update(_ZERO4)
     d.update(body[9:])
     return d if d.digest()[:4] == body[5:9] else None
+
+
+def _recognized_zero(data: bytes) -> list[int]:
+    """The offsets of the bodies in `data` (whole bodies, joined) whose recognized field is 0. The field's
+    two bytes of every body are gathered by two stride slices; under a layer that is not a body's last
+    only 1 in 256 has a zero first byte, so the loop runs over the few candidates only."""
+    first, second = data[1::BODY_LEN], data[2::BODY_LEN]
+    out = []
+    i = first.find(0)
+    while i >= 0:
+        if second[i] == 0:
+            out.append(i * BODY_LEN)
+        i = first.find(0, i + 1)
+    return out
 
 
 def _check_outgoing(body: bytes) -> None:
@@ -149,11 +163,16 @@ class OriginCrypto:
             data = hops[i].fwd_update(data)
         return [data[i:i + BODY_LEN] for i in range(0, len(data), BODY_LEN)]
 
-    def decrypt(self, body: bytes) -> tuple[int, bytes]:
-        """Peel layers from hop 0 outward until one hop recognizes the cell: (hop index, plaintext body)."""
+    def decrypt(self, body: bytes, start: int = 0) -> tuple[int, bytes]:
+        """Peel layers from hop 0 outward until one hop recognizes the cell: (hop index, plaintext body).
+
+        `start`: the first layer to remove, for a body decrypt_many left unrecognized under `start` layers
+        (hops added since then may still recognize it)."""
         if len(body) != BODY_LEN:
             _check_incoming(body)
-        for i, h in enumerate(self._hops):
+        hops = self._hops
+        for i in range(start, len(hops)):
+            h = hops[i]
             body = h.bwd_update(body)
             if body[1:3] == _ZERO2:
                 d = _matching_digest(h.bwd_digest, body)
@@ -161,6 +180,55 @@ class OriginCrypto:
                     h.bwd_digest = d
                     return i, body
         raise CryptoError("relay cell not recognized by any hop of the circuit")
+
+    def decrypt_many(self, bodies: Sequence[bytes]) -> list[tuple[int, bytes, bytes]]:
+        """decrypt() over many bodies in order, with one keystream call per layer: CTR over the concatenation
+        of the bodies that reach a layer is CTR over each in turn, and the bodies a hop recognizes leave
+        the run there. Each result is (hop, body, that hop's full running digest right after the body),
+        or (-1, the body under no layer, b"") for one no hop recognized, where decrypt() would have raised
+        CryptoError: decrypt(body, start=hop_count at this call) continues it (or raises).
+
+        A hop's digest is advanced over the run in place; a body that says recognized 0 but does not match
+        (by chance or forged) rebuilds it from a copy taken before the run, as decrypt leaves it untouched."""
+        for body in bodies:
+            if len(body) != BODY_LEN:
+                _check_incoming(body)
+        n = len(bodies)
+        results: list[tuple[int, bytes, bytes]] = [(-1, b"", b"")] * n
+        waiting = list(range(n))  # indices of the bodies under the layers still to remove, in order
+        data = b"".join(bodies)
+        for i, h in enumerate(self._hops):
+            if not waiting:
+                break
+            data = h.bwd_update(data)
+            offsets = _recognized_zero(data)
+            if not offsets:
+                continue  # none may be this hop's: all go on under the next layer unsplit
+            d = h.bwd_digest
+            before = d.copy()
+            taken: list[bytes] = []  # the bodies this hop recognized, as hashed (digest field zeroed)
+            mine: set[int] = set()
+            for k in offsets:
+                body = data[k:k + BODY_LEN]
+                hashed = body[:5] + _ZERO4 + body[9:]
+                d.update(hashed)
+                full = d.digest()
+                if full[:4] == body[5:9]:
+                    taken.append(hashed)
+                    mine.add(k)
+                    results[waiting[k // BODY_LEN]] = (i, body, full)
+                else:  # not this hop's: the digest as if this body had not been seen
+                    d = before.copy()
+                    for b in taken:
+                        d.update(b)
+            h.bwd_digest = d
+            if mine:
+                kept = [k for k in range(0, len(data), BODY_LEN) if k not in mine]
+                waiting = [waiting[k // BODY_LEN] for k in kept]
+                data = b"".join([data[k:k + BODY_LEN] for k in kept])
+        for j, index in enumerate(waiting):
+            results[index] = (-1, data[j * BODY_LEN:(j + 1) * BODY_LEN], b"")
+        return results
 
     def last_sent_digest(self, hop: int) -> bytes:
         """Running forward digest of `hop` right after the last cell sent to it (authenticated SENDME v1)."""
@@ -224,6 +292,14 @@ class RelayLayer:
         if len(body) != BODY_LEN:
             _check_incoming(body)
         return self._hop.fwd_update(body)
+
+    def remove_forward_layer_many(self, bodies: Sequence[bytes]) -> list[bytes]:
+        """remove_forward_layer over many bodies in order, with one keystream call."""
+        for body in bodies:
+            if len(body) != BODY_LEN:
+                _check_incoming(body)
+        out = self._hop.fwd_update(b"".join(bodies))
+        return [out[i:i + BODY_LEN] for i in range(0, len(out), BODY_LEN)]
 
     def recognize(self, body: bytes) -> bool:
         """decrypt_forward's second half on a body `remove_forward_layer` returned: is it for this relay?

@@ -280,23 +280,44 @@ class Streams:
         stream.state = StreamState.OPEN
         return [StreamConnected(stream.stream_id, message)]
 
+    def take_data(self, stream_id: int, replies: list[Cell]) -> bool:
+        """The bulk path of receive_data: for a DATA cell it delivers without an error, count it in the
+        windows, append the SENDMEs now due to `replies` (the same cells, in the same order) and say True.
+        False, with nothing changed, for any other: an unknown, half-closed or (at the initiator) not yet
+        connected stream, or a deliver window at 0. Give those to receive_data."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.deliver_window <= 0 or stream.state is StreamState.HALF_CLOSED or (
+                self.initiator and not stream.connected):
+            return False
+        self._count_data(stream, replies)
+        return True
+
     def _data(self, stream: Stream, data: bytes) -> tuple[list[StreamEvent], list[Cell]]:
         # An initiator gets no DATA before CONNECTED; an acceptor may (optimistic data, tor-spec 6.2).
         if self.initiator and not stream.connected:
             raise UnexpectedMessage(f"DATA on stream {stream.stream_id} before CONNECTED")
-        cells = []
+        cells: list[Cell] = []
+        if stream.deliver_window > 0 and stream.state is not StreamState.HALF_CLOSED:
+            return [StreamData(stream.stream_id, data)], self._count_data(stream, cells)
         circuit_sendme = self.window.delivered(self._received_digest)
         if circuit_sendme is not None:
             cells.append(self._seal(0, Sendme(1, circuit_sendme)))
         stream.deliver_window -= 1
         if stream.deliver_window < 0:
             raise UnexpectedMessage(f"stream {stream.stream_id} sent DATA past its window")
-        if stream.state is StreamState.HALF_CLOSED:
-            return [], cells  # counted against the window, not delivered
+        return [], cells  # half-closed: counted against the windows, not delivered
+
+    def _count_data(self, stream: Stream, cells: list[Cell]) -> list[Cell]:
+        """One DATA cell delivered on `stream` (deliver window above 0): both windows counted, the SENDMEs
+        due appended to `cells`, circuit-level first."""
+        circuit_sendme = self.window.delivered(self._received_digest)
+        if circuit_sendme is not None:
+            cells.append(self._seal(0, Sendme(1, circuit_sendme)))
+        stream.deliver_window -= 1
         if stream.deliver_window <= STREAMWINDOW_START - STREAMWINDOW_INCREMENT:
             stream.deliver_window += STREAMWINDOW_INCREMENT
             cells.append(self._seal(stream.stream_id, Sendme(0)))
-        return [StreamData(stream.stream_id, data)], cells
+        return cells
 
     def _stream_sendme(self, stream: Stream) -> None:
         if stream.package_window + STREAMWINDOW_INCREMENT > STREAMWINDOW_START:

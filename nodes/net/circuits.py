@@ -234,13 +234,29 @@ class OriginCircuitHandle:
             except trio.EndOfChannel:
                 break
             queued = False
-            receive = self.core.receive_cell
+            core_circuit = self.core
+            core_circuit.decrypt_ahead(cells)  # the RELAY cells' layers off with one keystream call per layer
+            receive, data_run = core_circuit.receive_cell, core_circuit.receive_data_run
             # The bulk of the cells: DATA alone. Consecutive DATA of one stream reaches it in one delivery;
             # anything else first delivers what was collected, so the stream sees everything in order.
             data_stream, data = 0, []
-            for cell in cells:
+            i, n = 0, len(cells)
+            while i < n:
                 if self.error is not None:
                     return
+                taken, stream_id, run, replies = data_run(cells[i:] if i else cells)
+                if taken:
+                    if replies:
+                        self.channel.send_nowait(replies)  # SENDMEs: queued before anything else is encrypted
+                        queued = True
+                    if stream_id != data_stream:
+                        await self._deliver_data(data_stream, data)
+                        data_stream, data = stream_id, []
+                    data += run
+                    i += taken
+                    continue
+                cell = cells[i]
+                i += 1
                 try:
                     events = receive(cell)
                 except RemoteProtocolError as e:

@@ -8,8 +8,8 @@ import pytest
 
 from nodes.core import relay
 from nodes.core.cells import Cell, Command, encode_cell, encode_cells
-from nodes.core.circuit import CircuitState, RelayState, SendForward, SendJoined, StreamData
-from nodes.core.errors import DecodeError, LocalProtocolError, UnexpectedMessage
+from nodes.core.circuit import CircuitState, RelayState, SendCell, SendForward, SendJoined, StreamData
+from nodes.core.errors import CryptoError, DecodeError, LocalProtocolError, UnexpectedMessage
 from nodes.core.relay import decode_data_body, decode_relay_body
 from tests.unit.test_circuit import Harness, open_stream, rendezvous
 
@@ -123,6 +123,42 @@ def _forward_runs(circuit, cells: list[Cell]) -> list:
     return out
 
 
+def _forward_each_noting_errors(circuit, cells: list[Cell], runs: bool) -> list:
+    """Like _forward_each (or, with `runs`, _forward_runs), going on past a protocol error as the relay
+    engine's caller would see it: the error's kind in the output, later cells fed all the same."""
+    out, i = [], 0
+    while i < len(cells):
+        if runs:
+            passed, taken = circuit.pass_on_run(cells[i:])
+            out += passed
+            i += taken
+            if i == len(cells):
+                break
+        try:
+            out += _passed(circuit.receive_forward(cells[i]))
+        except UnexpectedMessage as e:
+            out.append(e.kind)
+        i += 1
+    return out
+
+
+def test_pass_on_run_after_a_cell_that_fails_the_circuit_in_a_run():
+    """One keystream call unlayers a whole run, so cells after one that fails the circuit were unlayered
+    ahead: they are dropped as cell by cell (the circuit is FAILED), not refused as out of order."""
+    def setup(h: Harness):
+        o = h.origin([0, 1, 2])
+        cells = [o.send_relay(relay.Drop(), hop=2) for _ in range(10)]
+        cells.append(o._seal(0, 0, relay.Begin("example.com", 80)))  # BEGIN at a middle relay: refused
+        cells += [o.send_relay(relay.Drop(), hop=2) for _ in range(5)]
+        return h.first_circ[o], cells
+
+    (a, cells_a), (b, cells_b) = setup(Harness(seed=9)), setup(Harness(seed=9))
+    expected = _forward_each_noting_errors(a, cells_a, runs=False)
+    assert expected.count("unexpected") == 1 and len(expected) == 11
+    assert _forward_each_noting_errors(b, cells_b, runs=True) == expected
+    assert a.state is b.state is RelayState.FAILED and not b._unlayered
+
+
 def _middle_cells(h: Harness):
     """A 3-hop circuit's first relay (EXTENDED) and cells for it: DROPs for hop 2 (passed on), DROPs for
     hop 0 itself (recognized there) among them, and a DESTROY last."""
@@ -231,3 +267,124 @@ def test_an_origin_seals_data_in_batches_as_it_would_cell_by_cell():
     assert len(reference[0]) == 1 + 4 + 250
     assert batched == reference
     assert {c.command for c in reference[0]} == {Command.RELAY, Command.RELAY_EARLY}
+
+
+def _exit_cells(h: Harness):
+    """An origin with a stream at its exit, and what the exit and the middle relay then send it: 260 DATA
+    cells (circuit and stream SENDMEs fall due), a DROP from the middle relay among them, an END last."""
+    o = h.origin([0, 1, 2])
+    sid, exit_ = open_stream(h, o)
+    middle = h.chain(o)[1]
+    data = bytes(range(256)) * 600
+    h.relay_send(exit_, *exit_.send_data(sid, data[:498 * 130]))
+    h.relay_send(middle, middle.originate(relay.Drop()))
+    h.relay_send(exit_, *exit_.send_data(sid, data[498 * 130:498 * 260]), exit_.end_stream(sid))
+    cells = [cell for _, cell in h.to_origin]
+    h.to_origin.clear()
+    return o, cells
+
+
+def test_decrypt_ahead_then_receive_cell_matches_receive_cell_alone():
+    """The layers of a run of cells removed at once (one keystream call per layer): the same events as
+    cell by cell, SENDME v1 cells included (each echoes the digest right after the cell that made it due,
+    not the running digest at the end of the run)."""
+    (a, cells_a), (b, cells_b) = _exit_cells(Harness(seed=7)), _exit_cells(Harness(seed=7))
+    assert [c.payload for c in cells_a] == [c.payload for c in cells_b]
+    expected = [e for cell in cells_a for e in a.receive_cell(cell)]
+    assert b.decrypt_ahead(cells_b) == len(cells_b) == 262
+    with pytest.raises(LocalProtocolError):
+        b.receive_cell(cells_b[1])  # not the next cell decrypt_ahead took
+    got = [e for cell in cells_b for e in b.receive_cell(cell)]
+    assert got == expected
+    sendmes = [e for e in got if isinstance(e, SendCell)]
+    assert len(sendmes) == 2 + 5  # circuit SENDMEs at 100 and 200 DATA cells, stream ones every 50
+    assert b.decrypt_ahead([]) == 0 and not b._ahead
+
+
+def test_decrypt_ahead_takes_the_leading_relay_cells_and_nothing_after_a_failure():
+    h = Harness(seed=8)
+    o, cells = _exit_cells(h)
+    destroy = Cell(o.circ_id, Command.DESTROY, bytes(509))
+    assert o.decrypt_ahead([*cells[:3], destroy, *cells[3:]]) == 3
+    o.receive_cell(cells[0])
+    forged = Cell(o.circ_id, Command.RELAY, bytes(509))
+    with pytest.raises(LocalProtocolError):
+        o.receive_cell(forged)
+    for cell in cells[1:3]:
+        o.receive_cell(cell)
+    assert o.decrypt_ahead([forged, *cells[3:]]) == len(cells) - 2
+    with pytest.raises(CryptoError):  # a cell no hop recognizes fails the circuit, as cell by cell
+        o.receive_cell(forged)
+    assert o.state is CircuitState.FAILED
+    assert o.receive_cell(cells[3]) == [] and o.decrypt_ahead(cells[4:]) == 0
+
+
+def _receive_with_runs(o, cells: list[Cell]) -> tuple[list, list, list]:
+    """As circuits.py feeds a batch: decrypt_ahead, then receive_data_run, and receive_cell where a run
+    ends. (data chunks, cells to send, other events), each in order."""
+    data, sent, other = [], [], []
+    o.decrypt_ahead(cells)
+    i = 0
+    while i < len(cells):
+        taken, stream_id, run, replies = o.receive_data_run(cells[i:])
+        if taken:
+            data += [(stream_id, chunk) for chunk in run]
+            sent += replies
+            i += taken
+            continue
+        for event in o.receive_cell(cells[i]):
+            if isinstance(event, StreamData):
+                data.append((event.stream_id, event.data))
+            elif isinstance(event, SendCell):
+                sent.append(event.cell)
+            else:
+                other.append(event)
+        i += 1
+    return data, sent, other
+
+
+def test_receive_data_run_matches_receive_cell():
+    """The same data, SENDME cells (digests included) and other events as receive_cell on each cell."""
+    (a, cells_a), (b, cells_b) = _exit_cells(Harness(seed=7)), _exit_cells(Harness(seed=7))
+    events = [e for cell in cells_a for e in a.receive_cell(cell)]
+    expected = ([(e.stream_id, e.data) for e in events if isinstance(e, StreamData)],
+                [e.cell for e in events if isinstance(e, SendCell)],
+                [e for e in events if not isinstance(e, StreamData | SendCell)])
+    got = _receive_with_runs(b, cells_b)
+    assert got == expected
+    assert len(got[0]) == 260 and len(got[1]) == 7 and len(got[2]) == 1  # the END
+
+
+def test_receive_data_run_leaves_what_receive_cell_refuses_to_it():
+    h = Harness(seed=8)
+    o = h.origin([0, 1, 2])
+    sid, cell = o.open_stream(relay.Begin("example.com", 80))
+    h.send(o, cell)
+    h.pump()
+    exit_ = h.chain(o)[-1]
+    h.relay_send(exit_, exit_._send_back(relay.Data(b"too early"), sid))  # before CONNECTED
+    (pending,) = [c for _, c in h.to_origin]
+    assert o.decrypt_ahead([pending]) == 1
+    assert o.receive_data_run([pending]) == (0, 0, [], [])
+    with pytest.raises(UnexpectedMessage, match="before CONNECTED"):
+        o.receive_cell(pending)
+    assert o.state is CircuitState.FAILED and o.receive_data_run([pending]) == (0, 0, [], [])
+
+
+def test_an_origin_refuses_an_over_long_data_chunk_before_sealing_any():
+    h = Harness(seed=6)
+    client, service, _, _ = rendezvous(h)
+    stream_id, cell = client.open_stream(relay.Begin("", 80))
+    h.send(client, cell)
+    h.pump()
+    h.send(service, service.accept_stream(stream_id))
+    h.send(service, *service.send_data(stream_id, bytes(498 * 8)))  # past the cells that ride RELAY_EARLY
+    h.pump()
+    assert len(h.take_events(client, StreamData)) == 8
+    counted = []
+    with pytest.raises(LocalProtocolError):
+        service._seal_data(3, stream_id, [b"ok", bytes(499)], lambda: counted.append(1))
+    assert counted == []
+    h.send(service, *service.send_data(stream_id, b"after"))  # the keystreams and digests did not move
+    h.pump()
+    assert h.take_events(client, StreamData) == [StreamData(stream_id, b"after")]

@@ -208,6 +208,14 @@ def test_fixed_cell_layout():
     assert len(encode_cell(Cell(0x0102, Command.PADDING, b""), circ_id_len=2)) == 512
 
 
+def test_a_cell_is_immutable_and_framed_cells_are_cells():
+    cell = Cell(7, Command.RELAY, bytes(PAYLOAD_LEN))
+    with pytest.raises(AttributeError):
+        cell.payload = b""  # type: ignore[misc]
+    (framed,) = CellFramer().feed(encode_cell(cell))
+    assert type(framed) is Cell and framed == cell and framed.circ_id == 7
+
+
 def test_var_cell_layout_and_versions_with_two_byte_circ_id():
     # tor-spec 4.1: VERSIONS is always sent with a 2-byte CircID.
     wire = encode_cell(Cell(0, Command.VERSIONS, Versions((4, 5)).encode()), circ_id_len=2)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from nodes.core.errors import CryptoError, DecodeError, LocalProtocolError
 from nodes.core.kdf import shake256
-from nodes.core.relay_crypto import BODY_LEN, HopCrypto, OriginCrypto, RelayLayer
+from nodes.core.relay_crypto import BODY_LEN, HopCrypto, OriginCrypto, RelayLayer, _recognized_zero
 
 VECTORS = json.loads(Path(__file__).with_name("tor-vectors.json").read_text())["relay_crypto_3hop"]
 
@@ -321,3 +321,96 @@ def test_encrypt_many_is_encrypt_on_each_with_the_digest_after_each():
     assert many.encrypt(bodies[0], 1) == one.encrypt(bodies[0], 1)  # the keystreams went on in step
     with pytest.raises(LocalProtocolError):
         many.encrypt_many([bodies[0][:-1]], 3)
+
+
+# --- decrypt_many: a run of cells, one keystream call per layer -------------------------------------------
+
+def _backward_cells(relays: list[RelayLayer], plan: list[tuple[int, bytes, int | None]]) -> list[bytes]:
+    """Cells as the origin gets them: each originated at its hop, layered by the hops before it; with a
+    byte offset, that byte is flipped where the hop sent it (a forged or damaged cell)."""
+    out = []
+    for hop, data, flip in plan:
+        cell = relays[hop].encrypt_backward_originated(body(data))
+        if flip is not None:
+            cell = cell[:flip] + bytes([cell[flip] ^ 0x10]) + cell[flip + 1:]
+        for relay in reversed(relays[:hop]):
+            cell = relay.encrypt_backward_relayed(cell)
+        out.append(cell)
+    return out
+
+
+def _one_by_one(origin: OriginCrypto, cells: list[bytes]) -> list[tuple[int, bytes, bytes]]:
+    """What decrypt_many must return, from decrypt() on each (-1 where it raises) and the digest after."""
+    out = []
+    for cell in cells:
+        try:
+            hop, plain = origin.decrypt(cell)
+        except CryptoError:
+            out.append((-1, b"", b""))
+        else:
+            out.append((hop, plain, origin.last_received_digest(hop)))
+    return out
+
+
+@given(distinct_hops(1, 4), st.lists(st.tuples(st.integers(0, 3), payloads,
+                                               st.one_of(st.none(), st.sampled_from([1, 2, 5, 8, 40]))),
+                                     max_size=12))
+def test_decrypt_many_is_decrypt_on_each(hop_keys, plan):
+    """The same hops, plaintexts and digests (SENDME v1 reads the one right after each cell) as decrypt()
+    cell by cell, with cells from every hop mixed and some damaged; the keystreams and digests go on in
+    step after the run."""
+    plan = [(hop % len(hop_keys), data, flip) for hop, data, flip in plan]
+    one, relays = circuit(hop_keys)
+    many, _ = circuit(hop_keys)
+    cells = _backward_cells(relays, plan)
+    expected = _one_by_one(one, cells)
+    got = [(hop, plain if hop >= 0 else b"", digest[:20]) for hop, plain, digest in many.decrypt_many(cells)]
+    assert got == expected
+    if all(flip is None for _, _, flip in plan):  # (a damaged cell puts its hop's digests out of step)
+        assert [(e[0], e[1][9:]) for e in expected] == [(hop, body(data)[9:]) for hop, data, _ in plan]
+    after = _backward_cells(relays, [(len(hop_keys) - 1, b"after the run", None)])
+    assert _one_by_one(many, after) == _one_by_one(one, after)
+
+
+def test_decrypt_many_rejects_a_forged_cell_and_keeps_the_digest():
+    """A cell forged to read recognized 0 at hop 0 (CTR is malleable), between hop 0's cells: hop 0's
+    digest check rejects it and its digest goes back to what it was before that cell (not before the run),
+    so hop 0 still recognizes every later cell; no hop takes the forged one (decrypt would raise)."""
+    keys = [bytes([i]) * 92 for i in (1, 2)]
+    origin, relays = circuit(keys)
+    reference, _ = circuit(keys)
+    plan = [(0, b"a", None), (1, b"to be forged", None), (0, b"b", None), (0, b"c", None)]
+    cells = _backward_cells(relays, plan)
+    twin = RelayLayer.tor1(keys[0])  # hop 0's layer, to learn what hop 0 will read
+    peeked = [twin.encrypt_backward_relayed(c) for c in cells[:2]][1]
+    flipped = bytes(a ^ b for a, b in zip(cells[1][1:3], peeked[1:3], strict=True))
+    cells[1] = cells[1][:1] + flipped + cells[1][3:]
+    results = origin.decrypt_many(cells)
+    assert [hop for hop, _, _ in results] == [0, -1, 0, 0]
+    assert [(h, p if h >= 0 else b"", d[:20]) for h, p, d in results] == _one_by_one(reference, cells)
+    for (_, plain, _), (_, data, _) in zip(results, plan, strict=True):
+        if data != b"to be forged":
+            assert same_except_digest(plain, body(data))
+
+
+def test_decrypt_many_leaves_a_cell_for_a_hop_added_later_to_decrypt_from_there():
+    keys = [bytes([i]) * 92 for i in (1, 2, 3)]
+    origin, relays = circuit(keys[:2])
+    cells = _backward_cells([*relays, RelayLayer.tor1(keys[2])], [(1, b"a", None), (2, b"b", None)])
+    (hop_a, plain_a, _), (hop_b, under_two, _) = origin.decrypt_many(cells)
+    assert hop_a == 1 and same_except_digest(plain_a, body(b"a")) and hop_b == -1
+    origin.add_hop(HopCrypto.tor1(keys[2]))
+    hop, plain = origin.decrypt(under_two, start=2)
+    assert hop == 2 and same_except_digest(plain, body(b"b"))
+    with pytest.raises(DecodeError):
+        origin.decrypt_many([bytes(BODY_LEN), bytes(10)])
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"\0\0", b"\0\1", b"\1\0", b"\7\7"]), st.binary(min_size=507,
+                                                                                         max_size=507)),
+                max_size=20))
+def test_recognized_zero_finds_exactly_the_bodies_whose_field_is_zero(bodies):
+    data = b"".join(rest[:1] + field + rest[1:] for field, rest in bodies)
+    naive = [k for k in range(0, len(data), BODY_LEN) if data[k + 1:k + 3] == b"\0\0"]
+    assert _recognized_zero(data) == naive
+    assert len(naive) == sum(field == b"\0\0" for field, _ in bodies)
