@@ -37,6 +37,7 @@ from nodes.net.addresses import is_canonical_ip, resolve_ip
 from nodes.net.adversary import AdversaryObserver
 from nodes.net.channels import ChannelManager
 from nodes.net.control import node_control
+from nodes.net.dial_names import dial_names_for
 from nodes.net.dirclient import DirectoryClient
 from nodes.net.events import EventLog
 from nodes.net.hsdir import HsDirStore
@@ -94,7 +95,9 @@ class Relay:
         self.control = node_control(config.name, config.data_dir, config.shaping, metrics, events)
         self.channels = ChannelManager(self.link_identity, metrics, events, address=config.address,
                                        address_map=config.address_map, shaper=self.control.shaper,
-                                       source_address=config.source_address)
+                                       source_address=config.source_address,
+                                       dial_names=dial_names_for(config.dial_names,
+                                                                 lambda: self.directory.current, events))
         self.directory = DirectoryClient(config.authorities, metrics, events,
                                          voting_interval=config.timing.voting_interval)
         self.hsdir = HsDirStore(metrics, events, documents=self.directory)  # and a directory cache (V2Dir)

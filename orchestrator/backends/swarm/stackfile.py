@@ -5,6 +5,9 @@ material's files but holds no key. Per node service `<node>`:
 
 - hostname and service name = the node name; `endpoint_mode: dnsrr` (the name resolves to the task's own
   address: no virtual IP, which needs IPVS, missing from many kernels); the plan dials nodes by name;
+- on each of its networks the alias `<node>.<network>`, which resolves to its address on that network only:
+  with several networks the plan names nodes so (orchestrator.plan.network_name), and a relay advertises
+  what its first network's alias resolves to;
 - one replica, `restart_policy: none`: a node that dies stays dead until `onionlab restart`/`start`, as on
   the docker backend (chaos must see the kill it made); placement constraints from the topology, and every
   relay spread over the swarm's nodes (a spread preference on node.id);
@@ -24,7 +27,7 @@ import json
 from typing import Final
 
 from nodes.config import command_word
-from orchestrator.plan import DATA_ROOT
+from orchestrator.plan import DATA_ROOT, network_name
 from orchestrator.topology import Topology, size_text
 
 from .material import NodeMaterial, entry_script
@@ -78,7 +81,7 @@ def render_stack(topology: Topology, material: dict[str, NodeMaterial], ports: d
         services[node.name] = {
             "image": node.image, "hostname": node.name, "user": NODE_UID,
             "entrypoint": ["sh", "-c", script], "command": [],
-            "networks": list(node.networks),
+            "networks": {net: {"aliases": [network_name(node.name, net)]} for net in node.networks},
             "volumes": [f"{volume_name(node.name)}:{DATA_ROOT}", {"type": "tmpfs", "target": "/tmp"}],
             "ports": published, "read_only": True, "cap_drop": ["ALL"], "stop_grace_period": STOP_GRACE,
             "secrets": [{"source": i.key, "target": i.target, "uid": NODE_UID, "gid": NODE_UID, "mode": 0o400}
