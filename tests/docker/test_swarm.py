@@ -18,6 +18,7 @@ containers so that the conftest's reaper finds leftovers.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -37,7 +38,7 @@ from orchestrator.backends import read_state
 from orchestrator.backends.swarm import SwarmBackend
 from orchestrator.compose import export_stack, socks_variable
 from orchestrator.flow import run_flow
-from orchestrator.topology import Topology, load_topology, parse_topology
+from orchestrator.topology import Topology, load_topology
 from tests.docker.conftest import IMAGE
 from tests.docker.helpers import free_port, wait_for_free_subnets
 
@@ -280,6 +281,13 @@ def test_stack_deploy_brings_up_the_default_lab_and_stack_rm_removes_it(stack: S
     print(f"\nstack {lab.name}: page of {onion} through port {lab.socks_port} after {fetched_after:.1f} s")
 
 
+def on_test_image(topology: Topology) -> Topology:
+    """Every node on the image the session built (IMAGE: $ONIONLAB_TEST_IMAGE, default onionlab/node:latest):
+    the backend's plan must be read by the same code."""
+    return dataclasses.replace(topology, nodes=tuple(dataclasses.replace(n, image=IMAGE)
+                                                     for n in topology.nodes))
+
+
 def run_objects(run_id: str) -> dict[str, list[str]]:
     """The swarm objects labelled with the run (services, secrets, configs, networks, volumes here)."""
     label = f"label=onionlab.run={run_id}"
@@ -291,7 +299,7 @@ def test_swarm_backend_runs_the_default_lab_with_secrets_flow_kill_restart_and_d
                                                                                      tmp_path, monkeypatch):
     monkeypatch.setenv("ONIONLAB_LABELS", ",".join(f"{k}={v}" for k, v in labels.items()))
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    topology = load_topology(TOPOLOGY)
+    topology = on_test_image(load_topology(TOPOLOGY))
     backend = SwarmBackend(tmp_path / "run")
     lines: list[str] = []
     started = time.monotonic()
@@ -341,9 +349,7 @@ def test_swarm_backend_runs_a_two_network_lab_over_two_overlay_networks(swarm, n
     sit on both overlay networks."""
     monkeypatch.setenv("ONIONLAB_LABELS", ",".join(f"{k}={v}" for k, v in labels.items()))
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    text = (REPO / "topologies" / "multi-network.yaml").read_text()
-    topology = parse_topology(text.replace("\nroles:", f"\ndefaults: {{image: {IMAGE}}}\n\nroles:"),
-                              "multi-network.yaml")  # the image the session built ($ONIONLAB_TEST_IMAGE)
+    topology = on_test_image(load_topology(REPO / "topologies" / "multi-network.yaml"))
     backend = SwarmBackend(tmp_path / "run")
     started = time.monotonic()
     info = backend.up(topology, timeout=PAGE_TIMEOUT)

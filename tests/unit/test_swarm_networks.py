@@ -6,12 +6,12 @@ nickname (NodeConfig.dial_names) where the docker backend's plan gives it an add
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
 
+from nodes.config import ConfigError
 from nodes.net.dial_names import DialNames, dial_names_for
 from nodes.roles.relay import nickname_for, resolve_address
 from orchestrator.backends.swarm.material import make_material
@@ -78,6 +78,9 @@ def test_every_service_has_its_alias_on_each_of_its_networks(tmp_path):
     assert stack["services"]["relay1"]["networks"] == {"north": {"aliases": ["relay1.north"]},
                                                        "south": {"aliases": ["relay1.south"]}}
     assert stack["services"]["hs"]["networks"] == {"south": {"aliases": ["hs.south"]}}
+    # Swarm adds a task to its DNS once its health check passes, which the image's check (/status at the
+    # node's address, a name) never would before the relay has resolved its own name
+    assert all(service["healthcheck"] == {"disable": True} for service in stack["services"].values())
     config = json.loads((tmp_path / "material" / "hs" / "config.json").read_text())
     assert config["dial_names"]["relay1"] == "relay1.south"  # reaches the node in its Swarm config
 
@@ -133,7 +136,28 @@ def test_dial_names_follow_the_consensus_held_now_and_exist_only_when_the_plan_n
     assert names.name_for("10.0.1.7", 9001) == "relay1.south"
 
 
-async def test_a_relay_learns_the_address_it_advertises_from_its_name_at_start():
+async def test_a_relay_learns_its_address_from_its_name_once_swarm_has_it_in_dns(monkeypatch):
+    """Swarm adds a task to its DNS once it runs: the first lookups may fail, and the relay tries again."""
+    import socket
+
     config = stack_plan(load_topology(MULTI)).node("relay1")
-    assert (await resolve_address(replace(config, address="localhost"))).address == "127.0.0.1"
-    assert (await resolve_address(replace(config, address="10.0.1.7"))).address == "10.0.1.7"
+    assert config.address == "relay1.north"
+    asked: list[str] = []
+
+    async def swarm_dns(host, port, **kwargs):
+        asked.append(host)
+        if len(asked) < 3:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.1.7", port))]
+
+    monkeypatch.setattr(trio.socket, "getaddrinfo", swarm_dns)
+    with trio.fail_after(5):
+        assert (await resolve_address(config)).address == "10.0.1.7"
+    assert asked == ["relay1.north"] * 3
+
+    async def never(host, port, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(trio.socket, "getaddrinfo", never)
+    with pytest.raises(ConfigError, match=r"cannot resolve address 'relay1.north' \(for 0.2 s\)"):
+        await resolve_address(config, wait=0.2)

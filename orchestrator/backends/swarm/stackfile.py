@@ -17,6 +17,10 @@ material's files but holds no key. Per node service `<node>`:
   orchestrator reaches /status at the task's host, wherever Swarm put it (no routing mesh: it needs IPVS).
   Host mode binds every address of that host.
 
+No health check (the image's asks /status at the node's address): Swarm puts a task into its DNS only once
+the check has passed, and a relay resolves its own network alias (below) before its /status answers. `up`
+waits for /status itself.
+
 Swarm cannot do `security_opt` (no-new-privileges) for services: the node runs as an unprivileged user with
 no capabilities, which is what no-new-privileges protects here.
 """
@@ -88,7 +92,7 @@ def render_stack(topology: Topology, material: dict[str, NodeMaterial], ports: d
                         for i in stuff.secrets],
             "configs": [{"source": i.key, "target": i.target, "uid": NODE_UID, "gid": NODE_UID, "mode": 0o444}
                         for i in stuff.configs],
-            "labels": own, "deploy": deploy}
+            "healthcheck": {"disable": True}, "labels": own, "deploy": deploy}
     stack = {"version": STACK_FILE_VERSION, "networks": networks, "volumes": volumes, "secrets": secrets,
              "configs": configs, "services": services}
     return json.dumps(stack, indent=1) + "\n"
