@@ -204,7 +204,7 @@ def label_override(labels: dict[str, str], stack: dict) -> dict:
 
 @pytest.fixture
 def stack(swarm, node_image, labels, tmp_path) -> Iterator[Stack]:
-    topology = load_topology(TOPOLOGY)
+    topology = on_test_image(load_topology(TOPOLOGY))
     stack_file = tmp_path / "onionlab-stack.yml"
     text = export_stack(topology, "topologies/default.yaml", stack_file)  # and the plan next to it
     override = tmp_path / "test-labels.yml"
