@@ -69,6 +69,10 @@ class NodeConfig:
     # Another node's advertised address -> the address of it this node can reach (a relay on several
     # networks advertises one address; nodes that share another network with it dial that one instead).
     address_map: dict[str, str] = field(default_factory=dict)
+    # Swarm, several networks: the same where addresses are known only at run time. A relay's nickname ->
+    # the host name that reaches it here (its service's alias on the network we share, e.g. relay1.south);
+    # the consensus says which nickname an address is (nodes/net/dial_names.py).
+    dial_names: dict[str, str] = field(default_factory=dict)
     impl: str = "onionlab"  # "tor": a stock tor plays the role (`python -m nodes tor --config F`)
     # Link shaping from the start (the topology's `links:`): nodes/net/shaper.py rules, as JSON objects
     shaping: tuple[dict, ...] = ()
@@ -127,10 +131,11 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     data["services"] = tuple(_build(ServicePort, s, f"{source}: services[{i}]")
                              for i, s in enumerate(data.get("services", [])))
     data["timing"] = _build(Timing, data.get("timing", {}), f"{source}: timing")
-    mapping = data.get("address_map", {})
-    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                for k, v in mapping.items()):
-        raise ConfigError(f"{source}: address_map: expected an object of address strings")
+    for key, what in (("address_map", "address"), ("dial_names", "name")):
+        mapping = data.get(key, {})
+        if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in mapping.items()):
+            raise ConfigError(f"{source}: {key}: expected an object of {what} strings")
     data["shaping"] = _shaping(data.get("shaping", []), source)
     config = _build(NodeConfig, data, source)
     if config.role not in ROLES:

@@ -275,7 +275,10 @@ def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_O
 
 
 def stack_plan(topology: Topology) -> Plan:
-    """The plan a stack runs: every node at its service name, every port on 0.0.0.0."""
+    """The plan a stack runs: every node at its service name (with several networks, at its name on each
+    network, `<node>.<network>`: a network alias of its service), every port on 0.0.0.0."""
+    if len(topology.networks) > 1:
+        return make_plan(topology, network_names=True, socks_address="0.0.0.0", listen_address="0.0.0.0")
     return make_plan(topology, addresses={n.name: n.name for n in topology.nodes}, socks_address="0.0.0.0",
                      listen_address="0.0.0.0")
 

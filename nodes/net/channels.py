@@ -45,6 +45,7 @@ from nodes.core.errors import RemoteProtocolError, UnexpectedMessage
 from nodes.core.link_certs import LinkIdentity
 
 from . import clock, tls
+from .dial_names import DialNames
 from .events import EventLog
 from .link import Link, LinkClosed
 from .metrics import Metrics
@@ -530,12 +531,13 @@ class ChannelManager:
     def __init__(self, link_identity: LinkIdentity | None, metrics: Metrics, events: EventLog, *,
                  address: str, connect_timeout: float = CONNECT_TIMEOUT,
                  address_map: Mapping[str, str] | None = None, shaper: Shaper | None = None,
-                 source_address: str | None = None) -> None:
+                 source_address: str | None = None, dial_names: DialNames | None = None) -> None:
         self.link_identity = link_identity  # what our OR port proves (relays, authorities); None: no OR port
         self.metrics = metrics
         self.events = events
         self.address = address
         self.address_map = dict(address_map or {})  # NodeConfig.address_map: where we dial an address
+        self.dial_names = dial_names  # NodeConfig.dial_names: the same, learned when we dial (Swarm)
         self.source_address = source_address  # NodeConfig.source_address: where our links come from
         self.or_port = 0
         self.connect_timeout = connect_timeout
@@ -599,6 +601,8 @@ class ChannelManager:
         node (the link's CERTS must prove it). ChannelError on failure (kind "identity_mismatch" when
         another node answers there)."""
         address = self.address_map.get(address, address)
+        if self.dial_names is not None:
+            address = await self.dial_names.dial_address(address, port)
         key = (address, port)
         channel = self.channel_to(address, port)
         if channel is not None:

@@ -15,6 +15,7 @@ from . import clock
 from .channels import ChannelManager
 from .circuits import CircuitManager
 from .control import node_control
+from .dial_names import dial_names_for
 from .events import EventLog
 from .guards import GuardManager, NoGuards, Rng
 from .hs_paths import FollowingDirectoryClient, usable
@@ -32,7 +33,9 @@ class OriginStack:
         self.control = node_control(config.name, config.data_dir, config.shaping, self.metrics, self.events)
         self.channels = ChannelManager(None, self.metrics, self.events, address=config.address,
                                        address_map=config.address_map, shaper=self.control.shaper,
-                                       source_address=config.source_address)
+                                       source_address=config.source_address,
+                                       dial_names=dial_names_for(config.dial_names,
+                                                                 lambda: self.directory.current, self.events))
         self.circuits = CircuitManager(self.channels, self.metrics, self.events)
         self.guards = self.make_guards(config.guards)
         self.directory = FollowingDirectoryClient(config.authorities, self.metrics, self.events,

@@ -170,14 +170,18 @@ def fast_threshold(bandwidths: list[int]) -> int:
 
 
 async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, str] | None = None,
+                          dial_names: Mapping[str, str] | None = None,
                           source_address: str | None = None) -> bool:
     """Does the relay answer at its OR port as the holder of its identity and onion key? Open a link (its
     CERTS must prove the descriptor's node ID), send CREATE2 with an ntor onionskin for its node ID and onion
     key, and check CREATED2. `address_map` (NodeConfig.address_map) says where to dial an address we reach
-    another way; `source_address` (NodeConfig.source_address) where the test comes from."""
+    another way, `dial_names` (NodeConfig.dial_names) which name to resolve for it instead, by the
+    descriptor's nickname (Swarm); `source_address` (NodeConfig.source_address) where the test comes from."""
     with trio.move_on_after(REACHABILITY_TIMEOUT):
         try:
             dial = (address_map or {}).get(desc.address, desc.address)
+            if dial_names and desc.nickname in dial_names:
+                dial = await resolve_ip(dial_names[desc.nickname])
             stream = await tls.open_tls_stream(dial, desc.or_port, tls.client_context(),
                                                local_address=source_address)
         except (OSError, trio.BrokenResourceError):
@@ -682,6 +686,7 @@ async def serve(config: NodeConfig, *, reachable: Reachable | None = None,
     events = EventLog(config.name, "authority")
     metrics = Metrics()
     reachable = reachable or functools.partial(check_reachable, address_map=config.address_map,
+                                               dial_names=config.dial_names,
                                                source_address=config.source_address)
     node_keys = load_or_create_node_keys(config.data_dir)
     authority = Authority(config, node_keys, load_or_create_authority_keys(config.data_dir),

@@ -6,8 +6,9 @@ Ports (config.address): the OR port (TLS links; every circuit through or to this
 circuit, and answering them (nodes.net.hsdir) is what makes it an HSDir.
 
 config.address may be a host name (a Docker Swarm stack plans with service names, since Swarm gives tasks
-their addresses at deploy time): `serve` resolves it once at start, and the relay advertises and checks
-the IP it got (a descriptor carries an IP address). A restarted task resolves its name again.
+their addresses at deploy time; with several networks, the name on its first network): `serve` resolves it
+once at start, trying again for a while if it does not resolve yet, and the relay advertises and checks the
+IP it got (a descriptor carries an IP address). A restarted task resolves its name again.
 
 Keys live in `<data_dir>/keys/` (nodes.net.node_keys): made on first start, reused afterwards, so a restart
 keeps the identity. The relay uploads a fresh descriptor to every authority at start and every
@@ -37,6 +38,7 @@ from nodes.net.addresses import is_canonical_ip, resolve_ip
 from nodes.net.adversary import AdversaryObserver
 from nodes.net.channels import ChannelManager
 from nodes.net.control import node_control
+from nodes.net.dial_names import dial_names_for
 from nodes.net.dirclient import DirectoryClient
 from nodes.net.events import EventLog
 from nodes.net.hsdir import HsDirStore
@@ -54,16 +56,29 @@ PROTO = ("Cons=1-2 Desc=1-2 FlowCtrl=1 HSDir=2 HSIntro=4 HSRend=2 Link=4-5 LinkA
          "Relay=2")
 UPLOAD_RETRY_MIN = 0.25  # seconds before retrying an upload no authority accepted; doubles up to the max
 UPLOAD_RETRY_MAX = 10.0
+RESOLVE_WAIT = 60.0  # seconds a relay tries to resolve its address name at start
+RESOLVE_RETRY_MIN = 0.1
+RESOLVE_RETRY_MAX = 2.0
 
 
-async def resolve_address(config: NodeConfig) -> NodeConfig:
+async def resolve_address(config: NodeConfig, *, wait: float | None = None) -> NodeConfig:
     """`config` with a host-name address replaced by its first IPv4 (else IPv6) address; an IP address is
-    kept as it is. ConfigError when the name does not resolve."""
-    try:
-        ip = await resolve_ip(config.address, config.or_port or None)
-    except OSError as e:
-        raise ConfigError(f"{config.name}: cannot resolve address {config.address!r}: {e}") from None
-    return config if ip == config.address else dataclasses.replace(config, address=ip)
+    kept as it is. A name that does not resolve is tried again for up to `wait` seconds (Swarm adds a task
+    to its DNS once the task runs, which may be just after we start; default RESOLVE_WAIT); then
+    ConfigError."""
+    wait = RESOLVE_WAIT if wait is None else wait
+    retry = RESOLVE_RETRY_MIN
+    with trio.move_on_after(wait):
+        while True:
+            try:
+                ip = await resolve_ip(config.address, config.or_port or None)
+                return config if ip == config.address else dataclasses.replace(config, address=ip)
+            except OSError as e:
+                error = e
+            await trio.sleep(retry)
+            retry = min(2 * retry, RESOLVE_RETRY_MAX)
+    raise ConfigError(f"{config.name}: cannot resolve address {config.address!r} (for {wait:g} s): "
+                      f"{error}")
 
 
 def nickname_for(name: str) -> str:
@@ -94,7 +109,9 @@ class Relay:
         self.control = node_control(config.name, config.data_dir, config.shaping, metrics, events)
         self.channels = ChannelManager(self.link_identity, metrics, events, address=config.address,
                                        address_map=config.address_map, shaper=self.control.shaper,
-                                       source_address=config.source_address)
+                                       source_address=config.source_address,
+                                       dial_names=dial_names_for(config.dial_names,
+                                                                 lambda: self.directory.current, events))
         self.directory = DirectoryClient(config.authorities, metrics, events,
                                          voting_interval=config.timing.voting_interval)
         self.hsdir = HsDirStore(metrics, events, documents=self.directory)  # and a directory cache (V2Dir)

@@ -22,7 +22,10 @@ import requests
 from docker.models.images import Image
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = "onionlab/node:latest"
+# $ONIONLAB_TEST_IMAGE: build and test another tag (a branch's own code on a shared engine); only tests that
+# put IMAGE into their topologies use it, the others run onionlab/node:latest as they find it
+DEFAULT_IMAGE = "onionlab/node:latest"
+IMAGE = os.environ.get("ONIONLAB_TEST_IMAGE", DEFAULT_IMAGE)
 BUILD_SCRIPT = REPO / "images" / "node" / "build-image.sh"
 BUILD_TIMEOUT = 1800  # the first build debootstraps a base image; cached builds take about a second
 TEST_LABEL = "onionlab.test"
@@ -52,8 +55,10 @@ def image_build(docker_client: docker.DockerClient) -> subprocess.CompletedProce
     """images/node/build-image.sh, run once per session: its exit status and output (the build's: stderr)."""
     started = time.monotonic()
     try:
+        tag = {} if IMAGE == DEFAULT_IMAGE else {
+            "IMAGE": IMAGE, "DEPS_IMAGE": f"onionlab/node-deps:{IMAGE.rpartition(':')[2]}"}
         result = subprocess.run([str(BUILD_SCRIPT)], cwd=REPO, capture_output=True, text=True,
-                                timeout=BUILD_TIMEOUT)
+                                timeout=BUILD_TIMEOUT, env={**os.environ, **tag})
     except subprocess.TimeoutExpired:
         pytest.fail(f"{BUILD_SCRIPT} took more than {BUILD_TIMEOUT} s", pytrace=False)
     if result.returncode != 0:
@@ -64,7 +69,7 @@ def image_build(docker_client: docker.DockerClient) -> subprocess.CompletedProce
 
 @pytest.fixture(scope="session")
 def node_image(docker_client: docker.DockerClient, image_build: subprocess.CompletedProcess) -> Image:
-    """onionlab/node:latest, built (or found up to date) once per session by images/node/build-image.sh."""
+    """IMAGE, built (or found up to date) once per session by images/node/build-image.sh."""
     return docker_client.images.get(IMAGE)
 
 

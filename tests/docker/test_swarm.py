@@ -18,6 +18,7 @@ containers so that the conftest's reaper finds leftovers.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -38,6 +39,7 @@ from orchestrator.backends.swarm import SwarmBackend
 from orchestrator.compose import export_stack, socks_variable
 from orchestrator.flow import run_flow
 from orchestrator.topology import Topology, load_topology
+from tests.docker.conftest import IMAGE
 from tests.docker.helpers import free_port, wait_for_free_subnets
 
 pytestmark = pytest.mark.docker
@@ -202,7 +204,7 @@ def label_override(labels: dict[str, str], stack: dict) -> dict:
 
 @pytest.fixture
 def stack(swarm, node_image, labels, tmp_path) -> Iterator[Stack]:
-    topology = load_topology(TOPOLOGY)
+    topology = on_test_image(load_topology(TOPOLOGY))
     stack_file = tmp_path / "onionlab-stack.yml"
     text = export_stack(topology, "topologies/default.yaml", stack_file)  # and the plan next to it
     override = tmp_path / "test-labels.yml"
@@ -279,6 +281,13 @@ def test_stack_deploy_brings_up_the_default_lab_and_stack_rm_removes_it(stack: S
     print(f"\nstack {lab.name}: page of {onion} through port {lab.socks_port} after {fetched_after:.1f} s")
 
 
+def on_test_image(topology: Topology) -> Topology:
+    """Every node on the image the session built (IMAGE: $ONIONLAB_TEST_IMAGE, default onionlab/node:latest):
+    the backend's plan must be read by the same code."""
+    return dataclasses.replace(topology, nodes=tuple(dataclasses.replace(n, image=IMAGE)
+                                                     for n in topology.nodes))
+
+
 def run_objects(run_id: str) -> dict[str, list[str]]:
     """The swarm objects labelled with the run (services, secrets, configs, networks, volumes here)."""
     label = f"label=onionlab.run={run_id}"
@@ -290,7 +299,7 @@ def test_swarm_backend_runs_the_default_lab_with_secrets_flow_kill_restart_and_d
                                                                                      tmp_path, monkeypatch):
     monkeypatch.setenv("ONIONLAB_LABELS", ",".join(f"{k}={v}" for k, v in labels.items()))
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    topology = load_topology(TOPOLOGY)
+    topology = on_test_image(load_topology(TOPOLOGY))
     backend = SwarmBackend(tmp_path / "run")
     lines: list[str] = []
     started = time.monotonic()
@@ -327,6 +336,50 @@ def test_swarm_backend_runs_the_default_lab_with_secrets_flow_kill_restart_and_d
         assert backend.node_state("hs")["status"] == "exited"
         assert backend.restart("hs", timeout=120)["onion"] == service["onion"]  # its key is a secret
         print(f"\nswarm backend: default lab ready in {up_seconds:.1f} s; flow {result.flow_ms:.0f} ms")
+    finally:
+        backend.down()
+    assert run_objects(info.run_id) == {k: [] for k in ("service", "secret", "config", "network", "volume")}
+
+
+def test_swarm_backend_runs_a_two_network_lab_over_two_overlay_networks(swarm, node_image, labels, tmp_path,
+                                                                          monkeypatch):
+    """topologies/multi-network.yaml: the client only on `north`, the onion service only on `south`, relays
+    and authorities on both. The relays advertise their `north` address (learned at start from their alias
+    there); the onion service reaches them on `south` by name (dial_names), so the page crosses relays that
+    sit on both overlay networks."""
+    monkeypatch.setenv("ONIONLAB_LABELS", ",".join(f"{k}={v}" for k, v in labels.items()))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    topology = on_test_image(load_topology(REPO / "topologies" / "multi-network.yaml"))
+    backend = SwarmBackend(tmp_path / "run")
+    started = time.monotonic()
+    info = backend.up(topology, timeout=PAGE_TIMEOUT)
+    up_seconds = time.monotonic() - started
+    try:
+        objects = run_objects(info.run_id)
+        assert len(objects["network"]) == 2 and len(objects["service"]) == len(topology.nodes)
+        status = backend.status()
+        assert all(n["ready"] for n in status["nodes"]), status
+        stack = f"ol{info.run_id}"
+        relays = [n.name for n in topology.nodes_by_role("relay")]
+        for relay in relays:  # ready means listed in the consensus at the address it advertises
+            addresses = backend.node_addresses(relay)
+            assert set(addresses) == {f"{stack}_north", f"{stack}_south"}, addresses
+            assert backend.node_status(relay)["address"] == addresses[f"{stack}_north"]
+        assert set(backend.node_addresses("hs")) == {f"{stack}_south"}
+        assert set(backend.node_addresses("client")) == {f"{stack}_north"}
+        (service,) = status["onion_services"]
+        (client,) = status["clients"]
+        result = run_flow(read_state(backend.run_dir), backend.logs, onion=service["onion"], service="hs",
+                          client="client", socks=client["socks"])
+        assert result.ok, (result.failed_step, result.error)
+        # the onion service linked to relays at their `south` addresses, which no consensus lists; it
+        # cannot reach `north` at all
+        south = {backend.node_addresses(r)[f"{stack}_south"] for r in relays}
+        north = {backend.node_addresses(n.name).get(f"{stack}_north") for n in topology.nodes} - {None}
+        linked = {json.loads(line)["peer"] for line in backend.logs("hs").splitlines()
+                  if line.startswith("{") and '"link_up"' in line}
+        assert linked & south and not linked & north, (linked, south, north)
+        print(f"\nswarm backend: two-network lab ready in {up_seconds:.1f} s; flow {result.flow_ms:.0f} ms")
     finally:
         backend.down()
     assert run_objects(info.run_id) == {k: [] for k in ("service", "secret", "config", "network", "volume")}

@@ -473,7 +473,12 @@ async def test_reachability_test_needs_the_relays_identity_and_its_ntor_answer(m
             elsewhere = _descriptor_of(honest, address="127.0.0.2")  # the relay listens on 127.0.0.1 only
             assert not await authority.check_reachable(elsewhere)
             assert await authority.check_reachable(elsewhere, address_map={"127.0.0.2": HOST})
-        assert honest.metrics.value("relay_circuits_total") == 2  # the two tests that passed
+            # ... or by the name of its nickname (NodeConfig.dial_names: Swarm); not for another nickname
+            assert await authority.check_reachable(elsewhere, dial_names={"honest": "localhost"})
+            assert not await authority.check_reachable(elsewhere, dial_names={"other": "localhost"})
+            unresolved = {"honest": "no-such-host.invalid"}
+            assert not await authority.check_reachable(_descriptor_of(honest), dial_names=unresolved)
+        assert honest.metrics.value("relay_circuits_total") == 3  # the three tests that passed
         nursery.cancel_scope.cancel()
 
 

@@ -392,5 +392,6 @@ async def test_relay_resolves_a_host_name_address_once_at_start(tmp_path, monkey
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(trio.socket, "getaddrinfo", no_such_name)
-    with pytest.raises(ConfigError, match="cannot resolve address 'relay-1.invalid'"):
+    monkeypatch.setattr(relay, "RESOLVE_WAIT", 0.5)  # tried again for that long
+    with pytest.raises(ConfigError, match=r"cannot resolve address 'relay-1.invalid' \(for 0.5 s\)"):
         await relay.serve(dataclasses.replace(config, address="relay-1.invalid"))

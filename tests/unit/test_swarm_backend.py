@@ -94,7 +94,7 @@ def test_secret_and_config_names_fit_swarm_limits_with_the_stack_prefix():
     assert len("ol0123456789_" + long_a) <= 64
 
 
-def test_up_refuses_a_multi_network_topology_and_a_non_manager_before_deploying(tmp_path, monkeypatch):
+def test_up_refuses_relays_it_cannot_tell_apart_and_a_non_manager_before_deploying(tmp_path, monkeypatch):
     import pytest
 
     from orchestrator.backends import BackendError
@@ -104,8 +104,11 @@ def test_up_refuses_a_multi_network_topology_and_a_non_manager_before_deploying(
     monkeypatch.setattr(lifecycle, "docker", lambda *args, **kw: deployed.append(args))
     monkeypatch.setattr(lifecycle, "require_manager", lambda: {"LocalNodeState": "active"})
     backend = SwarmBackend(tmp_path / "run")
-    with pytest.raises(BackendError, match="has 2 networks; the swarm backend runs one-network topologies"):
-        backend.up(load_topology(REPO / "topologies" / "multi-network.yaml"))
+    clash = (REPO / "topologies" / "multi-network.yaml").read_text().replace(
+        "  - {name: relay, role: relay, count: 6}", "  - {name: relay, role: relay, count: 6}\n"
+                                                   "  - {name: relay-1, role: relay}")
+    with pytest.raises(BackendError, match=r"multi-network.*relays with the same nickname \(relay1\)"):
+        backend.up(parse_topology(clash, "multi.yaml"))
     from orchestrator.backends.swarm import engine
 
     monkeypatch.setattr(lifecycle, "require_manager", engine.require_manager)

@@ -88,11 +88,10 @@ class SwarmBackend:
     def up(self, topology: Topology, *, timeout: float = 60.0, progress: Progress | None = None) -> RunInfo:
         say = progress or (lambda _: None)
         require_manager()
-        if len(topology.networks) != 1:
-            raise BackendError(
-                f"topology {topology.name!r} has {len(topology.networks)} networks; the swarm backend runs "
-                "one-network topologies for now: a relay on several overlay networks advertises one address, "
-                "and the nodes of its other networks would need to be told the other one (docs/swarm.md)")
+        try:
+            plan = stack_plan(topology)
+        except ValueError as e:  # relays that the consensus cannot tell apart, with several networks
+            raise BackendError(f"topology {topology.name!r}: {e}") from None
         old = read_state(self.run_dir)
         if old is not None and not old.failed and old.backend == self.name and \
                 stack_tasks(stack_name(old.run_id or "")):
@@ -115,7 +114,7 @@ class SwarmBackend:
         labels = {**owner_labels(self.run_dir, run_id), **extra_labels()}
         try:
             secret = new_secret(self.run_dir)
-            material = make_material(stack_plan(topology), self.run_dir, secret)
+            material = make_material(plan, self.run_dir, secret)
             try:
                 text = render_stack(topology, material, published, labels)
                 (self.run_dir / STACK_FILE).write_text(text)

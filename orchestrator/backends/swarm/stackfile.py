@@ -5,6 +5,9 @@ material's files but holds no key. Per node service `<node>`:
 
 - hostname and service name = the node name; `endpoint_mode: dnsrr` (the name resolves to the task's own
   address: no virtual IP, which needs IPVS, missing from many kernels); the plan dials nodes by name;
+- on each of its networks the alias `<node>.<network>`, which resolves to its address on that network only:
+  with several networks the plan names nodes so (orchestrator.plan.network_name), and a relay advertises
+  what its first network's alias resolves to;
 - one replica, `restart_policy: none`: a node that dies stays dead until `onionlab restart`/`start`, as on
   the docker backend (chaos must see the kill it made); placement constraints from the topology, and every
   relay spread over the swarm's nodes (a spread preference on node.id);
@@ -13,6 +16,10 @@ material's files but holds no key. Per node service `<node>`:
 - its control port (and a client's SOCKS port) published in `mode: host` at a port chosen by `up`: the
   orchestrator reaches /status at the task's host, wherever Swarm put it (no routing mesh: it needs IPVS).
   Host mode binds every address of that host.
+
+No health check (the image's asks /status at the node's address): Swarm puts a task into its DNS only once
+the check has passed, and a relay resolves its own network alias (below) before its /status answers. `up`
+waits for /status itself.
 
 Swarm cannot do `security_opt` (no-new-privileges) for services: the node runs as an unprivileged user with
 no capabilities, which is what no-new-privileges protects here.
@@ -24,7 +31,7 @@ import json
 from typing import Final
 
 from nodes.config import command_word
-from orchestrator.plan import DATA_ROOT
+from orchestrator.plan import DATA_ROOT, network_name
 from orchestrator.topology import Topology, size_text
 
 from .material import NodeMaterial, entry_script
@@ -78,14 +85,14 @@ def render_stack(topology: Topology, material: dict[str, NodeMaterial], ports: d
         services[node.name] = {
             "image": node.image, "hostname": node.name, "user": NODE_UID,
             "entrypoint": ["sh", "-c", script], "command": [],
-            "networks": list(node.networks),
+            "networks": {net: {"aliases": [network_name(node.name, net)]} for net in node.networks},
             "volumes": [f"{volume_name(node.name)}:{DATA_ROOT}", {"type": "tmpfs", "target": "/tmp"}],
             "ports": published, "read_only": True, "cap_drop": ["ALL"], "stop_grace_period": STOP_GRACE,
             "secrets": [{"source": i.key, "target": i.target, "uid": NODE_UID, "gid": NODE_UID, "mode": 0o400}
                         for i in stuff.secrets],
             "configs": [{"source": i.key, "target": i.target, "uid": NODE_UID, "gid": NODE_UID, "mode": 0o444}
                         for i in stuff.configs],
-            "labels": own, "deploy": deploy}
+            "healthcheck": {"disable": True}, "labels": own, "deploy": deploy}
     stack = {"version": STACK_FILE_VERSION, "networks": networks, "volumes": volumes, "secrets": secrets,
              "configs": configs, "services": services}
     return json.dumps(stack, indent=1) + "\n"
