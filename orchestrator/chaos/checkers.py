@@ -238,22 +238,28 @@ NackCounts = dict[tuple[str, str, str], int]  # (client, relay, auth key) -> NAC
 
 
 def _nack_storms(history: Sequence[dict], max_nacks: int) -> tuple[NackCounts, list[str]]:
-    """(client, relay, auth key) -> the most NACKs it got from that intro point within NACK_WINDOW seconds,
-    where above `max_nacks`; and why the NACKs cannot be judged (the clients' events were not read)."""
+    """(client, relay, auth key) -> the most NACKs it got from that intro point within NACK_WINDOW seconds
+    of one of them, where above `max_nacks`; and why the NACKs cannot be judged (the clients' events were not
+    read). A NACK counts only when its INTRODUCE1 was sent after the first NACK (`introduce_sent` on the same
+    circuit; without one, when the NACK came): introductions already in flight then (concurrent fetches with
+    one stale descriptor) could not have known."""
     collected = next((r for r in history if r.get("type") == "node_events"), None)
     if collected is None:
         return {}, ["the nodes' events were not collected: NACKs cannot be judged"]
     clients = {r.get("client") for r in history if r.get("type") == "run"} - {None}
     unread = [f"{c}: its events could not be read: NACKs cannot be judged"
               for c in sorted(clients & set(collected.get("missing") or ()))]
-    times: dict[tuple[str, str, str], list[float]] = {}
-    for r in history:
-        if r.get("type") == "node_event" and r.get("event") == "introduce_nack":
-            times.setdefault((r["node"], r.get("intro", "?"), r.get("key", "?")), []).append(r["t"])
+    events = [r for r in history if r.get("type") == "node_event"]
+    sent = {(r["node"], r.get("circuit")): r["t"] for r in events if r.get("event") == "introduce_sent"}
+    nacks: dict[tuple[str, str, str], list[tuple[float, float]]] = {}  # -> [(sent, NACKed)]
+    for r in events:
+        if r.get("event") == "introduce_nack":
+            when = sent.get((r["node"], r.get("circuit")), r["t"])
+            nacks.setdefault((r["node"], r.get("intro", "?"), r.get("key", "?")), []).append((when, r["t"]))
     storms = {}
-    for point, ts in times.items():
-        ts.sort()
-        most = max(sum(1 for u in ts[i:] if u - t <= NACK_WINDOW) for i, t in enumerate(ts))
+    for point, pairs in nacks.items():
+        most = max(1 + sum(1 for other_sent, _ in pairs if t < other_sent <= t + NACK_WINDOW)
+                   for _, t in pairs)
         if most > max_nacks:
             storms[point] = most
     return storms, unread

@@ -145,7 +145,7 @@ def lab_state(backend: FaultBackend, service: str, client: str, relays: Sequence
 KEPT_EVENTS: Final = ("link_up", "consensus_received", "consensus_refused",
                       # why a service or a client was unreachable: its intro points and descriptors
                       "intro_established", "intro_lost", "intro_failed", "intro_rotated",
-                      "descriptor_published", "descriptor_upload_failed", "introduce_nack",
+                      "descriptor_published", "descriptor_upload_failed", "introduce_sent", "introduce_nack",
                       "descriptor_refetch", "descriptor_stale", "descriptor_fetched",
                       "descriptor_fetch_failed")
 

@@ -402,6 +402,26 @@ def test_nacks_from_one_relay_for_successive_intro_points_are_no_storm() -> None
                     Checkers())["lab_state"]
 
 
+def test_introductions_in_flight_before_a_nack_are_no_storm() -> None:
+    """The fresh-clone CI run's test_chaos: two fetches used one stale descriptor at once, and relay2 NACKed
+    both introductions 4 ms apart. Both were sent before the first NACK came: the client could not have
+    known. An introduction sent after a NACK from the same intro point is one too many."""
+    def sent(t: float, circuit: int) -> dict:
+        return node_event(t, "client", "introduce_sent", role="client", intro="relay2", circuit=circuit)
+
+    def nacked(t: float, circuit: int) -> dict:
+        return {**nack(t, "relay2", "c2" * 32), "circuit": circuit}
+
+    fetches = [fetch(i, float(i)) for i in range(40)]
+    states = [sample(float(t)) for t in range(0, 40, 2)]
+    both = read_events(sent(12.10, 1), sent(12.11, 2), nacked(12.189, 1), nacked(12.193, 2))
+    assert verdicts(history(*fetches, *states, *both, healthy=False), Checkers())["lab_state"]
+    again = read_events(sent(12.10, 1), nacked(12.189, 1), sent(13.0, 3), nacked(13.05, 3))
+    result = {v.name: v for v in judge(history(*fetches, *states, *again, healthy=False), Checkers())}
+    assert result["lab_state"].details == [
+        f"client: 2 NACKs from relay2 (intro point {'c2' * 8}…) within 120 s (at most 1)"]
+
+
 def test_nacks_cannot_be_judged_without_the_clients_events() -> None:
     fetches = [fetch(i, float(i)) for i in range(40)]
     states = [sample(float(t)) for t in range(0, 40, 2)]
