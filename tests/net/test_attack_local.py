@@ -77,12 +77,18 @@ def test_guard_discovery_on_a_local_lab(tmp_path):
             trial = run_trial(backend, lab, "guards", seed, BUDGET, say=lines.append)
             assert trial.failed == 0, lines
             assert len(trial.guards) == 1
-            assert (trial.located_at is not None) == trial.guard_adversarial, trial
+            # located exactly at the first circuit whose first hop is the adversary's
             assert trial.located_at == _first_bad(trial.first_hops, adversary), trial
+            # guards, not a fresh first hop per circuit: the guard, or the next one once it failed (the
+            # fresh-clone CI run saw all 12 circuits go through one honest relay while the guard the service
+            # had been given was the adversary's: it had moved on to its next guard)
+            assert len(set(trial.first_hops)) <= 2, trial
+            if set(trial.first_hops) == {trial.guards[0]}:
+                assert (trial.located_at is not None) == trial.guard_adversarial, trial
             if trial.located_at is not None:
                 assert trial.correct
-            else:
-                assert trial.circuits == BUDGET and set(trial.first_hops) == {trial.guards[0]}
+            elif not trial.guard_adversarial and set(trial.first_hops) == {trial.guards[0]}:
+                assert trial.circuits == BUDGET
                 honest_seen = True
                 break
         assert honest_seen, "ten seeds, each with an adversary guard: P = 0.5^10"

@@ -151,3 +151,49 @@ def test_a_task_that_failed_stops_up_at_once_though_swarm_marks_it_to_shut_down(
     assert current["relay1"].state == "failed"  # the newest task, whatever Swarm wants of it now
     with pytest.raises(NodeFailed, match=f"relay1 \\(relay\\): task failed: {error}"):
         backend._check_tasks(info, current)
+
+
+def test_start_asks_for_another_task_when_the_engine_could_not_start_its_container(tmp_path, monkeypatch):
+    """The fresh-clone CI run's swarm test: after a kill, the restarted relay's task failed with the engine's
+    "unable to remount dir as readonly ... secrets ...: device or resource busy", not the node's failure:
+    `start` asks for another task (twice at most); a node's own failure still stops it at once."""
+    import pytest
+
+    from orchestrator.backends import NodeFailed, RunInfo, RunNode
+    from orchestrator.backends.swarm import lifecycle
+    from orchestrator.backends.swarm.engine import Task
+
+    busy = ("starting container failed: unable to remount dir as readonly: mount tmpfs:/var/lib/docker/"
+            "containers/x/mounts/secrets, flags: 0x21, data: uid=0,gid=0: device or resource busy")
+
+    def task(n: int, state: str, error: str = "") -> Task:
+        return Task(f"t{n}", "olr1_relay1", "n1", state, "running", error, f"c{n}", f"2026-01-01T00:00:0{n}Z")
+
+    def run(*after_updates: Task) -> list[tuple]:
+        tasks = [task(0, "failed", "task: non-zero exit (137)")]  # the killed one
+        updates: list[tuple] = []
+
+        def docker(*args, **kw):
+            updates.append(args)
+            tasks.append(after_updates[len(updates) - 1])
+
+        monkeypatch.setattr(lifecycle, "stack_tasks", lambda stack: list(tasks))
+        monkeypatch.setattr(lifecycle, "docker", docker)
+        monkeypatch.setattr(lifecycle.time, "sleep", lambda s: None)
+        monkeypatch.setattr(lifecycle.observe, "service_logs", lambda service, tail=None: ("", ""))
+        monkeypatch.setattr(lifecycle, "node_hosts", lambda ids, local: {"n1": ("127.0.0.1", "")})
+        monkeypatch.setattr(lifecycle, "swarm_info", lambda: {"NodeID": "n1"})
+        backend = lifecycle.SwarmBackend(tmp_path)
+        info = RunInfo("swarm", str(tmp_path), "t.yaml", "lab", run_id="r1", nodes=[
+            RunNode("relay1", "relay", "relay1", {}, container="olr1_relay1", control="127.0.0.1:9052")])
+        monkeypatch.setattr(backend, "_state", lambda: info)
+        monkeypatch.setattr(lifecycle, "write_state", lambda info: None)
+        monkeypatch.setattr(backend, "_wait_ready", lambda info, left, say, only: {"relay1": {"ok": True}})
+        assert backend.start("relay1", timeout=5) == {"ok": True}
+        return updates
+
+    assert len(run(task(1, "failed", busy), task(2, "running"))) == 2
+    with pytest.raises(NodeFailed, match="device or resource busy"):  # not forever
+        run(task(1, "failed", busy), task(2, "failed", busy), task(3, "failed", busy))
+    with pytest.raises(NodeFailed, match="exit"):  # the node's own failure: no second task
+        run(task(1, "failed", "task: non-zero exit (1)"))

@@ -54,6 +54,10 @@ PUBLISHED = ("control_port", "socks_port")  # what the orchestrator and users re
 STACK_FILE = "stack.json"
 STATUS_TIMEOUT = 1.0
 CHECK_EVERY = 1.0
+# A task whose container the engine could not start for a moment (seen after a kill: "unable to remount dir as
+# readonly: mount tmpfs:.../mounts/secrets ...: device or resource busy"): `start` asks for another this often
+ENGINE_BUSY = "device or resource busy"
+ENGINE_RETRIES = 2
 TAIL_LINES = 20
 FAILED_STATES = frozenset({"failed", "rejected", "orphaned", "shutdown", "complete", "remove"})
 SWARM_FAULTS = frozenset({"kill", "stop"})
@@ -411,18 +415,28 @@ class SwarmBackend:
         node = info.node(name)
         task = self._current(info).get(name)
         replaced = task.id if task is not None else None
-        if force or task is None or task.state in FAILED_STATES:
+
+        def new_task() -> None:
             docker("service", "update", "--detach", "--force", "--replicas", "1", node.container or "")
+
+        if force or task is None or task.state in FAILED_STATES:
+            new_task()
         else:
             replaced = None  # it runs: nothing to replace
         if not wait:
             return None
         deadline = time.monotonic() + timeout
+        retries = ENGINE_RETRIES
         while True:
             task = self._current(info).get(name)
             if task is not None and task.state == "running" and task.id != replaced:
                 break
             if task is not None and task.id != replaced and task.state in FAILED_STATES:
+                if retries and ENGINE_BUSY in task.error:  # the engine's, not the node's: another task
+                    retries -= 1
+                    replaced = task.id
+                    new_task()
+                    continue
                 self._check_tasks(info, {name: task}, [name])
             if time.monotonic() > deadline:
                 raise StartFailed(f"{name}: no running task after {timeout:g} s "
