@@ -88,13 +88,13 @@ def _resolve(backend: FaultBackend, op: Op, roles: dict[str, str], service: str,
     nodes, why = list(op.nodes), ""
     if not op.nodes:
         nodes, why = choose_live(parse_target(op.target), op.count, op.choice_seed, status, service, client,
-                                 busy)
+                                 busy, lab=roles)
     peers = None
     given = dict(op.params).get("from") if op.fault == "partition" else None
     if isinstance(given, str):
         target = parse_target(given)
         if target.live:
-            peers, found = choose_live(target, None, op.choice_seed, status, service, client)
+            peers, found = choose_live(target, None, op.choice_seed, status, service, client, lab=roles)
             why = f"{why}; from {found}" if why else f"from {found}"
         else:
             chosen = choose_static(target, None, roles, random.Random(op.choice_seed), lambda _: True)

@@ -204,10 +204,15 @@ def live_candidates(target: Target, status_of: StatusOf, service: str | None,
 
 
 def choose_live(target: Target, count: int | None, seed: int, status_of: StatusOf, service: str | None,
-                client: str | None, busy: Collection[str] = ()) -> tuple[list[str], str]:
-    """`count` (None: all) of the live target's candidates now, busy ones left out, chosen by `seed` (the
-    same lab state gives the same choice): the nodes, sorted, and where they come from."""
+                client: str | None, busy: Collection[str] = (), lab: Collection[str] | None = None
+                ) -> tuple[list[str], str]:
+    """`count` (None: all) of the live target's candidates now, busy ones left out, and with `lab` those
+    that are none of its nodes (a circuit's hop the subject's consensus does not list shows as "unlisted"),
+    chosen by `seed` (the same lab state gives the same choice): the nodes, sorted, and where they come
+    from."""
     candidates, why = live_candidates(target, status_of, service, client)
-    free = [n for n in candidates if n not in busy]
+    if lab is not None and (strangers := [n for n in candidates if n not in lab]):
+        why += f" ({', '.join(strangers)}: no node of the lab, left out)"
+    free = [n for n in candidates if n not in busy and (lab is None or n in lab)]
     want = len(free) if count is None else min(count, len(free))
     return sorted(random.Random(seed).sample(free, want)), why

@@ -228,6 +228,21 @@ def test_choose_live_counts_leaves_busy_nodes_out_and_is_seeded() -> None:
     assert every == ["relay1", "relay5", "relay6"]
 
 
+def test_choose_live_leaves_out_what_is_no_node_of_the_lab() -> None:
+    """The fresh-clone CI run's relay-pause: the service's live circuits listed a hop its consensus did not
+    list with that onion key, shown as "unlisted", and chaos tried to pause a node named "unlisted"."""
+    def with_stranger(name: str) -> dict | None:
+        status = status_of(name)
+        if name == "hs":
+            status = {**status, "live_circuits": [{"path": ["relay4", "unlisted", "relay6"]}]}
+        return status
+
+    lab = {f"relay{i}": "relay" for i in range(1, 7)} | {"hs": "onion_service", "client": "client"}
+    nodes, why = choose_live(parse_target("path of hs"), None, 1, with_stranger, "hs", "client", lab=lab)
+    assert nodes == ["relay4", "relay6"]
+    assert why == "path of hs: relay4, relay6, unlisted (unlisted: no node of the lab, left out)"
+
+
 # -- the run: a live target that names nobody yet ----------------------------------------------------------
 
 
