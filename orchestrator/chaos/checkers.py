@@ -32,6 +32,16 @@ def _fetches(history: Sequence[dict]) -> list[dict]:
     return [r for r in history if r.get("type") == "fetch"]
 
 
+def _node_events(history: Sequence[dict], event: str | None = None) -> list[dict]:
+    return [r for r in history
+            if r.get("type") == "node_event" and (event is None or r.get("event") == event)]
+
+
+def _collected(history: Sequence[dict]) -> dict | None:
+    """The record saying which nodes' events were read after the run (None: they were not collected)."""
+    return next((r for r in history if r.get("type") == "node_events"), None)
+
+
 def _fault_windows(history: Sequence[dict]) -> list[tuple[float, float | None, str]]:
     """(start, end or None while in place, description) of every fault that was applied."""
     starts = {}
@@ -243,13 +253,13 @@ def _nack_storms(history: Sequence[dict], max_nacks: int) -> tuple[NackCounts, l
     read). A NACK counts only when its INTRODUCE1 was sent after the first NACK (`introduce_sent` on the same
     circuit; without one, when the NACK came): introductions already in flight then (concurrent fetches with
     one stale descriptor) could not have known."""
-    collected = next((r for r in history if r.get("type") == "node_events"), None)
+    collected = _collected(history)
     if collected is None:
         return {}, ["the nodes' events were not collected: NACKs cannot be judged"]
     clients = {r.get("client") for r in history if r.get("type") == "run"} - {None}
     unread = [f"{c}: its events could not be read: NACKs cannot be judged"
               for c in sorted(clients & set(collected.get("missing") or ()))]
-    events = [r for r in history if r.get("type") == "node_event"]
+    events = _node_events(history)
     sent = {(r["node"], r.get("circuit")): r["t"] for r in events if r.get("event") == "introduce_sent"}
     nacks: dict[tuple[str, str, str], list[tuple[float, float]]] = {}  # -> [(sent, NACKed)]
     for r in events:

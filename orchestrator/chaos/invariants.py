@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from nodes.core.errors import ProtocolError
 from nodes.core.onion_address import decode_onion_address
 
-from .checkers import Verdict, _fault_windows, heal_points
+from .checkers import Verdict, _collected, _fault_windows, _node_events, heal_points
 
 # relay events that say a relay played a part for an onion service, and which part
 ROLE_EVENTS = {"intro_point_registered": "intro point", "introduce_forwarded": "intro point",
@@ -26,17 +26,8 @@ ROLE_EVENTS = {"intro_point_registered": "intro point", "introduce_forwarded": "
 CONSENSUS_JUDGED_AFTER = 30.0
 
 
-def _node_events(history: Sequence[dict], event: str | None = None) -> list[dict]:
-    return [r for r in history
-            if r.get("type") == "node_event" and (event is None or r.get("event") == event)]
-
-
 def _run(history: Sequence[dict]) -> dict:
     return next((r for r in history if r.get("type") == "run"), {})
-
-
-def _collected(history: Sequence[dict]) -> dict | None:
-    return next((r for r in history if r.get("type") == "node_events"), None)
 
 
 def allowed_guards(history: Sequence[dict], node: str) -> set[str]:
