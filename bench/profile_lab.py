@@ -7,7 +7,8 @@ It starts the default topology on the local backend, warms a rendezvous circuit,
 process with `py-spy record --format raw --gil` (only while it holds the GIL: waiting in epoll is not
 counted) while the client fetches /bytes/N (or, with --ttfb N, makes N warm TTFB requests: a new stream on
 the warm circuit and GET /), and prints per node the seconds sampled and its top functions by own time
-(JSON). cpu_ms_per_request (with --ttfb) is each node's user+system CPU time from /proc over the requests,
+(JSON). proc_cpu_s is each node's user+system CPU time from /proc over the fetch (or requests): it also
+counts what runs without the GIL (TLS records, system calls). cpu_ms_per_request (with --ttfb) is that
 divided by N: next to the wall-clock TTFB it tells CPU spent per hop from time spent waiting (for the
 scheduler, the kernel, another process). The nodes that carry no cell of the fetch (authorities, relays
 off the path) show up with a few samples only.
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.keep.mkdir(parents=True, exist_ok=True)
                         shutil.copy(out, args.keep / out.name)
                     seconds, top = own_time(out, args.top)
-                    nodes[name] = {"cpu_s": round(seconds, 2), "top_own_s": top}
+                    nodes[name] = {"cpu_s": round(seconds, 2), "proc_cpu_s": round(cpu[name], 2), "top_own_s": top}
                     if args.ttfb:
                         nodes[name]["cpu_ms_per_request"] = round(cpu[name] * 1e3 / args.ttfb, 3)
         finally:
