@@ -31,7 +31,8 @@ import json
 from typing import Final
 
 from nodes.config import command_word
-from orchestrator.plan import DATA_ROOT, network_name
+from orchestrator.compose import service_networks
+from orchestrator.plan import DATA_ROOT
 from orchestrator.topology import Topology, size_text
 
 from .material import NodeMaterial, entry_script
@@ -85,7 +86,7 @@ def render_stack(topology: Topology, material: dict[str, NodeMaterial], ports: d
         services[node.name] = {
             "image": node.image, "hostname": node.name, "user": NODE_UID,
             "entrypoint": ["sh", "-c", script], "command": [],
-            "networks": {net: {"aliases": [network_name(node.name, net)]} for net in node.networks},
+            "networks": {net: {"aliases": aliases} for net, aliases in service_networks(node).items()},
             "volumes": [f"{volume_name(node.name)}:{DATA_ROOT}", {"type": "tmpfs", "target": "/tmp"}],
             "ports": published, "read_only": True, "cap_drop": ["ALL"], "stop_grace_period": STOP_GRACE,
             "secrets": [{"source": i.key, "target": i.target, "uid": NODE_UID, "gid": NODE_UID, "mode": 0o400}
