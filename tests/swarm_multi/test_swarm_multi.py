@@ -178,13 +178,27 @@ def swarm() -> Iterator[Swarm]:
         say(f"engines removed; whole test {time.monotonic() - started:.0f} s")
 
 
+def host_of(relay: int) -> str:
+    """The engine relay N (1-based) is placed on: host1, host2, host3, host1, ..."""
+    return f"host{(relay - 1) % ENGINES + 1}"
+
+
 def placed_topology(source: Path, out: Path, places: dict[str, int]) -> Path:
-    """`source` on NODE_IMAGE, each role of `places` constrained to the engine labelled with its number."""
+    """`source` on NODE_IMAGE, each role of `places` constrained to the engine labelled with its number, and
+    the relays (one entry with a count) one by one over the engines (host_of). Swarm itself would not
+    spread them: it balances the number of tasks per engine over all services, so the relays of one run
+    landed on host1 and host2 only while the authorities and the onion service filled host3."""
     data = yaml.safe_load(source.read_text())
     data.setdefault("defaults", {})["image"] = NODE_IMAGE
     for role, host in places.items():
         roles = data.setdefault("roles", {})
         roles.setdefault(role, {})["placement"] = [f"node.labels.onionlab.host=={host}"]
+    nodes = data["nodes"]
+    (at,) = [i for i, entry in enumerate(nodes) if entry["role"] == "relay"]
+    entry = {key: value for key, value in nodes[at].items() if key != "count"}
+    nodes[at:at + 1] = [{**entry, "name": f"{entry['name']}{i}",
+                         "placement": [f"node.labels.onionlab.host=={host_of(i)[4:]}"]}
+                        for i in range(1, nodes[at]["count"] + 1)]
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
 
@@ -241,13 +255,15 @@ def test_default_lab_spread_over_three_engines_fetches_through_the_onion_across_
         hosts = {n["name"]: n["host"] for n in lab.json("inspect")["nodes"]}
         say(f"placement: {hosts}")
         assert hosts["hs"] == "host3" and hosts["client"] == "host1"
-        assert len({hosts[n] for n in hosts if n.startswith("relay")}) == ENGINES  # spread over every engine
+        relays = sorted(n for n in hosts if n.startswith("relay"))
+        assert len(relays) == 6 and all(hosts[r] == host_of(int(r[5:])) for r in relays)  # every engine
         lab.flow()
 
 
 def test_two_network_lab_over_three_engines_links_the_service_only_over_its_own_network(swarm, tmp_path):
     """topologies/multi-network.yaml over the three engines: the client (only on `north`) on host1, the
-    onion service (only on `south`) on host3, relays and authorities on both networks, spread. Each relay
+    onion service (only on `south`) on host3, relays (on both networks) two on each engine, authorities
+    (on both) where Swarm puts them. Each relay
     advertises its `north` address, which it learned at start from its alias `<relay>.north` in Swarm's DNS
     (the task's address there, on whichever engine it runs); the onion service dials relays by their
     `south` names (dial_names), so every link it made is to a `south` address, none to `north`, which it
@@ -265,7 +281,7 @@ def test_two_network_lab_over_three_engines_links_the_service_only_over_its_own_
         say(f"placement: {hosts}")
         assert hosts["hs"] == "host3" and hosts["client"] == "host1"
         relays = sorted(n for n in nodes if n.startswith("relay"))
-        assert len(relays) == 6 and len({hosts[r] for r in relays}) == ENGINES  # relays on every engine
+        assert len(relays) == 6 and all(hosts[r] == host_of(int(r[5:])) for r in relays)  # every engine
         assert set(nodes["hs"]["addresses"]) == {south} and set(nodes["client"]["addresses"]) == {north}
         for name, node in nodes.items():
             if name not in ("hs", "client"):

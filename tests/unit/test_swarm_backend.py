@@ -50,7 +50,7 @@ def test_keys_are_secrets_configs_are_configs_and_the_stack_file_holds_no_key(tm
     assert not (tmp_path / "material").exists()
 
 
-def test_placement_comes_from_the_topology_and_relays_spread_over_hosts(tmp_path):
+def test_placement_comes_from_the_topology_only(tmp_path):
     text = (REPO / "topologies" / "default.yaml").read_text().replace(
         "  client: {socks_port: 9050, guards: 1}",
         "  client: {socks_port: 9050, guards: 1, placement: [node.labels.onionlab==clients]}")
@@ -58,7 +58,7 @@ def test_placement_comes_from_the_topology_and_relays_spread_over_hosts(tmp_path
     _, stack = _stack(tmp_path, topology)
     assert stack["services"]["client"]["deploy"]["placement"] == {
         "constraints": ["node.labels.onionlab==clients"]}
-    assert stack["services"]["relay3"]["deploy"]["placement"] == {"preferences": [{"spread": "node.id"}]}
+    assert "placement" not in stack["services"]["relay3"]["deploy"]
     assert "placement" not in stack["services"]["auth1"]["deploy"]
 
 
