@@ -92,6 +92,9 @@ clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
 # A multi-node Docker Swarm on this machine: three Docker-in-Docker engines (--privileged), the default lab
-# spread over them, a verified fetch through the onion across hosts (tests/swarm_multi; a few minutes).
-test-swarm-multi: $(STAMP) image
+# and a two-network lab spread over them, a verified fetch through the onion across hosts (tests/swarm_multi;
+# a few minutes). ONIONLAB_TEST_IMAGE=onionlab/node:TAG builds and loads that tag instead of the default.
+test-swarm-multi: $(STAMP)
+	$(if $(ONIONLAB_TEST_IMAGE),IMAGE=$(ONIONLAB_TEST_IMAGE) \
+		DEPS_IMAGE=onionlab/node-deps:$(lastword $(subst :, ,$(ONIONLAB_TEST_IMAGE))),) images/node/build-image.sh
 	$(PY) -m pytest tests/swarm_multi -s

@@ -232,10 +232,11 @@ def _add_export_and_graph(commands: argparse._SubParsersAction, common: argparse
                          help="write the file here instead of to standard output")
     stack = formats.add_parser(
         "stack", help="a Docker Swarm stack file (docker stack deploy -c FILE NAME runs the lab)",
-        description="Write a Docker Swarm stack file for a one-network topology: an overlay network with "
-                    "its subnet, the same init service, one service per node found by its name (dnsrr); "
-                    "nodes wait for the config init writes. SOCKS ports are published on every host "
-                    "address (mode: host).")
+        description="Write a Docker Swarm stack file: an overlay network per topology network with its "
+                    "subnet, the same init service, one service per node found by its name (dnsrr; with "
+                    "several networks `<node>.<network>` on each, as the swarm backend does); nodes wait "
+                    "for the config init writes. SOCKS ports are published on every host address (mode: "
+                    "host). For one swarm node: init writes into that host's volumes.")
     stack.add_argument("topology", nargs="?", type=Path, default=None,
                        help=f"the topology file (default: {DEFAULT_TOPOLOGY})")
     stack.add_argument("-o", "--output", type=Path, default=None,

@@ -30,9 +30,13 @@ has no business with it (`docker compose down -v` removes it).
 - no static addresses: the plan uses service names (every service's hostname is its node name, and with
   `endpoint_mode: dnsrr` the name resolves to the task's own address). Relays resolve their name at start and
   advertise that IP (nodes/roles/relay.py); authorities are dialled by name. Every port listens on 0.0.0.0;
-- one overlay network (attachable, the topology's subnet). A topology with several networks is refused:
-  a relay on two networks advertises one IP, and the plan's address map (which tells the nodes of the other
-  network where to reach it instead) needs addresses known before deploy time;
+- an overlay network per topology network (attachable, the topology's subnet). Every node service has the
+  alias `<node>.<network>` on each of its networks, as in the swarm backend (service_networks, shared with
+  orchestrator/backends/swarm/stackfile.py). With several networks the plan (stack_plan, the backend's too)
+  names nodes so: a relay advertises what its first network's name resolves to, and a node that shares only
+  another network with a relay dials it by that name there (NodeConfig.dial_names, docs/swarm.md), since no
+  address is known before deploy time. Such nodes have no health check: Swarm's DNS answers for a task's
+  aliases only once it is healthy, and the image's check asks /status at the node's address, that very name;
 - the plan reaches init as a Swarm config from a file next to the stack file (`<stack>.plan.json`, written by
   `export stack -o FILE`), not in the environment: no 128 KiB limit;
 - no depends_on: init and the nodes start together, and every node runs with `--wait-config`, polling for
@@ -53,7 +57,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from nodes.config import command_word
-from orchestrator.plan import DATA_ROOT, INIT_MEMORY, INIT_PIDS, Plan, make_plan
+from orchestrator.plan import DATA_ROOT, INIT_MEMORY, INIT_PIDS, Plan, make_plan, network_name
 from orchestrator.topology import Node, Topology, size_text
 
 NODE_UID: Final = 10001  # the node image's user (images/node/Dockerfile)
@@ -274,28 +278,40 @@ def render_compose(topology: Topology, source: str, output_name: str = DEFAULT_O
     return "\n".join(out) + "\n"
 
 
+def names_by_network(topology: Topology) -> bool:
+    """Whether a stack's plan names nodes by network (`<node>.<network>`): with several networks, where a
+    relay's address on the network it advertises is not the one every node reaches it at."""
+    return len(topology.networks) > 1
+
+
 def stack_plan(topology: Topology) -> Plan:
-    """The plan a stack runs: every node at its service name (with several networks, at its name on each
-    network, `<node>.<network>`: a network alias of its service), every port on 0.0.0.0."""
-    if len(topology.networks) > 1:
+    """The plan a stack runs (the export's and the swarm backend's): every node at its service name (with
+    several networks, at its name on each network, `<node>.<network>`: service_networks), every port on
+    0.0.0.0."""
+    if names_by_network(topology):
         return make_plan(topology, network_names=True, socks_address="0.0.0.0", listen_address="0.0.0.0")
     return make_plan(topology, addresses={n.name: n.name for n in topology.nodes}, socks_address="0.0.0.0",
                      listen_address="0.0.0.0")
 
 
+def service_networks(node: Node) -> dict[str, list[str]]:
+    """A node's service's networks and its aliases on each: `<node>.<network>`, which Swarm's DNS resolves
+    to the task's address on that network only, and only for tasks on that network (stack_plan's names)."""
+    return {net: [network_name(node.name, net)] for net in node.networks}
+
+
 def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STACK_OUTPUT) -> str:
-    """The Docker Swarm stack file of `topology` (one network only; ComposeError otherwise)."""
+    """The Docker Swarm stack file of `topology` (ComposeError for what cannot go into it)."""
     if "\n" in source or "\n" in output_name:
         raise ComposeError("file names with a line break cannot go into the header")
-    if len(topology.networks) != 1:
-        raise ComposeError(
-            f"topology {topology.name!r} has {len(topology.networks)} networks; a Swarm stack export supports"
-            " one: Swarm assigns addresses at deploy time, so a relay on several networks could only"
-            " advertise one of them, and the nodes of its other networks would not know where to reach it")
-    (network,) = topology.networks
+    try:
+        stack_plan(topology)
+    except ValueError as e:  # relays that the consensus cannot tell apart, with several networks
+        raise ComposeError(f"topology {topology.name!r}: {e}") from None
+    named = names_by_network(topology)
     init = init_service_name(topology)
     isolated = "init-isolated"
-    while isolated == network.name:
+    while any(isolated == network.name for network in topology.networks):
         isolated += "-"
     ports = socks_host_ports(topology)
     images = list(dict.fromkeys(n.image for n in topology.nodes))
@@ -316,6 +332,11 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
     add("# in the nodes' volumes (no key material is in this file); the nodes wait for their config.")
     add("# Nodes are found by service name (endpoint_mode: dnsrr). Published ports use mode: host, which")
     add("# binds every address of the host: Swarm cannot publish a port on 127.0.0.1 only.")
+    if named:
+        add(f"# {len(topology.networks)} networks: each node is also `<node>.<network>` on each of its "
+            "networks; relays")
+        add("# advertise the address their first network's name resolves to, and a node that shares only")
+        add("# another network with a relay dials it by its name there (its config's dial_names).")
     for client, port in ports.items():
         node = topology.node(client)
         add(f"# SOCKS5 of {client}: port {port} on the host (${{{socks_variable(node)}}} changes it).")
@@ -324,13 +345,14 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
     add("")
 
     add("networks:")
-    add(f"  {network.name}:")
-    add("    driver: overlay")
-    add("    attachable: true")
-    add("    ipam:")
-    add("      config:")
-    add(f"        - subnet: {_q(str(network.subnet))}")
-    _labels(out, "    ", topology, source, network=network.name)
+    for network in topology.networks:
+        add(f"  {network.name}:")
+        add("    driver: overlay")
+        add("    attachable: true")
+        add("    ipam:")
+        add("      config:")
+        add(f"        - subnet: {_q(str(network.subnet))}")
+        _labels(out, "    ", topology, source, network=network.name)
     add(f"  {isolated}:")
     add("    driver: overlay")
     add("    internal: true")
@@ -389,7 +411,9 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
         add("    volumes:")
         add(f"      - {_q(f'{volume_name(node)}:{data_dir}')}")
         add("      - {type: tmpfs, target: /tmp}")
-        add(f"    networks: [{network.name}]")
+        add("    networks:")
+        for net, aliases in service_networks(node).items():
+            add(f"      {net}: {{aliases: {_flow(aliases)}}}")
         if node.role == "client":
             published = f"${{{socks_variable(node)}:-{ports[node.name]}}}"
             add("    ports:")
@@ -397,6 +421,9 @@ def render_stack(topology: Topology, source: str, output_name: str = DEFAULT_STA
                 "protocol: tcp, mode: host}")
         add("    read_only: true")
         add("    cap_drop: [ALL]")
+        if named:  # the image's check would ask /status at a name that Swarm's DNS gives only once healthy
+            add("    healthcheck:")
+            add("      disable: true")
         _labels(out, "    ", topology, source, node=node.name, role=node.role)
         deploy("on-failure", node.memory, node.pids, node=node.name, role=node.role)
     return "\n".join(out) + "\n"

@@ -221,7 +221,7 @@ class Node:
     services: tuple[Service, ...] = ()
     memory: int | None = None  # container memory limit in bytes (swap included: none beyond it)
     pids: int | None = None  # container limit on processes and threads
-    placement: tuple[str, ...] = ()  # Swarm placement constraints (swarm backend and stack export only)
+    placement: tuple[str, ...] = ()  # Swarm placement constraints (the swarm backend only)
 
     @property
     def networks(self) -> tuple[str, ...]:

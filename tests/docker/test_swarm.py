@@ -1,9 +1,10 @@
 """The swarm backend (`onionlab up --backend swarm`) and `onionlab export stack` on a real single-node Docker
 Swarm. The backend: up (keys as Swarm secrets, configs as Swarm configs), status, flow through the onion,
 kill and start of a relay (same identity: its volume keeps its keys), stop, and down leaving no service,
-secret, config, network or volume of the run. The export: `docker stack deploy` of the default topology's
-stack brings up the lab with no other step, curl reaches the onion's page through the client's published
-SOCKS port, and `docker stack rm` (plus removing the stack's volumes) takes all of it away.
+secret, config, network or volume of the run; a two-network lab. The export: `docker stack deploy` of the
+default topology's stack, and of the two-network one's, brings up the lab with no other step, curl reaches
+the onion's page through the client's published SOCKS port, and `docker stack rm` (plus removing the
+stack's volumes) takes all of it away.
 
 The engine is left as it was found: when it is not in Swarm mode, the test runs `docker swarm init` (on
 127.0.0.1, else on another address of this machine) and `docker swarm leave --force` at the end, and removes
@@ -27,7 +28,7 @@ import subprocess
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -203,24 +204,33 @@ def label_override(labels: dict[str, str], stack: dict) -> dict:
 
 
 @pytest.fixture
-def stack(swarm, node_image, labels, tmp_path) -> Iterator[Stack]:
-    topology = on_test_image(load_topology(TOPOLOGY))
-    stack_file = tmp_path / "onionlab-stack.yml"
-    text = export_stack(topology, "topologies/default.yaml", stack_file)  # and the plan next to it
-    override = tmp_path / "test-labels.yml"
-    override.write_text(yaml.safe_dump(label_override(labels, yaml.safe_load(text)), sort_keys=False))
-    lab = Stack(swarm, f"olt{uuid.uuid4().hex[:10]}", topology, free_port())
-    wait_for_free_subnets(swarm, [n.subnet for n in topology.networks], "the stack")
-    env = {**os.environ, socks_variable(topology.node("client")): str(lab.socks_port)}
-    try:
+def deploy(swarm, node_image, labels, tmp_path) -> Iterator[Callable[[Path], Stack]]:
+    """deploy(TOPOLOGY): `onionlab export stack` of it (the plan next to the file), `docker stack deploy`;
+    every stack deployed is removed afterwards and must leave nothing."""
+    deployed: list[Stack] = []
+
+    def deploy_(path: Path) -> Stack:
+        topology = on_test_image(load_topology(path))
+        stack_file = tmp_path / f"{topology.name}-stack.yml"
+        text = export_stack(topology, path.relative_to(REPO).as_posix(), stack_file)  # and the plan
+        override = tmp_path / f"{topology.name}-test-labels.yml"
+        override.write_text(yaml.safe_dump(label_override(labels, yaml.safe_load(text)), sort_keys=False))
+        lab = Stack(swarm, f"olt{uuid.uuid4().hex[:10]}", topology, free_port())
+        wait_for_free_subnets(swarm, [n.subnet for n in topology.networks], "the stack")
+        env = {**os.environ, socks_variable(topology.node("client")): str(lab.socks_port)}
+        deployed.append(lab)  # removed even when the deploy fails half-way
         deploy = docker_cli("stack", "deploy", "--compose-file", str(stack_file), "--compose-file",
                             str(override), lab.name, env=env, check=False)
         assert deploy.returncode == 0, f"docker stack deploy failed:\n{deploy.stdout}{deploy.stderr}"
         assert "unsupported" not in deploy.stdout + deploy.stderr, deploy.stdout + deploy.stderr
-        yield lab
+        return lab
+
+    try:
+        yield deploy_
     finally:
-        lab.remove()
-    assert lab.leftovers() == (0, 0, 0)
+        for lab in deployed:
+            lab.remove()
+    assert [lab.leftovers() for lab in deployed] == [(0, 0, 0)] * len(deployed)
 
 
 def onion_address(lab: Stack) -> str | None:
@@ -234,15 +244,16 @@ def onion_address(lab: Stack) -> str | None:
     return None
 
 
-def test_stack_deploy_brings_up_the_default_lab_and_stack_rm_removes_it(stack: Stack):
-    lab = stack
+def wait_for_page(lab: Stack) -> tuple[str, float]:
+    """Deployed -> init done -> nodes ready -> descriptor published -> the onion's page through the client's
+    published SOCKS port (curl): the onion address and the seconds it took."""
     curl = shutil.which("curl")
     if curl is None:
         pytest.fail("curl is not installed: this test fetches the onion's page with it", pytrace=False)
     started = time.monotonic()
     deadline, delay = started + PAGE_TIMEOUT, 0.5
     onion, page = None, None
-    while True:  # deployed -> init done -> nodes ready -> descriptor published -> page through SOCKS
+    while True:
         onion = onion or onion_address(lab)
         if onion is not None:
             page = subprocess.run([curl, "--silent", "--show-error", "--max-time", "20", "--socks5-hostname",
@@ -257,7 +268,23 @@ def test_stack_deploy_brings_up_the_default_lab_and_stack_rm_removes_it(stack: S
         time.sleep(delay)
         delay = min(2 * delay, 2.0)
     assert onion.encode() in page.stdout
-    fetched_after = time.monotonic() - started
+    return onion, time.monotonic() - started
+
+
+def events(lab: Stack, node: str, event: str) -> list[dict]:
+    """The node's events named `event` (every task's, from `docker service logs`)."""
+    out = []
+    for line in lab.logs(node, lines=2000).splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            record = json.loads(line)
+            if record.get("event") == event:
+                out.append(record)
+    return out
+
+
+def test_stack_deploy_brings_up_the_default_lab_and_stack_rm_removes_it(deploy):
+    lab = deploy(TOPOLOGY)
+    onion, fetched_after = wait_for_page(lab)
 
     # init ran once and succeeded; every node runs as the node user, read-only, with no capability
     containers = {c.labels["com.docker.swarm.service.name"].removeprefix(f"{lab.name}_"): c
@@ -274,11 +301,27 @@ def test_stack_deploy_brings_up_the_default_lab_and_stack_rm_removes_it(stack: S
         assert (host["Memory"], host["PidsLimit"]) == (node.memory, node.pids), name
         assert container.attrs["Config"]["Hostname"] == name
     # the relays advertise the address Swarm gave them (resolved from their names at start)
-    relay_log = lab.logs("relay1", lines=200)
-    started_line = next(line for line in relay_log.splitlines() if '"relay_started"' in line)
-    advertised = json.loads(started_line)["address"]
-    assert ipaddress.ip_address(advertised) in lab.topology.networks[0].subnet
+    started = events(lab, "relay1", "relay_started")[0]
+    assert ipaddress.ip_address(started["address"]) in lab.topology.networks[0].subnet
     print(f"\nstack {lab.name}: page of {onion} through port {lab.socks_port} after {fetched_after:.1f} s")
+
+
+def test_stack_deploy_runs_a_two_network_lab_whose_service_links_only_over_its_own_network(deploy):
+    """The export of topologies/multi-network.yaml: the client only on `north`, the onion service only on
+    `south`. The page comes through; the relays advertise their `north` addresses (learned at start from
+    `<relay>.north`), and the onion service linked to relays only at `south` addresses, which no consensus
+    lists: it dialled them by name (dial_names)."""
+    lab = deploy(REPO / "topologies" / "multi-network.yaml")
+    onion, fetched_after = wait_for_page(lab)
+    north, south = (n.subnet for n in lab.topology.networks)
+    assert [n.name for n in lab.topology.networks] == ["north", "south"]
+    for relay in lab.topology.nodes_by_role("relay"):
+        advertised = {ipaddress.ip_address(e["address"]) for e in events(lab, relay.name, "relay_started")}
+        assert advertised and all(a in north for a in advertised), (relay.name, advertised)
+    linked = {ipaddress.ip_address(e["peer"]) for e in events(lab, "hs", "link_up")}
+    assert linked and all(a in south for a in linked), linked
+    print(f"\nstack {lab.name} (two networks): page of {onion} through port {lab.socks_port} after "
+          f"{fetched_after:.1f} s; hs linked to {len(linked)} peers, all on south")
 
 
 def on_test_image(topology: Topology) -> Topology:

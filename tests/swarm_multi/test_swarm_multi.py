@@ -1,14 +1,18 @@
 """A real multi-node Docker Swarm on one machine: three Docker-in-Docker engines (images/dind: the project's
 base image plus Debian's docker.io, run --privileged, which dockerd in a container needs) on a bridge network
 of their own, joined into one swarm; the node image loaded into each with `docker save | docker load` (no
-registry). `onionlab up --backend swarm` runs the default lab on it from this machine (DOCKER_HOST names the
-manager), with the onion service and the client placed on different engines by node labels and the relays
-spread; `onionlab flow` must fetch a verified page through the onion, which crosses hosts over the overlay
-network (VXLAN between the engines). Then `onionlab down`, and every engine, volume and network is removed.
+registry). `onionlab up --backend swarm` runs labs on it from this machine (DOCKER_HOST names the manager),
+with the onion service and the client placed on different engines by node labels and the relays spread;
+`onionlab flow` must fetch a verified page through the onion, which crosses hosts over the overlay
+networks (VXLAN between the engines). Two labs, one after the other on the same three engines: the default
+one (one overlay network) and topologies/multi-network.yaml (two: the client only on `north`, the onion
+service only on `south`, relays and authorities on both), where the service must link to relays only at
+their `south` addresses, which no consensus lists. Then `onionlab down`, and every engine, volume and
+network is removed.
 
-`make test-swarm-multi` (not part of `make test`: it takes minutes). Everything carries the label
-onionlab.test.swarm-multi=<id>; a crashed run's leftovers go with `docker rm -f $(docker ps -aq --filter
-label=onionlab.test.swarm-multi)`.
+`make test-swarm-multi` (not part of `make test`: it takes minutes). $ONIONLAB_TEST_IMAGE names the node
+image to load (default onionlab/node:latest). Everything carries the label onionlab.test.swarm-multi=<id>; a
+crashed run's leftovers go with `docker rm -f $(docker ps -aq --filter label=onionlab.test.swarm-multi)`.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-NODE_IMAGE = "onionlab/node:latest"
+NODE_IMAGE = os.environ.get("ONIONLAB_TEST_IMAGE", "onionlab/node:latest")
 DIND_IMAGE = "onionlab/dind:latest"
 LABEL = "onionlab.test.swarm-multi"
 ENGINES = 3
@@ -152,7 +158,7 @@ class Swarm:
                 remove_cgroups(engine)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def swarm() -> Iterator[Swarm]:
     started = time.monotonic()
     base = base_image()
@@ -172,34 +178,129 @@ def swarm() -> Iterator[Swarm]:
         say(f"engines removed; whole test {time.monotonic() - started:.0f} s")
 
 
-def test_default_lab_spread_over_three_engines_fetches_through_the_onion_across_hosts(swarm, tmp_path):
-    topology = tmp_path / "spread.yaml"
-    text = (REPO / "topologies" / "default.yaml").read_text()
-    places = {"onion_service: {intro_points: 3, guards: 1": 3, "client: {socks_port: 9050, guards: 1": 1}
+def host_of(relay: int) -> str:
+    """The engine relay N (1-based) is placed on: host1, host2, host3, host1, ..."""
+    return f"host{(relay - 1) % ENGINES + 1}"
+
+
+def placed_topology(source: Path, out: Path, places: dict[str, int]) -> Path:
+    """`source` on NODE_IMAGE, each role of `places` constrained to the engine labelled with its number, and
+    the relays (one entry with a count) one by one over the engines (host_of). Swarm itself would not
+    spread them: it balances the number of tasks per engine over all services, so the relays of one run
+    landed on host1 and host2 only while the authorities and the onion service filled host3."""
+    data = yaml.safe_load(source.read_text())
+    data.setdefault("defaults", {})["image"] = NODE_IMAGE
     for role, host in places.items():
-        assert role in text
-        text = text.replace(role, f"{role}, placement: [node.labels.onionlab.host=={host}]")
-    topology.write_text(text)
-    manager = swarm.engines[0]
-    env = {**os.environ, "DOCKER_HOST": f"tcp://{swarm.addresses[manager]}:2375",
-           "ONIONLAB_RUN_DIR": str(tmp_path / "run")}
-    onionlab = [str(Path(sys.executable).with_name("onionlab"))]
-    up = sh(*onionlab, "up", "--backend", "swarm", "--timeout", str(UP_TIMEOUT), str(topology), env=env,
-            timeout=UP_TIMEOUT + 120, check=False)
-    out = up.stdout.decode() + up.stderr.decode()
-    say("up:\n" + out[-2500:])
-    try:
-        assert up.returncode == 0, out
-        inspect = json.loads(sh(*onionlab, "inspect", "--json", env=env).stdout)
-        hosts = {n["name"]: n["host"] for n in inspect["nodes"]}
-        say(f"placement: {hosts}")
-        assert hosts["hs"] == "host3" and hosts["client"] == "host1"
-        assert len({hosts[n] for n in hosts if n.startswith("relay")}) == ENGINES  # spread over every engine
-        flow = sh(*onionlab, "flow", "--json", env=env, check=False, timeout=300)
+        roles = data.setdefault("roles", {})
+        roles.setdefault(role, {})["placement"] = [f"node.labels.onionlab.host=={host}"]
+    nodes = data["nodes"]
+    (at,) = [i for i, entry in enumerate(nodes) if entry["role"] == "relay"]
+    entry = {key: value for key, value in nodes[at].items() if key != "count"}
+    nodes[at:at + 1] = [{**entry, "name": f"{entry['name']}{i}",
+                         "placement": [f"node.labels.onionlab.host=={host_of(i)[4:]}"]}
+                        for i in range(1, nodes[at]["count"] + 1)]
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+class Lab:
+    """A lab that `onionlab up --backend swarm` brought up on the swarm, driven with the `onionlab` CLI."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.onionlab = [str(Path(sys.executable).with_name("onionlab"))]
+
+    def run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return sh(*self.onionlab, *args, env=self.env, **kwargs)
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def events(self, node: str, event: str) -> list[dict]:
+        lines = self.run("logs", node, "--json", timeout=120).stdout.decode().splitlines()
+        return [record for line in lines if (record := json.loads(line)).get("event") == event]
+
+    def flow(self) -> dict:
+        flow = self.run("flow", "--json", check=False, timeout=300)
         result = json.loads(flow.stdout or b"{}")
         say(f"flow: ok={result.get('ok')} {flow.stderr.decode()[-500:]}")
         assert flow.returncode == 0 and result["ok"] is True, flow.stdout.decode()[-3000:]
+        return result
+
+
+@contextmanager
+def lab_on(swarm: Swarm, topology: Path, run_dir: Path) -> Iterator[Lab]:
+    """`onionlab up` of `topology` on the swarm's manager; `onionlab down` afterwards, which must succeed."""
+    manager = swarm.engines[0]
+    lab = Lab({**os.environ, "DOCKER_HOST": f"tcp://{swarm.addresses[manager]}:2375",
+               "ONIONLAB_RUN_DIR": str(run_dir)})
+    started = time.monotonic()
+    up = lab.run("up", "--backend", "swarm", "--timeout", str(UP_TIMEOUT), str(topology),
+                 timeout=UP_TIMEOUT + 120, check=False)
+    out = up.stdout.decode() + up.stderr.decode()
+    say(f"up ({time.monotonic() - started:.1f} s):\n" + out[-2500:])
+    try:
+        assert up.returncode == 0, out
+        yield lab
     finally:
-        down = sh(*onionlab, "down", env=env, check=False, timeout=300)
+        down = lab.run("down", check=False, timeout=300)
         say("down: " + (down.stdout + down.stderr).decode().strip()[-500:])
     assert down.returncode == 0
+
+
+def test_default_lab_spread_over_three_engines_fetches_through_the_onion_across_hosts(swarm, tmp_path):
+    topology = placed_topology(REPO / "topologies" / "default.yaml", tmp_path / "spread.yaml",
+                               {"onion_service": 3, "client": 1})
+    with lab_on(swarm, topology, tmp_path / "run") as lab:
+        hosts = {n["name"]: n["host"] for n in lab.json("inspect")["nodes"]}
+        say(f"placement: {hosts}")
+        assert hosts["hs"] == "host3" and hosts["client"] == "host1"
+        relays = sorted(n for n in hosts if n.startswith("relay"))
+        assert len(relays) == 6 and all(hosts[r] == host_of(int(r[5:])) for r in relays)  # every engine
+        lab.flow()
+
+
+def test_two_network_lab_over_three_engines_links_the_service_only_over_its_own_network(swarm, tmp_path):
+    """topologies/multi-network.yaml over the three engines: the client (only on `north`) on host1, the
+    onion service (only on `south`) on host3, relays (on both networks) two on each engine, authorities
+    (on both) where Swarm puts them. Each relay
+    advertises its `north` address, which it learned at start from its alias `<relay>.north` in Swarm's DNS
+    (the task's address there, on whichever engine it runs); the onion service dials relays by their
+    `south` names (dial_names), so every link it made is to a `south` address, none to `north`, which it
+    cannot reach. The verified fetch goes from host1 to host3, so it crosses engines whatever path it took
+    (the path and the engines of the service's peers are printed, not asserted: Tor's path choice decides
+    them)."""
+    topology = placed_topology(REPO / "topologies" / "multi-network.yaml", tmp_path / "two.yaml",
+                               {"onion_service": 3, "client": 1})
+    with lab_on(swarm, topology, tmp_path / "run") as lab:
+        inspect = lab.json("inspect")
+        stack = inspect["stack"]
+        north, south = f"{stack}_north", f"{stack}_south"
+        nodes = {n["name"]: n for n in inspect["nodes"]}
+        hosts = {name: n["host"] for name, n in nodes.items()}
+        say(f"placement: {hosts}")
+        assert hosts["hs"] == "host3" and hosts["client"] == "host1"
+        relays = sorted(n for n in nodes if n.startswith("relay"))
+        assert len(relays) == 6 and all(hosts[r] == host_of(int(r[5:])) for r in relays)  # every engine
+        assert set(nodes["hs"]["addresses"]) == {south} and set(nodes["client"]["addresses"]) == {north}
+        for name, node in nodes.items():
+            if name not in ("hs", "client"):
+                assert set(node["addresses"]) == {north, south}, (name, node["addresses"])
+        for relay in relays:  # learned at start from `<relay>.north`, resolved by Swarm's DNS on its engine
+            advertised = {e["address"] for e in lab.events(relay, "relay_started")}
+            assert advertised == {nodes[relay]["addresses"][north]}, (relay, advertised)
+
+        result = lab.flow()
+        steps = {s["event"]: s for s in result["steps"]}
+        circuit = [*steps.get("rendezvous_established", {}).get("path", []),
+                   *reversed(steps.get("rendezvous_sent", {}).get("path", []))]
+        say("rendezvous: client@host1 -> " + " -> ".join(f"{hop}@{hosts.get(hop, '?')}" for hop in circuit)
+            + " -> hs@host3")
+
+        south_addresses = {n["addresses"][south] for n in nodes.values() if south in n["addresses"]}
+        north_addresses = {n["addresses"][north] for n in nodes.values() if north in n["addresses"]}
+        peers = {e["peer"] for e in lab.events("hs", "link_up")}
+        by_address = {n["addresses"][south]: name for name, n in nodes.items() if south in n["addresses"]}
+        say("hs linked to: " + ", ".join(f"{by_address.get(p, p)}@{hosts.get(by_address.get(p, ''), '?')}"
+                                         for p in sorted(peers)))
+        assert peers and peers <= south_addresses and not peers & north_addresses, (peers, south_addresses)

@@ -1,6 +1,7 @@
 """orchestrator/compose.py's Swarm stack export and `onionlab export stack`: the structure of the file (no
 Docker here: tests/docker/test_swarm.py deploys it on a single-node swarm)."""
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -9,6 +10,8 @@ import pytest
 import yaml
 
 from orchestrator import cli
+from orchestrator.backends.swarm.material import make_material
+from orchestrator.backends.swarm.stackfile import render_stack as backend_stack
 from orchestrator.compose import (
     INIT_CAPS,
     NODE_UID,
@@ -80,7 +83,8 @@ def test_one_attachable_overlay_network_with_the_topology_subnet_and_no_static_i
     assert stack["networks"]["init-isolated"] == {"driver": "overlay", "internal": True,
                                                   "labels": stack["networks"]["init-isolated"]["labels"]}
     for name, service in node_services(stack).items():
-        assert service["networks"] == [network.name], name
+        assert service["networks"] == {network.name: {"aliases": [f"{name}.{network.name}"]}}, name
+        assert "healthcheck" not in service, name  # one network: the image's check asks its hostname
     assert stack["services"]["init"]["networks"] == ["init-isolated"]
     text = render_stack(topology, SOURCE)
     assert "ipv4_address" not in text and "network_mode" not in text
@@ -148,9 +152,54 @@ def test_no_key_material_in_the_file():
     assert not re.search(r"\b[0-9a-fA-F]{40,}\b", text)  # no hex key or fingerprint
 
 
-def test_multi_network_topologies_are_refused():
-    with pytest.raises(ComposeError, match="has 2 networks; a Swarm stack export supports one"):
-        render_stack(load_topology(MULTI), "topologies/multi-network.yaml")
+def test_a_multi_network_stack_has_an_overlay_per_network_and_the_backends_aliases(tmp_path):
+    """Each topology network an attachable overlay with its subnet; every node service on exactly its own
+    networks with the alias `<node>.<network>` on each, the same as the swarm backend's stack file."""
+    topology = load_topology(MULTI)
+    stack = yaml.safe_load(render_stack(topology, "topologies/multi-network.yaml"))
+    for network in topology.networks:
+        spec = stack["networks"][network.name]
+        assert (spec["driver"], spec["attachable"]) == ("overlay", True)
+        assert spec["ipam"]["config"] == [{"subnet": str(network.subnet)}]
+    assert set(stack["networks"]) == {"north", "south", "init-isolated"}
+    assert stack["services"]["init"]["networks"] == ["init-isolated"]
+    services = node_services(stack)
+    assert services["relay1"]["networks"] == {"north": {"aliases": ["relay1.north"]},
+                                              "south": {"aliases": ["relay1.south"]}}
+    assert services["hs"]["networks"] == {"south": {"aliases": ["hs.south"]}}
+    assert services["client"]["networks"] == {"north": {"aliases": ["client.north"]}}
+    material = make_material(stack_plan(topology), tmp_path, "secret")
+    ports = {n.name: {"control_port": 20000 + n.index} for n in topology.nodes}
+    backend = json.loads(backend_stack(topology, material, ports, {}))
+    for node in topology.nodes:
+        assert services[node.name]["networks"] == backend["services"][node.name]["networks"], node.name
+        # Swarm's DNS answers for an alias once the task is healthy; the image's check asks that name
+        assert services[node.name]["healthcheck"] == {"disable": True}, node.name
+
+
+def test_a_multi_network_plan_names_nodes_by_network_and_dials_relays_by_name(tmp_path):
+    topology = load_topology(MULTI)
+    export_stack(topology, "topologies/multi-network.yaml", tmp_path / "lab-stack.yml")
+    plan = Plan.from_json((tmp_path / "lab-stack.plan.json").read_text())
+    assert plan == stack_plan(topology)  # the swarm backend's plan
+    assert plan.node("relay1").address == "relay1.north"
+    assert plan.node("hs").dial_names["relay1"] == "relay1.south"
+    assert [a.address for a in plan.node("hs").authorities] == ["auth1.south", "auth2.south", "auth3.south"]
+    assert all(n.address_map == {} for n in plan.nodes)
+
+
+def test_relays_that_the_consensus_cannot_tell_apart_are_refused_with_several_networks():
+    relays = "  - {name: relay, role: relay, count: 6}"
+    text = MULTI.read_text().replace(relays, relays + "\n  - {name: relay-1, role: relay}")
+    with pytest.raises(ComposeError, match=r"relays with the same nickname \(relay1\)"):
+        render_stack(parse_topology(text, "clash.yaml"), "clash.yaml")
+
+
+def test_inits_network_is_renamed_when_any_topology_network_takes_its_name():
+    text = MULTI.read_text().replace("south", "init-isolated")
+    stack = yaml.safe_load(render_stack(parse_topology(text, "taken.yaml"), "taken.yaml"))
+    assert set(stack["networks"]) == {"north", "init-isolated", "init-isolated-"}
+    assert stack["services"]["init"]["networks"] == ["init-isolated-"]
 
 
 def test_init_and_its_network_renamed_when_taken_and_socks_ports_do_not_clash():
@@ -171,8 +220,8 @@ def test_cli_export_stack(tmp_path, capsys, monkeypatch):
     assert cli.main(["export", "stack", str(DEFAULT), "-o", str(target)]) == 0
     assert "wrote" in capsys.readouterr().out
     assert target.read_text() == render_stack(load_topology(DEFAULT), SOURCE, str(target))
-    assert cli.main(["export", "stack", str(MULTI)]) == 1
-    assert "supports one" in capsys.readouterr().err
+    assert cli.main(["export", "stack", str(MULTI)]) == 0
+    assert capsys.readouterr().out == render_stack(load_topology(MULTI), "topologies/multi-network.yaml")
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -50,7 +50,7 @@ def test_keys_are_secrets_configs_are_configs_and_the_stack_file_holds_no_key(tm
     assert not (tmp_path / "material").exists()
 
 
-def test_placement_comes_from_the_topology_and_relays_spread_over_hosts(tmp_path):
+def test_placement_comes_from_the_topology_only(tmp_path):
     text = (REPO / "topologies" / "default.yaml").read_text().replace(
         "  client: {socks_port: 9050, guards: 1}",
         "  client: {socks_port: 9050, guards: 1, placement: [node.labels.onionlab==clients]}")
@@ -58,7 +58,7 @@ def test_placement_comes_from_the_topology_and_relays_spread_over_hosts(tmp_path
     _, stack = _stack(tmp_path, topology)
     assert stack["services"]["client"]["deploy"]["placement"] == {
         "constraints": ["node.labels.onionlab==clients"]}
-    assert stack["services"]["relay3"]["deploy"]["placement"] == {"preferences": [{"spread": "node.id"}]}
+    assert "placement" not in stack["services"]["relay3"]["deploy"]
     assert "placement" not in stack["services"]["auth1"]["deploy"]
 
 
@@ -197,3 +197,55 @@ def test_start_asks_for_another_task_when_the_engine_could_not_start_its_contain
         run(task(1, "failed", busy), task(2, "failed", busy), task(3, "failed", busy))
     with pytest.raises(NodeFailed, match="exit"):  # the node's own failure: no second task
         run(task(1, "failed", "task: non-zero exit (1)"))
+
+
+def test_up_asks_for_another_task_when_the_engine_could_not_start_a_container(tmp_path, monkeypatch):
+    """tests/swarm_multi: during `up` on three Docker-in-Docker engines, auth1's first task failed with the
+    engine's "unable to remount dir as readonly ... secrets ...: device or resource busy" and the whole run
+    was removed. `up` asks for another task (twice at most a node) and waits for it; a node's own failure
+    still fails `up` at once."""
+    import pytest
+
+    from orchestrator.backends import NodeFailed, RunInfo, RunNode
+    from orchestrator.backends.swarm import lifecycle
+    from orchestrator.backends.swarm.engine import Task
+
+    busy = ("starting container failed: unable to remount dir as readonly: mount tmpfs:/var/lib/docker/"
+            "containers/x/mounts/secrets, flags: 0x21, data: uid=0,gid=0: device or resource busy")
+
+    def task(node: str, n: int, state: str, error: str = "") -> Task:
+        return Task(f"{node}-t{n}", f"olr1_{node}", "n1", state, "running", error, f"c{n}",
+                    f"2026-01-01T00:00:0{n}Z")
+
+    def locate(*auth1_tasks: Task) -> list[tuple]:
+        first, *after_updates = auth1_tasks
+        tasks = [first, task("relay1", 0, "running")]
+        updates: list[tuple] = []
+
+        def docker(*args, **kw):
+            updates.append(args)
+            tasks.append(after_updates[len(updates) - 1])
+
+        monkeypatch.setattr(lifecycle, "stack_tasks", lambda stack: list(tasks))
+        monkeypatch.setattr(lifecycle, "docker", docker)
+        monkeypatch.setattr(lifecycle.time, "sleep", lambda s: None)
+        monkeypatch.setattr(lifecycle.observe, "service_logs", lambda service, tail=None: ("", ""))
+        monkeypatch.setattr(lifecycle, "node_hosts", lambda ids, local: {"n1": ("127.0.0.1", "host1")})
+        monkeypatch.setattr(lifecycle, "swarm_info", lambda: {"NodeID": "n1"})
+        monkeypatch.setattr(lifecycle, "write_state", lambda info: None)
+        info = RunInfo("swarm", str(tmp_path), "t.yaml", "lab", run_id="r1", nodes=[
+            RunNode("auth1", "authority", "auth1", {}, container="olr1_auth1"),
+            RunNode("relay1", "relay", "relay1", {}, container="olr1_relay1")])
+        said: list[str] = []
+        lifecycle.SwarmBackend(tmp_path)._locate(info, {"auth1": {"control_port": 1},
+                                                        "relay1": {"control_port": 2}}, 5, said.append)
+        assert info.node("auth1").control == "127.0.0.1:1"
+        assert sum("asked for another" in line for line in said) == len(updates)
+        return updates
+
+    assert locate(task("auth1", 1, "failed", busy), task("auth1", 2, "running")) == [
+        ("service", "update", "--detach", "--force", "--replicas", "1", "olr1_auth1")]
+    with pytest.raises(NodeFailed, match="device or resource busy"):  # not forever
+        locate(*(task("auth1", n, "failed", busy) for n in (1, 2, 3)))
+    with pytest.raises(NodeFailed, match="exit"):  # the node's own failure: no second task
+        locate(task("auth1", 1, "failed", "task: non-zero exit (1)"))

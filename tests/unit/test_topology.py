@@ -670,7 +670,7 @@ def _expected(doc, entry, key):
         value = BUILTIN_ROLE_DEFAULTS[key][entry["role"]]
         return size_text(value) if key == "memory" else value
     if key == "placement":
-        return []  # none: Swarm spreads the services over its nodes
+        return []  # none: Swarm places each task where the fewest run
     return [next(iter(doc["networks"]))] if key == "networks" else BUILTIN_DEFAULTS[key]
 
 

@@ -54,8 +54,9 @@ PUBLISHED = ("control_port", "socks_port")  # what the orchestrator and users re
 STACK_FILE = "stack.json"
 STATUS_TIMEOUT = 1.0
 CHECK_EVERY = 1.0
-# A task whose container the engine could not start for a moment (seen after a kill: "unable to remount dir as
-# readonly: mount tmpfs:.../mounts/secrets ...: device or resource busy"): `start` asks for another this often
+# A task whose container the engine could not start for a moment ("unable to remount dir as readonly: mount
+# tmpfs:.../mounts/secrets ...: device or resource busy"; seen after a kill, and during `up` on an engine in
+# Docker-in-Docker): `up` and `start` ask for another task this often a node
 ENGINE_BUSY = "device or resource busy"
 ENGINE_RETRIES = 2
 TAIL_LINES = 20
@@ -216,8 +217,17 @@ class SwarmBackend:
             if node.role == "client":
                 node.socks = f"127.0.0.1:{published[node.name]['socks_port']}"
         deadline = time.monotonic() + timeout
+        retries: dict[str, int] = {}
+        replaced: set[str] = set()  # tasks the engine failed to start, for which another was asked
         while True:
             tasks = self._current(info)
+            for node in info.nodes:
+                task = tasks.get(node.name)
+                if task is not None and task.id not in replaced and task.state in FAILED_STATES and \
+                        self._another_task(node, task, retries):
+                    replaced.add(task.id)
+                    say(f"{node.name}: the engine could not start its task ({task.error}); asked for another")
+            tasks = {n: t for n, t in tasks.items() if t.id not in replaced}  # its successor: not yet listed
             self._check_tasks(info, tasks)
             running = [n for n, t in tasks.items() if t.state == "running"]
             if len(running) == len(info.nodes):
@@ -410,32 +420,39 @@ class SwarmBackend:
         and is ready: its /status."""
         return self._start(name, timeout=timeout, wait=wait, force=False)
 
+    @staticmethod
+    def _new_task(node: RunNode) -> None:
+        docker("service", "update", "--detach", "--force", "--replicas", "1", node.container or "")
+
+    def _another_task(self, node: RunNode, task: Task, retries: dict[str, int]) -> bool:
+        """When the engine, not the node, failed to start `task` (ENGINE_BUSY), ask for another task, at most
+        ENGINE_RETRIES times a node (`retries` counts them): whether it did."""
+        if ENGINE_BUSY not in task.error or retries.get(node.name, 0) >= ENGINE_RETRIES:
+            return False
+        retries[node.name] = retries.get(node.name, 0) + 1
+        self._new_task(node)
+        return True
+
     def _start(self, name: str, *, timeout: float, wait: bool, force: bool) -> dict | None:
         info = self._state()
         node = info.node(name)
         task = self._current(info).get(name)
         replaced = task.id if task is not None else None
-
-        def new_task() -> None:
-            docker("service", "update", "--detach", "--force", "--replicas", "1", node.container or "")
-
         if force or task is None or task.state in FAILED_STATES:
-            new_task()
+            self._new_task(node)
         else:
             replaced = None  # it runs: nothing to replace
         if not wait:
             return None
         deadline = time.monotonic() + timeout
-        retries = ENGINE_RETRIES
+        retries: dict[str, int] = {}
         while True:
             task = self._current(info).get(name)
             if task is not None and task.state == "running" and task.id != replaced:
                 break
             if task is not None and task.id != replaced and task.state in FAILED_STATES:
-                if retries and ENGINE_BUSY in task.error:  # the engine's, not the node's: another task
-                    retries -= 1
+                if self._another_task(node, task, retries):  # the engine's failure, not the node's
                     replaced = task.id
-                    new_task()
                     continue
                 self._check_tasks(info, {name: task}, [name])
             if time.monotonic() > deadline:

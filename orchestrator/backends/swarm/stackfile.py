@@ -5,12 +5,13 @@ material's files but holds no key. Per node service `<node>`:
 
 - hostname and service name = the node name; `endpoint_mode: dnsrr` (the name resolves to the task's own
   address: no virtual IP, which needs IPVS, missing from many kernels); the plan dials nodes by name;
-- on each of its networks the alias `<node>.<network>`, which resolves to its address on that network only:
-  with several networks the plan names nodes so (orchestrator.plan.network_name), and a relay advertises
-  what its first network's alias resolves to;
+- on each of its networks the alias `<node>.<network>`, which resolves to its address on that network only
+  (orchestrator.compose.service_networks, the stack export's too): with several networks the plan names
+  nodes so (compose.stack_plan), and a relay advertises what its first network's alias resolves to;
 - one replica, `restart_policy: none`: a node that dies stays dead until `onionlab restart`/`start`, as on
-  the docker backend (chaos must see the kill it made); placement constraints from the topology, and every
-  relay spread over the swarm's nodes (a spread preference on node.id);
+  the docker backend (chaos must see the kill it made); placement constraints from the topology. Nothing
+  else places the services: Swarm puts each task where the fewest tasks run (a spread preference would act
+  within one service's replicas only, and each node is a service of one replica);
 - the image's user 10001, read-only root file system, every capability dropped; tmpfs /tmp; a volume per node
   at /var/lib/onionlab (the image's directory, so Docker gives the fresh volume the node user's ownership);
 - its control port (and a client's SOCKS port) published in `mode: host` at a port chosen by `up`: the
@@ -31,7 +32,8 @@ import json
 from typing import Final
 
 from nodes.config import command_word
-from orchestrator.plan import DATA_ROOT, network_name
+from orchestrator.compose import service_networks
+from orchestrator.plan import DATA_ROOT
 from orchestrator.topology import Topology, size_text
 
 from .material import NodeMaterial, entry_script
@@ -39,7 +41,6 @@ from .material import NodeMaterial, entry_script
 STACK_FILE_VERSION: Final = "3.9"  # deploy.resources.limits.pids
 NODE_UID: Final = "10001"  # the node image's user (images/node/Dockerfile)
 STOP_GRACE: Final = "10s"
-SPREAD: Final = {"spread": "node.id"}  # relays over the swarm's nodes
 
 
 def volume_name(node: str) -> str:
@@ -68,11 +69,7 @@ def render_stack(topology: Topology, material: dict[str, NodeMaterial], ports: d
         script = entry_script(data_dir, command, petnames=len(stuff.configs) > 1)
         published = [{"target": getattr(node, key), "published": port, "protocol": "tcp", "mode": "host"}
                      for key, port in sorted(ports[node.name].items())]
-        placement: dict = {}
-        if node.placement:
-            placement["constraints"] = list(node.placement)
-        if node.role == "relay":
-            placement["preferences"] = [SPREAD]
+        placement = {"constraints": list(node.placement)} if node.placement else {}
         limits = {}
         if node.memory is not None:
             limits["memory"] = size_text(node.memory).upper()
@@ -85,7 +82,7 @@ def render_stack(topology: Topology, material: dict[str, NodeMaterial], ports: d
         services[node.name] = {
             "image": node.image, "hostname": node.name, "user": NODE_UID,
             "entrypoint": ["sh", "-c", script], "command": [],
-            "networks": {net: {"aliases": [network_name(node.name, net)]} for net in node.networks},
+            "networks": {net: {"aliases": aliases} for net, aliases in service_networks(node).items()},
             "volumes": [f"{volume_name(node.name)}:{DATA_ROOT}", {"type": "tmpfs", "target": "/tmp"}],
             "ports": published, "read_only": True, "cap_drop": ["ALL"], "stop_grace_period": STOP_GRACE,
             "secrets": [{"source": i.key, "target": i.target, "uid": NODE_UID, "gid": NODE_UID, "mode": 0o400}
