@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                         args.keep.mkdir(parents=True, exist_ok=True)
                         shutil.copy(out, args.keep / out.name)
                     seconds, top = own_time(out, args.top)
-                    nodes[name] = {"cpu_s": round(seconds, 2), "proc_cpu_s": round(cpu[name], 2), "top_own_s": top}
+                    nodes[name] = {"cpu_s": round(seconds, 2), "proc_cpu_s": round(cpu[name], 2),
+                                   "top_own_s": top}
                     if args.ttfb:
                         nodes[name]["cpu_ms_per_request"] = round(cpu[name] * 1e3 / args.ttfb, 3)
         finally:

@@ -33,7 +33,16 @@ from .create_fast import (
 )
 from .errors import CryptoError, DecodeError, LocalProtocolError, RemoteProtocolError, UnexpectedMessage
 from .ntor import NtorClientState, ntor_client_finish, ntor_client_start, ntor_server_handshake
-from .relay import EndReason, RelayCommand, decode_data_body, decode_msg, decode_relay_body, encode_relay_body
+from .relay import (
+    RELAY_DATA_MAX,
+    RELAY_HEADER_LEN,
+    EndReason,
+    RelayCommand,
+    decode_data_body,
+    decode_msg,
+    decode_relay_body,
+    encode_relay_body,
+)
 from .relay_crypto import BODY_LEN, SENDME_DIGEST_LEN, HopCrypto, OriginCrypto, RelayLayer
 from .stream import (
     CircuitWindow,
@@ -444,35 +453,42 @@ class OriginCircuit(_StreamEnds):
         """The bulk path of receive_cell, for cells decrypt_ahead took: the leading DATA cells from the
         stream hop on one stream that receive_cell would deliver without an error, as (how many of `cells`,
         the stream id, their data, the SENDME cells to send), the same as receive_cell on each, without
-        its event objects. Anything else ends the run: feed it to receive_cell (then call this again)."""
+        its event objects. Anything else ends the run: feed it to receive_cell (then call this again).
+
+        The run is read from the bodies' headers in one pass; the windows count it at once
+        (Streams.take_data_run), reading a cell's running digest only where a circuit SENDME falls."""
         ahead, streams = self._ahead, self._streams
         if not ahead or streams is None or self._state is not CircuitState.OPEN:
             return 0, 0, [], []
-        hop, take = self._stream_hop, streams.take_data
-        stream_id, data, replies = 0, [], []
+        hop = self._stream_hop
+        stream_id, data, digests = -1, [], []
+        for cell, (ahead_cell, ahead_hop, body, digest, _layers) in zip(cells, ahead, strict=False):
+            # the relay header: command(1) recognized(2) stream(2) digest(4) length(2); bodies are whole
+            if ahead_cell is not cell or ahead_hop != hop or body[0] != _C.DATA:
+                break
+            sid = body[3] << 8 | body[4]
+            length = body[9] << 8 | body[10]
+            if length > RELAY_DATA_MAX or sid != stream_id and data:
+                break
+            stream_id = sid
+            data.append(body[RELAY_HEADER_LEN:RELAY_HEADER_LEN + length])
+            digests.append(digest)
+        if not data:
+            return 0, 0, [], []
+
+        def after(i: int) -> None:
+            self._digest_now = (hop, digests[i])  # what SENDME v1 echoes: right after cell i
+
+        replies: list[Cell] = []
         try:
-            for cell in cells:
-                if not ahead:
-                    break
-                entry = ahead[0]
-                body = entry[2]
-                if entry[0] is not cell or entry[1] != hop or body[0] != _C.DATA:
-                    break
-                try:
-                    sid, chunk = decode_data_body(body)
-                except DecodeError:
-                    break
-                if data and sid != stream_id:
-                    break
-                self._digest_now = (hop, entry[3])  # what SENDME v1 echoes: right after this cell
-                if not take(sid, replies):
-                    break
-                ahead.popleft()
-                stream_id = sid
-                data.append(chunk)
+            taken = streams.take_data_run(stream_id, len(data), after, replies)
         finally:
             self._digest_now = None
-        return len(data), stream_id, data, replies
+        for _ in range(taken):
+            ahead.popleft()
+        if taken < len(data):
+            del data[taken:]
+        return taken, stream_id if taken else 0, data, replies
 
     def receive_cell(self, cell: Cell) -> list[OriginEvent]:
         """Process one cell of this circuit; after it is destroyed, cells are ignored (tor-spec 5.4)."""

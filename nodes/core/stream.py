@@ -280,17 +280,47 @@ class Streams:
         stream.state = StreamState.OPEN
         return [StreamConnected(stream.stream_id, message)]
 
-    def take_data(self, stream_id: int, replies: list[Cell]) -> bool:
-        """The bulk path of receive_data: for a DATA cell it delivers without an error, count it in the
-        windows, append the SENDMEs now due to `replies` (the same cells, in the same order) and say True.
-        False, with nothing changed, for any other: an unknown, half-closed or (at the initiator) not yet
-        connected stream, or a deliver window at 0. Give those to receive_data."""
+    def take_data_run(self, stream_id: int, count: int, after: Callable[[int], None],
+                      replies: list[Cell]) -> int:
+        """The bulk path of receive_data: `count` DATA cells on `stream_id`, counted in the windows at once.
+        How many it took (the leading ones that receive_data would deliver without an error); the SENDMEs
+        they make are appended to `replies`, the same cells in the same order as cell by cell. `after(i)`
+        runs right before the SENDMEs that cell i (0-based) makes: the received digest is then that cell's.
+        It takes nothing from an unknown, half-closed or (at the initiator) not yet connected stream: give
+        those cells to receive_data.
+
+        Between SENDMEs the windows only count down, so a stretch of cells is one subtraction; the stretch
+        ends at the next cell whose count makes either window send one (_count_data's thresholds)."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.deliver_window <= 0 or stream.state is StreamState.HALF_CLOSED or (
+        if stream is None or stream.state is StreamState.HALF_CLOSED or (
                 self.initiator and not stream.connected):
-            return False
-        self._count_data(stream, replies)
-        return True
+            return 0
+        window = self.window
+        circuit_due = CIRCWINDOW_START - CIRCWINDOW_INCREMENT
+        stream_due = STREAMWINDOW_START - STREAMWINDOW_INCREMENT
+        taken = 0
+        while taken < count and stream.deliver_window > 0:
+            # cells up to and including the one that brings each window to its threshold
+            to_circuit = window.deliver - circuit_due
+            to_stream = stream.deliver_window - stream_due
+            if to_circuit < 1 or to_stream < 1:  # already at a threshold: one cell the ordinary way
+                after(taken)
+                self._count_data(stream, replies)
+                taken += 1
+                continue
+            step = min(count - taken, to_circuit, to_stream)
+            window.deliver -= step
+            stream.deliver_window -= step
+            taken += step
+            if step == to_circuit or step == to_stream:
+                after(taken - 1)
+                if step == to_circuit:
+                    window.deliver += CIRCWINDOW_INCREMENT
+                    replies.append(self._seal(0, Sendme(1, self._received_digest())))
+                if step == to_stream:
+                    stream.deliver_window += STREAMWINDOW_INCREMENT
+                    replies.append(self._seal(stream.stream_id, Sendme(0)))
+        return taken
 
     def _data(self, stream: Stream, data: bytes) -> tuple[list[StreamEvent], list[Cell]]:
         # An initiator gets no DATA before CONNECTED; an acceptor may (optimistic data, tor-spec 6.2).

@@ -288,3 +288,49 @@ def test_random_stream_operations(ops):
         run(a, to_a, len(to_a), "down", to_b)
     for key, data in sent.items():
         assert got.get(key, b"") == data
+
+
+@given(st.lists(st.integers(1, 140), min_size=1, max_size=14))
+def test_take_data_run_counts_a_run_as_receive_data_does_cell_by_cell(runs):
+    """Runs of DATA counted at once (the bulk path) leave the same windows and make the same SENDMEs,
+    digests included, in order, as receive_data on each cell (SENDMEs go back; the sender goes on)."""
+    a, b, sid = opened()  # cell by cell
+    c, d, sid_c = opened()  # in runs
+    assert sid == sid_c
+    for run in runs:
+        count = min(run, b.streams.capacity(sid) // RELAY_DATA_MAX)
+        if not count:
+            continue
+        data = bytes(range(256)) * 2
+        cells = b.streams.send(sid, data[:RELAY_DATA_MAX] * count)
+        assert d.streams.send(sid, data[:RELAY_DATA_MAX] * count) == cells
+        expected = []
+        deliver(a, cells, expected)
+        snapshots = []
+        for cell in cells:  # the received digest right after each cell, as relay crypto keeps it
+            c.received.update(cell.payload)
+            snapshots.append(c.received.copy())
+        final = c.received
+
+        def after(i: int, snapshots=snapshots) -> None:
+            c.received = snapshots[i]
+
+        replies: list[Cell] = []
+        assert c.streams.take_data_run(sid, len(cells), after, replies) == len(cells)
+        c.received = final
+        assert replies == expected
+        stream_a, stream_c = a.streams.get(sid), c.streams.get(sid)
+        assert (a.streams.window.deliver, stream_a.deliver_window) == (
+            c.streams.window.deliver, stream_c.deliver_window)
+        deliver(b, expected)
+        deliver(d, replies)
+
+
+def test_take_data_run_takes_nothing_from_a_stream_receive_data_refuses():
+    a, b, sid = opened()
+    assert a.streams.take_data_run(sid + 1, 3, lambda i: None, []) == 0  # unknown
+    a.streams.end(sid, relay.EndReason.DONE)
+    assert a.streams.take_data_run(sid, 3, lambda i: None, []) == 0  # half-closed
+    origin, _exit = pair()
+    sid, _ = origin.streams.open(relay.Begin("example.com", 80))
+    assert origin.streams.take_data_run(sid, 3, lambda i: None, []) == 0  # not connected yet
