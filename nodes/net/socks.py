@@ -51,6 +51,7 @@ from nodes.core.socks5 import (
 )
 
 from .events import EventLog
+from .fdstream import FdStream
 from .link import LinkClosed
 from .metrics import Metrics
 from .streams import StreamRefused
@@ -170,10 +171,11 @@ class _SocksFrontEnd:
         self._ids = itertools.count(1)
         self._active = 0
 
-    async def handle(self, client: trio.SocketStream) -> None:
+    async def handle(self, transport: trio.SocketStream) -> None:
         conn = next(self._ids)
         self.metrics.inc("socks_connections_total")
         self._set_active(+1)
+        client = FdStream(transport)
         try:
             await self._serve(conn, client)
         finally:
@@ -188,7 +190,7 @@ class _SocksFrontEnd:
         self.metrics.inc("errors_total", kind=kind)
         self.events.emit("socks_error", conn=conn, kind=kind, error=str(error))
 
-    async def _serve(self, conn: int, client: trio.SocketStream) -> None:
+    async def _serve(self, conn: int, client: FdStream) -> None:
         server = Socks5Server()
         try:
             with trio.fail_after(self.handshake_timeout):
@@ -221,7 +223,7 @@ class _SocksFrontEnd:
         finally:
             await _close(remote)
 
-    async def _connect(self, conn: int, client: trio.SocketStream, server: Socks5Server,
+    async def _connect(self, conn: int, client: FdStream, server: Socks5Server,
                        request: ConnectRequest) -> trio.abc.Stream | None:
         """Open the destination and send the reply; None when it was a refusal."""
         started = trio.current_time()

@@ -22,7 +22,6 @@ too: on a busy link that was several passes of the scheduler (each an epoll_wait
 from __future__ import annotations
 
 import datetime
-import errno
 import os
 import ssl
 import tempfile
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from .fdstream import transport_error
 from .tls_exporter import export_keying_material
 
 TLS_KEY_BITS = 2048  # C tor's RSA_LINK_KEY_BITS
@@ -245,7 +245,7 @@ class TLSStream(trio.abc.Stream):
                     return False
         except OSError as e:
             self._broken = True
-            raise _transport_error(e, "sending") from e
+            raise transport_error(e, "sending") from e
         finally:
             self._unsent = unsent
 
@@ -294,7 +294,7 @@ class TLSStream(trio.abc.Stream):
                 await trio.lowlevel.wait_readable(self._fd)
             except OSError as e:
                 self._broken = True
-                raise _transport_error(e, "receiving") from e
+                raise transport_error(e, "receiving") from e
         if not data:
             self._incoming.write_eof()
             return False
@@ -319,12 +319,6 @@ class TLSStream(trio.abc.Stream):
                     raise
         finally:
             lock.release()
-
-
-def _transport_error(error: OSError, doing: str) -> trio.BrokenResourceError | trio.ClosedResourceError:
-    if error.errno == errno.EBADF:
-        return trio.ClosedResourceError(f"the socket was closed while {doing}")
-    return trio.BrokenResourceError(f"socket error while {doing}: {error}")
 
 
 async def open_tls_stream(host: str, port: int, context: ssl.SSLContext, *,
