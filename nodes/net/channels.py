@@ -14,15 +14,16 @@ every cell of its read at once (`CellInbox.put`), circuit tasks take everything 
 and what is queued goes out in one TLS write. A task switch per cell per hop was most of the cost of a byte
 through the onion.
 
-Writing: every cell a channel sends leaves through `_write` (one `Link.send_cells_nowait` per batch, and
-`Link.flush` under the write timeout only when the socket did not take it all at once). A
-circuit task that queued cells and then waits for room (`wait_room`) writes them itself when no one else is
-writing: one task switch less per hop, which is latency on every hop of a circuit. Otherwise the channel's
-writer task does, woken by `send_nowait`.
+Writing: `send_nowait` writes the cells it queues at once (one `Link.send_cells_nowait`) when no one else is
+writing and the link is not shaped: no task to wake, and the cells leave now, which is latency on every hop
+of a circuit (waking the writer for cells its caller then wrote itself cost a pass of the scheduler per
+request at each end). Otherwise the channel's writer task writes them, with `Link.flush` under the write
+timeout when the socket did not take it all at once; a circuit task that waits for room (`wait_room`)
+writes what is still queued itself when no one else is writing.
 
 Passing on without a task switch: a relay circuit's task may give its inbox a `fast` handler. While the task
 is parked on its empty inbox, the link's reader hands a batch to that handler instead (the cells a relay
-only passes on: its layer, then `Channel.push_nowait` onto the outgoing link, written at once when the
+only passes on: its layer, then `Channel.send_nowait` onto the outgoing link, written at once when the
 socket takes it); whatever the handler leaves goes to the task as before, in order. Per hop that saves
 waking the circuit's task, which is latency on every cell of a quiet circuit.
 
@@ -233,22 +234,9 @@ class Channel:
 
     # -- sending -------------------------------------------------------------------------------------------
     def send_nowait(self, cells: Sequence[Cell]) -> None:
-        """Queue cells in order. On a closed channel they are dropped: the circuit learns of the loss from
-        its inbox ending."""
-        if self.closed or not cells:
-            return
-        self._queued += len(cells)
-        self._outbox.extend(cells)
-        if self._writer and not self._writing:
-            self._writer.unpark()
-
-    @property
-    def above_high_water(self) -> bool:
-        return self._queued > OUTBOX_HIGH_WATER
-
-    def push_nowait(self, cells: Sequence[Cell]) -> None:
-        """send_nowait, then write at once when no one is writing and the link is not shaped (for a link's
-        reader passing cells on: no task to wake when the socket takes them); else the writer task does."""
+        """Queue cells in order, and write them at once when no one is writing and the link is not shaped
+        (the usual case: no task to wake, and the cells leave now); else the writer task does. On a closed
+        channel they are dropped: the circuit learns of the loss from its inbox ending."""
         if self.closed or not cells:
             return
         self._queued += len(cells)
@@ -256,6 +244,10 @@ class Channel:
         if self._writing or self._shaped() or not self._write_nowait():
             if self._writer and not self._writing:
                 self._writer.unpark()  # also to flush what _write_nowait left with the link
+
+    @property
+    def above_high_water(self) -> bool:
+        return self._queued > OUTBOX_HIGH_WATER
 
     async def wait_writable(self) -> None:
         """Wait while the outbox is above its high-water mark (returns at once on a closed channel)."""
@@ -355,7 +347,7 @@ class Channel:
         while not self.closed:
             while (not self._outbox and not self._unflushed and self._held is None) or self._writing:
                 await self._writer.park()
-            if self._unflushed:  # a push_nowait batch the socket did not take at once (unshaped then)
+            if self._unflushed:  # a send_nowait batch the socket did not take at once (unshaped then)
                 await self._write([])
             elif shaper.active or self._held is not None:
                 batch = await self._shaped_batch(shaper)

@@ -303,7 +303,7 @@ class RelayEngine:
         if onward is None or onward.above_high_water:
             return 0
         passed, taken = core_circuit.pass_on_run(cells)
-        onward.push_nowait(passed)
+        onward.send_nowait(passed)
         return taken
 
     def _backward_nowait(self, ref: RelayCircuitRef, next_circ_id: int, cells: list[Cell]) -> int:
@@ -312,7 +312,7 @@ class RelayEngine:
         if ref.error is not None or ref.next_circ_id != next_circ_id or ref.prev.above_high_water:
             return 0
         passed, taken = ref.core.relay_backward_run(cells)
-        ref.prev.push_nowait(passed)
+        ref.prev.send_nowait(passed)
         if self.observer is not None and taken:
             self.observer.backward(ref, taken)
         return taken
