@@ -37,6 +37,7 @@ class FdStream(trio.abc.HalfCloseableStream):
             raise ValueError("max_bytes must be >= 1")
         self._receiving = True
         try:
+            await trio.lowlevel.checkpoint_if_cancelled()
             waited = False
             while True:
                 self._check()
@@ -48,8 +49,8 @@ class FdStream(trio.abc.HalfCloseableStream):
                     await trio.lowlevel.wait_readable(self._fd)
                 except OSError as e:
                     raise transport_error(e, "receiving") from e
-            if not waited:
-                await trio.lowlevel.checkpoint()
+            if not waited:  # a yield that no cancellation interrupts: the bytes are taken
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         finally:
             self._receiving = False

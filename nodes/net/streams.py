@@ -82,6 +82,7 @@ class CircuitStream(trio.abc.HalfCloseableStream):
         self._sending = True
         try:
             view = memoryview(data).cast("B")
+            sent = False
             while True:
                 self._check_sendable()
                 if not view:
@@ -93,8 +94,10 @@ class CircuitStream(trio.abc.HalfCloseableStream):
                     continue
                 self._host.send_data(self.stream_id, bytes(view[:capacity]))
                 view = view[capacity:]
-                await self._host.wait_writable()
-            await trio.lowlevel.checkpoint()
+                await self._host.wait_writable()  # a checkpoint
+                sent = True
+            if not sent:
+                await trio.lowlevel.checkpoint()
         finally:
             self._sending = False
 
@@ -119,19 +122,27 @@ class CircuitStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is receiving on this stream")
         self._receiving = True
         try:
-            await trio.lowlevel.checkpoint()
+            # One pass through the scheduler: the wait for data when there is none, else a yield that no
+            # cancellation interrupts once the data is taken.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            waited = False
             while not self._buffer:
                 if self._closed:
                     raise trio.ClosedResourceError("the stream is closed")
                 if self.end_reason is not None or self._eof_sent:
+                    if not waited:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                     return b""
                 if self._error is not None:
                     raise self._error
+                waited = True
                 await self._readable.park()
             n = len(self._buffer) if max_bytes is None else max_bytes
             data = bytes(self._buffer[:n])
             del self._buffer[:n]
             self._room.unpark_all()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         finally:
             self._receiving = False

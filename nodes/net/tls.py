@@ -183,6 +183,7 @@ class TLSStream(trio.abc.Stream):
             limit = RECEIVE_SIZE if max_bytes is None else max_bytes
             if limit < 1:
                 raise ValueError("max_bytes must be >= 1")
+            await trio.lowlevel.checkpoint_if_cancelled()
             waited = False
             while True:
                 data = self._decrypt(limit)
@@ -190,8 +191,8 @@ class TLSStream(trio.abc.Stream):
                     # A TLS 1.3 key update wants an answer. If a send is under way, it sends this too.
                     await self._flush()
                 if data or self._eof:
-                    if not waited:
-                        await trio.lowlevel.checkpoint()
+                    if not waited:  # a yield that no cancellation interrupts: the records are decrypted
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
                 if not await self._fill():
                     # The socket ended: decrypt what it sent last, then report EOF (also after a cut record).

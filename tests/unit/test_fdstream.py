@@ -84,3 +84,14 @@ async def test_closed_and_busy():
                 await call
         with pytest.raises(ValueError):
             await right.receive_some(0)
+
+
+async def test_a_cancelled_receive_loses_nothing():
+    left, right = _pair()
+    async with left, right:
+        await left.send_all(b"kept")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await right.receive_some()
+        assert scope.cancelled_caught
+        assert await right.receive_some() == b"kept"
