@@ -12,12 +12,18 @@ own (nothing copied on write: such a page would be lost, the file's copy read ba
 POSIX_FADV_DONTNEED drops the file's pages that nobody maps any more from the page cache. What the node
 runs afterwards faults back in once. Pages another process maps stay cached (the local backend's nodes
 share them), so this is harmless there.
+
+A node releases twice: once its modules are imported, and again when its /status first says ready, so that
+what only starting touched (key generation, its TLS certificate, the first consensus, building circuits)
+goes too: at 10 nodes a client or onion service then keeps about 7 MB of file pages, a relay or an
+authority, which keep testing and making links, about 12 MB.
 """
 
 from __future__ import annotations
 
 import ctypes  # trio imports it anyway: no cost of its own
 import os
+from collections.abc import Callable
 
 MADV_DONTNEED = 4
 
@@ -66,3 +72,19 @@ def release_file_pages() -> int:
         finally:
             os.close(fd)
     return released
+
+
+def release_once_ready(status: Callable[[], dict], release: Callable[[], object] = release_file_pages
+                       ) -> Callable[[], dict]:
+    """`status`, which calls `release` the first time its answer says ready."""
+    released = False
+
+    def answer() -> dict:
+        nonlocal released
+        current = status()
+        if current.get("ready") and not released:
+            released = True
+            release()
+        return current
+
+    return answer

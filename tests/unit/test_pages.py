@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from nodes.net.pages import clean_file_mappings
+from nodes.net.pages import clean_file_mappings, release_once_ready
 
 
 def _mapping(range_: str, perms: str, path: str, anonymous_kib: int) -> str:
@@ -88,3 +88,11 @@ def test_a_page_written_before_the_mapping_became_read_only_is_kept(tmp_path):
     """)
     assert kept == 7
     assert rss >= 4
+
+
+def test_the_status_releases_once_at_its_first_ready_answer():
+    answers = iter([{"ready": False}, {"ready": True}, {"ready": False}, {"ready": True}])
+    released = []
+    status = release_once_ready(lambda: next(answers), lambda: released.append(1))
+    assert [status()["ready"] for _ in range(4)] == [False, True, False, True]
+    assert released == [1]
