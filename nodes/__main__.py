@@ -27,6 +27,7 @@ from pathlib import Path
 import trio
 
 from nodes.config import ConfigError, NodeConfig, load_config
+from nodes.net.pages import release_file_pages
 from nodes.roles import COMMANDS, serve_for
 
 log = logging.getLogger("nodes")
@@ -128,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         except TorrcError as e:
             print(f"{FATAL_PREFIX}{args.config}: {e}", file=sys.stderr)
             return 2
+    serve = serve_for(config.command)  # the role's modules: every import of the node is done here
+    release_file_pages()  # what the imports touched and the node will not run again (nodes/net/pages.py)
     try:
-        trio.run(run_node, serve_for(config.command), config)
+        trio.run(run_node, serve, config)
     except KeyboardInterrupt:  # SIGINT before the signal receiver was installed
         return 0
     except BaseException as e:  # noqa: B036 -- any crash: show it all, then the cause on one line

@@ -15,6 +15,7 @@ import trio
 
 from .control import MAX_BODY, NodeControl
 from .metrics import Metrics
+from .pages import release_once_ready
 
 REQUEST_TIMEOUT = 5.0
 MAX_REQUESTS_PER_CONNECTION = 100
@@ -23,12 +24,15 @@ MAX_REQUESTS_PER_CONNECTION = 100
 async def serve_status(host: str, port: int, status: Callable[[], dict], metrics: Metrics, *,
                        control: NodeControl | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled. `task_status.started()` reports the bound port (useful with port 0). With
-    `control`, POST /control reaches it and /status shows its state (clock offset, shaping rules)."""
+    `control`, POST /control reaches it and /status shows its state (clock offset, shaping rules). The first
+    answer that says ready gives back the file pages only starting touched (nodes/net/pages.py)."""
     if control is not None:
         role_status = status
 
         def status() -> dict:
             return {**role_status(), **control.status()}
+
+    status = release_once_ready(status)
 
     async def handler(stream: trio.SocketStream) -> None:
         try:
