@@ -153,6 +153,31 @@ def test_a_task_that_failed_stops_up_at_once_though_swarm_marks_it_to_shut_down(
         backend._check_tasks(info, current)
 
 
+ENGINE_BUSY = ("starting container failed: unable to remount dir as readonly: mount tmpfs:/var/lib/docker/"
+               "containers/x/mounts/secrets, flags: 0x21, data: uid=0,gid=0: device or resource busy")
+
+
+def _engine_with_tasks(monkeypatch, tasks: list, after_updates: tuple, host: str) -> list[tuple]:
+    """lifecycle's view of a one-node swarm whose service tasks are `tasks`: each `docker service update`
+    (recorded in the list returned) adds the next of `after_updates`; no sleeping, no logs, no state file."""
+    from orchestrator.backends.swarm import lifecycle
+
+    updates: list[tuple] = []
+
+    def docker(*args, **kw):
+        updates.append(args)
+        tasks.append(after_updates[len(updates) - 1])
+
+    monkeypatch.setattr(lifecycle, "stack_tasks", lambda stack: list(tasks))
+    monkeypatch.setattr(lifecycle, "docker", docker)
+    monkeypatch.setattr(lifecycle.time, "sleep", lambda s: None)
+    monkeypatch.setattr(lifecycle.observe, "service_logs", lambda service, tail=None: ("", ""))
+    monkeypatch.setattr(lifecycle, "node_hosts", lambda ids, local: {"n1": ("127.0.0.1", host)})
+    monkeypatch.setattr(lifecycle, "swarm_info", lambda: {"NodeID": "n1"})
+    monkeypatch.setattr(lifecycle, "write_state", lambda info: None)
+    return updates
+
+
 def test_start_asks_for_another_task_when_the_engine_could_not_start_its_container(tmp_path, monkeypatch):
     """The fresh-clone CI run's swarm test: after a kill, the restarted relay's task failed with the engine's
     "unable to remount dir as readonly ... secrets ...: device or resource busy", not the node's failure:
@@ -163,31 +188,18 @@ def test_start_asks_for_another_task_when_the_engine_could_not_start_its_contain
     from orchestrator.backends.swarm import lifecycle
     from orchestrator.backends.swarm.engine import Task
 
-    busy = ("starting container failed: unable to remount dir as readonly: mount tmpfs:/var/lib/docker/"
-            "containers/x/mounts/secrets, flags: 0x21, data: uid=0,gid=0: device or resource busy")
+    busy = ENGINE_BUSY
 
     def task(n: int, state: str, error: str = "") -> Task:
         return Task(f"t{n}", "olr1_relay1", "n1", state, "running", error, f"c{n}", f"2026-01-01T00:00:0{n}Z")
 
     def run(*after_updates: Task) -> list[tuple]:
         tasks = [task(0, "failed", "task: non-zero exit (137)")]  # the killed one
-        updates: list[tuple] = []
-
-        def docker(*args, **kw):
-            updates.append(args)
-            tasks.append(after_updates[len(updates) - 1])
-
-        monkeypatch.setattr(lifecycle, "stack_tasks", lambda stack: list(tasks))
-        monkeypatch.setattr(lifecycle, "docker", docker)
-        monkeypatch.setattr(lifecycle.time, "sleep", lambda s: None)
-        monkeypatch.setattr(lifecycle.observe, "service_logs", lambda service, tail=None: ("", ""))
-        monkeypatch.setattr(lifecycle, "node_hosts", lambda ids, local: {"n1": ("127.0.0.1", "")})
-        monkeypatch.setattr(lifecycle, "swarm_info", lambda: {"NodeID": "n1"})
+        updates = _engine_with_tasks(monkeypatch, tasks, after_updates, "")
         backend = lifecycle.SwarmBackend(tmp_path)
         info = RunInfo("swarm", str(tmp_path), "t.yaml", "lab", run_id="r1", nodes=[
             RunNode("relay1", "relay", "relay1", {}, container="olr1_relay1", control="127.0.0.1:9052")])
         monkeypatch.setattr(backend, "_state", lambda: info)
-        monkeypatch.setattr(lifecycle, "write_state", lambda info: None)
         monkeypatch.setattr(backend, "_wait_ready", lambda info, left, say, only: {"relay1": {"ok": True}})
         assert backend.start("relay1", timeout=5) == {"ok": True}
         return updates
@@ -210,8 +222,7 @@ def test_up_asks_for_another_task_when_the_engine_could_not_start_a_container(tm
     from orchestrator.backends.swarm import lifecycle
     from orchestrator.backends.swarm.engine import Task
 
-    busy = ("starting container failed: unable to remount dir as readonly: mount tmpfs:/var/lib/docker/"
-            "containers/x/mounts/secrets, flags: 0x21, data: uid=0,gid=0: device or resource busy")
+    busy = ENGINE_BUSY
 
     def task(node: str, n: int, state: str, error: str = "") -> Task:
         return Task(f"{node}-t{n}", f"olr1_{node}", "n1", state, "running", error, f"c{n}",
@@ -220,19 +231,7 @@ def test_up_asks_for_another_task_when_the_engine_could_not_start_a_container(tm
     def locate(*auth1_tasks: Task) -> list[tuple]:
         first, *after_updates = auth1_tasks
         tasks = [first, task("relay1", 0, "running")]
-        updates: list[tuple] = []
-
-        def docker(*args, **kw):
-            updates.append(args)
-            tasks.append(after_updates[len(updates) - 1])
-
-        monkeypatch.setattr(lifecycle, "stack_tasks", lambda stack: list(tasks))
-        monkeypatch.setattr(lifecycle, "docker", docker)
-        monkeypatch.setattr(lifecycle.time, "sleep", lambda s: None)
-        monkeypatch.setattr(lifecycle.observe, "service_logs", lambda service, tail=None: ("", ""))
-        monkeypatch.setattr(lifecycle, "node_hosts", lambda ids, local: {"n1": ("127.0.0.1", "host1")})
-        monkeypatch.setattr(lifecycle, "swarm_info", lambda: {"NodeID": "n1"})
-        monkeypatch.setattr(lifecycle, "write_state", lambda info: None)
+        updates = _engine_with_tasks(monkeypatch, tasks, tuple(after_updates), "host1")
         info = RunInfo("swarm", str(tmp_path), "t.yaml", "lab", run_id="r1", nodes=[
             RunNode("auth1", "authority", "auth1", {}, container="olr1_auth1"),
             RunNode("relay1", "relay", "relay1", {}, container="olr1_relay1")])
