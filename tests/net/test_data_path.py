@@ -347,3 +347,33 @@ async def test_quiet_circuit_cells_pass_relays_without_waking_their_circuit_task
             assert woken == []
             await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_tls_receive_loses_nothing():
+    """A receive_some cancelled while the peer's records wait in the socket leaves them there: it used to read
+    and decrypt them, then meet the cancel at its checkpoint, and the bytes were gone."""
+    sent = trio.Event()
+
+    async def handler(transport):
+        stream = tls.TLSStream(transport, tls.server_context()[0], server_side=True)
+        await stream.do_handshake()
+        await stream.send_all(b"kept")
+        await stream.aclose()
+        sent.set()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host=HOST))
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(20):
+            stream = await tls.open_tls_stream(HOST, port, tls.client_context())
+            await sent.wait()  # on loopback the records are in our socket by now
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await stream.receive_some()
+            assert scope.cancelled_caught
+            received = b""
+            while data := await stream.receive_some():
+                received += data
+            assert received == b"kept"
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
