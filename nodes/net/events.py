@@ -28,7 +28,7 @@ class EventLog:
         offset = skew()
         if offset:
             record["skew"] = offset
-        self._out.write(json.dumps(record, default=_jsonable, separators=(",", ":")) + "\n")
+        self._out.write(_ENCODER.encode(record) + "\n")
         self._out.flush()
         return record
 
@@ -39,3 +39,7 @@ def _jsonable(value: object) -> object:
     if isinstance(value, set | frozenset | tuple):
         return list(value)
     return str(value)
+
+
+# one encoder for every line: json.dumps with options builds a new one per call
+_ENCODER = json.JSONEncoder(default=_jsonable, separators=(",", ":"))

@@ -229,7 +229,8 @@ class _SocksFrontEnd:
         started = trio.current_time()
         remote: trio.abc.Stream | None = None
         reason = ""
-        if not (self.allow_clearnet or is_onion(request)):
+        refused = not (self.allow_clearnet or is_onion(request))
+        if refused:
             code, reason = ReplyCode.NOT_ALLOWED, "only .onion (and .pet) destinations are allowed"
         else:
             try:
@@ -240,13 +241,16 @@ class _SocksFrontEnd:
                 code, reason = reply_code(e), f"{type(e).__name__}: {e}"
                 if isinstance(e, RemoteProtocolError):
                     self.metrics.inc("errors_total", kind=e.kind)
-            self.metrics.observe("socks_connect_seconds", trio.current_time() - started)
-        self._count_reply(code)
-        self.events.emit("socks_reply", conn=conn, host=request.host, port=request.port, code=code.name,
-                         seconds=round(trio.current_time() - started, 6), reason=reason)
+        seconds = trio.current_time() - started
+        # The reply before its records: the application waits for the one, nobody for the others.
         sent = False
         with trio.move_on_after(self.handshake_timeout):
             sent = await _send_quietly(client, server.reply(code))
+        if not refused:
+            self.metrics.observe("socks_connect_seconds", seconds)
+        self._count_reply(code)
+        self.events.emit("socks_reply", conn=conn, host=request.host, port=request.port, code=code.name,
+                         seconds=round(seconds, 6), reason=reason)
         if remote is not None and not sent:
             await _close(remote)
             self._error(conn, "socks_client_gone", "client left before our reply")
