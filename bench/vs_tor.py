@@ -25,6 +25,13 @@ then, `cold_rounds` times:
 
 stdout gets one JSON object; stderr a table of the same figures.
 
+tor's latency on loopback: C tor sets no TCP_NODELAY, so a small write that follows one not yet acknowledged
+waits for the peer's delayed ACK (Nagle; 40 ms and more on Linux). Whether that happens on a hop depends on
+timing, so tor's warm TTFB moves between runs and machines (seen here: 28 to 190 ms p50). `--tor-nodelay`
+runs every tor with TCP_NODELAY forced (bench/tcp_nodelay.c, preloaded): tor without those stalls, the
+stricter comparison. What remains includes the tick of tor's KIST scheduler (without a consensus parameter
+for it, at most one run per 10 ms).
+
 Readiness is polled, never slept: tor's control ports (GETINFO status/bootstrap-phase, the client's
 consensus listing every relay) and a verified fetch through each client. Nothing is asserted.
 """
@@ -36,6 +43,7 @@ import io
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -128,9 +136,11 @@ class Control:
 class TorNetwork:
     """A private Tor network of tor processes in `root`: authorities, relays, an onion service, a client."""
 
-    def __init__(self, root: Path, *, authorities: int = AUTHORITIES, relays: int = RELAYS) -> None:
+    def __init__(self, root: Path, *, authorities: int = AUTHORITIES, relays: int = RELAYS,
+                 env: dict[str, str] | None = None) -> None:
         self.root = root
         self.n_authorities, self.n_relays = authorities, relays
+        self.env = env  # every tor's environment (None: ours)
         self.processes: dict[str, TorProcess] = {}
         self.control_ports: dict[str, int] = {}
         self.socks = (ADDRESS, free_port())
@@ -189,7 +199,8 @@ class TorNetwork:
         plan += [(f"relay{i}", "relay", None) for i in range(1, self.n_relays + 1)]
         plan += [("hs", "onion_service", None), ("client", "client", None)]
         for name, role, authority in plan:
-            process = TorProcess(self.root / name, self._torrc(name, role, dir_authorities, authority))
+            process = TorProcess(self.root / name, self._torrc(name, role, dir_authorities, authority),
+                                 env=self.env)
             process.start()
             self.processes[name] = process
 
@@ -402,6 +413,8 @@ def table(result: dict) -> str:
                 line += (f"; per round: bulk {b['median']:.2f} [{b['min']:.2f}-{b['max']:.2f}], "
                          f"TTFB {t['median']:.2f} [{t['min']:.2f}-{t['max']:.2f}]")
             lines.append(line)
+    if result.get("tor_tcp_nodelay"):
+        lines.append("tor ran with TCP_NODELAY on every socket (--tor-nodelay): not tor as shipped")
     return "\n".join(lines)
 
 
@@ -415,10 +428,23 @@ def _lab_end(backend: LocalBackend) -> dict:
             "newnym": lambda: backend.control(client.name, {"command": "newnym"})}
 
 
+def nodelay_env(into: Path) -> dict[str, str]:
+    """The environment that makes tor's TCP sockets TCP_NODELAY: bench/tcp_nodelay.c built into `into` and
+    preloaded. BenchError without a C compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise BenchError("--tor-nodelay builds bench/tcp_nodelay.c and needs a C compiler (cc or gcc)")
+    shim = into / "tcp_nodelay.so"
+    source = REPO / "bench" / "tcp_nodelay.c"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(shim), str(source), "-ldl"], check=True,
+                   capture_output=True)
+    return {**os.environ, "LD_PRELOAD": str(shim)}
+
+
 def run(*, rounds: int, samples: int, cold_rounds: int, bulk_bytes: int,
-        baselines: Sequence[str] = ()) -> dict:
+        baselines: Sequence[str] = (), tor_nodelay: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="onionlab-vs-tor-") as tmp:
-        tor = TorNetwork(Path(tmp, "tor"))
+        tor = TorNetwork(Path(tmp, "tor"), env=nodelay_env(Path(tmp)) if tor_nodelay else None)
         backends = {"onionlab": LocalBackend(Path(tmp, "lab"))}
         for i, baseline in enumerate(baselines):
             source = (Path(baseline) if Path(baseline).is_dir()
@@ -444,6 +470,7 @@ def run(*, rounds: int, samples: int, cold_rounds: int, bulk_bytes: int,
             "shape": f"{AUTHORITIES} authorities, {RELAYS} relays, an onion service, a client",
             "tor_version": subprocess.run([tor_binary(), "--version"], capture_output=True,
                                           text=True).stdout.splitlines()[0],
+            "tor_tcp_nodelay": tor_nodelay,
             "bulk_bytes": bulk_bytes, "rounds": rounds, "ttfb_samples_per_round": samples, "ready_s": ready,
             **result, "load_avg": [round(x, 2) for x in os.getloadavg()], "tor_warnings": warnings}
 
@@ -457,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", metavar="REV", action="append", default=[],
                     help="also run the lab of git revision REV (e.g. HEAD~1), or of the source tree in "
                     "directory REV (repeatable)")
+    ap.add_argument("--tor-nodelay", action="store_true",
+                    help="run every tor with TCP_NODELAY on its sockets (an LD_PRELOAD shim built from "
+                    "bench/tcp_nodelay.c): tor without its Nagle stalls on loopback, not tor as shipped")
     ap.add_argument("--serve-http", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--onion", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -464,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_http(args.serve_http, args.onion)
         return 0
     result = run(rounds=args.rounds, samples=args.samples, cold_rounds=args.cold_rounds,
-                 bulk_bytes=args.bulk_bytes, baselines=args.baseline)
+                 bulk_bytes=args.bulk_bytes, baselines=args.baseline, tor_nodelay=args.tor_nodelay)
     print(table(result), file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0

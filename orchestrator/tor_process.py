@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 POLL = 0.1
@@ -33,8 +34,9 @@ def tor_binary() -> str:
 class TorProcess:
     """One tor with its own directory `workdir` (torrc, data directory, log)."""
 
-    def __init__(self, workdir: str | Path, torrc: str) -> None:
+    def __init__(self, workdir: str | Path, torrc: str, *, env: Mapping[str, str] | None = None) -> None:
         self.workdir = Path(workdir)
+        self.env = dict(env) if env is not None else None  # the process's environment (None: ours)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.torrc_path = self.workdir / "torrc"
         self.log_path = self.workdir / "notice.log"
@@ -48,7 +50,7 @@ class TorProcess:
         self.process = subprocess.Popen(
             [tor_binary(), "-f", str(self.torrc_path), "--Log", f"notice file {self.log_path}",
              "--RunAsDaemon", "0"],
-            stdout=stdout, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
+            stdout=stdout, stderr=subprocess.STDOUT, cwd=self.workdir, env=self.env, start_new_session=True)
         stdout.close()
 
     def log(self) -> str:
