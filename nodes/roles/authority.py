@@ -90,7 +90,7 @@ from nodes.core.netview import Flag
 from nodes.core.ntor import ntor_client_finish, ntor_client_start
 from nodes.core.server_descriptor import ServerDescriptor, parse_server_descriptor, split_upload
 from nodes.core.vote import DirAuthority, Vote, VoteRouter, compute_consensus, make_vote, parse_vote
-from nodes.net import clock, dircache, tls
+from nodes.net import clock, dircache, heap, tls
 from nodes.net.addresses import resolve_ip
 from nodes.net.channels import ChannelManager
 from nodes.net.control import node_control
@@ -527,6 +527,7 @@ class Authority:
             start = self._round_of(clock.wall()) + self.interval
             await trio.sleep_until(self._trio_time(start))
             await self.run_round(start)
+            heap.release_free_heap()  # what the round's peak freed (nodes/net/heap.py)
 
     async def _dir_authorities(self) -> tuple[DirAuthority, ...]:
         """Every configured authority as the consensus' dir-source lines name it, with an IP address: a
