@@ -753,16 +753,16 @@ def parse_router_entry(items: list[netdoc.Item], what: str) -> tuple[bytes, Cons
     enforce_rules(items, _ROUTER_RULES, what)
     doc = netdoc.Items(items, what)
     r = doc.one("r")
-    nickname = r.args[0]
+    nickname = netdoc.shared_text(r.args[0])
     node_id = b64_field(r.args[1], 20, f"{what}: identity")
     parse_time_args(r, what, 2)  # "SHOULD be ignored" in a consensus; C tor still rejects a bad one
-    address = parse_ipv4(r.args[4], f"{what}: address")
+    address = netdoc.shared_text(parse_ipv4(r.args[4], f"{what}: address"))
     or_port = parse_port(r.args[5], f"{what}: orport", 1)
     dir_port = parse_port(r.args[6], f"{what}: dirport")
-    flags = frozenset(doc.one("s").args)
+    flags = netdoc.shared_flags(doc.one("s").args)
     v = doc.optional("v")
-    version = " ".join(v.args) if v is not None and v.args else None
-    proto = " ".join(doc.one("pr").args)
+    version = netdoc.shared_text(" ".join(v.args)) if v is not None and v.args else None
+    proto = netdoc.shared_text(" ".join(doc.one("pr").args))
     if not protocols_valid(proto):
         raise DecodeError(f"{what}: malformed pr line {proto[:40]!r}")
     bandwidth = 0

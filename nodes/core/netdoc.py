@@ -14,6 +14,7 @@ import binascii
 import calendar
 import datetime
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from .errors import DecodeError
 MAX_DOCUMENT = 4 * 1024 * 1024  # a consensus of a few thousand relays is well under this
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _OBJECT_TYPE = re.compile(r"[A-Za-z0-9 ]+")
+MAX_SHARED_FLAG_SETS = 1024  # distinct flag sets kept for sharing; a network has a few dozen
+_shared_flag_sets: dict[frozenset[str], frozenset[str]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,26 @@ class Items:
         if len(found) > 1:
             raise DecodeError(f"{self.what}: {keyword} may appear at most once, found {len(found)}")
         return found[0] if found else None
+
+
+def shared_flags(args: Iterable[str]) -> frozenset[str]:
+    """The flags of an "s" line as one frozenset object per distinct set, of interned strings: a vote or
+    consensus of 280 relays has a handful of distinct sets, and a parsed copy per relay cost about 600 bytes
+    (the set and its strings), most of an authority's parsed votes (docs/scale.md). Bounded, so that odd flag
+    sets from a peer cannot grow the table without end (past the bound a set is simply not shared)."""
+    flags = frozenset(args)
+    found = _shared_flag_sets.get(flags)
+    if found is None:
+        found = frozenset(sys.intern(f) for f in flags)
+        if len(_shared_flag_sets) < MAX_SHARED_FLAG_SETS:
+            _shared_flag_sets[found] = found
+    return found
+
+
+def shared_text(text: str) -> str:
+    """`text` interned: a nickname, address, version or protocol line that every vote and the consensus
+    repeat for one relay is then held once (interned strings are freed when nothing refers to them)."""
+    return sys.intern(text)
 
 
 def b64decode_unpadded(text: str, what: str) -> bytes:

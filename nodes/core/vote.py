@@ -372,14 +372,16 @@ def _parse_vote_router(items: list[netdoc.Item], what: str) -> VoteRouter:
         raise DecodeError(f"{what}: expected w Bandwidth=N")
     with as_decode_error(what):
         return VoteRouter(
-            r.args[0], b64_field(r.args[1], 20, f"{what}: node id"),
-            b64_field(ed.args[1], 32, f"{what}: ed25519 identity"), parse_ipv4(r.args[4], f"{what}: address"),
+            netdoc.shared_text(r.args[0]), b64_field(r.args[1], 20, f"{what}: node id"),
+            b64_field(ed.args[1], 32, f"{what}: ed25519 identity"),
+            netdoc.shared_text(parse_ipv4(r.args[4], f"{what}: address")),
             parse_port(r.args[5], f"{what}: orport", 1), parse_port(r.args[6], f"{what}: dirport"),
             parse_time_args(r, what, 2),
             netdoc.parse_int(w.args[0][10:], f"{what}: bandwidth", 0, _UINT32_MAX),
-            " ".join(v.args) if v is not None else None, " ".join(doc.one("pr").args),
+            netdoc.shared_text(" ".join(v.args)) if v is not None else None,
+            netdoc.shared_text(" ".join(doc.one("pr").args)),
             b64_field(doc.one("m").arg(0, what), 32, f"{what}: microdescriptor digest"),
-            frozenset(doc.one("s").args))
+            netdoc.shared_flags(doc.one("s").args))
 
 
 # ---------------------------------------------------------------------------------------------------------

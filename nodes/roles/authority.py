@@ -72,6 +72,7 @@ import logging
 import math
 import os
 import random
+import ssl
 import statistics
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -89,7 +90,7 @@ from nodes.core.netview import Flag
 from nodes.core.ntor import ntor_client_finish, ntor_client_start
 from nodes.core.server_descriptor import ServerDescriptor, parse_server_descriptor, split_upload
 from nodes.core.vote import DirAuthority, Vote, VoteRouter, compute_consensus, make_vote, parse_vote
-from nodes.net import clock, dircache, tls
+from nodes.net import clock, dircache, heap, tls
 from nodes.net.addresses import resolve_ip
 from nodes.net.channels import ChannelManager
 from nodes.net.control import node_control
@@ -182,7 +183,7 @@ async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, s
             dial = (address_map or {}).get(desc.address, desc.address)
             if dial_names and desc.nickname in dial_names:
                 dial = await resolve_ip(dial_names[desc.nickname])
-            stream = await tls.open_tls_stream(dial, desc.or_port, tls.client_context(),
+            stream = await tls.open_tls_stream(dial, desc.or_port, _reachability_context(),
                                                local_address=source_address)
         except (OSError, trio.BrokenResourceError):
             return False
@@ -207,6 +208,14 @@ async def check_reachable(desc: ServerDescriptor, *, address_map: Mapping[str, s
         finally:
             await link.aclose()
     return False
+
+
+@functools.cache
+def _reachability_context() -> ssl.SSLContext:
+    """One TLS client context for every reachability test (each still a full handshake: a client context
+    resumes no session unless given one). A context per test made and freed an OpenSSL SSL_CTX a few times a
+    second at 300 relays, for nothing."""
+    return tls.client_context()
 
 
 def split_descriptors(data: bytes) -> list[bytes]:
@@ -263,8 +272,10 @@ class Authority:
         self.descriptor_max_age = max(3600, 10 * config.timing.descriptor_refresh)
         self.descriptors: dict[bytes, ServerDescriptor] = {}  # node ID -> newest descriptor
         self.microdescs: dict[bytes, Microdescriptor] = {}  # digest -> microdescriptor of a held descriptor
-        self.votes: dict[int, dict[bytes, Vote]] = {}  # valid-after -> v3ident -> vote
-        self.my_vote: Vote | None = None
+        # valid-after -> v3ident -> vote, until the consensus of that round is computed: then only what the
+        # round still needs is kept (the relays each vote lists), not 5 parsed votes of every relay
+        self.votes: dict[int, dict[bytes, Vote]] = {}
+        self.my_vote: bytes | None = None  # our latest vote as sent (GET VOTE_PATH)
         self.collecting: SignedConsensus | None = None  # the latest one we computed, gathering signatures
         # claims for a consensus we have not computed yet, unchecked: every one is kept (a few per authority),
         # so that a forged claim in a peer's name cannot push its real one out before we can check them
@@ -442,7 +453,7 @@ class Authority:
     def _get_vote(self) -> tuple[int, str, bytes]:
         if self.my_vote is None:
             return _text(404, "no vote yet")
-        return 200, "text/plain", self.my_vote.encode()
+        return 200, "text/plain", self.my_vote
 
     def _post_signature(self, body: bytes) -> tuple[int, str, bytes]:
         try:
@@ -484,14 +495,18 @@ class Authority:
         REACHABILITY_TIMEOUT, so at most about that many seconds' worth of tests run at once."""
         async with trio.open_nursery() as nursery:
             while True:
-                relays = list(self.descriptors.values())
+                # node IDs, not descriptors: a cycle holding the descriptors kept every replaced one alive
+                # for up to V (and tested none of them: a relay that uploaded again was skipped)
+                relays = list(self.descriptors)
                 if not relays:
                     await trio.sleep(MIN_TEST_TIME * self.interval)
                     continue
                 gap = self.interval / len(relays)
-                for desc in _random.sample(relays, len(relays)):
-                    if self.descriptors.get(desc.node_id) is desc:  # not replaced or expired meanwhile
+                for node_id in _random.sample(relays, len(relays)):
+                    desc = self.descriptors.get(node_id)
+                    if desc is not None:  # not expired meanwhile; its newest descriptor
                         nursery.start_soon(self._test, desc)
+                    del desc  # not held through the sleep
                     await trio.sleep(gap)
 
     async def _test(self, desc: ServerDescriptor) -> None:
@@ -512,6 +527,7 @@ class Authority:
             start = self._round_of(clock.wall()) + self.interval
             await trio.sleep_until(self._trio_time(start))
             await self.run_round(start)
+            heap.release_free_heap()  # what the round's peak freed (nodes/net/heap.py)
 
     async def _dir_authorities(self) -> tuple[DirAuthority, ...]:
         """Every configured authority as the consensus' dir-source lines name it, with an IP address: a
@@ -556,9 +572,10 @@ class Authority:
                          routers=self._vote_routers(descriptors, by_node, flags),
                          # for a tor without TestingTorNetwork; ours and testing tors use 24 V (netview.py)
                          hs_period_minutes=max(5, 24 * v // 60))
-        self.my_vote = vote
+        self.my_vote = vote.encode()
         self.votes.setdefault(start, {})[self.v3ident] = vote
-        await self._push("/tor/post/vote", vote.encode(), "vote",
+        del vote  # held in self.votes until the consensus is computed, no longer
+        await self._push("/tor/post/vote", self.my_vote, "vote",
                          compute_at - PUSH_MARGIN * self.timing.vote_delay)
 
         await trio.sleep_until(self._trio_time(compute_at))
@@ -576,9 +593,13 @@ class Authority:
             self.events.emit("consensus_failed", round=start, votes=len(votes), reason=str(e))
             return
         consensus = compute_consensus(votes, dir_authorities)
-        if not consensus.routers and any(vote.routers for vote in votes):
+        listed = {vote.authority: [r.node_id for r in vote.routers] for vote in votes}
+        lists_relays = any(vote.routers for vote in votes)
+        del votes
+        self.votes.pop(start, None)  # computed: a late vote for this round changes nothing now
+        if not consensus.routers and lists_relays:
             self.metrics.inc("consensus_withheld_total")
-            self.events.emit("consensus_withheld", round=start, votes=len(votes),
+            self.events.emit("consensus_withheld", round=start, votes=len(listed),
                              reason="it lists no relay while a vote lists some")
             return
         collecting = SignedConsensus.unsigned(consensus)
@@ -594,10 +615,11 @@ class Authority:
                 self.metrics.inc("signatures_received_total")
         self._maybe_publish()
         await self._push("/tor/post/consensus-signature", mine.encode(), "signature", end)
-        await self._fetch_missing_descriptors(votes, start + v)
+        await self._fetch_missing_descriptors(listed, start + v)
 
-    async def _fetch_missing_descriptors(self, votes: list[Vote], until: float) -> None:
-        """Fetch from its voter every descriptor a peer's vote lists and we lack, as C tor's authorities do:
+    async def _fetch_missing_descriptors(self, listed: Mapping[bytes, list[bytes]], until: float) -> None:
+        """Fetch from its voter every descriptor a peer's vote listed (`listed`: the node IDs each authority's
+        vote listed, by v3ident) and we lack, as C tor's authorities do:
         an authority that restarted (and knows no relay) learns them within a round instead of waiting for
         each relay's next upload. Each is checked and tested like an upload."""
         refs = {bytes.fromhex(p.v3ident): p for p in self.peers}
@@ -615,10 +637,10 @@ class Authority:
 
         with trio.move_on_at(self._trio_time(until)):
             async with trio.open_nursery() as nursery:
-                for vote in votes:
-                    missing = [r.node_id for r in vote.routers if r.node_id not in self.descriptors]
-                    if vote.authority in refs and missing:
-                        nursery.start_soon(fetch, refs[vote.authority], missing[:MAX_FETCH])
+                for authority, node_ids in listed.items():
+                    missing = [n for n in node_ids if n not in self.descriptors]
+                    if authority in refs and missing:
+                        nursery.start_soon(fetch, refs[authority], missing[:MAX_FETCH])
 
     async def _push(self, path: str, body: bytes, what: str, until: float) -> None:
         async def push(peer: AuthorityRef) -> None:

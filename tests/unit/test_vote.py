@@ -416,3 +416,26 @@ def test_vote_dataclass_is_frozen_and_typed():
     with pytest.raises(LocalProtocolError):
         Vote(v.cert, T0, VA, FU, VU, 20, 20, ("x",), v.signature)
     assert netdoc.format_time(v.valid_after) == "2027-01-15 08:01:40"
+
+
+def test_parsed_votes_share_the_values_every_vote_repeats():
+    """An authority holds the parsed votes of every authority about every relay: at 280 relays each parsed
+    copy of a relay's flags (a frozenset and its strings), nickname, address, version and protocol line was
+    its own object, 1.9 KB a relay a vote (docs/scale.md). Equal values are now one object."""
+    routers = [relay(i, UP | {"Fast"}) for i in (1, 2, 3)]
+    first, second = (parse_vote(vote(a, routers).encode()).unchecked for a in (0, 1))
+    assert first.routers[0].flags is first.routers[1].flags is second.routers[2].flags
+    for a, b in zip(first.routers, second.routers, strict=True):
+        assert a.nickname is b.nickname and a.address is b.address
+        assert a.version is b.version and a.proto is b.proto
+    consensus = parse_consensus(signed_by(compute_consensus([first, second], configs(2)), 0, 1).encode())
+    listed = consensus.unchecked.routers
+    assert listed[0].flags is listed[1].flags and listed[0].proto is first.routers[0].proto
+
+
+def test_the_table_of_shared_flag_sets_is_bounded(monkeypatch):
+    monkeypatch.setattr(netdoc, "MAX_SHARED_FLAG_SETS", len(netdoc._shared_flag_sets) + 1)
+    kept = netdoc.shared_flags(["A-new-one"])
+    assert netdoc.shared_flags(["A-new-one"]) is kept
+    other = netdoc.shared_flags(["Another-new-one"])
+    assert other == {"Another-new-one"} and netdoc.shared_flags(["Another-new-one"]) is not other
