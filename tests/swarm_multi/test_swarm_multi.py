@@ -327,7 +327,8 @@ def chaos_on_workers(swarm: Swarm, lab: Lab, tmp_path: Path) -> None:
     scenario = tmp_path / "swarm-workers.yaml"
     scenario.write_text(CHAOS)
     started = time.monotonic()
-    run = lab.run("chaos", str(scenario), "--json", check=False, timeout=600)
+    run = lab.run("chaos", str(scenario), "--json", "--history", str(tmp_path / "chaos.jsonl"), check=False,
+                  timeout=600)
     result = json.loads(run.stdout or b"{}")
     say(f"chaos ({time.monotonic() - started:.0f} s): ok={result.get('ok')} stats={result.get('stats')}\n"
         + "\n".join(f"  {v}" for v in result.get("verdicts", [])) + "\n"

@@ -181,3 +181,24 @@ def test_a_paused_task_that_swarm_replaced_is_not_resumed(tmp_path, monkeypatch)
     backend.unpause("relay1")
     assert [a.action for a, _, _ in done] == ["pause"]
     assert backend._paused() == {}
+
+
+def test_a_node_killed_and_started_again_is_left_as_chaos_found_it_though_at_another_address(tmp_path,
+                                                                                              monkeypatch):
+    """tests/swarm_multi's chaos run: after kill and stop, each relay's new task had a new overlay address
+    (Swarm's, per task), and chaos's `faults` checker called that a fault left behind ("left behind: relay3:
+    on networks {'ol..._onionnet': '10.0.1.19'}, was on {... '10.0.1.6'}")."""
+    from orchestrator.chaos.faults import compare_snapshots
+
+    first = Task("t1", "olr1_relay1", "worker2", "running", "running", "", "c1", "2026-01-01T00:00:00Z",
+                 {"olr1_onionnet": "10.0.1.6"})
+    tasks = [first]
+    backend, _ = _backend(tmp_path, monkeypatch, tasks)
+    before = {"relay1": backend.node_state("relay1")}
+    tasks.append(Task("t2", "olr1_relay1", "worker2", "running", "running", "", "c2", "2026-01-01T00:01:00Z",
+                      {"olr1_onionnet": "10.0.1.19"}))
+    assert compare_snapshots(before, {"relay1": backend.node_state("relay1")}) == []
+    tasks.append(Task("t3", "olr1_relay1", "worker2", "running", "running", "", "c3", "2026-01-01T00:02:00Z",
+                      {}))  # off its network: that is left behind
+    assert compare_snapshots(before, {"relay1": backend.node_state("relay1")}) == [
+        f"relay1: on networks {{}}, was on {{'olr1_onionnet': {lifecycle.SWARM_ADDRESS!r}}}"]

@@ -74,6 +74,7 @@ ENGINE_RETRIES = 2
 TAIL_LINES = 20
 FAILED_STATES = frozenset({"failed", "rejected", "orphaned", "shutdown", "complete", "remove"})
 SWARM_FAULTS = frozenset({"kill", "stop", "pause"})
+SWARM_ADDRESS = "(Swarm's, each task its own)"  # node_state's address on each of a node's networks
 # labels of a node's service that are not the run's: the one-shot of taskaction.py runs another image
 NOT_INHERITED = frozenset({"com.docker.stack.image"})
 
@@ -421,12 +422,16 @@ class SwarmBackend:
             return None
 
     def node_state(self, name: str) -> dict:
+        """The networks without their addresses: Swarm gives every new task addresses afresh, so a node that
+        chaos killed and started again is on the same networks at other addresses, as it should be (node_
+        addresses and inspect say where)."""
         info = self._state()
         task = self._current(info).get(info.node(name).name)
         status = "running" if task is not None and task.state == "running" else "exited"
         if status == "running" and self._paused().get(name) == task.id:
             status = "paused"
-        return {"status": status, "networks": dict(task.addresses) if task else {}, "qdiscs": []}
+        networks = dict.fromkeys(task.addresses, SWARM_ADDRESS) if task else {}
+        return {"status": status, "networks": networks, "qdiscs": []}
 
     def stop(self, name: str, *, timeout: float = 10.0) -> None:
         """Scale the node's service to 0 (SIGTERM, SIGKILL after the stop grace period) and wait."""
