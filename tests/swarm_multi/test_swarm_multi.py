@@ -308,22 +308,27 @@ CHAOS = """\
 name: swarm-workers
 description: a relay on each worker host killed, paused and stopped, each through its host's engine
 seed: 1
-duration: 40
+duration: 55
 ready_timeout: 90
 workload: {bytes: 20000, interval: 1, timeout: 15}
 faults:
-  - {fault: kill, target: relay5, at: 2, for: 8}     # host2
-  - {fault: pause, target: relay6, at: 2, for: 8}    # host3
-  - {fault: stop, target: relay3, at: 14, for: 8}    # host3
+  - {fault: kill, target: relay5, at: 2, for: 8}         # host2
+  - {fault: pause, target: relay6, at: 2, for: 8}        # host3
+  - {fault: stop, target: relay3, at: 14, for: 8}        # host3
+  # new links from the service and the client, for the anonymity checker to judge (without any, it fails
+  # with "nothing to judge"): the service (host3) starts again, the client's guard goes
+  - {fault: kill, target: hs, at: 26, for: 5, signal: SIGTERM}
+  - {fault: kill, target: client guard, at: 26, for: 5}
 checkers:
   recovers: {within: 45}
 """
 
 
 def chaos_on_workers(swarm: Swarm, lab: Lab, tmp_path: Path) -> None:
-    """`onionlab chaos` with its container faults against relays on the worker hosts: each fault applied
-    and undone (the run's own `faults` checker: every node back and ready, the lab left as found), and the
-    workload's fetches through the onion recover after the heal."""
+    """`onionlab chaos` with its container faults against relays and the onion service on the worker hosts
+    (and the client's guard, wherever it is): each fault applied and undone (the run's own `faults` checker:
+    every node back and ready, the lab left as found), the workload's fetches through the onion recover
+    after each heal, and every other checker of the run passes."""
     scenario = tmp_path / "swarm-workers.yaml"
     scenario.write_text(CHAOS)
     started = time.monotonic()
