@@ -315,8 +315,7 @@ faults:
   - {fault: kill, target: relay5, at: 2, for: 8}         # host2
   - {fault: pause, target: relay6, at: 2, for: 8}        # host3
   - {fault: stop, target: relay3, at: 14, for: 8}        # host3
-  # new links from the service and the client, for the anonymity checker to judge (without any, it fails
-  # with "nothing to judge"): the service (host3) starts again, the client's guard goes
+  # the onion service (host3) stopped by a signal it acts on and started again, and the client's guard
   - {fault: kill, target: hs, at: 26, for: 5, signal: SIGTERM}
   - {fault: kill, target: client guard, at: 26, for: 5}
 checkers:
