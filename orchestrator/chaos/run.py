@@ -150,7 +150,9 @@ def run_scenario(scenario: Scenario, backend: FaultBackend, *, seed: int | None 
                                f"({scenario.ready_timeout:g} s of tries): {first['error']}")
         time.sleep(BASELINE_RETRY)
     before = lab_snapshot(backend, [name for name, _ in lab])
-    addresses = {n["name"]: sorted({n.get("address"), *(before[n["name"]].get("networks") or {}).values()}
+    # where the nodes' peers see each (the anonymity checker's links), not node_state's networks: a backend
+    # whose addresses are not the lab's to keep (swarm: each new task its own) leaves them out there
+    addresses = {n["name"]: sorted({n.get("address"), *backend.node_addresses(n["name"]).values()}
                                    - {None, ""}) for n in status["nodes"]}
     history = History(history_path)
     try:

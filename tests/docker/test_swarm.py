@@ -1,7 +1,8 @@
 """The swarm backend (`onionlab up --backend swarm`) and `onionlab export stack` on a real single-node Docker
 Swarm. The backend: up (keys as Swarm secrets, configs as Swarm configs), status, flow through the onion,
-kill and start of a relay (same identity: its volume keeps its keys), stop, and down leaving no service,
-secret, config, network or volume of the run; a two-network lab. The export: `docker stack deploy` of the
+kill and start of a relay (same identity: its volume keeps its keys), pause and unpause (through a one-shot
+service on its host, none left after), stop, and down leaving no service, secret, config, network or volume
+of the run; a two-network lab. The export: `docker stack deploy` of the
 default topology's stack, and of the two-network one's, brings up the lab with no other step, curl reaches
 the onion's page through the client's published SOCKS port, and `docker stack rm` (plus removing the
 stack's volumes) takes all of it away.
@@ -375,6 +376,17 @@ def test_swarm_backend_runs_the_default_lab_with_secrets_flow_kill_restart_and_d
         again = backend.start("relay1", timeout=120)
         assert again["conditions"] and all(again["conditions"].values())
         assert again["fingerprint"] == before  # the same keys, from its volume
+        backend.pause("relay1")  # through the one-shot on its host, as kill: the cgroup freezer
+        assert backend.node_state("relay1")["status"] == "paused"
+        assert backend.node_status("relay1") is None  # frozen: it answers nothing
+        backend.unpause("relay1")
+        assert backend.node_state("relay1")["status"] == "running"
+        deadline = time.monotonic() + 30
+        while backend.node_status("relay1") is None:
+            assert time.monotonic() < deadline, "relay1 does not answer after unpause"
+            time.sleep(0.2)
+        assert not [name for name in docker_cli("service", "ls", "--format", "{{.Name}}").stdout.split()
+                    if name.startswith(f"ol{info.run_id}_") and name.count("_") > 1]  # no one-shot left
         backend.stop("hs", timeout=10)
         assert backend.node_state("hs")["status"] == "exited"
         assert backend.restart("hs", timeout=120)["onion"] == service["onion"]  # its key is a secret

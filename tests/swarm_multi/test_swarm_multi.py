@@ -4,7 +4,9 @@ of their own, joined into one swarm; the node image loaded into each with `docke
 registry). `onionlab up --backend swarm` runs labs on it from this machine (DOCKER_HOST names the manager),
 with the onion service and the client placed on different engines by node labels and the relays spread;
 `onionlab flow` must fetch a verified page through the onion, which crosses hosts over the overlay
-networks (VXLAN between the engines). Two labs, one after the other on the same three engines: the default
+networks (VXLAN between the engines). In the first lab, nodes on the two worker engines are killed and
+restarted with the CLI, and `onionlab chaos` kills, pauses and stops relays there; the onion must serve
+verified pages again afterwards. Two labs, one after the other on the same three engines: the default
 one (one overlay network) and topologies/multi-network.yaml (two: the client only on `north`, the onion
 service only on `south`, relays and authorities on both), where the service must link to relays only at
 their `south` addresses, which no consensus lists. Then `onionlab down`, and every engine, volume and
@@ -258,6 +260,86 @@ def test_default_lab_spread_over_three_engines_fetches_through_the_onion_across_
         relays = sorted(n for n in hosts if n.startswith("relay"))
         assert len(relays) == 6 and all(hosts[r] == host_of(int(r[5:])) for r in relays)  # every engine
         lab.flow()
+        kill_and_restart_on_workers(swarm, lab)
+        chaos_on_workers(swarm, lab, tmp_path)
+
+
+def node_states(lab: Lab) -> dict[str, tuple[str, str]]:
+    return {n["name"]: (n["state"], n["host"]) for n in lab.json("inspect")["nodes"]}
+
+
+def one_shots(swarm: Swarm) -> list[str]:
+    """Services on the swarm that are no lab node's: the run's are `ol<run>_<node>` (node names have no `_`),
+    a kill's or pause's one-shot is `ol<run>_<action>_<hex>` while it runs and must be gone after."""
+    names = swarm.docker(swarm.engines[0], "service", "ls", "--format", "{{.Name}}").stdout.decode().split()
+    return [name for name in names if name.count("_") > 1]
+
+
+def wait_not_running(lab: Lab, node: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while (state := node_states(lab)[node][0]) == "running":
+        assert time.monotonic() < deadline, f"{node} still runs {timeout:g} s after the kill"
+        time.sleep(0.5)
+    return state
+
+
+def kill_and_restart_on_workers(swarm: Swarm, lab: Lab) -> None:
+    """`onionlab kill` of nodes on the two workers (the manager's engine is host1): the onion service on
+    host3 (SIGKILL) and relay2 on host2 (SIGTERM, which it acts on by exiting), each through its own host's
+    engine; `onionlab restart` brings each back on its host, and a verified fetch through the onion works
+    again (the service published its descriptor anew)."""
+    for node, host, signal in (("hs", "host3", "SIGKILL"), ("relay2", "host2", "SIGTERM")):
+        assert node_states(lab)[node] == ("running", host)
+        started = time.monotonic()
+        lab.run("kill", node, "--signal", signal, timeout=120)
+        killed = time.monotonic() - started
+        state = wait_not_running(lab, node)
+        say(f"{node}@{host}: kill --signal {signal} returned after {killed:.1f} s; its task is {state} "
+            f"{time.monotonic() - started:.1f} s after the kill began")
+        assert not one_shots(swarm)
+        started = time.monotonic()
+        lab.run("restart", node, timeout=180)
+        say(f"{node}: restarted and ready in {time.monotonic() - started:.1f} s")
+        assert node_states(lab)[node] == ("running", host)
+    lab.flow()
+
+
+CHAOS = """\
+name: swarm-workers
+description: a relay on each worker host killed, paused and stopped, each through its host's engine
+seed: 1
+duration: 55
+ready_timeout: 90
+workload: {bytes: 20000, interval: 1, timeout: 15}
+faults:
+  - {fault: kill, target: relay5, at: 2, for: 8}         # host2
+  - {fault: pause, target: relay6, at: 2, for: 8}        # host3
+  - {fault: stop, target: relay3, at: 14, for: 8}        # host3
+  # the onion service (host3) stopped by a signal it acts on and started again, and the client's guard
+  - {fault: kill, target: hs, at: 26, for: 5, signal: SIGTERM}
+  - {fault: kill, target: client guard, at: 26, for: 5}
+checkers:
+  recovers: {within: 45}
+"""
+
+
+def chaos_on_workers(swarm: Swarm, lab: Lab, tmp_path: Path) -> None:
+    """`onionlab chaos` with its container faults against relays and the onion service on the worker hosts
+    (and the client's guard, wherever it is): each fault applied and undone (the run's own `faults` checker:
+    every node back and ready, the lab left as found), the workload's fetches through the onion recover
+    after each heal, and every other checker of the run passes."""
+    scenario = tmp_path / "swarm-workers.yaml"
+    scenario.write_text(CHAOS)
+    started = time.monotonic()
+    run = lab.run("chaos", str(scenario), "--json", "--history", str(tmp_path / "chaos.jsonl"), check=False,
+                  timeout=600)
+    result = json.loads(run.stdout or b"{}")
+    say(f"chaos ({time.monotonic() - started:.0f} s): ok={result.get('ok')} stats={result.get('stats')}\n"
+        + "\n".join(f"  {v}" for v in result.get("verdicts", [])) + "\n"
+        + run.stderr.decode(errors="replace")[-2500:])
+    assert run.returncode == 0 and result.get("ok") is True, run.stdout.decode()[-3000:]
+    assert not one_shots(swarm)
+    assert all(state == "running" for state, _ in node_states(lab).values())
 
 
 def test_two_network_lab_over_three_engines_links_the_service_only_over_its_own_network(swarm, tmp_path):

@@ -248,3 +248,31 @@ def test_up_asks_for_another_task_when_the_engine_could_not_start_a_container(tm
         locate(*(task("auth1", n, "failed", busy) for n in (1, 2, 3)))
     with pytest.raises(NodeFailed, match="exit"):  # the node's own failure: no second task
         locate(task("auth1", 1, "failed", "task: non-zero exit (1)"))
+
+
+def test_service_logs_are_asked_again_when_docker_service_logs_hangs(monkeypatch):
+    """tests/swarm_multi's chaos run: `docker service logs` of the onion service (on a worker, killed and
+    started again during the run) never ended its stream, a Docker bug, and the 120 s timeout lost the
+    node's events for every checker. A call that hangs is made again, a few times at most."""
+    import pytest
+
+    from orchestrator.backends import BackendError
+    from orchestrator.backends.swarm import observe
+
+    answers: list = [BackendError("took more than 45 s"), BackendError("took more than 45 s"),
+                     subprocess.CompletedProcess([], 0, "events\n", "diagnostics\n")]
+    timeouts: list[float] = []
+
+    def docker(*args, timeout, check):
+        timeouts.append(timeout)
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(observe, "docker", docker)
+    assert observe.service_logs("olr1_hs") == ("events\n", "diagnostics\n")
+    assert timeouts == [observe.SERVICE_LOG_TIMEOUT] * 3
+    answers[:] = [BackendError("took more than 45 s")] * observe.SERVICE_LOG_ATTEMPTS
+    with pytest.raises(BackendError, match="took more than"):
+        observe.service_logs("olr1_hs")

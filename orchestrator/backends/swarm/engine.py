@@ -100,6 +100,13 @@ def stack_tasks(stack: str) -> list[Task]:
     return [_task(t, names) for t in tasks]
 
 
+def service_tasks(service: str) -> list[Task]:
+    """The tasks of one service, oldest first; [] when it has none (yet)."""
+    result = docker("service", "ps", "--quiet", "--no-trunc", service, check=False)
+    tasks = inspect("task", *result.stdout.split()) if result.returncode == 0 else []
+    return sorted((_task(t, {}) for t in tasks), key=lambda t: t.created)
+
+
 def service_names(ids: set[str]) -> dict[str, str]:
     found = inspect("service", *sorted(i for i in ids if i))
     return {s["ID"]: s["Spec"]["Name"] for s in found}

@@ -6,14 +6,15 @@ It then waits until every service has a running task and every node's /status sa
 and the control port published there. Whatever makes `up` fail, the stack and its volumes are removed again
 (`docker stack rm` also removes its secrets, configs and networks).
 
-Faults: kill (`docker kill` of the task's container; only on the manager's own host, since Swarm gives no
-way to signal a task elsewhere) and stop (scale to 0: SIGTERM, SIGKILL after 10 s). No pause (Swarm has no
-such verb), no partition, no tc shaping (the overlay's links are not the orchestrator's) and no link-layer
-shaping or clock skew (not implemented for Swarm yet): chaos refuses those up front.
+Faults: kill, pause and unpause of the task's container on whichever host runs it (taskaction.py: a
+one-shot service on that host, through its own engine) and stop (scale to 0: SIGTERM, SIGKILL after 10 s).
+No partition, no tc shaping (the overlay's links are not the orchestrator's) and no link-layer shaping or
+clock skew (not implemented for Swarm yet): chaos refuses those up front.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -44,14 +45,25 @@ from .. import (
 )
 from ..base import FAULT_KINDS, LINK_LAYER, ExecSpec, LogLine, Progress
 from . import observe
-from .engine import Task, docker, engine_is_local, node_hosts, require_manager, stack_tasks, swarm_info
+from .engine import (
+    Task,
+    docker,
+    engine_is_local,
+    inspect,
+    node_hosts,
+    require_manager,
+    stack_tasks,
+    swarm_info,
+)
 from .material import make_material, remove_material
 from .reaper import RUN_LABELS, ReapReport, owner_labels, reap, remove_stack
 from .stackfile import render_stack
+from .taskaction import Action, run_action
 
 PORTS = ("control_port", "or_port", "dir_port", "socks_port")
 PUBLISHED = ("control_port", "socks_port")  # what the orchestrator and users reach from outside
 STACK_FILE = "stack.json"
+PAUSED_FILE = "paused.json"  # {node: the ID of its task that `pause` froze}: Swarm's task state stays running
 STATUS_TIMEOUT = 1.0
 CHECK_EVERY = 1.0
 # A task whose container the engine could not start for a moment ("unable to remount dir as readonly: mount
@@ -61,7 +73,10 @@ ENGINE_BUSY = "device or resource busy"
 ENGINE_RETRIES = 2
 TAIL_LINES = 20
 FAILED_STATES = frozenset({"failed", "rejected", "orphaned", "shutdown", "complete", "remove"})
-SWARM_FAULTS = frozenset({"kill", "stop"})
+SWARM_FAULTS = frozenset({"kill", "stop", "pause"})
+SWARM_ADDRESS = "(Swarm's, each task its own)"  # node_state's address on each of a node's networks
+# labels of a node's service that are not the run's: the one-shot of taskaction.py runs another image
+NOT_INHERITED = frozenset({"com.docker.stack.image"})
 
 
 def free_ports(count: int) -> list[int]:
@@ -302,13 +317,16 @@ class SwarmBackend:
         node = self._state().node(name)
         return observe.log_lines(node.container or "", name, stream, follow=follow, since=since)
 
-    def _local_task(self, name: str) -> Task:
-        """The node's running task, when it runs on the engine's own host (its container is ours to touch)."""
-        info = self._state()
+    def _running_task(self, info: RunInfo, name: str) -> Task:
         info.node(name)
         task = self._current(info).get(name)
         if task is None or task.state != "running":
             raise BackendError(f"{name} is not running")
+        return task
+
+    def _local_task(self, name: str) -> Task:
+        """The node's running task, when it runs on the engine's own host (its container is ours to touch)."""
+        task = self._running_task(self._state(), name)
         if task.node_id != swarm_info().get("NodeID") or not engine_is_local() or not task.container:
             raise BackendError(f"{name} runs on another swarm node: Swarm gives no way to reach a task's "
                                "container from the manager (use `onionlab restart`, or docker on that host)")
@@ -337,7 +355,21 @@ class SwarmBackend:
     def kill(self, name: str, signal: str = "SIGKILL") -> None:
         if signal not in _SIGNALS:
             raise BackendError(f"no signal named {signal!r} (e.g. SIGKILL, SIGTERM)")
-        docker("kill", "--signal", signal, self._local_task(name).container)
+        self._act(name, "kill", signal)
+
+    def _act(self, name: str, action: str, signal: str = "") -> Task:
+        """`action` (taskaction.ACTIONS) on the node's running task, on whichever host runs it: that task."""
+        info = self._state()
+        node = info.node(name)
+        task = self._running_task(info, name)
+        found = inspect("service", node.container or "")
+        if not found:
+            raise BackendError(f"{name}: its service {node.container} is gone")
+        spec = found[0]["Spec"]
+        labels = {k: v for k, v in (spec.get("Labels") or {}).items() if k not in NOT_INHERITED}
+        image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+        run_action(Action(name, task, image, action, signal), self._stack(info), labels)
+        return task
 
     def restart(self, name: str, *, timeout: float = 60.0) -> dict:
         """A new task for the node (`docker service update --force`): same configs, secrets and volume (on
@@ -352,13 +384,9 @@ class SwarmBackend:
     def fault_problem(self, fault: str) -> str | None:
         if fault not in FAULT_KINDS:
             return f"no fault named {fault!r}"
-        if fault == "pause":
-            return "Swarm has no pause for a service's task"
         if fault not in SWARM_FAULTS:
             return ("the overlay network's links are Swarm's, not the orchestrator's (no partition, no tc), "
                     "and link-layer shaping and clock skew are not implemented for Swarm yet")
-        if fault == "kill" and not engine_is_local():
-            return "kill signals a task's container, which only works for an engine on this machine"
         return None
 
     def control(self, name: str, command: dict) -> dict:
@@ -394,10 +422,16 @@ class SwarmBackend:
             return None
 
     def node_state(self, name: str) -> dict:
+        """The networks without their addresses: Swarm gives every new task addresses afresh, so a node that
+        chaos killed and started again is on the same networks at other addresses, as it should be (node_
+        addresses and inspect say where)."""
         info = self._state()
         task = self._current(info).get(info.node(name).name)
         status = "running" if task is not None and task.state == "running" else "exited"
-        return {"status": status, "networks": dict(task.addresses) if task else {}, "qdiscs": []}
+        if status == "running" and self._paused().get(name) == task.id:
+            status = "paused"
+        networks = dict.fromkeys(task.addresses, SWARM_ADDRESS) if task else {}
+        return {"status": status, "networks": networks, "qdiscs": []}
 
     def stop(self, name: str, *, timeout: float = 10.0) -> None:
         """Scale the node's service to 0 (SIGTERM, SIGKILL after the stop grace period) and wait."""
@@ -418,6 +452,7 @@ class SwarmBackend:
     def start(self, name: str, *, timeout: float = 60.0, wait: bool = True) -> dict | None:
         """A task for the node again when none runs (after kill or stop); when `wait`, wait until it runs
         and is ready: its /status."""
+        self.unpause(name)
         return self._start(name, timeout=timeout, wait=wait, force=False)
 
     @staticmethod
@@ -468,10 +503,30 @@ class SwarmBackend:
         return self._wait_ready(info, left, lambda _: None, only=[name])[name]
 
     def pause(self, name: str) -> None:
-        raise BackendError("the swarm backend cannot pause a node: Swarm has no pause for a task")
+        """`docker pause` of the task's container on its host (the cgroup freezer). Swarm still calls the task
+        running, so the run dir records which task was paused (node_state, unpause)."""
+        task = self._act(name, "pause")
+        self._set_paused(name, task.id)
 
     def unpause(self, name: str) -> None:
-        """Nothing is ever paused here."""
+        paused = self._paused().get(name)
+        if paused is None:
+            return
+        task = self._current(self._state()).get(name)
+        if task is not None and task.id == paused and task.state == "running":
+            self._act(name, "unpause")
+        self._set_paused(name, None)  # or a task that is gone, or another one (restart): nothing frozen
+
+    def _paused(self) -> dict[str, str]:
+        path = self.run_dir / PAUSED_FILE
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _set_paused(self, name: str, task_id: str | None) -> None:
+        paused = self._paused()
+        paused.pop(name, None)
+        if task_id is not None:
+            paused[name] = task_id
+        (self.run_dir / PAUSED_FILE).write_text(json.dumps(paused))
 
     # -- leftovers -------------------------------------------------------------------------------------------
 

@@ -7,10 +7,16 @@ import subprocess
 from collections.abc import Iterator
 from datetime import datetime
 
+from .. import BackendError
 from ..base import LogLine
 from .engine import docker
 
 LOG_TIMEOUT = 120.0
+# `docker service logs` sometimes never ends its stream, though every line was sent (an open Docker bug:
+# docker/cli#4678, moby/moby#38640; seen in tests/swarm_multi after a chaos run, for the onion service on a
+# worker): a call that hangs is given up after SERVICE_LOG_TIMEOUT and made again, a new stream
+SERVICE_LOG_TIMEOUT = 45.0
+SERVICE_LOG_ATTEMPTS = 3
 
 
 def service_logs(service: str, *, tail: int | None = None) -> tuple[str, str]:
@@ -18,8 +24,16 @@ def service_logs(service: str, *, tail: int | None = None) -> tuple[str, str]:
     args = ["service", "logs", "--raw", "--no-trunc"]
     if tail is not None:
         args += ["--tail", str(tail)]
-    result = docker(*args, service, check=False, timeout=LOG_TIMEOUT)
-    return result.stdout, result.stderr
+    attempts = SERVICE_LOG_ATTEMPTS
+    while True:
+        attempts -= 1
+        try:
+            result = docker(*args, service, check=False, timeout=SERVICE_LOG_TIMEOUT)
+        except BackendError:  # it hung (or there is no docker: then every attempt says so at once)
+            if attempts == 0:
+                raise
+        else:
+            return result.stdout, result.stderr
 
 
 def _split(node: str, stream: str, line: str) -> LogLine:
