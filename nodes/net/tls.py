@@ -25,6 +25,7 @@ import datetime
 import os
 import ssl
 import tempfile
+from collections import deque
 from pathlib import Path
 
 import trio
@@ -38,6 +39,11 @@ from .tls_exporter import export_keying_material
 
 TLS_KEY_BITS = 2048  # C tor's RSA_LINK_KEY_BITS
 RECEIVE_SIZE = 256 * 1024  # one socket read: a loopback link often has this much waiting
+# The most ciphertext either memory BIO holds at once. OpenSSL keeps a memory BIO's buffer at the largest size
+# it ever needed until the link closes: a 256 KB read or batch went in whole, and every link that once carried
+# a burst kept about 0.66 MB (both BIOs). In slices, the BIOs stay small and the burst's bytes are freed.
+BIO_CHUNK = 16 * 1024  # a TLS record's most plaintext
+_EMPTY = memoryview(b"")
 
 
 def _self_signed(common_name: str) -> tuple[bytes, bytes, bytes]:
@@ -106,7 +112,9 @@ class TLSStream(trio.abc.Stream):
         self._parked = False
         # Whoever holds it sends everything the SSL object has written so far, in order.
         self._send_lock = trio.StrictFIFOLock()
-        self._unsent = memoryview(b"")  # TLS bytes read from the SSL object that the socket has not taken yet
+        self._unsent = _EMPTY  # TLS bytes read from the SSL object that the socket has not taken yet
+        self._sealed: deque[bytes] = deque()  # records out of the outgoing BIO, older than what it holds
+        self._raw = _EMPTY  # ciphertext read from the socket, not yet in the incoming BIO
         self._sending = False
         self._receiving = False
         self._eof = False
@@ -148,7 +156,7 @@ class TLSStream(trio.abc.Stream):
         try:
             self._check()
             if not data:
-                if self._unsent or self._outgoing.pending:  # what write_nowait left
+                if self._unsent or self._sealed or self._outgoing.pending:  # what write_nowait left
                     await self._flush()
                 else:
                     await trio.lowlevel.checkpoint()
@@ -224,8 +232,15 @@ class TLSStream(trio.abc.Stream):
 
     # -- internals -------------------------------------------------------------------------------------
     def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
+        """Seal `data` as records a BIO_CHUNK at a time, emptying the BIO between slices."""
+        view = memoryview(data)
         try:
-            self._ssl.write(data)  # a memory BIO takes all of it (as records) at once
+            while True:
+                self._ssl.write(view[:BIO_CHUNK])  # a memory BIO takes all of it (as records) at once
+                view = view[BIO_CHUNK:]
+                if not view:
+                    return
+                self._sealed.append(self._outgoing.read())
         except ssl.SSLError as e:
             self._broken = True
             raise trio.BrokenResourceError(f"TLS error while sending: {e}") from e
@@ -237,11 +252,17 @@ class TLSStream(trio.abc.Stream):
         try:
             while True:
                 if not unsent:
-                    if not self._outgoing.pending:
+                    if self._sealed:  # one write for all of it, as one read of the BIO was
+                        self._sealed.append(self._outgoing.read())
+                        unsent = memoryview(b"".join(self._sealed))
+                        self._sealed.clear()
+                    elif self._outgoing.pending:
+                        unsent = memoryview(self._outgoing.read())
+                    else:
                         return True
-                    unsent = memoryview(self._outgoing.read())
                 try:
-                    unsent = unsent[os.write(self._fd, unsent):]
+                    written = os.write(self._fd, unsent)
+                    unsent = unsent[written:] if written < len(unsent) else _EMPTY  # free what went out
                 except BlockingIOError:
                     return False
         except OSError as e:
@@ -259,21 +280,24 @@ class TLSStream(trio.abc.Stream):
     def _decrypt(self, limit: int) -> bytes:
         """Every plaintext byte the buffered records hold, up to `limit`, without waiting."""
         incoming, tls = self._incoming, self._ssl
-        if not incoming.pending and not tls.pending():
+        if not incoming.pending and not tls.pending() and not self._feed():
             return b""  # nothing buffered: spare the read that would raise SSLWantReadError
         parts = []
         n = 0
         try:
             while n < limit:
-                chunk = tls.read(limit - n)
+                try:
+                    chunk = tls.read(limit - n)
+                except ssl.SSLWantReadError:  # a record's start only: its rest may wait in _raw
+                    if self._feed():
+                        continue
+                    break
                 if not chunk:
                     break
                 parts.append(chunk)
                 n += len(chunk)
-                if not incoming.pending and not tls.pending():
+                if not incoming.pending and not tls.pending() and not self._feed():
                     break
-        except ssl.SSLWantReadError:
-            pass
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             self._eof = True  # close_notify, or the TCP connection ended without one
         except ssl.SSLError as e:
@@ -281,10 +305,22 @@ class TLSStream(trio.abc.Stream):
             raise trio.BrokenResourceError(f"TLS error while receiving: {e}") from e
         return b"".join(parts)
 
+    def _feed(self) -> bool:
+        """The next BIO_CHUNK of what the socket gave into the TLS engine; False when nothing waits."""
+        raw = self._raw
+        if not raw:
+            return False
+        self._incoming.write(raw[:BIO_CHUNK])
+        self._raw = raw[BIO_CHUNK:] if len(raw) > BIO_CHUNK else _EMPTY  # an empty slice would keep the read
+        return True
+
     async def _fill(self) -> bool:
-        """One socket read into the TLS engine; False at EOF. `_parked`: it waited for the socket (a
-        checkpoint), so a reader that found bytes at once still owes one."""
+        """More ciphertext into the TLS engine: the rest of the last socket read, else one more; False at
+        EOF. `_parked`: it waited for the socket (a checkpoint), so a reader that found bytes at once still
+        owes one."""
         self._parked = False
+        if self._feed():
+            return True
         while True:
             self._check()
             try:
@@ -299,7 +335,8 @@ class TLSStream(trio.abc.Stream):
         if not data:
             self._incoming.write_eof()
             return False
-        self._incoming.write(data)
+        self._raw = memoryview(data)
+        self._feed()
         return True
 
     async def _flush(self) -> None:
