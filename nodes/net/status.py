@@ -13,35 +13,26 @@ from collections.abc import Callable
 import h11
 import trio
 
-from . import heap
 from .control import MAX_BODY, NodeControl
 from .metrics import Metrics
-from .pages import release_file_pages, release_once_ready
+from .pages import release_once_ready
 
 REQUEST_TIMEOUT = 5.0
 MAX_REQUESTS_PER_CONNECTION = 100
-
-
-def release_start_up() -> None:
-    """Start-up is over: give back the file pages only it touched (nodes/net/pages.py) and the free pages of
-    the malloc heap its peak left (key generation, the first consensus and microdescriptors parsed; 1.0-1.2
-    MB of a relay's anonymous memory at 200 nodes, docs/scale.md). An authority trims after each round too."""
-    release_file_pages()
-    heap.release_free_heap()
 
 
 async def serve_status(host: str, port: int, status: Callable[[], dict], metrics: Metrics, *,
                        control: NodeControl | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled. `task_status.started()` reports the bound port (useful with port 0). With
     `control`, POST /control reaches it and /status shows its state (clock offset, shaping rules). The first
-    answer that says ready gives back what start-up alone used (`release_start_up`)."""
+    answer that says ready gives back the file pages only starting touched (nodes/net/pages.py)."""
     if control is not None:
         role_status = status
 
         def status() -> dict:
             return {**role_status(), **control.status()}
 
-    status = release_once_ready(status, release_start_up)
+    status = release_once_ready(status)
 
     async def handler(stream: trio.SocketStream) -> None:
         try:

@@ -96,15 +96,3 @@ def test_the_status_releases_once_at_its_first_ready_answer():
     status = release_once_ready(lambda: next(answers), lambda: released.append(1))
     assert [status()["ready"] for _ in range(4)] == [False, True, False, True]
     assert released == [1]
-
-
-def test_start_up_gives_back_its_file_pages_and_its_free_heap(monkeypatch):
-    """At the first ready answer: the file pages (above) and the malloc heap's free pages, which a relay's
-    start-up left at 1.0-1.2 MB and nothing gave back (only authorities trimmed, after each round)."""
-    from nodes.net import heap, status
-
-    calls = []
-    monkeypatch.setattr(status, "release_file_pages", lambda: calls.append("pages"))
-    monkeypatch.setattr(heap, "release_free_heap", lambda: calls.append("heap") or True)
-    status.release_start_up()
-    assert sorted(calls) == ["heap", "pages"]
