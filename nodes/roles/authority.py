@@ -272,9 +272,6 @@ class Authority:
         self.descriptor_max_age = max(3600, 10 * config.timing.descriptor_refresh)
         self.descriptors: dict[bytes, ServerDescriptor] = {}  # node ID -> newest descriptor
         self.microdescs: dict[bytes, Microdescriptor] = {}  # digest -> microdescriptor of a held descriptor
-        # node ID -> the microdescriptor derived from its held descriptor at upload: a round reuses these
-        # rather than deriving 280 again while the old ones are still alive (docs/scale.md)
-        self.microdesc_of: dict[bytes, Microdescriptor] = {}
         # valid-after -> v3ident -> vote, until the consensus of that round is computed: then only what the
         # round still needs is kept (the relays each vote lists), not 5 parsed votes of every relay
         self.votes: dict[int, dict[bytes, Vote]] = {}
@@ -398,7 +395,6 @@ class Authority:
         if old is None or desc.published >= old.published:  # an older upload does not replace a newer one
             self.descriptors[desc.node_id] = desc
             self.microdescs[microdesc.digest] = microdesc
-            self.microdesc_of[desc.node_id] = microdesc
             self.metrics.set("relays_known", len(self.descriptors))
         if old is None:
             self.events.emit("relay_registered", nickname=desc.nickname, identity=desc.ed25519_identity,
@@ -565,7 +561,7 @@ class Authority:
         oldest = now - self.descriptor_max_age
         self.descriptors = {k: d for k, d in self.descriptors.items() if d.published >= oldest}
         descriptors = list(self.descriptors.values())
-        by_node = self.microdesc_of = {i: self.microdesc_of[i] for i in self.descriptors}
+        by_node = {d.node_id: microdescriptor_for(d) for d in descriptors}  # derived once, for store and vote
         self.microdescs = {m.digest: m for m in by_node.values()}
         self.metrics.set("relays_known", len(self.descriptors))
 

@@ -4,24 +4,18 @@ validated and documented but the authority used constants), and the consensus sa
 import dataclasses
 import gc
 import io
-import os
 import time
 import weakref
 
 import trio
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from nodes.config import AuthorityRef, NodeConfig, Timing
 from nodes.core.consensus import DirectorySignature
-from nodes.core.microdesc import microdescriptor_for
-from nodes.core.server_descriptor import make_server_descriptor
 from nodes.init import make_authority_keys
 from nodes.net import heap
 from nodes.net.events import EventLog
 from nodes.net.metrics import Metrics
 from nodes.net.node_keys import load_or_create_authority_keys, load_or_create_node_keys
-from nodes.roles import relay
 from nodes.roles.authority import MIN_TEST_TIME, VOTE_PATH, Authority, split_descriptors
 
 
@@ -160,40 +154,3 @@ async def test_each_round_gives_its_freed_heap_back(tmp_path, monkeypatch):
         authority.run_round = run_round
         await authority.run_rounds()
     assert trims == [1, 2, 3]
-
-
-async def test_a_round_uses_the_microdescriptors_derived_at_upload(tmp_path):
-    """Each round derived every relay's microdescriptor again while the previous ones were alive: the
-    round now lists the ones derived when the descriptor was accepted (the same objects, the same bytes),
-    and a descriptor that ages out takes its microdescriptor with it."""
-    authority = _authority(tmp_path, Timing(voting_interval=20, vote_delay=3, dist_delay=5))
-    start = authority._round_of(time.time())
-    descs = [_signed_descriptor(f"relay{i}", int(time.time())) for i in range(2)]
-    for desc in descs:
-        assert (await authority.handle("POST", "/tor/", desc.raw))[0] == 200
-    held = {d.node_id: authority.microdesc_of[d.node_id] for d in descs}
-    assert all(held[d.node_id] == microdescriptor_for(d) for d in descs)
-
-    pushed = {}
-
-    async def no_push(path, body, what, until):
-        pushed.setdefault(what, body)
-
-    authority._push = no_push
-    authority._trio_time = lambda wall: 0
-    authority.descriptor_max_age = 3600
-    authority.descriptors[descs[1].node_id] = dataclasses.replace(descs[1], published=0)  # aged out
-    await authority.run_round(start)
-    assert authority.microdesc_of == {descs[0].node_id: held[descs[0].node_id]}
-    assert authority.microdesc_of[descs[0].node_id] is held[descs[0].node_id]
-    assert authority.microdescs == {held[descs[0].node_id].digest: held[descs[0].node_id]}
-    assert b"\nm " + held[descs[0].node_id].digest_b64.encode() + b"\n" in pushed["vote"]
-
-
-def _signed_descriptor(nickname: str, now: int):
-    return make_server_descriptor(
-        nickname=nickname, address="127.0.0.1", or_port=9001, dir_port=0,
-        rsa_identity=rsa.generate_private_key(65537, 1024), ed25519_identity=Ed25519PrivateKey.generate(),
-        signing_key=Ed25519PrivateKey.generate(), signing_cert_expires=now + 86400,
-        ntor_secret=os.urandom(32), bandwidth=1_000_000, platform="onionlab 0.1.0", proto=relay.PROTO,
-        published=now)
