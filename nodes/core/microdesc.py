@@ -61,11 +61,18 @@ class Microdescriptor:
     ntor_onion_key: bytes
     ed25519_identity: bytes | None  # the "id ed25519" line (C tor clients also accept a microdesc without)
     raw: bytes
-    tap_onion_key: RSAPublicKey | None = None
+    tap_onion_key_der: bytes | None = None  # PKCS#1 DER, loaded by `tap_onion_key` (see ServerDescriptor)
     family: tuple[str, ...] = ()
     family_ids: tuple[str, ...] = ()
     policy: str | None = None  # the "p" summary, None = "reject 1-65535"
     policy6: str | None = None  # the "p6" summary, None = "reject 1-65535"
+
+    @property
+    def tap_onion_key(self) -> RSAPublicKey | None:
+        """The TAP onion key, loaded on each call; None when the microdescriptor has none."""
+        if self.tap_onion_key_der is None:
+            return None
+        return tor_rsa.load_public_der(self.tap_onion_key_der, f"{WHAT}: onion-key")
 
     @property
     def digest(self) -> bytes:
@@ -104,8 +111,8 @@ def microdescriptor_for(desc: ServerDescriptor) -> Microdescriptor:
     if desc.ipv6_policy is not None and desc.ipv6_policy != "reject 1-65535":
         raise LocalProtocolError(f"{desc.nickname}: IPv6 exit policy summaries are not implemented")
     lines = ["onion-key\n"]
-    if desc.tap_onion_key is not None:
-        lines.append(tor_rsa.public_pem(desc.tap_onion_key))
+    if desc.tap_onion_key_der is not None:
+        lines.append(tor_rsa.pem("RSA PUBLIC KEY", desc.tap_onion_key_der))
     lines.append(f"ntor-onion-key {netdoc.b64encode_unpadded(desc.ntor_onion_key)}\n")
     family: tuple[str, ...] = ()
     if desc.family:
@@ -117,7 +124,7 @@ def microdescriptor_for(desc: ServerDescriptor) -> Microdescriptor:
     lines.append(f"id ed25519 {netdoc.b64encode_unpadded(desc.ed25519_identity)}\n")
     raw = "".join(lines).encode("ascii")
     return Microdescriptor(ntor_onion_key=desc.ntor_onion_key, ed25519_identity=desc.ed25519_identity,
-                           raw=raw, tap_onion_key=desc.tap_onion_key, family=family,
+                           raw=raw, tap_onion_key_der=desc.tap_onion_key_der, family=family,
                            family_ids=desc.family_ids)
 
 
@@ -145,11 +152,12 @@ def parse_microdescriptors(data: bytes) -> list[Microdescriptor]:
 def _parse_one(group: list[netdoc.Item], raw: bytes) -> Microdescriptor:
     items = netdoc.check_rules(group, RULES, WHAT)
     onion = group[0]
-    tap_key = None
+    tap_der = None
     if onion.object_data is not None:
-        tap_key = tor_rsa.load_public_der(onion.object_data, f"{WHAT}: onion-key")
+        tap_key = tor_rsa.load_public_der(onion.object_data, f"{WHAT}: onion-key")  # checked, then dropped
         if tap_key.key_size != RSA_BITS or tap_key.public_numbers().e != RSA_EXPONENT:
             raise DecodeError(f"{WHAT}: onion-key must be RSA-{RSA_BITS} with exponent {RSA_EXPONENT}")
+        tap_der = bytes(onion.object_data)  # load_public_der refused anything but canonical DER
     ntor_text = items.one("ntor-onion-key").args[0]
     if len(ntor_text) not in (43, 44):
         raise DecodeError(f"{WHAT}: ntor-onion-key must be 43 or 44 base64 characters")
@@ -164,7 +172,7 @@ def _parse_one(group: list[netdoc.Item], raw: bytes) -> Microdescriptor:
     family_ids = items.optional("family-ids")
     p, p6 = items.optional("p"), items.optional("p6")
     return Microdescriptor(
-        ntor_onion_key=ntor_key, ed25519_identity=ed_id, raw=raw, tap_onion_key=tap_key,
+        ntor_onion_key=ntor_key, ed25519_identity=ed_id, raw=raw, tap_onion_key_der=tap_der,
         family=family.args if family else (), family_ids=family_ids.args if family_ids else (),
         policy=p.rest if p else None, policy6=p6.rest if p6 else None)
 

@@ -129,7 +129,9 @@ class ServerDescriptor:
     address: str
     or_port: int
     dir_port: int
-    rsa_identity: RSAPublicKey
+    # The RSA keys as their PKCS#1 DER, not as key objects: an authority holds every relay's descriptor, and
+    # a loaded RSA-1024 public key costs 780 B of OpenSSL heap against 140 B of DER (docs/scale.md).
+    rsa_identity_der: bytes
     ed25519_identity: bytes  # the master identity key (KP_relayid_ed)
     signing_cert: Ed25519Cert  # type 04: the master key certifies the medium-term signing key
     ntor_onion_key: bytes
@@ -144,7 +146,7 @@ class ServerDescriptor:
     raw: bytes
     ntor_crosscert: Ed25519Cert  # type 0A: the ntor key (as Ed25519) certifies the master identity key
     ntor_crosscert_sign_bit: int
-    tap_onion_key: RSAPublicKey | None = None
+    tap_onion_key_der: bytes | None = None
     family: tuple[str, ...] = ()  # the declared "family" line, as written
     family_ids: tuple[str, ...] = ()  # "ed25519:KEY" of every verified family-cert, sorted, unique
     exit_policy: tuple[str, ...] = ("reject *:*",)  # the accept/reject lines in order
@@ -156,7 +158,19 @@ class ServerDescriptor:
     @property
     def node_id(self) -> bytes:
         """The 20-byte relay ID: SHA-1 of the DER-encoded RSA identity key."""
-        return tor_rsa.fingerprint(self.rsa_identity)
+        return hashlib.sha1(self.rsa_identity_der).digest()
+
+    @property
+    def rsa_identity(self) -> RSAPublicKey:
+        """The RSA identity key, loaded on each call (nothing on a node's paths needs it after the check)."""
+        return tor_rsa.load_public_der(self.rsa_identity_der, f"{WHAT}: signing-key")
+
+    @property
+    def tap_onion_key(self) -> RSAPublicKey | None:
+        """The TAP onion key, loaded on each call; None when the descriptor has none."""
+        if self.tap_onion_key_der is None:
+            return None
+        return tor_rsa.load_public_der(self.tap_onion_key_der, f"{WHAT}: onion-key")
 
     @property
     def signing_key(self) -> bytes:
@@ -260,13 +274,15 @@ class UncheckedServerDescriptor:
                                f"at most {max_skew} accepted")
         return ServerDescriptor(
             nickname=self.nickname, address=self.address, or_port=self.or_port, dir_port=self.dir_port,
-            rsa_identity=self.rsa_identity, ed25519_identity=master, signing_cert=self.signing_cert,
+            rsa_identity_der=tor_rsa.public_der(self.rsa_identity), ed25519_identity=master,
+            signing_cert=self.signing_cert,
             ntor_onion_key=self.ntor_onion_key, bandwidth_avg=self.bandwidth_avg,
             bandwidth_burst=self.bandwidth_burst, bandwidth_observed=self.bandwidth_observed,
             platform=self.platform, proto=self.proto, published=self.published,
             hidden_service_dir=self.hidden_service_dir, uptime=self.uptime, raw=self.raw,
             ntor_crosscert=self.ntor_crosscert, ntor_crosscert_sign_bit=self.ntor_crosscert_sign_bit,
-            tap_onion_key=self.tap_onion_key, family=self.family, family_ids=tuple(family_ids),
+            tap_onion_key_der=None if self.tap_onion_key is None else tor_rsa.public_der(self.tap_onion_key),
+            family=self.family, family_ids=tuple(family_ids),
             exit_policy=self.exit_policy, ipv6_policy=self.ipv6_policy,
             tunnelled_dir_server=self.tunnelled_dir_server, hibernating=self.hibernating,
             contact=self.contact)
@@ -661,8 +677,9 @@ def make_server_descriptor(*, nickname: str, address: str, or_port: int, dir_por
     signing_cert = make_cert(CertType.IDENTITY_V_SIGNING, signing.public_key, identity, signing_cert_expires)
     ntor_cc = make_cert(CertType.NTOR_CC_IDENTITY, master, ntor_signer, published + ONION_KEY_LIFETIME,
                         include_signing_key=False)
-    rsa_public = rsa_identity.public_key()
-    node_id = tor_rsa.fingerprint(rsa_public)
+    rsa_der = tor_rsa.public_der(rsa_identity.public_key())
+    tap_der = None if tap_onion_key is None else tor_rsa.public_der(tap_onion_key.public_key())
+    node_id = hashlib.sha1(rsa_der).digest()
     hex_id = node_id.hex().upper()
 
     parts = [
@@ -676,9 +693,9 @@ def make_server_descriptor(*, nickname: str, address: str, or_port: int, dir_por
         f"uptime {uptime}\n",
         f"bandwidth {bandwidth} {bandwidth} {bandwidth}\n",
     ]
-    if tap_onion_key is not None:
-        parts += ["onion-key\n", tor_rsa.public_pem(tap_onion_key.public_key())]
-    parts += ["signing-key\n", tor_rsa.public_pem(rsa_public)]
+    if tap_der is not None:
+        parts += ["onion-key\n", tor_rsa.pem(_RSA_KEY, tap_der)]
+    parts += ["signing-key\n", tor_rsa.pem(_RSA_KEY, rsa_der)]
     if tap_onion_key is not None:
         # crypto_pk_private_sign over ID | master: the same raw PKCS#1 type-1 signature as over a digest
         parts += ["onion-key-crosscert\n",
@@ -700,11 +717,10 @@ def make_server_descriptor(*, nickname: str, address: str, or_port: int, dir_por
     if len(raw) > MAX_DESCRIPTOR_SIZE:
         raise LocalProtocolError(f"descriptor of {len(raw)} bytes is over {MAX_DESCRIPTOR_SIZE}")
     return ServerDescriptor(
-        nickname=nickname, address=address, or_port=or_port, dir_port=dir_port, rsa_identity=rsa_public,
+        nickname=nickname, address=address, or_port=or_port, dir_port=dir_port, rsa_identity_der=rsa_der,
         ed25519_identity=master, signing_cert=signing_cert, ntor_onion_key=ntor_public,
         bandwidth_avg=bandwidth, bandwidth_burst=bandwidth, bandwidth_observed=bandwidth, platform=platform,
         proto=proto, published=published, hidden_service_dir=hidden_service_dir, uptime=uptime, raw=raw,
-        ntor_crosscert=ntor_cc, ntor_crosscert_sign_bit=sign_bit,
-        tap_onion_key=tap_onion_key.public_key() if tap_onion_key is not None else None,
+        ntor_crosscert=ntor_cc, ntor_crosscert_sign_bit=sign_bit, tap_onion_key_der=tap_der,
         family=tuple(family), exit_policy=("reject *:*",), tunnelled_dir_server=True)
 

@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -184,3 +185,13 @@ def test_mutated(at, cut, insert):
         parse_microdescriptors(raw[:at] + insert + raw[at + cut:])
     except RemoteProtocolError:
         pass
+
+
+def test_tap_key_is_held_as_der_and_loaded_when_asked():
+    """Like the server descriptor's: the DER the document carries, a key object only on request."""
+    for md in (microdescriptor_for(DESC_TAP), parse_microdescriptors(microdescriptor_for(DESC_TAP).raw)[0]):
+        assert md.tap_onion_key_der == DESC_TAP.tap_onion_key_der
+        assert not any(isinstance(getattr(md, f), rsa.RSAPublicKey) for f in md.__slots__)
+        assert md.tap_onion_key.public_numbers() == DESC_TAP.tap_onion_key.public_numbers()
+    md = parse_microdescriptors(microdescriptor_for(DESC).raw)[0]
+    assert md.tap_onion_key_der is None and md.tap_onion_key is None

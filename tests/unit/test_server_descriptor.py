@@ -551,3 +551,26 @@ def test_a_c_tor_relays_upload_is_its_descriptor_then_its_extra_info():
     desc = unchecked.check(unchecked.published, max_age=3600, max_skew=60)
     assert desc.nickname == "caprelay" and desc.hidden_service_dir and desc.tunnelled_dir_server
     assert split_upload(DESC.raw) == (DESC.raw, 0)
+
+
+def test_checked_descriptor_keeps_rsa_keys_as_der_and_loads_them_when_asked():
+    """An authority holds every relay's descriptor: its RSA keys stay 140 B of DER, not 780 B OpenSSL
+    objects, and load to the keys the document carries (the node ID is still SHA-1 of the identity's DER)."""
+    for made in (DESC, DESC_TAP):
+        checked = _check(made.raw)
+        assert checked == made
+        for desc in (made, checked):
+            held = [getattr(desc, f) for f in desc.__slots__]
+            assert not any(isinstance(v, (rsa.RSAPublicKey, rsa.RSAPrivateKey)) for v in held)
+            assert desc.rsa_identity_der == tor_rsa.public_der(RSA_ID.public_key())
+            assert tor_rsa.public_der(desc.rsa_identity) == desc.rsa_identity_der
+            assert desc.node_id == tor_rsa.fingerprint(RSA_ID.public_key())
+            pem = tor_rsa.pem("RSA PUBLIC KEY", desc.rsa_identity_der).encode()
+            assert b"\nsigning-key\n" + pem in desc.raw
+    assert DESC.tap_onion_key_der is None and DESC.tap_onion_key is None
+    assert DESC_TAP.tap_onion_key_der == tor_rsa.public_der(TAP.public_key())
+    assert DESC_TAP.tap_onion_key.public_numbers() == TAP.public_key().public_numbers()
+    # the key loaded from the held DER still verifies the descriptor's RSA signature
+    items = netdoc.Items(netdoc.parse_items(DESC.raw, "d"), "d")
+    sig = items.one("router-signature").object("SIGNATURE", "d")
+    tor_rsa.verify_digest(DESC.rsa_identity, sig, DESC.digest)
