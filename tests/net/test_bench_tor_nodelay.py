@@ -28,10 +28,13 @@ def _child_nodelay(env: dict[str, str]) -> list[int]:
 
 
 def test_the_shim_sets_tcp_nodelay_on_made_and_accepted_sockets(tmp_path):
-    if os.environ.get("CI") != "true" and not (vs_tor.shutil.which("cc") or vs_tor.shutil.which("gcc")):
-        pytest.skip("no C compiler")
     plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     assert _child_nodelay(plain) == [0, 0, 0]
-    env = vs_tor.nodelay_env(tmp_path)
+    try:
+        env = vs_tor.nodelay_env(tmp_path)
+    except vs_tor.BenchError:  # no C compiler: a failure under CI, which installs one
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("no C compiler")
     assert (tmp_path / "tcp_nodelay.so").exists()
     assert _child_nodelay(env) == [1, 1, 1]
